@@ -1,0 +1,350 @@
+//! Everything the XDP data path (`lb-ebpf`) and the control plane (`lb-ctl`) share: map names,
+//! map keys and values, and the constants both sides must agree on.
+//!
+//! Every type is `#[repr(C)]` with explicit padding fields, so its layout is the same on the
+//! BPF target and on the host, and the kernel never sees uninitialised bytes in a map key. The
+//! `const` assertions at the bottom pin each size: a change here that one side does not expect
+//! fails to compile on both.
+//!
+//! Addresses are stored as 16 bytes in network byte order; an IPv4 address is IPv4-mapped
+//! (`::ffff:a.b.c.d`), so IPv6 can use the same maps later. Ports are in network byte order.
+#![no_std]
+
+/// Names of the maps and programs, as the ELF object declares them and as they are pinned.
+pub mod names {
+    pub const PROGRAM: &str = "lb_xdp";
+    pub const PASS_PROGRAM: &str = "lb_pass";
+    pub const SERVICES: &str = "SERVICES";
+    pub const BACKENDS: &str = "BACKENDS";
+    pub const TABLE: &str = "TABLE";
+    pub const CURSORS: &str = "CURSORS";
+    pub const FLOWS: &str = "FLOWS";
+    pub const IFACES: &str = "IFACES";
+    pub const SERVICE_STATS: &str = "SERVICE_STATS";
+    pub const BACKEND_STATS: &str = "BACKEND_STATS";
+    pub const REASONS: &str = "REASONS";
+
+    /// Every map of the program, in the order they are pinned.
+    pub const MAPS: [&str; 9] = [
+        SERVICES,
+        BACKENDS,
+        TABLE,
+        CURSORS,
+        FLOWS,
+        IFACES,
+        SERVICE_STATS,
+        BACKEND_STATS,
+        REASONS,
+    ];
+}
+
+/// Default map sizes. The ones marked "load-time" can be changed when the program is loaded.
+pub mod limits {
+    /// Services (VIP, port, protocol), and so service ids `0..MAX_SERVICES`.
+    pub const MAX_SERVICES: u32 = 4096;
+    /// Backend slots, and so backend ids `0..MAX_BACKENDS`, shared by all services.
+    pub const MAX_BACKENDS: u32 = 65536;
+    /// Entries of the lookup table that holds every service's backend sequence (load-time).
+    /// 4 Mi entries of 4 bytes = 16 MiB: room for 32 Maglev tables of 65537, double-buffered.
+    pub const TABLE_ENTRIES: u32 = 1 << 22;
+    /// Connection table entries (LRU, load-time).
+    pub const FLOWS: u32 = 1 << 18;
+    /// Interfaces the program can be attached to at once.
+    pub const MAX_IFACES: u32 = 64;
+    /// Bytes of a service name, including no terminator (names are NUL-padded).
+    pub const NAME_LEN: usize = 32;
+}
+
+/// IP protocol numbers the data path serves.
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// A 16-byte address in network byte order, as four words read from memory.
+pub type Addr = [u32; 4];
+
+/// The IPv4-mapped form of an IPv4 address given in network byte order (as read from a header).
+#[inline(always)]
+pub const fn v4_mapped(be_addr: u32) -> Addr {
+    [0, 0, 0x0000_ffffu32.to_be(), be_addr]
+}
+
+/// Key of `SERVICES`: a VIP, a port (0 = every port) and a protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    pub addr: Addr,
+    /// Network byte order; 0 matches every port of `addr` that has no own entry.
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// How the data path picks a slot of a service's table for a new flow.
+pub mod pick {
+    /// Walk the table with the service's shared cursor (rr, wrr).
+    pub const CURSOR: u8 = 0;
+    /// Hash the flow's 5-tuple (consistent hashing: mh).
+    pub const FLOW_HASH: u8 = 1;
+    /// Hash the client's address (sh).
+    pub const SOURCE_HASH: u8 = 2;
+}
+
+/// Scheduler identifiers, as stored for `lb-ctl list`; the data path only reads `pick`.
+pub mod sched {
+    pub const RR: u8 = 0;
+    pub const WRR: u8 = 1;
+}
+
+/// Value of `SERVICES`. User space replaces it whole; the kernel swaps hash map values
+/// atomically, so a packet sees either the old table or the new one, never a mix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// Index into `CURSORS` and `SERVICE_STATS`.
+    pub id: u32,
+    /// First entry of this service's backend sequence in `TABLE`.
+    pub table_offset: u32,
+    /// Entries in the sequence; 0 = no usable backend (packets are dropped and counted).
+    pub table_len: u32,
+    /// One of [`pick`].
+    pub pick: u8,
+    /// One of [`sched`]; not read by the data path.
+    pub sched: u8,
+    pub flags: u16,
+    /// NUL-padded UTF-8 name, for listings.
+    pub name: [u8; limits::NAME_LEN],
+}
+
+/// `Backend::flags`: the slot holds a configured backend.
+pub const BACKEND_CONFIGURED: u16 = 1 << 0;
+/// `Backend::flags`: its MAC is known and it may receive packets (of existing flows at least).
+pub const BACKEND_USABLE: u16 = 1 << 1;
+
+/// Value of `BACKENDS`, an array indexed by backend id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: Addr,
+    pub mac: [u8; 6],
+    pub flags: u16,
+    /// The service this backend belongs to (a backend address in two services has two slots).
+    pub service_id: u32,
+    pub weight: u32,
+    /// Network byte order (equals the service's port in DR mode, 0 for all-ports services).
+    pub port: u16,
+    pub _pad: [u8; 2],
+}
+
+/// Key of `FLOWS`: one direction of a connection, client to VIP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: Addr,
+    pub dst: Addr,
+    /// Network byte order.
+    pub sport: u16,
+    /// Network byte order.
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// TCP state as the director sees it (client-to-server direction only, as in IPVS DR mode).
+pub mod tcp_state {
+    pub const NONE: u8 = 0;
+    pub const SYN: u8 = 1;
+    pub const ESTABLISHED: u8 = 2;
+    pub const FIN: u8 = 3;
+    pub const RST: u8 = 4;
+}
+
+/// Value of `FLOWS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flow {
+    /// `bpf_ktime_get_ns()` of the last packet.
+    pub last_seen_ns: u64,
+    pub backend: u32,
+    pub service_id: u32,
+    /// One of [`tcp_state`].
+    pub state: u8,
+    pub _pad: [u8; 7],
+}
+
+/// Value of `IFACES`, keyed by ifindex (u32): the interface the program is attached to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Iface {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// Value of `SERVICE_STATS` and `BACKEND_STATS` (per-CPU arrays, summed by user space).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub packets: u64,
+    /// IP bytes (the IPv4 total length), as IPVS counts them.
+    pub bytes: u64,
+    /// Flows that were scheduled (connection-table entries created).
+    pub new_flows: u64,
+}
+
+impl Counters {
+    pub fn add(&mut self, other: &Counters) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        self.new_flows += other.new_flows;
+    }
+}
+
+/// Why the data path did what it did with a packet: the index into `REASONS`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Forwarded to a backend (XDP_TX).
+    Forwarded = 0,
+    /// Passed: not IPv4 (ARP, IPv6, other EtherTypes).
+    PassNotIpv4 = 1,
+    /// Passed: IPv4 but not TCP or UDP.
+    PassNotTcpUdp = 2,
+    /// Passed: no service for this destination address, port and protocol.
+    PassNotVip = 3,
+    /// Passed: to a VIP, but the frame was not addressed to this interface's MAC.
+    PassOtherMac = 4,
+    /// Passed: the ingress interface is not registered (attach writes it).
+    PassUnknownIface = 5,
+    /// Passed: an IPv4 fragment (the kernel reassembles or drops it).
+    PassFragment = 6,
+    /// Passed: a header is truncated or inconsistent (the kernel drops it).
+    PassMalformed = 7,
+    /// Dropped: the service has no usable backend.
+    DropNoBackend = 8,
+    /// Dropped: the service table pointed at an empty backend slot (a control-plane bug).
+    DropBadBackend = 9,
+}
+
+impl Reason {
+    pub const COUNT: u32 = 10;
+    pub const ALL: [Reason; Self::COUNT as usize] = [
+        Reason::Forwarded,
+        Reason::PassNotIpv4,
+        Reason::PassNotTcpUdp,
+        Reason::PassNotVip,
+        Reason::PassOtherMac,
+        Reason::PassUnknownIface,
+        Reason::PassFragment,
+        Reason::PassMalformed,
+        Reason::DropNoBackend,
+        Reason::DropBadBackend,
+    ];
+
+    /// A stable snake_case name, used as a JSON key and Prometheus label.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::Forwarded => "forwarded",
+            Reason::PassNotIpv4 => "pass_not_ipv4",
+            Reason::PassNotTcpUdp => "pass_not_tcp_udp",
+            Reason::PassNotVip => "pass_not_vip",
+            Reason::PassOtherMac => "pass_other_mac",
+            Reason::PassUnknownIface => "pass_unknown_iface",
+            Reason::PassFragment => "pass_fragment",
+            Reason::PassMalformed => "pass_malformed",
+            Reason::DropNoBackend => "drop_no_backend",
+            Reason::DropBadBackend => "drop_bad_backend",
+        }
+    }
+
+    /// The XDP action the data path takes for this reason.
+    pub const fn is_drop(self) -> bool {
+        matches!(self, Reason::DropNoBackend | Reason::DropBadBackend)
+    }
+}
+
+// Layouts both sides rely on. A change here must be made knowingly.
+const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
+const _: () = assert!(core::mem::size_of::<Service>() == 48);
+const _: () = assert!(core::mem::size_of::<Backend>() == 36);
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+const _: () = assert!(core::mem::size_of::<Flow>() == 24);
+const _: () = assert!(core::mem::size_of::<Iface>() == 8);
+const _: () = assert!(core::mem::size_of::<Counters>() == 24);
+const _: () = assert!(core::mem::align_of::<Flow>() == 8);
+const _: () = assert!(core::mem::align_of::<Counters>() == 8);
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all are #[repr(C)], Copy, contain only integers and byte arrays, and have no
+    // implicit padding (the size assertions above cover every byte).
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for Service {}
+    unsafe impl aya::Pod for Backend {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for Flow {}
+    unsafe impl aya::Pod for Iface {}
+    unsafe impl aya::Pod for Counters {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v4_mapped_bytes_are_the_ipv4_mapped_ipv6_form() {
+        let be = u32::from_ne_bytes([192, 168, 58, 133]);
+        let words = v4_mapped(be);
+        let mut bytes = [0u8; 16];
+        for (i, w) in words.iter().enumerate() {
+            bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        assert_eq!(
+            bytes,
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 168, 58, 133]
+        );
+    }
+
+    #[test]
+    fn reasons_are_indexed_by_their_value_and_named_uniquely() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as u32, i as u32);
+            for other in &Reason::ALL[i + 1..] {
+                assert_ne!(r.name(), other.name());
+            }
+        }
+        assert!(Reason::DropNoBackend.is_drop());
+        assert!(!Reason::PassMalformed.is_drop());
+        assert!(!Reason::Forwarded.is_drop());
+    }
+
+    #[test]
+    fn counters_add_field_by_field() {
+        let mut a = Counters {
+            packets: 1,
+            bytes: 60,
+            new_flows: 1,
+        };
+        a.add(&Counters {
+            packets: 2,
+            bytes: 100,
+            new_flows: 0,
+        });
+        assert_eq!(
+            a,
+            Counters {
+                packets: 3,
+                bytes: 160,
+                new_flows: 1
+            }
+        );
+    }
+
+    #[test]
+    fn map_list_names_every_map_once() {
+        for (i, a) in names::MAPS.iter().enumerate() {
+            for b in &names::MAPS[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+}

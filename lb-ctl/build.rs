@@ -1,0 +1,67 @@
+//! Builds the XDP object from `../lb-ebpf` with the nightly toolchain for `bpfel-unknown-none`
+//! and leaves it in `OUT_DIR/lb-ebpf`, where `src/loader.rs` embeds it. One binary is then all
+//! a user installs.
+//!
+//! Needs `bpf-linker` on PATH and the nightly's `rust-src` (`cargo xtask setup` installs both).
+//! `LB_EBPF_OBJECT=PATH` uses a prebuilt object instead.
+
+use std::{env, fs, path::PathBuf, process::Command};
+
+use anyhow::{Context as _, bail};
+
+fn main() -> anyhow::Result<()> {
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR not set")?);
+    let ebpf_dir = manifest_dir.join("../lb-ebpf");
+    let common_dir = manifest_dir.join("../lb-common");
+    let dest = out_dir.join("lb-ebpf");
+    println!("cargo:rerun-if-env-changed=LB_EBPF_OBJECT");
+    if let Some(prebuilt) = env::var_os("LB_EBPF_OBJECT") {
+        fs::copy(&prebuilt, &dest)
+            .with_context(|| format!("copying LB_EBPF_OBJECT {prebuilt:?}"))?;
+        return Ok(());
+    }
+    for dir in [
+        ebpf_dir.join("src"),
+        ebpf_dir.join("Cargo.toml"),
+        common_dir.join("src"),
+    ] {
+        println!("cargo:rerun-if-changed={}", dir.display());
+    }
+    let target_dir = out_dir.join("ebpf-target");
+    let mut cmd = Command::new("rustup");
+    cmd.args(["run", "nightly", "cargo", "build", "--release", "--locked"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .arg("--manifest-path")
+        .arg(ebpf_dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            ["-Ctarget-cpu=v3", "-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f"),
+        );
+    // The outer build's toolchain settings must not leak into the nightly build.
+    for key in [
+        "RUSTC",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+        "CARGO_TARGET_DIR",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO",
+    ] {
+        cmd.env_remove(key);
+    }
+    let status = cmd.status().context(
+        "running `rustup run nightly cargo build` for lb-ebpf (run `cargo xtask setup` first)",
+    )?;
+    if !status.success() {
+        bail!(
+            "building the XDP program (lb-ebpf) failed: {status}. \
+             `cargo xtask setup` installs bpf-linker and the nightly's rust-src it needs"
+        );
+    }
+    let object = target_dir.join("bpfel-unknown-none/release/lb-ebpf");
+    fs::copy(&object, &dest).with_context(|| format!("copying {}", object.display()))?;
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! The declarative YAML service file: parsing and validation.
+//!
+//! ```yaml
+//! services:
+//!   - name: web                     # unique, required; 1..=32 bytes of [A-Za-z0-9_.-]
+//!     vip: 192.168.58.133           # IPv4; required
+//!     port: 80                      # required; 0 = all ports of the VIP
+//!     protocol: tcp                 # tcp | udp; default tcp
+//!     scheduler: wrr                # rr | wrr; default wrr
+//!     backends:                     # may be empty (the service then drops, counted)
+//!       - address: 192.168.58.135   # required
+//!         weight: 1                 # default 1; 0 = drain; max 65535
+//!       - address: 192.168.58.136
+//!         port: 80                  # optional; must equal the service port (DR mode)
+//! ```
+//!
+//! [`parse`] checks the whole file and returns either a [`Config`] or a [`ConfigError`] holding
+//! every problem found, each as a [`Diagnostic`] naming the file, the line and the field path
+//! (`services[1].backends[0].weight`). A file with any error is never partly applied.
+
+mod duration;
+mod lines;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+pub use duration::parse_duration;
+
+/// A whole service file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// In file order.
+    pub services: Vec<ServiceConfig>,
+}
+
+/// One entry of `services:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub vip: Ipv4Addr,
+    /// 0 = every port of the VIP.
+    pub port: u16,
+    pub protocol: Protocol,
+    pub scheduler: Scheduler,
+    /// In file order.
+    pub backends: Vec<BackendConfig>,
+    /// 1-based line of the service entry.
+    pub line: usize,
+}
+
+/// One entry of a service's `backends:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub address: Ipv4Addr,
+    /// Always the service's port (DR mode cannot rewrite ports): filled in when omitted.
+    pub port: u16,
+    /// 0..=65535; 0 drains the backend (no new flows).
+    pub weight: u32,
+    /// 1-based line of the backend entry.
+    pub line: usize,
+}
+
+/// The transport protocol of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// The IP protocol number: 6 or 17.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => lb_common::PROTO_TCP,
+            Protocol::Udp => lb_common::PROTO_UDP,
+        }
+    }
+
+    /// The protocol with IP protocol number `n`, if served.
+    pub fn from_number(n: u8) -> Option<Self> {
+        match n {
+            lb_common::PROTO_TCP => Some(Protocol::Tcp),
+            lb_common::PROTO_UDP => Some(Protocol::Udp),
+            _ => None,
+        }
+    }
+
+    /// `"tcp"` or `"udp"`, as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a service spreads new flows over its backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheduler {
+    /// Round robin (weights ignored except 0 = drain).
+    Rr,
+    /// Weighted round robin.
+    Wrr,
+}
+
+impl Scheduler {
+    /// `"rr"` or `"wrr"`, as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheduler::Rr => "rr",
+            Scheduler::Wrr => "wrr",
+        }
+    }
+
+    /// The scheduler written `s` in the file.
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "rr" => Some(Scheduler::Rr),
+            "wrr" => Some(Scheduler::Wrr),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Scheduler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The scheduler of a service that names none.
+pub const DEFAULT_SCHEDULER: Scheduler = Scheduler::Wrr;
+
+/// Parses and validates the text of a service file; `file` is the name shown in diagnostics.
+pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+    validate::parse(text, file)
+}
+
+/// Reads and parses the service file at `path`. A file that cannot be read (or is not UTF-8) is
+/// a [`ConfigError`] too, with a diagnostic of line 0.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text, &file),
+        Err(err) => Err(ConfigError {
+            diagnostics: vec![Diagnostic {
+                file,
+                line: 0,
+                field: String::new(),
+                message: format!("cannot read the file: {err}"),
+            }],
+        }),
+    }
+}
+
+/// Every problem found in a service file (at least one).
+#[derive(Debug)]
+pub struct ConfigError {
+    /// In line order.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl fmt::Display for ConfigError {
+    /// One diagnostic per line, then `N error(s); nothing was applied`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in &self.diagnostics {
+            writeln!(f, "{d}")?;
+        }
+        let n = self.diagnostics.len();
+        let plural = if n == 1 { "" } else { "s" };
+        write!(f, "{n} error{plural}; nothing was applied")
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// One problem, at one line and field of one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: String,
+    /// 1-based; 0 when the problem is the whole file (it could not be read).
+    pub line: usize,
+    /// Path of the field, e.g. `services[1].backends[0].weight`; empty when there is none
+    /// (a YAML syntax error, say).
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    /// `FILE:LINE: FIELD: MESSAGE`; the field part is left out when empty, the line part when 0.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}

@@ -1,0 +1,15 @@
+//! The control plane of the XDP director, as a library: the `lb-ctl` binary and the tests use
+//! the same code to load the program, fill its maps and read its counters.
+
+pub mod apply;
+pub mod config;
+pub mod list;
+pub mod loader;
+pub mod maps;
+pub mod net;
+pub mod pins;
+pub mod privileges;
+pub mod resolve;
+pub mod stats;
+pub mod table;
+pub mod view;

@@ -1,0 +1,60 @@
+//! `lb-ctl list`: services and backends the way `ipvsadm -L -n` shows them, with the
+//! traffic columns of `ipvsadm -L -n --stats` and each backend's state.
+
+use std::fmt::Write as _;
+
+use crate::view::Snapshot;
+
+/// Renders the listing; `interfaces` are the attached interface names.
+pub fn render(snap: &Snapshot, interfaces: &[String]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "XDP director (lb-ctl): {} service(s), attached to {}, {} connection(s) tracked",
+        snap.services.len(),
+        if interfaces.is_empty() {
+            "nothing".to_string()
+        } else {
+            interfaces.join(", ")
+        },
+        snap.flows,
+    );
+    let _ = writeln!(out, "Prot LocalAddress:Port Scheduler Flags      Name");
+    let _ = writeln!(
+        out,
+        "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn {:>9} {:>10} {:>12}  State",
+        "Conns", "InPkts", "InBytes"
+    );
+    for s in &snap.services {
+        let local = format!("{}:{}", s.vip, s.port);
+        let _ = writeln!(
+            out,
+            "{:<4} {:<21} {:<16} {}",
+            s.protocol.to_uppercase(),
+            local,
+            s.scheduler,
+            s.name
+        );
+        for b in &s.backends {
+            let remote = format!("{}:{}", b.address, b.port);
+            let state = match (b.usable, b.weight) {
+                (false, _) => "unresolved",
+                (true, 0) => "draining",
+                (true, _) => "up",
+            };
+            let _ = writeln!(
+                out,
+                "  -> {:<28} {:<7} {:<6} {:<10} {:<9} {:>9} {:>10} {:>12}  {state}",
+                remote,
+                "Route",
+                b.weight,
+                b.active_connections,
+                b.inactive_connections,
+                b.connections,
+                b.packets,
+                b.bytes,
+            );
+        }
+    }
+    out
+}

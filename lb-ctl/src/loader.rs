@@ -1,0 +1,102 @@
+//! Loading the embedded XDP object.
+//!
+//! The object is built from `lb-ebpf` by this crate's build script and embedded here, so the
+//! `lb-ctl` binary is all a user installs.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{Xdp, XdpMode},
+};
+use lb_common::{limits, names};
+
+/// The XDP object, as built for `bpfel-unknown-none`.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
+
+/// Map sizes chosen when the program is loaded (the others are fixed in `lb_common::limits`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizes {
+    /// Entries of the shared backend lookup table (4 bytes each).
+    pub table_entries: u32,
+    /// Connection-table entries (LRU).
+    pub flows: u32,
+}
+
+impl Default for Sizes {
+    fn default() -> Self {
+        Sizes {
+            table_entries: limits::TABLE_ENTRIES,
+            flows: limits::FLOWS,
+        }
+    }
+}
+
+fn check_object() -> Result<()> {
+    if OBJECT.is_empty() {
+        bail!(
+            "this lb-ctl was built without its XDP object (LB_EBPF_OBJECT pointed at an empty \
+             file); rebuild it with `cargo xtask build`"
+        );
+    }
+    Ok(())
+}
+
+/// Loads the object and the director's program into the kernel (the verifier runs here).
+/// With `pin_dir`, every map is opened from its pin there, or created and pinned there, so
+/// every program instance loaded with the same directory shares the same maps.
+pub fn load(sizes: &Sizes, pin_dir: Option<&Path>) -> Result<Ebpf> {
+    check_object()?;
+    let mut loader = EbpfLoader::new();
+    loader
+        .map_max_entries(names::TABLE, sizes.table_entries)
+        .map_max_entries(names::FLOWS, sizes.flows);
+    if let Some(dir) = pin_dir {
+        for name in names::MAPS {
+            loader.map_pin_path(name, dir.join(name));
+        }
+    }
+    let mut ebpf = loader.load(OBJECT).context(
+        "loading the XDP object into the kernel (needs root or CAP_BPF + CAP_NET_ADMIN)",
+    )?;
+    program(&mut ebpf, names::PROGRAM)?
+        .load()
+        .context("the kernel's verifier rejected the XDP program")?;
+    Ok(ebpf)
+}
+
+/// The XDP program called `name` in a loaded object.
+pub fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+    ebpf.program_mut(name)
+        .with_context(|| format!("the XDP object has no program {name}"))?
+        .try_into()
+        .with_context(|| format!("{name} is not an XDP program"))
+}
+
+/// A pass-through XDP program attached to one interface; dropping it detaches it.
+pub struct PassThrough {
+    _ebpf: Ebpf,
+}
+
+/// Attaches a program that passes every frame to `iface` inside network namespace `netns`.
+///
+/// veth drops frames that its peer sent with XDP_TX unless the receiving end runs an XDP
+/// program of its own; a lab puts this one on the switch-side end of a director's link.
+pub fn attach_pass_through(netns: &str, iface: &str) -> Result<PassThrough> {
+    check_object()?;
+    let iface = iface.to_owned();
+    crate::net::netns::run_in(netns, move || {
+        let mut loader = EbpfLoader::new();
+        // Only the program is used: keep the maps that come with the object tiny.
+        for name in names::MAPS {
+            loader.map_max_entries(name, 1);
+        }
+        let mut ebpf = loader.load(OBJECT).context("loading the XDP object")?;
+        let prog = program(&mut ebpf, names::PASS_PROGRAM)?;
+        prog.load().context("loading the pass-through program")?;
+        prog.attach(&iface, XdpMode::Driver)
+            .with_context(|| format!("attaching the pass-through program to {iface}"))?;
+        Ok(PassThrough { _ebpf: ebpf })
+    })
+}

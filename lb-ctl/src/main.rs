@@ -1,0 +1,343 @@
+//! `lb-ctl`: the command line of the XDP director.
+
+use std::{
+    io::{IsTerminal as _, Write as _},
+    path::{Path, PathBuf},
+    process::ExitCode,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use lb_ctl::{
+    apply, config, list,
+    loader::Sizes,
+    maps::Maps,
+    net::netns,
+    pins::{self, Attached, Mode},
+    privileges, resolve,
+    stats::{self, Rates},
+    view::Snapshot,
+};
+
+const ABOUT: &str =
+    "Control an XDP load balancer that forwards like IPVS in direct-routing (LVS-DR) mode";
+
+const LONG_ABOUT: &str = "\
+Control an XDP load balancer that forwards like IPVS in direct-routing (LVS-DR) mode.
+
+An XDP program on the director's interface takes each packet to a virtual service
+(VIP, port, protocol), picks a real server for its flow, rewrites the destination MAC to
+that server's and sends the frame back out. The server holds the VIP on its loopback and
+answers the client directly. Everything else goes to the kernel untouched.
+
+Typical use:
+  lb-ctl attach eth0                   load the program, attach it, pin it
+  lb-ctl apply -f services.yaml        set services and backends (all or nothing)
+  lb-ctl list                          the ipvsadm -L -n view
+  lb-ctl stats --prometheus            counters for a scraper
+  lb-ctl detach eth0                   remove it again
+
+The program and its maps are pinned under --pin-dir, so the data path keeps forwarding
+after each command exits. All commands except --help need root (or CAP_BPF and
+CAP_NET_ADMIN).";
+
+#[derive(Parser)]
+#[command(name = "lb-ctl", version, about = ABOUT, long_about = LONG_ABOUT)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// Directory on a bpf filesystem where the program, its links and its maps are pinned.
+    /// /sys/fs/bpf is mounted if it is not. One directory serves one network namespace.
+    #[arg(long, global = true, env = "LB_PIN_DIR", default_value = pins::DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
+
+    /// Run inside the network namespace NAME (/run/netns/NAME, as `ip netns add` makes
+    /// them). Unlike `ip netns exec`, this keeps the host's /sys/fs/bpf, and so the pins.
+    #[arg(long, global = true, value_name = "NAME")]
+    netns: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the program, attach it to an interface and pin it.
+    #[command(long_about = "\
+Load the XDP program, attach it to IFACE and pin the program, the link and every map
+under --pin-dir, so the data path keeps forwarding after this command exits.
+
+The interface's MAC is registered: the program acts only on frames sent to it. Attaching
+an interface that is already attached does nothing. Attaching a second interface shares
+the same maps (services, backends, connections, counters).
+
+Native mode runs in the driver and is what production uses; when a driver cannot, the
+error says so and --mode generic works on any interface.")]
+    Attach {
+        /// The interface that receives traffic for the VIPs.
+        iface: String,
+        /// native: in the driver (default); generic: in the kernel's generic path.
+        #[arg(long, value_enum, default_value_t = Mode::Native)]
+        mode: Mode,
+        /// Entries of the backend lookup table shared by all services (4 bytes each).
+        /// Only the first attach creates the maps; later ones reuse them.
+        #[arg(long, default_value_t = Sizes::default().table_entries)]
+        table_entries: u32,
+        /// Entries of the connection table (least recently used entries are evicted).
+        #[arg(long, default_value_t = Sizes::default().flows)]
+        flows: u32,
+    },
+    /// Detach the program from an interface; with no interface left, remove all pins.
+    Detach {
+        /// An interface given to `attach`.
+        iface: String,
+    },
+    /// Apply a YAML service file: validate it whole, then write only the difference.
+    #[command(long_about = "\
+Apply a YAML service file to the running data path.
+
+The whole file is validated first; any error (named by file, line and field) applies
+nothing. Then the desired map contents are computed and only the difference is written,
+in an order that never shows a packet a half-written service: a changed service's new
+backend table is written into an idle region and the service switched to it in one
+update. Applying the same file twice changes nothing the second time.
+
+Backend MACs come from the kernel's neighbour table of the attached interfaces (the
+kernel is asked to resolve missing ones). A backend that cannot be resolved, or is not on
+the director's link, gets no traffic and is reported; it does not block the rest.
+
+Example file:
+  services:
+    - name: web
+      vip: 192.168.58.133
+      port: 80            # 0 = every port of the VIP
+      protocol: tcp       # tcp | udp
+      scheduler: wrr      # rr | wrr
+      backends:
+        - address: 192.168.58.135
+          weight: 1       # 0 = drain: existing flows stay, no new ones
+        - address: 192.168.58.136")]
+    Apply {
+        /// The service file.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        /// Print the difference and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// How long to wait for backends to answer ARP.
+        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+        resolve_timeout: Duration,
+    },
+    /// List services and backends like `ipvsadm -L -n`.
+    #[command(long_about = "\
+List the services and their backends like `ipvsadm -L -n`: protocol, VIP:port, scheduler,
+and for each backend its address:port, forwarding method (always Route: direct routing),
+weight, ActiveConn and InActConn (from the connection table, as IPVS counts them in DR
+mode), the connections, packets and bytes it was sent, and its state (up, draining,
+unresolved).")]
+    List,
+    /// Print counters: per service and backend, and per data-path reason.
+    #[command(long_about = "\
+Print counters summed over CPUs: per service and per backend, connections (new flows),
+packets and IP bytes; and the packets the data path forwarded, passed to the kernel or
+dropped, by reason.
+
+--json prints an object with services[] (name, vip, port, protocol, scheduler, packets,
+bytes, connections, backends[] with address, port, weight, usable, packets, bytes,
+connections, active_connections, inactive_connections) and datapath[] (reason, action,
+packets). --prometheus prints the text exposition format with metrics named lb_*.
+--watch SECONDS redraws every SECONDS with per-second rates (like ipvsadm --rate).")]
+    Stats {
+        /// JSON instead of a table.
+        #[arg(long, conflicts_with = "prometheus")]
+        json: bool,
+        /// Prometheus text format instead of a table.
+        #[arg(long)]
+        prometheus: bool,
+        /// Redraw every SECONDS with per-second rates, until interrupted.
+        #[arg(long, value_name = "SECONDS")]
+        watch: Option<f64>,
+        /// With --watch: stop after this many redraws.
+        #[arg(long, value_name = "N", requires = "watch")]
+        count: Option<u64>,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    config::parse_duration(s)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lb-ctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    // Before any other thread exists, so the whole process is inside.
+    if let Some(ns) = &cli.global.netns {
+        netns::enter(ns)?;
+    }
+    let dir = cli.global.pin_dir.as_path();
+    match cli.command {
+        Command::Attach {
+            iface,
+            mode,
+            table_entries,
+            flows,
+        } => {
+            privileges::require("attach")?;
+            let sizes = Sizes {
+                table_entries,
+                flows,
+            };
+            match pins::attach(dir, &iface, mode, &sizes)? {
+                Attached::New => println!(
+                    "attached to {iface} in {} mode; pinned under {}",
+                    mode.as_str(),
+                    dir.display()
+                ),
+                Attached::Already => println!(
+                    "{iface} is already attached (pinned under {}); nothing to do",
+                    dir.display()
+                ),
+            }
+        }
+        Command::Detach { iface } => {
+            privileges::require("detach")?;
+            let d = pins::detach(dir, &iface)?;
+            if d.last {
+                println!(
+                    "detached from {iface}; no interface left, removed the pins under {}",
+                    dir.display()
+                );
+            } else {
+                println!("detached from {iface}");
+            }
+        }
+        Command::Apply {
+            file,
+            dry_run,
+            resolve_timeout,
+        } => {
+            privileges::require("apply")?;
+            run_apply(dir, &file, dry_run, resolve_timeout)?;
+        }
+        Command::List => {
+            privileges::require("list")?;
+            let maps = open(dir)?;
+            let snap = Snapshot::read(&maps)?;
+            print!("{}", list::render(&snap, &pins::attached_interfaces(dir)?));
+        }
+        Command::Stats {
+            json,
+            prometheus,
+            watch,
+            count,
+        } => {
+            privileges::require("stats")?;
+            let maps = open(dir)?;
+            let render = |snap: &Snapshot, rates: Option<&Rates>| -> Result<String> {
+                Ok(if json {
+                    stats::render_json(snap)? + "\n"
+                } else if prometheus {
+                    stats::render_prometheus(snap)
+                } else {
+                    stats::render_text(snap, rates)
+                })
+            };
+            match watch {
+                None => print!("{}", render(&Snapshot::read(&maps)?, None)?),
+                Some(secs) => {
+                    if !(secs > 0.0 && secs.is_finite()) {
+                        bail!("--watch takes a positive number of seconds, not {secs}");
+                    }
+                    watch_stats(&maps, Duration::from_secs_f64(secs), count, render)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn open(dir: &Path) -> Result<Maps> {
+    if !dir.join(lb_common::names::SERVICES).exists() {
+        bail!(
+            "nothing is attached: no maps are pinned under {} (run `lb-ctl attach IFACE` first, \
+             or give the --pin-dir it used)",
+            dir.display()
+        );
+    }
+    Maps::from_pins(dir)
+}
+
+fn run_apply(dir: &Path, file: &Path, dry_run: bool, timeout: Duration) -> Result<()> {
+    let config = match config::load(file) {
+        Ok(c) => c,
+        Err(e) => bail!("{e}"),
+    };
+    let mut maps = open(dir)?;
+    let ifindexes: Vec<u32> = maps
+        .ifaces
+        .keys()
+        .collect::<Result<_, _>>()
+        .context("reading IFACES")?;
+    let macs = resolve::backend_macs(&config, &ifindexes, timeout);
+    let plan = apply::apply(&mut maps, &config, &macs, dry_run)?;
+    for w in &plan.warnings {
+        eprintln!("warning: {w}");
+    }
+    let name = file.display();
+    if plan.is_empty() {
+        println!("no changes: the data path already matches {name}");
+        return Ok(());
+    }
+    for c in &plan.changes {
+        println!("{c}");
+    }
+    if dry_run {
+        println!("dry run: {} change(s) not applied", plan.changes.len());
+    } else {
+        println!("applied {name}: {} change(s)", plan.changes.len());
+    }
+    Ok(())
+}
+
+fn watch_stats(
+    maps: &Maps,
+    every: Duration,
+    count: Option<u64>,
+    render: impl Fn(&Snapshot, Option<&Rates>) -> Result<String>,
+) -> Result<()> {
+    let tty = std::io::stdout().is_terminal();
+    let mut prev = Snapshot::read(maps)?;
+    let mut prev_at = Instant::now();
+    let mut n = 0;
+    while count.is_none_or(|c| n < c) {
+        thread::sleep(every);
+        let snap = Snapshot::read(maps)?;
+        let rates = Rates::between(&prev, &snap, prev_at.elapsed());
+        prev_at = Instant::now();
+        let text = render(&snap, Some(&rates))?;
+        let mut out = std::io::stdout().lock();
+        if tty {
+            // Clear the screen and go home, then redraw.
+            write!(out, "\x1b[2J\x1b[H")?;
+        }
+        write!(out, "{text}")?;
+        out.flush()?;
+        prev = snap;
+        n += 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! Typed access to the data path's maps, from a freshly loaded object or from their pins.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
+    util::nr_cpus,
+};
+use lb_common::{Backend, Counters, Flow, FlowKey, Iface, Reason, Service, ServiceKey, names};
+
+/// Every map of the data path.
+pub struct Maps {
+    pub services: HashMap<MapData, ServiceKey, Service>,
+    pub backends: Array<MapData, Backend>,
+    pub table: Array<MapData, u32>,
+    pub cursors: Array<MapData, u64>,
+    pub flows: HashMap<MapData, FlowKey, Flow>,
+    pub ifaces: HashMap<MapData, u32, Iface>,
+    pub service_stats: PerCpuArray<MapData, Counters>,
+    pub backend_stats: PerCpuArray<MapData, Counters>,
+    pub reasons: PerCpuArray<MapData, u64>,
+}
+
+impl Maps {
+    /// Takes the maps out of a loaded object (the program keeps using them).
+    pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<Maps> {
+        Self::build(|name| {
+            ebpf.take_map(name)
+                .with_context(|| format!("the XDP object has no map {name}"))
+        })
+    }
+
+    /// Opens the maps pinned under `dir` by `lb-ctl attach`.
+    pub fn from_pins(dir: &Path) -> Result<Maps> {
+        Self::build(|name| {
+            let path = dir.join(name);
+            let data = MapData::from_pin(&path).with_context(|| {
+                format!(
+                    "opening pinned map {} (is the program attached? `lb-ctl attach IFACE`)",
+                    path.display()
+                )
+            })?;
+            Map::from_map_data(data).with_context(|| format!("map {}", path.display()))
+        })
+    }
+
+    fn build(mut take: impl FnMut(&str) -> Result<Map>) -> Result<Maps> {
+        macro_rules! typed {
+            ($name:expr) => {{
+                let name = $name;
+                take(name)?
+                    .try_into()
+                    .with_context(|| format!("map {name} has an unexpected type or size"))?
+            }};
+        }
+        Ok(Maps {
+            services: typed!(names::SERVICES),
+            backends: typed!(names::BACKENDS),
+            table: typed!(names::TABLE),
+            cursors: typed!(names::CURSORS),
+            flows: typed!(names::FLOWS),
+            ifaces: typed!(names::IFACES),
+            service_stats: typed!(names::SERVICE_STATS),
+            backend_stats: typed!(names::BACKEND_STATS),
+            reasons: typed!(names::REASONS),
+        })
+    }
+
+    /// A service's counters summed over CPUs.
+    pub fn service_counters(&self, id: u32) -> Result<Counters> {
+        sum(&self.service_stats, id)
+    }
+
+    /// A backend's counters summed over CPUs.
+    pub fn backend_counters(&self, id: u32) -> Result<Counters> {
+        sum(&self.backend_stats, id)
+    }
+
+    /// Packets per reason, summed over CPUs, in `Reason::ALL` order.
+    pub fn reason_counts(&self) -> Result<Vec<(Reason, u64)>> {
+        Reason::ALL
+            .iter()
+            .map(|&r| {
+                let per_cpu = self
+                    .reasons
+                    .get(&(r as u32), 0)
+                    .context("reading REASONS")?;
+                Ok((r, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// Zeroes a service's counters (before a new service takes over the id).
+    pub fn reset_service_counters(&mut self, id: u32) -> Result<()> {
+        zero(&mut self.service_stats, id)
+    }
+
+    /// Zeroes a backend's counters (before a new backend takes over the id).
+    pub fn reset_backend_counters(&mut self, id: u32) -> Result<()> {
+        zero(&mut self.backend_stats, id)
+    }
+}
+
+fn sum(map: &PerCpuArray<MapData, Counters>, id: u32) -> Result<Counters> {
+    let per_cpu = map
+        .get(&id, 0)
+        .with_context(|| format!("reading counters {id}"))?;
+    let mut total = Counters::default();
+    for c in per_cpu.iter() {
+        total.add(c);
+    }
+    Ok(total)
+}
+
+fn zero(map: &mut PerCpuArray<MapData, Counters>, id: u32) -> Result<()> {
+    let cpus = nr_cpus()
+        .map_err(|(_, e)| e)
+        .context("counting possible CPUs")?;
+    let values = PerCpuValues::try_from(vec![Counters::default(); cpus])
+        .context("building per-CPU values")?;
+    map.set(id, values, 0)
+        .with_context(|| format!("zeroing counters {id}"))
+}

@@ -1,0 +1,8 @@
+//! Interfaces, neighbours (backend MACs) and network namespaces.
+
+pub mod link;
+pub mod neigh;
+pub mod netns;
+mod rtnl;
+#[cfg(test)]
+mod testlab;

@@ -1,0 +1,654 @@
+//! Backend MACs from the kernel's neighbour (ARP) table, and the check that a backend is on
+//! the director's own L2 segment.
+//!
+//! All of it is rtnetlink on a socket opened by the calling thread, so it works on the network
+//! namespace the thread is in (also after `netns::enter`).
+//!
+//! Resolution is the kernel's own: for an address without a usable entry we send one
+//! `RTM_NEWNEIGH` with `NTF_USE` (what `ip neigh replace ADDR dev DEV use nud none` does), which
+//! creates the entry if needed and makes the kernel start ARP for it exactly as if a packet
+//! were waiting (state INCOMPLETE, probes at `retrans_time`, FAILED after `mcast_probes`).
+//! Nothing but ARP goes on the wire, and no route is consulted, so the probe leaves through the
+//! given interface. Then the table is polled every [`POLL_INTERVAL`].
+
+use std::{
+    collections::HashMap,
+    fmt,
+    net::Ipv4Addr,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE};
+use netlink_packet_route::{
+    AddressFamily, RouteNetlinkMessage,
+    neighbour::{
+        NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+    },
+    route::{RouteAddress, RouteAttribute, RouteMessage, RouteType, RouteVia},
+};
+
+use super::{link, rtnl};
+
+/// How often the neighbour table is read while waiting for ARP answers.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+const NUD_INCOMPLETE: u16 = 0x01;
+const NUD_REACHABLE: u16 = 0x02;
+const NUD_STALE: u16 = 0x04;
+const NUD_DELAY: u16 = 0x08;
+const NUD_PROBE: u16 = 0x10;
+const NUD_FAILED: u16 = 0x20;
+const NUD_NOARP: u16 = 0x40;
+const NUD_PERMANENT: u16 = 0x80;
+/// The states in which an entry holds a link-layer address (the kernel's NUD_VALID).
+const NUD_VALID: u16 =
+    NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT | NUD_NOARP;
+
+/// The state of a neighbour table entry (`NUD_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NeighState {
+    Incomplete,
+    Reachable,
+    Stale,
+    Delay,
+    Probe,
+    Failed,
+    NoArp,
+    Permanent,
+    /// `NUD_NONE`: just created, no resolution started.
+    None,
+    /// A value this code does not know by name (the raw `NUD_*` bits).
+    Other(u16),
+}
+
+impl NeighState {
+    pub fn from_raw(raw: u16) -> NeighState {
+        match raw {
+            NUD_INCOMPLETE => NeighState::Incomplete,
+            NUD_REACHABLE => NeighState::Reachable,
+            NUD_STALE => NeighState::Stale,
+            NUD_DELAY => NeighState::Delay,
+            NUD_PROBE => NeighState::Probe,
+            NUD_FAILED => NeighState::Failed,
+            NUD_NOARP => NeighState::NoArp,
+            NUD_PERMANENT => NeighState::Permanent,
+            0 => NeighState::None,
+            other => NeighState::Other(other),
+        }
+    }
+
+    pub fn raw(self) -> u16 {
+        match self {
+            NeighState::Incomplete => NUD_INCOMPLETE,
+            NeighState::Reachable => NUD_REACHABLE,
+            NeighState::Stale => NUD_STALE,
+            NeighState::Delay => NUD_DELAY,
+            NeighState::Probe => NUD_PROBE,
+            NeighState::Failed => NUD_FAILED,
+            NeighState::NoArp => NUD_NOARP,
+            NeighState::Permanent => NUD_PERMANENT,
+            NeighState::None => 0,
+            NeighState::Other(raw) => raw,
+        }
+    }
+
+    /// Whether an entry in this state holds a MAC the kernel itself would send to (REACHABLE,
+    /// STALE, DELAY, PROBE, PERMANENT, NOARP); INCOMPLETE, FAILED and NONE do not.
+    pub fn has_mac(self) -> bool {
+        self.raw() & NUD_VALID != 0
+    }
+}
+
+impl fmt::Display for NeighState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NeighState::Incomplete => f.write_str("INCOMPLETE"),
+            NeighState::Reachable => f.write_str("REACHABLE"),
+            NeighState::Stale => f.write_str("STALE"),
+            NeighState::Delay => f.write_str("DELAY"),
+            NeighState::Probe => f.write_str("PROBE"),
+            NeighState::Failed => f.write_str("FAILED"),
+            NeighState::NoArp => f.write_str("NOARP"),
+            NeighState::Permanent => f.write_str("PERMANENT"),
+            NeighState::None => f.write_str("NONE"),
+            NeighState::Other(raw) => write!(f, "state {raw:#x}"),
+        }
+    }
+}
+
+/// A usable neighbour table entry: the MAC and the state it is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Neighbour {
+    pub mac: [u8; 6],
+    pub state: NeighState,
+}
+
+/// The outcome of resolving one address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    Resolved([u8; 6]),
+    /// Why no MAC could be had, for people to read.
+    Unresolved(String),
+}
+
+/// The entry for `addr` on interface `ifindex` if it holds a unicast MAC (see
+/// [`NeighState::has_mac`]); `None` when there is no entry or it is INCOMPLETE, FAILED or NONE.
+pub fn lookup(ifindex: u32, addr: Ipv4Addr) -> Result<Option<Neighbour>> {
+    let table = read_table(ifindex)?;
+    Ok(table.get(&addr).and_then(Entry::usable))
+}
+
+/// The MAC of `addr` on interface `ifindex`: at once from the neighbour table if it has a usable
+/// entry, otherwise after asking the kernel to resolve it and polling the table until it is
+/// resolved or `timeout` has passed. Errors are failures to talk to the kernel (or an unknown
+/// interface); an address that does not answer ARP is `Ok(Unresolved(reason))`.
+pub fn resolve(ifindex: u32, addr: Ipv4Addr, timeout: Duration) -> Result<Resolution> {
+    let mut results = resolve_many(ifindex, &[addr], timeout)?;
+    Ok(results.pop().expect("one result per address"))
+}
+
+/// [`resolve`] for many addresses at once: the kernel is asked to resolve all of them first,
+/// then the table is polled for all together, so the whole call takes at most about `timeout`.
+/// The results are in the order of `addrs`; a failure to talk to the kernel makes every address
+/// not yet resolved `Unresolved` with that error as the reason.
+pub fn resolve_all(
+    ifindex: u32,
+    addrs: &[Ipv4Addr],
+    timeout: Duration,
+) -> Vec<(Ipv4Addr, Resolution)> {
+    match resolve_many(ifindex, addrs, timeout) {
+        Ok(results) => addrs.iter().copied().zip(results).collect(),
+        Err(err) => {
+            let reason = format!("{err:#}");
+            addrs
+                .iter()
+                .map(|&addr| (addr, Resolution::Unresolved(reason.clone())))
+                .collect()
+        }
+    }
+}
+
+/// Checks that `addr` is on the L2 segment of interface `ifindex`, as direct routing needs: the
+/// kernel's route to it (RTM_GETROUTE, like `ip route get ADDR`) must go out of that interface
+/// without a gateway.
+pub fn check_on_link(ifindex: u32, addr: Ipv4Addr) -> Result<()> {
+    let dev = link::name(ifindex)?;
+    const NEED: &str = "direct routing needs every backend on the director's segment";
+
+    let mut request = RouteMessage::default();
+    request.header.address_family = AddressFamily::Inet;
+    request.header.destination_prefix_length = 32;
+    request
+        .attributes
+        .push(RouteAttribute::Destination(RouteAddress::Inet(addr)));
+    let answers = match rtnl::request(RouteNetlinkMessage::GetRoute(request), 0) {
+        Ok(answers) => answers,
+        Err(err) => match rtnl::errno(&err) {
+            Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EACCES | libc::EINVAL) => bail!(
+                "backend {addr} is not on the link of {dev}: there is no route to it in this \
+                 network namespace ({err}); {NEED}"
+            ),
+            _ => return Err(err.context(format!("asking the kernel for the route to {addr}"))),
+        },
+    };
+    let route = answers
+        .into_iter()
+        .find_map(|m| match m {
+            RouteNetlinkMessage::NewRoute(route) => Some(route),
+            _ => None,
+        })
+        .with_context(|| format!("the kernel answered no route for {addr}"))?;
+
+    match route.header.kind {
+        RouteType::Unicast => {}
+        RouteType::Local => bail!(
+            "backend {addr} is an address of this host itself, not a real server on the link \
+             of {dev}"
+        ),
+        RouteType::Broadcast | RouteType::Multicast | RouteType::Anycast => {
+            bail!(
+                "backend {addr} is not a unicast address (the kernel routes it as {:?})",
+                route.header.kind
+            )
+        }
+        other => bail!(
+            "backend {addr} is not on the link of {dev}: the kernel's route to it is of type \
+             {other:?}; {NEED}"
+        ),
+    }
+
+    let mut gateway = None;
+    let mut oif = None;
+    for attr in &route.attributes {
+        match attr {
+            RouteAttribute::Gateway(RouteAddress::Inet(gw)) => gateway = Some(gw.to_string()),
+            RouteAttribute::Gateway(RouteAddress::Inet6(gw)) => gateway = Some(gw.to_string()),
+            RouteAttribute::Via(RouteVia::Inet(gw)) => gateway = Some(gw.to_string()),
+            RouteAttribute::Via(RouteVia::Inet6(gw)) => gateway = Some(gw.to_string()),
+            RouteAttribute::Oif(index) => oif = Some(*index),
+            _ => {}
+        }
+    }
+    let other_dev = match oif {
+        Some(index) if index != ifindex => {
+            Some(link::name(index).unwrap_or_else(|_| format!("interface index {index}")))
+        }
+        _ => None,
+    };
+    match (gateway, other_dev) {
+        (Some(gw), None) => {
+            bail!("backend {addr} is not on the link of {dev}: the route goes via {gw}; {NEED}")
+        }
+        (Some(gw), Some(other)) => bail!(
+            "backend {addr} is not on the link of {dev}: the route goes via {gw} out of {other}; \
+             {NEED}"
+        ),
+        (None, Some(other)) => bail!(
+            "backend {addr} is not on the link of {dev}: the route goes out of {other}; {NEED}"
+        ),
+        (None, None) if oif.is_none() => {
+            bail!("backend {addr}: the kernel's route to it names no outgoing interface; {NEED}")
+        }
+        (None, None) => Ok(()),
+    }
+}
+
+/// One entry of the neighbour table as read.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    state: NeighState,
+    mac: Option<[u8; 6]>,
+}
+
+impl Entry {
+    /// The entry as a [`Neighbour`] if it holds a unicast MAC. (The kernel also keeps NOARP
+    /// entries with the broadcast or a multicast MAC for such addresses; they are no backend.)
+    fn usable(&self) -> Option<Neighbour> {
+        match self.mac {
+            Some(mac) if self.state.has_mac() && is_unicast_mac(&mac) => Some(Neighbour {
+                mac,
+                state: self.state,
+            }),
+            _ => None,
+        }
+    }
+}
+
+fn is_unicast_mac(mac: &[u8; 6]) -> bool {
+    mac[0] & 1 == 0 && *mac != [0; 6]
+}
+
+/// Whether `addr` can be a backend's address at all (and so is worth an ARP request).
+fn is_unicast(addr: Ipv4Addr) -> bool {
+    !(addr.is_broadcast() || addr.is_multicast() || addr.is_unspecified() || addr.is_loopback())
+}
+
+/// The IPv4 neighbour table of one interface (RTM_GETNEIGH dump, filtered here).
+fn read_table(ifindex: u32) -> Result<HashMap<Ipv4Addr, Entry>> {
+    let mut request = NeighbourMessage::default();
+    request.header.family = AddressFamily::Inet;
+    let answers = rtnl::request(RouteNetlinkMessage::GetNeighbour(request), NLM_F_DUMP)
+        .context("reading the kernel's neighbour table")?;
+    let mut table = HashMap::new();
+    for answer in answers {
+        let RouteNetlinkMessage::NewNeighbour(msg) = answer else {
+            continue;
+        };
+        if msg.header.ifindex != ifindex || msg.header.family != AddressFamily::Inet {
+            continue;
+        }
+        let mut addr = None;
+        let mut mac = None;
+        for attr in &msg.attributes {
+            match attr {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => addr = Some(*ip),
+                NeighbourAttribute::LinkLayerAddress(bytes) => {
+                    mac = <[u8; 6]>::try_from(bytes.as_slice()).ok();
+                }
+                _ => {}
+            }
+        }
+        if let Some(addr) = addr {
+            let state = NeighState::from_raw(u16::from(msg.header.state));
+            table.insert(addr, Entry { state, mac });
+        }
+    }
+    Ok(table)
+}
+
+/// Asks the kernel to resolve `addr` on `ifindex`: RTM_NEWNEIGH with NTF_USE creates the entry
+/// if needed and starts ARP as if a packet were queued for it.
+fn trigger(ifindex: u32, addr: Ipv4Addr) -> Result<()> {
+    let mut request = NeighbourMessage::default();
+    request.header.family = AddressFamily::Inet;
+    request.header.ifindex = ifindex;
+    request.header.state = NeighbourState::None;
+    request.header.flags = NeighbourFlags::Use;
+    request
+        .attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+            addr,
+        )));
+    rtnl::request(
+        RouteNetlinkMessage::NewNeighbour(request),
+        NLM_F_CREATE | NLM_F_REPLACE,
+    )
+    .map(drop)
+    .map_err(|err| {
+        if rtnl::errno(&err) == Some(libc::EPERM) {
+            err.context("permission denied: asking the kernel to resolve needs CAP_NET_ADMIN")
+        } else {
+            err
+        }
+    })
+}
+
+fn resolve_many(ifindex: u32, addrs: &[Ipv4Addr], timeout: Duration) -> Result<Vec<Resolution>> {
+    let dev = link::name(ifindex)?;
+    let deadline = Instant::now() + timeout;
+    let mut results: Vec<Option<Resolution>> = vec![None; addrs.len()];
+
+    let mut table = read_table(ifindex)?;
+    for (result, addr) in results.iter_mut().zip(addrs) {
+        *result = if is_unicast(*addr) {
+            settled(*addr, table.get(addr))
+        } else {
+            Some(Resolution::Unresolved(format!(
+                "{addr} is not a unicast address"
+            )))
+        };
+    }
+
+    // Ask for every missing address first, each once, then wait for all of them together.
+    let mut last_state: HashMap<Ipv4Addr, NeighState> = HashMap::new();
+    let mut trigger_failed: HashMap<Ipv4Addr, String> = HashMap::new();
+    for (result, addr) in results.iter_mut().zip(addrs) {
+        if result.is_some() {
+            continue;
+        }
+        if !last_state.contains_key(addr) && !trigger_failed.contains_key(addr) {
+            match trigger(ifindex, *addr) {
+                Ok(()) => {
+                    last_state.insert(*addr, NeighState::Incomplete);
+                }
+                Err(err) => {
+                    let reason =
+                        format!("could not ask the kernel to resolve {addr} on {dev}: {err:#}");
+                    trigger_failed.insert(*addr, reason);
+                }
+            }
+        }
+        if let Some(reason) = trigger_failed.get(addr) {
+            *result = Some(Resolution::Unresolved(reason.clone()));
+        }
+    }
+
+    while results.iter().any(Option::is_none) {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        thread::sleep(POLL_INTERVAL.min(deadline - now));
+        table = read_table(ifindex).context("polling the neighbour table")?;
+        let mut retrigger = Vec::new();
+        for (result, addr) in results.iter_mut().zip(addrs) {
+            if result.is_some() {
+                continue;
+            }
+            let entry = table.get(addr);
+            *result = settled(*addr, entry);
+            let state = entry.map_or(NeighState::None, |e| e.state);
+            // The kernel gave up (all its probes went unanswered) before our deadline: ask
+            // again, so that a backend that comes up within the timeout is still found.
+            if result.is_none()
+                && state == NeighState::Failed
+                && last_state.get(addr) != Some(&NeighState::Failed)
+            {
+                retrigger.push(*addr);
+            }
+            last_state.insert(*addr, state);
+        }
+        retrigger.sort_unstable();
+        retrigger.dedup();
+        for addr in retrigger {
+            if Instant::now() < deadline && trigger(ifindex, addr).is_ok() {
+                last_state.insert(addr, NeighState::Incomplete);
+            }
+        }
+    }
+
+    let millis = timeout.as_millis();
+    Ok(results
+        .into_iter()
+        .zip(addrs)
+        .map(|(result, addr)| {
+            result.unwrap_or_else(|| {
+                let state = match table.get(addr) {
+                    Some(entry) => format!("neighbour entry {}", entry.state),
+                    None => "no neighbour entry".to_owned(),
+                };
+                Resolution::Unresolved(format!(
+                    "no ARP reply from {addr} on {dev} within {millis} ms ({state})"
+                ))
+            })
+        })
+        .collect())
+}
+
+/// What a table entry settles for `addr`: its MAC if usable; `Unresolved` if the kernel holds a
+/// broadcast or multicast MAC for it (a subnet's broadcast address, say), which no ARP request
+/// would change; `None` while there is nothing to go on yet.
+fn settled(addr: Ipv4Addr, entry: Option<&Entry>) -> Option<Resolution> {
+    let entry = entry?;
+    if let Some(n) = entry.usable() {
+        return Some(Resolution::Resolved(n.mac));
+    }
+    match entry.mac {
+        Some(mac) if entry.state.has_mac() => Some(Resolution::Unresolved(format!(
+            "the kernel maps {addr} to {} ({}), which is no backend's MAC: {addr} is a \
+             broadcast or multicast address",
+            link::format_mac(&mac),
+            entry.state
+        ))),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::net::{netns, testlab::Lab};
+
+    const UNUSED_A: Ipv4Addr = Ipv4Addr::new(192, 168, 58, 99);
+    const UNUSED_B: Ipv4Addr = Ipv4Addr::new(192, 168, 58, 98);
+    const UNUSED_C: Ipv4Addr = Ipv4Addr::new(192, 168, 58, 97);
+
+    #[test]
+    fn states_that_hold_a_mac() {
+        for state in [
+            NeighState::Reachable,
+            NeighState::Stale,
+            NeighState::Delay,
+            NeighState::Probe,
+            NeighState::Permanent,
+            NeighState::NoArp,
+        ] {
+            assert!(state.has_mac(), "{state}");
+            assert_eq!(NeighState::from_raw(state.raw()), state);
+        }
+        for state in [NeighState::Incomplete, NeighState::Failed, NeighState::None] {
+            assert!(!state.has_mac(), "{state}");
+            assert_eq!(NeighState::from_raw(state.raw()), state);
+        }
+        assert_eq!(NeighState::from_raw(0x100), NeighState::Other(0x100));
+    }
+
+    #[test]
+    fn lookup_and_resolve_in_a_namespace() {
+        let lab = Lab::new("n");
+        netns::run_in(&lab.director, || {
+            let index = link::ifindex(Lab::DIRECTOR_DEV)?;
+
+            assert_eq!(lookup(index, UNUSED_C)?, None, "unknown neighbour");
+            assert_eq!(lookup(index, Lab::PEER_IP)?, None, "not yet resolved");
+
+            let start = Instant::now();
+            let got = resolve(index, Lab::PEER_IP, Duration::from_secs(2))?;
+            assert_eq!(got, Resolution::Resolved(Lab::PEER_MAC));
+            assert!(
+                start.elapsed() < Duration::from_secs(1),
+                "{:?}",
+                start.elapsed()
+            );
+
+            let entry = lookup(index, Lab::PEER_IP)?.expect("entry after resolve");
+            assert_eq!(entry.mac, Lab::PEER_MAC);
+            assert!(entry.state.has_mac(), "{}", entry.state);
+
+            // Already in the table: answered from it at once.
+            let start = Instant::now();
+            let again = resolve(index, Lab::PEER_IP, Duration::from_secs(2))?;
+            assert_eq!(again, Resolution::Resolved(Lab::PEER_MAC));
+            assert!(
+                start.elapsed() < Duration::from_millis(200),
+                "{:?}",
+                start.elapsed()
+            );
+
+            // Nobody has this address: unresolved once the timeout has passed, not much later.
+            let timeout = Duration::from_millis(300);
+            let start = Instant::now();
+            let none = resolve(index, UNUSED_A, timeout)?;
+            let took = start.elapsed();
+            match &none {
+                Resolution::Unresolved(reason) => {
+                    assert!(reason.contains("192.168.58.99"), "{reason}");
+                    assert!(reason.contains(Lab::DIRECTOR_DEV), "{reason}");
+                }
+                other => panic!("expected Unresolved, got {other:?}"),
+            }
+            assert!(took >= timeout, "{took:?}");
+            assert!(took < timeout + Duration::from_millis(500), "{took:?}");
+            // The kernel is still trying (INCOMPLETE): that is no MAC.
+            assert_eq!(lookup(index, UNUSED_A)?, None);
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn resolve_all_waits_for_all_together() {
+        let lab = Lab::new("a");
+        netns::run_in(&lab.director, || {
+            let index = link::ifindex(Lab::DIRECTOR_DEV)?;
+            let timeout = Duration::from_millis(400);
+            let addrs = [Lab::PEER_IP, UNUSED_B, UNUSED_C];
+            let start = Instant::now();
+            let results = resolve_all(index, &addrs, timeout);
+            let took = start.elapsed();
+            assert_eq!(results.len(), 3);
+            assert_eq!(results[0], (Lab::PEER_IP, Resolution::Resolved(Lab::PEER_MAC)));
+            for (i, addr) in [(1, UNUSED_B), (2, UNUSED_C)] {
+                assert_eq!(results[i].0, addr);
+                assert!(
+                    matches!(&results[i].1, Resolution::Unresolved(r) if r.contains(&addr.to_string())),
+                    "{:?}",
+                    results[i]
+                );
+            }
+            // Two unanswered addresses, yet about one timeout in all.
+            assert!(took >= timeout, "{took:?}");
+            assert!(took < timeout * 2, "{took:?}");
+
+            // Both answered: no waiting for the timeout.
+            let start = Instant::now();
+            let both = resolve_all(index, &[Lab::PEER_IP, Lab::PEER_IP], Duration::from_secs(2));
+            assert!(start.elapsed() < Duration::from_millis(200));
+            assert!(both.iter().all(|(a, r)| *a == Lab::PEER_IP
+                && *r == Resolution::Resolved(Lab::PEER_MAC)));
+
+            // Broadcast addresses are no backends, and are said to be so without waiting.
+            let start = Instant::now();
+            let bcast = [Ipv4Addr::BROADCAST, Ipv4Addr::new(192, 168, 58, 255)];
+            let results = resolve_all(index, &bcast, Duration::from_secs(2));
+            assert!(start.elapsed() < Duration::from_millis(500));
+            assert!(
+                matches!(&results[0].1, Resolution::Unresolved(r) if r.contains("not a unicast address")),
+                "{results:?}"
+            );
+            assert!(
+                matches!(&results[1].1, Resolution::Unresolved(r) if r.contains("broadcast or multicast")),
+                "{results:?}"
+            );
+            assert_eq!(lookup(index, bcast[1])?, None);
+
+            // An interface that does not exist: every address unresolved with the reason.
+            let bad = resolve_all(0x7fff_fff0, &[Lab::PEER_IP], timeout);
+            assert!(
+                matches!(&bad[0].1, Resolution::Unresolved(r) if r.contains("no interface with index")),
+                "{bad:?}"
+            );
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn check_on_link_in_a_namespace() {
+        let lab = Lab::new("r");
+        // A route via a gateway on the link, and a second segment on another interface.
+        lab.ip(
+            &lab.director,
+            &["route", "add", "10.58.0.0/16", "via", "192.168.58.2"],
+        );
+        lab.ip(
+            &lab.director,
+            &[
+                "link", "add", "lbnt-w0", "type", "veth", "peer", "name", "lbnt-w1",
+            ],
+        );
+        lab.ip(
+            &lab.director,
+            &["addr", "add", "192.168.59.1/24", "dev", "lbnt-w0"],
+        );
+        lab.ip(&lab.director, &["link", "set", "lbnt-w0", "up"]);
+        lab.ip(&lab.director, &["link", "set", "lbnt-w1", "up"]);
+
+        netns::run_in(&lab.director, || {
+            let index = link::ifindex(Lab::DIRECTOR_DEV)?;
+            check_on_link(index, Lab::PEER_IP)?;
+            // On the link even though nothing answers there: the route is what counts.
+            check_on_link(index, UNUSED_A)?;
+
+            let err = check_on_link(index, Ipv4Addr::new(10, 58, 1, 2)).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "backend 10.58.1.2 is not on the link of lbnt-dir0: the route goes via \
+                 192.168.58.2; direct routing needs every backend on the director's segment"
+            );
+
+            let err = check_on_link(index, Ipv4Addr::new(192, 168, 59, 5)).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "backend 192.168.59.5 is not on the link of lbnt-dir0: the route goes out of \
+                 lbnt-w0; direct routing needs every backend on the director's segment"
+            );
+
+            let err = check_on_link(index, Lab::DIRECTOR_IP)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("is an address of this host"), "{err}");
+
+            let err = check_on_link(index, Ipv4Addr::new(172, 31, 0, 1))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("there is no route to it"), "{err}");
+            Ok(())
+        })
+        .unwrap();
+    }
+}

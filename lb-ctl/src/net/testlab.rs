@@ -1,0 +1,176 @@
+//! Test hosts for the `net` unit tests: two network namespaces made by the test itself, joined
+//! by a veth pair with fixed MACs and addresses from 192.168.58.0/24 (see shared/LAB.md). Nothing
+//! is put in the root namespace; the namespaces are deleted when the [`Lab`] is dropped, also
+//! when the test panics, and leftovers of earlier crashed runs are swept first.
+
+use std::{
+    net::Ipv4Addr,
+    path::Path,
+    process::{Command, Stdio},
+};
+
+/// Prefix of every namespace these tests create; the test process id follows it.
+const PREFIX: &str = "lbnt";
+
+/// Two namespaces, `director` and `peer`, joined by a veth pair:
+/// `director`: `DIRECTOR_DEV` (`DIRECTOR_MAC`, `DIRECTOR_IP`/24) <-> `peer`: `PEER_DEV`
+/// (`PEER_MAC`, `PEER_IP`/24).
+pub struct Lab {
+    pub director: String,
+    pub peer: String,
+}
+
+impl Lab {
+    pub const DIRECTOR_DEV: &str = "lbnt-dir0";
+    pub const PEER_DEV: &str = "lbnt-peer0";
+    pub const DIRECTOR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+    pub const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+    pub const DIRECTOR_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 58, 1);
+    pub const PEER_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 58, 2);
+
+    /// Builds the lab; `tag` (letters) must differ between the tests of one test binary, since
+    /// they run in parallel. Panics with a clear message when root or `ip` is missing.
+    pub fn new(tag: &str) -> Lab {
+        require_root_and_ip();
+        sweep_leftovers();
+        let pid = std::process::id();
+        let lab = Lab {
+            director: format!("{PREFIX}{pid}{tag}d"),
+            peer: format!("{PREFIX}{pid}{tag}p"),
+        };
+        // Leftovers of this very process id (a reused pid) would make `ip netns add` fail.
+        for ns in [&lab.director, &lab.peer] {
+            let _ = quiet(&["netns", "del", ns]);
+        }
+        // From here on, the guard deletes whatever was created, also if a step below panics.
+        for ns in [&lab.director, &lab.peer] {
+            ip(&["netns", "add", ns]);
+        }
+        let (dmac, pmac) = (
+            crate::net::link::format_mac(&Self::DIRECTOR_MAC),
+            crate::net::link::format_mac(&Self::PEER_MAC),
+        );
+        // Created directly inside the namespaces: the veth never appears in the root namespace.
+        ip(&[
+            "link",
+            "add",
+            Self::DIRECTOR_DEV,
+            "netns",
+            &lab.director,
+            "address",
+            &dmac,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            Self::PEER_DEV,
+            "netns",
+            &lab.peer,
+            "address",
+            &pmac,
+        ]);
+        lab.ip(
+            &lab.director,
+            &["addr", "add", "192.168.58.1/24", "dev", Self::DIRECTOR_DEV],
+        );
+        lab.ip(
+            &lab.peer,
+            &["addr", "add", "192.168.58.2/24", "dev", Self::PEER_DEV],
+        );
+        for (ns, dev) in [
+            (&lab.director, Self::DIRECTOR_DEV),
+            (&lab.peer, Self::PEER_DEV),
+        ] {
+            lab.ip(ns, &["link", "set", "lo", "up"]);
+            lab.ip(ns, &["link", "set", dev, "up"]);
+        }
+        lab
+    }
+
+    /// Runs `ip -n NS ARGS...` and panics if it fails.
+    pub fn ip(&self, ns: &str, args: &[&str]) {
+        let mut full = vec!["-n", ns];
+        full.extend_from_slice(args);
+        ip(&full);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in [&self.director, &self.peer] {
+            if let Err(err) = quiet(&["netns", "del", ns])
+                && Path::new("/run/netns").join(ns).exists()
+            {
+                eprintln!("could not delete test namespace {ns}: {err}");
+            }
+        }
+    }
+}
+
+fn require_root_and_ip() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "this test needs root: it creates network namespaces and veth pairs (euid is {euid}); \
+         run the tests as root"
+    );
+    match Command::new("ip")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(status) if status.success() => {}
+        Ok(status) => panic!("this test needs iproute2's `ip`, but `ip -V` failed: {status}"),
+        Err(err) => panic!(
+            "this test needs iproute2's `ip` to build its network namespaces, and it cannot be \
+             run ({err}); install the iproute2 package"
+        ),
+    }
+}
+
+/// Deletes namespaces left by earlier runs of these tests that crashed: `lbnt<PID>...` whose
+/// process no longer exists.
+fn sweep_leftovers() {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let Ok(pid) = digits.parse::<u32>() else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = quiet(&["netns", "del", &name]);
+        }
+    }
+}
+
+fn ip(args: &[&str]) {
+    if let Err(err) = quiet(args) {
+        panic!("test setup failed: {err}");
+    }
+}
+
+fn quiet(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("running `ip {}`: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`ip {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}

@@ -1,0 +1,252 @@
+//! `attach` and `detach`: the program, its XDP links and its maps pinned under one bpffs
+//! directory, so the data path outlives the command and later commands find it.
+//!
+//! Layout of the pin directory (default `/sys/fs/bpf/lb`):
+//!
+//! ```text
+//! lb_xdp            the program (the instance of the first attach)
+//! link-IFACE        one XDP link per interface; unpinning it detaches
+//! SERVICES ...      every map, shared by all attached interfaces
+//! ```
+
+use std::{
+    ffi::CString,
+    fs,
+    io::ErrorKind,
+    os::unix::ffi::OsStrExt as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, bail};
+use aya::programs::{
+    XdpMode,
+    links::{FdLink, PinnedLink},
+};
+use lb_common::{Iface, names};
+
+use crate::{
+    loader::{self, Sizes},
+    maps::Maps,
+    net::link,
+};
+
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb";
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const LINK_PREFIX: &str = "link-";
+
+/// How the program runs on the interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// In the driver, before any socket buffer exists (what production runs).
+    Native,
+    /// In the kernel's generic path: works on any interface, slower.
+    Generic,
+}
+
+impl Mode {
+    fn xdp(self) -> XdpMode {
+        match self {
+            Mode::Native => XdpMode::Driver,
+            Mode::Generic => XdpMode::Skb,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Native => "native",
+            Mode::Generic => "generic",
+        }
+    }
+}
+
+fn statfs_type(path: &Path) -> Option<i64> {
+    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid C string and st a valid out-pointer.
+    (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0).then_some(st.f_type as i64)
+}
+
+/// Makes sure `dir` can hold pins: it must be on a bpf filesystem. `/sys/fs/bpf` is mounted
+/// when it is not (a fresh machine has it unmounted); any other place must already be bpffs.
+pub fn ensure_bpffs(dir: &Path) -> Result<()> {
+    let mut existing = dir;
+    while !existing.exists() {
+        existing = existing.parent().unwrap_or(Path::new("/"));
+    }
+    if statfs_type(existing) == Some(BPF_FS_MAGIC) {
+        return Ok(());
+    }
+    let sys = Path::new("/sys/fs/bpf");
+    if dir.starts_with(sys) && existing == sys {
+        let src = CString::new("bpf")?;
+        let target = CString::new("/sys/fs/bpf")?;
+        // SAFETY: valid C strings; no data argument.
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                src.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error())
+                .context("mounting bpffs at /sys/fs/bpf (`mount -t bpf bpf /sys/fs/bpf`)");
+        }
+        return Ok(());
+    }
+    bail!(
+        "{} is not on a bpf filesystem, so nothing can be pinned there; mount one \
+         (`mount -t bpf bpf DIR`) or choose another --pin-dir",
+        dir.display()
+    )
+}
+
+fn link_pin(dir: &Path, iface: &str) -> PathBuf {
+    dir.join(format!("{LINK_PREFIX}{iface}"))
+}
+
+/// The interfaces that have a pinned link under `dir`.
+pub fn attached_interfaces(dir: &Path) -> Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let name = e?.file_name();
+        if let Some(iface) = name.to_str().and_then(|n| n.strip_prefix(LINK_PREFIX)) {
+            out.push(iface.to_owned());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// What `attach` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Attached {
+    New,
+    Already,
+}
+
+/// Loads the program (sharing the maps pinned under `dir`, or creating them), attaches it to
+/// `iface` and pins what it made.
+pub fn attach(dir: &Path, iface: &str, mode: Mode, sizes: &Sizes) -> Result<Attached> {
+    let ifindex = link::ifindex(iface)?;
+    let mac = link::mac(ifindex)?;
+    ensure_bpffs(dir)?;
+    let link_path = link_pin(dir, iface);
+    if link_path.exists() {
+        PinnedLink::from_pin(&link_path).with_context(|| {
+            format!(
+                "{} exists but is not a usable link; `lb-ctl detach {iface}` removes it",
+                link_path.display()
+            )
+        })?;
+        return Ok(Attached::Already);
+    }
+    let first = !dir.join(names::SERVICES).exists();
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let result = attach_new(dir, iface, ifindex, mac, mode, sizes);
+    if result.is_err() && first {
+        // Leave nothing behind from an attach that did not happen.
+        let _ = remove_pins(dir);
+    }
+    result.map(|()| Attached::New)
+}
+
+fn attach_new(
+    dir: &Path,
+    iface: &str,
+    ifindex: u32,
+    mac: [u8; 6],
+    mode: Mode,
+    sizes: &Sizes,
+) -> Result<()> {
+    let mut ebpf = loader::load(sizes, Some(dir))?;
+    {
+        let mut maps = Maps::from_ebpf(&mut ebpf)?;
+        maps.ifaces
+            .insert(ifindex, Iface { mac, _pad: [0; 2] }, 0)
+            .context("registering the interface in IFACES")?;
+    }
+    let prog = loader::program(&mut ebpf, names::PROGRAM)?;
+    let prog_pin = dir.join(names::PROGRAM);
+    if !prog_pin.exists() {
+        prog.pin(&prog_pin)
+            .with_context(|| format!("pinning the program at {}", prog_pin.display()))?;
+    }
+    let id = prog.attach(iface, mode.xdp()).map_err(|e| {
+        let hint = match mode {
+            Mode::Native => format!(
+                "; the driver of {iface} may not run XDP natively: try `lb-ctl attach {iface} --mode generic`"
+            ),
+            Mode::Generic => String::new(),
+        };
+        anyhow::anyhow!("attaching to {iface} in {} mode failed: {e}{hint}", mode.as_str())
+    })?;
+    let link = prog.take_link(id).context("taking the XDP link")?;
+    let fd_link = FdLink::try_from(link).context(
+        "the kernel attached the program without a BPF link (too old for pinning links)",
+    )?;
+    let link_path = link_pin(dir, iface);
+    fd_link
+        .pin(&link_path)
+        .with_context(|| format!("pinning the link at {}", link_path.display()))?;
+    Ok(())
+}
+
+/// What `detach` did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Detached {
+    /// No interface is left: the program and the maps were unpinned too.
+    pub last: bool,
+}
+
+/// Detaches the program from `iface`; when no interface is left, removes every pin.
+pub fn detach(dir: &Path, iface: &str) -> Result<Detached> {
+    let link_path = link_pin(dir, iface);
+    if !link_path.exists() {
+        let attached = attached_interfaces(dir)?;
+        let hint = if attached.is_empty() {
+            "nothing is attached".to_string()
+        } else {
+            format!("attached: {}", attached.join(", "))
+        };
+        bail!("{iface} is not attached under {} ({hint})", dir.display());
+    }
+    // Forget the interface in the shared maps while its index still means it.
+    if let Ok(ifindex) = link::ifindex(iface)
+        && let Ok(mut maps) = Maps::from_pins(dir)
+    {
+        let _ = maps.ifaces.remove(&ifindex);
+    }
+    let link = PinnedLink::from_pin(&link_path)
+        .with_context(|| format!("opening {}", link_path.display()))?;
+    // Unpinning and dropping the last reference detaches the program from the interface.
+    drop(link.unpin().context("unpinning the link")?);
+    if attached_interfaces(dir)?.is_empty() {
+        remove_pins(dir)?;
+        return Ok(Detached { last: true });
+    }
+    Ok(Detached { last: false })
+}
+
+/// Removes the program and map pins under `dir`, and `dir` itself when it is then empty.
+fn remove_pins(dir: &Path) -> Result<()> {
+    for name in names::MAPS.iter().chain([&names::PROGRAM]) {
+        match fs::remove_file(dir.join(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing pin {name}")),
+        }
+    }
+    match fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", dir.display())),
+    }
+}

@@ -1,0 +1,188 @@
+//! One consistent read of the maps for people and machines: services, their backends, the
+//! counters summed over CPUs, connection counts, and the data path's per-reason counters.
+//! `list` and `stats` both render a [`Snapshot`].
+
+use std::{collections::HashMap, net::Ipv4Addr, time::Duration};
+
+use anyhow::{Context as _, Result};
+use lb_common::{BACKEND_USABLE, Backend, Counters, Reason, Service, ServiceKey, tcp_state};
+use serde::Serialize;
+
+use crate::{
+    apply::{addr_v4, scheduler_of, service_name},
+    config::Protocol,
+    maps::Maps,
+    net::link::format_mac,
+};
+
+/// How long a connection-table entry counts as a connection after its last packet, by
+/// state, as IPVS's default timeouts (`ipvsadm --set 900 120 300`).
+pub fn flow_timeout(proto: u8, state: u8) -> Duration {
+    match (proto, state) {
+        (lb_common::PROTO_UDP, _) => Duration::from_secs(300),
+        (_, tcp_state::ESTABLISHED) => Duration::from_secs(900),
+        (_, tcp_state::SYN) => Duration::from_secs(120),
+        _ => Duration::from_secs(120),
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BackendView {
+    #[serde(skip)]
+    pub id: u32,
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub weight: u32,
+    pub mac: String,
+    /// The MAC is known and the backend takes traffic.
+    pub usable: bool,
+    pub packets: u64,
+    pub bytes: u64,
+    pub connections: u64,
+    /// Connections in ESTABLISHED (or SYN) state, as ipvsadm's ActiveConn.
+    pub active_connections: u64,
+    /// Other live entries (FIN, RST, UDP), as ipvsadm's InActConn.
+    pub inactive_connections: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceView {
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub protocol: &'static str,
+    pub scheduler: &'static str,
+    pub packets: u64,
+    pub bytes: u64,
+    pub connections: u64,
+    pub backends: Vec<BackendView>,
+    #[serde(skip)]
+    pub key: ServiceKey,
+    #[serde(skip)]
+    pub id: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Snapshot {
+    pub services: Vec<ServiceView>,
+    /// Packets by what the data path did with them.
+    pub datapath: Vec<ReasonCount>,
+    /// Live entries in the connection table.
+    pub flows: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ReasonCount {
+    pub reason: &'static str,
+    pub action: &'static str,
+    pub packets: u64,
+}
+
+fn action_of(r: Reason) -> &'static str {
+    match r {
+        Reason::Forwarded => "tx",
+        r if r.is_drop() => "drop",
+        _ => "pass",
+    }
+}
+
+/// Monotonic clock in nanoseconds, the clock of `bpf_ktime_get_ns`.
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Snapshot {
+    pub fn read(maps: &Maps) -> Result<Snapshot> {
+        let mut services: Vec<(ServiceKey, Service)> = maps
+            .services
+            .iter()
+            .collect::<Result<_, _>>()
+            .context("reading SERVICES")?;
+        services.sort_by_key(|(k, _)| (addr_v4(&k.addr), u16::from_be(k.port), k.proto));
+
+        let mut backends: HashMap<u32, Vec<(u32, Backend)>> = HashMap::new();
+        for (id, b) in maps.backends.iter().enumerate() {
+            let b = b.context("reading BACKENDS")?;
+            if b.flags != 0 {
+                backends
+                    .entry(b.service_id)
+                    .or_default()
+                    .push((id as u32, b));
+            }
+        }
+
+        // Connection counts per backend from the connection table.
+        let now = now_ns();
+        let mut conns: HashMap<u32, (u64, u64)> = HashMap::new();
+        let mut flows = 0;
+        for entry in maps.flows.iter() {
+            let Ok((key, flow)) = entry else { continue };
+            let age = Duration::from_nanos(now.saturating_sub(flow.last_seen_ns));
+            if age > flow_timeout(key.proto, flow.state) {
+                continue;
+            }
+            flows += 1;
+            let c = conns.entry(flow.backend).or_default();
+            let active = key.proto == lb_common::PROTO_TCP
+                && matches!(flow.state, tcp_state::ESTABLISHED | tcp_state::SYN);
+            if active { c.0 += 1 } else { c.1 += 1 }
+        }
+
+        let mut out = Vec::new();
+        for (key, s) in services {
+            let total = maps.service_counters(s.id)?;
+            let mut bs = Vec::new();
+            for (id, b) in backends.remove(&s.id).unwrap_or_default() {
+                let c: Counters = maps.backend_counters(id)?;
+                let (active, inactive) = conns.get(&id).copied().unwrap_or_default();
+                bs.push(BackendView {
+                    id,
+                    address: addr_v4(&b.addr),
+                    port: u16::from_be(b.port),
+                    weight: b.weight,
+                    mac: format_mac(&b.mac),
+                    usable: b.flags & BACKEND_USABLE != 0,
+                    packets: c.packets,
+                    bytes: c.bytes,
+                    connections: c.new_flows,
+                    active_connections: active,
+                    inactive_connections: inactive,
+                });
+            }
+            bs.sort_by_key(|b| (b.address, b.port));
+            out.push(ServiceView {
+                name: service_name(&s),
+                vip: addr_v4(&key.addr),
+                port: u16::from_be(key.port),
+                protocol: Protocol::from_number(key.proto).map_or("?", |p| p.as_str()),
+                scheduler: scheduler_of(&s).map_or("?", |s| s.as_str()),
+                packets: total.packets,
+                bytes: total.bytes,
+                connections: total.new_flows,
+                backends: bs,
+                key,
+                id: s.id,
+            });
+        }
+        let datapath = maps
+            .reason_counts()?
+            .into_iter()
+            .map(|(r, n)| ReasonCount {
+                reason: r.name(),
+                action: action_of(r),
+                packets: n,
+            })
+            .collect();
+        Ok(Snapshot {
+            services: out,
+            datapath,
+            flows,
+        })
+    }
+}

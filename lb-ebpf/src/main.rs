@@ -1,0 +1,365 @@
+//! The XDP data path of an LVS-DR style director.
+//!
+//! Per packet, a short pipeline of named steps (the shape of Katran's `balancer_kern.c`):
+//!
+//! 1. [`parse_ethernet`]: Ethernet with up to two 802.1Q / 802.1ad tags; only IPv4 goes on.
+//! 2. [`parse_ipv4`] and [`parse_ports`]: IPv4 with options, TCP or UDP, every length checked.
+//! 3. [`find_service`]: (VIP, port, protocol), then (VIP, 0, protocol) for all-ports services.
+//! 4. [`addressed_to_us`]: the frame's destination MAC must be the interface's own.
+//! 5. [`known_flow`] or [`schedule`]: the connection table, else the service's backend table.
+//! 6. [`rewrite`]: destination MAC := backend, source MAC := ours; the IP packet is untouched.
+//! 7. [`count`]: per-CPU counters per service, per backend and per reason.
+//!
+//! Anything that is not for a configured service goes to the kernel untouched (XDP_PASS), so
+//! the director's own traffic keeps working; a malformed packet is passed too (the kernel drops
+//! it), never rewritten. Only a service with no usable backend drops.
+#![no_std]
+#![no_main]
+// The BPF target has no `AtomicU64::fetch_add`; the intrinsic compiles to BPF_ATOMIC_FETCH_ADD.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
+
+use core::{
+    intrinsics::{AtomicOrdering, atomic_xadd},
+    mem::size_of,
+};
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::bpf_ktime_get_ns,
+    macros::{map, xdp},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    programs::XdpContext,
+};
+use lb_common::{
+    BACKEND_USABLE, Backend, Counters, Flow, FlowKey, Iface, PROTO_TCP, PROTO_UDP, Reason, Service,
+    ServiceKey, limits, tcp_state, v4_mapped,
+};
+
+#[map]
+static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(limits::MAX_SERVICES, 0);
+#[map]
+static BACKENDS: Array<Backend> = Array::with_max_entries(limits::MAX_BACKENDS, 0);
+/// Backend ids; each service owns the range `table_offset .. table_offset + table_len`.
+#[map]
+static TABLE: Array<u32> = Array::with_max_entries(limits::TABLE_ENTRIES, 0);
+/// Round-robin cursors, one per service id, shared by all CPUs (atomic add).
+#[map]
+static CURSORS: Array<u64> = Array::with_max_entries(limits::MAX_SERVICES, 0);
+#[map]
+static FLOWS: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(limits::FLOWS, 0);
+#[map]
+static IFACES: HashMap<u32, Iface> = HashMap::with_max_entries(limits::MAX_IFACES, 0);
+#[map]
+static SERVICE_STATS: PerCpuArray<Counters> =
+    PerCpuArray::with_max_entries(limits::MAX_SERVICES, 0);
+#[map]
+static BACKEND_STATS: PerCpuArray<Counters> =
+    PerCpuArray::with_max_entries(limits::MAX_BACKENDS, 0);
+#[map]
+static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
+
+const ETH_HLEN: usize = 14;
+const VLAN_HLEN: usize = 4;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const IPV4_MIN_HLEN: usize = 20;
+const TCP_MIN_HLEN: usize = 20;
+const UDP_HLEN: usize = 8;
+/// IPv4 flags and fragment offset: MF and the offset; DF does not matter.
+const IP_MF_OFFSET_MASK: u16 = 0x3fff;
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+
+/// The director's XDP program.
+#[xdp]
+pub fn lb_xdp(ctx: XdpContext) -> u32 {
+    let reason = process(&ctx);
+    count_reason(reason);
+    match reason {
+        Reason::Forwarded => xdp_action::XDP_TX,
+        Reason::DropNoBackend | Reason::DropBadBackend => xdp_action::XDP_DROP,
+        _ => xdp_action::XDP_PASS,
+    }
+}
+
+/// Passes every frame. Attached to the far end of a veth pair whose near end sends with
+/// XDP_TX: without an XDP program there, veth drops the frames it receives that way.
+#[xdp]
+pub fn lb_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// What the parsing steps learned about a packet to a VIP.
+struct Packet {
+    flow: FlowKey,
+    /// IPv4 total length: what the counters count as bytes.
+    ip_len: u16,
+    tcp_flags: u8,
+}
+
+#[inline(always)]
+fn process(ctx: &XdpContext) -> Reason {
+    let l3 = match parse_ethernet(ctx) {
+        Ok(l3) => l3,
+        Err(reason) => return reason,
+    };
+    let pkt = match parse_ipv4(ctx, l3) {
+        Ok(pkt) => pkt,
+        Err(reason) => return reason,
+    };
+    let Some(service) = find_service(&pkt.flow) else {
+        return Reason::PassNotVip;
+    };
+    if let Err(reason) = addressed_to_us(ctx) {
+        return reason;
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    let (backend_id, backend, new_flow) = match known_flow(&pkt, now) {
+        Some((id, backend)) => (id, backend, 0),
+        None => match schedule(&pkt, service, now) {
+            Ok((id, backend)) => (id, backend, 1),
+            Err(reason) => return reason,
+        },
+    };
+    rewrite(ctx, backend);
+    let delta = Counters {
+        packets: 1,
+        bytes: pkt.ip_len as u64,
+        new_flows: new_flow,
+    };
+    count(&SERVICE_STATS, service.id, &delta);
+    count(&BACKEND_STATS, backend_id, &delta);
+    Reason::Forwarded
+}
+
+/// A pointer to a `T` at `offset` bytes into the frame, if the frame holds all of it.
+#[inline(always)]
+fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
+    let start = ctx.data();
+    if start + offset + size_of::<T>() > ctx.data_end() {
+        return None;
+    }
+    Some((start + offset) as *mut T)
+}
+
+/// Step 1: the offset of the IPv4 header, skipping up to two VLAN tags.
+#[inline(always)]
+fn parse_ethernet(ctx: &XdpContext) -> Result<usize, Reason> {
+    let mut proto: u16 = unsafe { *ptr_at::<u16>(ctx, 12).ok_or(Reason::PassMalformed)? };
+    let mut offset = ETH_HLEN;
+    // Two rounds, unrolled: an outer 802.1ad (or 802.1Q) tag and an inner 802.1Q tag.
+    if proto == ETH_P_8021AD.to_be() || proto == ETH_P_8021Q.to_be() {
+        proto = unsafe { *ptr_at::<u16>(ctx, offset + 2).ok_or(Reason::PassMalformed)? };
+        offset += VLAN_HLEN;
+        if proto == ETH_P_8021Q.to_be() || proto == ETH_P_8021AD.to_be() {
+            proto = unsafe { *ptr_at::<u16>(ctx, offset + 2).ok_or(Reason::PassMalformed)? };
+            offset += VLAN_HLEN;
+        }
+    }
+    if proto != ETH_P_IP.to_be() {
+        return Err(Reason::PassNotIpv4);
+    }
+    Ok(offset)
+}
+
+/// Step 2: the IPv4 header (any IHL), then the transport ports.
+#[inline(always)]
+fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<Packet, Reason> {
+    let ip: *const [u8; IPV4_MIN_HLEN] = ptr_at(ctx, l3).ok_or(Reason::PassMalformed)?;
+    let ip = unsafe { &*ip };
+    let version = ip[0] >> 4;
+    let hlen = ((ip[0] & 0x0f) as usize) * 4;
+    let total_len = u16::from_be_bytes([ip[2], ip[3]]);
+    if version != 4 || hlen < IPV4_MIN_HLEN || (total_len as usize) < hlen {
+        return Err(Reason::PassMalformed);
+    }
+    // The IP packet must fit in the frame (trailing Ethernet padding is allowed).
+    if ctx.data() + l3 + total_len as usize > ctx.data_end() {
+        return Err(Reason::PassMalformed);
+    }
+    if u16::from_be_bytes([ip[6], ip[7]]) & IP_MF_OFFSET_MASK != 0 {
+        return Err(Reason::PassFragment);
+    }
+    let proto = ip[9];
+    let l4_len = match proto {
+        PROTO_TCP => TCP_MIN_HLEN,
+        PROTO_UDP => UDP_HLEN,
+        _ => return Err(Reason::PassNotTcpUdp),
+    };
+    if hlen + l4_len > total_len as usize {
+        return Err(Reason::PassMalformed);
+    }
+    let src = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
+    let dst = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    let (ports, tcp_flags) = parse_ports(ctx, l3 + hlen, proto)?;
+    Ok(Packet {
+        flow: FlowKey {
+            src: v4_mapped(src),
+            dst: v4_mapped(dst),
+            sport: ports[0],
+            dport: ports[1],
+            proto,
+            _pad: [0; 3],
+        },
+        ip_len: total_len,
+        tcp_flags,
+    })
+}
+
+/// The source and destination ports (network byte order) and, for TCP, the flags byte.
+#[inline(always)]
+fn parse_ports(ctx: &XdpContext, l4: usize, proto: u8) -> Result<([u16; 2], u8), Reason> {
+    if proto == PROTO_TCP {
+        let tcp: *const [u8; TCP_MIN_HLEN] = ptr_at(ctx, l4).ok_or(Reason::PassMalformed)?;
+        let tcp = unsafe { &*tcp };
+        if tcp[12] >> 4 < 5 {
+            return Err(Reason::PassMalformed);
+        }
+        let ports = [
+            u16::from_ne_bytes([tcp[0], tcp[1]]),
+            u16::from_ne_bytes([tcp[2], tcp[3]]),
+        ];
+        Ok((ports, tcp[13]))
+    } else {
+        let udp: *const [u8; UDP_HLEN] = ptr_at(ctx, l4).ok_or(Reason::PassMalformed)?;
+        let udp = unsafe { &*udp };
+        let ports = [
+            u16::from_ne_bytes([udp[0], udp[1]]),
+            u16::from_ne_bytes([udp[2], udp[3]]),
+        ];
+        Ok((ports, 0))
+    }
+}
+
+/// Step 3: the service for this destination; a port-0 entry serves every port of its VIP.
+#[inline(always)]
+fn find_service(flow: &FlowKey) -> Option<&'static Service> {
+    let mut key = ServiceKey {
+        addr: flow.dst,
+        port: flow.dport,
+        proto: flow.proto,
+        _pad: 0,
+    };
+    if let Some(s) = unsafe { SERVICES.get(&key) } {
+        return Some(s);
+    }
+    key.port = 0;
+    unsafe { SERVICES.get(&key) }
+}
+
+/// Step 4: only frames sent to this interface's own MAC are ours. XDP sees frames before the
+/// kernel's MAC filter (flooding, promiscuous mode), and a second director must not forward a
+/// copy of traffic meant for the first.
+#[inline(always)]
+fn addressed_to_us(ctx: &XdpContext) -> Result<(), Reason> {
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let iface = unsafe { IFACES.get(&ifindex) }.ok_or(Reason::PassUnknownIface)?;
+    let dst: *const [u8; 6] = ptr_at(ctx, 0).ok_or(Reason::PassMalformed)?;
+    if unsafe { *dst } != iface.mac {
+        return Err(Reason::PassOtherMac);
+    }
+    Ok(())
+}
+
+/// The TCP state a packet with these flags leads to.
+#[inline(always)]
+fn next_tcp_state(proto: u8, flags: u8) -> u8 {
+    if proto != PROTO_TCP {
+        tcp_state::NONE
+    } else if flags & TCP_RST != 0 {
+        tcp_state::RST
+    } else if flags & TCP_FIN != 0 {
+        tcp_state::FIN
+    } else if flags & TCP_SYN != 0 {
+        tcp_state::SYN
+    } else {
+        tcp_state::ESTABLISHED
+    }
+}
+
+/// Step 5a: a flow seen before keeps its backend for as long as that backend is usable.
+#[inline(always)]
+fn known_flow(pkt: &Packet, now: u64) -> Option<(u32, &'static Backend)> {
+    let flow = FLOWS.get_ptr_mut(&pkt.flow)?;
+    let flow = unsafe { &mut *flow };
+    let backend = BACKENDS.get(flow.backend)?;
+    if backend.flags & BACKEND_USABLE == 0 || backend.service_id != flow.service_id {
+        return None;
+    }
+    flow.last_seen_ns = now;
+    flow.state = next_tcp_state(pkt.flow.proto, pkt.tcp_flags);
+    Some((flow.backend, backend))
+}
+
+/// Step 5b: a new flow gets the backend at the next slot of its service's table.
+#[inline(always)]
+fn schedule(pkt: &Packet, service: &Service, now: u64) -> Result<(u32, &'static Backend), Reason> {
+    let len = service.table_len;
+    if len == 0 {
+        return Err(Reason::DropNoBackend);
+    }
+    // rr and wrr (`pick::CURSOR`) walk the table with the service's shared cursor.
+    let cursor = CURSORS
+        .get_ptr_mut(service.id)
+        .ok_or(Reason::DropBadBackend)?;
+    // SeqCst: with Relaxed, this LLVM emits the add without BPF_FETCH and `n` is garbage.
+    let n: u64 = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(cursor, 1) };
+    let slot = service.table_offset.wrapping_add((n % len as u64) as u32);
+    let id = *TABLE.get(slot).ok_or(Reason::DropBadBackend)?;
+    let backend = BACKENDS.get(id).ok_or(Reason::DropBadBackend)?;
+    if backend.flags & BACKEND_USABLE == 0 {
+        return Err(Reason::DropBadBackend);
+    }
+    let flow = Flow {
+        last_seen_ns: now,
+        backend: id,
+        service_id: service.id,
+        state: next_tcp_state(pkt.flow.proto, pkt.tcp_flags),
+        _pad: [0; 7],
+    };
+    // A full table evicts its least recently used flow; a failed insert only costs stickiness.
+    let _ = FLOWS.insert(&pkt.flow, &flow, 0);
+    Ok((id, backend))
+}
+
+/// Step 6: direct routing: only the MACs change.
+#[inline(always)]
+fn rewrite(ctx: &XdpContext, backend: &Backend) {
+    if let Some(eth) = ptr_at::<[u8; 12]>(ctx, 0) {
+        let eth = unsafe { &mut *eth };
+        // Source := the address the frame was sent to, which step 4 proved is ours.
+        eth.copy_within(0..6, 6);
+        eth[..6].copy_from_slice(&backend.mac);
+    }
+}
+
+/// Step 7: per-CPU counters, summed by user space.
+#[inline(always)]
+fn count(map: &PerCpuArray<Counters>, index: u32, delta: &Counters) {
+    if let Some(c) = map.get_ptr_mut(index) {
+        let c = unsafe { &mut *c };
+        c.packets += delta.packets;
+        c.bytes += delta.bytes;
+        c.new_flows += delta.new_flows;
+    }
+}
+
+#[inline(always)]
+fn count_reason(reason: Reason) {
+    if let Some(c) = REASONS.get_ptr_mut(reason as u32) {
+        unsafe { *c += 1 };
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,1058 @@
+//! A lab network of hosts made of network namespaces, for the end-to-end tests, the demo and
+//! the benchmarks (see `/work/shared/LAB.md` for the rules it keeps).
+//!
+//! ```text
+//!  client (.100) ──┐
+//!                  ├── switch (bridge br0, own namespace) ──┬── director-1 (DIP .134, VIP on eth0)
+//!                  │                                        ├── director-2 (DIP .137, optional)
+//!                  │                                        ├── real-server-1 (RIP .135, VIP on lo)
+//!                  │                                        ├── real-server-2 (RIP .136, VIP on lo)
+//!                  │                                        └── real-server-k (RIP .(135+k), k >= 3)
+//! ```
+//!
+//! # Addresses and names
+//! Everything is in 192.168.58.0/24 (`/24` on every host's `eth0`). Addresses: client `.100`,
+//! director-1 `.134`, director-2 `.137`, real-server-1 `.135`, real-server-2 `.136`,
+//! real-server-k `.(135 + k)` for k >= 3 (`.138`, `.139`, ...: `.137` stays director-2's even
+//! in labs without it), at most [`MAX_SERVERS`] servers. The VIP is [`DEFAULT_VIP`]
+//! (`.133`) unless the spec says otherwise. Each host's `eth0` has the MAC
+//! `02:00:00:00:00:XX` (XX = last octet of its address, in hex), its switch-side veth
+//! `02:00:00:00:01:XX`.
+//!
+//! Each lab has a per-run prefix `lbl-<pid>-<n>` ([`Lab::prefix`]); the namespaces are
+//! `<prefix>-switch`, `<prefix>-client`, `<prefix>-director-1`, `<prefix>-real-server-1`, ...
+//! Interfaces live only inside those namespaces (created there directly, never in the root
+//! namespace), so their names need no prefix: each host has `lo` and `eth0`; the switch has
+//! `br0` and one port per host, `sw-client`, `sw-director-1`, `sw-server-1` (up to 15
+//! characters: [`Lab::switch_port_of`]). Nothing is added to the root namespace, and no lab
+//! namespace has a link to it.
+//!
+//! # What each host gets
+//! - all: IPv6 off (no router solicitations or ND noise on the wire), `rp_filter`,
+//!   `arp_ignore`, `arp_announce` reset to 0 (new namespaces inherit the host's IPv4 settings).
+//! - director-1: the VIP as `/32` on `eth0`, so it answers ARP for it. director-2 has no VIP
+//!   ([`Lab::add_vip`] / [`Lab::del_vip`], or keepalived, move it). On the switch side of each
+//!   director's link: TX checksum offload off (`ethtool -K sw-director-N tx off`) and a
+//!   pass-through XDP program (`lb_ctl::loader::attach_pass_through`), both needed for
+//!   native-mode XDP_TX on veth (LAB.md).
+//! - client: TX checksum offload off on its `eth0`.
+//! - real servers: the VIP `/32` on `lo`, `arp_ignore=1` and `arp_announce=2` for `all` and
+//!   `eth0`, and two servers from the `lab-server` binary of this crate: HTTP on
+//!   [`LabSpec::http_port`] (80) answering `real-server-N\n`, and a UDP echo on
+//!   [`LabSpec::udp_port`] (5353) answering `real-server-N PAYLOAD`. See
+//!   `src/bin/lab-server.rs` for the paths (`/count`, `/reset`, `/hold?ms=N`, `/whoami`).
+//!
+//! # Finding `lab-server`
+//! In this order: [`LabSpec::server_bin`]; the environment variable `LB_LAB_SERVER`; a
+//! `lab-server` next to the running executable or in its parent directory (a test binary runs
+//! from `target/<profile>/deps/`); the newest of `$CARGO_TARGET_DIR/{debug,release}/lab-server`
+//! and `<workspace>/target/{debug,release}/lab-server`. Integration tests of this crate pass
+//! `env!("CARGO_BIN_EXE_lab-server")` (cargo builds it for them); other users build it first
+//! with `cargo build -p lb-tests --bin lab-server`. With `start_servers: false` none is needed.
+//!
+//! # Teardown
+//! [`Lab`] owns everything: dropping it (also while unwinding from a panic) kills the processes
+//! it started and every other process inside its namespaces, and deletes its namespaces (which
+//! deletes the veths and the bridge). SIGINT/SIGTERM/SIGHUP tear down every live lab of the
+//! process before it ends ([`install_signal_handler`]). [`Lab::build`] first sweeps what
+//! crashed runs left ([`sweep_leftovers`]: namespaces `lbl-<pid>-...` whose pid is dead).
+//!
+//! # Example
+//! ```no_run
+//! use std::time::Duration;
+//! use lb_tests::lab::{Lab, LabSpec, http_get};
+//! let lab = Lab::build(&LabSpec { servers: 2, ..LabSpec::default() })?;
+//! let rs1 = lab.server(0);
+//! let (status, body) = http_get(lab.client(), rs1.addr, 80, "/", Duration::from_secs(2))?;
+//! assert_eq!((status, body.as_str()), (200, "real-server-1\n"));
+//! assert_eq!(lab.request_count(rs1)?, 1);
+//! # anyhow::Ok(())
+//! ```
+
+mod client;
+mod proc;
+mod teardown;
+
+use std::{
+    env, fs,
+    io::{BufRead as _, BufReader, Write as _},
+    net::{Ipv4Addr, TcpStream},
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+
+pub use client::{Connect, HttpConn, http_get, tcp_connect, tcp_stream, udp_request};
+pub use proc::{Proc, spawn_child};
+pub use teardown::{BASE_PREFIX, install_signal_handler, sweep_leftovers, teardown_all};
+
+/// The lab's subnet; every host's `eth0` has an address in it, with this prefix length.
+pub const SUBNET: Ipv4Addr = Ipv4Addr::new(192, 168, 58, 0);
+/// Prefix length of [`SUBNET`].
+pub const SUBNET_LEN: u8 = 24;
+/// The VIP of the seed topology.
+pub const DEFAULT_VIP: Ipv4Addr = Ipv4Addr::new(192, 168, 58, 133);
+/// The client's address.
+pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 58, 100);
+/// Most real servers a lab can have.
+pub const MAX_SERVERS: usize = 100;
+/// The bridge inside the switch namespace.
+pub const BRIDGE: &str = "br0";
+/// Each host's interface on the switch.
+pub const HOST_IFACE: &str = "eth0";
+
+/// What to build. `LabSpec::default()` is the seed topology: 1 director, 2 real servers.
+#[derive(Clone, Debug)]
+pub struct LabSpec {
+    /// 1 or 2 directors.
+    pub directors: usize,
+    /// 1 to [`MAX_SERVERS`] real servers.
+    pub servers: usize,
+    /// The VIP (on director-1's `eth0` and on every real server's `lo`).
+    pub vip: Ipv4Addr,
+    /// Start the HTTP and UDP servers on the real servers.
+    pub start_servers: bool,
+    /// The `lab-server` binary; `None` searches for it (see the module doc).
+    pub server_bin: Option<PathBuf>,
+    /// Port of the real servers' HTTP server.
+    pub http_port: u16,
+    /// Port of the real servers' UDP echo server.
+    pub udp_port: u16,
+    /// Put a pass-through XDP program on the switch side of each director's link (needed for
+    /// native-mode XDP_TX; needs lb-ctl built with its XDP object).
+    pub pass_through: bool,
+    /// Install the SIGINT/SIGTERM/SIGHUP handler that tears labs down ([`install_signal_handler`]).
+    pub install_signal_handler: bool,
+}
+
+impl Default for LabSpec {
+    fn default() -> Self {
+        LabSpec {
+            directors: 1,
+            servers: 2,
+            vip: DEFAULT_VIP,
+            start_servers: true,
+            server_bin: None,
+            http_port: 80,
+            udp_port: 5353,
+            pass_through: true,
+            install_signal_handler: true,
+        }
+    }
+}
+
+/// What a host is in the lab.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Client,
+    Director,
+    Server,
+}
+
+/// One host of the lab: a network namespace with one link (`eth0`) to the switch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Host {
+    /// `client`, `director-1`, `real-server-1`, ...
+    pub name: String,
+    pub role: Role,
+    /// The namespace's name (`/run/netns/<netns>`).
+    pub netns: String,
+    /// Its interface on the switch: `eth0`.
+    pub iface: String,
+    /// Its address on `eth0` (client address, DIP or RIP).
+    pub addr: Ipv4Addr,
+    /// The MAC of its `eth0`.
+    pub mac: [u8; 6],
+    /// The switch-side end of its link (inside the switch namespace).
+    pub switch_port: String,
+}
+
+impl Host {
+    /// A command that runs `args` inside this host's namespace (`nsenter --net=...`, which
+    /// keeps the caller's mounts, so `/sys/fs/bpf` and its pins stay visible).
+    pub fn command(&self, args: &[&str]) -> Command {
+        netns_command(&self.netns, args)
+    }
+
+    /// Runs `args` inside the namespace and returns its output (whatever its exit status).
+    pub fn exec(&self, args: &[&str]) -> Result<Output> {
+        self.command(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {args:?} in {}", self.name))
+    }
+
+    /// Runs `args` inside the namespace; fails unless it exits 0; returns its stdout.
+    pub fn exec_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.exec(args)?;
+        check_output(&out, &format!("{args:?} in {}", self.name))
+    }
+
+    /// Starts `args` in the background inside the namespace (stdin null, stdout and stderr
+    /// inherited) and returns once it is inside (or has already exited). The process is
+    /// killed when the returned guard is dropped, and at the latest when the lab is torn down.
+    pub fn spawn(&self, args: &[&str]) -> Result<Proc> {
+        let mut cmd = self.command(args);
+        cmd.stdin(Stdio::null());
+        let mut proc = Proc::spawn(cmd, format!("{args:?} in {}", self.name))?;
+        self.wait_entered(&mut proc)?;
+        Ok(proc)
+    }
+
+    /// Waits (at most 5 s) until `proc`, started with [`Host::command`], has entered this
+    /// host's namespace or has exited, so that a teardown right after finds it there.
+    pub fn wait_entered(&self, proc: &mut Proc) -> Result<()> {
+        let id = teardown::netns_id(&self.netns)
+            .with_context(|| format!("the namespace {} is gone", self.netns))?;
+        let ns_file = format!("/proc/{}/ns/net", proc.pid());
+        let entered = wait_until(Duration::from_secs(5), || {
+            proc.try_wait().is_ok_and(|s| s.is_some())
+                || fs::metadata(&ns_file).is_ok_and(|m| (m.dev(), m.ino()) == id)
+        });
+        ensure!(
+            entered,
+            "{} did not enter {} within 5 s",
+            proc.what(),
+            self.netns
+        );
+        Ok(())
+    }
+
+    /// Runs `f` on a thread inside this host's namespace (sockets it opens stay there).
+    pub fn run_in<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T> + Send + 'static,
+    {
+        lb_ctl::net::netns::run_in(&self.netns, f)
+    }
+
+    /// The MAC in this host's neighbour (ARP) table for `ip` on `eth0`, if it has a usable
+    /// entry (not FAILED/INCOMPLETE).
+    pub fn neighbour_mac(&self, ip: Ipv4Addr) -> Result<Option<[u8; 6]>> {
+        let out = run_ok(
+            Command::new("ip").args(["-n", &self.netns, "neigh", "show", &ip.to_string()]),
+            "ip neigh show",
+        )?;
+        for line in out.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if let Some(i) = words.iter().position(|w| *w == "lladdr")
+                && let Some(mac) = words.get(i + 1).and_then(|m| parse_mac(m))
+                && !words.contains(&"FAILED")
+                && !words.contains(&"INCOMPLETE")
+            {
+                return Ok(Some(mac));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Forgets the neighbour entry for `ip` (so the next packet asks ARP again).
+    pub fn flush_neighbour(&self, ip: Ipv4Addr) -> Result<()> {
+        run_ok(
+            Command::new("ip").args(["-n", &self.netns, "neigh", "flush", "to", &ip.to_string()]),
+            "ip neigh flush",
+        )?;
+        Ok(())
+    }
+
+    /// The MAC as `02:00:00:00:00:87`.
+    pub fn mac_string(&self) -> String {
+        format_mac(&self.mac)
+    }
+}
+
+/// The lab: owns its namespaces, processes and XDP pass-through programs; dropping it tears
+/// everything down.
+pub struct Lab {
+    spec: LabSpec,
+    prefix: String,
+    switch_ns: String,
+    client: Host,
+    directors: Vec<Host>,
+    servers: Vec<Host>,
+    server_bin: Option<PathBuf>,
+    // Last: dropped after the rest.
+    res: Resources,
+}
+
+/// What has to go when the lab goes (also used while a failed build unwinds).
+struct Resources {
+    id: u64,
+    namespaces: Vec<String>,
+    procs: Mutex<Vec<Proc>>,
+    pass_through: Mutex<Vec<lb_ctl::loader::PassThrough>>,
+}
+
+impl Resources {
+    fn add_netns(&mut self, ns: &str) -> Result<()> {
+        self.namespaces.push(ns.to_owned());
+        teardown::register_and(self.id, ns, || {
+            run_ok(
+                Command::new("ip").args(["netns", "add", ns]),
+                "ip netns add",
+            )
+        })
+        .with_context(|| {
+            format!(
+                "creating network namespace {ns} (is /run writable, and are network \
+                 namespaces allowed here? the lab needs root with CAP_SYS_ADMIN)"
+            )
+        })?;
+        Ok(())
+    }
+}
+
+impl Drop for Resources {
+    fn drop(&mut self) {
+        self.pass_through
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        for mut p in self
+            .procs
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            let _ = p.kill();
+        }
+        for e in teardown::destroy_namespaces(&self.namespaces) {
+            eprintln!("lab teardown: {e:#}");
+        }
+        teardown::unregister(self.id);
+    }
+}
+
+static NEXT_LAB: AtomicU64 = AtomicU64::new(0);
+
+impl Lab {
+    /// Builds the lab. Fails with a message saying what is missing when not root, when `ip`,
+    /// `nsenter` or `ethtool` is missing, or when namespaces cannot be made. On failure,
+    /// whatever was already built is torn down.
+    pub fn build(spec: &LabSpec) -> Result<Lab> {
+        ensure!(
+            (1..=2).contains(&spec.directors),
+            "a lab has 1 or 2 directors, not {}",
+            spec.directors
+        );
+        ensure!(
+            (1..=MAX_SERVERS).contains(&spec.servers),
+            "a lab has 1 to {MAX_SERVERS} real servers, not {}",
+            spec.servers
+        );
+        ensure!(
+            in_subnet(spec.vip) && !host_octets(spec).contains(&spec.vip.octets()[3]),
+            "the VIP {} must be in {SUBNET}/{SUBNET_LEN} and not a host's address",
+            spec.vip
+        );
+        check_prerequisites()?;
+        let server_bin = if spec.start_servers {
+            Some(find_server_bin(spec.server_bin.as_deref())?)
+        } else {
+            None
+        };
+        if spec.install_signal_handler {
+            install_signal_handler()?;
+        }
+        sweep_leftovers().context("sweeping namespaces left by earlier lab runs")?;
+
+        let id = NEXT_LAB.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("{BASE_PREFIX}{}-{id}", std::process::id());
+        let mut res = Resources {
+            id,
+            namespaces: Vec::new(),
+            procs: Mutex::new(Vec::new()),
+            pass_through: Mutex::new(Vec::new()),
+        };
+
+        let switch_ns = format!("{prefix}-switch");
+        res.add_netns(&switch_ns)?;
+        write_sysctls(&switch_ns, &base_sysctls())?;
+        ip_batch(
+            &switch_ns,
+            &[
+                "link set lo up".into(),
+                format!(
+                    "link add {BRIDGE} address {} type bridge stp_state 0",
+                    format_mac(&[2, 0, 0, 0, 1, 1])
+                ),
+                format!("link set {BRIDGE} up"),
+            ],
+        )?;
+
+        let mut lab_hosts = Vec::new();
+        lab_hosts.push(("client".to_owned(), Role::Client, CLIENT_ADDR));
+        for d in 1..=spec.directors {
+            lab_hosts.push((format!("director-{d}"), Role::Director, director_addr(d)));
+        }
+        for s in 1..=spec.servers {
+            lab_hosts.push((format!("real-server-{s}"), Role::Server, server_addr(s)));
+        }
+
+        let mut hosts = Vec::new();
+        for (name, role, addr) in lab_hosts {
+            let host = add_host(&mut res, &switch_ns, &prefix, &name, role, addr)?;
+            configure_host(&res, &switch_ns, &host, spec)?;
+            hosts.push(host);
+        }
+        let client = hosts.remove(0);
+        let directors: Vec<Host> = hosts.drain(..spec.directors).collect();
+        let servers = hosts;
+
+        let lab = Lab {
+            spec: spec.clone(),
+            prefix,
+            switch_ns,
+            client,
+            directors,
+            servers,
+            server_bin,
+            res,
+        };
+        if let Some(bin) = &lab.server_bin {
+            for server in &lab.servers {
+                lab.start_servers(bin, server)?;
+            }
+        }
+        Ok(lab)
+    }
+
+    /// The per-run prefix of every namespace of this lab (`lbl-<pid>-<n>`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The spec the lab was built from.
+    pub fn spec(&self) -> &LabSpec {
+        &self.spec
+    }
+
+    /// The VIP.
+    pub fn vip(&self) -> Ipv4Addr {
+        self.spec.vip
+    }
+
+    /// The client (`.100`).
+    pub fn client(&self) -> &Host {
+        &self.client
+    }
+
+    /// Director `i`, counted from 0: `director(0)` is director-1.
+    pub fn director(&self, i: usize) -> &Host {
+        self.directors.get(i).unwrap_or_else(|| {
+            panic!(
+                "director({i}): the lab has {} director(s), counted from 0",
+                self.directors.len()
+            )
+        })
+    }
+
+    /// All directors, director-1 first.
+    pub fn directors(&self) -> &[Host] {
+        &self.directors
+    }
+
+    /// Real server `i`, counted from 0: `server(0)` is real-server-1.
+    pub fn server(&self, i: usize) -> &Host {
+        self.servers.get(i).unwrap_or_else(|| {
+            panic!(
+                "server({i}): the lab has {} real server(s), counted from 0",
+                self.servers.len()
+            )
+        })
+    }
+
+    /// All real servers, real-server-1 first.
+    pub fn servers(&self) -> &[Host] {
+        &self.servers
+    }
+
+    /// Every host: client, directors, real servers.
+    pub fn hosts(&self) -> impl Iterator<Item = &Host> {
+        std::iter::once(&self.client)
+            .chain(&self.directors)
+            .chain(&self.servers)
+    }
+
+    /// The host called `name` (`client`, `director-1`, `real-server-2`, ...).
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts().find(|h| h.name == name)
+    }
+
+    /// The switch's namespace (holds the bridge [`BRIDGE`] and the switch-side ports).
+    pub fn switch_ns(&self) -> &str {
+        &self.switch_ns
+    }
+
+    /// The bridge-side veth of `host`'s link, inside [`Lab::switch_ns`] (e.g. `sw-director-1`).
+    pub fn switch_port_of<'a>(&self, host: &'a Host) -> &'a str {
+        &host.switch_port
+    }
+
+    /// Runs `args` inside the switch namespace; fails unless it exits 0; returns its stdout.
+    pub fn switch_exec_ok(&self, args: &[&str]) -> Result<String> {
+        let out = netns_command(&self.switch_ns, args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {args:?} in the switch"))?;
+        check_output(&out, &format!("{args:?} in the switch"))
+    }
+
+    /// Plugs (`up`) or pulls (`!up`) `host`'s cable: sets its switch-side port up or down. The
+    /// host's `eth0` stays administratively up and sees its carrier come and go (`NO-CARRIER`),
+    /// as with a real cable.
+    pub fn set_link(&self, host: &Host, up: bool) -> Result<()> {
+        ip_batch(
+            &self.switch_ns,
+            &[format!(
+                "link set {} {}",
+                host.switch_port,
+                if up { "up" } else { "down" }
+            )],
+        )
+        .with_context(|| {
+            format!(
+                "setting the link of {} {}",
+                host.name,
+                if up { "up" } else { "down" }
+            )
+        })
+    }
+
+    /// Adds the VIP (`/32`) to `host`'s `eth0` (a director taking over the VIP).
+    pub fn add_vip(&self, host: &Host) -> Result<()> {
+        ip_batch(
+            &host.netns,
+            &[format!("addr add {}/32 dev {HOST_IFACE}", self.spec.vip)],
+        )
+    }
+
+    /// Removes the VIP from `host`'s `eth0`.
+    pub fn del_vip(&self, host: &Host) -> Result<()> {
+        ip_batch(
+            &host.netns,
+            &[format!("addr del {}/32 dev {HOST_IFACE}", self.spec.vip)],
+        )
+    }
+
+    /// The `lab-server` binary used (`None` when the lab started no servers).
+    pub fn server_bin(&self) -> Option<&Path> {
+        self.server_bin.as_deref()
+    }
+
+    /// How many HTTP requests `server` has served (asked over its own `lo`, so it works while
+    /// its link is down; the query itself is not counted).
+    pub fn request_count(&self, server: &Host) -> Result<u64> {
+        self.local_http(server, "/count")
+    }
+
+    /// Sets `server`'s request count back to 0; returns the count it had.
+    pub fn reset_count(&self, server: &Host) -> Result<u64> {
+        self.local_http(server, "/reset")
+    }
+
+    fn local_http(&self, server: &Host, path: &str) -> Result<u64> {
+        let (status, body) = http_get(
+            server,
+            Ipv4Addr::LOCALHOST,
+            self.spec.http_port,
+            path,
+            Duration::from_secs(5),
+        )?;
+        ensure!(status == 200, "{path} on {}: status {status}", server.name);
+        body.trim()
+            .parse()
+            .with_context(|| format!("{path} on {}: bad answer {body:?}", server.name))
+    }
+
+    /// Keeps `proc` alive as long as the lab (killed at teardown).
+    pub fn adopt(&self, proc: Proc) {
+        self.res
+            .procs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(proc);
+    }
+
+    /// The pids of the processes the lab started itself (its servers).
+    pub fn server_pids(&self) -> Vec<u32> {
+        self.res
+            .procs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(Proc::pid)
+            .collect()
+    }
+
+    /// The pids of every process currently inside one of the lab's namespaces.
+    pub fn pids_inside(&self) -> Vec<i32> {
+        let ids: Vec<_> = self
+            .res
+            .namespaces
+            .iter()
+            .filter_map(|ns| teardown::netns_id(ns))
+            .collect();
+        teardown::pids_in(&ids)
+    }
+
+    /// Every namespace of the lab.
+    pub fn namespaces(&self) -> &[String] {
+        &self.res.namespaces
+    }
+
+    fn start_servers(&self, bin: &Path, server: &Host) -> Result<()> {
+        let bin = bin.to_str().context("the lab-server path is not UTF-8")?;
+        let http_port = self.spec.http_port.to_string();
+        let udp_port = self.spec.udp_port.to_string();
+        let (rip, vip) = (server.addr.to_string(), self.spec.vip.to_string());
+        let runs: [Vec<&str>; 2] = [
+            vec![bin, "http", "--name", &server.name, "--port", &http_port],
+            vec![
+                bin,
+                "udp-echo",
+                "--name",
+                &server.name,
+                "--port",
+                &udp_port,
+                "--addr",
+                &rip,
+                "--addr",
+                &vip,
+                "--addr",
+                "127.0.0.1",
+            ],
+        ];
+        for args in runs {
+            let what = format!("lab-server {} in {}", args[1], server.name);
+            let mut cmd = server.command(&args);
+            cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+            let mut child = proc::spawn_child(cmd).with_context(|| format!("starting {what}"))?;
+            let stdout = child.stdout.take().context("no stdout")?;
+            self.adopt(Proc::from_child(child, what.clone()));
+            let (tx, rx) = mpsc::channel();
+            thread::spawn(move || {
+                let mut lines = BufReader::new(stdout).lines();
+                let _ = tx.send(lines.next());
+                // Keep draining so the server never blocks on a full pipe.
+                for _ in lines {}
+            });
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(Some(Ok(line))) if line.starts_with("ready") => {}
+                Ok(Some(Ok(line))) => bail!("{what} said {line:?} instead of ready"),
+                Ok(_) => bail!("{what} exited before it was ready (its error is on stderr)"),
+                Err(_) => bail!("{what} was not ready after 10 s"),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Lab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lab")
+            .field("prefix", &self.prefix)
+            .field("client", &self.client)
+            .field("directors", &self.directors)
+            .field("servers", &self.servers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Director `d`'s address (1-based): `.134`, `.137`.
+pub fn director_addr(d: usize) -> Ipv4Addr {
+    match d {
+        1 => Ipv4Addr::new(192, 168, 58, 134),
+        2 => Ipv4Addr::new(192, 168, 58, 137),
+        _ => panic!("a lab has directors 1 and 2 only, not {d}"),
+    }
+}
+
+/// Real server `s`'s address (1-based): `.135`, `.136`, then `.(135 + s)`: `.138`, `.139`, ...
+pub fn server_addr(s: usize) -> Ipv4Addr {
+    assert!(
+        (1..=MAX_SERVERS).contains(&s),
+        "real servers are numbered 1 to {MAX_SERVERS}, not {s}"
+    );
+    let last = match s {
+        1 => 135,
+        2 => 136,
+        _ => 135 + s as u8,
+    };
+    Ipv4Addr::new(192, 168, 58, last)
+}
+
+/// The MAC the lab gives the host with address `addr`: `02:00:00:00:00:<last octet>`.
+pub fn host_mac(addr: Ipv4Addr) -> [u8; 6] {
+    [2, 0, 0, 0, 0, addr.octets()[3]]
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let part = parts.next()?;
+        if part.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// Finds the `lab-server` binary (order in the module doc).
+pub fn find_server_bin(explicit: Option<&Path>) -> Result<PathBuf> {
+    const HOW: &str = "build it with `cargo build -p lb-tests --bin lab-server`, or give its path \
+                       in LabSpec::server_bin or the environment variable LB_LAB_SERVER";
+    if let Some(path) = explicit {
+        ensure!(
+            path.is_file(),
+            "lab-server binary {} not found",
+            path.display()
+        );
+        return Ok(path.to_owned());
+    }
+    if let Some(path) = env::var_os("LB_LAB_SERVER") {
+        let path = PathBuf::from(path);
+        ensure!(
+            path.is_file(),
+            "LB_LAB_SERVER={} is not a file; {HOW}",
+            path.display()
+        );
+        return Ok(path);
+    }
+    if let Ok(exe) = env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(2) {
+            let candidate = dir.join("lab-server");
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    let mut target_dirs = Vec::new();
+    if let Some(dir) = env::var_os("CARGO_TARGET_DIR") {
+        target_dirs.push(PathBuf::from(dir));
+    }
+    target_dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target_dirs
+        .iter()
+        .flat_map(|t| ["debug", "release"].map(|p| t.join(p).join("lab-server")))
+        .filter_map(|p| Some((fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p)
+        .with_context(|| format!("the lab-server binary was not found; {HOW}"))
+}
+
+fn in_subnet(ip: Ipv4Addr) -> bool {
+    ip.octets()[..3] == SUBNET.octets()[..3]
+}
+
+fn host_octets(spec: &LabSpec) -> Vec<u8> {
+    let mut v = vec![CLIENT_ADDR.octets()[3]];
+    v.extend((1..=spec.directors).map(|d| director_addr(d).octets()[3]));
+    v.extend((1..=spec.servers).map(|s| server_addr(s).octets()[3]));
+    v.extend([0, 1, 255]);
+    v
+}
+
+fn check_prerequisites() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "the lab needs root (it creates network namespaces, veths and XDP programs): run \
+             the tests as root, e.g. `sudo -E cargo test -p lb-tests`"
+        );
+    }
+    if !Path::new("/proc/self/ns/net").exists() {
+        bail!("this kernel has no network namespaces (/proc/self/ns/net is missing)");
+    }
+    for (tool, args, what) in [
+        (
+            "ip",
+            &["-V"][..],
+            "iproute2's `ip` (apt-get install iproute2)",
+        ),
+        ("nsenter", &["--version"][..], "util-linux's `nsenter`"),
+        (
+            "ethtool",
+            &["--version"][..],
+            "`ethtool`: run `cargo xtask setup` (it installs it)",
+        ),
+    ] {
+        let ok = Command::new(tool)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            bail!("the lab needs {what}, and `{tool}` is not installed or does not run");
+        }
+    }
+    Ok(())
+}
+
+/// `nsenter --net=/run/netns/NS -- args...`.
+fn netns_command(ns: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{ns}"))
+        .arg("--")
+        .args(args);
+    cmd
+}
+
+fn check_output(out: &Output, what: &str) -> Result<String> {
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn run_ok(cmd: &mut Command, what: &str) -> Result<String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {what}"))?;
+    check_output(&out, what)
+}
+
+/// Runs iproute2 commands (one per line) inside `ns` with `ip -n NS -batch -`.
+fn ip_batch(ns: &str, cmds: &[String]) -> Result<()> {
+    let script = cmds.join("\n") + "\n";
+    let mut child = Command::new("ip")
+        .args(["-n", ns, "-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running `ip -batch`")?;
+    child
+        .stdin
+        .take()
+        .context("no stdin")?
+        .write_all(script.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "`ip -n {ns}` failed: {}\ncommands:\n{script}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Writes sysctls (`net/ipv4/...` relative to /proc/sys) inside `ns`, from a thread that has
+/// entered it (`/proc/sys/net` shows the namespace of the thread that opens it). Keys whose
+/// file does not exist (e.g. IPv6 compiled out) are skipped.
+fn write_sysctls(ns: &str, settings: &[(String, &'static str)]) -> Result<()> {
+    let settings = settings.to_vec();
+    let ns_name = ns.to_owned();
+    lb_ctl::net::netns::run_in(ns, move || {
+        for (key, value) in settings {
+            let path = Path::new("/proc/sys").join(&key);
+            if !path.exists() {
+                continue;
+            }
+            fs::write(&path, value)
+                .with_context(|| format!("setting {key}={value} in {ns_name}"))?;
+        }
+        Ok(())
+    })
+}
+
+/// Set in every namespace before its `eth0` exists (`default` then applies to it).
+fn base_sysctls() -> Vec<(String, &'static str)> {
+    let mut v = Vec::new();
+    for scope in ["all", "default"] {
+        v.push((format!("net/ipv6/conf/{scope}/disable_ipv6"), "1"));
+        for key in ["rp_filter", "arp_ignore", "arp_announce"] {
+            v.push((format!("net/ipv4/conf/{scope}/{key}"), "0"));
+        }
+    }
+    v
+}
+
+fn add_host(
+    res: &mut Resources,
+    switch_ns: &str,
+    prefix: &str,
+    name: &str,
+    role: Role,
+    addr: Ipv4Addr,
+) -> Result<Host> {
+    let netns = format!("{prefix}-{name}");
+    res.add_netns(&netns)?;
+    write_sysctls(&netns, &base_sysctls())?;
+    let switch_port = format!("sw-{}", name.strip_prefix("real-").unwrap_or(name));
+    ensure!(
+        switch_port.len() <= 15,
+        "interface name {switch_port} too long"
+    );
+    let mac = host_mac(addr);
+    let port_mac = [2, 0, 0, 0, 1, addr.octets()[3]];
+    ip_batch(
+        switch_ns,
+        &[
+            format!(
+                "link add {switch_port} address {} type veth peer name {HOST_IFACE} address {} \
+                 netns {netns}",
+                format_mac(&port_mac),
+                format_mac(&mac)
+            ),
+            format!("link set {switch_port} master {BRIDGE}"),
+            format!("link set {switch_port} up"),
+        ],
+    )?;
+    ip_batch(
+        &netns,
+        &[
+            "link set lo up".into(),
+            format!("addr add {addr}/{SUBNET_LEN} dev {HOST_IFACE}"),
+            format!("link set {HOST_IFACE} up"),
+        ],
+    )?;
+    Ok(Host {
+        name: name.to_owned(),
+        role,
+        netns,
+        iface: HOST_IFACE.to_owned(),
+        addr,
+        mac,
+        switch_port,
+    })
+}
+
+fn configure_host(res: &Resources, switch_ns: &str, host: &Host, spec: &LabSpec) -> Result<()> {
+    let vip = spec.vip;
+    match host.role {
+        Role::Client => {
+            ethtool_tx_off(&host.netns, HOST_IFACE)?;
+        }
+        Role::Director => {
+            if host.name == "director-1" {
+                ip_batch(
+                    &host.netns,
+                    &[format!("addr add {vip}/32 dev {HOST_IFACE}")],
+                )?;
+            }
+            ethtool_tx_off(switch_ns, &host.switch_port)?;
+            if spec.pass_through {
+                let guard = attach_pass_through(switch_ns, &host.switch_port)?;
+                res.pass_through
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(guard);
+            }
+        }
+        Role::Server => {
+            ip_batch(&host.netns, &[format!("addr add {vip}/32 dev lo")])?;
+            let mut sysctls = Vec::new();
+            for scope in ["all", HOST_IFACE] {
+                sysctls.push((format!("net/ipv4/conf/{scope}/arp_ignore"), "1"));
+                sysctls.push((format!("net/ipv4/conf/{scope}/arp_announce"), "2"));
+            }
+            write_sysctls(&host.netns, &sysctls)?;
+        }
+    }
+    Ok(())
+}
+
+fn ethtool_tx_off(ns: &str, iface: &str) -> Result<()> {
+    let out = netns_command(ns, &["ethtool", "-K", iface, "tx", "off"])
+        .stdin(Stdio::null())
+        .output()
+        .context("running ethtool (install it with `cargo xtask setup`)")?;
+    check_output(&out, &format!("`ethtool -K {iface} tx off` in {ns}"))?;
+    Ok(())
+}
+
+/// The pass-through XDP program on the switch side of a director's link (LAB.md: without it
+/// veth drops the frames the director sends with XDP_TX).
+fn attach_pass_through(switch_ns: &str, port: &str) -> Result<lb_ctl::loader::PassThrough> {
+    lb_ctl::loader::attach_pass_through(switch_ns, port).with_context(|| {
+        format!(
+            "attaching the pass-through XDP program to {port} in {switch_ns} (set \
+             LabSpec::pass_through to false for labs that do not run XDP_TX)"
+        )
+    })
+}
+
+/// Waits until `f` returns true, polling every 20 ms, at most `timeout`; returns whether it did.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether a TCP connection from inside `host` to `addr:port` can be opened within `timeout`.
+pub fn can_connect(host: &Host, addr: Ipv4Addr, port: u16, timeout: Duration) -> bool {
+    let target = std::net::SocketAddr::from((addr, port));
+    host.run_in(move || Ok(TcpStream::connect_timeout(&target, timeout).is_ok()))
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_follow_the_scheme() {
+        assert_eq!(server_addr(1), Ipv4Addr::new(192, 168, 58, 135));
+        assert_eq!(server_addr(2), Ipv4Addr::new(192, 168, 58, 136));
+        assert_eq!(server_addr(3), Ipv4Addr::new(192, 168, 58, 138));
+        assert_eq!(server_addr(MAX_SERVERS), Ipv4Addr::new(192, 168, 58, 235));
+        assert_eq!(director_addr(2), Ipv4Addr::new(192, 168, 58, 137));
+        assert_eq!(host_mac(server_addr(1)), [2, 0, 0, 0, 0, 0x87]);
+        let spec = LabSpec {
+            directors: 2,
+            servers: MAX_SERVERS,
+            ..LabSpec::default()
+        };
+        let mut octets = host_octets(&spec);
+        let n = octets.len();
+        octets.sort_unstable();
+        octets.dedup();
+        assert_eq!(octets.len(), n, "addresses collide");
+        assert!(!octets.contains(&DEFAULT_VIP.octets()[3]));
+    }
+
+    #[test]
+    fn macs_round_trip() {
+        let mac = [2, 0, 0, 0, 0, 0x86];
+        assert_eq!(format_mac(&mac), "02:00:00:00:00:86");
+        assert_eq!(parse_mac("02:00:00:00:00:86"), Some(mac));
+        assert_eq!(parse_mac("02:00:00:00:00"), None);
+        assert_eq!(parse_mac("02:00:00:00:00:86:01"), None);
+    }
+}

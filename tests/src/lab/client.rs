@@ -1,0 +1,229 @@
+//! Making requests from inside a lab host without external tools: each socket is created on a
+//! short-lived thread that has entered the host's namespace (a socket stays in the namespace it
+//! was created in), then used from the caller's thread. Every call has a deadline.
+
+use std::{
+    io::{self, BufRead as _, BufReader, Read as _, Write as _},
+    net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::Host;
+
+/// Opens a TCP connection from inside `host`'s namespace, waiting at most `timeout`.
+pub fn tcp_stream(host: &Host, addr: Ipv4Addr, port: u16, timeout: Duration) -> Result<TcpStream> {
+    let target = SocketAddr::V4(SocketAddrV4::new(addr, port));
+    let stream = host
+        .run_in(move || {
+            TcpStream::connect_timeout(&target, timeout)
+                .with_context(|| format!("connecting to {target}"))
+        })
+        .with_context(|| format!("from {}", host.name))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    Ok(stream)
+}
+
+/// How a TCP connection attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connect {
+    /// The handshake completed (the connection has been closed again).
+    Established,
+    /// The peer answered with a RST.
+    Refused,
+    /// No answer before the deadline.
+    TimedOut,
+    /// Something else (no route, host unreachable, ...).
+    Failed(String),
+}
+
+/// Tries a TCP connection from inside `host` and reports how it ended.
+pub fn tcp_connect(host: &Host, addr: Ipv4Addr, port: u16, timeout: Duration) -> Result<Connect> {
+    let target = SocketAddr::V4(SocketAddrV4::new(addr, port));
+    host.run_in(move || {
+        Ok(match TcpStream::connect_timeout(&target, timeout) {
+            Ok(stream) => {
+                let _ = stream.shutdown(Shutdown::Both);
+                Connect::Established
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Connect::Refused,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                Connect::TimedOut
+            }
+            Err(e) => Connect::Failed(e.to_string()),
+        })
+    })
+}
+
+/// One `GET path` with `Connection: close` from inside `host` to `addr:port`; returns the
+/// status code and the body. The whole exchange takes at most about `timeout`.
+pub fn http_get(
+    host: &Host,
+    addr: Ipv4Addr,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String)> {
+    let mut conn = HttpConn::connect(host, addr, port, timeout)?;
+    conn.request(path, false)
+        .with_context(|| format!("GET http://{addr}:{port}{path} from {}", host.name))
+}
+
+/// An HTTP/1.1 connection that stays open for several requests (keep-alive), opened from
+/// inside a lab host. For tests of long-lived connections (e.g. draining a server).
+#[derive(Debug)]
+pub struct HttpConn {
+    reader: BufReader<TcpStream>,
+    timeout: Duration,
+    host_header: String,
+}
+
+impl HttpConn {
+    /// Connects from inside `host` to `addr:port`; `timeout` bounds the connect and each later
+    /// request.
+    pub fn connect(host: &Host, addr: Ipv4Addr, port: u16, timeout: Duration) -> Result<HttpConn> {
+        let stream = tcp_stream(host, addr, port, timeout)?;
+        Ok(HttpConn {
+            reader: BufReader::new(stream),
+            timeout,
+            host_header: format!("{addr}:{port}"),
+        })
+    }
+
+    /// `GET path`, keeping the connection open; returns the status code and the body.
+    pub fn get(&mut self, path: &str) -> Result<(u16, String)> {
+        self.request(path, true)
+    }
+
+    /// The connection's local address (the client's address and port).
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.reader.get_ref().local_addr()?)
+    }
+
+    fn request(&mut self, path: &str, keep_alive: bool) -> Result<(u16, String)> {
+        let deadline = Instant::now() + self.timeout;
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: {}\r\nUser-Agent: lb-tests\r\n\r\n",
+            self.host_header,
+            if keep_alive { "keep-alive" } else { "close" }
+        );
+        let stream = self.reader.get_mut();
+        stream.set_write_timeout(Some(remaining(deadline)?))?;
+        stream
+            .write_all(req.as_bytes())
+            .context("sending the request")?;
+        stream.flush()?;
+
+        let mut line = String::new();
+        self.read_line(&mut line, deadline)?;
+        if line.is_empty() {
+            bail!("the server closed the connection without answering");
+        }
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse::<u16>().ok())
+            .with_context(|| format!("bad status line {line:?}"))?;
+        let mut content_length = None;
+        loop {
+            line.clear();
+            self.read_line(&mut line, deadline)?;
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = header.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                content_length = Some(v.trim().parse::<usize>().context("bad Content-Length")?);
+            }
+        }
+        let mut body = Vec::new();
+        match content_length {
+            Some(len) => {
+                body.resize(len, 0);
+                let mut got = 0;
+                while got < len {
+                    self.set_timeout(deadline)?;
+                    let n = self
+                        .reader
+                        .read(&mut body[got..])
+                        .context("reading the body")?;
+                    if n == 0 {
+                        bail!("the connection closed after {got} of {len} body bytes");
+                    }
+                    got += n;
+                }
+            }
+            None => loop {
+                self.set_timeout(deadline)?;
+                let mut chunk = [0u8; 4096];
+                let n = self.reader.read(&mut chunk).context("reading the body")?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            },
+        }
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    fn set_timeout(&mut self, deadline: Instant) -> Result<()> {
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(remaining(deadline)?))?;
+        Ok(())
+    }
+
+    fn read_line(&mut self, line: &mut String, deadline: Instant) -> Result<()> {
+        self.set_timeout(deadline)?;
+        (&mut self.reader)
+            .take(8192)
+            .read_line(line)
+            .context("reading the response")?;
+        Ok(())
+    }
+}
+
+fn remaining(deadline: Instant) -> Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        bail!("timed out");
+    }
+    Ok(left)
+}
+
+/// Sends one UDP datagram from inside `host` to `addr:port` and returns the first reply from
+/// that address (the socket is connected, so replies from another address are not taken), or
+/// fails after `timeout`. The lab's echo server answers `NAME PAYLOAD`.
+pub fn udp_request(
+    host: &Host,
+    addr: Ipv4Addr,
+    port: u16,
+    payload: &[u8],
+    timeout: Duration,
+) -> Result<Vec<u8>> {
+    let target = SocketAddr::V4(SocketAddrV4::new(addr, port));
+    let socket = host.run_in(move || {
+        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).context("binding a UDP socket")?;
+        socket.connect(target)?;
+        Ok(socket)
+    })?;
+    socket.set_read_timeout(Some(timeout))?;
+    socket
+        .send(payload)
+        .with_context(|| format!("sending to {target} from {}", host.name))?;
+    let mut buf = vec![0u8; 65536];
+    let n = socket
+        .recv(&mut buf)
+        .with_context(|| format!("waiting for a UDP reply from {target} in {}", host.name))?;
+    buf.truncate(n);
+    Ok(buf)
+}

@@ -1,0 +1,289 @@
+//! Removing labs: the registry of live labs, the signal handler that tears them down on
+//! Ctrl-C, and the sweep of namespaces left by crashed runs.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::Write as _,
+    os::unix::fs::MetadataExt as _,
+    path::Path,
+    process::Command,
+    sync::{
+        Mutex, MutexGuard, Once,
+        atomic::{AtomicBool, AtomicI32, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+/// Every lab namespace's name starts with this, then the creating process's pid, `-`, a
+/// number counting that process's labs, `-`, and the host's name:
+/// `lbl-<pid>-<n>-<host>` (e.g. `lbl-4242-0-director-1`). [`sweep_leftovers`] relies on it.
+pub const BASE_PREFIX: &str = "lbl-";
+
+/// Where `ip netns` keeps named namespaces.
+const NETNS_DIR: &str = "/run/netns";
+
+/// Namespaces of the labs alive in this process, by lab id (what Ctrl-C tears down).
+static LIVE: Mutex<BTreeMap<u64, Vec<String>>> = Mutex::new(BTreeMap::new());
+
+fn live() -> MutexGuard<'static, BTreeMap<u64, Vec<String>>> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Set once [`teardown_all`] has run: no lab may create namespaces after that.
+static CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Records that lab `id` owns namespace `ns` and runs `create` (which makes it) under the
+/// registry's lock, so that a concurrent [`teardown_all`] either sees the namespace or makes
+/// this fail.
+pub(crate) fn register_and<T>(id: u64, ns: &str, create: impl FnOnce() -> Result<T>) -> Result<T> {
+    let mut live = live();
+    if CLOSED.load(Ordering::SeqCst) {
+        bail!("the labs of this process have been torn down (signal); not creating {ns}");
+    }
+    live.entry(id).or_default().push(ns.to_owned());
+    create()
+}
+
+/// Forgets lab `id` (after it has been torn down).
+pub(crate) fn unregister(id: u64) {
+    live().remove(&id);
+}
+
+/// Tears down every lab of this process that is still alive: kills the processes inside its
+/// namespaces and deletes them. For programs that handle signals themselves (then call this
+/// from the handler and exit); the `Lab` values still alive afterwards find nothing to
+/// remove, and no lab can be built in this process any more.
+pub fn teardown_all() {
+    let all = {
+        let mut live = live();
+        CLOSED.store(true, Ordering::SeqCst);
+        std::mem::take(&mut *live)
+    };
+    let names: Vec<String> = all.into_values().flatten().collect();
+    for e in destroy_namespaces(&names) {
+        eprintln!("lab teardown: {e:#}");
+    }
+}
+
+/// Deletes the namespaces left behind by earlier runs that died without tearing down (a
+/// crash, SIGKILL): every `/run/netns/lbl-<pid>-...` whose `<pid>` is no longer alive, after
+/// killing the processes still inside it. Labs of live processes (other test binaries running
+/// now) are left alone. Returns how many namespaces it deleted. `Lab::build` calls it.
+pub fn sweep_leftovers() -> Result<usize> {
+    let entries = match fs::read_dir(NETNS_DIR) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).with_context(|| format!("listing {NETNS_DIR}")),
+    };
+    let mut dead = Vec::new();
+    for entry in entries {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = creator_pid(&name)
+            && !pid_alive(pid)
+        {
+            dead.push(name);
+        }
+    }
+    let errors = destroy_namespaces(&dead);
+    let left = dead
+        .iter()
+        .filter(|ns| Path::new(NETNS_DIR).join(ns).exists())
+        .count();
+    if left > 0 {
+        let msgs: Vec<String> = errors.iter().map(|e| format!("{e:#}")).collect();
+        bail!(
+            "sweeping leftover lab namespaces: {left} of {} could not be deleted: {}",
+            dead.len(),
+            msgs.join("; ")
+        );
+    }
+    Ok(dead.len())
+}
+
+/// The pid encoded in a lab namespace's name, `None` for names that are not a lab's.
+pub(crate) fn creator_pid(ns: &str) -> Option<i32> {
+    let rest = ns.strip_prefix(BASE_PREFIX)?;
+    let (pid, rest) = rest.split_once('-')?;
+    let (n, _) = rest.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok().filter(|&p| p > 0)
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    if unsafe { libc::kill(pid, 0) } == 0 {
+        return true;
+    }
+    std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// Kills every process inside the named namespaces, waits for them to go, and deletes the
+/// namespaces (deleting a namespace deletes its veth ends and the bridge in it). Missing
+/// namespaces are not an error. Returns what went wrong, if anything.
+pub(crate) fn destroy_namespaces(names: &[String]) -> Vec<anyhow::Error> {
+    let mut errors = Vec::new();
+    let existing: Vec<&String> = names
+        .iter()
+        .filter(|ns| Path::new(NETNS_DIR).join(ns).exists())
+        .collect();
+    if existing.is_empty() {
+        return errors;
+    }
+    let ids: Vec<(u64, u64)> = existing.iter().filter_map(|ns| netns_id(ns)).collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let pids = pids_in(&ids);
+        if pids.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            errors.push(anyhow::anyhow!(
+                "processes {pids:?} are still inside lab namespaces after SIGKILL"
+            ));
+            break;
+        }
+        for pid in pids {
+            // SAFETY: kill(2) on a pid found inside a namespace this lab created.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    for ns in existing {
+        match Command::new("ip").args(["netns", "delete", ns]).output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => {
+                if Path::new(NETNS_DIR).join(ns).exists() {
+                    errors.push(anyhow::anyhow!(
+                        "`ip netns delete {ns}` failed: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+            }
+            Err(e) => errors.push(anyhow::anyhow!("running `ip netns delete {ns}`: {e}")),
+        }
+    }
+    errors
+}
+
+/// Processes (other than this one) whose network namespace is one of `ids` (device, inode of
+/// the namespace file), the way `ip netns pids` finds them. Zombies have none and are skipped.
+pub(crate) fn pids_in(ids: &[(u64, u64)]) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let Ok(proc_dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    proc_dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            fs::metadata(format!("/proc/{pid}/ns/net"))
+                .map(|m| ids.contains(&(m.dev(), m.ino())))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// The namespace file's identity, for [`pids_in`].
+pub(crate) fn netns_id(ns: &str) -> Option<(u64, u64)> {
+    let m = fs::metadata(Path::new(NETNS_DIR).join(ns)).ok()?;
+    Some((m.dev(), m.ino()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ctrl-C
+
+static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let byte = sig as u8;
+    let fd = SIGNAL_PIPE.load(Ordering::Relaxed);
+    // SAFETY: write(2) is async-signal-safe; the buffer is a local byte.
+    unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
+}
+
+/// Makes SIGINT, SIGTERM and SIGHUP tear down every live lab ([`teardown_all`]) and then end
+/// the process the way the signal would have (its default action). Installed once per process;
+/// `Lab::build` calls it unless `LabSpec::install_signal_handler` is false. A program with its
+/// own handler (e.g. tokio's ctrl_c) sets that to false and calls [`teardown_all`] itself.
+pub fn install_signal_handler() -> Result<()> {
+    static ONCE: Once = Once::new();
+    let mut result = Ok(());
+    ONCE.call_once(|| result = install());
+    result
+}
+
+fn install() -> Result<()> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("creating the signal pipe");
+    }
+    let [read_fd, write_fd] = fds;
+    SIGNAL_PIPE.store(write_fd, Ordering::Relaxed);
+    thread::Builder::new()
+        .name("lab-signals".into())
+        .spawn(move || {
+            let mut byte = 0u8;
+            loop {
+                // SAFETY: read(2) of one byte into a local.
+                let n = unsafe { libc::read(read_fd, (&mut byte as *mut u8).cast(), 1) };
+                if n == 1 {
+                    break;
+                }
+                if n < 0
+                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+                {
+                    continue;
+                }
+                return;
+            }
+            let sig = libc::c_int::from(byte);
+            // Not eprintln: the test harness would capture it.
+            let _ = writeln!(
+                std::io::stderr(),
+                "lab: signal {sig}: tearing down the labs of this process"
+            );
+            teardown_all();
+            // SAFETY: restore the default action and re-raise, so the process ends as the
+            // signal asked; _exit is the fallback if the default action did not end it.
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+                libc::raise(sig);
+                libc::_exit(128 + sig);
+            }
+        })
+        .context("starting the signal thread")?;
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: a zeroed sigaction with a handler that only calls write(2).
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_signal as *const () as usize;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            if libc::sigaction(sig, &action, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("installing the handler of signal {sig}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creator_pid_parses_lab_names_only() {
+        assert_eq!(creator_pid("lbl-4242-0-switch"), Some(4242));
+        assert_eq!(creator_pid("lbl-17-12-real-server-3"), Some(17));
+        assert_eq!(creator_pid("lbl-x-0-switch"), None);
+        assert_eq!(creator_pid("lbl-17-switch"), None);
+        assert_eq!(creator_pid("other-17-0-switch"), None);
+        assert_eq!(creator_pid("lbl-0-0-switch"), None);
+    }
+}

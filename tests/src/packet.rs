@@ -1,0 +1,248 @@
+//! The packet-level harness: the real XDP program loaded without attaching it, its maps
+//! filled by `lb_ctl::apply` (the code `lb-ctl apply` runs), frames run with
+//! BPF_PROG_TEST_RUN.
+
+use std::{collections::HashMap, net::Ipv4Addr};
+
+use anyhow::{Context as _, Result, bail};
+use aya::{
+    Ebpf,
+    maps::PerCpuValues,
+    programs::{TestRun, TestRunOptions},
+    util::nr_cpus,
+};
+use lb_common::{Counters, Iface, Reason, names};
+use lb_ctl::{
+    apply::{self, Macs, Plan},
+    loader::{self, Sizes},
+    maps::Maps,
+};
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+
+/// The director's MAC: frames to a VIP must be addressed to it.
+pub const DIRECTOR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 134];
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 100];
+/// The MACs of backends 192.168.58.135 to .138, in that order. Other addresses are
+/// unresolved.
+pub const BACKEND_MACS: [[u8; 6]; 4] = [
+    [0x02, 0, 0, 0, 0, 135],
+    [0x02, 0, 0, 0, 0, 136],
+    [0x02, 0, 0, 0, 0, 137],
+    [0x02, 0, 0, 0, 0, 138],
+];
+
+/// Fails the test, saying what is missing, unless this process may load BPF programs.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!(
+            "this test loads BPF programs and needs root (or CAP_BPF + CAP_NET_ADMIN); \
+             run `cargo xtask test` as root"
+        );
+    }
+}
+
+/// What came out of one run.
+#[derive(Debug)]
+pub struct Output {
+    pub action: u32,
+    pub data: Vec<u8>,
+}
+
+pub struct Harness {
+    ebpf: Ebpf,
+    maps: Maps,
+    last_plan: Plan,
+}
+
+fn macs_for(config: &lb_ctl::config::Config) -> Macs {
+    let mut macs = HashMap::new();
+    for s in &config.services {
+        for b in &s.backends {
+            let [a, b2, c, d] = b.address.octets();
+            let mac = match (a, b2, c, d) {
+                (192, 168, 58, 135..=138) => Ok(BACKEND_MACS[(d - 135) as usize]),
+                _ => Err("no neighbour entry".to_string()),
+            };
+            macs.insert(b.address, mac);
+        }
+    }
+    macs
+}
+
+impl Harness {
+    /// Loads the program with small maps and registers the loopback device (which test runs
+    /// arrive on) with [`DIRECTOR_MAC`].
+    pub fn new() -> Harness {
+        require_root();
+        let sizes = Sizes {
+            table_entries: 1 << 16,
+            flows: 4096,
+        };
+        let mut ebpf = loader::load(&sizes, None).expect("loading the XDP program");
+        let mut maps = Maps::from_ebpf(&mut ebpf).expect("opening the maps");
+        let lo = lb_ctl::net::link::ifindex("lo").expect("the loopback device");
+        maps.ifaces
+            .insert(
+                lo,
+                Iface {
+                    mac: DIRECTOR_MAC,
+                    _pad: [0; 2],
+                },
+                0,
+            )
+            .expect("registering lo");
+        Harness {
+            ebpf,
+            maps,
+            last_plan: Plan::default(),
+        }
+    }
+
+    pub fn with_config(yaml: &str) -> Harness {
+        let mut h = Harness::new();
+        h.apply(yaml);
+        h
+    }
+
+    /// Applies a service file, as `lb-ctl apply` does, with backend MACs from
+    /// [`BACKEND_MACS`].
+    pub fn apply(&mut self, yaml: &str) -> Plan {
+        let config = lb_ctl::config::parse(yaml, "test.yaml")
+            .unwrap_or_else(|e| panic!("test config does not parse:\n{e}"));
+        let plan = apply::apply(&mut self.maps, &config, &macs_for(&config), false)
+            .expect("applying the test config");
+        self.last_plan = plan.clone();
+        plan
+    }
+
+    pub fn last_plan_warnings(&self) -> &[String] {
+        &self.last_plan.warnings
+    }
+
+    pub fn maps(&mut self) -> &mut Maps {
+        &mut self.maps
+    }
+
+    pub fn try_run(&mut self, frame: &[u8]) -> Result<Output> {
+        let prog = loader::program(&mut self.ebpf, names::PROGRAM)?;
+        let mut out = vec![0u8; frame.len() + 4096];
+        let res = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::new()
+            })
+            .context("BPF_PROG_TEST_RUN")?;
+        if res.data_size_out as usize > out.len() {
+            bail!("the kernel wrote {} bytes", res.data_size_out);
+        }
+        out.truncate(res.data_size_out as usize);
+        Ok(Output {
+            action: res.return_value,
+            data: out,
+        })
+    }
+
+    pub fn run(&mut self, frame: &[u8]) -> Output {
+        self.try_run(frame)
+            .expect("running a frame through the program")
+    }
+
+    fn service_id(&self, name: &str) -> u32 {
+        self.maps
+            .services
+            .iter()
+            .filter_map(|e| e.ok())
+            .find(|(_, s)| apply::service_name(s) == name)
+            .map(|(_, s)| s.id)
+            .unwrap_or_else(|| panic!("no service {name}"))
+    }
+
+    pub fn service_counters(&self, name: &str) -> Counters {
+        self.maps
+            .service_counters(self.service_id(name))
+            .expect("service counters")
+    }
+
+    pub fn backend_counters(&self, service: &str, addr: Ipv4Addr) -> Counters {
+        let sid = self.service_id(service);
+        let id = self
+            .maps
+            .backends
+            .iter()
+            .enumerate()
+            .find(|(_, b)| {
+                b.as_ref().is_ok_and(|b| {
+                    b.service_id == sid && apply::addr_v4(&b.addr) == addr && b.flags != 0
+                })
+            })
+            .map(|(i, _)| i as u32)
+            .unwrap_or_else(|| panic!("no backend {addr} in {service}"));
+        self.maps.backend_counters(id).expect("backend counters")
+    }
+
+    pub fn assert_service(&self, name: &str, packets: u64, bytes: u64, new_flows: u64) {
+        let want = Counters {
+            packets,
+            bytes,
+            new_flows,
+        };
+        assert_eq!(
+            self.service_counters(name),
+            want,
+            "counters of service {name}"
+        );
+    }
+
+    pub fn assert_backend(
+        &self,
+        service: &str,
+        addr: Ipv4Addr,
+        packets: u64,
+        bytes: u64,
+        new_flows: u64,
+    ) {
+        let want = Counters {
+            packets,
+            bytes,
+            new_flows,
+        };
+        assert_eq!(
+            self.backend_counters(service, addr),
+            want,
+            "counters of backend {addr} of {service}"
+        );
+    }
+
+    /// Asserts the per-reason counters: the listed ones have these values, all others are 0.
+    pub fn assert_reasons(&self, expected: &[(Reason, u64)]) {
+        for (reason, n) in self.maps.reason_counts().expect("reason counters") {
+            let want = expected
+                .iter()
+                .find(|(r, _)| *r == reason)
+                .map_or(0, |(_, n)| *n);
+            assert_eq!(n, want, "packets counted as {}", reason.name());
+        }
+    }
+
+    pub fn reset_reasons(&mut self) {
+        let cpus = nr_cpus().expect("possible CPUs");
+        for r in Reason::ALL {
+            let zeros = PerCpuValues::try_from(vec![0u64; cpus]).expect("per-CPU values");
+            self.maps
+                .reasons
+                .set(r as u32, zeros, 0)
+                .expect("zeroing reasons");
+        }
+    }
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Harness::new()
+    }
+}

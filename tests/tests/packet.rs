@@ -1,0 +1,562 @@
+//! Packet-level tests: the real XDP program, its maps filled by the same `apply` code that
+//! `lb-ctl` runs, and crafted frames run through it with BPF_PROG_TEST_RUN. Each test asserts
+//! the action, every byte of the frame that comes out, and the counters.
+//!
+//! Needs root (or CAP_BPF + CAP_NET_ADMIN); without it every test fails and says so.
+
+use std::net::Ipv4Addr;
+
+use etherparse::{
+    ArpHardwareId, ArpOperation, ArpPacket, EtherType, IpHeaders, IpNumber, Ipv4Header,
+    PacketBuilder, VlanId,
+};
+use lb_common::Reason;
+use lb_tests::packet::{
+    BACKEND_MACS, CLIENT_MAC, DIRECTOR_MAC, Harness, XDP_DROP, XDP_PASS, XDP_TX,
+};
+
+const VIP: [u8; 4] = [192, 168, 58, 133];
+const CLIENT: [u8; 4] = [192, 168, 58, 100];
+
+const TWO_BACKENDS: &str = "
+services:
+  - name: web
+    vip: 192.168.58.133
+    port: 80
+    protocol: tcp
+    scheduler: rr
+    backends:
+      - address: 192.168.58.135
+      - address: 192.168.58.136
+  - name: dns
+    vip: 192.168.58.133
+    port: 53
+    protocol: udp
+    scheduler: rr
+    backends:
+      - address: 192.168.58.136
+";
+
+fn tcp_syn(sport: u16, dport: u16) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv4(CLIENT, VIP, 64)
+        .tcp(sport, dport, 1000, 64240)
+        .syn();
+    let mut v = Vec::new();
+    b.write(&mut v, &[]).expect("build SYN");
+    v
+}
+
+fn tcp_ack(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv4(CLIENT, VIP, 64)
+        .tcp(sport, dport, 1001, 64240)
+        .ack(1);
+    let mut v = Vec::new();
+    b.write(&mut v, payload).expect("build ACK");
+    v
+}
+
+fn udp(dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv4(CLIENT, dst, 64)
+        .udp(sport, dport);
+    let mut v = Vec::new();
+    b.write(&mut v, payload).expect("build UDP");
+    v
+}
+
+/// The frame the director must send: the input with the destination MAC set to `backend`
+/// and the source MAC set to the director's; nothing else changed.
+fn forwarded(input: &[u8], backend: [u8; 6]) -> Vec<u8> {
+    let mut out = input.to_vec();
+    out[0..6].copy_from_slice(&backend);
+    out[6..12].copy_from_slice(&DIRECTOR_MAC);
+    out
+}
+
+fn ip_len(frame: &[u8], l3: usize) -> u64 {
+    u16::from_be_bytes([frame[l3 + 2], frame[l3 + 3]]) as u64
+}
+
+#[test]
+fn syn_to_vip_is_forwarded_with_only_the_macs_rewritten() {
+    let mut h = Harness::with_config(TWO_BACKENDS);
+    let syn = tcp_syn(40000, 80);
+    let out = h.run(&syn);
+    assert_eq!(out.action, XDP_TX);
+    assert_eq!(out.data, forwarded(&syn, BACKEND_MACS[0]));
+    let len = ip_len(&syn, 14);
+    h.assert_service("web", 1, len, 1);
+    h.assert_backend("web", Ipv4Addr::new(192, 168, 58, 135), 1, len, 1);
+    h.assert_backend("web", Ipv4Addr::new(192, 168, 58, 136), 0, 0, 0);
+    h.assert_reasons(&[(Reason::Forwarded, 1)]);
+}
+
+#[test]
+fn later_packets_of_a_flow_go_to_the_same_backend() {
+    let mut h = Harness::with_config(TWO_BACKENDS);
+    let first = h.run(&tcp_syn(40000, 80));
+    assert_eq!(first.action, XDP_TX);
+    let backend: [u8; 6] = first.data[0..6].try_into().expect("6 bytes");
+    // Another flow takes the next backend (round robin) ...
+    let other = h.run(&tcp_syn(40002, 80));
+    assert_eq!(other.action, XDP_TX);
+    assert_ne!(&other.data[0..6], &backend);
+    // ... and every later packet of the first flow stays where it was.
+    for i in 0..5 {
+        let ack = tcp_ack(40000, 80, format!("GET /{i}").as_bytes());
+        let out = h.run(&ack);
+        assert_eq!(out.action, XDP_TX);
+        assert_eq!(out.data, forwarded(&ack, backend));
+    }
+    let svc = h.service_counters("web");
+    assert_eq!(svc.packets, 7);
+    assert_eq!(svc.new_flows, 2, "only the two SYNs started flows");
+    h.assert_reasons(&[(Reason::Forwarded, 7)]);
+}
+
+#[test]
+fn udp_to_a_udp_service_is_forwarded() {
+    let mut h = Harness::with_config(TWO_BACKENDS);
+    let pkt = udp(VIP, 5353, 53, b"query");
+    let out = h.run(&pkt);
+    assert_eq!(out.action, XDP_TX);
+    assert_eq!(out.data, forwarded(&pkt, BACKEND_MACS[1]));
+    let len = ip_len(&pkt, 14);
+    h.assert_service("dns", 1, len, 1);
+    h.assert_backend("dns", Ipv4Addr::new(192, 168, 58, 136), 1, len, 1);
+    h.assert_service("web", 0, 0, 0);
+}
+
+/// Runs `frame` and asserts it went to the kernel untouched, counted under `reason` alone.
+fn assert_passed(h: &mut Harness, frame: &[u8], reason: Reason) {
+    let out = h.run(frame);
+    assert_eq!(out.action, XDP_PASS, "{reason:?}: frame {frame:02x?}");
+    assert_eq!(
+        out.data, frame,
+        "{reason:?}: a passed frame must not change"
+    );
+    h.assert_reasons(&[(reason, 1)]);
+    h.assert_service("web", 0, 0, 0);
+    h.assert_service("dns", 0, 0, 0);
+    h.reset_reasons();
+}
+
+#[test]
+fn traffic_that_is_not_for_a_service_passes_untouched() {
+    let mut h = Harness::with_config(TWO_BACKENDS);
+    // The VIP on a port with no service, and TCP to the UDP service's port.
+    assert_passed(&mut h, &tcp_syn(40000, 443), Reason::PassNotVip);
+    assert_passed(&mut h, &tcp_syn(40000, 53), Reason::PassNotVip);
+    assert_passed(&mut h, &udp(VIP, 5353, 80, b"x"), Reason::PassNotVip);
+    // The director's own address (SSH to it) and any other destination.
+    assert_passed(
+        &mut h,
+        &udp([192, 168, 58, 134], 1, 22, b"ssh"),
+        Reason::PassNotVip,
+    );
+    assert_passed(&mut h, &udp([10, 9, 8, 7], 1, 80, b""), Reason::PassNotVip);
+    // ICMP to the VIP: the director's kernel answers it.
+    let mut ping = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv4(CLIENT, VIP, 64)
+        .icmpv4_echo_request(1, 1)
+        .write(&mut ping, b"ping")
+        .expect("build ICMP");
+    assert_passed(&mut h, &ping, Reason::PassNotTcpUdp);
+}
+
+#[test]
+fn a_vip_frame_addressed_to_another_mac_passes() {
+    let mut h = Harness::with_config(TWO_BACKENDS);
+    let mut frame = tcp_syn(40000, 80);
+    frame[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x99]);
+    assert_passed(&mut h, &frame, Reason::PassOtherMac);
+    frame[0..6].copy_from_slice(&[0xff; 6]);
+    assert_passed(&mut h, &frame, Reason::PassOtherMac);
+}
+
+#[test]
+fn arp_and_ipv6_pass() {
+    let mut h = Harness::with_config(TWO_BACKENDS);
+    let mut arp = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, [0xff; 6])
+        .arp(
+            ArpPacket::new(
+                ArpHardwareId::ETHERNET,
+                EtherType::IPV4,
+                ArpOperation::REQUEST,
+                &CLIENT_MAC,
+                &CLIENT,
+                &[0; 6],
+                &VIP,
+            )
+            .expect("ARP"),
+        )
+        .write(&mut arp)
+        .expect("build ARP");
+    assert_passed(&mut h, &arp, Reason::PassNotIpv4);
+    let mut v6 = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv6([0xfd; 16], [0xfe; 16], 64)
+        .tcp(40000, 80, 1, 1000)
+        .syn()
+        .write(&mut v6, &[])
+        .expect("build IPv6");
+    assert_passed(&mut h, &v6, Reason::PassNotIpv4);
+}
+
+#[test]
+fn vlan_tagged_frames_are_forwarded_with_their_tags() {
+    let mut h = Harness::with_config(TWO_BACKENDS);
+    let vid = |v| VlanId::try_new(v).expect("vlan id");
+    let mut single = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .single_vlan(vid(58))
+        .ipv4(CLIENT, VIP, 64)
+        .tcp(40000, 80, 1, 1000)
+        .syn()
+        .write(&mut single, &[])
+        .expect("build 802.1Q");
+    assert_eq!(&single[12..14], &[0x81, 0x00]);
+    let out = h.run(&single);
+    assert_eq!(out.action, XDP_TX);
+    assert_eq!(out.data, forwarded(&single, BACKEND_MACS[0]));
+
+    let mut double = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .double_vlan(vid(100), vid(58))
+        .ipv4(CLIENT, VIP, 64)
+        .tcp(40001, 80, 1, 1000)
+        .syn()
+        .write(&mut double, &[])
+        .expect("build 802.1ad");
+    assert_eq!(&double[12..14], &[0x88, 0xa8], "outer tag is 802.1ad");
+    let out = h.run(&double);
+    assert_eq!(out.action, XDP_TX);
+    assert_eq!(out.data, forwarded(&double, BACKEND_MACS[1]));
+    h.assert_service("web", 2, ip_len(&single, 18) + ip_len(&double, 22), 2);
+
+    // A tagged frame to a port with no service still passes.
+    let mut other = single.clone();
+    other[18 + 20 + 2..18 + 20 + 4].copy_from_slice(&443u16.to_be_bytes());
+    assert_passed_keeping_counters(&mut h, &other, Reason::PassNotVip);
+}
+
+fn assert_passed_keeping_counters(h: &mut Harness, frame: &[u8], reason: Reason) {
+    h.reset_reasons();
+    let out = h.run(frame);
+    assert_eq!(out.action, XDP_PASS);
+    assert_eq!(out.data, frame);
+    h.assert_reasons(&[(reason, 1)]);
+}
+
+/// A SYN to the VIP whose IPv4 header carries `options` (a multiple of 4 bytes).
+fn syn_with_options(options: &[u8], sport: u16) -> Vec<u8> {
+    let mut ip = Ipv4Header::new(20, 64, IpNumber::TCP, CLIENT, VIP).expect("IPv4 header");
+    ip.options = options.try_into().expect("options");
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ip(IpHeaders::Ipv4(ip, Default::default()))
+        .tcp(sport, 80, 1, 1000)
+        .syn()
+        .write(&mut v, &[])
+        .expect("build SYN with options");
+    v
+}
+
+#[test]
+fn ipv4_with_options_is_forwarded_for_every_ihl() {
+    let mut h = Harness::with_config(TWO_BACKENDS);
+    let mut total = 0;
+    for words in 1..=10u16 {
+        // NOPs, then an End of Options list.
+        let mut opts = vec![1u8; words as usize * 4];
+        if let Some(last) = opts.last_mut() {
+            *last = 0;
+        }
+        let syn = syn_with_options(&opts, 41000 + words);
+        assert_eq!(syn[14] & 0x0f, 5 + words as u8, "IHL");
+        let out = h.run(&syn);
+        assert_eq!(out.action, XDP_TX, "IHL {}", 5 + words);
+        assert_eq!(
+            &out.data[12..],
+            &syn[12..],
+            "IHL {}: IP packet unchanged",
+            5 + words
+        );
+        assert_eq!(&out.data[6..12], &DIRECTOR_MAC);
+        total += ip_len(&syn, 14);
+    }
+    h.assert_service("web", 10, total, 10);
+}
+
+#[test]
+fn truncated_frames_pass_untouched_at_every_length() {
+    let mut h = Harness::with_config(TWO_BACKENDS);
+    let mut full = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .single_vlan(VlanId::try_new(58).expect("vlan"))
+        .ipv4(CLIENT, VIP, 64)
+        .tcp(40000, 80, 1, 1000)
+        .syn()
+        .write(&mut full, &[])
+        .expect("build");
+    // The kernel itself refuses frames shorter than an Ethernet header.
+    for cut in 14..full.len() {
+        let frame = &full[..cut];
+        let out = h.run(frame);
+        assert_eq!(out.action, XDP_PASS, "cut at {cut}");
+        assert_eq!(out.data, frame, "cut at {cut}");
+        // Inside the tag, the IPv4 header or the TCP header: malformed either way.
+        h.assert_reasons(&[(Reason::PassMalformed, 1)]);
+        h.reset_reasons();
+    }
+    h.assert_service("web", 0, 0, 0);
+    // The whole frame is forwarded.
+    assert_eq!(h.run(&full).action, XDP_TX);
+}
+
+#[test]
+fn malformed_ipv4_headers_pass_untouched() {
+    let mut h = Harness::with_config(TWO_BACKENDS);
+    let good = tcp_syn(40000, 80);
+    let with = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut v = good.clone();
+        f(&mut v);
+        v
+    };
+    // IHL below 5.
+    for ihl in 0..5u8 {
+        let frame = with(&|v| v[14] = 0x40 | ihl);
+        assert_passed(&mut h, &frame, Reason::PassMalformed);
+    }
+    // Not version 4 under an IPv4 EtherType.
+    assert_passed(&mut h, &with(&|v| v[14] = 0x65), Reason::PassMalformed);
+    // Total length beyond the frame, and shorter than the headers.
+    assert_passed(
+        &mut h,
+        &with(&|v| v[16..18].copy_from_slice(&41u16.to_be_bytes())),
+        Reason::PassMalformed,
+    );
+    assert_passed(
+        &mut h,
+        &with(&|v| v[16..18].copy_from_slice(&1500u16.to_be_bytes())),
+        Reason::PassMalformed,
+    );
+    assert_passed(
+        &mut h,
+        &with(&|v| v[16..18].copy_from_slice(&19u16.to_be_bytes())),
+        Reason::PassMalformed,
+    );
+    // IHL that points past the end of the packet.
+    assert_passed(&mut h, &with(&|v| v[14] = 0x4f), Reason::PassMalformed);
+    // TCP data offset below 5.
+    assert_passed(
+        &mut h,
+        &with(&|v| v[14 + 20 + 12] = 0x40),
+        Reason::PassMalformed,
+    );
+    // A non-first fragment, and a first fragment (more-fragments set).
+    assert_passed(
+        &mut h,
+        &with(&|v| v[20..22].copy_from_slice(&0x00b9u16.to_be_bytes())),
+        Reason::PassFragment,
+    );
+    assert_passed(
+        &mut h,
+        &with(&|v| v[20..22].copy_from_slice(&0x2000u16.to_be_bytes())),
+        Reason::PassFragment,
+    );
+    // Don't-fragment alone is no fragment.
+    let df = with(&|v| v[20..22].copy_from_slice(&0x4000u16.to_be_bytes()));
+    assert_eq!(h.run(&df).action, XDP_TX);
+    // Trailing Ethernet padding after the IP packet is fine.
+    let mut padded = tcp_syn(40001, 80);
+    padded.extend_from_slice(&[0; 6]);
+    let out = h.run(&padded);
+    assert_eq!(out.action, XDP_TX);
+    assert_eq!(&out.data[12..], &padded[12..]);
+}
+
+#[test]
+fn a_service_without_usable_backends_drops_and_counts() {
+    let mut h = Harness::with_config(
+        "
+services:
+  - name: drained
+    vip: 192.168.58.133
+    port: 80
+    backends:
+      - address: 192.168.58.135
+        weight: 0
+  - name: empty
+    vip: 192.168.58.133
+    port: 81
+    backends: []
+",
+    );
+    let out = h.run(&tcp_syn(40000, 80));
+    assert_eq!(out.action, XDP_DROP);
+    let out = h.run(&tcp_syn(40000, 81));
+    assert_eq!(out.action, XDP_DROP);
+    h.assert_reasons(&[(Reason::DropNoBackend, 2)]);
+    h.assert_service("drained", 0, 0, 0);
+}
+
+#[test]
+fn an_unresolved_backend_gets_no_traffic() {
+    let config = "
+services:
+  - name: web
+    vip: 192.168.58.133
+    port: 80
+    backends:
+      - address: 192.168.58.135
+      - address: 192.168.58.199
+";
+    let mut h = Harness::with_config(config);
+    for port in 0..10 {
+        let out = h.run(&tcp_syn(42000 + port, 80));
+        assert_eq!(out.action, XDP_TX);
+        assert_eq!(&out.data[0..6], &BACKEND_MACS[0]);
+    }
+    assert_eq!(h.last_plan_warnings().len(), 1);
+}
+
+#[test]
+fn an_all_ports_service_matches_any_port_and_an_exact_port_wins() {
+    let mut h = Harness::with_config(
+        "
+services:
+  - name: any
+    vip: 192.168.58.133
+    port: 0
+    scheduler: rr
+    backends:
+      - address: 192.168.58.135
+  - name: web
+    vip: 192.168.58.133
+    port: 80
+    backends:
+      - address: 192.168.58.136
+        port: 80
+",
+    );
+    for port in [1u16, 22, 443, 8080, 65535] {
+        let out = h.run(&tcp_syn(40000, port));
+        assert_eq!(out.action, XDP_TX, "port {port}");
+        assert_eq!(&out.data[0..6], &BACKEND_MACS[0], "port {port}");
+    }
+    let out = h.run(&tcp_syn(40000, 80));
+    assert_eq!(&out.data[0..6], &BACKEND_MACS[1]);
+    h.assert_service("any", 5, 5 * 40, 5);
+    h.assert_service("web", 1, 40, 1);
+    // UDP has no all-ports service here.
+    assert_passed_keeping_counters(&mut h, &udp(VIP, 1, 80, b""), Reason::PassNotVip);
+}
+
+/// Sends `flows` SYNs of distinct flows and returns the index (into BACKEND_MACS) each went to.
+fn schedule_flows(h: &mut Harness, flows: u16) -> Vec<usize> {
+    (0..flows)
+        .map(|i| {
+            let out = h.run(&tcp_syn(20000 + i, 80));
+            assert_eq!(out.action, XDP_TX);
+            BACKEND_MACS
+                .iter()
+                .position(|m| m[..] == out.data[0..6])
+                .expect("a known backend MAC")
+        })
+        .collect()
+}
+
+fn config_with_weights(scheduler: &str, weights: &[u32]) -> String {
+    let mut s = format!(
+        "services:\n  - name: web\n    vip: 192.168.58.133\n    port: 80\n    scheduler: {scheduler}\n    backends:\n"
+    );
+    for (i, w) in weights.iter().enumerate() {
+        s += &format!(
+            "      - address: 192.168.58.{}\n        weight: {w}\n",
+            135 + i
+        );
+    }
+    s
+}
+
+#[test]
+fn round_robin_over_two_and_three_backends() {
+    for n in [2usize, 3] {
+        let mut h = Harness::with_config(&config_with_weights("rr", &vec![1; n]));
+        let picks = schedule_flows(&mut h, 300);
+        for (i, p) in picks.iter().enumerate() {
+            assert_eq!(*p, i % n, "{n} backends: flow {i}");
+        }
+        for b in 0..n {
+            let c = h.backend_counters("web", Ipv4Addr::new(192, 168, 58, 135 + b as u8));
+            assert_eq!(c.new_flows, 300 / n as u64);
+        }
+        h.assert_service("web", 300, 300 * 40, 300);
+    }
+}
+
+#[test]
+fn weighted_round_robin_three_to_one_interleaves() {
+    let mut h = Harness::with_config(&config_with_weights("wrr", &[3, 1]));
+    let picks = schedule_flows(&mut h, 400);
+    for (i, p) in picks.iter().enumerate() {
+        assert_eq!(*p, if i % 4 == 3 { 1 } else { 0 }, "flow {i}");
+    }
+    assert_eq!(picks.iter().filter(|&&p| p == 0).count(), 300);
+    // rr ignores weights other than 0.
+    let mut h = Harness::with_config(&config_with_weights("rr", &[3, 1]));
+    let picks = schedule_flows(&mut h, 100);
+    assert_eq!(picks.iter().filter(|&&p| p == 0).count(), 50);
+}
+
+#[test]
+fn reweighting_keeps_existing_flows_and_changes_new_ones() {
+    let mut h = Harness::with_config(&config_with_weights("wrr", &[1, 1]));
+    let picks = schedule_flows(&mut h, 10);
+    assert_eq!(picks, vec![0, 1, 0, 1, 0, 1, 0, 1, 0, 1]);
+    // Drain the first backend: new flows avoid it, existing flows stay.
+    let plan = h.apply(&config_with_weights("wrr", &[0, 1]));
+    assert_eq!(plan.changes.len(), 1, "{:?}", plan.changes);
+    let ack = tcp_ack(20000, 80, b"still here");
+    assert_eq!(&h.run(&ack).data[0..6], &BACKEND_MACS[0]);
+    for i in 0..10 {
+        let out = h.run(&tcp_syn(30000 + i, 80));
+        assert_eq!(&out.data[0..6], &BACKEND_MACS[1]);
+    }
+    // Applying the same file again changes nothing.
+    let plan = h.apply(&config_with_weights("wrr", &[0, 1]));
+    assert!(plan.is_empty(), "{:?}", plan.changes);
+}
+
+#[test]
+fn removing_a_backend_moves_its_flows() {
+    let mut h = Harness::with_config(&config_with_weights("rr", &[1, 1]));
+    let picks = schedule_flows(&mut h, 2);
+    assert_eq!(picks, vec![0, 1]);
+    h.apply(
+        "services:\n  - name: web\n    vip: 192.168.58.133\n    port: 80\n    scheduler: rr\n    backends:\n      - address: 192.168.58.136\n",
+    );
+    // The flow on the removed backend is rescheduled to the remaining one.
+    let out = h.run(&tcp_ack(20000, 80, b"x"));
+    assert_eq!(out.action, XDP_TX);
+    assert_eq!(&out.data[0..6], &BACKEND_MACS[1]);
+    // Removing the service passes its traffic to the kernel.
+    h.apply("services: []\n");
+    let frame = tcp_ack(20001, 80, b"y");
+    assert_passed_keeping_counters(&mut h, &frame, Reason::PassNotVip);
+}
+
+#[test]
+fn the_harness_reports_what_the_kernel_refuses() {
+    let mut h = Harness::with_config(TWO_BACKENDS);
+    assert!(
+        h.try_run(&[0; 13]).is_err(),
+        "shorter than an Ethernet header"
+    );
+    h.assert_reasons(&[]);
+}
