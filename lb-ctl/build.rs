@@ -1,5 +1,6 @@
 //! Builds the XDP object from `../lb-ebpf` with the nightly toolchain for `bpfel-unknown-none`
-//! and leaves it in `OUT_DIR/lb-ebpf`, where `src/loader.rs` embeds it. One binary is then all
+//! and leaves it in `OUT_DIR/lb-ebpf` (and the bench programs in `OUT_DIR/lb-bench`), where
+//! `src/loader.rs` embeds them. One binary is then all
 //! a user installs.
 //!
 //! Needs `bpf-linker` on PATH and the nightly's `rust-src` (`cargo xtask setup` installs both).
@@ -8,6 +9,9 @@
 use std::{env, fs, path::PathBuf, process::Command};
 
 use anyhow::{Context as _, bail};
+
+/// The objects lb-ebpf builds: the data path, and the programs `cargo xtask bench` uses.
+const OBJECTS: [&str; 2] = ["lb-ebpf", "lb-bench"];
 
 fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
@@ -61,7 +65,10 @@ fn main() -> anyhow::Result<()> {
              `cargo xtask setup` installs bpf-linker and the nightly's rust-src it needs"
         );
     }
-    let object = target_dir.join("bpfel-unknown-none/release/lb-ebpf");
-    fs::copy(&object, &dest).with_context(|| format!("copying {}", object.display()))?;
+    for name in OBJECTS {
+        let object = target_dir.join("bpfel-unknown-none/release").join(name);
+        fs::copy(&object, out_dir.join(name))
+            .with_context(|| format!("copying {}", object.display()))?;
+    }
     Ok(())
 }

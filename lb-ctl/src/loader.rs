@@ -15,6 +15,10 @@ use lb_common::{limits, names};
 /// The XDP object, as built for `bpfel-unknown-none`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
 
+/// The measuring programs of `cargo xtask bench` (a MAC-swapping XDP_TX baseline, and a
+/// program that restores a frame's MACs before tail-calling the program under test).
+pub static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-bench"));
+
 /// Map sizes chosen when the program is loaded (the others are fixed in `lb_common::limits`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sizes {

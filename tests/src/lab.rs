@@ -54,8 +54,14 @@
 //! [`Lab`] owns everything: dropping it (also while unwinding from a panic) kills the processes
 //! it started and every other process inside its namespaces, and deletes its namespaces (which
 //! deletes the veths and the bridge). SIGINT/SIGTERM/SIGHUP tear down every live lab of the
-//! process before it ends ([`install_signal_handler`]). [`Lab::build`] first sweeps what
-//! crashed runs left ([`sweep_leftovers`]: namespaces `lbl-<pid>-...` whose pid is dead).
+//! process before it ends ([`install_signal_handler`]). Every process the lab starts
+//! ([`Host::spawn`], the servers) gets SIGKILL from the kernel if this process dies in any way
+//! ([`spawn_child`]). [`Lab::build`] first sweeps what crashed runs left ([`sweep_leftovers`]:
+//! namespaces `lbl-<pid>-...` whose pid is dead).
+//!
+//! # Indexing
+//! [`Lab::director`] and [`Lab::server`] count from 0: `director(0)` is director-1,
+//! `server(0)` is real-server-1 (the same as `servers()[0]`).
 //!
 //! # Example
 //! ```no_run

@@ -127,6 +127,11 @@ impl Harness {
         &mut self.maps
     }
 
+    /// The loaded director program.
+    pub fn program(&mut self) -> &mut aya::programs::Xdp {
+        loader::program(&mut self.ebpf, names::PROGRAM).expect("the director program")
+    }
+
     pub fn try_run(&mut self, frame: &[u8]) -> Result<Output> {
         let prog = loader::program(&mut self.ebpf, names::PROGRAM)?;
         let mut out = vec![0u8; frame.len() + 4096];

@@ -196,6 +196,20 @@ pub(crate) fn netns_id(ns: &str) -> Option<(u64, u64)> {
 // ---------------------------------------------------------------------------------------------
 // Ctrl-C
 
+/// Reaps this process's exited children for at most `timeout` (until none is left), so that
+/// the killed servers do not linger as zombies of an init that reaps slowly.
+fn reap_children(timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        // SAFETY: waitpid with a null status pointer.
+        match unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } {
+            0 => thread::sleep(Duration::from_millis(10)),
+            r if r > 0 => {}
+            _ => return,
+        }
+    }
+}
+
 static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
 
 extern "C" fn on_signal(sig: libc::c_int) {
@@ -248,6 +262,7 @@ fn install() -> Result<()> {
                 "lab: signal {sig}: tearing down the labs of this process"
             );
             teardown_all();
+            reap_children(Duration::from_secs(1));
             // SAFETY: restore the default action and re-raise, so the process ends as the
             // signal asked; _exit is the fallback if the default action did not end it.
             unsafe {
