@@ -208,7 +208,8 @@ fn run(cli: Cli) -> Result<()> {
                     dir.display()
                 ),
                 Attached::Already => println!(
-                    "{iface} is already attached (pinned under {}); nothing to do",
+                    "{iface} is already attached (pinned under {}); nothing to do \
+                     (to change its mode, detach it first)",
                     dir.display()
                 ),
             }

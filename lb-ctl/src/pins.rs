@@ -151,9 +151,13 @@ pub fn attach(dir: &Path, iface: &str, mode: Mode, sizes: &Sizes) -> Result<Atta
     let first = !dir.join(names::SERVICES).exists();
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let result = attach_new(dir, iface, ifindex, mac, mode, sizes);
-    if result.is_err() && first {
+    if result.is_err() {
         // Leave nothing behind from an attach that did not happen.
-        let _ = remove_pins(dir);
+        if first {
+            let _ = remove_pins(dir);
+        } else if let Ok(mut maps) = Maps::from_pins(dir) {
+            let _ = maps.ifaces.remove(&ifindex);
+        }
     }
     result.map(|()| Attached::New)
 }
@@ -182,11 +186,14 @@ fn attach_new(
     let id = prog.attach(iface, mode.xdp()).map_err(|e| {
         let hint = match mode {
             Mode::Native => format!(
-                "; the driver of {iface} may not run XDP natively: try `lb-ctl attach {iface} --mode generic`"
+                " (the driver of {iface} may not run XDP natively: try `lb-ctl attach {iface} --mode generic`)"
             ),
             Mode::Generic => String::new(),
         };
-        anyhow::anyhow!("attaching to {iface} in {} mode failed: {e}{hint}", mode.as_str())
+        anyhow::Error::new(e).context(format!(
+            "attaching to {iface} in {} mode failed{hint}",
+            mode.as_str()
+        ))
     })?;
     let link = prog.take_link(id).context("taking the XDP link")?;
     let fd_link = FdLink::try_from(link).context(

@@ -4,6 +4,8 @@
 //!   nightly's own LLVM, the Debian packages the tests use). A second run takes seconds.
 //! - `build`: the XDP object and a release `lb-ctl` at `target/release/lb-ctl`.
 //! - `test`: every test of the workspace (unit, packet-level, end-to-end); needs root.
+//! - `demo`: the lab demo: namespaces, the director, HTTP balanced over two servers; root.
+//! - `bench`: the data path's cost per packet as a ratio to an XDP_TX baseline; root.
 
 use std::{
     path::{Path, PathBuf},
@@ -17,7 +19,10 @@ use clap::{Parser, Subcommand};
 mod setup;
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Project tasks: setup, build, test")]
+#[command(
+    name = "cargo xtask",
+    about = "Project tasks: setup, build, test, demo, bench"
+)]
 struct Cli {
     #[command(subcommand)]
     task: Task,
@@ -36,6 +41,19 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build, then run the demo on a lab of network namespaces: a client, a switch, the
+    /// director and two real servers; HTTP and UDP balanced, live counters, then teardown.
+    /// Needs root. Extra arguments go to the demo (--requests N).
+    Demo {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Measure the data path per packet against a minimal XDP_TX program (BPF_PROG_TEST_RUN).
+    /// Needs root. Extra arguments go to the bench (--repeat N, --rounds N).
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -44,7 +62,33 @@ fn main() -> Result<()> {
         Task::Setup => setup::setup(),
         Task::Build => build(),
         Task::Test { args } => test(&args),
+        Task::Demo { args } => release_bin("lb-demo", &args),
+        Task::Bench { args } => release_bin("lb-bench", &args),
     }
+}
+
+fn require_root(what: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("{what} loads BPF programs and builds network namespaces: run it as root");
+    }
+    Ok(())
+}
+
+/// Builds lb-ctl and the lab binaries in release mode, then runs `target/release/NAME`.
+fn release_bin(name: &str, args: &[String]) -> Result<()> {
+    require_root(&format!("cargo xtask {}", name.trim_start_matches("lb-")))?;
+    eprintln!("==> building lb-ctl, lab-server and {name} (release)");
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "lb-ctl",
+        "-p",
+        "lb-tests",
+        "--bins",
+    ]))?;
+    run(Command::new(root().join("target/release").join(name)).args(args))
 }
 
 /// The workspace root (the parent of this crate's directory).
@@ -88,14 +132,11 @@ fn build() -> Result<()> {
 }
 
 fn test(args: &[String]) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!(
-            "the tests load BPF programs and build network namespaces: run `cargo xtask test` \
-             as root"
-        );
-    }
+    require_root("cargo xtask test")?;
     let started = Instant::now();
+    // The CLI and end-to-end tests run the real binaries.
+    eprintln!("==> building lb-ctl and the lab binaries");
+    run(cargo().args(["build", "-p", "lb-ctl", "-p", "lb-tests", "--bins"]))?;
     eprintln!("==> cargo test --workspace (unit, packet-level, end-to-end)");
     run(cargo()
         .args(["test", "--workspace", "--all-targets", "--no-fail-fast"])

@@ -165,8 +165,29 @@ pub(crate) fn destroy_namespaces(names: &[String]) -> Vec<anyhow::Error> {
             }
             Err(e) => errors.push(anyhow::anyhow!("running `ip netns delete {ns}`: {e}")),
         }
+        // The lab's bpffs pin directory, if a test or the demo pinned there.
+        if let Some(dir) = lab_prefix(ns).map(pin_dir)
+            && dir.exists()
+            && let Err(e) = fs::remove_dir_all(&dir)
+        {
+            errors.push(anyhow::anyhow!("removing pins {}: {e}", dir.display()));
+        }
     }
     errors
+}
+
+/// The lab prefix `lbl-<pid>-<n>` of one of its namespaces `lbl-<pid>-<n>-<host>`.
+pub(crate) fn lab_prefix(ns: &str) -> Option<&str> {
+    creator_pid(ns)?;
+    let mut dashes = ns.match_indices('-').map(|(i, _)| i);
+    let end = dashes.nth(2)?;
+    Some(&ns[..end])
+}
+
+/// The bpffs directory where whoever drives a lab pins the director's program and maps:
+/// `/sys/fs/bpf/<lab prefix>`. Tearing the lab down (or sweeping it) removes it.
+pub fn pin_dir(prefix: &str) -> std::path::PathBuf {
+    Path::new("/sys/fs/bpf").join(prefix)
 }
 
 /// Processes (other than this one) whose network namespace is one of `ids` (device, inode of
