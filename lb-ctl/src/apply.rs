@@ -489,12 +489,223 @@ pub fn apply(maps: &mut Maps, config: &Config, macs: &Macs, dry_run: bool) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::parse;
+
+    const MAC1: [u8; 6] = [2, 0, 0, 0, 0, 0x87];
+    const MAC2: [u8; 6] = [2, 0, 0, 0, 0, 0x88];
+
+    fn macs() -> Macs {
+        [
+            (Ipv4Addr::new(10, 0, 0, 1), Ok(MAC1)),
+            (Ipv4Addr::new(10, 0, 0, 2), Ok(MAC2)),
+            (Ipv4Addr::new(10, 0, 0, 9), Err("no ARP reply".to_string())),
+        ]
+        .into()
+    }
+
+    fn config(yaml: &str) -> Config {
+        parse(yaml, "t.yaml").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn web(weights: &[(u8, u32)], name: &str, sched: &str) -> Config {
+        let mut s = format!(
+            "services:\n  - name: {name}\n    vip: 10.0.0.100\n    port: 80\n    scheduler: {sched}\n    backends:\n"
+        );
+        for (last, w) in weights {
+            s += &format!("      - address: 10.0.0.{last}\n        weight: {w}\n");
+        }
+        config(&s)
+    }
+
+    /// Applies a plan's writes to an in-memory copy of the maps, as `execute` does to the
+    /// kernel's.
+    fn simulate(cur: &Current, plan: &Plan) -> Current {
+        let mut next = cur.clone();
+        let mut table: HashMap<u32, u32> = HashMap::new();
+        for s in cur.services.values() {
+            for (i, b) in cur.tables[&s.id].iter().enumerate() {
+                table.insert(s.table_offset + i as u32, *b);
+            }
+        }
+        for w in &plan.writes {
+            match w {
+                Write::SetBackend(id, b) => {
+                    next.backends.insert(*id, *b);
+                }
+                Write::ClearBackend(id) => {
+                    next.backends.remove(id);
+                }
+                Write::SetTable(off, seq) => {
+                    for (i, b) in seq.iter().enumerate() {
+                        table.insert(off + i as u32, *b);
+                    }
+                }
+                Write::PutService(k, s) => {
+                    next.services.insert(*k, *s);
+                }
+                Write::DeleteService(k) => {
+                    next.services.remove(k);
+                }
+                Write::ResetBackendCounters(_) | Write::ResetServiceCounters(_) => {}
+            }
+        }
+        next.tables = next
+            .services
+            .values()
+            .map(|s| {
+                let seq = (s.table_offset..s.table_offset + s.table_len)
+                    .map(|i| table[&i])
+                    .collect();
+                (s.id, seq)
+            })
+            .collect();
+        next
+    }
+
+    fn empty() -> Current {
+        Current {
+            table_entries: 64,
+            ..Current::default()
+        }
+    }
+
+    fn apply_to(cur: &Current, cfg: &Config) -> (Plan, Current) {
+        let p = plan(cur, cfg, &macs()).expect("plan");
+        let next = simulate(cur, &p);
+        (p, next)
+    }
+
+    fn lines(p: &Plan) -> Vec<String> {
+        p.changes.iter().map(|c| c.to_string()).collect()
+    }
+
+    fn position(p: &Plan, f: impl Fn(&Write) -> bool) -> usize {
+        p.writes.iter().position(f).expect("a write")
+    }
+
+    #[test]
+    fn adding_writes_backends_then_table_then_service() {
+        let (p, cur) = apply_to(&empty(), &web(&[(1, 1), (2, 1)], "web", "rr"));
+        assert_eq!(
+            lines(&p),
+            [
+                "+ service web: TCP 10.0.0.100:80 rr",
+                "+   backend 10.0.0.1:80 weight 1 (service web)",
+                "+   backend 10.0.0.2:80 weight 1 (service web)",
+            ]
+        );
+        let table = position(&p, |w| matches!(w, Write::SetTable(..)));
+        let service = position(&p, |w| matches!(w, Write::PutService(..)));
+        let last_backend = p
+            .writes
+            .iter()
+            .rposition(|w| matches!(w, Write::SetBackend(..)))
+            .expect("backends");
+        assert!(last_backend < table && table < service, "{:?}", p.writes);
+        let s = cur.services.values().next().expect("one service");
+        assert_eq!(cur.tables[&s.id], vec![0, 1]);
+        assert_eq!(cur.backends[&0].mac, MAC1);
+        assert_eq!(cur.backends[&1].mac, MAC2);
+        // The same file again: nothing to do.
+        let (again, _) = apply_to(&cur, &web(&[(1, 1), (2, 1)], "web", "rr"));
+        assert!(again.is_empty(), "{:?}", again.writes);
+        assert!(again.changes.is_empty());
+    }
+
+    #[test]
+    fn reweighting_writes_a_new_table_beside_the_live_one() {
+        let (_, cur) = apply_to(&empty(), &web(&[(1, 1), (2, 1)], "web", "wrr"));
+        let old = *cur.services.values().next().expect("service");
+        let (p, next) = apply_to(&cur, &web(&[(1, 3), (2, 1)], "web", "wrr"));
+        assert_eq!(
+            lines(&p),
+            ["~   backend 10.0.0.1:80 weight 1 -> 3 (service web)"]
+        );
+        let new = *next.services.values().next().expect("service");
+        assert_eq!(new.id, old.id);
+        assert_eq!(next.tables[&new.id], vec![0, 0, 0, 1]);
+        let old_range = old.table_offset..old.table_offset + old.table_len;
+        let new_range = new.table_offset..new.table_offset + new.table_len;
+        assert!(
+            !new_range.clone().any(|i| old_range.contains(&i)),
+            "new table {new_range:?} overlaps the live one {old_range:?}"
+        );
+    }
+
+    #[test]
+    fn draining_keeps_the_backend_but_not_in_the_table() {
+        let (_, cur) = apply_to(&empty(), &web(&[(1, 1), (2, 1)], "web", "rr"));
+        let (p, next) = apply_to(&cur, &web(&[(1, 0), (2, 1)], "web", "rr"));
+        assert_eq!(
+            lines(&p),
+            ["~   backend 10.0.0.1:80 weight 1 -> 0 (drain) (service web)"]
+        );
+        let id = next.services.values().next().expect("service").id;
+        assert_eq!(next.tables[&id], vec![1]);
+        let drained = next.backends[&0];
+        assert_eq!(drained.weight, 0);
+        assert_ne!(
+            drained.flags & BACKEND_USABLE,
+            0,
+            "existing flows keep using it"
+        );
+    }
+
+    #[test]
+    fn renaming_and_rescheduling_keep_the_id() {
+        let (_, cur) = apply_to(&empty(), &web(&[(1, 1), (2, 1)], "web", "rr"));
+        let (p, next) = apply_to(&cur, &web(&[(1, 1), (2, 1)], "www", "rr"));
+        assert_eq!(lines(&p), ["~ service www: renamed from web"]);
+        assert!(!p.writes.iter().any(|w| matches!(w, Write::SetTable(..))));
+        let (p, _) = apply_to(&next, &web(&[(1, 1), (2, 1)], "www", "wrr"));
+        assert_eq!(lines(&p), ["~ service www: scheduler rr -> wrr"]);
+    }
+
+    #[test]
+    fn removals_come_after_the_switch() {
+        let (_, cur) = apply_to(&empty(), &web(&[(1, 1), (2, 1)], "web", "rr"));
+        let (p, next) = apply_to(&cur, &web(&[(2, 1)], "web", "rr"));
+        assert_eq!(lines(&p), ["-   backend 10.0.0.1:80 (service web)"]);
+        let switch = position(&p, |w| matches!(w, Write::PutService(..)));
+        let clear = position(&p, |w| matches!(w, Write::ClearBackend(0)));
+        assert!(switch < clear, "{:?}", p.writes);
+        assert!(!next.backends.contains_key(&0));
+
+        let (p, next) = apply_to(&next, &config("services: []\n"));
+        assert_eq!(lines(&p), ["- service web: TCP 10.0.0.100:80"]);
+        let delete = position(&p, |w| matches!(w, Write::DeleteService(..)));
+        let clear = position(&p, |w| matches!(w, Write::ClearBackend(1)));
+        assert!(delete < clear, "{:?}", p.writes);
+        assert!(next.services.is_empty() && next.backends.is_empty());
+    }
+
+    #[test]
+    fn an_unresolved_backend_is_configured_but_gets_no_slot() {
+        let (p, cur) = apply_to(&empty(), &web(&[(1, 1), (9, 1)], "web", "rr"));
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+        assert!(p.warnings[0].contains("10.0.0.9:80") && p.warnings[0].contains("no ARP reply"));
+        let id = cur.services.values().next().expect("service").id;
+        assert_eq!(cur.tables[&id], vec![0]);
+        assert_eq!(cur.backends[&1].flags & BACKEND_USABLE, 0);
+    }
+
+    #[test]
+    fn a_full_table_fails_before_writing_anything() {
+        let small = Current {
+            table_entries: 3,
+            ..Current::default()
+        };
+        let err = plan(&small, &web(&[(1, 3), (2, 1)], "web", "wrr"), &macs())
+            .expect_err("4 entries do not fit in 3");
+        assert!(format!("{err:#}").contains("--table-entries"), "{err:#}");
+    }
 
     #[test]
     fn regions_are_first_fit_and_never_overlap() {
         assert_eq!(find_region(&[], 4, 10), Some(0));
         assert_eq!(find_region(&[(0, 4)], 4, 10), Some(4));
-        assert_eq!(find_region(&[(0, 4), (8, 2)], 4, 10), None);
+        assert_eq!(find_region(&[(0, 4), (8, 2)], 4, 10), Some(4));
+        assert_eq!(find_region(&[(0, 4), (8, 2)], 5, 10), None);
         assert_eq!(find_region(&[(0, 4), (8, 2)], 3, 12), Some(4));
         assert_eq!(find_region(&[(2, 2)], 2, 10), Some(0));
         assert_eq!(find_region(&[(5, 0)], 10, 10), Some(0));
