@@ -119,6 +119,8 @@ pub struct Service {
 pub const BACKEND_CONFIGURED: u16 = 1 << 0;
 /// `Backend::flags`: its MAC is known and it may receive packets (of existing flows at least).
 pub const BACKEND_USABLE: u16 = 1 << 1;
+/// `Backend::flags`: health checks marked it down (it is then not usable); for listings.
+pub const BACKEND_DOWN: u16 = 1 << 2;
 
 /// Value of `BACKENDS`, an array indexed by backend id.
 #[repr(C)]

@@ -17,8 +17,8 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use lb_common::{
-    BACKEND_CONFIGURED, BACKEND_USABLE, Backend, Service, ServiceKey, limits, pick, sched,
-    v4_mapped,
+    BACKEND_CONFIGURED, BACKEND_DOWN, BACKEND_USABLE, Backend, Service, ServiceKey, limits, pick,
+    sched, v4_mapped,
 };
 
 use crate::{
@@ -29,6 +29,11 @@ use crate::{
 
 /// Backend MACs by address: `Err` holds why one could not be resolved.
 pub type Macs = HashMap<Ipv4Addr, Result<[u8; 6], String>>;
+
+/// Backends that health checks hold down, by (service name, address), with the reason. A
+/// down backend stays configured (its counters and id are kept) but is not usable: it gets no
+/// new flows and its existing flows are rescheduled, as IPVS's `expire_nodest_conn` does.
+pub type Down = HashMap<(String, Ipv4Addr), String>;
 
 /// What the maps hold now.
 #[derive(Clone, Debug, Default)]
@@ -246,7 +251,7 @@ fn find_region(used: &[(u32, u32)], len: u32, size: u32) -> Option<u32> {
 }
 
 /// Computes what `config` needs written over `current`. Nothing is written.
-pub fn plan(current: &Current, config: &Config, macs: &Macs) -> Result<Plan> {
+pub fn plan(current: &Current, config: &Config, macs: &Macs, down: &Down) -> Result<Plan> {
     let mut p = Plan::default();
     let mut pre = Vec::new(); // new and still-usable backends, counters of new ids
     let mut tables = Vec::new();
@@ -315,7 +320,7 @@ pub fn plan(current: &Current, config: &Config, macs: &Macs) -> Result<Plan> {
                 .get(&bc.address)
                 .cloned()
                 .unwrap_or_else(|| Err("not resolved (no neighbour lookup was made)".to_string()));
-            let (mac, usable) = match mac {
+            let (mac, resolved) = match mac {
                 Ok(m) => (m, true),
                 Err(why) => {
                     p.warnings.push(format!(
@@ -325,10 +330,14 @@ pub fn plan(current: &Current, config: &Config, macs: &Macs) -> Result<Plan> {
                     ([0; 6], false)
                 }
             };
+            let is_down = down.contains_key(&(sc.name.clone(), bc.address));
+            let usable = resolved && !is_down;
             let want = Backend {
                 addr: v4_mapped(u32::from_ne_bytes(bc.address.octets())),
                 mac,
-                flags: BACKEND_CONFIGURED | if usable { BACKEND_USABLE } else { 0 },
+                flags: BACKEND_CONFIGURED
+                    | if usable { BACKEND_USABLE } else { 0 }
+                    | if is_down { BACKEND_DOWN } else { 0 },
                 service_id: id,
                 weight: bc.weight,
                 port: bc.port.to_be(),
@@ -458,7 +467,16 @@ fn backend_delta(have: &Backend, want: &Backend) -> String {
             crate::net::link::format_mac(&want.mac)
         ));
     }
-    if (have.flags ^ want.flags) & BACKEND_USABLE != 0 {
+    if (have.flags ^ want.flags) & BACKEND_DOWN != 0 {
+        parts.push(
+            if want.flags & BACKEND_DOWN != 0 {
+                "down"
+            } else {
+                "up"
+            }
+            .to_string(),
+        );
+    } else if (have.flags ^ want.flags) & BACKEND_USABLE != 0 {
         parts.push(if want.flags & BACKEND_USABLE != 0 {
             "resolved".to_string()
         } else {
@@ -477,9 +495,15 @@ fn backend_delta(have: &Backend, want: &Backend) -> String {
 
 /// Reads the maps, plans, and (unless `dry_run`) writes. Returns the plan that was (or would
 /// be) applied.
-pub fn apply(maps: &mut Maps, config: &Config, macs: &Macs, dry_run: bool) -> Result<Plan> {
+pub fn apply(
+    maps: &mut Maps,
+    config: &Config,
+    macs: &Macs,
+    down: &Down,
+    dry_run: bool,
+) -> Result<Plan> {
     let current = Current::read(maps)?;
-    let plan = plan(&current, config, macs)?;
+    let plan = plan(&current, config, macs, down)?;
     if !dry_run {
         plan.execute(maps)?;
     }
@@ -570,7 +594,7 @@ mod tests {
     }
 
     fn apply_to(cur: &Current, cfg: &Config) -> (Plan, Current) {
-        let p = plan(cur, cfg, &macs()).expect("plan");
+        let p = plan(cur, cfg, &macs(), &Down::new()).expect("plan");
         let next = simulate(cur, &p);
         (p, next)
     }
@@ -690,13 +714,41 @@ mod tests {
     }
 
     #[test]
+    fn a_down_backend_keeps_its_id_and_leaves_the_table() {
+        let cfg = web(&[(1, 1), (2, 1)], "web", "rr");
+        let (_, cur) = apply_to(&empty(), &cfg);
+        let down: Down = [(
+            ("web".to_string(), Ipv4Addr::new(10, 0, 0, 1)),
+            "HTTP 500".to_string(),
+        )]
+        .into();
+        let p = plan(&cur, &cfg, &macs(), &down).expect("plan");
+        assert_eq!(lines(&p), ["~   backend 10.0.0.1:80 down (service web)"]);
+        let next = simulate(&cur, &p);
+        let id = next.services.values().next().expect("service").id;
+        assert_eq!(next.tables[&id], vec![1]);
+        assert_eq!(
+            next.backends[&0].flags & (BACKEND_USABLE | BACKEND_DOWN),
+            BACKEND_DOWN
+        );
+        let (p, back) = apply_to(&next, &cfg);
+        assert_eq!(lines(&p), ["~   backend 10.0.0.1:80 up (service web)"]);
+        assert_eq!(back.tables[&id], vec![0, 1]);
+    }
+
+    #[test]
     fn a_full_table_fails_before_writing_anything() {
         let small = Current {
             table_entries: 3,
             ..Current::default()
         };
-        let err = plan(&small, &web(&[(1, 3), (2, 1)], "web", "wrr"), &macs())
-            .expect_err("4 entries do not fit in 3");
+        let err = plan(
+            &small,
+            &web(&[(1, 3), (2, 1)], "web", "wrr"),
+            &macs(),
+            &Down::new(),
+        )
+        .expect_err("4 entries do not fit in 3");
         assert!(format!("{err:#}").contains("--table-entries"), "{err:#}");
     }
 

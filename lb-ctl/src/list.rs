@@ -38,6 +38,7 @@ pub fn render(snap: &Snapshot, interfaces: &[String]) -> String {
         for b in &s.backends {
             let remote = format!("{}:{}", b.address, b.port);
             let state = match (b.usable, b.weight) {
+                _ if b.down => "down",
                 (false, _) => "unresolved",
                 (true, 0) => "draining",
                 (true, _) => "up",

@@ -294,7 +294,7 @@ fn run_apply(dir: &Path, file: &Path, dry_run: bool, timeout: Duration) -> Resul
         .collect::<Result<_, _>>()
         .context("reading IFACES")?;
     let macs = resolve::backend_macs(&config, &ifindexes, timeout);
-    let plan = apply::apply(&mut maps, &config, &macs, dry_run)?;
+    let plan = apply::apply(&mut maps, &config, &macs, &apply::Down::new(), dry_run)?;
     for w in &plan.warnings {
         eprintln!("warning: {w}");
     }

@@ -5,7 +5,9 @@
 use std::{collections::HashMap, net::Ipv4Addr, time::Duration};
 
 use anyhow::{Context as _, Result};
-use lb_common::{BACKEND_USABLE, Backend, Counters, Reason, Service, ServiceKey, tcp_state};
+use lb_common::{
+    BACKEND_DOWN, BACKEND_USABLE, Backend, Counters, Reason, Service, ServiceKey, tcp_state,
+};
 use serde::Serialize;
 
 use crate::{
@@ -34,8 +36,10 @@ pub struct BackendView {
     pub port: u16,
     pub weight: u32,
     pub mac: String,
-    /// The MAC is known and the backend takes traffic.
+    /// The MAC is known, it is not down, and it takes traffic.
     pub usable: bool,
+    /// Health checks hold it down.
+    pub down: bool,
     pub packets: u64,
     pub bytes: u64,
     pub connections: u64,
@@ -148,6 +152,7 @@ impl Snapshot {
                     weight: b.weight,
                     mac: format_mac(&b.mac),
                     usable: b.flags & BACKEND_USABLE != 0,
+                    down: b.flags & BACKEND_DOWN != 0,
                     packets: c.packets,
                     bytes: c.bytes,
                     connections: c.new_flows,

@@ -113,8 +113,14 @@ impl Harness {
     pub fn apply(&mut self, yaml: &str) -> Plan {
         let config = lb_ctl::config::parse(yaml, "test.yaml")
             .unwrap_or_else(|e| panic!("test config does not parse:\n{e}"));
-        let plan = apply::apply(&mut self.maps, &config, &macs_for(&config), false)
-            .expect("applying the test config");
+        let plan = apply::apply(
+            &mut self.maps,
+            &config,
+            &macs_for(&config),
+            &apply::Down::new(),
+            false,
+        )
+        .expect("applying the test config");
         self.last_plan = plan.clone();
         plan
     }
