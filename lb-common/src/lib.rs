@@ -23,9 +23,11 @@ pub mod names {
     pub const SERVICE_STATS: &str = "SERVICE_STATS";
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
     pub const REASONS: &str = "REASONS";
+    pub const CONNS: &str = "CONNS";
+    pub const PERSIST: &str = "PERSIST";
 
     /// Every map of the program, in the order they are pinned.
-    pub const MAPS: [&str; 9] = [
+    pub const MAPS: [&str; 11] = [
         SERVICES,
         BACKENDS,
         TABLE,
@@ -35,6 +37,8 @@ pub mod names {
         SERVICE_STATS,
         BACKEND_STATS,
         REASONS,
+        CONNS,
+        PERSIST,
     ];
 }
 
@@ -49,6 +53,10 @@ pub mod limits {
     pub const TABLE_ENTRIES: u32 = 1 << 22;
     /// Connection table entries (LRU, load-time).
     pub const FLOWS: u32 = 1 << 18;
+    /// Persistence entries (LRU, load-time): one per (client network, service).
+    pub const PERSIST: u32 = 1 << 16;
+    /// Backends of an lc/wlc service the data path compares for each new flow.
+    pub const LC_MAX_BACKENDS: u32 = 64;
     /// Interfaces the program can be attached to at once.
     pub const MAX_IFACES: u32 = 64;
     /// Bytes of a service name, including no terminator (names are NUL-padded).
@@ -83,16 +91,102 @@ pub struct ServiceKey {
 pub mod pick {
     /// Walk the table with the service's shared cursor (rr, wrr).
     pub const CURSOR: u8 = 0;
-    /// Hash the flow's 5-tuple (consistent hashing: mh).
+    /// Index the table by a hash of the flow's 5-tuple (consistent hashing: mh).
     pub const FLOW_HASH: u8 = 1;
-    /// Hash the client's address (sh).
+    /// Index the table by a hash of the client's address (sh).
     pub const SOURCE_HASH: u8 = 2;
+    /// The backend in the table with the fewest active connections (lc); at most
+    /// `limits::LC_MAX_BACKENDS` are compared.
+    pub const LEAST_CONN: u8 = 3;
+    /// As `LEAST_CONN`, per unit of weight (wlc).
+    pub const WEIGHTED_LEAST_CONN: u8 = 4;
 }
 
 /// Scheduler identifiers, as stored for `lb-ctl list`; the data path only reads `pick`.
 pub mod sched {
     pub const RR: u8 = 0;
     pub const WRR: u8 = 1;
+    pub const SH: u8 = 2;
+    pub const MH: u8 = 3;
+    pub const LC: u8 = 4;
+    pub const WLC: u8 = 5;
+}
+
+/// How long a connection-table entry stands for a connection after its last packet, by
+/// state: IPVS's defaults (`ipvsadm --set 900 120 300`, SYN_RECV 30 s, CLOSE 10 s). An entry
+/// older than this is a new flow again.
+pub mod timeouts {
+    pub const TCP_SYN_S: u64 = 30;
+    pub const TCP_ESTABLISHED_S: u64 = 900;
+    pub const TCP_FIN_S: u64 = 120;
+    pub const TCP_CLOSE_S: u64 = 10;
+    pub const UDP_S: u64 = 300;
+
+    /// The timeout in seconds for a flow of `proto` (6 or 17) in `state` (`tcp_state`).
+    #[inline(always)]
+    pub const fn for_state(proto: u8, state: u8) -> u64 {
+        if proto != super::PROTO_TCP {
+            return UDP_S;
+        }
+        match state {
+            super::tcp_state::ESTABLISHED => TCP_ESTABLISHED_S,
+            super::tcp_state::FIN => TCP_FIN_S,
+            super::tcp_state::RST => TCP_CLOSE_S,
+            _ => TCP_SYN_S,
+        }
+    }
+}
+
+/// murmur3's 32-bit block mix: one word into the running hash.
+#[inline(always)]
+pub const fn hash_word(h: u32, word: u32) -> u32 {
+    let k = word
+        .wrapping_mul(0xcc9e_2d51)
+        .rotate_left(15)
+        .wrapping_mul(0x1b87_3593);
+    (h ^ k)
+        .rotate_left(13)
+        .wrapping_mul(5)
+        .wrapping_add(0xe654_6b64)
+}
+
+/// murmur3's finaliser: every input bit affects every output bit.
+#[inline(always)]
+pub const fn hash_finish(mut h: u32, len: u32) -> u32 {
+    h ^= len;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+/// The hash of a client address (sh, persistence): the same on every director.
+#[inline(always)]
+pub const fn hash_addr(a: &Addr) -> u32 {
+    let mut h = 0;
+    h = hash_word(h, a[0]);
+    h = hash_word(h, a[1]);
+    h = hash_word(h, a[2]);
+    h = hash_word(h, a[3]);
+    hash_finish(h, 16)
+}
+
+/// The hash of a flow (mh): addresses, ports and protocol, the same on every director.
+#[inline(always)]
+pub const fn hash_flow(f: &FlowKey) -> u32 {
+    let mut h = 0;
+    h = hash_word(h, f.src[0]);
+    h = hash_word(h, f.src[1]);
+    h = hash_word(h, f.src[2]);
+    h = hash_word(h, f.src[3]);
+    h = hash_word(h, f.dst[0]);
+    h = hash_word(h, f.dst[1]);
+    h = hash_word(h, f.dst[2]);
+    h = hash_word(h, f.dst[3]);
+    h = hash_word(h, (f.sport as u32) << 16 | f.dport as u32);
+    h = hash_word(h, f.proto as u32);
+    hash_finish(h, 40)
 }
 
 /// Value of `SERVICES`. User space replaces it whole; the kernel swaps hash map values
@@ -111,6 +205,11 @@ pub struct Service {
     /// One of [`sched`]; not read by the data path.
     pub sched: u8,
     pub flags: u16,
+    /// Persistence: new connections from one client network within this many seconds of the
+    /// last go to the same backend; 0 = off.
+    pub persist_timeout_s: u32,
+    /// Persistence granularity: the client address is masked with this (IPv4-mapped).
+    pub persist_mask: Addr,
     /// NUL-padded UTF-8 name, for listings.
     pub name: [u8; limits::NAME_LEN],
 }
@@ -171,6 +270,24 @@ pub struct Flow {
     /// One of [`tcp_state`].
     pub state: u8,
     pub _pad: [u8; 7],
+}
+
+/// Key of `PERSIST`: a client network and a service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PersistKey {
+    /// The client address masked with the service's `persist_mask`.
+    pub client: Addr,
+    pub service_id: u32,
+}
+
+/// Value of `PERSIST`: the backend of the client network's last connection, and when.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Persist {
+    pub last_seen_ns: u64,
+    pub backend: u32,
+    pub _pad: u32,
 }
 
 /// Value of `IFACES`, keyed by ifindex (u32): the interface the program is attached to.
@@ -265,7 +382,9 @@ impl Reason {
 
 // Layouts both sides rely on. A change here must be made knowingly.
 const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
-const _: () = assert!(core::mem::size_of::<Service>() == 48);
+const _: () = assert!(core::mem::size_of::<Service>() == 68);
+const _: () = assert!(core::mem::size_of::<PersistKey>() == 20);
+const _: () = assert!(core::mem::size_of::<Persist>() == 16);
 const _: () = assert!(core::mem::size_of::<Backend>() == 36);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<Flow>() == 24);
@@ -285,6 +404,8 @@ mod pod {
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for Flow {}
     unsafe impl aya::Pod for Iface {}
+    unsafe impl aya::Pod for PersistKey {}
+    unsafe impl aya::Pod for Persist {}
     unsafe impl aya::Pod for Counters {}
 }
 
@@ -339,6 +460,42 @@ mod tests {
                 new_flows: 1
             }
         );
+    }
+
+    #[test]
+    fn hashes_are_fixed_and_spread_even_ports() {
+        // Fixed values: every director must compute the same hash for the same flow.
+        let flow = |sport: u16| FlowKey {
+            src: v4_mapped(u32::from_ne_bytes([192, 168, 58, 100])),
+            dst: v4_mapped(u32::from_ne_bytes([192, 168, 58, 133])),
+            sport: sport.to_be(),
+            dport: 80u16.to_be(),
+            proto: PROTO_TCP,
+            _pad: [0; 3],
+        };
+        assert_eq!(hash_flow(&flow(40000)), hash_flow(&flow(40000)));
+        assert_ne!(hash_flow(&flow(40000)), hash_flow(&flow(40002)));
+        // Linux picks even local ports: the low bit of the hash must still be balanced.
+        let odd = (0..1000u16)
+            .filter(|i| hash_flow(&flow(32768 + 2 * i)) & 1 == 1)
+            .count();
+        assert!((450..=550).contains(&odd), "{odd} of 1000 odd");
+        let buckets = (0..10_000u32).fold([0u32; 7], |mut b, i| {
+            let a = v4_mapped(u32::from_ne_bytes([10, (i >> 8) as u8, i as u8, 1]));
+            b[(hash_addr(&a) % 7) as usize] += 1;
+            b
+        });
+        for n in buckets {
+            assert!((1300..=1560).contains(&n), "{buckets:?}");
+        }
+    }
+
+    #[test]
+    fn timeouts_follow_ipvs() {
+        assert_eq!(timeouts::for_state(PROTO_TCP, tcp_state::ESTABLISHED), 900);
+        assert_eq!(timeouts::for_state(PROTO_TCP, tcp_state::FIN), 120);
+        assert_eq!(timeouts::for_state(PROTO_TCP, tcp_state::SYN), 30);
+        assert_eq!(timeouts::for_state(PROTO_UDP, tcp_state::NONE), 300);
     }
 
     #[test]

@@ -23,6 +23,7 @@ use lb_common::{
 
 use crate::{
     config::{Config, Protocol, Scheduler, ServiceConfig},
+    maglev,
     maps::Maps,
     table,
 };
@@ -207,6 +208,10 @@ pub fn scheduler_of(s: &Service) -> Option<Scheduler> {
     match s.sched {
         sched::RR => Some(Scheduler::Rr),
         sched::WRR => Some(Scheduler::Wrr),
+        sched::SH => Some(Scheduler::Sh),
+        sched::MH => Some(Scheduler::Mh),
+        sched::LC => Some(Scheduler::Lc),
+        sched::WLC => Some(Scheduler::Wlc),
         _ => None,
     }
 }
@@ -215,7 +220,19 @@ fn sched_id(s: Scheduler) -> (u8, u8) {
     match s {
         Scheduler::Rr => (sched::RR, pick::CURSOR),
         Scheduler::Wrr => (sched::WRR, pick::CURSOR),
+        Scheduler::Sh => (sched::SH, pick::SOURCE_HASH),
+        Scheduler::Mh => (sched::MH, pick::FLOW_HASH),
+        Scheduler::Lc => (sched::LC, pick::LEAST_CONN),
+        Scheduler::Wlc => (sched::WLC, pick::WEIGHTED_LEAST_CONN),
     }
+}
+
+/// `50s mask 255.255.255.0`, or `off`.
+pub fn describe_persistence(timeout_s: u32, mask: &lb_common::Addr) -> String {
+    if timeout_s == 0 {
+        return "off".to_string();
+    }
+    format!("{timeout_s}s mask {}", addr_v4(mask))
 }
 
 fn describe_backend(b: &Backend) -> String {
@@ -283,7 +300,25 @@ pub fn plan(current: &Current, config: &Config, macs: &Macs, down: &Down) -> Res
             }
         };
         let (sched, pick) = sched_id(sc.scheduler);
-        let what = format!("{} {}", describe_key(&key), sc.scheduler.as_str());
+        let persist = match sc.persistence {
+            Some(p) => (
+                p.timeout.as_secs().min(u32::MAX as u64) as u32,
+                [
+                    u32::MAX,
+                    u32::MAX,
+                    u32::MAX,
+                    u32::from_ne_bytes(p.netmask.octets()),
+                ],
+            ),
+            None => (0, [0; 4]),
+        };
+        let mut what = format!("{} {}", describe_key(&key), sc.scheduler.as_str());
+        if persist.0 != 0 {
+            what += &format!(
+                " persistent {}",
+                describe_persistence(persist.0, &persist.1)
+            );
+        }
         match old {
             None => p.changes.push(Change::AddService {
                 name: sc.name.clone(),
@@ -295,6 +330,16 @@ pub fn plan(current: &Current, config: &Config, macs: &Macs, down: &Down) -> Res
                     p.changes.push(Change::ChangeService {
                         name: sc.name.clone(),
                         what: format!("renamed from {old_name}"),
+                    });
+                }
+                if (o.persist_timeout_s, o.persist_mask) != persist {
+                    p.changes.push(Change::ChangeService {
+                        name: sc.name.clone(),
+                        what: format!(
+                            "persistence {} -> {}",
+                            describe_persistence(o.persist_timeout_s, &o.persist_mask),
+                            describe_persistence(persist.0, &persist.1)
+                        ),
                     });
                 }
                 if o.sched != sched {
@@ -315,6 +360,7 @@ pub fn plan(current: &Current, config: &Config, macs: &Macs, down: &Down) -> Res
             .map(|(&bid, b)| (addr_v4(&b.addr), (bid, *b)))
             .collect();
         let mut members = Vec::new(); // (id, weight) of usable backends, in file order
+        let mut member_names = Vec::new(); // their "address:port", for Maglev
         for bc in &sc.backends {
             let mac = macs
                 .get(&bc.address)
@@ -376,6 +422,7 @@ pub fn plan(current: &Current, config: &Config, macs: &Macs, down: &Down) -> Res
             };
             if usable {
                 members.push((bid, bc.weight));
+                member_names.push(format!("{}:{}", bc.address, bc.port));
             }
         }
         for (addr, (bid, b)) in &existing {
@@ -389,9 +436,28 @@ pub fn plan(current: &Current, config: &Config, macs: &Macs, down: &Down) -> Res
         }
 
         let seq = match sc.scheduler {
-            Scheduler::Rr => table::round_robin(&members),
+            Scheduler::Rr | Scheduler::Lc | Scheduler::Wlc => table::round_robin(&members),
             Scheduler::Wrr => table::weighted_round_robin(&members),
+            Scheduler::Sh | Scheduler::Mh => {
+                let m: Vec<maglev::Member> = members
+                    .iter()
+                    .zip(&member_names)
+                    .map(|(&(id, weight), name)| maglev::Member { id, weight, name })
+                    .collect();
+                maglev::build(&m, sc.table_size)
+            }
         };
+        if matches!(sc.scheduler, Scheduler::Lc | Scheduler::Wlc)
+            && seq.len() > limits::LC_MAX_BACKENDS as usize
+        {
+            p.warnings.push(format!(
+                "service {}: {} compares the first {} of its {} backends only",
+                sc.name,
+                sc.scheduler,
+                limits::LC_MAX_BACKENDS,
+                seq.len()
+            ));
+        }
         let len = seq.len() as u32;
         let same_table = old.is_some_and(|o| current.tables.get(&o.id) == Some(&seq));
         let offset = match old {
@@ -410,6 +476,7 @@ pub fn plan(current: &Current, config: &Config, macs: &Macs, down: &Down) -> Res
                 off
             }
         };
+        let (persist_timeout_s, persist_mask) = persist;
         let want = Service {
             id,
             table_offset: offset,
@@ -417,6 +484,8 @@ pub fn plan(current: &Current, config: &Config, macs: &Macs, down: &Down) -> Res
             pick,
             sched,
             flags: 0,
+            persist_timeout_s,
+            persist_mask,
             name: name_bytes(&sc.name),
         };
         if old != Some(&want) {

@@ -3,8 +3,12 @@
 
 pub mod apply;
 pub mod config;
+pub mod daemon;
+pub mod genhash;
+pub mod health;
 pub mod list;
 pub mod loader;
+pub mod maglev;
 pub mod maps;
 pub mod net;
 pub mod pins;

@@ -27,12 +27,22 @@ pub fn render(snap: &Snapshot, interfaces: &[String]) -> String {
     );
     for s in &snap.services {
         let local = format!("{}:{}", s.vip, s.port);
+        let flags = if s.persistence_timeout > 0 {
+            let mask = if s.persistence_netmask == std::net::Ipv4Addr::BROADCAST {
+                String::new()
+            } else {
+                format!(" mask {}", s.persistence_netmask)
+            };
+            format!("{} persistent {}{mask}", s.scheduler, s.persistence_timeout)
+        } else {
+            s.scheduler.to_string()
+        };
         let _ = writeln!(
             out,
             "{:<4} {:<21} {:<16} {}",
             s.protocol.to_uppercase(),
             local,
-            s.scheduler,
+            flags,
             s.name
         );
         for b in &s.backends {
@@ -56,6 +66,30 @@ pub fn render(snap: &Snapshot, interfaces: &[String]) -> String {
                 b.bytes,
             );
         }
+    }
+    out
+}
+
+/// The connection table like `ipvsadm -L -n -c`.
+pub fn render_connections(conns: &[crate::view::ConnView]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "XDP director connection entries");
+    let _ = writeln!(
+        out,
+        "pro expire state       source                virtual               destination"
+    );
+    for c in conns {
+        let _ = writeln!(
+            out,
+            "{:<3} {:02}:{:02}  {:<11} {:<21} {:<21} {}",
+            c.protocol.to_uppercase(),
+            c.expires_in / 60,
+            c.expires_in % 60,
+            c.state,
+            c.client,
+            c.virtual_address,
+            c.backend
+        );
     }
     out
 }

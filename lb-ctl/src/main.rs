@@ -18,7 +18,7 @@ use lb_ctl::{
     pins::{self, Attached, Mode},
     privileges, resolve,
     stats::{self, Rates},
-    view::Snapshot,
+    view::{self, Snapshot},
 };
 
 const ABOUT: &str =
@@ -139,8 +139,17 @@ List the services and their backends like `ipvsadm -L -n`: protocol, VIP:port, s
 and for each backend its address:port, forwarding method (always Route: direct routing),
 weight, ActiveConn and InActConn (from the connection table, as IPVS counts them in DR
 mode), the connections, packets and bytes it was sent, and its state (up, draining,
-unresolved).")]
-    List,
+unresolved).
+
+With --connections, lists the connection table instead, like `ipvsadm -L -n -c`: protocol,
+time until the entry expires (IPVS's timeouts: 900 s established, 120 s after a FIN, 30 s
+for a SYN, 300 s UDP), state as the director sees it (only client-to-server packets pass
+it), client, virtual address and backend.")]
+    List {
+        /// Show the connection table (like ipvsadm -L -n -c).
+        #[arg(long, short = 'c')]
+        connections: bool,
+    },
     /// Print counters: per service and backend, and per data-path reason.
     #[command(long_about = "\
 Print counters summed over CPUs: per service and per backend, connections (new flows),
@@ -234,11 +243,15 @@ fn run(cli: Cli) -> Result<()> {
             privileges::require("apply")?;
             run_apply(dir, &file, dry_run, resolve_timeout)?;
         }
-        Command::List => {
+        Command::List { connections } => {
             privileges::require("list")?;
             let maps = open(dir)?;
-            let snap = Snapshot::read(&maps)?;
-            print!("{}", list::render(&snap, &pins::attached_interfaces(dir)?));
+            if connections {
+                print!("{}", list::render_connections(&view::connections(&maps)?));
+            } else {
+                let snap = Snapshot::read(&maps)?;
+                print!("{}", list::render(&snap, &pins::attached_interfaces(dir)?));
+            }
         }
         Command::Stats {
             json,

@@ -8,7 +8,10 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
     util::nr_cpus,
 };
-use lb_common::{Backend, Counters, Flow, FlowKey, Iface, Reason, Service, ServiceKey, names};
+use lb_common::{
+    Backend, Counters, Flow, FlowKey, Iface, Persist, PersistKey, Reason, Service, ServiceKey,
+    names,
+};
 
 /// Every map of the data path.
 pub struct Maps {
@@ -21,6 +24,9 @@ pub struct Maps {
     pub service_stats: PerCpuArray<MapData, Counters>,
     pub backend_stats: PerCpuArray<MapData, Counters>,
     pub reasons: PerCpuArray<MapData, u64>,
+    /// Active connections per backend, as the data path counts them for lc/wlc.
+    pub conns: Array<MapData, u64>,
+    pub persist: HashMap<MapData, PersistKey, Persist>,
 }
 
 impl Maps {
@@ -65,6 +71,8 @@ impl Maps {
             service_stats: typed!(names::SERVICE_STATS),
             backend_stats: typed!(names::BACKEND_STATS),
             reasons: typed!(names::REASONS),
+            conns: typed!(names::CONNS),
+            persist: typed!(names::PERSIST),
         })
     }
 
@@ -97,9 +105,19 @@ impl Maps {
         zero(&mut self.service_stats, id)
     }
 
-    /// Zeroes a backend's counters (before a new backend takes over the id).
+    /// Zeroes a backend's counters and connection count (before a new backend takes over
+    /// the id).
     pub fn reset_backend_counters(&mut self, id: u32) -> Result<()> {
+        self.conns
+            .set(id, 0, 0)
+            .with_context(|| format!("zeroing connections {id}"))?;
         zero(&mut self.backend_stats, id)
+    }
+
+    /// Entries the connection table can hold.
+    pub fn flows_capacity(&self) -> Result<u32> {
+        use aya::maps::IterableMap as _;
+        Ok(self.flows.map().info().context("FLOWS info")?.max_entries())
     }
 }
 

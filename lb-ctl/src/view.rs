@@ -18,14 +18,35 @@ use crate::{
 };
 
 /// How long a connection-table entry counts as a connection after its last packet, by
-/// state, as IPVS's default timeouts (`ipvsadm --set 900 120 300`).
+/// state, as the data path judges it (IPVS's default timeouts).
 pub fn flow_timeout(proto: u8, state: u8) -> Duration {
-    match (proto, state) {
-        (lb_common::PROTO_UDP, _) => Duration::from_secs(300),
-        (_, tcp_state::ESTABLISHED) => Duration::from_secs(900),
-        (_, tcp_state::SYN) => Duration::from_secs(120),
-        _ => Duration::from_secs(120),
+    Duration::from_secs(lb_common::timeouts::for_state(proto, state))
+}
+
+/// ipvsadm's name for a state.
+pub fn state_name(proto: u8, state: u8) -> &'static str {
+    if proto != lb_common::PROTO_TCP {
+        return "UDP";
     }
+    match state {
+        tcp_state::SYN => "SYN_RECV",
+        tcp_state::ESTABLISHED => "ESTABLISHED",
+        tcp_state::FIN => "FIN_WAIT",
+        tcp_state::RST => "CLOSE",
+        _ => "NONE",
+    }
+}
+
+/// One live entry of the connection table, as `ipvsadm -L -n -c` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConnView {
+    pub protocol: &'static str,
+    /// Seconds until the entry expires.
+    pub expires_in: u64,
+    pub state: &'static str,
+    pub client: String,
+    pub virtual_address: String,
+    pub backend: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -56,6 +77,9 @@ pub struct ServiceView {
     pub port: u16,
     pub protocol: &'static str,
     pub scheduler: &'static str,
+    /// Persistence timeout in seconds; 0 = off.
+    pub persistence_timeout: u32,
+    pub persistence_netmask: Ipv4Addr,
     pub packets: u64,
     pub bytes: u64,
     pub connections: u64,
@@ -73,6 +97,8 @@ pub struct Snapshot {
     pub datapath: Vec<ReasonCount>,
     /// Live entries in the connection table.
     pub flows: u64,
+    /// Entries the connection table can hold (the least recently used go first).
+    pub flows_capacity: u32,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -167,6 +193,8 @@ impl Snapshot {
                 port: u16::from_be(key.port),
                 protocol: Protocol::from_number(key.proto).map_or("?", |p| p.as_str()),
                 scheduler: scheduler_of(&s).map_or("?", |s| s.as_str()),
+                persistence_timeout: s.persist_timeout_s,
+                persistence_netmask: addr_v4(&s.persist_mask),
                 packets: total.packets,
                 bytes: total.bytes,
                 connections: total.new_flows,
@@ -188,6 +216,43 @@ impl Snapshot {
             services: out,
             datapath,
             flows,
+            flows_capacity: maps.flows_capacity()?,
         })
     }
+}
+
+/// The live entries of the connection table, oldest expiry first.
+pub fn connections(maps: &Maps) -> Result<Vec<ConnView>> {
+    let now = now_ns();
+    let mut backends: HashMap<u32, Backend> = HashMap::new();
+    let mut out = Vec::new();
+    for entry in maps.flows.iter() {
+        let Ok((key, flow)) = entry else { continue };
+        let age = Duration::from_nanos(now.saturating_sub(flow.last_seen_ns));
+        let timeout = flow_timeout(key.proto, flow.state);
+        if age > timeout {
+            continue;
+        }
+        let b = match backends.get(&flow.backend) {
+            Some(b) => *b,
+            None => {
+                let b = maps
+                    .backends
+                    .get(&flow.backend, 0)
+                    .context("reading BACKENDS")?;
+                backends.insert(flow.backend, b);
+                b
+            }
+        };
+        out.push(ConnView {
+            protocol: Protocol::from_number(key.proto).map_or("?", |p| p.as_str()),
+            expires_in: (timeout - age).as_secs(),
+            state: state_name(key.proto, flow.state),
+            client: format!("{}:{}", addr_v4(&key.src), u16::from_be(key.sport)),
+            virtual_address: format!("{}:{}", addr_v4(&key.dst), u16::from_be(key.dport)),
+            backend: format!("{}:{}", addr_v4(&b.addr), u16::from_be(key.dport)),
+        });
+    }
+    out.sort_by_key(|c| c.expires_in);
+    Ok(out)
 }

@@ -6,7 +6,8 @@
 //! 2. [`parse_ipv4`] and [`parse_ports`]: IPv4 with options, TCP or UDP, every length checked.
 //! 3. [`find_service`]: (VIP, port, protocol), then (VIP, 0, protocol) for all-ports services.
 //! 4. [`addressed_to_us`]: the frame's destination MAC must be the interface's own.
-//! 5. [`known_flow`] or [`schedule`]: the connection table, else the service's backend table.
+//! 5. [`known_flow`] or [`schedule`]: the connection table; else persistence, else the
+//!    service's scheduler (rr/wrr cursor, mh/sh hash, lc/wlc least connections).
 //! 6. [`rewrite`]: destination MAC := backend, source MAC := ours; the IP packet is untouched.
 //! 7. [`count`]: per-CPU counters per service, per backend and per reason.
 //!
@@ -32,8 +33,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    BACKEND_USABLE, Backend, Counters, Flow, FlowKey, Iface, PROTO_TCP, PROTO_UDP, Reason, Service,
-    ServiceKey, limits, tcp_state, v4_mapped,
+    BACKEND_USABLE, Backend, Counters, Flow, FlowKey, Iface, PROTO_TCP, PROTO_UDP, Persist,
+    PersistKey, Reason, Service, ServiceKey, hash_addr, hash_flow, limits, pick, tcp_state,
+    timeouts, v4_mapped,
 };
 
 #[map]
@@ -58,6 +60,14 @@ static BACKEND_STATS: PerCpuArray<Counters> =
     PerCpuArray::with_max_entries(limits::MAX_BACKENDS, 0);
 #[map]
 static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
+/// Active connections (TCP flows in SYN or ESTABLISHED) per backend id: lc/wlc and ActiveConn.
+#[map]
+static CONNS: Array<u64> = Array::with_max_entries(limits::MAX_BACKENDS, 0);
+/// The backend each client network last went to, per service with persistence.
+#[map]
+static PERSIST: LruHashMap<PersistKey, Persist> = LruHashMap::with_max_entries(limits::PERSIST, 0);
+
+const NS_PER_S: u64 = 1_000_000_000;
 
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
@@ -118,11 +128,16 @@ fn process(ctx: &XdpContext) -> Reason {
     }
     let now = unsafe { bpf_ktime_get_ns() };
     let (backend_id, backend, new_flow) = match known_flow(&pkt, now) {
-        Some((id, backend)) => (id, backend, 0),
-        None => match schedule(&pkt, service, now) {
-            Ok((id, backend)) => (id, backend, 1),
-            Err(reason) => return reason,
-        },
+        Known::Hit(id, backend) => (id, backend, 0),
+        Known::Miss { release } => {
+            if let Some(old) = release {
+                count_conn(old, 1u64.wrapping_neg());
+            }
+            match schedule(&pkt, service, now) {
+                Ok((id, backend)) => (id, backend, 1),
+                Err(reason) => return reason,
+            }
+        }
     };
     rewrite(ctx, backend);
     let delta = Counters {
@@ -264,9 +279,9 @@ fn addressed_to_us(ctx: &XdpContext) -> Result<(), Reason> {
     Ok(())
 }
 
-/// The TCP state a packet with these flags leads to.
+/// The TCP state a packet with these flags signals on its own.
 #[inline(always)]
-fn next_tcp_state(proto: u8, flags: u8) -> u8 {
+fn tcp_state_of(proto: u8, flags: u8) -> u8 {
     if proto != PROTO_TCP {
         tcp_state::NONE
     } else if flags & TCP_RST != 0 {
@@ -280,49 +295,190 @@ fn next_tcp_state(proto: u8, flags: u8) -> u8 {
     }
 }
 
-/// Step 5a: a flow seen before keeps its backend for as long as that backend is usable.
+/// A TCP flow in SYN or ESTABLISHED state counts as an active connection (ipvsadm ActiveConn).
 #[inline(always)]
-fn known_flow(pkt: &Packet, now: u64) -> Option<(u32, &'static Backend)> {
-    let flow = FLOWS.get_ptr_mut(&pkt.flow)?;
-    let flow = unsafe { &mut *flow };
-    let backend = BACKENDS.get(flow.backend)?;
-    if backend.flags & BACKEND_USABLE == 0 || backend.service_id != flow.service_id {
-        return None;
-    }
-    flow.last_seen_ns = now;
-    flow.state = next_tcp_state(pkt.flow.proto, pkt.tcp_flags);
-    Some((flow.backend, backend))
+fn is_active(proto: u8, state: u8) -> bool {
+    proto == PROTO_TCP && (state == tcp_state::SYN || state == tcp_state::ESTABLISHED)
 }
 
-/// Step 5b: a new flow gets the backend at the next slot of its service's table.
+/// Adds `delta` (1 or -1 as u64) to a backend's active-connection count.
+#[inline(always)]
+fn count_conn(backend: u32, delta: u64) {
+    if let Some(c) = CONNS.get_ptr_mut(backend) {
+        // The result is not used: a plain atomic add.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(c, delta) };
+    }
+}
+
+/// What the connection table says about a packet.
+enum Known {
+    /// A live flow whose backend is still usable.
+    Hit(u32, &'static Backend),
+    /// No live flow: schedule. `release` names the backend of an active flow that ended here
+    /// (expired, its backend gone or down, or its tuple reused by a new SYN).
+    Miss { release: Option<u32> },
+}
+
+/// Step 5a: a flow seen before keeps its backend for as long as that backend is usable and
+/// the flow has not expired (IPVS's timeouts, per TCP state).
+#[inline(always)]
+fn known_flow(pkt: &Packet, now: u64) -> Known {
+    let Some(flow) = FLOWS.get_ptr_mut(&pkt.flow) else {
+        return Known::Miss { release: None };
+    };
+    let flow = unsafe { &mut *flow };
+    let proto = pkt.flow.proto;
+    let was_active = is_active(proto, flow.state);
+    let release = if was_active { Some(flow.backend) } else { None };
+    let signalled = tcp_state_of(proto, pkt.tcp_flags);
+    let timeout_ns = timeouts::for_state(proto, flow.state) * NS_PER_S;
+    let expired = now.wrapping_sub(flow.last_seen_ns) > timeout_ns;
+    // A SYN on the tuple of a closed connection starts a new one.
+    let reused = signalled == tcp_state::SYN && flow.state >= tcp_state::FIN;
+    if expired || reused {
+        return Known::Miss { release };
+    }
+    let Some(backend) = BACKENDS.get(flow.backend) else {
+        return Known::Miss { release };
+    };
+    if backend.flags & BACKEND_USABLE == 0 || backend.service_id != flow.service_id {
+        return Known::Miss { release };
+    }
+    flow.last_seen_ns = now;
+    // States only move forward: SYN, ESTABLISHED, FIN, RST.
+    if signalled > flow.state {
+        flow.state = signalled;
+        if was_active && !is_active(proto, signalled) {
+            count_conn(flow.backend, 1u64.wrapping_neg());
+        }
+    }
+    Known::Hit(flow.backend, backend)
+}
+
+/// The client address masked with the service's persistence granularity.
+#[inline(always)]
+fn persist_key(pkt: &Packet, service: &Service) -> PersistKey {
+    let (a, m) = (&pkt.flow.src, &service.persist_mask);
+    PersistKey {
+        client: [a[0] & m[0], a[1] & m[1], a[2] & m[2], a[3] & m[3]],
+        service_id: service.id,
+    }
+}
+
+/// A usable backend of `service` by id.
+#[inline(always)]
+fn usable_backend(id: u32, service: &Service) -> Option<&'static Backend> {
+    let b = BACKENDS.get(id)?;
+    (b.flags & BACKEND_USABLE != 0 && b.service_id == service.id).then_some(b)
+}
+
+/// Step 5b: a new flow gets the backend its client network had within the persistence
+/// timeout, or else the one the service's scheduler picks from its table.
 #[inline(always)]
 fn schedule(pkt: &Packet, service: &Service, now: u64) -> Result<(u32, &'static Backend), Reason> {
-    let len = service.table_len;
-    if len == 0 {
+    if service.table_len == 0 {
         return Err(Reason::DropNoBackend);
     }
-    // rr and wrr (`pick::CURSOR`) walk the table with the service's shared cursor.
-    let cursor = CURSORS
-        .get_ptr_mut(service.id)
-        .ok_or(Reason::DropBadBackend)?;
-    // SeqCst: with Relaxed, this LLVM emits the add without BPF_FETCH and `n` is garbage.
-    let n: u64 = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(cursor, 1) };
-    let slot = service.table_offset.wrapping_add((n % len as u64) as u32);
-    let id = *TABLE.get(slot).ok_or(Reason::DropBadBackend)?;
-    let backend = BACKENDS.get(id).ok_or(Reason::DropBadBackend)?;
-    if backend.flags & BACKEND_USABLE == 0 {
-        return Err(Reason::DropBadBackend);
+    let persist = service.persist_timeout_s != 0;
+    let key = persist_key(pkt, service);
+    let sticky = if persist {
+        remembered(&key, service, now)
+    } else {
+        None
+    };
+    let (id, backend) = match sticky {
+        Some(hit) => hit,
+        None => pick_backend(pkt, service)?,
+    };
+    if persist {
+        let p = Persist {
+            last_seen_ns: now,
+            backend: id,
+            _pad: 0,
+        };
+        let _ = PERSIST.insert(&key, &p, 0);
     }
+    let state = tcp_state_of(pkt.flow.proto, pkt.tcp_flags);
     let flow = Flow {
         last_seen_ns: now,
         backend: id,
         service_id: service.id,
-        state: next_tcp_state(pkt.flow.proto, pkt.tcp_flags),
+        state,
         _pad: [0; 7],
     };
     // A full table evicts its least recently used flow; a failed insert only costs stickiness.
-    let _ = FLOWS.insert(&pkt.flow, &flow, 0);
+    if FLOWS.insert(&pkt.flow, &flow, 0).is_ok() && is_active(pkt.flow.proto, state) {
+        count_conn(id, 1);
+    }
     Ok((id, backend))
+}
+
+/// The backend a client network was sent to within the service's persistence timeout.
+#[inline(always)]
+fn remembered(key: &PersistKey, service: &Service, now: u64) -> Option<(u32, &'static Backend)> {
+    let p = unsafe { PERSIST.get(key) }?;
+    if now.wrapping_sub(p.last_seen_ns) > service.persist_timeout_s as u64 * NS_PER_S {
+        return None;
+    }
+    Some((p.backend, usable_backend(p.backend, service)?))
+}
+
+/// The scheduler proper: a slot of the service's table.
+#[inline(always)]
+fn pick_backend(pkt: &Packet, service: &Service) -> Result<(u32, &'static Backend), Reason> {
+    let len = service.table_len;
+    if len == 0 {
+        // Checked by the caller; repeated so the compiler sees no division by zero.
+        return Err(Reason::DropNoBackend);
+    }
+    let n: u32 = match service.pick {
+        pick::FLOW_HASH => hash_flow(&pkt.flow) % len,
+        pick::SOURCE_HASH => hash_addr(&pkt.flow.src) % len,
+        pick::LEAST_CONN | pick::WEIGHTED_LEAST_CONN => return least_conn(service),
+        _ => {
+            // rr and wrr walk the table with the service's shared cursor.
+            let cursor = CURSORS
+                .get_ptr_mut(service.id)
+                .ok_or(Reason::DropBadBackend)?;
+            // SeqCst: with Relaxed, this LLVM emits the add without BPF_FETCH.
+            let n: u64 = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(cursor, 1) };
+            (n % len as u64) as u32
+        }
+    };
+    let id = *TABLE
+        .get(service.table_offset.wrapping_add(n))
+        .ok_or(Reason::DropBadBackend)?;
+    let backend = usable_backend(id, service).ok_or(Reason::DropBadBackend)?;
+    Ok((id, backend))
+}
+
+/// lc / wlc: the backend with the fewest active connections (per unit of weight for wlc);
+/// ties go to the first in the table, as in IPVS.
+#[inline(always)]
+fn least_conn(service: &Service) -> Result<(u32, &'static Backend), Reason> {
+    let weighted = service.pick == pick::WEIGHTED_LEAST_CONN;
+    let mut best: Option<(u32, &'static Backend)> = None;
+    let (mut best_conns, mut best_weight) = (0u64, 1u64);
+    for i in 0..limits::LC_MAX_BACKENDS {
+        if i >= service.table_len {
+            break;
+        }
+        let Some(&id) = TABLE.get(service.table_offset.wrapping_add(i)) else {
+            break;
+        };
+        let Some(b) = usable_backend(id, service) else {
+            continue;
+        };
+        let conns = CONNS.get(id).copied().unwrap_or(0);
+        let weight = if weighted { b.weight as u64 } else { 1 };
+        // conns / weight < best_conns / best_weight, without division.
+        if best.is_none() || conns * best_weight < best_conns * weight {
+            best = Some((id, b));
+            best_conns = conns;
+            best_weight = weight;
+        }
+    }
+    best.ok_or(Reason::DropNoBackend)
 }
 
 /// Step 6: direct routing: only the MACs change.

@@ -6,7 +6,11 @@
 //!     vip: 192.168.58.133           # IPv4; required
 //!     port: 80                      # required; 0 = all ports of the VIP
 //!     protocol: tcp                 # tcp | udp; default tcp
-//!     scheduler: wrr                # rr | wrr; default wrr
+//!     scheduler: wrr                # rr | wrr | sh | mh | lc | wlc; default wrr
+//!     table_size: 65537             # sh, mh: Maglev table entries, a prime; default 65537
+//!     persistence:                  # optional
+//!       timeout: 50s                # same client network -> same backend within this
+//!       netmask: 255.255.255.0      # client granularity; default 255.255.255.255
 //!     backends:                     # may be empty (the service then drops, counted)
 //!       - address: 192.168.58.135   # required
 //!         weight: 1                 # default 1; 0 = drain; max 65535
@@ -32,6 +36,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub use duration::parse_duration;
+pub use validate::check::{CheckConfig, CheckKind, Health};
 
 /// A whole service file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,8 +54,13 @@ pub struct ServiceConfig {
     pub port: u16,
     pub protocol: Protocol,
     pub scheduler: Scheduler,
+    /// Entries of the Maglev table (sh, mh): a prime.
+    pub table_size: u32,
+    pub persistence: Option<Persistence>,
     /// In file order.
     pub backends: Vec<BackendConfig>,
+    /// Health checks and keepalived's service options (`check:`, `sorry_server`, ...).
+    pub health: Health,
     /// 1-based line of the service entry.
     pub line: usize,
 }
@@ -114,26 +124,48 @@ impl fmt::Display for Protocol {
 pub enum Scheduler {
     /// Round robin (weights ignored except 0 = drain).
     Rr,
-    /// Weighted round robin.
+    /// Weighted round robin, interleaved as IPVS does.
     Wrr,
+    /// Source hashing: a client address always gets the same backend (weighted, consistent).
+    Sh,
+    /// Maglev consistent hashing of the 5-tuple: every director picks the same backend.
+    Mh,
+    /// Least connections: the backend with the fewest active connections.
+    Lc,
+    /// Weighted least connections: fewest active connections per unit of weight.
+    Wlc,
 }
 
 impl Scheduler {
-    /// `"rr"` or `"wrr"`, as written in the file.
+    pub const ALL: [Scheduler; 6] = [
+        Scheduler::Rr,
+        Scheduler::Wrr,
+        Scheduler::Sh,
+        Scheduler::Mh,
+        Scheduler::Lc,
+        Scheduler::Wlc,
+    ];
+
+    /// The name written in the file (`rr`, `wrr`, `sh`, `mh`, `lc`, `wlc`).
     pub fn as_str(self) -> &'static str {
         match self {
             Scheduler::Rr => "rr",
             Scheduler::Wrr => "wrr",
+            Scheduler::Sh => "sh",
+            Scheduler::Mh => "mh",
+            Scheduler::Lc => "lc",
+            Scheduler::Wlc => "wlc",
         }
     }
 
     /// The scheduler written `s` in the file.
     pub fn from_name(s: &str) -> Option<Self> {
-        match s {
-            "rr" => Some(Scheduler::Rr),
-            "wrr" => Some(Scheduler::Wrr),
-            _ => None,
-        }
+        Scheduler::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// Whether it indexes a hash table (sh, mh), whose size `table_size` sets.
+    pub fn is_hashed(self) -> bool {
+        matches!(self, Scheduler::Sh | Scheduler::Mh)
     }
 }
 
@@ -143,8 +175,24 @@ impl fmt::Display for Scheduler {
     }
 }
 
-/// The scheduler of a service that names none.
+/// The scheduler of a service that names none: IPVS's interleaved weighted round robin. It
+/// honours weights, needs no per-connection state to balance, and its table is as small as the
+/// weights allow. Directors that share a VIP (ECMP, or failover that must keep connections)
+/// want `mh` instead.
 pub const DEFAULT_SCHEDULER: Scheduler = Scheduler::Wrr;
+
+/// The Maglev table size of a hashed (sh, mh) service that names none: a prime, as the
+/// algorithm needs, large enough for even shares across hundreds of backends.
+pub const DEFAULT_TABLE_SIZE: u32 = 65537;
+
+/// Persistence (keepalived's `persistence_timeout` and `persistence_granularity`): new
+/// connections from the same client network within `timeout` of its last one go to the same
+/// backend, across all ports of an all-ports service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Persistence {
+    pub timeout: std::time::Duration,
+    pub netmask: Ipv4Addr,
+}
 
 /// Parses and validates the text of a service file; `file` is the name shown in diagnostics.
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {

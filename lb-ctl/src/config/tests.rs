@@ -105,6 +105,8 @@ services:
                     port: 80,
                     protocol: Protocol::Tcp,
                     scheduler: Scheduler::Wrr,
+                    table_size: super::DEFAULT_TABLE_SIZE,
+                    persistence: None,
                     backends: vec![
                         BackendConfig {
                             address: ip("192.168.58.135"),
@@ -119,6 +121,7 @@ services:
                             line: 11,
                         },
                     ],
+                    health: Health::default(),
                     line: 3,
                 },
                 ServiceConfig {
@@ -127,6 +130,8 @@ services:
                     port: 53,
                     protocol: Protocol::Udp,
                     scheduler: Scheduler::Rr,
+                    table_size: super::DEFAULT_TABLE_SIZE,
+                    persistence: None,
                     backends: vec![
                         BackendConfig {
                             address: ip("10.1.0.1"),
@@ -141,6 +146,7 @@ services:
                             line: 22,
                         },
                     ],
+                    health: Health::default(),
                     line: 15,
                 },
                 ServiceConfig {
@@ -149,12 +155,15 @@ services:
                     port: 0,
                     protocol: Protocol::Tcp,
                     scheduler: Scheduler::Wrr,
+                    table_size: super::DEFAULT_TABLE_SIZE,
+                    persistence: None,
                     backends: vec![BackendConfig {
                         address: ip("10.2.0.1"),
                         port: 0,
                         weight: 1,
                         line: 27,
                     }],
+                    health: Health::default(),
                     line: 23,
                 },
                 ServiceConfig {
@@ -163,7 +172,10 @@ services:
                     port: 443,
                     protocol: Protocol::Tcp,
                     scheduler: Scheduler::Wrr,
+                    table_size: super::DEFAULT_TABLE_SIZE,
+                    persistence: None,
                     backends: vec![],
+                    health: Health::default(),
                     line: 29,
                 },
                 ServiceConfig {
@@ -172,7 +184,10 @@ services:
                     port: 80,
                     protocol: Protocol::Udp,
                     scheduler: Scheduler::Wrr,
+                    table_size: super::DEFAULT_TABLE_SIZE,
+                    persistence: None,
                     backends: vec![],
+                    health: Health::default(),
                     line: 33,
                 },
             ]
@@ -377,12 +392,101 @@ fn protocol_and_scheduler_values() {
         "services[0].protocol",
         "expected `tcp` or `udp`, found the number `6`",
     );
-    let d = one(&service("    scheduler: lc\n", ""));
+    let d = one(&service("    scheduler: lb\n", ""));
     check(
         &d,
         5,
         "services[0].scheduler",
-        "`lc` is not a scheduler; expected `rr` or `wrr`",
+        "`lb` is not a scheduler; expected `rr`, `wrr`, `sh`, `mh`, `lc` or `wlc`",
+    );
+    for name in ["rr", "wrr", "sh", "mh", "lc", "wlc"] {
+        let c = parse(&service(&format!("    scheduler: {name}\n"), ""), "s.yaml")
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(c.services[0].scheduler.as_str(), name);
+    }
+}
+
+#[test]
+fn least_connections_need_tcp() {
+    let text = "services:\n  - name: dns\n    vip: 10.0.0.1\n    port: 53\n    protocol: udp\n    scheduler: wlc\n";
+    let d = one(text);
+    check(
+        &d,
+        6,
+        "services[0].scheduler",
+        "lc and wlc count active TCP connections, and a director sees no end of a UDP flow; \
+         use rr, wrr, sh or mh for UDP",
+    );
+}
+
+#[test]
+fn table_size_must_be_prime() {
+    let base = "services:\n  - name: web\n    vip: 10.0.0.1\n    port: 80\n    scheduler: mh\n";
+    let c =
+        parse(&format!("{base}    table_size: 251\n"), "s.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.services[0].table_size, 251);
+    let c = parse(base, "s.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.services[0].table_size, 65537);
+    let d = one(&format!("{base}    table_size: 65536\n"));
+    check(
+        &d,
+        6,
+        "services[0].table_size",
+        "65536 is not a prime in 2..=16777213; Maglev needs a prime table size (e.g. 251, \
+         4093, 65537, 655373)",
+    );
+}
+
+#[test]
+fn persistence_block() {
+    let base = "services:\n  - name: web\n    vip: 10.0.0.1\n    port: 0\n";
+    let c = parse(
+        &format!("{base}    persistence: {{ timeout: 50s, netmask: 255.255.255.0 }}\n"),
+        "s.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let p = c.services[0].persistence.expect("persistence");
+    assert_eq!(p.timeout, std::time::Duration::from_secs(50));
+    assert_eq!(p.netmask, std::net::Ipv4Addr::new(255, 255, 255, 0));
+    let c = parse(
+        &format!("{base}    persistence:\n      timeout: 1m\n"),
+        "s.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let p = c.services[0].persistence.expect("persistence");
+    assert_eq!(
+        p.netmask,
+        std::net::Ipv4Addr::BROADCAST,
+        "default: per client address"
+    );
+
+    let d = one(&format!(
+        "{base}    persistence:\n      timeout: 50s\n      netmask: 255.0.255.0\n"
+    ));
+    check(
+        &d,
+        7,
+        "services[0].persistence.netmask",
+        "`255.0.255.0` is not a netmask (like 255.255.255.0)",
+    );
+    let d = one(&format!(
+        "{base}    persistence:\n      netmask: 255.255.255.0\n"
+    ));
+    check(
+        &d,
+        5,
+        "services[0].persistence.timeout",
+        "missing required field `timeout`",
+    );
+    let d = one(&format!("{base}    persistence:\n      timeout: soon\n"));
+    assert_eq!(d.line, 6);
+    assert_eq!(d.field, "services[0].persistence.timeout");
+    let d = one(&format!(
+        "{base}    persistence:\n      timeout: 5s\n      sticky: yes\n"
+    ));
+    assert_eq!(
+        (d.line, d.field.as_str()),
+        (7, "services[0].persistence.sticky")
     );
 }
 

@@ -24,9 +24,31 @@ use super::{
     ServiceConfig,
 };
 
+// The health checks and keepalived's service options (a child module: it uses the helpers here).
+#[path = "check.rs"]
+pub(super) mod check;
+
 const FILE_FIELDS: &[&str] = &["services"];
-const SERVICE_FIELDS: &[&str] = &["name", "vip", "port", "protocol", "scheduler", "backends"];
-const BACKEND_FIELDS: &[&str] = &["address", "port", "weight"];
+const SERVICE_FIELDS: &[&str] = &[
+    "name",
+    "vip",
+    "port",
+    "protocol",
+    "scheduler",
+    "table_size",
+    "persistence",
+    "backends",
+    // Health (check.rs).
+    "check",
+    "sorry_server",
+    "inhibit_on_failure",
+    "quorum",
+    "hysteresis",
+    "notify_up",
+    "notify_down",
+];
+const PERSISTENCE_FIELDS: &[&str] = &["timeout", "netmask"];
+const BACKEND_FIELDS: &[&str] = &["address", "port", "weight", "check"];
 
 /// Highest port, and highest weight.
 const MAX_U16: i64 = u16::MAX as i64;
@@ -72,7 +94,24 @@ struct RawService {
     port: Field<i64>,
     protocol: Field<Protocol>,
     scheduler: Field<Scheduler>,
+    table_size: Field<i64>,
+    persistence: Field<RawPersistence>,
     backends: Field<Vec<Field<RawBackend>>>,
+    // Health (check.rs).
+    check: Field<Value>,
+    sorry_server: Field<Value>,
+    inhibit_on_failure: Field<Value>,
+    quorum: Field<Value>,
+    hysteresis: Field<Value>,
+    notify_up: Field<Value>,
+    notify_down: Field<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawPersistence {
+    timeout: Field<String>,
+    netmask: Field<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,6 +120,7 @@ struct RawBackend {
     address: Field<String>,
     port: Field<i64>,
     weight: Field<i64>,
+    check: Field<Value>,
 }
 
 /// The diagnostics found so far.
@@ -259,6 +299,14 @@ fn strip_unknown_keys(top: &mut Mapping, d: &mut Diags) {
         };
         let service_path = join_index("services", i);
         strip_unknown(service, &service_path, SERVICE_FIELDS, d);
+        if let Some(Value::Mapping(p)) = service.get_mut("persistence") {
+            strip_unknown(
+                p,
+                &join_key(&service_path, "persistence"),
+                PERSISTENCE_FIELDS,
+                d,
+            );
+        }
         let Some(Value::Sequence(backends)) = service.get_mut("backends") else {
             continue;
         };
@@ -560,9 +608,34 @@ fn check_service(
             &join_key(&path, "scheduler"),
             field,
             false,
-            invalid_choice("scheduler", "`rr` or `wrr`"),
+            invalid_choice("scheduler", "`rr`, `wrr`, `sh`, `mh`, `lc` or `wlc`"),
         ),
     };
+    if let (Some(Scheduler::Lc | Scheduler::Wlc), Some(Protocol::Udp)) = (scheduler, protocol) {
+        d.field(
+            &join_key(&path, "scheduler"),
+            "lc and wlc count active TCP connections, and a director sees no end of a UDP \
+             flow; use rr, wrr, sh or mh for UDP",
+        );
+    }
+    let table_size_path = join_key(&path, "table_size");
+    let table_size = match raw.table_size {
+        Field::Absent | Field::Null => Some(super::DEFAULT_TABLE_SIZE),
+        field => take(d, &table_size_path, field, false, invalid_integer).and_then(|n| {
+            if !(2..=MAX_TABLE_SIZE).contains(&n) || !is_prime(n as u64) {
+                d.field(
+                    &table_size_path,
+                    format!(
+                        "{n} is not a prime in 2..={MAX_TABLE_SIZE}; Maglev needs a prime table \
+                         size (e.g. 251, 4093, 65537, 655373)"
+                    ),
+                );
+                return None;
+            }
+            Some(n as u32)
+        }),
+    };
+    let persistence = check_persistence(d, &join_key(&path, "persistence"), raw.persistence);
 
     // Across services: names and listeners are unique.
     if let Some(name) = &name {
@@ -596,6 +669,17 @@ fn check_service(
         }
     }
 
+    let raw_health = check::RawHealth {
+        check: raw.check,
+        sorry_server: raw.sorry_server,
+        inhibit_on_failure: raw.inhibit_on_failure,
+        quorum: raw.quorum,
+        hysteresis: raw.hysteresis,
+        notify_up: raw.notify_up,
+        notify_down: raw.notify_down,
+    };
+    let mut backend_checks = Vec::new();
+
     let backends_path = join_key(&path, "backends");
     let raw_backends = match raw.backends {
         Field::Value(list) => list,
@@ -612,7 +696,10 @@ fn check_service(
     let mut backends_ok = true;
     // Backend address -> line of its entry.
     let mut addresses: HashMap<Ipv4Addr, usize> = HashMap::new();
-    for (j, backend) in raw_backends.into_iter().enumerate() {
+    for (j, mut backend) in raw_backends.into_iter().enumerate() {
+        if let Field::Value(raw) = &mut backend {
+            backend_checks.push((j, std::mem::take(&mut raw.check)));
+        }
         let backend_path = join_index(&backends_path, j);
         seen.backends += 1;
         if seen.backends == MAX_BACKENDS as usize + 1 {
@@ -630,15 +717,94 @@ fn check_service(
         }
     }
 
+    let health = check::check_health(
+        &path,
+        raw_health,
+        backend_checks,
+        backends_ok.then_some(backends.as_slice()),
+        vip,
+        port,
+        d,
+    );
+
     Some(ServiceConfig {
+        health: health?,
         name: name?,
         vip: vip?,
         port: port?,
         protocol: protocol?,
         scheduler: scheduler?,
+        table_size: table_size?,
+        persistence: persistence?,
         backends: backends_ok.then_some(backends)?,
         line,
     })
+}
+
+/// The largest Maglev table a service may ask for (a prime, 4 bytes an entry).
+const MAX_TABLE_SIZE: i64 = 16_777_213;
+
+fn is_prime(n: u64) -> bool {
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+}
+
+/// `Some(None)`: no persistence; `None`: invalid (reported).
+fn check_persistence(
+    d: &mut Diags,
+    path: &str,
+    field: Field<RawPersistence>,
+) -> Option<Option<super::Persistence>> {
+    let raw = match field {
+        Field::Absent | Field::Null => return Some(None),
+        Field::Value(raw) => raw,
+        Field::Invalid(v) => {
+            d.field(
+                path,
+                format!(
+                    "expected a mapping like `{{ timeout: 50s, netmask: 255.255.255.0 }}`, found {}",
+                    describe(&v)
+                ),
+            );
+            return None;
+        }
+    };
+    let timeout_path = join_key(path, "timeout");
+    let timeout = take(d, &timeout_path, raw.timeout, true, invalid_string).and_then(|t| {
+        match super::parse_duration(&t) {
+            Ok(t) if t.as_secs() >= 1 && t.as_secs() <= u32::MAX as u64 => Some(t),
+            Ok(_) => {
+                d.field(
+                    &timeout_path,
+                    format!("`{t}`: persistence needs a timeout of at least 1s"),
+                );
+                None
+            }
+            Err(e) => {
+                d.field(&timeout_path, e);
+                None
+            }
+        }
+    });
+    let mask_path = join_key(path, "netmask");
+    let netmask = match raw.netmask {
+        Field::Absent | Field::Null => Some(Ipv4Addr::BROADCAST),
+        field => take(d, &mask_path, field, false, invalid_string).and_then(|m| {
+            match m.parse::<Ipv4Addr>() {
+                Ok(mask) if (!u32::from(mask)).wrapping_add(1).is_power_of_two() => Some(mask),
+                _ => {
+                    d.field(
+                        &mask_path,
+                        format!("`{m}` is not a netmask (like 255.255.255.0)"),
+                    );
+                    None
+                }
+            }
+        }),
+    };
+    Some(Some(super::Persistence {
+        timeout: timeout?,
+        netmask: netmask?,
+    }))
 }
 
 fn check_backend(

@@ -1,0 +1,64 @@
+//! Health checks for `lb-ctl run`: the checkers (`http_get`, `https_get`, `tcp`, `exec`) and
+//! the state machine ([`state`]) that turns their outcomes into up/down.
+
+pub mod exec;
+pub mod http;
+pub mod state;
+
+use std::{net::Ipv4Addr, time::Duration};
+
+use crate::config::{CheckConfig, CheckKind};
+
+pub use state::{Outcome, State, Tracker, Transition};
+
+/// What one check looks at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub service: String,
+    pub address: Ipv4Addr,
+    /// The port checked: the check's `port`, else the backend's.
+    pub port: u16,
+    /// The backend's own port (for exec's `LB_BACKEND_PORT`).
+    pub backend_port: u16,
+}
+
+/// Runs one check of `target`, bounded by the check's timeout.
+pub async fn run_check(check: &CheckConfig, target: &Target) -> Outcome {
+    let limit = check.timeout;
+    let work = async {
+        match check.kind {
+            CheckKind::Tcp => tcp(target, limit).await,
+            CheckKind::HttpGet | CheckKind::HttpsGet => http::check(check, target).await,
+            CheckKind::Exec => exec::check(check, target).await,
+        }
+    };
+    match tokio::time::timeout(limit, work).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(format!("no answer within {}", show(limit))),
+    }
+}
+
+async fn tcp(target: &Target, limit: Duration) -> Outcome {
+    let addr = (target.address, target.port);
+    match tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Ok(format!("tcp {}:{} connected", target.address, target.port)),
+        Ok(Err(e)) => Err(format!("tcp {}:{}: {e}", target.address, target.port)),
+        Err(_) => Err(format!(
+            "tcp {}:{}: no connection within {}",
+            target.address,
+            target.port,
+            show(limit)
+        )),
+    }
+}
+
+/// A duration as people write it: `500ms`, `2s`, `1.5s`.
+pub fn show(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.as_secs() == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.3}s", d.as_secs_f64())
+    }
+}
