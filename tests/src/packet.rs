@@ -11,7 +11,7 @@ use aya::{
     programs::{TestRun, TestRunOptions},
     util::nr_cpus,
 };
-use lb_common::{Counters, Iface, Reason, names};
+use lb_common::{Counters, FlowKey, Iface, Reason, names, v4_mapped};
 use lb_ctl::{
     apply::{self, Macs, Plan},
     loader::{self, Sizes},
@@ -79,7 +79,7 @@ impl Harness {
     pub fn new() -> Harness {
         require_root();
         let sizes = Sizes {
-            table_entries: 1 << 16,
+            table_entries: 1 << 18,
             flows: 4096,
         };
         let mut ebpf = loader::load(&sizes, None).expect("loading the XDP program");
@@ -123,6 +123,67 @@ impl Harness {
         .expect("applying the test config");
         self.last_plan = plan.clone();
         plan
+    }
+
+    /// Applies a service file with some backends held down, as the health checker does.
+    pub fn apply_with_down(&mut self, yaml: &str, down: &[(&str, Ipv4Addr)]) -> Plan {
+        let config = lb_ctl::config::parse(yaml, "test.yaml")
+            .unwrap_or_else(|e| panic!("test config does not parse:\n{e}"));
+        let down: apply::Down = down
+            .iter()
+            .map(|(s, a)| ((s.to_string(), *a), "test".to_string()))
+            .collect();
+        let plan = apply::apply(&mut self.maps, &config, &macs_for(&config), &down, false)
+            .expect("applying the test config");
+        self.last_plan = plan.clone();
+        plan
+    }
+
+    /// Empties the connection table.
+    pub fn clear_flows(&mut self) {
+        let keys: Vec<FlowKey> = self.maps.flows.keys().filter_map(|k| k.ok()).collect();
+        for k in keys {
+            let _ = self.maps.flows.remove(&k);
+        }
+    }
+
+    pub fn flow_capacity(&self) -> u32 {
+        self.maps.flows_capacity().expect("FLOWS capacity")
+    }
+
+    pub fn flow_count(&self) -> usize {
+        self.maps.flows.keys().filter(|k| k.is_ok()).count()
+    }
+
+    /// Whether the connection table holds the TCP flow `client:sport -> VIP:dport`.
+    pub fn has_flow(&self, client: [u8; 4], sport: u16, dport: u16) -> bool {
+        let key = FlowKey {
+            src: v4_mapped(u32::from_ne_bytes(client)),
+            dst: v4_mapped(u32::from_ne_bytes([192, 168, 58, 133])),
+            sport: sport.to_be(),
+            dport: dport.to_be(),
+            proto: lb_common::PROTO_TCP,
+            _pad: [0; 3],
+        };
+        self.maps.flows.get(&key, 0).is_ok()
+    }
+
+    /// Active connections as the data path counts them, for backends .135 to .138 in order
+    /// (the configured ones).
+    pub fn active_connections(&self) -> Vec<u64> {
+        let mut by_addr: Vec<(Ipv4Addr, u64)> = self
+            .maps
+            .backends
+            .iter()
+            .enumerate()
+            .filter_map(|(id, b)| {
+                let b = b.ok().filter(|b| b.flags != 0)?;
+                let n = self.maps.conns.get(&(id as u32), 0).ok()?;
+                Some((apply::addr_v4(&b.addr), n))
+            })
+            .collect();
+        by_addr.sort();
+        by_addr.into_iter().map(|(_, n)| n).collect()
     }
 
     pub fn last_plan_warnings(&self) -> &[String] {
