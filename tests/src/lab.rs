@@ -433,13 +433,13 @@ impl Lab {
         Ok(lab)
     }
 
-    /// The per-run prefix of every namespace of this lab (`lbl-<pid>-<n>`).
     /// Where to pin the director's program and maps for this lab (`--pin-dir`): removed with
     /// the lab, also on Ctrl-C and by the sweep of crashed runs.
     pub fn pin_dir(&self) -> std::path::PathBuf {
         teardown::pin_dir(self.prefix())
     }
 
+    /// The per-run prefix of every namespace of this lab (`lbl-<pid>-<n>`).
     pub fn prefix(&self) -> &str {
         &self.prefix
     }

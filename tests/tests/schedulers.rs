@@ -145,7 +145,7 @@ fn mh_removing_one_of_four_moves_about_a_quarter_of_new_flows() {
 #[test]
 fn sh_sends_a_source_to_one_backend_on_every_port() {
     let mut h = Harness::with_config(&service("sh", &[1, 1, 1], "    table_size: 4093\n"));
-    let mut per_backend = vec![0; 4];
+    let mut per_backend = [0; 4];
     for c in 0..300u32 {
         let first = backend_of(&h.run(&tcp(client(c), 20000, 80, "S")));
         for port in 1..5u16 {
