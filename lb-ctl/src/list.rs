@@ -10,7 +10,7 @@ pub fn render(snap: &Snapshot, interfaces: &[String]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "XDP director (lb-ctl): {} service(s), attached to {}, {} connection(s) tracked",
+        "XDP director (lb-ctl): {} service(s), attached to {}; connection table {} of {} in use",
         snap.services.len(),
         if interfaces.is_empty() {
             "nothing".to_string()
@@ -18,6 +18,7 @@ pub fn render(snap: &Snapshot, interfaces: &[String]) -> String {
             interfaces.join(", ")
         },
         snap.flows,
+        snap.flows_capacity,
     );
     let _ = writeln!(out, "Prot LocalAddress:Port Scheduler Flags      Name");
     let _ = writeln!(

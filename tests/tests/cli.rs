@@ -759,7 +759,7 @@ fn attach_native_pins_everything_and_twice_is_a_no_op() {
     let list = net.list();
     assert!(
         list.starts_with(
-            "XDP director (lb-ctl): 0 service(s), attached to eth0, 0 connection(s) tracked\n"
+            "XDP director (lb-ctl): 0 service(s), attached to eth0; connection table 0 of 262144 in use\n"
         ),
         "{list}"
     );
@@ -794,7 +794,7 @@ fn apply_reapply_dry_run_and_change() {
 
     let list_v1 = net.list();
     assert!(
-        list_v1.starts_with("XDP director (lb-ctl): 3 service(s), attached to eth0, "),
+        list_v1.starts_with("XDP director (lb-ctl): 3 service(s), attached to eth0; "),
         "{list_v1}"
     );
     assert_eq!(
@@ -863,7 +863,7 @@ fn apply_reapply_dry_run_and_change() {
     );
     let list_v2 = net.list();
     assert!(
-        list_v2.starts_with("XDP director (lb-ctl): 2 service(s), attached to eth0, "),
+        list_v2.starts_with("XDP director (lb-ctl): 2 service(s), attached to eth0; "),
         "{list_v2}"
     );
     assert_eq!(
@@ -1150,7 +1150,10 @@ fn stats_in_all_three_formats() {
 
     // list: the flow is an InActConn of the backend that got it.
     let list = net.list();
-    assert!(list.contains(", 1 connection(s) tracked\n"), "{list}");
+    assert!(
+        list.contains("; connection table 1 of 262144 in use\n"),
+        "{list}"
+    );
     let rows = list_rows(&list);
     let row = format!("-> {hit_addr}:5353 Route 1 0 1 1 {SENT} {bytes} up");
     assert!(rows.contains(&row), "no row `{row}` in:\n{list}");
@@ -1343,7 +1346,7 @@ fn a_second_interface_shares_the_maps() {
     assert!(net.pin_dir.join("link-eth1").exists());
     let list = net.list();
     assert!(
-        list.starts_with("XDP director (lb-ctl): 3 service(s), attached to eth0, eth1, "),
+        list.starts_with("XDP director (lb-ctl): 3 service(s), attached to eth0, eth1; "),
         "{list}"
     );
     assert_eq!(list_rows(&list), rows, "the services are shared");
@@ -1362,7 +1365,7 @@ fn a_second_interface_shares_the_maps() {
     }
     let list = net.list();
     assert!(
-        list.starts_with("XDP director (lb-ctl): 3 service(s), attached to eth1, "),
+        list.starts_with("XDP director (lb-ctl): 3 service(s), attached to eth1; "),
         "{list}"
     );
     assert_eq!(list_rows(&list), rows);
@@ -1456,7 +1459,7 @@ fn failed_attach_of_a_second_interface_registers_nothing() {
     net.ctl(&["attach", "brx"]).fails();
     assert!(!net.pin_dir.join("link-brx").exists());
     let list = net.list();
-    assert!(list.contains(", attached to eth0, "), "{list}");
+    assert!(list.contains(", attached to eth0; "), "{list}");
     assert_eq!(
         entries(),
         before,
