@@ -1,0 +1,515 @@
+//! `lb-ctl run`: the daemon. Attaches (or adopts an attachment), applies the service file, then
+//! checks every backend that has a check and keeps the data path in line with the results,
+//! the job keepalived's checkers do for IPVS.
+//!
+//! - One tokio task per checked backend runs its checks (at most `max_concurrent` at a time,
+//!   a semaphore) and its [`Tracker`]; it sends every outcome to the main loop.
+//! - The main loop owns the maps. On a transition it logs it (tracing: service, backend,
+//!   from, to, reason), runs the service's `notify_up`/`notify_down`, updates the quorum and
+//!   re-applies: [`effective`] turns the results into the config and the `Down` set that
+//!   [`apply::apply`] writes (down backends get no new flows and their flows are rescheduled).
+//! - SIGHUP, or a new modification time of the file (polled every second), reloads: the file
+//!   is validated first and a bad one is logged and refused (the running config stays).
+//!   Backends whose check did not change keep their state.
+//! - Unresolved backend MACs are retried every few seconds.
+//! - SIGTERM/SIGINT stop the checks and leave the data path forwarding as it is, unless
+//!   `--detach-on-exit`.
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{Context as _, Result, bail};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::{Semaphore, mpsc},
+    task::JoinHandle,
+    time::{Instant, MissedTickBehavior},
+};
+use tracing::{error, info, warn};
+
+use crate::{
+    apply::{self, Macs},
+    config::{self, CheckConfig, Config},
+    health::{
+        self, Outcome, State, Target, Tracker, exec,
+        state::{Key, Quorum, Timing, effective, first_delay, live_weight},
+    },
+    loader::Sizes,
+    maps::Maps,
+    pins::{self, Attached, Mode},
+    resolve,
+};
+
+/// How `run` was asked to run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub file: PathBuf,
+    pub ifaces: Vec<String>,
+    pub mode: Mode,
+    pub pin_dir: PathBuf,
+    pub detach_on_exit: bool,
+    pub resolve_timeout: Duration,
+    /// Checks running at the same time, at most.
+    pub max_concurrent: usize,
+}
+
+/// How long a notify hook may run.
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often unresolved MACs are retried.
+const RESOLVE_EVERY: Duration = Duration::from_secs(5);
+
+/// Sets up logging to stderr (`RUST_LOG` filters; default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. Call it after entering the network namespace and
+/// before any other thread exists: it starts the tokio runtime.
+pub fn run(opts: Options) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("lb-ctl-run")
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(main_loop(opts))
+}
+
+/// An event for the main loop.
+enum Event {
+    Checked {
+        key: Key,
+        generation: u64,
+        outcome: Outcome,
+        transition: Option<health::Transition>,
+    },
+}
+
+/// One running checker.
+struct Checker {
+    check: CheckConfig,
+    target: Target,
+    generation: u64,
+    handle: JoinHandle<()>,
+    state: State,
+}
+
+struct Daemon {
+    opts: Options,
+    config: Config,
+    maps: Maps,
+    ifindexes: Vec<u32>,
+    macs: Macs,
+    checkers: HashMap<Key, Checker>,
+    /// Backends whose checks failed, with why.
+    health_down: HashMap<Key, String>,
+    /// Service name -> quorum state (services with a `quorum` only).
+    quorum: HashMap<String, Quorum>,
+    /// Services that had failed at the last apply (to log the sorry server once).
+    failed: HashSet<String>,
+    next_generation: u64,
+    semaphore: Arc<Semaphore>,
+    tx: mpsc::Sender<Event>,
+    /// Modification time of the file when it was last read.
+    mtime: Option<SystemTime>,
+}
+
+async fn main_loop(opts: Options) -> Result<()> {
+    let config = match config::load(&opts.file) {
+        Ok(c) => c,
+        Err(e) => bail!("{e}"),
+    };
+    let mtime = mtime_of(&opts.file);
+    let dir_buf = opts.pin_dir.clone();
+    let dir = dir_buf.as_path();
+    for iface in &opts.ifaces {
+        match pins::attach(dir, iface, opts.mode, &Sizes::default())? {
+            Attached::New => info!(iface = %iface, mode = opts.mode.as_str(), "attached"),
+            Attached::Already => info!(iface = %iface, "adopted the existing attachment"),
+        }
+    }
+    let maps = Maps::from_pins(dir)?;
+    let ifindexes: Vec<u32> = maps
+        .ifaces
+        .keys()
+        .collect::<Result<_, _>>()
+        .context("reading IFACES")?;
+
+    let (tx, mut rx) = mpsc::channel(1024);
+    let mut d = Daemon {
+        macs: Macs::new(),
+        config,
+        maps,
+        ifindexes,
+        checkers: HashMap::new(),
+        health_down: HashMap::new(),
+        quorum: HashMap::new(),
+        failed: HashSet::new(),
+        next_generation: 0,
+        semaphore: Arc::new(Semaphore::new(opts.max_concurrent.max(1))),
+        tx,
+        mtime,
+        opts,
+    };
+    d.resolve();
+    d.reset_quorum();
+    d.apply("start");
+    d.sync_checkers();
+    info!(
+        file = %d.opts.file.display(),
+        services = d.config.services.len(),
+        checks = d.checkers.len(),
+        "running"
+    );
+
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut poll = tokio::time::interval(Duration::from_secs(1));
+    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut resolve_tick = tokio::time::interval(RESOLVE_EVERY);
+    resolve_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+
+    let why = loop {
+        tokio::select! {
+            Some(ev) = rx.recv() => d.event(ev),
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading");
+                d.reload();
+            }
+            _ = poll.tick() => {
+                let now = mtime_of(&d.opts.file);
+                if now.is_some() && now != d.mtime {
+                    info!(file = %d.opts.file.display(), "the file changed: reloading");
+                    d.reload();
+                }
+            }
+            _ = resolve_tick.tick() => {
+                if d.macs.values().any(Result::is_err) {
+                    d.resolve();
+                    d.apply("MAC resolution");
+                }
+            }
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+        }
+    };
+    for (_, c) in d.checkers.drain() {
+        c.handle.abort();
+    }
+    if d.opts.detach_on_exit {
+        for iface in &d.opts.ifaces {
+            match pins::detach(dir, iface) {
+                Ok(_) => info!(iface = %iface, "detached"),
+                Err(e) => error!(iface = %iface, error = %format!("{e:#}"), "detach failed"),
+            }
+        }
+        info!(signal = why, "stopped; detached");
+    } else {
+        info!(signal = why, "stopped; the data path keeps forwarding");
+    }
+    Ok(())
+}
+
+fn mtime_of(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl Daemon {
+    fn resolve(&mut self) {
+        // Sorry servers need MACs too.
+        let mut all = self.config.clone();
+        for s in &mut all.services {
+            if let Some(sorry) = s.health.sorry_server {
+                s.backends.push(config::BackendConfig {
+                    address: sorry,
+                    port: s.port,
+                    weight: 1,
+                    line: s.line,
+                });
+            }
+        }
+        let (ifindexes, timeout) = (self.ifindexes.clone(), self.opts.resolve_timeout);
+        self.macs =
+            tokio::task::block_in_place(|| resolve::backend_macs(&all, &ifindexes, timeout));
+    }
+
+    /// Quorum states from the current health (at start and after a reload).
+    fn reset_quorum(&mut self) {
+        self.quorum.clear();
+        for s in &self.config.services {
+            if let Some(q) = s.health.quorum {
+                let live = live_weight(s, &self.health_down);
+                self.quorum.insert(s.name.clone(), Quorum::new(live, q));
+            }
+        }
+    }
+
+    /// Updates the quorum states; logs the changes.
+    fn update_quorum(&mut self) {
+        for s in &self.config.services {
+            let (Some(q), Some(state)) = (s.health.quorum, self.quorum.get_mut(&s.name)) else {
+                continue;
+            };
+            let live = live_weight(s, &self.health_down);
+            if let Some(up) = state.update(live, q, s.health.hysteresis) {
+                if up {
+                    info!(service = %s.name, live_weight = live, quorum = q, "quorum regained");
+                } else {
+                    warn!(service = %s.name, live_weight = live, quorum = q, "quorum lost");
+                }
+            }
+        }
+    }
+
+    /// Writes the config with the health results to the maps.
+    fn apply(&mut self, why: &str) {
+        let lost: HashSet<String> = self
+            .quorum
+            .iter()
+            .filter(|(_, q)| !q.up)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let eff = effective(&self.config, &self.health_down, &lost);
+        let failed: HashSet<String> = eff.failed.iter().cloned().collect();
+        for name in failed.difference(&self.failed) {
+            let sorry = self
+                .config
+                .services
+                .iter()
+                .find(|s| &s.name == name)
+                .and_then(|s| s.health.sorry_server);
+            match sorry {
+                Some(addr) => {
+                    warn!(service = %name, sorry_server = %addr, "service failed: sorry server in")
+                }
+                None => warn!(service = %name, "service failed: no backend is up"),
+            }
+        }
+        for name in self.failed.difference(&failed) {
+            info!(service = %name, "service recovered");
+        }
+        self.failed = failed;
+        match apply::apply(&mut self.maps, &eff.config, &self.macs, &eff.down, false) {
+            Ok(plan) => {
+                for c in &plan.changes {
+                    info!(cause = why, change = %c, "applied");
+                }
+                for w in &plan.warnings {
+                    warn!("{w}");
+                }
+            }
+            Err(e) => error!(cause = why, error = %format!("{e:#}"), "apply failed"),
+        }
+    }
+
+    /// Starts, keeps or stops checkers to match the config.
+    fn sync_checkers(&mut self) {
+        let mut wanted: HashMap<Key, (CheckConfig, Target)> = HashMap::new();
+        for s in &self.config.services {
+            for b in &s.backends {
+                if let Some(check) = s.health.check_for(b.address) {
+                    let target = Target {
+                        service: s.name.clone(),
+                        address: b.address,
+                        port: check.port.unwrap_or(b.port),
+                        backend_port: b.port,
+                    };
+                    wanted.insert((s.name.clone(), b.address), (check.clone(), target));
+                }
+            }
+        }
+        // Stop what is gone or changed.
+        let keys: Vec<Key> = self.checkers.keys().cloned().collect();
+        for key in keys {
+            let same = match (wanted.get(&key), self.checkers.get(&key)) {
+                (Some((check, target)), Some(c)) => &c.check == check && &c.target == target,
+                _ => false,
+            };
+            if !same && let Some(c) = self.checkers.remove(&key) {
+                c.handle.abort();
+                if !wanted.contains_key(&key) {
+                    self.health_down.remove(&key);
+                }
+            }
+        }
+        // Backends without a check are never down.
+        self.health_down.retain(|k, _| wanted.contains_key(k));
+        for (key, (check, target)) in wanted {
+            if self.checkers.contains_key(&key) {
+                continue;
+            }
+            let initial = if self.health_down.contains_key(&key) {
+                State::Down
+            } else {
+                State::Up
+            };
+            let generation = self.next_generation;
+            self.next_generation += 1;
+            let handle = tokio::spawn(check_loop(
+                key.clone(),
+                generation,
+                check.clone(),
+                target.clone(),
+                initial,
+                self.semaphore.clone(),
+                self.tx.clone(),
+            ));
+            self.checkers.insert(
+                key,
+                Checker {
+                    check,
+                    target,
+                    generation,
+                    handle,
+                    state: initial,
+                },
+            );
+        }
+    }
+
+    fn event(&mut self, ev: Event) {
+        let Event::Checked {
+            key,
+            generation,
+            outcome,
+            transition,
+        } = ev;
+        let Some(c) = self.checkers.get_mut(&key) else {
+            return;
+        };
+        if c.generation != generation {
+            return;
+        }
+        if let Err(why) = &outcome {
+            tracing::debug!(service = %key.0, backend = %key.1, reason = %why, "check failed");
+        }
+        let Some(t) = transition else {
+            return;
+        };
+        c.state = t.to;
+        let port = c.target.backend_port;
+        match t.to {
+            State::Down => self.health_down.insert(key.clone(), t.reason.clone()),
+            State::Up => self.health_down.remove(&key),
+        };
+        self.update_quorum();
+        // Applied first, so that the log line means "in effect".
+        self.apply("health check");
+        let (service, addr) = (&key.0, key.1);
+        match t.to {
+            State::Down => {
+                warn!(service = %service, backend = %addr, from = %t.from, to = %t.to, reason = %t.reason, "backend down")
+            }
+            State::Up => {
+                info!(service = %service, backend = %addr, from = %t.from, to = %t.to, reason = %t.reason, "backend up")
+            }
+        }
+        let hook = self
+            .config
+            .services
+            .iter()
+            .find(|s| &s.name == service)
+            .and_then(|s| match t.to {
+                State::Up => s.health.notify_up.clone(),
+                State::Down => s.health.notify_down.clone(),
+            });
+        if let Some(cmd) = hook {
+            let env = vec![
+                ("LB_SERVICE", service.clone()),
+                ("LB_BACKEND_ADDRESS", addr.to_string()),
+                ("LB_BACKEND_PORT", port.to_string()),
+                ("LB_STATE", t.to.as_str().to_string()),
+                ("LB_REASON", t.reason.clone()),
+            ];
+            let (service, backend) = (service.clone(), addr);
+            tokio::spawn(async move {
+                match exec::run(&cmd, &env, NOTIFY_TIMEOUT).await {
+                    Ok(0) => {}
+                    Ok(code) => {
+                        warn!(service = %service, backend = %backend, command = %cmd, status = code, "notify hook failed")
+                    }
+                    Err(e) => {
+                        warn!(service = %service, backend = %backend, command = %cmd, error = %e, "notify hook failed")
+                    }
+                }
+            });
+        }
+    }
+
+    /// Reads the file again; a valid one replaces the running config.
+    fn reload(&mut self) {
+        self.mtime = mtime_of(&self.opts.file);
+        let config = match config::load(&self.opts.file) {
+            Ok(c) => c,
+            Err(e) => {
+                let diagnostics: Vec<String> =
+                    e.diagnostics.iter().map(ToString::to_string).collect();
+                error!(
+                    file = %self.opts.file.display(),
+                    errors = %diagnostics.join("; "),
+                    "reload refused: the file is not valid; the running config stays"
+                );
+                return;
+            }
+        };
+        if config == self.config {
+            info!("reload: no changes");
+            return;
+        }
+        self.config = config;
+        self.sync_checkers();
+        self.reset_quorum();
+        self.resolve();
+        self.apply("reload");
+        info!(
+            services = self.config.services.len(),
+            checks = self.checkers.len(),
+            "reloaded"
+        );
+    }
+}
+
+/// Checks one backend forever: waits the warmup spread, then checks, records and sleeps what
+/// the tracker says (counted from the start of the check, so slow checks do not drift).
+async fn check_loop(
+    key: Key,
+    generation: u64,
+    check: CheckConfig,
+    target: Target,
+    initial: State,
+    semaphore: Arc<Semaphore>,
+    tx: mpsc::Sender<Event>,
+) {
+    let mut tracker = Tracker::new(Timing::from(&check), initial);
+    tokio::time::sleep(first_delay(check.warmup, &key)).await;
+    loop {
+        let started = Instant::now();
+        let outcome = {
+            let Ok(_permit) = semaphore.acquire().await else {
+                return;
+            };
+            health::run_check(&check, &target).await
+        };
+        let (transition, delay) = tracker.record(outcome.clone());
+        let ev = Event::Checked {
+            key: key.clone(),
+            generation,
+            outcome,
+            transition,
+        };
+        if tx.send(ev).await.is_err() {
+            return;
+        }
+        tokio::time::sleep_until(started + delay).await;
+    }
+}

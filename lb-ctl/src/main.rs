@@ -175,6 +175,86 @@ packets). --prometheus prints the text exposition format with metrics named lb_*
         #[arg(long, value_name = "N", requires = "watch")]
         count: Option<u64>,
     },
+    /// Run as a daemon: attach, apply, health-check every backend, reload on SIGHUP.
+    #[command(long_about = "\
+Run as a daemon, the job keepalived does for IPVS: attach to every --iface (or adopt an
+existing attachment), apply FILE, then check every backend of every service that has a
+`check:` block and keep the data path in line with the results. A backend that fails
+`retries` checks in a row is marked down (no new flows; its existing flows are rescheduled)
+and comes back after `rise` good checks. Transitions are logged to stderr with their reason
+(RUST_LOG=debug shows every failed check).
+
+SIGHUP, or a change of FILE's modification time (checked every second), reloads FILE: it is
+validated first and a bad file is refused and logged; the running config stays.
+SIGTERM or SIGINT stops the checks and leaves the data path forwarding, unless
+--detach-on-exit.
+
+Check block (per service; a backend may carry its own `check:` overriding keys):
+  check:
+    type: http_get        # http_get | https_get | tcp | exec
+    path: /               # http(s)_get
+    status: [200]         # http(s)_get
+    digest: <md5>         # http(s)_get, optional; `lb-ctl genhash` prints it
+    host: www.example.com # http(s)_get, optional Host header
+    port: 80              # default: the backend's port
+    command: /path/chk    # exec; LB_BACKEND_ADDRESS, LB_BACKEND_PORT, LB_SERVICE in env
+    interval: 1s          # keepalived delay_loop
+    timeout: 1s
+    retries: 2            # failures in a row before down
+    retry_delay: 500ms    # wait before retrying after a failure
+    rise: 1               # successes in a row before up
+    warmup: 0s            # the first check comes up to this late
+Service options: sorry_server, inhibit_on_failure, quorum, hysteresis, notify_up,
+notify_down (see the README).")]
+    Run {
+        /// The service file.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        /// An interface to attach to (repeat for more); attached ones are adopted.
+        #[arg(long = "iface", value_name = "IFACE", required = true)]
+        ifaces: Vec<String>,
+        /// XDP mode for interfaces that are not attached yet.
+        #[arg(long, value_enum, default_value_t = Mode::Native)]
+        mode: Mode,
+        /// Detach from the interfaces on SIGTERM/SIGINT (default: keep forwarding).
+        #[arg(long)]
+        detach_on_exit: bool,
+        /// How long to wait for backends to answer ARP.
+        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+        resolve_timeout: Duration,
+        /// Checks running at the same time, at most.
+        #[arg(long, value_name = "N", default_value_t = 256)]
+        max_concurrent_checks: usize,
+    },
+    /// Print the MD5 of a page's body like keepalived's genhash, for a check's `digest`.
+    #[command(long_about = "\
+Fetch http://SERVER:PORT/URL (https with --ssl; the certificate is not verified) the way the
+http_get and https_get checks do, and print the MD5 of the body like keepalived's genhash:
+  MD5SUM = 9b3a0c...
+Put it in the check's `digest:`. With --netns it runs inside that namespace.")]
+    Genhash {
+        /// The server's address.
+        #[arg(long, short = 's', value_name = "ADDR")]
+        server: std::net::Ipv4Addr,
+        /// The server's port.
+        #[arg(long, short = 'p', value_name = "N")]
+        port: u16,
+        /// The path requested.
+        #[arg(long, short = 'u', value_name = "PATH")]
+        url: String,
+        /// Use TLS (https).
+        #[arg(long, short = 'S')]
+        ssl: bool,
+        /// The Host header (default: the server's address).
+        #[arg(long, value_name = "H")]
+        host: Option<String>,
+        /// Give up after this long.
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Print the response headers too.
+        #[arg(long, short = 'v')]
+        verbose: bool,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -279,6 +359,52 @@ fn run(cli: Cli) -> Result<()> {
                     watch_stats(&maps, Duration::from_secs_f64(secs), count, render)?;
                 }
             }
+        }
+        Command::Run {
+            file,
+            ifaces,
+            mode,
+            detach_on_exit,
+            resolve_timeout,
+            max_concurrent_checks,
+        } => {
+            privileges::require("run")?;
+            lb_ctl::daemon::init_logging();
+            // The tokio runtime starts here, after --netns was entered.
+            lb_ctl::daemon::run(lb_ctl::daemon::Options {
+                file,
+                ifaces,
+                mode,
+                pin_dir: dir.to_path_buf(),
+                detach_on_exit,
+                resolve_timeout,
+                max_concurrent: max_concurrent_checks,
+            })?;
+        }
+        Command::Genhash {
+            server,
+            port,
+            url,
+            ssl,
+            host,
+            timeout,
+            verbose,
+        } => {
+            let fetched = lb_ctl::genhash::genhash(&lb_ctl::genhash::Request {
+                server,
+                port,
+                url,
+                ssl,
+                host,
+                timeout,
+            })?;
+            if !(200..300).contains(&fetched.status) {
+                eprintln!(
+                    "warning: status {}; a check of this page needs `status: [{}]`",
+                    fetched.status, fetched.status
+                );
+            }
+            print!("{}", fetched.render(verbose));
         }
     }
     Ok(())

@@ -242,6 +242,24 @@ pub fn render_prometheus(snap: &Snapshot) -> String {
         samples,
     );
     let samples = snap
+        .services
+        .iter()
+        .flat_map(|s| {
+            s.backends.iter().map(move |b| {
+                (
+                    format!("{},backend=\"{}:{}\"", svc_labels(s), b.address, b.port),
+                    u64::from(!b.down),
+                )
+            })
+        })
+        .collect();
+    family(
+        "lb_backend_up",
+        "gauge",
+        "Health: 1 unless health checks (lb-ctl run) hold the backend down.",
+        samples,
+    );
+    let samples = snap
         .datapath
         .iter()
         .map(|r| {

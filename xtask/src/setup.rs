@@ -16,7 +16,14 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_FEATURE: &str = "llvm-22";
 
 /// Debian packages the tests and the lab use.
-pub const DEBIAN_PACKAGES: &[&str] = &["iproute2", "ethtool", "tcpdump", "bpftool", "iputils-ping"];
+pub const DEBIAN_PACKAGES: &[&str] = &[
+    "iproute2",
+    "ethtool",
+    "tcpdump",
+    "bpftool",
+    "iputils-ping",
+    "keepalived",
+];
 
 pub fn setup() -> Result<()> {
     let started = Instant::now();

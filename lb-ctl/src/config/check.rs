@@ -347,46 +347,51 @@ fn build(
     for e in list {
         by_key.insert(e.key.clone(), e);
     }
-    let Some(type_entry) = by_key.remove("type") else {
-        d.field(
-            path,
-            "missing required field `type` (http_get, https_get, tcp or exec)",
-        );
-        return None;
-    };
-    let kind = match &type_entry.value {
-        Value::String(s) => match CheckKind::from_name(s) {
-            Some(k) => k,
-            None => {
+    let type_entry = by_key.remove("type");
+    let kind = match type_entry.as_ref().map(|e| (e, &e.value)) {
+        None => {
+            d.field(
+                path,
+                "missing required field `type` (http_get, https_get, tcp or exec)",
+            );
+            None
+        }
+        Some((e, Value::String(s))) => {
+            let kind = CheckKind::from_name(s);
+            if kind.is_none() {
                 report(
                     d,
-                    &type_entry,
+                    e,
                     format!(
                         "`{s}` is not a check type; expected `http_get`, `https_get`, `tcp` or \
                          `exec`"
                     ),
                 );
-                return None;
             }
-        },
-        other => {
+            kind
+        }
+        Some((e, other)) => {
             report(
                 d,
-                &type_entry,
+                e,
                 format!(
                     "expected `http_get`, `https_get`, `tcp` or `exec`, found {}",
                     describe(other)
                 ),
             );
-            return None;
+            None
         }
     };
-    let mut c = CheckConfig::new(kind);
-    let mut ok = true;
+    // With no valid type, the other keys are still checked (as if it took them all).
+    let type_ok = kind.is_some();
+    let type_inherited = type_entry.as_ref().is_some_and(|e| e.inherited);
+    let mut c = CheckConfig::new(kind.unwrap_or(CheckKind::HttpGet));
+    let kind = c.kind;
+    let mut ok = type_ok;
     for (key, e) in &by_key {
-        if !applies(key, kind) {
+        if type_ok && !applies(key, kind) {
             // Inherited keys of another type are dropped: the backend changed the type.
-            if !e.inherited || type_entry.inherited {
+            if !e.inherited || type_inherited {
                 report(
                     d,
                     e,
@@ -462,7 +467,10 @@ fn build(
         };
         ok &= good.is_some();
     }
-    if kind == CheckKind::Exec && c.command.is_none() && ok {
+    if !ok {
+        return None;
+    }
+    if kind == CheckKind::Exec && c.command.is_none() {
         d.field(path, "an `exec` check needs `command`");
         return None;
     }
@@ -749,5 +757,255 @@ fn clone_entry(e: &Entry) -> Entry {
         value: e.value.clone(),
         path: e.path.clone(),
         inherited: e.inherited,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::{CheckConfig, CheckKind, Config, Diagnostic, parse};
+
+    const FILE: &str = "s.yaml";
+
+    fn ok(text: &str) -> Config {
+        parse(text, FILE).unwrap_or_else(|e| panic!("rejected:\n{e}"))
+    }
+
+    fn errs(text: &str) -> Vec<Diagnostic> {
+        match parse(text, FILE) {
+            Ok(c) => panic!("accepted: {c:#?}"),
+            Err(e) => e.diagnostics,
+        }
+    }
+
+    #[track_caller]
+    fn has(diags: &[Diagnostic], line: usize, field: &str, contains: &str) {
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.line == line && d.field == field && d.message.contains(contains)),
+            "no `{line}: {field}: ...{contains}...` in:\n{}",
+            diags
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+
+    /// A service `web` on port 80 with `extra` service lines (indented 4) and two backends,
+    /// the second with `backend2` lines (indented 8).
+    fn svc(extra: &str, backend2: &str) -> String {
+        format!(
+            "services:\n  - name: web\n    vip: 10.0.0.100\n    port: 80\n{extra}    backends:\n      - address: 10.0.0.1\n      - address: 10.0.0.2\n{backend2}"
+        )
+    }
+
+    #[test]
+    fn full_block_and_service_options() {
+        let c = ok(&svc(
+            "    check:\n      type: http_get\n      path: /health\n      status: [200, 204]\n      digest: 9B3A0C5E9F6D4B1A2C3D4E5F60718293\n      host: www.example.com\n      port: 8080\n      interval: 2s\n      timeout: 500ms\n      retries: 3\n      retry_delay: 100ms\n      rise: 2\n      warmup: 1s\n    sorry_server: 10.0.0.9\n    inhibit_on_failure: true\n    quorum: 3\n    hysteresis: 1\n    notify_up: /bin/up.sh\n    notify_down: /bin/down.sh x\n",
+            "",
+        ));
+        let h = &c.services[0].health;
+        let want = CheckConfig {
+            kind: CheckKind::HttpGet,
+            path: "/health".into(),
+            status: vec![200, 204],
+            digest: Some("9b3a0c5e9f6d4b1a2c3d4e5f60718293".into()),
+            host: Some("www.example.com".into()),
+            port: Some(8080),
+            command: None,
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_millis(500),
+            retries: 3,
+            retry_delay: Duration::from_millis(100),
+            rise: 2,
+            warmup: Duration::from_secs(1),
+        };
+        assert_eq!(h.check.as_ref(), Some(&want));
+        assert_eq!(
+            h.sorry_server,
+            Some("10.0.0.9".parse().unwrap_or_else(|_| unreachable!()))
+        );
+        assert!(h.inhibit_on_failure);
+        assert_eq!((h.quorum, h.hysteresis), (Some(3), 1));
+        assert_eq!(h.notify_up.as_deref(), Some("/bin/up.sh"));
+        assert_eq!(h.notify_down.as_deref(), Some("/bin/down.sh x"));
+        let b1 = "10.0.0.1".parse().unwrap_or_else(|_| unreachable!());
+        assert_eq!(h.check_for(b1), Some(&want));
+    }
+
+    #[test]
+    fn defaults() {
+        let c = ok(&svc("    check: {type: http_get}\n", ""));
+        let h = &c.services[0].health;
+        assert_eq!(h.check, Some(CheckConfig::new(CheckKind::HttpGet)));
+        let check = CheckConfig::new(CheckKind::Tcp);
+        assert_eq!(
+            (check.path.as_str(), check.status.as_slice()),
+            ("/", &[200][..])
+        );
+        assert_eq!(check.interval, Duration::from_secs(1));
+        assert_eq!((check.retries, check.rise), (2, 1));
+        assert_eq!(h.sorry_server, None);
+        assert!(!h.inhibit_on_failure);
+        assert_eq!((h.quorum, h.hysteresis), (None, 0));
+        // No check at all: nothing is ever marked down.
+        let c = ok(&svc("", ""));
+        assert_eq!(c.services[0].health, super::Health::default());
+    }
+
+    #[test]
+    fn backend_override_merges_key_by_key() {
+        let c = ok(&svc(
+            "    check:\n      type: http_get\n      path: /a\n      interval: 2s\n",
+            "        check:\n          path: /b\n",
+        ));
+        let h = &c.services[0].health;
+        let b2 = "10.0.0.2".parse().unwrap_or_else(|_| unreachable!());
+        let b1 = "10.0.0.1".parse().unwrap_or_else(|_| unreachable!());
+        let own = h.check_for(b2).unwrap_or_else(|| unreachable!());
+        assert_eq!(
+            (own.path.as_str(), own.interval),
+            ("/b", Duration::from_secs(2))
+        );
+        assert_eq!(h.check_for(b1).map(|c| c.path.as_str()), Some("/a"));
+        // Changing the type drops the service's keys that do not apply.
+        let c = ok(&svc(
+            "    check:\n      type: http_get\n      path: /a\n      retries: 5\n",
+            "        check: {type: exec, command: /bin/true}\n",
+        ));
+        let own = c.services[0]
+            .health
+            .check_for(b2)
+            .cloned()
+            .unwrap_or_else(|| unreachable!());
+        assert_eq!(own.kind, CheckKind::Exec);
+        assert_eq!(own.retries, 5);
+        assert_eq!(own.command.as_deref(), Some("/bin/true"));
+        // A backend may have a check when the service has none.
+        let c = ok(&svc("", "        check: {type: tcp, port: 22}\n"));
+        let h = &c.services[0].health;
+        assert_eq!(h.check_for(b1), None);
+        assert_eq!(h.check_for(b2).and_then(|c| c.port), Some(22));
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let text = svc(
+            "    check:\n      type: http_gett\n      retries: 0\n",
+            "        check:\n          interval: 5\n",
+        );
+        let d = errs(&text);
+        has(
+            &d,
+            6,
+            "services[0].check.type",
+            "`http_gett` is not a check type",
+        );
+        has(&d, 7, "services[0].check.retries", "out of range (1..=");
+        has(
+            &d,
+            12,
+            "services[0].backends[1].check.interval",
+            "expected a duration",
+        );
+
+        let d = errs(&svc(
+            "    check:\n      type: tcp\n      path: /x\n      timeout: 0s\n      intervall: 1s\n      status: [200, 700]\n",
+            "",
+        ));
+        has(
+            &d,
+            7,
+            "services[0].check.path",
+            "applies to `http_get` and `https_get` checks only",
+        );
+        has(&d, 8, "services[0].check.timeout", "must be longer than 0");
+        has(
+            &d,
+            9,
+            "services[0].check.intervall",
+            "unknown field `intervall`",
+        );
+        has(&d, 10, "services[0].check.status", "applies to");
+
+        let d = errs(&svc(
+            "    check:\n      type: http_get\n      status: [200, 700]\n      digest: abc\n      path: health\n",
+            "",
+        ));
+        has(
+            &d,
+            7,
+            "services[0].check.status[1]",
+            "expected an HTTP status code",
+        );
+        has(&d, 8, "services[0].check.digest", "is not an MD5 digest");
+        has(&d, 9, "services[0].check.path", "must start with `/`");
+
+        let d = errs(&svc("    check:\n      path: /\n", ""));
+        has(&d, 5, "services[0].check", "missing required field `type`");
+        let d = errs(&svc("    check: {type: exec}\n", ""));
+        has(&d, 5, "services[0].check", "needs `command`");
+        let d = errs(&svc("    check: tcp\n", ""));
+        has(&d, 5, "services[0].check", "expected a check");
+        let d = errs(&svc("    check: {type: tcp, port: 70000}\n", ""));
+        has(&d, 5, "services[0].check.port", "out of range");
+    }
+
+    #[test]
+    fn all_ports_service_needs_a_check_port() {
+        let text = "services:\n  - name: all\n    vip: 10.0.0.100\n    port: 0\n    check: {type: tcp}\n    backends:\n      - address: 10.0.0.1\n";
+        has(
+            &errs(text),
+            5,
+            "services[0].check",
+            "give the check a `port`",
+        );
+        ok(&text.replace("{type: tcp}", "{type: tcp, port: 22}"));
+        ok(&text.replace("{type: tcp}", "{type: exec, command: 'true'}"));
+    }
+
+    #[test]
+    fn service_option_errors() {
+        let d = errs(&svc(
+            "    sorry_server: 10.0.0.1\n    inhibit_on_failure: yes please\n    quorum: 0\n    notify_up: ''\n",
+            "",
+        ));
+        has(&d, 5, "services[0].sorry_server", "also a backend");
+        has(
+            &d,
+            6,
+            "services[0].inhibit_on_failure",
+            "expected `true` or `false`",
+        );
+        has(&d, 7, "services[0].quorum", "expected an integer (1..=");
+        has(&d, 8, "services[0].notify_up", "expected a command");
+        let d = errs(&svc(
+            "    sorry_server: 10.0.0.100\n    hysteresis: 1\n",
+            "",
+        ));
+        has(&d, 5, "services[0].sorry_server", "the service's VIP");
+        has(&d, 6, "services[0].hysteresis", "needs a `quorum`");
+        let d = errs(&svc(
+            "    sorry_server: nope\n    quorum: 2\n    hysteresis: 2\n",
+            "",
+        ));
+        has(
+            &d,
+            5,
+            "services[0].sorry_server",
+            "not a valid IPv4 address",
+        );
+        has(&d, 7, "services[0].hysteresis", "smaller than the quorum 2");
+        let d = errs(&svc("", "        chek: {type: tcp}\n"));
+        has(
+            &d,
+            8,
+            "services[0].backends[1].chek",
+            "unknown field `chek`",
+        );
     }
 }

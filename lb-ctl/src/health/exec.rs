@@ -62,3 +62,57 @@ pub async fn run(command: &str, env: &[(&str, String)], limit: Duration) -> Resu
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::config::CheckKind;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .block_on(f)
+    }
+
+    fn target() -> Target {
+        Target {
+            service: "web".into(),
+            address: "10.0.0.1".parse().unwrap_or_else(|_| unreachable!()),
+            port: 8080,
+            backend_port: 80,
+        }
+    }
+
+    fn exec_check(command: &str, timeout_ms: u64) -> CheckConfig {
+        CheckConfig {
+            command: Some(command.into()),
+            timeout: Duration::from_millis(timeout_ms),
+            ..CheckConfig::new(CheckKind::Exec)
+        }
+    }
+
+    #[test]
+    fn exit_status_and_environment() {
+        let ok = exec_check(
+            r#"test "$LB_BACKEND_ADDRESS:$LB_BACKEND_PORT:$LB_SERVICE:$LB_CHECK_PORT" = "10.0.0.1:80:web:8080""#,
+            5000,
+        );
+        assert_eq!(block_on(check(&ok, &target())), Ok("exit status 0".into()));
+        let bad = exec_check("exit 3", 5000);
+        let err = block_on(check(&bad, &target())).unwrap_err();
+        assert!(err.contains("exited with status 3"), "{err}");
+    }
+
+    #[test]
+    fn killed_on_timeout_with_its_children() {
+        let slow = exec_check("sleep 30 & sleep 30", 200);
+        let start = Instant::now();
+        let err = block_on(check(&slow, &target())).unwrap_err();
+        assert!(err.contains("killed"), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+}

@@ -174,7 +174,10 @@ pub async fn check(check: &CheckConfig, target: &Target) -> Outcome {
     let addr = SocketAddr::from((target.address, target.port));
     let scheme = if tls { "https" } else { "http" };
     let r = get(addr, &host, &check.path, tls, check.timeout).await?;
-    let what = format!("{scheme} GET {}:{}{}", target.address, target.port, check.path);
+    let what = format!(
+        "{scheme} GET {}:{}{}",
+        target.address, target.port, check.path
+    );
     if !check.status.contains(&r.status) {
         return Err(format!(
             "{what}: status {} (expected {})",
