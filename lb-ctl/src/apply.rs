@@ -56,17 +56,16 @@ impl Current {
             services.insert(k, v);
         }
         let mut backends = BTreeMap::new();
-        for (id, entry) in maps.backends.iter().enumerate() {
-            let b = entry.context("reading BACKENDS")?;
+        let all = crate::maps::array_batch(&maps.backends, 0, maps.backends.len())?;
+        for (id, b) in all.into_iter().enumerate() {
             if b.flags & BACKEND_CONFIGURED != 0 {
                 backends.insert(id as u32, b);
             }
         }
         let mut tables = HashMap::new();
         for s in services.values() {
-            let seq = (s.table_offset..s.table_offset.saturating_add(s.table_len))
-                .map(|i| maps.table.get(&i, 0).context("reading TABLE"))
-                .collect::<Result<Vec<u32>>>()?;
+            let seq = crate::maps::array_batch(&maps.table, s.table_offset, s.table_len)
+                .context("reading TABLE")?;
             tables.insert(s.id, seq);
         }
         Ok(Current {

@@ -560,3 +560,31 @@ fn the_harness_reports_what_the_kernel_refuses() {
     );
     h.assert_reasons(&[]);
 }
+
+#[test]
+fn batch_reads_match_entry_by_entry_reads() {
+    let mut h = Harness::with_config(TWO_BACKENDS);
+    let maps = h.maps();
+    for i in 0..20_000u32 {
+        maps.table
+            .set(i, i.wrapping_mul(2_654_435_761), 0)
+            .expect("write TABLE");
+    }
+    for (start, count) in [
+        (0u32, 1u32),
+        (0, 20_000),
+        (1, 8192),
+        (8191, 3),
+        (12_345, 7000),
+    ] {
+        let batch = lb_ctl::maps::array_batch(&maps.table, start, count).expect("batch");
+        let one_by_one: Vec<u32> = (start..start + count)
+            .map(|i| maps.table.get(&i, 0).expect("read TABLE"))
+            .collect();
+        assert_eq!(batch, one_by_one, "start {start} count {count}");
+    }
+    // Past the end: only what exists.
+    let len = maps.table.len();
+    let tail = lb_ctl::maps::array_batch(&maps.table, len - 2, 10).expect("batch");
+    assert_eq!(tail.len(), 2);
+}
