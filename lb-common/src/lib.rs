@@ -380,6 +380,19 @@ impl Reason {
     }
 }
 
+/// Value of the bench object's `BENCH_FRAME` (`cargo xtask bench`): what the restore program
+/// writes back into the reused test-run buffer before each run of the program under test.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BenchFrame {
+    /// The frame's destination and source MACs.
+    pub macs: [u8; 12],
+    /// Offset of the 16-bit transport source port in the frame.
+    pub sport_offset: u16,
+    /// Non-zero: write a new source port each run, so every packet is a new flow.
+    pub vary_sport: u16,
+}
+
 // Layouts both sides rely on. A change here must be made knowingly.
 const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
 const _: () = assert!(core::mem::size_of::<Service>() == 68);
@@ -390,6 +403,7 @@ const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<Flow>() == 24);
 const _: () = assert!(core::mem::size_of::<Iface>() == 8);
 const _: () = assert!(core::mem::size_of::<Counters>() == 24);
+const _: () = assert!(core::mem::size_of::<BenchFrame>() == 16);
 const _: () = assert!(core::mem::align_of::<Flow>() == 8);
 const _: () = assert!(core::mem::align_of::<Counters>() == 8);
 
@@ -405,6 +419,7 @@ mod pod {
     unsafe impl aya::Pod for Flow {}
     unsafe impl aya::Pod for Iface {}
     unsafe impl aya::Pod for PersistKey {}
+    unsafe impl aya::Pod for BenchFrame {}
     unsafe impl aya::Pod for Persist {}
     unsafe impl aya::Pod for Counters {}
 }

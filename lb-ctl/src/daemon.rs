@@ -170,6 +170,11 @@ async fn main_loop(opts: Options) -> Result<()> {
         checks = d.checkers.len(),
         "running"
     );
+    // VRRP (the `vrrp:` list): a task per instance; the master holds the virtual addresses.
+    let (vrrp_stop, vrrp_rx) = tokio::sync::watch::channel(false);
+    let vrrp: Vec<_> = (d.config.vrrp.iter())
+        .map(|c| crate::vrrp::io::spawn(c.clone(), vrrp_rx.clone()))
+        .collect();
 
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -206,6 +211,8 @@ async fn main_loop(opts: Options) -> Result<()> {
     for (_, c) in d.checkers.drain() {
         c.handle.abort();
     }
+    // A master hands over at once (priority 0) and removes its addresses.
+    crate::vrrp::io::stop_all(vrrp_stop, vrrp).await;
     if d.opts.detach_on_exit {
         for iface in &d.opts.ifaces {
             match pins::detach(dir, iface) {
@@ -465,6 +472,9 @@ impl Daemon {
         if config == self.config {
             info!("reload: no changes");
             return;
+        }
+        if config.vrrp != self.config.vrrp {
+            warn!("reload: changes to `vrrp:` take effect at the next start of the daemon");
         }
         self.config = config;
         self.sync_checkers();

@@ -17,3 +17,4 @@ pub mod resolve;
 pub mod stats;
 pub mod table;
 pub mod view;
+pub mod vrrp;

@@ -226,6 +226,38 @@ notify_down (see the README).")]
         #[arg(long, value_name = "N", default_value_t = 256)]
         max_concurrent_checks: usize,
     },
+    /// Run only the VRRP instances of FILE (the `vrrp:` list), until SIGTERM or SIGINT.
+    #[command(long_about = "\
+Run only the VRRP instances of FILE's `vrrp:` list (no XDP, no services), until SIGTERM or
+SIGINT; then a master hands over at once with a priority-0 advert and removes its addresses.
+The master holds the virtual addresses on its interface and announces them with gratuitous
+ARP. Transitions and invalid adverts are logged to stderr; on exit each instance logs its
+counters. Speaks VRRP v2 (RFC 3768, optional auth_type PASS) and v3 (RFC 5798) with
+keepalived.
+
+Instance block (see `lb-ctl run` for services):
+  vrrp:
+    - name: VI_1
+      interface: eth0
+      virtual_router_id: 51
+      priority: 150               # 1-254; 255 = address owner; default 100
+      advert_interval: 1s         # v3: 10ms steps
+      virtual_addresses: [192.168.58.133/32]
+      preempt: true
+      preempt_delay: 0s
+      version: 2                  # 2 | 3
+      auth_pass: \"1111\"           # v2 only, optional
+      unicast_peers: []           # empty = multicast 224.0.0.18
+      garp_count: 5
+      garp_delay: 1s
+      notify_master: /usr/local/bin/master.sh
+      notify_backup: /usr/local/bin/backup.sh
+      notify_fault: /usr/local/bin/fault.sh")]
+    Vrrp {
+        /// The file with the `vrrp:` list.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Print the MD5 of a page's body like keepalived's genhash, for a check's `digest`.
     #[command(long_about = "\
 Fetch http://SERVER:PORT/URL (https with --ssl; the certificate is not verified) the way the
@@ -380,6 +412,20 @@ fn run(cli: Cli) -> Result<()> {
                 resolve_timeout,
                 max_concurrent: max_concurrent_checks,
             })?;
+        }
+        Command::Vrrp { file } => {
+            privileges::require("vrrp")?;
+            let config = match config::load(&file) {
+                Ok(c) => c,
+                Err(e) => bail!("{e}"),
+            };
+            lb_ctl::daemon::init_logging();
+            // The tokio runtime starts here, after --netns was entered.
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?
+                .block_on(lb_ctl::vrrp::io::run_all(config.vrrp))?;
         }
         Command::Genhash {
             server,

@@ -116,14 +116,14 @@ fn action_of(r: Reason) -> &'static str {
     }
 }
 
-/// Monotonic clock in nanoseconds, the clock of `bpf_ktime_get_ns`.
+/// Monotonic clock in nanoseconds, the clock of the data path's `bpf_ktime_get_coarse_ns`.
 fn now_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 

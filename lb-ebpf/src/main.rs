@@ -27,7 +27,7 @@ use core::{
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::bpf_ktime_get_ns,
+    helpers::bpf_ktime_get_coarse_ns,
     macros::{map, xdp},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::XdpContext,
@@ -49,7 +49,8 @@ static TABLE: Array<u32> = Array::with_max_entries(limits::TABLE_ENTRIES, 0);
 #[map]
 static CURSORS: Array<u64> = Array::with_max_entries(limits::MAX_SERVICES, 0);
 #[map]
-static FLOWS: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(limits::FLOWS, 0);
+static FLOWS: LruHashMap<FlowKey, Flow> =
+    LruHashMap::with_max_entries(limits::FLOWS, BPF_F_NO_COMMON_LRU);
 #[map]
 static IFACES: HashMap<u32, Iface> = HashMap::with_max_entries(limits::MAX_IFACES, 0);
 #[map]
@@ -68,6 +69,9 @@ static CONNS: Array<u64> = Array::with_max_entries(limits::MAX_BACKENDS, 0);
 static PERSIST: LruHashMap<PersistKey, Persist> = LruHashMap::with_max_entries(limits::PERSIST, 0);
 
 const NS_PER_S: u64 = 1_000_000_000;
+/// LRU lists per CPU: inserting a new flow takes no lock shared by all CPUs (the hash table
+/// itself is still shared, so every CPU finds every flow).
+const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
@@ -126,7 +130,8 @@ fn process(ctx: &XdpContext) -> Reason {
     if let Err(reason) = addressed_to_us(ctx) {
         return reason;
     }
-    let now = unsafe { bpf_ktime_get_ns() };
+    // Timeouts are in seconds: the coarse clock (a tick's resolution) is enough and cheaper.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let (backend_id, backend, new_flow) = match known_flow(&pkt, now) {
         Known::Hit(id, backend) => (id, backend, 0),
         Known::Miss { release } => {

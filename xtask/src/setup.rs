@@ -23,6 +23,10 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "bpftool",
     "iputils-ping",
     "keepalived",
+    // cargo xtask bench: load generator, the HAProxy comparison, the chart's font.
+    "wrk",
+    "haproxy",
+    "fonts-dejavu-core",
 ];
 
 pub fn setup() -> Result<()> {

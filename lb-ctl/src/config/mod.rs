@@ -37,12 +37,15 @@ use serde::Deserialize;
 
 pub use duration::parse_duration;
 pub use validate::check::{CheckConfig, CheckKind, Health};
+pub use validate::vrrp::VrrpConfig;
 
 /// A whole service file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// In file order.
     pub services: Vec<ServiceConfig>,
+    /// VRRP instances (`vrrp:`), in file order; empty when the file has none.
+    pub vrrp: Vec<VrrpConfig>,
 }
 
 /// One entry of `services:`.

@@ -190,7 +190,8 @@ services:
                     health: Health::default(),
                     line: 33,
                 },
-            ]
+            ],
+            vrrp: vec![],
         }
     );
 }
@@ -225,7 +226,13 @@ fn defaults_when_optional_fields_are_absent() {
 
 #[test]
 fn no_services_is_valid_when_said_so() {
-    assert_eq!(ok("services: []\n"), Config { services: vec![] });
+    assert_eq!(
+        ok("services: []\n"),
+        Config {
+            services: vec![],
+            vrrp: vec![]
+        }
+    );
 }
 
 #[test]

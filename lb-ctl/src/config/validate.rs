@@ -28,7 +28,11 @@ use super::{
 #[path = "check.rs"]
 pub(super) mod check;
 
-const FILE_FIELDS: &[&str] = &["services"];
+// The `vrrp:` list (a child module: it uses the helpers here).
+#[path = "vrrp.rs"]
+pub(super) mod vrrp;
+
+const FILE_FIELDS: &[&str] = &["services", "vrrp"];
 const SERVICE_FIELDS: &[&str] = &[
     "name",
     "vip",
@@ -84,6 +88,7 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Field<T> {
 #[serde(default, deny_unknown_fields)]
 struct RawFile {
     services: Field<Vec<Field<RawService>>>,
+    vrrp: Field<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -490,7 +495,8 @@ struct Seen {
     backends: usize,
 }
 
-fn check_file(raw: RawFile, d: &mut Diags) -> Option<Config> {
+fn check_file(mut raw: RawFile, d: &mut Diags) -> Option<Config> {
+    let vrrp = vrrp::check_vrrp(std::mem::take(&mut raw.vrrp), d);
     let services = match raw.services {
         Field::Value(services) => services,
         Field::Absent => {
@@ -533,7 +539,11 @@ fn check_file(raw: RawFile, d: &mut Diags) -> Option<Config> {
             None => complete = false,
         }
     }
-    complete.then_some(Config { services: out })
+    let vrrp = vrrp?;
+    complete.then_some(Config {
+        services: out,
+        vrrp,
+    })
 }
 
 fn check_service(

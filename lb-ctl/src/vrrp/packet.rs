@@ -455,7 +455,10 @@ mod tests {
         assert_eq!(encode(&v3(), D2, MULTICAST), V3);
         let got = decode(&V3, D2, MULTICAST).unwrap();
         assert_eq!(got, v3());
-        assert_eq!(got.interval_duration(), std::time::Duration::from_millis(200));
+        assert_eq!(
+            got.interval_duration(),
+            std::time::Duration::from_millis(200)
+        );
         let two = Advert {
             vrid: 7,
             priority: 255,
@@ -478,10 +481,7 @@ mod tests {
     fn bad_messages_are_rejected() {
         let mut bad = V2_PASS;
         bad[7] ^= 1;
-        assert_eq!(
-            decode(&bad, D1, MULTICAST),
-            Err(PacketError::Checksum)
-        );
+        assert_eq!(decode(&bad, D1, MULTICAST), Err(PacketError::Checksum));
         let mut bad = V2_PASS;
         bad[0] = 0x11;
         assert_eq!(decode(&bad, D1, MULTICAST), Err(PacketError::Version(1)));
@@ -498,7 +498,10 @@ mod tests {
             decode(&V2_PASS[..19], D1, MULTICAST),
             Err(PacketError::Length { count: 1, len: 19 })
         );
-        assert_eq!(decode(&V2_PASS[..7], D1, MULTICAST), Err(PacketError::Truncated));
+        assert_eq!(
+            decode(&V2_PASS[..7], D1, MULTICAST),
+            Err(PacketError::Truncated)
+        );
         // v3 has no auth data: a v3 header with v2's length is wrong.
         let mut bad = V2_PASS;
         bad[0] = 0x31;
@@ -526,7 +529,10 @@ mod tests {
             ..v2_pass()
         };
         assert_eq!(pass.check(&none), Err(PacketError::Auth));
-        let open = Expect { auth: None, ..pass.clone() };
+        let open = Expect {
+            auth: None,
+            ..pass.clone()
+        };
         assert_eq!(open.check(&v2_pass()), Err(PacketError::Auth));
         assert_eq!(open.check(&none), Ok(()));
         let slow = Advert {

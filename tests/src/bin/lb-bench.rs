@@ -11,6 +11,8 @@
 
 use std::{
     fmt::Write as _,
+    fs,
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -21,26 +23,42 @@ use aya::{
     programs::{ProgramFd, TestRun, TestRunOptions, Xdp},
 };
 use etherparse::{PacketBuilder, VlanId};
+use lb_common::BenchFrame;
 use lb_ctl::loader::{self, BENCH_OBJECT};
 use lb_tests::packet::{CLIENT_MAC, DIRECTOR_MAC, Harness, XDP_PASS, XDP_TX, require_root};
 
 const CONFIG: &str = "
 services:
-  - name: web
-    vip: 192.168.58.133
-    port: 80
-    scheduler: wrr
-    backends:
-      - address: 192.168.58.135
-      - address: 192.168.58.136
-  - name: dns
-    vip: 192.168.58.133
-    port: 53
-    protocol: udp
-    scheduler: rr
-    backends:
-      - address: 192.168.58.135
+  - { name: wrr, vip: 192.168.58.133, port: 80, scheduler: wrr,
+      backends: [ { address: 192.168.58.135, weight: 3 }, { address: 192.168.58.136 } ] }
+  - { name: rr, vip: 192.168.58.133, port: 81, scheduler: rr,
+      backends: [ { address: 192.168.58.135 }, { address: 192.168.58.136 } ] }
+  - { name: mh, vip: 192.168.58.133, port: 82, scheduler: mh,
+      backends: [ { address: 192.168.58.135 }, { address: 192.168.58.136 } ] }
+  - { name: sh, vip: 192.168.58.133, port: 83, scheduler: sh,
+      backends: [ { address: 192.168.58.135 }, { address: 192.168.58.136 } ] }
+  - { name: lc, vip: 192.168.58.133, port: 84, scheduler: lc,
+      backends: [ { address: 192.168.58.135 }, { address: 192.168.58.136 } ] }
+  - { name: wlc, vip: 192.168.58.133, port: 85, scheduler: wlc,
+      backends: [ { address: 192.168.58.135, weight: 2 }, { address: 192.168.58.136 } ] }
+  - { name: sticky, vip: 192.168.58.133, port: 86, scheduler: rr,
+      persistence: { timeout: 300s },
+      backends: [ { address: 192.168.58.135 }, { address: 192.168.58.136 } ] }
+  - { name: dns, vip: 192.168.58.133, port: 53, protocol: udp, scheduler: rr,
+      backends: [ { address: 192.168.58.135 } ] }
 ";
+
+/// One measured path.
+struct Scenario {
+    name: &'static str,
+    frame: Vec<u8>,
+    /// What the director must return.
+    action: u32,
+    /// Offset of the source port, rewritten each run to make every packet a new flow.
+    vary_sport: Option<u16>,
+    /// Ratio to the baseline the project aims for.
+    target: Option<f64>,
+}
 
 struct Args {
     repeat: u32,
@@ -71,66 +89,78 @@ fn parse_args() -> Result<Args> {
     Ok(args)
 }
 
-fn frame(f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+fn tcp(dport: u16, vlan: bool, syn: bool) -> Vec<u8> {
+    let client = [192, 168, 58, 100];
+    let eth = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC);
     let mut v = Vec::new();
-    f(&mut v);
+    let vlan_id = VlanId::try_new(58).expect("vlan id");
+    let ip = if vlan {
+        eth.single_vlan(vlan_id).ipv4(client, VIP, 64)
+    } else {
+        eth.ipv4(client, VIP, 64)
+    };
+    let t = ip.tcp(40000, dport, 1, 1000);
+    let t = if syn { t.syn() } else { t.ack(1) };
+    t.write(&mut v, &[]).expect("frame");
     v
 }
 
-/// (name, frame, the action the director must return)
-fn scenarios() -> Vec<(&'static str, Vec<u8>, u32)> {
-    let vip = [192, 168, 58, 133];
-    let client = [192, 168, 58, 100];
-    let vlan = VlanId::try_new(58).expect("vlan id");
+const VIP: [u8; 4] = [192, 168, 58, 133];
+/// The source port's offset in an untagged IPv4 frame without options.
+const SPORT: u16 = 14 + 20;
+
+fn scenarios() -> Vec<Scenario> {
+    let mut non_vip = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv4([192, 168, 58, 100], [192, 168, 58, 134], 64)
+        .tcp(40000, 22, 1, 1000)
+        .ack(1)
+        .write(&mut non_vip, &[])
+        .expect("frame");
+    let mut udp = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv4([192, 168, 58, 100], VIP, 64)
+        .udp(5353, 53)
+        .write(&mut udp, b"query")
+        .expect("frame");
+    let known = |name, frame| Scenario {
+        name,
+        frame,
+        action: XDP_TX,
+        vary_sport: None,
+        target: None,
+    };
+    let new_flow = |name, port, target| Scenario {
+        name,
+        frame: tcp(port, false, true),
+        action: XDP_TX,
+        vary_sport: Some(SPORT),
+        target,
+    };
     vec![
-        (
-            "non-VIP (XDP_PASS)",
-            frame(|v| {
-                PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
-                    .ipv4(client, [192, 168, 58, 134], 64)
-                    .tcp(40000, 22, 1, 1000)
-                    .ack(1)
-                    .write(v, &[])
-                    .expect("frame")
-            }),
-            XDP_PASS,
-        ),
-        (
-            "VIP TCP, known flow",
-            frame(|v| {
-                PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
-                    .ipv4(client, vip, 64)
-                    .tcp(40000, 80, 1, 1000)
-                    .ack(1)
-                    .write(v, &[])
-                    .expect("frame")
-            }),
-            XDP_TX,
-        ),
-        (
-            "VIP UDP, known flow",
-            frame(|v| {
-                PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
-                    .ipv4(client, vip, 64)
-                    .udp(5353, 53)
-                    .write(v, b"query")
-                    .expect("frame")
-            }),
-            XDP_TX,
-        ),
-        (
-            "VIP TCP in 802.1Q, known flow",
-            frame(|v| {
-                PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
-                    .single_vlan(vlan)
-                    .ipv4(client, vip, 64)
-                    .tcp(40001, 80, 1, 1000)
-                    .ack(1)
-                    .write(v, &[])
-                    .expect("frame")
-            }),
-            XDP_TX,
-        ),
+        Scenario {
+            name: "non-VIP traffic (XDP_PASS)",
+            frame: non_vip,
+            action: XDP_PASS,
+            vary_sport: None,
+            target: None,
+        },
+        Scenario {
+            target: Some(1.5),
+            ..known(
+                "known flow (connection-table hit), TCP",
+                tcp(80, false, false),
+            )
+        },
+        known("known flow, UDP", udp),
+        known("known flow, TCP in 802.1Q", tcp(80, true, false)),
+        new_flow("new flow, rr", 81, None),
+        new_flow("new flow, wrr", 80, None),
+        new_flow("new flow, mh", 82, Some(2.5)),
+        new_flow("new flow, sh", 83, None),
+        new_flow("new flow, lc", 84, None),
+        new_flow("new flow, wlc", 85, None),
+        new_flow("new flow, persistence hit", 86, None),
     ]
 }
 
@@ -175,9 +205,9 @@ fn main() -> Result<()> {
         .take_map("BENCH_PROGS")
         .context("BENCH_PROGS")?
         .try_into()?;
-    let mut eth: Array<MapData, [u8; 12]> = bench
-        .take_map("BENCH_ETH")
-        .context("BENCH_ETH")?
+    let mut restore_frame: Array<MapData, BenchFrame> = bench
+        .take_map("BENCH_FRAME")
+        .context("BENCH_FRAME")?
         .try_into()?;
 
     // None = the baseline alone, without restore.
@@ -197,9 +227,14 @@ fn main() -> Result<()> {
         args.repeat
     );
     for round in 0..args.rounds {
-        for (si, (name, data, want)) in scenarios.iter().enumerate() {
-            let macs: [u8; 12] = data[..12].try_into().context("12 bytes")?;
-            eth.set(0, macs, 0)?;
+        for (si, sc) in scenarios.iter().enumerate() {
+            let (name, data, want) = (sc.name, &sc.frame, sc.action);
+            let bf = BenchFrame {
+                macs: data[..12].try_into().context("12 bytes")?,
+                sport_offset: sc.vary_sport.unwrap_or(0),
+                vary_sport: u16::from(sc.vary_sport.is_some()),
+            };
+            restore_frame.set(0, bf, 0)?;
             for (ti, (tname, fd)) in targets.iter().enumerate() {
                 let prog: &mut Xdp = match fd {
                     Some(fd) => {
@@ -210,7 +245,7 @@ fn main() -> Result<()> {
                 };
                 // One warm-up packet: the first packet of a flow creates its entry.
                 let (action, _) = run(prog, data, 1)?;
-                let expect = if ti == 2 { *want } else { XDP_TX };
+                let expect = if ti == 2 { want } else { XDP_TX };
                 if action != expect {
                     bail!("{name}: {tname} returned {action}, expected {expect}");
                 }
@@ -229,10 +264,11 @@ fn main() -> Result<()> {
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "| path | director ns/pkt (min / median / max) | XDP_TX baseline ns/pkt | ratio (median) |"
+        "| path | director ns/pkt (min / median / max) | XDP_TX baseline ns/pkt | ratio (median) | target |"
     );
-    let _ = writeln!(table, "| --- | --- | --- | --- |");
-    for (si, (name, _, _)) in scenarios.iter().enumerate() {
+    let _ = writeln!(table, "| --- | --- | --- | --- | --- |");
+    let mut rows = Vec::new();
+    for (si, sc) in scenarios.iter().enumerate() {
         let t = &times[si];
         // Per round: the director in the baseline's place, and the baseline alone.
         let director: Vec<f64> = (0..args.rounds)
@@ -242,15 +278,42 @@ fn main() -> Result<()> {
         let (dmin, dmed, dmax) = stats(director);
         let (_, bmed, _) = stats(t[0].clone());
         let (_, rmed, _) = stats(ratios);
+        let met = sc.target.map(|t| rmed <= t);
+        let verdict = match (sc.target, met) {
+            (Some(t), Some(true)) => format!("<= {t}x: met"),
+            (Some(t), _) => format!("<= {t}x: not met"),
+            _ => String::new(),
+        };
         let _ = writeln!(
             table,
-            "| {name} | {dmin:.1} / {dmed:.1} / {dmax:.1} | {bmed:.1} | {rmed:.2}x |"
+            "| {} | {dmin:.1} / {dmed:.1} / {dmax:.1} | {bmed:.1} | {rmed:.2}x | {verdict} |",
+            sc.name
         );
+        rows.push(serde_json::json!({
+            "path": sc.name,
+            "director_ns": { "min": dmin, "median": dmed, "max": dmax },
+            "baseline_ns": bmed,
+            "ratio": rmed,
+            "target": sc.target,
+            "met": met,
+        }));
     }
     println!("{table}");
     println!(
         "verifier: {} instructions processed for the director program",
         insns.map_or("unknown".to_string(), |n| n.to_string())
     );
+    let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/results");
+    fs::create_dir_all(&results).context("creating bench/results")?;
+    let json = serde_json::json!({
+        "repeat": args.repeat,
+        "rounds": args.rounds,
+        "verified_insns": insns,
+        "rows": rows,
+    });
+    let out = results.join("datapath.json");
+    fs::write(&out, serde_json::to_string_pretty(&json)? + "\n")
+        .with_context(|| format!("writing {}", out.display()))?;
+    eprintln!("==> wrote {}", out.display());
     Ok(())
 }

@@ -1,0 +1,766 @@
+//! End to end: VRRP between the two directors of the namespace lab (`lb_tests::lab`;
+//! `/work/shared/LAB.md` has the rules kept here), with `lb-ctl vrrp -f FILE` on each director,
+//! and with a real keepalived (Debian package, VRRP only) as the peer in both roles.
+//!
+//! Each director runs `lab-server http --name director-N --port 8080`, so a request from the
+//! client to VIP:8080 says which director holds the VIP. No XDP program is attached: what is
+//! tested is VIP ownership, gratuitous ARP (the client's neighbour entry) and the client's
+//! reachability of the VIP. The VIP starts on neither director (the lab puts it on
+//! director-1: it is removed first).
+//!
+//! Forged adverts (wrong password, TTL 64, bad checksum, truncated) are injected from the
+//! client: they are counted and logged, and change nothing.
+//!
+//! Every failover is measured from the event (link pulled, SIGKILL, SIGTERM) to the first
+//! answer from the new master, with the number of requests that failed meanwhile; the numbers
+//! are printed (`FAILOVER ...`) for the closing note. Traffic is a bounded number of requests,
+//! each with a deadline. Everything is dropped at the end, also on failure: the daemons, then
+//! the lab (namespaces, and any process left in them). Without root or namespaces the tests
+//! fail saying what is missing.
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader},
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use lb_ctl::vrrp::packet;
+use lb_tests::{
+    lab::{self, Host, Lab, LabSpec, Proc, http_get},
+    lbctl::{LbCtl, find_lb_ctl},
+};
+
+const VIP: Ipv4Addr = lab::DEFAULT_VIP;
+/// The port of each director's own HTTP server (answers `director-N`).
+const PORT: u16 = 8080;
+/// Deadline of one probe request.
+const PROBE: Duration = Duration::from_millis(250);
+/// Slack on top of a protocol bound for the probe cadence and a loaded machine.
+const SLACK: Duration = Duration::from_millis(700);
+
+fn lab() -> Lab {
+    let lab = Lab::build(&LabSpec {
+        directors: 2,
+        servers: 1,
+        start_servers: false,
+        pass_through: false,
+        ..LabSpec::default()
+    })
+    .unwrap_or_else(|e| panic!("building the lab: {e:#}"));
+    lab.del_vip(lab.director(0))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    lab
+}
+
+/// A directory for this lab's files, removed on drop.
+struct Files(PathBuf);
+
+impl Files {
+    fn new(lab: &Lab) -> Files {
+        let dir = std::env::temp_dir().join(format!("{}-vrrp", lab.prefix()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        Files(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        path
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts `director-N`'s HTTP server on [`PORT`] and waits until it answers.
+fn listener(lab: &Lab, host: &Host) {
+    let bin = lab::find_server_bin(Some(Path::new(env!("CARGO_BIN_EXE_lab-server"))))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let bin = bin.to_str().unwrap();
+    let port = PORT.to_string();
+    let mut cmd = host.command(&[bin, "http", "--name", &host.name, "--port", &port]);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null());
+    let mut proc = Proc::spawn(cmd, format!("lab-server on {}", host.name))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    host.wait_entered(&mut proc)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    lab.adopt(proc);
+    assert!(
+        lab::wait_until(Duration::from_secs(5), || lab::can_connect(
+            host,
+            Ipv4Addr::LOCALHOST,
+            PORT,
+            Duration::from_millis(200)
+        )),
+        "the HTTP server on {} did not come up",
+        host.name
+    );
+}
+
+/// The director answering on VIP:PORT, if any.
+fn probe(lab: &Lab) -> Option<String> {
+    match http_get(lab.client(), VIP, PORT, "/", PROBE) {
+        Ok((200, body)) => Some(body.trim().to_string()),
+        _ => None,
+    }
+}
+
+fn has_vip(host: &Host) -> bool {
+    let out = host
+        .exec_ok(&["ip", "-4", "-o", "addr", "show", "dev", "eth0"])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    out.contains(&format!("inet {VIP}/32"))
+}
+
+/// Asserts that `host` does not hold the VIP at any of the samples taken over `period`
+/// (the split-brain guard), and that `master` does at all of them.
+fn only_master_holds_vip(master: &Host, backup: &Host, period: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < period {
+        assert!(
+            !has_vip(backup),
+            "split brain: {} claimed the VIP while {} is master",
+            backup.name,
+            master.name
+        );
+        assert!(has_vip(master), "{} lost the VIP", master.name);
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until the client's requests to the VIP are answered by `name`; returns how long it
+/// took and how many requests failed meanwhile.
+fn wait_for(lab: &Lab, name: &str, limit: Duration) -> (Duration, usize, usize) {
+    let start = Instant::now();
+    let (mut failed, mut total) = (0, 0);
+    loop {
+        total += 1;
+        match probe(lab) {
+            Some(who) if who == name => return (start.elapsed(), failed, total),
+            Some(_) => {}
+            None => failed += 1,
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{name} did not answer on the VIP within {limit:?} ({failed} of {total} requests \
+             failed)"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Measures a failover that `event` starts; asserts it took at most `bound`; prints it.
+fn failover(lab: &Lab, what: &str, to: &Host, bound: Duration, event: impl FnOnce()) -> Duration {
+    event();
+    let (gap, failed, total) = wait_for(lab, &to.name, bound + Duration::from_secs(5));
+    eprintln!(
+        "FAILOVER {what}: {} answered after {} ms; {failed} of {total} requests failed \
+         (bound {} ms)",
+        to.name,
+        gap.as_millis(),
+        bound.as_millis()
+    );
+    assert!(gap <= bound, "{what}: took {gap:?}, more than {bound:?}");
+    let mac = lab
+        .client()
+        .neighbour_mac(VIP)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(
+        mac,
+        Some(to.mac),
+        "the client's neighbour entry for the VIP is not {}'s MAC",
+        to.name
+    );
+    gap
+}
+
+/// `lb-ctl --netns NS vrrp -f FILE` on a director, its log collected. Dropping it kills it.
+struct Vrrpd {
+    proc: Proc,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Vrrpd {
+    fn start(host: &Host, file: &Path) -> Vrrpd {
+        Vrrpd::spawn(host, &["vrrp".as_ref(), "-f".as_ref(), file.as_os_str()])
+    }
+
+    /// `lb-ctl --netns NS ARGS...`.
+    fn spawn(host: &Host, args: &[&std::ffi::OsStr]) -> Vrrpd {
+        let bin = find_lb_ctl().unwrap_or_else(|e| panic!("{e:#}"));
+        let mut cmd = Command::new(bin);
+        cmd.arg("--netns")
+            .arg(&host.netns)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut proc = Proc::spawn(cmd, format!("lb-ctl on {}", host.name))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let stderr = proc.child_mut().stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let name = host.name.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[{name}] {line}");
+                sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        });
+        Vrrpd { proc, log }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn signal(&mut self, sig: i32) {
+        self.proc
+            .signal(sig)
+            .unwrap_or_else(|e| panic!("signalling lb-ctl vrrp: {e:#}"));
+    }
+
+    /// SIGTERM, then waits for it to exit by itself.
+    fn stop(mut self) -> Vec<String> {
+        self.signal(libc::SIGTERM);
+        let status = self
+            .proc
+            .wait_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "lb-ctl did not exit cleanly on SIGTERM: {status:?}"
+        );
+        self.lines()
+    }
+}
+
+/// One instance; `extra` lines go at the end of it.
+fn vrrp_yaml(priority: u8, version: u8, interval: &str, extra: &str) -> String {
+    format!(
+        "services: []\nvrrp:\n  - name: VI_1\n    interface: eth0\n    virtual_router_id: 51\n    \
+         priority: {priority}\n    advert_interval: {interval}\n    version: {version}\n    \
+         virtual_addresses: [{VIP}/32]\n    garp_count: 3\n    garp_delay: 100ms\n{extra}"
+    )
+}
+
+/// Master_Down_Interval for `priority` at `interval`.
+fn mdi(priority: u32, interval: Duration) -> Duration {
+    interval * 3 + interval * (256 - priority) / 256
+}
+
+fn wait_master(lab: &Lab, master: &Host, backup: &Host, limit: Duration) {
+    wait_for(lab, &master.name, limit);
+    assert!(
+        lab::wait_until(Duration::from_secs(2), || has_vip(master)
+            && !has_vip(backup)),
+        "{} should hold the VIP alone",
+        master.name
+    );
+}
+
+#[test]
+fn v3_link_down_failover_and_preemption() {
+    let lab = lab();
+    let files = Files::new(&lab);
+    let (d1, d2) = (lab.director(0), lab.director(1));
+    listener(&lab, d1);
+    listener(&lab, d2);
+    let interval = Duration::from_millis(200);
+    let _v1 = Vrrpd::start(d1, &files.write("d1.yaml", &vrrp_yaml(150, 3, "200ms", "")));
+    let _v2 = Vrrpd::start(d2, &files.write("d2.yaml", &vrrp_yaml(100, 3, "200ms", "")));
+    wait_master(&lab, d1, d2, Duration::from_secs(5));
+    only_master_holds_vip(d1, d2, Duration::from_secs(1));
+
+    failover(
+        &lab,
+        "v3 200ms, master's link down",
+        d2,
+        mdi(100, interval) + SLACK,
+        || lab.set_link(d1, false).unwrap_or_else(|e| panic!("{e:#}")),
+    );
+    // The director without a link is in fault: it gave the VIP up.
+    assert!(lab::wait_until(Duration::from_secs(1), || !has_vip(d1)));
+
+    // Preemption: director-1 (150) takes the VIP back once its link is back.
+    failover(
+        &lab,
+        "v3 200ms, preemption after link up",
+        d1,
+        mdi(150, interval) + SLACK,
+        || lab.set_link(d1, true).unwrap_or_else(|e| panic!("{e:#}")),
+    );
+    assert!(lab::wait_until(Duration::from_secs(1), || !has_vip(d2)));
+    only_master_holds_vip(d1, d2, Duration::from_millis(600));
+}
+
+#[test]
+fn v3_sigkill_then_graceful_stop() {
+    let lab = lab();
+    let files = Files::new(&lab);
+    let (d1, d2) = (lab.director(0), lab.director(1));
+    listener(&lab, d1);
+    listener(&lab, d2);
+    let interval = Duration::from_millis(200);
+    let f1 = files.write("d1.yaml", &vrrp_yaml(150, 3, "200ms", ""));
+    let mut v1 = Vrrpd::start(d1, &f1);
+    let v2 = Vrrpd::start(d2, &files.write("d2.yaml", &vrrp_yaml(100, 3, "200ms", "")));
+    wait_master(&lab, d1, d2, Duration::from_secs(5));
+
+    // SIGKILL: no priority-0 advert; the backup waits the master down interval. (The killed
+    // director keeps the VIP on its interface, as with keepalived; the GARPs move the client.)
+    failover(
+        &lab,
+        "v3 200ms, master SIGKILLed",
+        d2,
+        mdi(100, interval) + SLACK,
+        || v1.signal(libc::SIGKILL),
+    );
+    drop(v1);
+
+    // Restarted, director-1 cleans up its stale VIP as a backup, then preempts.
+    let v1 = Vrrpd::start(d1, &f1);
+    wait_master(&lab, d1, d2, Duration::from_secs(5));
+
+    // SIGTERM: priority 0, so the backup takes over after its skew time (about one interval
+    // at most).
+    let mut v1 = Some(v1);
+    failover(
+        &lab,
+        "v3 200ms, graceful stop (priority 0)",
+        d2,
+        interval + SLACK,
+        || {
+            let log = v1.take().unwrap().stop();
+            assert!(
+                log.iter()
+                    .any(|l| l.contains("VRRP transition") && l.contains("to=init")),
+                "no shutdown transition in the log"
+            );
+        },
+    );
+    assert!(!has_vip(d1));
+    let log = v2.lines();
+    assert!(
+        log.iter().filter(|l| l.contains("to=master")).count() >= 2,
+        "director-2 should have been master twice:\n{}",
+        log.join("\n")
+    );
+}
+
+#[test]
+fn v2_one_second_with_auth_sigkill() {
+    let lab = lab();
+    let files = Files::new(&lab);
+    let (d1, d2) = (lab.director(0), lab.director(1));
+    listener(&lab, d1);
+    listener(&lab, d2);
+    let interval = Duration::from_secs(1);
+    let auth = "    auth_pass: \"s3cret\"\n";
+    let mut v1 = Vrrpd::start(d1, &files.write("d1.yaml", &vrrp_yaml(150, 2, "1s", auth)));
+    let v2 = Vrrpd::start(d2, &files.write("d2.yaml", &vrrp_yaml(100, 2, "1s", auth)));
+    // Both start as backup: director-1 takes over after its master down interval (3.4 s).
+    wait_master(&lab, d1, d2, mdi(150, interval) + Duration::from_secs(3));
+    only_master_holds_vip(d1, d2, Duration::from_millis(1500));
+
+    // Forged adverts of priority 254 from the client, to both directors: with the wrong
+    // password, with the right one but TTL 64 (routed), with a bad checksum, truncated. All are
+    // counted and ignored: nobody yields or claims anything.
+    let forged = |pass: &str| {
+        packet::encode(
+            &packet::Advert {
+                version: packet::Version::V2,
+                vrid: 51,
+                priority: 254,
+                interval: 1,
+                addresses: vec![VIP],
+                auth: Some(packet::auth_data(pass)),
+            },
+            lab::CLIENT_ADDR,
+            Ipv4Addr::UNSPECIFIED,
+        )
+    };
+    let mut bad_sum = forged("s3cret");
+    bad_sum[6] ^= 0xff;
+    let sent = [
+        (255, forged("wrong")),
+        (64, forged("s3cret")),
+        (255, bad_sum),
+        (255, forged("s3cret")[..10].to_vec()),
+    ];
+    for d in [d1, d2] {
+        inject(lab.client(), d.addr, &sent);
+    }
+    only_master_holds_vip(d1, d2, Duration::from_millis(1500));
+    for (v, d) in [(&v1, d1), (&v2, d2)] {
+        let log = v.lines().join("\n");
+        for what in [
+            "authentication mismatch",
+            "TTL 64",
+            "bad checksum",
+            "do not fit",
+        ] {
+            assert!(
+                log.contains(what),
+                "{} did not count a forged advert ({what}):\n{log}",
+                d.name
+            );
+        }
+    }
+    failover(
+        &lab,
+        "v2 1s auth PASS, master SIGKILLed",
+        d2,
+        mdi(100, interval) + SLACK,
+        || v1.signal(libc::SIGKILL),
+    );
+}
+
+/// Sends each `(ttl, VRRP message)` once from `host` to `dst` over a raw socket.
+fn inject(host: &Host, dst: Ipv4Addr, packets: &[(u8, Vec<u8>)]) {
+    let packets = packets.to_vec();
+    host.run_in(move || {
+        // SAFETY: plain socket calls on a socket this closure owns and closes.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, 112);
+            anyhow::ensure!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+            let sa = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(dst).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            for (ttl, msg) in &packets {
+                let ttl = libc::c_int::from(*ttl);
+                libc::setsockopt(
+                    fd,
+                    libc::IPPROTO_IP,
+                    libc::IP_TTL,
+                    (&ttl as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+                let n = libc::sendto(
+                    fd,
+                    msg.as_ptr().cast(),
+                    msg.len(),
+                    0,
+                    (&sa as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                );
+                anyhow::ensure!(n >= 0, "sendto: {}", std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+        }
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("injecting VRRP packets: {e:#}"));
+}
+
+// ---- keepalived ----
+
+/// keepalived 2.x (`apt-get install keepalived`; `cargo xtask setup` installs it).
+fn keepalived_bin() -> PathBuf {
+    for p in ["/usr/sbin/keepalived", "/usr/local/sbin/keepalived"] {
+        if Path::new(p).is_file() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!(
+        "keepalived is not installed: run `cargo xtask setup` (it installs the Debian package \
+         keepalived), or `apt-get install keepalived`"
+    );
+}
+
+/// keepalived in a director's namespace, VRRP only, in the foreground.
+struct Keepalived {
+    proc: Proc,
+}
+
+impl Keepalived {
+    fn start(files: &Files, host: &Host, conf: &str) -> Keepalived {
+        let bin = keepalived_bin();
+        let name = &host.name;
+        let conf = files.write(&format!("keepalived-{name}.conf"), conf);
+        let pid = files.0.join(format!("keepalived-{name}.pid"));
+        let vrrp_pid = files.0.join(format!("keepalived-{name}-vrrp.pid"));
+        let args = [
+            bin.to_str().unwrap(),
+            "-n",
+            "-l",
+            "-D",
+            "-P",
+            "-f",
+            conf.to_str().unwrap(),
+            "-p",
+            pid.to_str().unwrap(),
+            "-r",
+            vrrp_pid.to_str().unwrap(),
+        ];
+        let proc = host.spawn(&args).unwrap_or_else(|e| panic!("{e:#}"));
+        Keepalived { proc }
+    }
+}
+
+impl Drop for Keepalived {
+    fn drop(&mut self) {
+        // SIGTERM first, so it removes its VIP; the lab's teardown kills what is left.
+        let _ = self.proc.signal(libc::SIGTERM);
+        let _ = self.proc.wait_timeout(Duration::from_secs(3));
+    }
+}
+
+fn keepalived_conf(name: &str, priority: u8, version: u8, advert_int: &str, auth: bool) -> String {
+    let auth = if auth {
+        "    authentication {\n        auth_type PASS\n        auth_pass 1111\n    }\n"
+    } else {
+        ""
+    };
+    format!(
+        "global_defs {{\n    router_id {name}\n    vrrp_version {version}\n    \
+         vrrp_garp_master_repeat 3\n    vrrp_garp_master_delay 1\n}}\n\
+         vrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 51\n    \
+         priority {priority}\n    advert_int {advert_int}\n{auth}    virtual_ipaddress {{\n        \
+         {VIP}/32 dev eth0\n    }}\n}}\n"
+    )
+}
+
+/// keepalived as the backup (v2, 1 s, auth PASS): ours is master, keepalived never claims
+/// the VIP; a graceful stop of ours hands over in about one interval; ours preempts back.
+#[test]
+fn keepalived_as_backup_v2() {
+    let lab = lab();
+    let files = Files::new(&lab);
+    let (d1, d2) = (lab.director(0), lab.director(1));
+    listener(&lab, d1);
+    listener(&lab, d2);
+    let interval = Duration::from_secs(1);
+    let _ka = Keepalived::start(
+        &files,
+        d2,
+        &keepalived_conf("director-2", 100, 2, "1", true),
+    );
+    let auth = "    auth_pass: \"1111\"\n";
+    let f1 = files.write("d1.yaml", &vrrp_yaml(150, 2, "1s", auth));
+    let v1 = Vrrpd::start(d1, &f1);
+    // keepalived may become master first (it started first); ours preempts it.
+    wait_master(&lab, d1, d2, Duration::from_secs(10));
+    only_master_holds_vip(d1, d2, Duration::from_secs(2));
+    assert!(
+        v1.lines()
+            .iter()
+            .all(|l| !l.contains("invalid VRRP packet")),
+        "keepalived's adverts were refused:\n{}",
+        v1.lines().join("\n")
+    );
+
+    let mut v1 = Some(v1);
+    failover(
+        &lab,
+        "keepalived backup, ours stopped gracefully (v2 1s)",
+        d2,
+        interval + SLACK,
+        || {
+            v1.take().unwrap().stop();
+        },
+    );
+
+    let _v1 = Vrrpd::start(d1, &f1);
+    failover(
+        &lab,
+        "ours preempts keepalived (v2 1s)",
+        d1,
+        mdi(150, interval) + SLACK,
+        || {},
+    );
+    assert!(lab::wait_until(Duration::from_secs(2), || !has_vip(d2)));
+}
+
+/// keepalived as the master (v3, 200 ms): ours stays backup while its adverts arrive; when
+/// keepalived's link goes down, ours takes over; when it comes back, keepalived preempts.
+#[test]
+fn keepalived_as_master_v3() {
+    let lab = lab();
+    let files = Files::new(&lab);
+    let (d1, d2) = (lab.director(0), lab.director(1));
+    listener(&lab, d1);
+    listener(&lab, d2);
+    let interval = Duration::from_millis(200);
+    let _ka = Keepalived::start(
+        &files,
+        d1,
+        &keepalived_conf("director-1", 150, 3, "0.2", false),
+    );
+    let v2 = Vrrpd::start(d2, &files.write("d2.yaml", &vrrp_yaml(100, 3, "200ms", "")));
+    wait_master(&lab, d1, d2, Duration::from_secs(10));
+    only_master_holds_vip(d1, d2, Duration::from_secs(1));
+    assert!(
+        v2.lines().iter().any(|l| l.contains("to=backup")),
+        "ours should be backup"
+    );
+    assert!(
+        v2.lines()
+            .iter()
+            .all(|l| !l.contains("invalid VRRP packet")),
+        "keepalived's adverts were refused:\n{}",
+        v2.lines().join("\n")
+    );
+
+    failover(
+        &lab,
+        "keepalived master's link down, ours takes over (v3 200ms)",
+        d2,
+        mdi(100, interval) + SLACK,
+        || lab.set_link(d1, false).unwrap_or_else(|e| panic!("{e:#}")),
+    );
+    failover(
+        &lab,
+        "keepalived preempts ours after link up (v3 200ms)",
+        d1,
+        mdi(150, interval) + Duration::from_secs(2),
+        || lab.set_link(d1, true).unwrap_or_else(|e| panic!("{e:#}")),
+    );
+    assert!(lab::wait_until(Duration::from_secs(2), || !has_vip(d2)));
+}
+
+// ---- lb-ctl run ----
+
+/// `lb-ctl run` with a service on the VIP and a `vrrp:` block on both directors (XDP in
+/// generic mode): the client's requests to VIP:80 reach the real server through whichever
+/// director is master; the master's link goes down -> the other serves them.
+#[test]
+fn run_daemon_serves_the_vip_through_the_master() {
+    let lab = Lab::build(&LabSpec {
+        directors: 2,
+        servers: 1,
+        pass_through: false,
+        ..LabSpec::default()
+    })
+    .unwrap_or_else(|e| panic!("building the lab: {e:#}"));
+    lab.del_vip(lab.director(0))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let files = Files::new(&lab);
+    let (d1, d2) = (lab.director(0), lab.director(1));
+    let rs = lab.server(0);
+    let interval = Duration::from_millis(200);
+    let service = format!(
+        "services:\n  - name: web\n    vip: {VIP}\n    port: 80\n    backends:\n      - address: \
+         {}\n",
+        rs.addr
+    );
+    let mut daemons = Vec::new();
+    let mut ctls = Vec::new();
+    for (d, priority) in [(d1, 150), (d2, 100)] {
+        let ctl = LbCtl::new(&lab, d).unwrap_or_else(|e| panic!("{e:#}"));
+        let yaml = vrrp_yaml(priority, 3, "200ms", "").replace("services: []\n", &service);
+        let file = files.write(&format!("{}.yaml", d.name), &yaml);
+        let args: Vec<&std::ffi::OsStr> = vec![
+            "--pin-dir".as_ref(),
+            ctl.pin_dir().as_os_str(),
+            "run".as_ref(),
+            "-f".as_ref(),
+            file.as_os_str(),
+            "--iface".as_ref(),
+            "eth0".as_ref(),
+            "--mode".as_ref(),
+            "generic".as_ref(),
+            "--detach-on-exit".as_ref(),
+        ];
+        daemons.push(Vrrpd::spawn(d, &args));
+        ctls.push(ctl);
+    }
+    let served = |lab: &Lab| {
+        matches!(
+            http_get(lab.client(), VIP, 80, "/", PROBE),
+            Ok((200, body)) if body.trim() == rs.name
+        )
+    };
+    assert!(
+        lab::wait_until(Duration::from_secs(10), || has_vip(d1) && served(&lab)),
+        "director-1 should hold the VIP and forward to {}",
+        rs.name
+    );
+    assert_eq!(
+        lab.client()
+            .neighbour_mac(VIP)
+            .unwrap_or_else(|e| panic!("{e:#}")),
+        Some(d1.mac)
+    );
+    only_master_holds_vip(d1, d2, Duration::from_millis(600));
+
+    lab.set_link(d1, false).unwrap_or_else(|e| panic!("{e:#}"));
+    let start = Instant::now();
+    let (mut failed, mut total) = (0, 0);
+    let bound = mdi(100, interval) + SLACK;
+    loop {
+        total += 1;
+        if served(&lab) && lab.client().neighbour_mac(VIP).ok().flatten() == Some(d2.mac) {
+            break;
+        }
+        failed += 1;
+        assert!(
+            start.elapsed() < bound + Duration::from_secs(5),
+            "director-2 did not take over: {failed} of {total} requests failed"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let gap = start.elapsed();
+    eprintln!(
+        "FAILOVER lb-ctl run, v3 200ms, master's link down, XDP forwarding to {}: served \
+         again after {} ms; {failed} of {total} requests failed (bound {} ms)",
+        rs.name,
+        gap.as_millis(),
+        bound.as_millis()
+    );
+    assert!(gap <= bound, "took {gap:?}, more than {bound:?}");
+    assert!(has_vip(d2));
+    for d in daemons {
+        d.stop();
+    }
+    drop(ctls);
+}
+
+/// Unicast peers instead of multicast (v3, 200 ms): the same election and a graceful handover.
+#[test]
+fn v3_unicast_peers() {
+    let lab = lab();
+    let files = Files::new(&lab);
+    let (d1, d2) = (lab.director(0), lab.director(1));
+    listener(&lab, d1);
+    listener(&lab, d2);
+    let interval = Duration::from_millis(200);
+    let peer = |h: &Host| format!("    unicast_peers: [{}]\n", h.addr);
+    let v1 = Vrrpd::start(
+        d1,
+        &files.write("d1.yaml", &vrrp_yaml(150, 3, "200ms", &peer(d2))),
+    );
+    let v2 = Vrrpd::start(
+        d2,
+        &files.write("d2.yaml", &vrrp_yaml(100, 3, "200ms", &peer(d1))),
+    );
+    wait_master(&lab, d1, d2, Duration::from_secs(5));
+    only_master_holds_vip(d1, d2, Duration::from_secs(1));
+    let mut v1 = Some(v1);
+    failover(
+        &lab,
+        "v3 200ms unicast, graceful stop",
+        d2,
+        interval + SLACK,
+        || {
+            v1.take().unwrap().stop();
+        },
+    );
+    let log = v2.lines().join("\n");
+    assert!(!log.contains("invalid VRRP packet"), "{log}");
+}
