@@ -175,6 +175,7 @@ async fn main_loop(opts: Options) -> Result<()> {
     let vrrp: Vec<_> = (d.config.vrrp.iter())
         .map(|c| crate::vrrp::io::spawn(c.clone(), vrrp_rx.clone()))
         .collect();
+    let vrrp_reports = crate::vrrp::report::dir_for(dir);
 
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -192,6 +193,9 @@ async fn main_loop(opts: Options) -> Result<()> {
                 d.reload();
             }
             _ = poll.tick() => {
+                if let Err(e) = crate::vrrp::report::write_all(&vrrp_reports, &vrrp) {
+                    warn!(error = %format!("{e:#}"), "writing the VRRP status for list/stats");
+                }
                 let now = mtime_of(&d.opts.file);
                 if now.is_some() && now != d.mtime {
                     info!(file = %d.opts.file.display(), "the file changed: reloading");
@@ -212,6 +216,7 @@ async fn main_loop(opts: Options) -> Result<()> {
         c.handle.abort();
     }
     // A master hands over at once (priority 0) and removes its addresses.
+    crate::vrrp::report::remove_all(&vrrp_reports, &vrrp);
     crate::vrrp::io::stop_all(vrrp_stop, vrrp).await;
     if d.opts.detach_on_exit {
         for iface in &d.opts.ifaces {

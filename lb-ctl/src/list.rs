@@ -68,6 +68,26 @@ pub fn render(snap: &Snapshot, interfaces: &[String]) -> String {
             );
         }
     }
+    out.push_str(&render_vrrp(&snap.vrrp));
+    out
+}
+
+/// One line per VRRP instance, e.g. `VRRP VI_1: master (master 192.168.58.134), adverts sent
+/// 12, received 0, errors 0`.
+pub fn render_vrrp(reports: &[crate::vrrp::report::Report]) -> String {
+    let mut out = String::new();
+    for r in reports {
+        let _ = writeln!(
+            out,
+            "VRRP {}: {} (master {}), adverts sent {}, received {}, errors {}",
+            r.instance,
+            r.state,
+            r.master.as_deref().unwrap_or("unknown"),
+            r.adverts_sent,
+            r.adverts_received,
+            r.errors
+        );
+    }
     out
 }
 

@@ -361,7 +361,7 @@ fn run(cli: Cli) -> Result<()> {
             if connections {
                 print!("{}", list::render_connections(&view::connections(&maps)?));
             } else {
-                let snap = Snapshot::read(&maps)?;
+                let snap = snapshot(&maps, dir)?;
                 print!("{}", list::render(&snap, &pins::attached_interfaces(dir)?));
             }
         }
@@ -383,12 +383,12 @@ fn run(cli: Cli) -> Result<()> {
                 })
             };
             match watch {
-                None => print!("{}", render(&Snapshot::read(&maps)?, None)?),
+                None => print!("{}", render(&snapshot(&maps, dir)?, None)?),
                 Some(secs) => {
                     if !(secs > 0.0 && secs.is_finite()) {
                         bail!("--watch takes a positive number of seconds, not {secs}");
                     }
-                    watch_stats(&maps, Duration::from_secs_f64(secs), count, render)?;
+                    watch_stats(&maps, dir, Duration::from_secs_f64(secs), count, render)?;
                 }
             }
         }
@@ -425,7 +425,10 @@ fn run(cli: Cli) -> Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the tokio runtime")?
-                .block_on(lb_ctl::vrrp::io::run_all(config.vrrp))?;
+                .block_on(lb_ctl::vrrp::io::run_all(
+                    config.vrrp,
+                    &lb_ctl::vrrp::report::dir_for(dir),
+                ))?;
         }
         Command::Genhash {
             server,
@@ -499,19 +502,27 @@ fn run_apply(dir: &Path, file: &Path, dry_run: bool, timeout: Duration) -> Resul
     Ok(())
 }
 
+/// The maps' state, and the VRRP state of a daemon running for the same pins.
+fn snapshot(maps: &Maps, dir: &Path) -> Result<Snapshot> {
+    let mut snap = Snapshot::read(maps)?;
+    snap.vrrp = lb_ctl::vrrp::report::read_all(dir);
+    Ok(snap)
+}
+
 fn watch_stats(
     maps: &Maps,
+    dir: &Path,
     every: Duration,
     count: Option<u64>,
     render: impl Fn(&Snapshot, Option<&Rates>) -> Result<String>,
 ) -> Result<()> {
     let tty = std::io::stdout().is_terminal();
-    let mut prev = Snapshot::read(maps)?;
+    let mut prev = snapshot(maps, dir)?;
     let mut prev_at = Instant::now();
     let mut n = 0;
     while count.is_none_or(|c| n < c) {
         thread::sleep(every);
-        let snap = Snapshot::read(maps)?;
+        let snap = snapshot(maps, dir)?;
         let rates = Rates::between(&prev, &snap, prev_at.elapsed());
         prev_at = Instant::now();
         let text = render(&snap, Some(&rates))?;

@@ -101,6 +101,7 @@ pub fn render_text(snap: &Snapshot, rates: Option<&Rates>) -> String {
         let _ = writeln!(out, "  {:<20} {:<5} {:>12}", r.reason, r.action, r.packets);
     }
     let _ = writeln!(out, "  connections tracked: {}", snap.flows);
+    out.push_str(&crate::list::render_vrrp(&snap.vrrp));
     out
 }
 
@@ -281,5 +282,35 @@ pub fn render_prometheus(snap: &Snapshot) -> String {
         "Live entries in the connection table.",
         vec![(String::new(), snap.flows)],
     );
+    if !snap.vrrp.is_empty() {
+        let inst = |r: &crate::vrrp::report::Report| format!("instance=\"{}\"", label(&r.instance));
+        let vrrp = |f: fn(&crate::vrrp::report::Report) -> u64| -> Vec<(String, u64)> {
+            snap.vrrp.iter().map(|r| (inst(r), f(r))).collect()
+        };
+        family(
+            "lb_vrrp_master",
+            "gauge",
+            "1 while this director is the VRRP master.",
+            vrrp(|r| u64::from(r.state == "master")),
+        );
+        family(
+            "lb_vrrp_adverts_sent_total",
+            "counter",
+            "VRRP adverts sent.",
+            vrrp(|r| r.adverts_sent),
+        );
+        family(
+            "lb_vrrp_adverts_received_total",
+            "counter",
+            "VRRP adverts received.",
+            vrrp(|r| r.adverts_received),
+        );
+        family(
+            "lb_vrrp_errors_total",
+            "counter",
+            "Malformed or unauthenticated VRRP adverts, ignored.",
+            vrrp(|r| r.errors),
+        );
+    }
     out
 }

@@ -99,6 +99,9 @@ pub struct Snapshot {
     pub flows: u64,
     /// Entries the connection table can hold (the least recently used go first).
     pub flows_capacity: u32,
+    /// VRRP instances of a running daemon for these pins (filled by the caller).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub vrrp: Vec<crate::vrrp::report::Report>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -217,6 +220,7 @@ impl Snapshot {
             datapath,
             flows,
             flows_capacity: maps.flows_capacity()?,
+            vrrp: Vec::new(),
         })
     }
 }

@@ -698,6 +698,26 @@ fn run_daemon_serves_the_vip_through_the_master() {
         Some(d1.mac)
     );
     only_master_holds_vip(d1, d2, Duration::from_millis(600));
+    // `list` and `stats` show each director's VRRP state (written every second).
+    let shows = |ctl: &LbCtl, state: &str| {
+        lab::wait_until(Duration::from_secs(3), || {
+            ctl.list()
+                .is_ok_and(|l| l.contains(&format!("VRRP VI_1: {state} (master ")))
+        })
+    };
+    assert!(shows(&ctls[0], "master"), "{:?}", ctls[0].list());
+    assert!(shows(&ctls[1], "backup"), "{:?}", ctls[1].list());
+    let prom = ctls[0]
+        .run_ok(&["stats", "--prometheus"])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        prom.contains("lb_vrrp_master{instance=\"VI_1\"} 1"),
+        "{prom}"
+    );
+    assert!(
+        prom.contains("lb_vrrp_adverts_sent_total{instance=\"VI_1\"}"),
+        "{prom}"
+    );
 
     lab.set_link(d1, false).unwrap_or_else(|e| panic!("{e:#}"));
     let start = Instant::now();
@@ -725,6 +745,7 @@ fn run_daemon_serves_the_vip_through_the_master() {
     );
     assert!(gap <= bound, "took {gap:?}, more than {bound:?}");
     assert!(has_vip(d2));
+    assert!(shows(&ctls[1], "master"), "{:?}", ctls[1].list());
     for d in daemons {
         d.stop();
     }

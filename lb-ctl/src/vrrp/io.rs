@@ -752,7 +752,7 @@ fn send_frame(fd: RawFd, ifindex: u32, frame: &[u8]) -> io::Result<()> {
 
 /// Runs every instance of `list` until SIGTERM or SIGINT; then each master hands over with
 /// priority 0 (waited for at most 2 s). For `lb-ctl vrrp`.
-pub async fn run_all(list: Vec<VrrpConfig>) -> Result<()> {
+pub async fn run_all(list: Vec<VrrpConfig>, report_dir: &std::path::Path) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     if list.is_empty() {
         bail!("the file has no `vrrp:` instances");
@@ -761,11 +761,20 @@ pub async fn run_all(list: Vec<VrrpConfig>) -> Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let (tx, rx) = watch::channel(false);
     let handles: Vec<Handle> = list.into_iter().map(|c| spawn(c, rx.clone())).collect();
-    let why = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let why = loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = super::report::write_all(report_dir, &handles) {
+                    warn!(error = %format!("{e:#}"), "writing the VRRP status for list/stats");
+                }
+            }
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+        }
     };
     info!(signal = why, "stopping VRRP");
+    super::report::remove_all(report_dir, &handles);
     stop_all(tx, handles).await;
     Ok(())
 }

@@ -7,4 +7,5 @@
 
 pub mod io;
 pub mod packet;
+pub mod report;
 pub mod state;

@@ -1,0 +1,168 @@
+//! VRRP state for `lb-ctl list` and `stats`, which run in other processes: the daemon writes
+//! one small JSON file per instance, every second and on each transition, under a directory
+//! derived from the pin directory (so one director's commands see its own instances), and
+//! removes them when it stops. A file whose writer is gone is ignored.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    sync::atomic::Ordering,
+};
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+
+use super::io::Handle;
+
+/// What `list` and `stats` show of one instance.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub instance: String,
+    pub state: String,
+    /// The current master's address, as this instance knows it.
+    pub master: Option<String>,
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    /// Malformed, wrong-TTL, wrong-password or mismatched adverts (counted and ignored).
+    pub errors: u64,
+    pub became_master: u64,
+    /// The daemon that wrote it.
+    pub pid: u32,
+}
+
+/// `/run/lb-ctl/<pin dir with / as _>/vrrp`.
+pub fn dir_for(pin_dir: &Path) -> PathBuf {
+    let key: String = pin_dir
+        .to_string_lossy()
+        .trim_matches('/')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Path::new("/run/lb-ctl").join(key).join("vrrp")
+}
+
+fn file_name(instance: &str) -> String {
+    let safe: String = instance
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{safe}.json")
+}
+
+/// The report of a running instance.
+pub fn of(h: &Handle) -> Report {
+    let s = &h.status;
+    let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    Report {
+        instance: h.name.clone(),
+        state: s
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map_or("init", |st| st.as_str())
+            .to_string(),
+        master: s
+            .master
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|a| a.to_string()),
+        adverts_sent: n(&s.adverts_sent),
+        adverts_received: n(&s.adverts_received),
+        errors: n(&s.malformed) + n(&s.bad_ttl) + n(&s.bad_auth) + n(&s.mismatched),
+        became_master: n(&s.became_master),
+        pid: std::process::id(),
+    }
+}
+
+/// Writes every instance's report (atomically: a temporary file, then a rename).
+pub fn write_all(dir: &Path, handles: &[Handle]) -> Result<()> {
+    if handles.is_empty() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for h in handles {
+        let path = dir.join(file_name(&h.name));
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, serde_json::to_vec(&of(h))?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Removes the reports of `handles` (the daemon is stopping).
+pub fn remove_all(dir: &Path, handles: &[Handle]) {
+    for h in handles {
+        let _ = fs::remove_file(dir.join(file_name(&h.name)));
+    }
+    let _ = fs::remove_dir(dir);
+}
+
+/// The reports of running daemons for this pin directory, by instance name.
+pub fn read_all(pin_dir: &Path) -> Vec<Report> {
+    let Ok(entries) = fs::read_dir(dir_for(pin_dir)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Report> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| serde_json::from_slice::<Report>(&fs::read(e.path()).ok()?).ok())
+        .filter(|r| Path::new(&format!("/proc/{}", r.pid)).exists())
+        .collect();
+    out.sort_by(|a, b| a.instance.cmp(&b.instance));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_directory_follows_the_pin_directory() {
+        assert_eq!(
+            dir_for(Path::new("/sys/fs/bpf/lb")),
+            PathBuf::from("/run/lb-ctl/sys_fs_bpf_lb/vrrp")
+        );
+        assert_eq!(file_name("VI_1"), "VI_1.json");
+        assert_eq!(file_name("a/b"), "a_b.json");
+    }
+
+    #[test]
+    fn reports_of_dead_writers_are_ignored() {
+        let pin = PathBuf::from(format!("/tmp/lb-report-test-{}", std::process::id()));
+        let dir = dir_for(&pin);
+        fs::create_dir_all(&dir).expect("dir");
+        let live = Report {
+            instance: "VI_1".into(),
+            state: "master".into(),
+            pid: std::process::id(),
+            ..Report::default()
+        };
+        let dead = Report {
+            instance: "VI_2".into(),
+            pid: u32::MAX - 1,
+            ..Report::default()
+        };
+        for r in [&live, &dead] {
+            fs::write(
+                dir.join(file_name(&r.instance)),
+                serde_json::to_vec(r).expect("json"),
+            )
+            .expect("write");
+        }
+        assert_eq!(read_all(&pin), vec![live]);
+        let _ = fs::remove_dir_all(dir.parent().expect("parent"));
+    }
+}
