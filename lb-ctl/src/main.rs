@@ -38,9 +38,12 @@ Typical use:
   lb-ctl list                          the ipvsadm -L -n view
   lb-ctl stats --prometheus            counters for a scraper
   lb-ctl detach eth0                   remove it again
+  lb-ctl run -f services.yaml --iface eth0
+                                       all of it as a daemon, with keepalived's health
+                                       checks and VRRP (see `lb-ctl run --help`)
 
 The program and its maps are pinned under --pin-dir, so the data path keeps forwarding
-after each command exits. All commands except --help need root (or CAP_BPF and
+after each command exits. Every command but genhash needs root (or CAP_BPF and
 CAP_NET_ADMIN).";
 
 #[derive(Parser)]
