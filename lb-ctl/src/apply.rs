@@ -246,7 +246,8 @@ fn lowest_free(used: &BTreeSet<u32>, taken: &BTreeSet<u32>, limit: u32) -> Optio
 /// Picks backend ids past the highest one in use before wrapping, so a freed id is not
 /// handed out again soon (flows still naming it age out of the connection table first).
 fn next_backend_id(used: &BTreeSet<u32>, taken: &BTreeSet<u32>) -> Option<u32> {
-    let high = used.iter().chain(taken).max().map_or(0, |m| m + 1);
+    // BTreeSet::last is O(log n): this runs once per new backend.
+    let high = used.last().max(taken.last()).map_or(0, |m| m + 1);
     (high..limits::MAX_BACKENDS)
         .find(|i| !used.contains(i) && !taken.contains(i))
         .or_else(|| lowest_free(used, taken, limits::MAX_BACKENDS))
@@ -286,6 +287,14 @@ pub fn plan(current: &Current, config: &Config, macs: &Macs, down: &Down) -> Res
     let mut kept_backends = BTreeSet::new();
 
     let wanted: BTreeSet<ServiceKey> = config.services.iter().map(service_key).collect();
+    // The configured backends of each service id, by address (one pass, not one per service).
+    let mut by_service: HashMap<u32, HashMap<Ipv4Addr, (u32, Backend)>> = HashMap::new();
+    for (&bid, b) in &current.backends {
+        by_service
+            .entry(b.service_id)
+            .or_default()
+            .insert(addr_v4(&b.addr), (bid, *b));
+    }
     for sc in &config.services {
         let key = service_key(sc);
         let old = current.services.get(&key);
@@ -352,12 +361,10 @@ pub fn plan(current: &Current, config: &Config, macs: &Macs, down: &Down) -> Res
         }
 
         // Backends of this service: keep ids by address.
-        let existing: HashMap<Ipv4Addr, (u32, Backend)> = current
-            .backends
-            .iter()
-            .filter(|(_, b)| old.is_some() && b.service_id == id)
-            .map(|(&bid, b)| (addr_v4(&b.addr), (bid, *b)))
-            .collect();
+        let existing: HashMap<Ipv4Addr, (u32, Backend)> = match old {
+            Some(_) => by_service.get(&id).cloned().unwrap_or_default(),
+            None => HashMap::new(),
+        };
         let mut members = Vec::new(); // (id, weight) of usable backends, in file order
         let mut member_names = Vec::new(); // their "address:port", for Maglev
         for bc in &sc.backends {
@@ -505,11 +512,14 @@ pub fn plan(current: &Current, config: &Config, macs: &Macs, down: &Down) -> Res
         });
         post.push(Write::DeleteService(*key));
     }
+    let kept_service_ids: BTreeSet<u32> = current
+        .services
+        .iter()
+        .filter(|(k, _)| wanted.contains(k))
+        .map(|(_, s)| s.id)
+        .collect();
     for (bid, b) in &current.backends {
-        let service_kept = current
-            .services
-            .iter()
-            .any(|(k, s)| s.id == b.service_id && wanted.contains(k));
+        let service_kept = kept_service_ids.contains(&b.service_id);
         if !kept_backends.contains(bid) && !service_kept {
             // Backends of removed services (those of kept services were handled above).
             post.push(Write::ClearBackend(*bid));
