@@ -5,7 +5,9 @@
 //! - `build`: the XDP object and a release `lb-ctl` at `target/release/lb-ctl`.
 //! - `test`: every test of the workspace (unit, packet-level, end-to-end); needs root.
 //! - `demo`: the lab demo: namespaces, the director, HTTP balanced over two servers; root.
-//! - `bench`: the data path's cost per packet as a ratio to an XDP_TX baseline; root.
+//! - `bench`: the benchmarks (data path per packet against an XDP_TX baseline, control-plane
+//!   scale, HTTP through the lab against the ceiling and HAProxy) and their report in
+//!   `bench/results/`; root.
 
 use std::{
     path::{Path, PathBuf},
@@ -48,8 +50,11 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Measure the data path per packet against a minimal XDP_TX program (BPF_PROG_TEST_RUN).
-    /// Needs root. Extra arguments go to the bench (--repeat N, --rounds N).
+    /// Run the benchmarks and write bench/results/: the data path per packet against a minimal
+    /// XDP_TX program (lb-bench), control-plane scale (lb-bench-scale), HTTP through the lab
+    /// against the ceiling and HAProxy (lb-bench-lab), then the report (lb-bench-report:
+    /// latest.md, latest.json, latest.png). Needs root. Extra arguments go to lb-bench
+    /// (--repeat N, --rounds N).
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -63,7 +68,7 @@ fn main() -> Result<()> {
         Task::Build => build(),
         Task::Test { args } => test(&args),
         Task::Demo { args } => release_bin("lb-demo", &args),
-        Task::Bench { args } => release_bin("lb-bench", &args),
+        Task::Bench { args } => bench(&args),
     }
 }
 
@@ -77,8 +82,21 @@ fn require_root(what: &str) -> Result<()> {
 
 /// Builds lb-ctl and the lab binaries in release mode, then runs `target/release/NAME`.
 fn release_bin(name: &str, args: &[String]) -> Result<()> {
-    require_root(&format!("cargo xtask {}", name.trim_start_matches("lb-")))?;
-    eprintln!("==> building lb-ctl, lab-server and {name} (release)");
+    release_bins(
+        &format!("cargo xtask {}", name.trim_start_matches("lb-")),
+        &[(name, args)],
+    )
+}
+
+/// Builds lb-ctl and the lab binaries in release mode, then runs each `target/release/NAME`
+/// with its arguments, in order, stopping at the first that fails.
+fn release_bins(what: &str, bins: &[(&str, &[String])]) -> Result<()> {
+    require_root(what)?;
+    let names: Vec<&str> = bins.iter().map(|(n, _)| *n).collect();
+    eprintln!(
+        "==> building lb-ctl, lab-server and {} (release)",
+        names.join(", ")
+    );
     run(cargo().args([
         "build",
         "--release",
@@ -88,7 +106,33 @@ fn release_bin(name: &str, args: &[String]) -> Result<()> {
         "lb-tests",
         "--bins",
     ]))?;
-    run(Command::new(root().join("target/release").join(name)).args(args))
+    for (name, args) in bins {
+        eprintln!("==> {name}");
+        run(Command::new(root().join("target/release").join(name)).args(*args))?;
+    }
+    Ok(())
+}
+
+/// `cargo xtask bench`: the data path (extra arguments go there), control-plane scale, the
+/// lab, then the report, which prints the tables and writes bench/results/latest.*. Each
+/// bench reports its targets as met / not met and never fails because a machine was slow.
+fn bench(args: &[String]) -> Result<()> {
+    let started = Instant::now();
+    let none: &[String] = &[];
+    release_bins(
+        "cargo xtask bench",
+        &[
+            ("lb-bench", args),
+            ("lb-bench-scale", none),
+            ("lb-bench-lab", none),
+            ("lb-bench-report", none),
+        ],
+    )?;
+    eprintln!(
+        "==> benchmarks done in {:.0?}; results in bench/results/",
+        started.elapsed()
+    );
+    Ok(())
 }
 
 /// The workspace root (the parent of this crate's directory).

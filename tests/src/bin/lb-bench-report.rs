@@ -1,0 +1,498 @@
+//! `cargo xtask bench` (last step): gathers what the bench binaries wrote into
+//! `bench/results/` (`datapath.json` from `lb-bench`, `lab.json` from `lb-bench-lab`,
+//! `scale.json` from `lb-bench-scale`; any of them may be missing), adds the machine, kernel,
+//! date and commit, and writes
+//!
+//! - `latest.md`: Markdown tables with each target and whether it was met (also printed);
+//! - `latest.json`: the same data, machine-readable;
+//! - `latest.png`: a chart of ns/packet per data-path path against the XDP_TX baseline, and of
+//!   requests/s per end-to-end setup (plotters, bitmap backend; text in DejaVu Sans or another
+//!   TTF font found on the system: without one, the chart is skipped with a warning).
+//!
+//! Needs no root and sends no traffic.
+
+use std::{
+    fmt::Write as _,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result, bail};
+use plotters::{prelude::*, style::FontStyle};
+use serde_json::{Value, json};
+
+/// `<workspace>/bench/results`.
+fn results_dir() -> PathBuf {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR"));
+    tests.parent().unwrap_or(tests).join("bench/results")
+}
+
+fn parse_args() -> Result<PathBuf> {
+    let mut dir = results_dir();
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--dir" => dir = PathBuf::from(it.next().context("--dir needs a value")?),
+            "--help" | "-h" => {
+                println!("lb-bench-report [--dir DIR (bench/results)]");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}; see --help"),
+        }
+    }
+    Ok(dir)
+}
+
+fn read_json(path: &Path) -> Result<Option<Value>> {
+    match fs::read_to_string(path) {
+        Ok(text) => {
+            Ok(Some(serde_json::from_str(&text).with_context(|| {
+                format!("{} is not JSON", path.display())
+            })?))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn command_out(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// `YYYY-MM-DD HH:MM UTC` from the system clock (civil-from-days, proleptic Gregorian).
+fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+fn machine() -> Value {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_kib: u64 = fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let commit = command_out(
+        Command::new("git")
+            .args(["rev-parse", "--short", "HEAD"])
+            .current_dir(&root),
+    )
+    .unwrap_or_else(|| "unknown".into());
+    let dirty = command_out(
+        Command::new("git")
+            .args(["status", "--porcelain", "--untracked-files=no"])
+            .current_dir(&root),
+    )
+    .is_some_and(|s| !s.is_empty());
+    json!({
+        "nproc": nproc,
+        "cpu_model": model,
+        "memory_bytes": mem_kib * 1024,
+        "kernel": kernel,
+        "date": utc_now(),
+        "commit": commit,
+        "dirty": dirty,
+    })
+}
+
+fn met_str(met: &Value) -> &'static str {
+    match met.as_bool() {
+        Some(true) => "met",
+        Some(false) => "**not met**",
+        None => "-",
+    }
+}
+
+fn f(v: &Value, digits: usize) -> String {
+    v.as_f64()
+        .map_or_else(|| "-".to_string(), |x| format!("{x:.digits$}"))
+}
+
+fn datapath_md(md: &mut String, d: &Value) {
+    let _ = writeln!(
+        md,
+        "## Data path: ns per packet (BPF_PROG_TEST_RUN)\n\n{} rounds of {} packets each, \
+         interleaved with a minimal XDP_TX program (swaps MACs) as the baseline; the verifier \
+         processed {} instructions of the director program.\n",
+        d["rounds"], d["repeat"], d["verified_insns"]
+    );
+    let _ = writeln!(
+        md,
+        "| path | director ns/pkt (min / median / max) | XDP_TX baseline ns/pkt | ratio | target | met |\n\
+         | --- | --- | --- | --- | --- | --- |"
+    );
+    for r in d["rows"].as_array().into_iter().flatten() {
+        let ns = &r["director_ns"];
+        let target = r["target"]
+            .as_f64()
+            .map_or("-".to_string(), |t| format!("<= {t}x"));
+        let _ = writeln!(
+            md,
+            "| {} | {} / {} / {} | {} | {}x | {target} | {} |",
+            r["path"].as_str().unwrap_or("?"),
+            f(&ns["min"], 1),
+            f(&ns["median"], 1),
+            f(&ns["max"], 1),
+            f(&r["baseline_ns"], 1),
+            f(&r["ratio"], 2),
+            met_str(&r["met"])
+        );
+    }
+    md.push('\n');
+}
+
+fn lab_md(md: &mut String, l: &Value) {
+    let w = &l["wrk"];
+    let _ = writeln!(
+        md,
+        "## End to end: HTTP through the lab (wrk)\n\n`wrk -t{} -c{} -d{}s --latency` from the \
+         client namespace against `lab-server` on the real servers (keep-alive), the best of {} \
+         rounds per setup; all hosts share this machine's CPUs.\n",
+        w["threads"],
+        w["connections"],
+        w["duration_s"],
+        w["rounds"].as_u64().unwrap_or(1)
+    );
+    let _ = writeln!(
+        md,
+        "| setup | requests/s | p50 ms | p90 ms | p99 ms | machine CPU busy |\n\
+         | --- | --- | --- | --- | --- | --- |"
+    );
+    for s in l["setups"].as_array().into_iter().flatten() {
+        let lat = &s["latency_ms"];
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {}% |",
+            s["label"].as_str().unwrap_or("?"),
+            f(&s["requests_per_s"], 0),
+            f(&lat["p50"], 2),
+            f(&lat["p90"], 2),
+            f(&lat["p99"], 2),
+            s["machine_cpu_busy"]
+                .as_f64()
+                .map_or("-".into(), |b| format!("{:.0}", b * 100.0))
+        );
+    }
+    let _ = writeln!(md, "\n| target | value | met |\n| --- | --- | --- |");
+    for t in l["targets"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            md,
+            "| {} >= {}x | {}x | {} |",
+            t["name"].as_str().unwrap_or("?"),
+            f(&t["target"], 2),
+            f(&t["value"], 2),
+            met_str(&t["met"])
+        );
+    }
+    let u = &l["udp_flood"];
+    if u.is_object() {
+        let _ = writeln!(
+            md,
+            "\nRaw packet rate: {} packets/s forwarded by the director (native XDP, 60-byte UDP \
+             frames) while {} sent {} packets/s; the sender, not the director, is the limit \
+             when the two are equal.",
+            f(&u["forwarded_per_s"], 0),
+            u["sender"].as_str().unwrap_or("the sender"),
+            f(&u["sent_per_s"], 0)
+        );
+    }
+    md.push('\n');
+}
+
+fn scale_md(md: &mut String, s: &Value) {
+    let _ = writeln!(
+        md,
+        "## Control plane: {} services x {} backends\n\nIn-process (`lb_ctl` as a library, the \
+         program loaded at its default map sizes: TABLE {} entries, FLOWS {}), backend MACs \
+         supplied.\n",
+        s["services"], s["backends_per_service"], s["sizes"]["table_entries"], s["sizes"]["flows"]
+    );
+    let _ = writeln!(
+        md,
+        "| measurement | median (min / max) | target | met |\n| --- | --- | --- | --- |"
+    );
+    for r in s["rows"].as_array().into_iter().flatten() {
+        let unit = r["unit"].as_str().unwrap_or("");
+        let target = r["target"]
+            .as_f64()
+            .map_or("-".to_string(), |t| format!("< {t} {unit}"));
+        let _ = writeln!(
+            md,
+            "| {} | {} {unit} ({} / {}) | {target} | {} |",
+            r["name"].as_str().unwrap_or("?"),
+            f(&r["median"], 1),
+            f(&r["min"], 1),
+            f(&r["max"], 1),
+            met_str(&r["met"])
+        );
+    }
+    let mem = &s["memory"];
+    if let Some(total) = mem["total_bytes"].as_u64() {
+        let maps: Vec<String> = mem["maps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| {
+                let b = m["memlock_bytes"].as_u64()?;
+                (b >= 1 << 20).then(|| {
+                    format!(
+                        "{} {:.1} MiB",
+                        m["name"].as_str().unwrap_or("?"),
+                        b as f64 / f64::from(1 << 20)
+                    )
+                })
+            })
+            .collect();
+        let _ = writeln!(
+            md,
+            "| kernel memory of the maps at default sizes | {:.1} MiB ({}) | - | - |",
+            total as f64 / f64::from(1 << 20),
+            maps.join(", ")
+        );
+    }
+    md.push('\n');
+}
+
+/// Registers the first TTF font found as "sans-serif"; false if there is none.
+fn register_font() -> bool {
+    const CANDIDATES: &[&str] = &[
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+        "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+        "/usr/share/fonts/TTF/DejaVuSans.ttf",
+        "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    ];
+    for path in CANDIDATES {
+        if let Ok(bytes) = fs::read(path) {
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// One horizontal bar chart: `bars` are (label, value, colour), top to bottom.
+fn bar_panel(
+    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    title: &str,
+    unit: &str,
+    bars: &[(String, f64, RGBColor)],
+) -> Result<()> {
+    let max = bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1.0);
+    let n = bars.len().max(1) as f64;
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(8)
+        .build_cartesian_2d(0.0..max * 1.3, 0.0..n)
+        .map_err(|e| anyhow::anyhow!("chart: {e}"))?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .disable_y_axis()
+        .x_desc(unit)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .max_light_lines(1)
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(|e| anyhow::anyhow!("chart mesh: {e}"))?;
+    for (i, (label, value, colour)) in bars.iter().enumerate() {
+        let top = n - i as f64;
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(0.0, top - 0.9), (*value, top - 0.45)],
+                colour.filled(),
+            )))
+            .map_err(|e| anyhow::anyhow!("bar: {e}"))?;
+        chart
+            .draw_series(std::iter::once(Text::new(
+                if *value >= 1000.0 {
+                    format!("{label}: {value:.0}")
+                } else {
+                    format!("{label}: {value:.1}")
+                },
+                (max * 0.005, top - 0.15),
+                ("sans-serif", 13).into_font(),
+            )))
+            .map_err(|e| anyhow::anyhow!("label: {e}"))?;
+    }
+    Ok(())
+}
+
+const DIRECTOR: RGBColor = RGBColor(31, 119, 180);
+const BASELINE: RGBColor = RGBColor(160, 160, 160);
+const OTHER: RGBColor = RGBColor(255, 127, 14);
+
+fn chart(path: &Path, datapath: Option<&Value>, lab: Option<&Value>) -> Result<()> {
+    let mut dp_bars = Vec::new();
+    if let Some(d) = datapath {
+        for r in d["rows"].as_array().into_iter().flatten() {
+            let name = r["path"].as_str().unwrap_or("?").to_string();
+            if let Some(v) = r["director_ns"]["median"].as_f64() {
+                dp_bars.push((format!("{name}, director"), v, DIRECTOR));
+            }
+            if let Some(v) = r["baseline_ns"].as_f64() {
+                dp_bars.push((format!("{name}, XDP_TX baseline"), v, BASELINE));
+            }
+        }
+    }
+    let mut lab_bars = Vec::new();
+    if let Some(l) = lab {
+        for s in l["setups"].as_array().into_iter().flatten() {
+            let colour = match s["key"].as_str() {
+                Some("xdp") => DIRECTOR,
+                Some("direct") => BASELINE,
+                _ => OTHER,
+            };
+            if let Some(v) = s["requests_per_s"].as_f64() {
+                lab_bars.push((s["label"].as_str().unwrap_or("?").to_string(), v, colour));
+            }
+        }
+    }
+    let height = (120 + 34 * dp_bars.len().max(lab_bars.len())).max(360) as u32;
+    let root = BitMapBackend::new(path, (1400, height)).into_drawing_area();
+    root.fill(&WHITE)
+        .map_err(|e| anyhow::anyhow!("chart: {e}"))?;
+    let (left, right) = root.split_horizontally(760);
+    if dp_bars.is_empty() {
+        left.draw(&Text::new(
+            "no data-path results (datapath.json)",
+            (20, 40),
+            ("sans-serif", 16).into_font(),
+        ))
+        .map_err(|e| anyhow::anyhow!("chart: {e}"))?;
+    } else {
+        bar_panel(
+            &left,
+            "Data path: ns per packet (median)",
+            "ns/packet",
+            &dp_bars,
+        )?;
+    }
+    if lab_bars.is_empty() {
+        right
+            .draw(&Text::new(
+                "no end-to-end results (lab.json)",
+                (20, 40),
+                ("sans-serif", 16).into_font(),
+            ))
+            .map_err(|e| anyhow::anyhow!("chart: {e}"))?;
+    } else {
+        bar_panel(
+            &right,
+            "End to end: HTTP requests/s",
+            "requests/s",
+            &lab_bars,
+        )?;
+    }
+    root.present()
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let dir = parse_args()?;
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let datapath = read_json(&dir.join("datapath.json"))?;
+    let lab = read_json(&dir.join("lab.json"))?;
+    let scale = read_json(&dir.join("scale.json"))?;
+    if datapath.is_none() && lab.is_none() && scale.is_none() {
+        bail!(
+            "no results in {} (datapath.json, lab.json, scale.json): run `cargo xtask bench`",
+            dir.display()
+        );
+    }
+    let m = machine();
+    let mut md = format!(
+        "# Benchmark results\n\n{} x {}, {:.1} GiB of memory; Linux {}; {}; commit {}{}.\n\n",
+        m["nproc"],
+        m["cpu_model"].as_str().unwrap_or("?"),
+        m["memory_bytes"].as_f64().unwrap_or(0.0) / f64::from(1 << 30),
+        m["kernel"].as_str().unwrap_or("?"),
+        m["date"].as_str().unwrap_or("?"),
+        m["commit"].as_str().unwrap_or("?"),
+        if m["dirty"].as_bool() == Some(true) {
+            " (with uncommitted changes)"
+        } else {
+            ""
+        }
+    );
+    match &datapath {
+        Some(d) => datapath_md(&mut md, d),
+        None => md.push_str("## Data path\n\nNot run (no datapath.json).\n\n"),
+    }
+    match &lab {
+        Some(l) => lab_md(&mut md, l),
+        None => md.push_str("## End to end\n\nNot run (no lab.json).\n\n"),
+    }
+    match &scale {
+        Some(s) => scale_md(&mut md, s),
+        None => md.push_str("## Control plane\n\nNot run (no scale.json).\n\n"),
+    }
+    md.push_str("Reproduce with `cargo xtask bench` (root); targets are reported, not asserted.\n");
+
+    let md_path = dir.join("latest.md");
+    fs::write(&md_path, &md).with_context(|| format!("writing {}", md_path.display()))?;
+    let all = json!({
+        "machine": m,
+        "datapath": datapath,
+        "lab": lab,
+        "scale": scale,
+    });
+    let json_path = dir.join("latest.json");
+    fs::write(&json_path, serde_json::to_string_pretty(&all)? + "\n")
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    let png_path = dir.join("latest.png");
+    if register_font() {
+        chart(&png_path, datapath.as_ref(), lab.as_ref())?;
+    } else {
+        eprintln!(
+            "warning: no TTF font found (Debian: fonts-dejavu-core); {} not written",
+            png_path.display()
+        );
+    }
+    println!("{md}");
+    eprintln!(
+        "==> wrote {}, {} and {}",
+        md_path.display(),
+        json_path.display(),
+        png_path.display()
+    );
+    Ok(())
+}
