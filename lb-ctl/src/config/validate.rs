@@ -77,7 +77,7 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Field<T> {
         if value.is_null() {
             return Ok(Field::Null);
         }
-        Ok(match T::deserialize(value.clone()) {
+        Ok(match T::deserialize(&value) {
             Ok(v) => Field::Value(v),
             Err(_) => Field::Invalid(value),
         })
