@@ -64,9 +64,9 @@ pub struct BackendView {
     pub packets: u64,
     pub bytes: u64,
     pub connections: u64,
-    /// Connections in ESTABLISHED (or SYN) state, as ipvsadm's ActiveConn.
+    /// Connections in ESTABLISHED state, as ipvsadm's ActiveConn.
     pub active_connections: u64,
-    /// Other live entries (FIN, RST, UDP), as ipvsadm's InActConn.
+    /// Other live entries (SYN, FIN, RST, UDP), as ipvsadm's InActConn.
     pub inactive_connections: u64,
 }
 
@@ -162,8 +162,8 @@ impl Snapshot {
             }
             flows += 1;
             let c = conns.entry(flow.backend).or_default();
-            let active = key.proto == lb_common::PROTO_TCP
-                && matches!(flow.state, tcp_state::ESTABLISHED | tcp_state::SYN);
+            // As ipvsadm: only ESTABLISHED is active; a connection still in SYN is not.
+            let active = key.proto == lb_common::PROTO_TCP && flow.state == tcp_state::ESTABLISHED;
             if active { c.0 += 1 } else { c.1 += 1 }
         }
 

@@ -1,5 +1,5 @@
 //! Shared helpers of the integration tests.
 
 pub mod lab;
-pub mod packet;
 pub mod lbctl;
+pub mod packet;

@@ -43,9 +43,10 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build, then run the demo on a lab of network namespaces: a client, a switch, the
-    /// director and two real servers; HTTP and UDP balanced, live counters, then teardown.
-    /// Needs root. Extra arguments go to the demo (--requests N).
+    /// Build, then run the demo on a lab of network namespaces: HTTP and UDP balanced over
+    /// two real servers with live counters; a real server failing and recovering under
+    /// `lb-ctl run`'s health checks; two directors failing over with VRRP; then teardown.
+    /// Needs root. Extra arguments go to the demo (--requests N, --phases 1,2,3).
     Demo {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,

@@ -755,7 +755,10 @@ fn check_service(
 const MAX_TABLE_SIZE: i64 = 16_777_213;
 
 fn is_prime(n: u64) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 /// `Some(None)`: no persistence; `None`: invalid (reported).

@@ -108,6 +108,9 @@ pub fn remove_all(dir: &Path, handles: &[Handle]) {
         let _ = fs::remove_file(dir.join(file_name(&h.name)));
     }
     let _ = fs::remove_dir(dir);
+    if let Some(parent) = dir.parent() {
+        let _ = fs::remove_dir(parent);
+    }
 }
 
 /// The reports of running daemons for this pin directory, by instance name.

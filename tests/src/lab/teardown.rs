@@ -165,15 +165,38 @@ pub(crate) fn destroy_namespaces(names: &[String]) -> Vec<anyhow::Error> {
             }
             Err(e) => errors.push(anyhow::anyhow!("running `ip netns delete {ns}`: {e}")),
         }
-        // The lab's bpffs pin directory, if a test or the demo pinned there.
-        if let Some(dir) = lab_prefix(ns).map(pin_dir)
-            && dir.exists()
-            && let Err(e) = fs::remove_dir_all(&dir)
-        {
-            errors.push(anyhow::anyhow!("removing pins {}: {e}", dir.display()));
+        // The lab's bpffs pin directories (`<prefix>`, `<prefix>-director-2`, ...) and the
+        // status files a daemon keeps for them under /run/lb-ctl.
+        if let Some(prefix) = lab_prefix(ns) {
+            for (parent, start) in [
+                ("/sys/fs/bpf".to_string(), prefix.to_string()),
+                ("/run/lb-ctl".to_string(), format!("sys_fs_bpf_{prefix}")),
+            ] {
+                for dir in dirs_starting_with(&parent, &start) {
+                    if let Err(e) = fs::remove_dir_all(&dir) {
+                        errors.push(anyhow::anyhow!("removing {}: {e}", dir.display()));
+                    }
+                }
+            }
         }
     }
     errors
+}
+
+/// The entries of `parent` named `start` or `start-...`.
+fn dirs_starting_with(parent: &str, start: &str) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name == start || name.starts_with(&format!("{start}-"))
+        })
+        .map(|e| e.path())
+        .collect()
 }
 
 /// The lab prefix `lbl-<pid>-<n>` of one of its namespaces `lbl-<pid>-<n>-<host>`.
