@@ -99,7 +99,9 @@ use anyhow::{Context as _, Result, bail, ensure};
 
 pub use client::{Connect, HttpConn, http_get, tcp_connect, tcp_stream, udp_request};
 pub use proc::{Proc, spawn_child};
-pub use teardown::{BASE_PREFIX, install_signal_handler, sweep_leftovers, teardown_all};
+pub use teardown::{
+    BASE_PREFIX, install_signal_handler, on_signal_before_teardown, sweep_leftovers, teardown_all,
+};
 
 /// The lab's subnet; every host's `eth0` has an address in it, with this prefix length.
 pub const SUBNET: Ipv4Addr = Ipv4Addr::new(192, 168, 58, 0);

@@ -191,7 +191,19 @@ struct Vrrpd {
 
 impl Vrrpd {
     fn start(host: &Host, file: &Path) -> Vrrpd {
-        Vrrpd::spawn(host, &["vrrp".as_ref(), "-f".as_ref(), file.as_os_str()])
+        // A pin directory named after the lab, so the status files `lb-ctl vrrp` keeps for it
+        // under /run/lb-ctl go with the lab's teardown, even after a SIGKILL.
+        let pins = Path::new("/sys/fs/bpf").join(&host.netns);
+        Vrrpd::spawn(
+            host,
+            &[
+                "--pin-dir".as_ref(),
+                pins.as_os_str(),
+                "vrrp".as_ref(),
+                "-f".as_ref(),
+                file.as_os_str(),
+            ],
+        )
     }
 
     /// `lb-ctl --netns NS ARGS...`.

@@ -256,6 +256,18 @@ fn reap_children(timeout: Duration) {
 
 static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
 
+/// What to do on a signal before the labs are torn down.
+static BEFORE_TEARDOWN: Mutex<Vec<fn()>> = Mutex::new(Vec::new());
+
+/// Runs `hook` when SIGINT, SIGTERM or SIGHUP arrives, before the labs are torn down: a
+/// program that runs daemons in a lab (the demo) stops them gracefully there.
+pub fn on_signal_before_teardown(hook: fn()) {
+    BEFORE_TEARDOWN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(hook);
+}
+
 extern "C" fn on_signal(sig: libc::c_int) {
     let byte = sig as u8;
     let fd = SIGNAL_PIPE.load(Ordering::Relaxed);
@@ -305,6 +317,13 @@ fn install() -> Result<()> {
                 std::io::stderr(),
                 "lab: signal {sig}: tearing down the labs of this process"
             );
+            let hooks = BEFORE_TEARDOWN
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            for hook in hooks {
+                hook();
+            }
             teardown_all();
             reap_children(Duration::from_secs(1));
             // SAFETY: restore the default action and re-raise, so the process ends as the

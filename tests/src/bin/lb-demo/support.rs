@@ -10,8 +10,8 @@ use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{
-        Arc, Mutex, Once,
-        atomic::{AtomicBool, AtomicI32, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
     },
     thread,
     time::{Duration, Instant},
@@ -389,7 +389,6 @@ pub fn tally<'r>(reqs: impl Iterator<Item = &'r Req>) -> (usize, BTreeMap<String
 
 static DAEMONS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 static RUN_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// After Ctrl-C the signal thread stops everything and ends the process: the main thread
@@ -418,96 +417,29 @@ fn register_run_dir(dir: &Path) {
         .push(dir.to_path_buf());
 }
 
-extern "C" fn on_signal(sig: libc::c_int) {
-    let byte = sig as u8;
-    let fd = SIGNAL_PIPE.load(Ordering::Relaxed);
-    // SAFETY: write(2) is async-signal-safe; the buffer is a local byte.
-    unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
-}
-
-/// Ctrl-C (SIGINT), SIGTERM and SIGHUP: stops the `lb-ctl run` daemons gracefully first (so a
-/// VRRP master gives its address up and each removes its status files), then tears down every
-/// lab of this process ([`lab::teardown_all`]: the processes in it, its namespaces, its pins)
-/// and exits 130 (or 128 + the signal). The labs are built with their own handler off.
+/// Ctrl-C (SIGINT), SIGTERM and SIGHUP: the lab's handler ([`lab::install_signal_handler`])
+/// first stops the `lb-ctl run` daemons gracefully (so a VRRP master gives its address up and
+/// each removes its status files), then tears down every lab of this process (the processes
+/// in it, its namespaces, its pins) and ends the process as the signal asks.
 pub fn install_signal_handler() -> Result<()> {
-    static ONCE: Once = Once::new();
-    let mut result = Ok(());
-    ONCE.call_once(|| result = install());
-    result
+    lab::on_signal_before_teardown(stop_daemons);
+    lab::install_signal_handler()
 }
 
-fn install() -> Result<()> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills the two-element array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("creating the signal pipe");
-    }
-    let [read_fd, write_fd] = fds;
-    SIGNAL_PIPE.store(write_fd, Ordering::Relaxed);
-    thread::Builder::new()
-        .name("demo-signals".into())
-        .spawn(move || {
-            let mut byte = 0u8;
-            loop {
-                // SAFETY: read(2) of one byte into a local.
-                let n = unsafe { libc::read(read_fd, (&mut byte as *mut u8).cast(), 1) };
-                if n == 1 {
-                    break;
-                }
-                if n < 0
-                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-                {
-                    continue;
-                }
-                return;
-            }
-            let sig = libc::c_int::from(byte);
-            INTERRUPTED.store(true, Ordering::SeqCst);
-            eprintln!("\nlb-demo: signal {sig}: stopping lb-ctl run, tearing the lab down");
-            interrupted_cleanup();
-            std::process::exit(128 + sig);
-        })
-        .context("starting the signal thread")?;
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: a zeroed sigaction with a handler that only calls write(2).
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_signal as *const () as usize;
-            action.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut action.sa_mask);
-            if libc::sigaction(sig, &action, std::ptr::null_mut()) != 0 {
-                return Err(std::io::Error::last_os_error())
-                    .with_context(|| format!("installing the handler of signal {sig}"));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn interrupted_cleanup() {
+fn stop_daemons() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+    eprintln!("\nlb-demo: interrupted: stopping lb-ctl run, tearing the lab down");
     let pids: Vec<u32> = DAEMONS.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for &pid in &pids {
-        // SAFETY: kill(2) on a daemon this process started and has not reaped yet (the
-        // main thread is stopped here or about to be: the process exits below).
+        // SAFETY: kill(2) on a daemon this process started and has not reaped yet.
         unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
     }
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline && pids.iter().any(|&p| running(p)) {
         thread::sleep(Duration::from_millis(20));
     }
-    lab::teardown_all();
     for d in RUN_DIRS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         let _ = fs::remove_dir_all(d);
-    }
-    // Reap the killed children (at most 1 s), so that none lingers as a zombie.
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < deadline {
-        // SAFETY: waitpid with a null status pointer.
-        match unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } {
-            0 => thread::sleep(Duration::from_millis(10)),
-            r if r > 0 => {}
-            _ => break,
-        }
     }
 }
 
