@@ -55,12 +55,6 @@ struct Args {
     out: PathBuf,
 }
 
-/// `<workspace>/bench/results`.
-fn results_dir() -> PathBuf {
-    let tests = Path::new(env!("CARGO_MANIFEST_DIR"));
-    tests.parent().unwrap_or(tests).join("bench/results")
-}
-
 fn parse_args() -> Result<Args> {
     let mut args = Args {
         rounds: 2,
@@ -69,7 +63,7 @@ fn parse_args() -> Result<Args> {
         connections: 32,
         flood_seconds: 3.0,
         flood_max_packets: 20_000_000,
-        out: results_dir().join("lab.json"),
+        out: lb_tests::bench_results_dir().join("lab.json"),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {

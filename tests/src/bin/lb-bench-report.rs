@@ -23,14 +23,8 @@ use anyhow::{Context as _, Result, bail};
 use plotters::{prelude::*, style::FontStyle};
 use serde_json::{Value, json};
 
-/// `<workspace>/bench/results`.
-fn results_dir() -> PathBuf {
-    let tests = Path::new(env!("CARGO_MANIFEST_DIR"));
-    tests.parent().unwrap_or(tests).join("bench/results")
-}
-
 fn parse_args() -> Result<PathBuf> {
-    let mut dir = results_dir();
+    let mut dir = lb_tests::bench_results_dir();
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {

@@ -19,7 +19,7 @@ use std::{
     fs,
     net::Ipv4Addr,
     os::fd::{AsFd as _, AsRawFd as _},
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -52,16 +52,10 @@ struct Args {
     out: PathBuf,
 }
 
-/// `<workspace>/bench/results`.
-fn results_dir() -> PathBuf {
-    let tests = Path::new(env!("CARGO_MANIFEST_DIR"));
-    tests.parent().unwrap_or(tests).join("bench/results")
-}
-
 fn parse_args() -> Result<Args> {
     let mut args = Args {
         rounds: 3,
-        out: results_dir().join("scale.json"),
+        out: lb_tests::bench_results_dir().join("scale.json"),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {

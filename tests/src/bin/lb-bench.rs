@@ -12,7 +12,6 @@
 use std::{
     fmt::Write as _,
     fs,
-    path::Path,
     time::{Duration, Instant},
 };
 
@@ -303,7 +302,7 @@ fn main() -> Result<()> {
         "verifier: {} instructions processed for the director program",
         insns.map_or("unknown".to_string(), |n| n.to_string())
     );
-    let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/results");
+    let results = lb_tests::bench_results_dir();
     fs::create_dir_all(&results).context("creating bench/results")?;
     let json = serde_json::json!({
         "repeat": args.repeat,
