@@ -207,6 +207,12 @@ async fn main_loop(opts: Options) -> Result<()> {
                     d.resolve();
                     d.apply("MAC resolution");
                 }
+                // lc/wlc counts: drop connections that vanished without FIN or RST.
+                match crate::maps::recount_connections(&mut d.maps, crate::view::now_ns()) {
+                    Ok(0) => {}
+                    Ok(n) => info!(backends = n, "active connection counts corrected"),
+                    Err(e) => warn!(error = %format!("{e:#}"), "recounting connections"),
+                }
             }
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",

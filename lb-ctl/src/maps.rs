@@ -212,3 +212,38 @@ pub fn array_batch<T: aya::Pod + Default>(
     out.truncate(count as usize);
     Ok(out)
 }
+
+/// Recounts the active connections per backend (`CONNS`, what lc/wlc compare) from the live
+/// entries of the connection table: a TCP flow that vanished without a FIN or RST (evicted,
+/// idle past its timeout) is not counted any more. The data path keeps the counts up to date
+/// as flows start and end; this corrects their drift. Returns how many counts changed.
+pub fn recount_connections(maps: &mut Maps, now_ns: u64) -> Result<usize> {
+    use std::collections::HashMap;
+
+    let mut live: HashMap<u32, u64> = HashMap::new();
+    for entry in maps.flows.iter() {
+        let Ok((key, flow)) = entry else { continue };
+        let timeout_ns = lb_common::timeouts::for_state(key.proto, flow.state) * 1_000_000_000;
+        let fresh = now_ns.saturating_sub(flow.last_seen_ns) <= timeout_ns;
+        let active = key.proto == lb_common::PROTO_TCP
+            && matches!(
+                flow.state,
+                lb_common::tcp_state::SYN | lb_common::tcp_state::ESTABLISHED
+            );
+        if fresh && active {
+            *live.entry(flow.backend).or_default() += 1;
+        }
+    }
+    let counts = array_batch(&maps.conns, 0, maps.conns.len())?;
+    let mut changed = 0;
+    for (id, have) in counts.into_iter().enumerate() {
+        let want = live.get(&(id as u32)).copied().unwrap_or(0);
+        if have != want {
+            maps.conns
+                .set(id as u32, want, 0)
+                .with_context(|| format!("writing connections {id}"))?;
+            changed += 1;
+        }
+    }
+    Ok(changed)
+}

@@ -120,7 +120,7 @@ fn action_of(r: Reason) -> &'static str {
 }
 
 /// Monotonic clock in nanoseconds, the clock of the data path's `bpf_ktime_get_coarse_ns`.
-fn now_ns() -> u64 {
+pub fn now_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

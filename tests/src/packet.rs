@@ -147,6 +147,15 @@ impl Harness {
         }
     }
 
+    /// Removes the TCP flow `client:sport -> VIP:dport` from the connection table, as an
+    /// eviction would; returns whether it was there.
+    pub fn remove_flow(&mut self, client: [u8; 4], sport: u16, dport: u16) -> bool {
+        self.maps
+            .flows
+            .remove(&flow_key(client, sport, dport))
+            .is_ok()
+    }
+
     pub fn flow_capacity(&self) -> u32 {
         self.maps.flows_capacity().expect("FLOWS capacity")
     }
@@ -157,15 +166,10 @@ impl Harness {
 
     /// Whether the connection table holds the TCP flow `client:sport -> VIP:dport`.
     pub fn has_flow(&self, client: [u8; 4], sport: u16, dport: u16) -> bool {
-        let key = FlowKey {
-            src: v4_mapped(u32::from_ne_bytes(client)),
-            dst: v4_mapped(u32::from_ne_bytes([192, 168, 58, 133])),
-            sport: sport.to_be(),
-            dport: dport.to_be(),
-            proto: lb_common::PROTO_TCP,
-            _pad: [0; 3],
-        };
-        self.maps.flows.get(&key, 0).is_ok()
+        self.maps
+            .flows
+            .get(&flow_key(client, sport, dport), 0)
+            .is_ok()
     }
 
     /// Active connections as the data path counts them, for backends .135 to .138 in order
@@ -310,6 +314,18 @@ impl Harness {
                 .set(r as u32, zeros, 0)
                 .expect("zeroing reasons");
         }
+    }
+}
+
+/// The key of the TCP flow `client:sport -> VIP:dport`.
+fn flow_key(client: [u8; 4], sport: u16, dport: u16) -> FlowKey {
+    FlowKey {
+        src: v4_mapped(u32::from_ne_bytes(client)),
+        dst: v4_mapped(u32::from_ne_bytes([192, 168, 58, 133])),
+        sport: sport.to_be(),
+        dport: dport.to_be(),
+        proto: lb_common::PROTO_TCP,
+        _pad: [0; 3],
     }
 }
 

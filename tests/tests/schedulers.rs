@@ -328,3 +328,33 @@ fn a_full_connection_table_keeps_mh_flows_on_their_backend() {
     }
     h.assert_reasons(&[(Reason::Forwarded, 200 + 12_000 + 200)]);
 }
+
+#[test]
+fn a_recount_drops_connections_that_vanished_silently() {
+    let mut h = Harness::with_config(&service("lc", &[1, 1], ""));
+    for p in 0..4u16 {
+        backend_of(&h.run(&tcp(client(7), 48000 + p, 80, "S")));
+    }
+    assert_eq!(h.active_connections(), vec![2, 2]);
+    // Two connections of the first backend vanish without FIN or RST (evicted, say) ...
+    let mut gone = 0;
+    for p in [48000u16, 48002] {
+        gone += usize::from(h.remove_flow(client(7), p, 80));
+    }
+    assert_eq!(gone, 2);
+    assert_eq!(
+        h.active_connections(),
+        vec![2, 2],
+        "the data path cannot see that"
+    );
+    // ... and the daemon's recount corrects the counts lc compares.
+    let changed =
+        lb_ctl::maps::recount_connections(h.maps(), lb_ctl::view::now_ns()).expect("recount");
+    assert_eq!(changed, 1);
+    assert_eq!(h.active_connections(), vec![0, 2]);
+    // A recount of correct counts changes nothing.
+    let changed =
+        lb_ctl::maps::recount_connections(h.maps(), lb_ctl::view::now_ns()).expect("recount");
+    assert_eq!(changed, 0);
+    assert_eq!(backend_of(&h.run(&tcp(client(7), 48010, 80, "S"))), 0);
+}
