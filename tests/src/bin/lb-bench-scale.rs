@@ -616,11 +616,7 @@ fn main() -> Result<()> {
         "memory": {"total_bytes": total_memory, "maps": memory},
         "elapsed_s": started.elapsed().as_secs_f64(),
     });
-    if let Some(dir) = args.out.parent() {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    fs::write(&args.out, serde_json::to_string_pretty(&out)? + "\n")
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    lb_tests::write_bench_json(&args.out, &out)?;
     eprintln!(
         "==> wrote {} ({:.1?})",
         args.out.display(),

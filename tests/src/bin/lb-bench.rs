@@ -11,7 +11,6 @@
 
 use std::{
     fmt::Write as _,
-    fs,
     time::{Duration, Instant},
 };
 
@@ -303,7 +302,6 @@ fn main() -> Result<()> {
         insns.map_or("unknown".to_string(), |n| n.to_string())
     );
     let results = lb_tests::bench_results_dir();
-    fs::create_dir_all(&results).context("creating bench/results")?;
     let json = serde_json::json!({
         "repeat": args.repeat,
         "rounds": args.rounds,
@@ -311,8 +309,7 @@ fn main() -> Result<()> {
         "rows": rows,
     });
     let out = results.join("datapath.json");
-    fs::write(&out, serde_json::to_string_pretty(&json)? + "\n")
-        .with_context(|| format!("writing {}", out.display()))?;
+    lb_tests::write_bench_json(&out, &json)?;
     eprintln!("==> wrote {}", out.display());
     Ok(())
 }
