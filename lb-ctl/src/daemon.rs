@@ -11,7 +11,14 @@
 //! - SIGHUP, or a new modification time of the file (polled every second), reloads: the file
 //!   is validated first and a bad one is logged and refused (the running config stays).
 //!   Backends whose check did not change keep their state.
-//! - Unresolved backend MACs are retried every few seconds.
+//! - It reconciles: the kernel's neighbour events (RTNLGRP_NEIGH) update a backend's MAC as
+//!   soon as the kernel learns a new one (a replaced NIC's gratuitous ARP), and a backend whose
+//!   entry FAILED gets no traffic; every `reconcile_every` the pins are repaired
+//!   ([`repair::pins`]: detached interfaces attached again, missing pins pinned again) and the
+//!   maps compared with the desired state (file + health + MACs), every difference written
+//!   back and logged. Unresolved backend MACs are retried then too.
+//! - It holds the pin directory's write lock ([`crate::lock`]) while it runs, so it is the only
+//!   writer: `lb-ctl apply`, `attach` and `detach` are refused meanwhile.
 //! - SIGTERM/SIGINT stop the checks and leave the data path forwarding as it is, unless
 //!   `--detach-on-exit`.
 
@@ -40,8 +47,9 @@ use crate::{
     },
     loader::Sizes,
     maps::Maps,
+    net::neigh::{self, NeighEvent, NeighState},
     pins::{self, Attached, Mode},
-    resolve,
+    repair, resolve,
 };
 
 /// How `run` was asked to run.
@@ -55,12 +63,15 @@ pub struct Options {
     pub resolve_timeout: Duration,
     /// Checks running at the same time, at most.
     pub max_concurrent: usize,
+    /// How often the pins and the maps are compared with the desired state and repaired.
+    pub reconcile_every: Duration,
 }
+
+/// The cause of the periodic apply that repairs drift.
+const RECONCILE: &str = "reconcile";
 
 /// How long a notify hook may run.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often unresolved MACs are retried.
-const RESOLVE_EVERY: Duration = Duration::from_secs(5);
 
 /// Sets up logging to stderr (`RUST_LOG` filters; default `info`).
 pub fn init_logging() {
@@ -138,11 +149,10 @@ async fn main_loop(opts: Options) -> Result<()> {
         }
     }
     let maps = Maps::from_pins(dir)?;
-    let ifindexes: Vec<u32> = maps
-        .ifaces
-        .keys()
-        .collect::<Result<_, _>>()
-        .context("reading IFACES")?;
+    let ifindexes = attached_ifindexes(&maps)?;
+    // Subscribed before the first resolution, so no answer the kernel learns is missed.
+    let (neigh_tx, mut neigh_rx) = mpsc::channel::<NeighEvent>(4096);
+    let _neigh_thread = neigh::watch(move |ev| neigh_tx.blocking_send(ev).is_ok())?;
 
     let (tx, mut rx) = mpsc::channel(1024);
     let mut d = Daemon {
@@ -182,8 +192,10 @@ async fn main_loop(opts: Options) -> Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut poll = tokio::time::interval(Duration::from_secs(1));
     poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut resolve_tick = tokio::time::interval(RESOLVE_EVERY);
-    resolve_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut reconcile_tick = tokio::time::interval(d.opts.reconcile_every);
+    reconcile_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The first tick is immediate: the start has just applied.
+    reconcile_tick.tick().await;
 
     let why = loop {
         tokio::select! {
@@ -202,18 +214,17 @@ async fn main_loop(opts: Options) -> Result<()> {
                     d.reload();
                 }
             }
-            _ = resolve_tick.tick() => {
-                if d.macs.values().any(Result::is_err) {
-                    d.resolve();
-                    d.apply("MAC resolution");
+            Some(ev) = neigh_rx.recv() => {
+                // A burst (a rack answering ARP) is one apply.
+                let mut changed = d.neigh_event(ev);
+                while let Ok(ev) = neigh_rx.try_recv() {
+                    changed |= d.neigh_event(ev);
                 }
-                // lc/wlc counts: drop connections that vanished without FIN or RST.
-                match crate::maps::recount_connections(&mut d.maps, crate::view::now_ns()) {
-                    Ok(0) => {}
-                    Ok(n) => info!(backends = n, "active connection counts corrected"),
-                    Err(e) => warn!(error = %format!("{e:#}"), "recounting connections"),
+                if changed {
+                    d.apply("neighbour table");
                 }
             }
+            _ = reconcile_tick.tick() => d.reconcile(),
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
         }
@@ -238,11 +249,115 @@ async fn main_loop(opts: Options) -> Result<()> {
     Ok(())
 }
 
+/// The interfaces registered in IFACES, by index.
+fn attached_ifindexes(maps: &Maps) -> Result<Vec<u32>> {
+    maps.ifaces
+        .keys()
+        .collect::<Result<_, _>>()
+        .context("reading IFACES")
+}
+
 fn mtime_of(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 impl Daemon {
+    /// Repairs the pins, retries unresolved MACs, and writes back whatever differs between
+    /// the maps and the desired state.
+    fn reconcile(&mut self) {
+        let dir = self.opts.pin_dir.clone();
+        match repair::pins(&dir, &self.opts.ifaces, self.opts.mode, &mut self.maps) {
+            Ok(repaired) => {
+                for r in &repaired {
+                    warn!(repair = %r, "reconcile: repaired");
+                }
+                if !repaired.is_empty() {
+                    match attached_ifindexes(&self.maps) {
+                        Ok(i) => self.ifindexes = i,
+                        Err(e) => error!(error = %format!("{e:#}"), "reconcile"),
+                    }
+                }
+            }
+            Err(e) => error!(error = %format!("{e:#}"), "reconcile: repairing the pins failed"),
+        }
+        if self.macs.values().any(Result::is_err) {
+            self.resolve();
+            self.apply("MAC resolution");
+        }
+        self.apply(RECONCILE);
+        // lc/wlc counts: drop connections that vanished without FIN or RST.
+        match crate::maps::recount_connections(&mut self.maps, crate::view::now_ns()) {
+            Ok(0) => {}
+            Ok(n) => info!(backends = n, "active connection counts corrected"),
+            Err(e) => warn!(error = %format!("{e:#}"), "recounting connections"),
+        }
+    }
+
+    /// Takes in what the kernel says of a neighbour; true when a backend's MAC changed (the
+    /// caller applies).
+    fn neigh_event(&mut self, ev: NeighEvent) -> bool {
+        match ev {
+            NeighEvent::Changed {
+                ifindex,
+                addr,
+                state,
+                usable,
+            } => {
+                if !self.ifindexes.contains(&ifindex) {
+                    return false;
+                }
+                let Some(current) = self.macs.get(&addr) else {
+                    return false;
+                };
+                match usable {
+                    Some(n) if current.as_ref().ok() != Some(&n.mac) => {
+                        let mac = crate::net::link::format_mac(&n.mac);
+                        match current {
+                            Ok(old) => info!(
+                                backend = %addr,
+                                old = %crate::net::link::format_mac(old),
+                                new = %mac,
+                                "backend MAC changed in the neighbour table: following it"
+                            ),
+                            Err(_) => info!(backend = %addr, mac = %mac, "backend MAC resolved"),
+                        }
+                        self.macs.insert(addr, Ok(n.mac));
+                        true
+                    }
+                    None if state == NeighState::Failed && current.is_ok() => {
+                        warn!(
+                            backend = %addr,
+                            "backend does not answer ARP (neighbour entry FAILED): no traffic \
+                             until it does"
+                        );
+                        self.macs.insert(
+                            addr,
+                            Err("no answer to ARP (the kernel's neighbour entry FAILED)".into()),
+                        );
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            NeighEvent::Deleted { ifindex, addr } => {
+                // The kernel forgot it (garbage collection): have it resolved again, so that a
+                // later change of MAC (a gratuitous ARP) updates an entry that exists.
+                if self.ifindexes.contains(&ifindex)
+                    && self.macs.contains_key(&addr)
+                    && let Err(e) = neigh::trigger(ifindex, addr)
+                {
+                    tracing::debug!(backend = %addr, error = %format!("{e:#}"), "resolving again");
+                }
+                false
+            }
+            NeighEvent::Overrun => {
+                warn!("neighbour events were lost (socket buffer full): reading the table again");
+                self.resolve();
+                true
+            }
+        }
+    }
+
     fn resolve(&mut self) {
         // Sorry servers need MACs too.
         let mut all = self.config.clone();
@@ -320,7 +435,12 @@ impl Daemon {
         match apply::apply(&mut self.maps, &eff.config, &self.macs, &eff.down, false) {
             Ok(plan) => {
                 for c in &plan.changes {
-                    info!(cause = why, change = %c, "applied");
+                    if why == RECONCILE {
+                        // Nothing of the daemon's changed: the maps had drifted.
+                        warn!(change = %c, "reconcile: the maps differed from the desired state; repaired");
+                    } else {
+                        info!(cause = why, change = %c, "applied");
+                    }
                 }
                 for w in &plan.warnings {
                     warn!("{w}");

@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use lb_ctl::{
     apply, config, list,
     loader::Sizes,
+    lock,
     maps::Maps,
     net::netns,
     pins::{self, Attached, Mode},
@@ -66,6 +67,11 @@ struct Global {
     /// them). Unlike `ip netns exec`, this keeps the host's /sys/fs/bpf, and so the pins.
     #[arg(long, global = true, value_name = "NAME")]
     netns: Option<String>,
+
+    /// How long attach, detach and apply wait for another writer of the same pin directory
+    /// (one writer at a time). While `lb-ctl run` owns the directory they are refused at once.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    wait: Duration,
 }
 
 #[derive(Subcommand)]
@@ -228,6 +234,10 @@ notify_down (see the README).")]
         /// Checks running at the same time, at most.
         #[arg(long, value_name = "N", default_value_t = 256)]
         max_concurrent_checks: usize,
+        /// How often the daemon compares the pins and the maps with what it wants (file,
+        /// health, neighbour MACs) and repairs any difference.
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+        reconcile_interval: Duration,
     },
     /// Run only the VRRP instances of FILE (the `vrrp:` list), until SIGTERM or SIGINT.
     #[command(long_about = "\
@@ -321,6 +331,7 @@ fn run(cli: Cli) -> Result<()> {
             flows,
         } => {
             privileges::require("attach")?;
+            let _lock = write_lock(dir, cli.global.wait)?;
             let sizes = Sizes {
                 table_entries,
                 flows,
@@ -340,6 +351,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Detach { iface } => {
             privileges::require("detach")?;
+            let _lock = write_lock(dir, cli.global.wait)?;
             let d = pins::detach(dir, &iface)?;
             if d.last {
                 println!(
@@ -356,6 +368,12 @@ fn run(cli: Cli) -> Result<()> {
             resolve_timeout,
         } => {
             privileges::require("apply")?;
+            // A dry run writes nothing: it needs no lock.
+            let _lock = if dry_run {
+                None
+            } else {
+                Some(write_lock(dir, cli.global.wait)?)
+            };
             run_apply(dir, &file, dry_run, resolve_timeout)?;
         }
         Command::List { connections } => {
@@ -402,9 +420,23 @@ fn run(cli: Cli) -> Result<()> {
             detach_on_exit,
             resolve_timeout,
             max_concurrent_checks,
+            reconcile_interval,
         } => {
             privileges::require("run")?;
+            if reconcile_interval.is_zero() {
+                bail!("--reconcile-interval must be longer than 0s");
+            }
             lb_ctl::daemon::init_logging();
+            // Held for as long as the daemon runs: it is the only writer meanwhile.
+            let holder = lock::Holder::me(command_line(), true);
+            let _lock = lock::acquire(dir, &holder, cli.global.wait, |h| {
+                eprintln!(
+                    "waiting for {}: pid {} is writing it (`{}`)",
+                    dir.display(),
+                    h.pid,
+                    h.command
+                )
+            })?;
             // The tokio runtime starts here, after --netns was entered.
             lb_ctl::daemon::run(lb_ctl::daemon::Options {
                 file,
@@ -414,6 +446,7 @@ fn run(cli: Cli) -> Result<()> {
                 detach_on_exit,
                 resolve_timeout,
                 max_concurrent: max_concurrent_checks,
+                reconcile_every: reconcile_interval,
             })?;
         }
         Command::Vrrp { file } => {
@@ -460,6 +493,32 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The command line of this process, on one line, for the lock file.
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args()
+        .map(|a| {
+            a.chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect()
+        })
+        .collect();
+    args.join(" ")
+}
+
+/// The pin directory's write lock, for a command that writes it.
+fn write_lock(dir: &Path, wait: Duration) -> Result<lock::WriteLock> {
+    let holder = lock::Holder::me(command_line(), false);
+    lock::acquire(dir, &holder, wait, |h| {
+        eprintln!(
+            "waiting for {}: pid {} is writing it (`{}`); at most {:.0?}",
+            dir.display(),
+            h.pid,
+            h.command,
+            wait
+        )
+    })
 }
 
 fn open(dir: &Path) -> Result<Maps> {

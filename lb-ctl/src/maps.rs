@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, HashMap, IterableMap as _, Map, MapData, PerCpuArray, PerCpuValues},
     util::nr_cpus,
 };
 use lb_common::{
@@ -74,6 +74,33 @@ impl Maps {
             conns: typed!(names::CONNS),
             persist: typed!(names::PERSIST),
         })
+    }
+
+    /// Every map with its name, in [`names::MAPS`] order.
+    pub fn all(&self) -> [(&'static str, &MapData); 11] {
+        [
+            (names::SERVICES, self.services.map()),
+            (names::BACKENDS, self.backends.map()),
+            (names::TABLE, self.table.map()),
+            (names::CURSORS, self.cursors.map()),
+            (names::FLOWS, self.flows.map()),
+            (names::IFACES, self.ifaces.map()),
+            (names::SERVICE_STATS, self.service_stats.map()),
+            (names::BACKEND_STATS, self.backend_stats.map()),
+            (names::REASONS, self.reasons.map()),
+            (names::CONNS, self.conns.map()),
+            (names::PERSIST, self.persist.map()),
+        ]
+    }
+
+    /// The kernel's id of the services map: two handles with the same id are the same maps.
+    pub fn id(&self) -> Result<u32> {
+        Ok(self
+            .services
+            .map()
+            .info()
+            .context("reading the services map's id")?
+            .id())
     }
 
     /// A service's counters summed over CPUs.

@@ -26,6 +26,7 @@ use lb_common::{Iface, names};
 
 use crate::{
     loader::{self, Sizes},
+    lock,
     maps::Maps,
     net::link,
 };
@@ -80,14 +81,17 @@ pub fn ensure_bpffs(dir: &Path) -> Result<()> {
     if dir.starts_with(sys) && existing == sys {
         let src = CString::new("bpf")?;
         let target = CString::new("/sys/fs/bpf")?;
-        // SAFETY: valid C strings; no data argument.
+        // Root's alone, as systemd mounts it: bpffs's own default (1777) would let any user
+        // make directories there.
+        let data = CString::new("mode=0700")?;
+        // SAFETY: valid C strings.
         let rc = unsafe {
             libc::mount(
                 src.as_ptr(),
                 target.as_ptr(),
                 src.as_ptr(),
-                0,
-                std::ptr::null(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                data.as_ptr().cast(),
             )
         };
         if rc != 0 {
@@ -103,7 +107,7 @@ pub fn ensure_bpffs(dir: &Path) -> Result<()> {
     )
 }
 
-fn link_pin(dir: &Path, iface: &str) -> PathBuf {
+pub fn link_pin(dir: &Path, iface: &str) -> PathBuf {
     dir.join(format!("{LINK_PREFIX}{iface}"))
 }
 
@@ -139,6 +143,10 @@ pub fn attach(dir: &Path, iface: &str, mode: Mode, sizes: &Sizes) -> Result<Atta
     let mac = link::mac(ifindex)?;
     ensure_bpffs(dir)?;
     let link_path = link_pin(dir, iface);
+    if dir.exists() {
+        let meta = fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+        lock::check_private(dir, &meta)?;
+    }
     if link_path.exists() {
         PinnedLink::from_pin(&link_path).with_context(|| {
             format!(
@@ -149,7 +157,8 @@ pub fn attach(dir: &Path, iface: &str, mode: Mode, sizes: &Sizes) -> Result<Atta
         return Ok(Attached::Already);
     }
     let first = !dir.join(names::SERVICES).exists();
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Pins are root's: made 0700, and an existing directory anyone else could write is refused.
+    lock::private_dir(dir)?;
     let result = attach_new(dir, iface, ifindex, mac, mode, sizes);
     if result.is_err() {
         // Leave nothing behind from an attach that did not happen.

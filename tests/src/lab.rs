@@ -97,7 +97,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 
-pub use client::{Connect, HttpConn, http_get, tcp_connect, tcp_stream, udp_request};
+pub use client::{Connect, HttpConn, http_get, send_frames, tcp_connect, tcp_stream, udp_request};
 pub use proc::{Proc, spawn_child};
 pub use teardown::{
     BASE_PREFIX, install_signal_handler, on_signal_before_teardown, sweep_leftovers, teardown_all,

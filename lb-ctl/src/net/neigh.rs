@@ -296,31 +296,127 @@ fn read_table(ifindex: u32) -> Result<HashMap<Ipv4Addr, Entry>> {
         let RouteNetlinkMessage::NewNeighbour(msg) = answer else {
             continue;
         };
-        if msg.header.ifindex != ifindex || msg.header.family != AddressFamily::Inet {
-            continue;
-        }
-        let mut addr = None;
-        let mut mac = None;
-        for attr in &msg.attributes {
-            match attr {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => addr = Some(*ip),
-                NeighbourAttribute::LinkLayerAddress(bytes) => {
-                    mac = <[u8; 6]>::try_from(bytes.as_slice()).ok();
-                }
-                _ => {}
-            }
-        }
-        if let Some(addr) = addr {
-            let state = NeighState::from_raw(u16::from(msg.header.state));
-            table.insert(addr, Entry { state, mac });
+        if let Some((i, addr, entry)) = parse_entry(&msg)
+            && i == ifindex
+        {
+            table.insert(addr, entry);
         }
     }
     Ok(table)
 }
 
+/// The interface, IPv4 address and entry of a neighbour message; `None` for other families.
+fn parse_entry(msg: &NeighbourMessage) -> Option<(u32, Ipv4Addr, Entry)> {
+    if msg.header.family != AddressFamily::Inet {
+        return None;
+    }
+    let mut addr = None;
+    let mut mac = None;
+    for attr in &msg.attributes {
+        match attr {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => addr = Some(*ip),
+            NeighbourAttribute::LinkLayerAddress(bytes) => {
+                mac = <[u8; 6]>::try_from(bytes.as_slice()).ok();
+            }
+            _ => {}
+        }
+    }
+    let state = NeighState::from_raw(u16::from(msg.header.state));
+    Some((msg.header.ifindex, addr?, Entry { state, mac }))
+}
+
+/// What the kernel announced about one neighbour entry (RTNLGRP_NEIGH), or that announcements
+/// were lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NeighEvent {
+    /// An entry was made or changed. `usable` is its MAC and state when it holds a unicast
+    /// MAC ([`lookup`]'s rule); `state` is its state either way.
+    Changed {
+        ifindex: u32,
+        addr: Ipv4Addr,
+        state: NeighState,
+        usable: Option<Neighbour>,
+    },
+    /// An entry was removed (garbage collection, a flush, its interface going down).
+    Deleted { ifindex: u32, addr: Ipv4Addr },
+    /// The socket's buffer overran: events were lost, the table must be read again.
+    Overrun,
+}
+
+/// Follows the kernel's neighbour table: a thread reads RTNLGRP_NEIGH announcements of the
+/// calling thread's network namespace and hands each IPv4 one to `on_event`, until `on_event`
+/// returns false. The socket is subscribed before this returns, so nothing announced after
+/// the call is missed (except on [`NeighEvent::Overrun`]).
+pub fn watch(
+    mut on_event: impl FnMut(NeighEvent) -> bool + Send + 'static,
+) -> Result<thread::JoinHandle<()>> {
+    use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+    use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+    const RTMGRP_NEIGH: u32 = 1 << 2;
+    let mut socket = Socket::new(NETLINK_ROUTE).context("opening a netlink socket")?;
+    socket
+        .bind(&SocketAddr::new(0, RTMGRP_NEIGH))
+        .context("subscribing to the kernel's neighbour events")?;
+    // Room for bursts (a rack of servers answering ARP at once); overruns are reported.
+    let _ = socket.set_rx_buf_sz(4 << 20);
+    thread::Builder::new()
+        .name("lb-neigh".into())
+        .spawn(move || {
+            loop {
+                let data = match socket.recv_from_full() {
+                    Ok((data, _)) => data,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                        if !on_event(NeighEvent::Overrun) {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => return,
+                };
+                let mut offset = 0;
+                while data.len() - offset >= 16 {
+                    let rest = &data[offset..];
+                    let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                    if !(16..=rest.len()).contains(&len) {
+                        break;
+                    }
+                    offset += (len + 3) & !3;
+                    let Ok(parsed) =
+                        NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..len])
+                    else {
+                        continue;
+                    };
+                    let event = match parsed.payload {
+                        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(m)) => {
+                            parse_entry(&m).map(|(ifindex, addr, e)| NeighEvent::Changed {
+                                ifindex,
+                                addr,
+                                state: e.state,
+                                usable: e.usable(),
+                            })
+                        }
+                        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelNeighbour(m)) => {
+                            parse_entry(&m)
+                                .map(|(ifindex, addr, _)| NeighEvent::Deleted { ifindex, addr })
+                        }
+                        _ => None,
+                    };
+                    if let Some(ev) = event
+                        && !on_event(ev)
+                    {
+                        return;
+                    }
+                }
+            }
+        })
+        .context("starting the neighbour-event thread")
+}
+
 /// Asks the kernel to resolve `addr` on `ifindex`: RTM_NEWNEIGH with NTF_USE creates the entry
 /// if needed and starts ARP as if a packet were queued for it.
-fn trigger(ifindex: u32, addr: Ipv4Addr) -> Result<()> {
+pub fn trigger(ifindex: u32, addr: Ipv4Addr) -> Result<()> {
     let mut request = NeighbourMessage::default();
     request.header.family = AddressFamily::Inet;
     request.header.ifindex = ifindex;

@@ -32,19 +32,7 @@ pub struct Report {
 
 /// `/run/lb-ctl/<pin dir with / as _>/vrrp`.
 pub fn dir_for(pin_dir: &Path) -> PathBuf {
-    let key: String = pin_dir
-        .to_string_lossy()
-        .trim_matches('/')
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    Path::new("/run/lb-ctl").join(key).join("vrrp")
+    crate::lock::runtime_dir(pin_dir).join("vrrp")
 }
 
 fn file_name(instance: &str) -> String {

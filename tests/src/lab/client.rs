@@ -227,3 +227,43 @@ pub fn udp_request(
     buf.truncate(n);
     Ok(buf)
 }
+
+/// Sends `frames` (whole Ethernet frames, as built) out of `iface` inside `host`, through an
+/// `AF_PACKET` socket; returns how many were sent. Stops at the first error.
+pub fn send_frames(host: &Host, iface: &str, frames: Vec<Vec<u8>>) -> Result<usize> {
+    let iface = iface.to_owned();
+    host.run_in(move || {
+        let ifindex = lb_ctl::net::link::ifindex(&iface)?;
+        // SAFETY: a plain socket(2) call; the descriptor is owned below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error()).context("opening an AF_PACKET socket");
+        }
+        // SAFETY: fd is a fresh descriptor owned by nothing else.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        // SAFETY: an all-zero sockaddr_ll is valid; the fields that matter are set below.
+        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        to.sll_family = libc::AF_PACKET as u16;
+        to.sll_ifindex = ifindex as i32;
+        to.sll_halen = 6;
+        for (n, frame) in frames.iter().enumerate() {
+            to.sll_addr[..6].copy_from_slice(&frame[..6.min(frame.len())]);
+            // SAFETY: buffer and address are valid for the given lengths.
+            let rc = unsafe {
+                libc::sendto(
+                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&to as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            if rc < 0 {
+                return Err(io::Error::last_os_error())
+                    .with_context(|| format!("sending frame {n} on {iface}"));
+            }
+        }
+        Ok(frames.len())
+    })
+}
