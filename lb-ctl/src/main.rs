@@ -111,7 +111,9 @@ error says so and --mode generic works on any interface.")]
 Apply a YAML service file to the running data path.
 
 The whole file is validated first; any error (named by file, line and field) applies
-nothing. Then the desired map contents are computed and only the difference is written,
+nothing. One writer at a time: apply waits (at most --wait) for another apply, attach or
+detach of the same pin directory, and is refused while `lb-ctl run` owns it (the daemon
+applies its own file, with its health results; change that file instead). Then the desired map contents are computed and only the difference is written,
 in an order that never shows a packet a half-written service: a changed service's new
 backend table is written into an idle region and the service switched to it in one
 update. Applying the same file twice changes nothing the second time.
@@ -195,6 +197,13 @@ and comes back after `rise` good checks. Transitions are logged to stderr with t
 
 SIGHUP, or a change of FILE's modification time (checked every second), reloads FILE: it is
 validated first and a bad file is refused and logged; the running config stays.
+
+The daemon is the only writer of the pin directory while it runs: it holds its lock, and
+`lb-ctl apply`, `attach` and `detach` are refused (change FILE instead). It reconciles: a
+backend's MAC follows the kernel's neighbour table as soon as it changes (a gratuitous ARP),
+a backend whose neighbour entry FAILED gets no traffic, and every --reconcile-interval the
+pins (a detached interface, a removed pin) and the maps (anything written by hand) are put
+back to what it wants, each repair logged.
 SIGTERM or SIGINT stops the checks and leaves the data path forwarding, unless
 --detach-on-exit.
 
