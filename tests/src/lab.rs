@@ -1,5 +1,5 @@
 //! A lab network of hosts made of network namespaces, for the end-to-end tests, the demo and
-//! the benchmarks (see `/work/shared/LAB.md` for the rules it keeps).
+//! the benchmarks (see `docs/lab.md` for the rules it keeps).
 //!
 //! ```text
 //!  client (.100) ──┐

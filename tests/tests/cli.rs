@@ -1,6 +1,6 @@
 //! `lb-ctl` end to end: the real binary (`target/debug/lb-ctl`, from `cargo build -p lb-ctl`;
 //! `cargo xtask test` builds it) attached in native mode to a veth inside network namespaces
-//! each test makes for itself (see `/work/shared/LAB.md` for the rules kept here).
+//! each test makes for itself (see `docs/lab.md` for the rules kept here).
 //!
 //! ```text
 //!  director      eth0 02:00:00:00:00:86 .134/24, VIP .133/32 ──┐

@@ -1,6 +1,6 @@
 //! End to end: the real `lb-ctl` binary (`cargo build -p lb-ctl` first) drives a director of
 //! the namespace lab (`lb_tests::lab`, seed topology: VIP .133 on director-1 .134, real servers
-//! .135 and .136, client .100; see `/work/shared/LAB.md` for the rules kept here), attached in
+//! .135 and .136, client .100; see `docs/lab.md` for the rules kept here), attached in
 //! native mode, and a client makes real requests through it.
 //!
 //! Every test builds its own lab and its own `lb_tests::lbctl::LbCtl` (pin directory

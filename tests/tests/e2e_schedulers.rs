@@ -1,4 +1,4 @@
-//! End to end in the namespace lab (see `/work/shared/LAB.md`): persistence with a real
+//! End to end in the namespace lab (see `docs/lab.md`): persistence with a real
 //! client, and least connections with long-lived connections. The real `lb-ctl` binary
 //! drives director-1 (`cargo build -p lb-ctl` first; `cargo xtask test` does).
 

@@ -1,5 +1,5 @@
 //! End to end: `lb-ctl run` (the daemon with health checks) on director-1 of the namespace lab
-//! (`lb_tests::lab`; `/work/shared/LAB.md` has the rules kept here), and `lb-ctl genhash`.
+//! (`lb_tests::lab`; `docs/lab.md` has the rules kept here), and `lb-ctl genhash`.
 //!
 //! Each test builds its own lab with no servers started by the lab: it starts the real
 //! servers' HTTP servers itself (`lab-server http`), so it can kill and restart them. The

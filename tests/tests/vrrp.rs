@@ -1,5 +1,5 @@
 //! End to end: VRRP between the two directors of the namespace lab (`lb_tests::lab`;
-//! `/work/shared/LAB.md` has the rules kept here), with `lb-ctl vrrp -f FILE` on each director,
+//! `docs/lab.md` has the rules kept here), with `lb-ctl vrrp -f FILE` on each director,
 //! and with a real keepalived (Debian package, VRRP only) as the peer in both roles.
 //!
 //! Each director runs `lab-server http --name director-N --port 8080`, so a request from the

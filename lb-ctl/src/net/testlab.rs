@@ -1,5 +1,5 @@
 //! Test hosts for the `net` unit tests: two network namespaces made by the test itself, joined
-//! by a veth pair with fixed MACs and addresses from 192.168.58.0/24 (see shared/LAB.md). Nothing
+//! by a veth pair with fixed MACs and addresses from 192.168.58.0/24 (see docs/lab.md). Nothing
 //! is put in the root namespace; the namespaces are deleted when the [`Lab`] is dropped, also
 //! when the test panics, and leftovers of earlier crashed runs are swept first.
 

@@ -14,7 +14,7 @@
 //! second is the rate.
 //!
 //! Everything happens inside the namespaces of one lab (`lb_tests::lab`, see
-//! `/work/shared/LAB.md`); every run is bounded (`--duration`, default 5 s, and a deadline),
+//! `docs/lab.md`); every run is bounded (`--duration`, default 5 s, and a deadline),
 //! and the lab, HAProxy and the pins are removed on success, failure and Ctrl-C. Targets are
 //! printed with met / not met, never asserted. Results go to `bench/results/lab.json`.
 

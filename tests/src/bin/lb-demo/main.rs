@@ -1,7 +1,7 @@
 //! `cargo xtask demo`: the whole thing working, on labs of network namespaces, as an operator
 //! walkthrough in three parts. Needs root. Every phase's traffic is a bounded number of
 //! requests, each with a deadline; everything is torn down at the end, on failure and on
-//! Ctrl-C (`/work/shared/LAB.md` has the rules kept here).
+//! Ctrl-C (`docs/lab.md` has the rules kept here).
 //!
 //! 1. **Balancing** (`examples/services.yaml`): builds the seed topology (client, switch,
 //!    director .134 with the VIP .133, real servers .135 and .136), attaches the director
