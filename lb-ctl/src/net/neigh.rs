@@ -33,6 +33,8 @@ use super::{link, rtnl};
 
 /// How often the neighbour table is read while waiting for ARP answers.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// Resolution requests sent to the kernel at once, before a pause of [`POLL_INTERVAL`].
+pub const TRIGGER_BURST: usize = 256;
 
 const NUD_INCOMPLETE: u16 = 0x01;
 const NUD_REACHABLE: u16 = 0x02;
@@ -458,20 +460,42 @@ fn resolve_many(ifindex: u32, addrs: &[Ipv4Addr], timeout: Duration) -> Result<V
     }
 
     // Ask for every missing address first, each once, then wait for all of them together.
+    // The requests go out in bursts of TRIGGER_BURST, a poll interval apart, so that a
+    // thousand backends do not put a thousand ARP requests on the wire in one instant. Once
+    // the kernel's table is full, nothing more is asked: every later request would fail too.
     let mut last_state: HashMap<Ipv4Addr, NeighState> = HashMap::new();
     let mut trigger_failed: HashMap<Ipv4Addr, String> = HashMap::new();
+    let missing = results.iter().filter(|r| r.is_none()).count();
+    let mut table_full: Option<String> = None;
+    let mut sent = 0usize;
     for (result, addr) in results.iter_mut().zip(addrs) {
         if result.is_some() {
             continue;
         }
         if !last_state.contains_key(addr) && !trigger_failed.contains_key(addr) {
-            match trigger(ifindex, *addr) {
+            let outcome = match &table_full {
+                Some(reason) => Err(reason.clone()),
+                None => {
+                    if sent > 0 && sent % TRIGGER_BURST == 0 {
+                        thread::sleep(POLL_INTERVAL);
+                    }
+                    sent += 1;
+                    trigger(ifindex, *addr).map_err(|err| {
+                        if rtnl::errno(&err) == Some(libc::ENOBUFS) {
+                            let reason = table_full_reason(missing);
+                            table_full = Some(reason.clone());
+                            reason
+                        } else {
+                            format!("could not ask the kernel to resolve {addr} on {dev}: {err:#}")
+                        }
+                    })
+                }
+            };
+            match outcome {
                 Ok(()) => {
                     last_state.insert(*addr, NeighState::Incomplete);
                 }
-                Err(err) => {
-                    let reason =
-                        format!("could not ask the kernel to resolve {addr} on {dev}: {err:#}");
+                Err(reason) => {
                     trigger_failed.insert(*addr, reason);
                 }
             }
@@ -533,6 +557,31 @@ fn resolve_many(ifindex: u32, addrs: &[Ipv4Addr], timeout: Duration) -> Result<V
         .collect())
 }
 
+/// The kernel's limit on neighbour entries, and where it is set.
+pub const GC_THRESH3: &str = "/proc/sys/net/ipv4/neigh/default/gc_thresh3";
+
+/// Why an address could not be resolved when the kernel refuses a new neighbour entry
+/// (ENOBUFS): its table is full. Names the limit, its value where this process can read it,
+/// and a value to raise it to for `wanted` more addresses.
+pub fn table_full_reason(wanted: usize) -> String {
+    let current = std::fs::read_to_string(GC_THRESH3)
+        .ok()
+        .and_then(|t| t.trim().parse::<usize>().ok());
+    let limit = match current {
+        Some(n) => format!("is {n}"),
+        None => "is 1024 by default (readable in the host's first network namespace)".into(),
+    };
+    let suggest = (current.unwrap_or(1024) + wanted).next_power_of_two();
+    format!(
+        "the kernel's neighbour table is full (no buffer space for a new entry): \
+         net.ipv4.neigh.default.gc_thresh3 {limit}, shared by every network namespace of the \
+         host, and {wanted} backend address(es) still need an entry; raise it to at least \
+         {suggest} on the host: `sysctl -w net.ipv4.neigh.default.gc_thresh3={suggest} \
+         net.ipv4.neigh.default.gc_thresh2={}`",
+        suggest / 2
+    )
+}
+
 /// What a table entry settles for `addr`: its MAC if usable; `Unresolved` if the kernel holds a
 /// broadcast or multicast MAC for it (a subnet's broadcast address, say), which no ARP request
 /// would change; `None` while there is nothing to go on yet.
@@ -562,6 +611,21 @@ mod tests {
     const UNUSED_A: Ipv4Addr = Ipv4Addr::new(192, 168, 58, 99);
     const UNUSED_B: Ipv4Addr = Ipv4Addr::new(192, 168, 58, 98);
     const UNUSED_C: Ipv4Addr = Ipv4Addr::new(192, 168, 58, 97);
+
+    #[test]
+    fn a_full_table_names_the_limit_and_a_value() {
+        let why = table_full_reason(2000);
+        assert!(why.contains("net.ipv4.neigh.default.gc_thresh3"), "{why}");
+        assert!(why.contains("2000 backend address(es)"), "{why}");
+        // At least the default plus what is wanted, as a power of two.
+        let suggested: usize = why
+            .split("gc_thresh3=")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no value suggested: {why}"));
+        assert!(suggested >= 3024 && suggested.is_power_of_two(), "{why}");
+    }
 
     #[test]
     fn states_that_hold_a_mac() {
