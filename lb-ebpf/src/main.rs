@@ -7,13 +7,16 @@
 //! 3. [`find_service`]: (VIP, port, protocol), then (VIP, 0, protocol) for all-ports services.
 //! 4. [`addressed_to_us`]: the frame's destination MAC must be the interface's own.
 //! 5. [`known_flow`] or [`schedule`]: the connection table; else persistence, else the
-//!    service's scheduler (rr/wrr cursor, mh/sh hash, lc/wlc least connections).
+//!    service's scheduler (rr/wrr cursor, mh/sh hash, lc/wlc least connections). Only a
+//!    packet that can start a flow (a SYN, any UDP datagram) or a live entry makes an entry;
+//!    a TCP non-SYN without one goes statelessly to its hash's pick (mh, sh) or is dropped.
 //! 6. [`rewrite`]: destination MAC := backend, source MAC := ours; the IP packet is untouched.
 //! 7. [`count`]: per-CPU counters per service, per backend and per reason.
 //!
 //! Anything that is not for a configured service goes to the kernel untouched (XDP_PASS), so
 //! the director's own traffic keeps working; a malformed packet is passed too (the kernel drops
-//! it), never rewritten. Only a service with no usable backend drops.
+//! it), never rewritten. Only a service with no usable backend drops, and a TCP packet that
+//! belongs to no known connection of a service that cannot place it without one.
 #![no_std]
 #![no_main]
 // The BPF target has no `AtomicU64::fetch_add`; the intrinsic compiles to BPF_ATOMIC_FETCH_ADD.
@@ -92,10 +95,12 @@ const TCP_RST: u8 = 0x04;
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
     let reason = process(&ctx);
     count_reason(reason);
-    match reason {
-        Reason::Forwarded => xdp_action::XDP_TX,
-        Reason::DropNoBackend | Reason::DropBadBackend => xdp_action::XDP_DROP,
-        _ => xdp_action::XDP_PASS,
+    if reason.is_tx() {
+        xdp_action::XDP_TX
+    } else if reason.is_drop() {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
     }
 }
 
@@ -132,14 +137,22 @@ fn process(ctx: &XdpContext) -> Reason {
     }
     // Timeouts are in seconds: the coarse clock (a tick's resolution) is enough and cheaper.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let (backend_id, backend, new_flow) = match known_flow(&pkt, now) {
-        Known::Hit(id, backend) => (id, backend, 0),
-        Known::Miss { release } => {
-            if let Some(old) = release {
+    let (backend_id, backend, new_flow, reason) = match known_flow(&pkt, now) {
+        Known::Hit(id, backend) => (id, backend, 0, Reason::Forwarded),
+        Known::Miss {
+            release,
+            live,
+            state,
+        } => {
+            // Only a live entry or a packet that can open a flow may make an entry (and count
+            // a connection); anything else is placed statelessly or dropped (sloppy_tcp off).
+            let record = live || opens_flow(&pkt);
+            if record && let Some(old) = release {
                 count_conn(old, 1u64.wrapping_neg());
             }
-            match schedule(&pkt, service, now) {
-                Ok((id, backend)) => (id, backend, 1),
+            match schedule(&pkt, service, now, state, record) {
+                Ok((id, backend)) if record => (id, backend, 1, Reason::Forwarded),
+                Ok((id, backend)) => (id, backend, 0, Reason::ForwardedStateless),
                 Err(reason) => return reason,
             }
         }
@@ -152,7 +165,7 @@ fn process(ctx: &XdpContext) -> Reason {
     };
     count(&SERVICE_STATS, service.id, &delta);
     count(&BACKEND_STATS, backend_id, &delta);
-    Reason::Forwarded
+    reason
 }
 
 /// A pointer to a `T` at `offset` bytes into the frame, if the frame holds all of it.
@@ -319,35 +332,59 @@ fn count_conn(backend: u32, delta: u64) {
 enum Known {
     /// A live flow whose backend is still usable.
     Hit(u32, &'static Backend),
-    /// No live flow: schedule. `release` names the backend of an active flow that ended here
-    /// (expired, its backend gone or down, or its tuple reused by a new SYN).
-    Miss { release: Option<u32> },
+    /// Schedule. `release` names the backend of an active flow that ended here (expired,
+    /// its backend gone or down, or its tuple reused by a new SYN). `live`: a live entry whose
+    /// backend is gone, down or re-owned, which proves a real connection: it is rescheduled
+    /// whatever the packet. `state`: the state the rescheduled entry takes.
+    Miss {
+        release: Option<u32>,
+        live: bool,
+        state: u8,
+    },
 }
 
 /// Step 5a: a flow seen before keeps its backend for as long as that backend is usable and
 /// the flow has not expired (IPVS's timeouts, per TCP state).
 #[inline(always)]
 fn known_flow(pkt: &Packet, now: u64) -> Known {
+    let proto = pkt.flow.proto;
+    let signalled = tcp_state_of(proto, pkt.tcp_flags);
     let Some(flow) = FLOWS.get_ptr_mut(&pkt.flow) else {
-        return Known::Miss { release: None };
+        return Known::Miss {
+            release: None,
+            live: false,
+            state: signalled,
+        };
     };
     let flow = unsafe { &mut *flow };
-    let proto = pkt.flow.proto;
     let was_active = is_active(proto, flow.state);
     let release = if was_active { Some(flow.backend) } else { None };
-    let signalled = tcp_state_of(proto, pkt.tcp_flags);
     let timeout_ns = timeouts::for_state(proto, flow.state) * NS_PER_S;
     let expired = now.wrapping_sub(flow.last_seen_ns) > timeout_ns;
     // A SYN on the tuple of a closed connection starts a new one.
     let reused = signalled == tcp_state::SYN && flow.state >= tcp_state::FIN;
     if expired || reused {
-        return Known::Miss { release };
+        return Known::Miss {
+            release,
+            live: false,
+            state: signalled,
+        };
     }
+    // States only move forward, also across a reschedule: a closed flow stays closed.
+    let stale = Known::Miss {
+        release,
+        live: true,
+        state: if signalled > flow.state {
+            signalled
+        } else {
+            flow.state
+        },
+    };
     let Some(backend) = BACKENDS.get(flow.backend) else {
-        return Known::Miss { release };
+        return stale;
     };
     if backend.flags & BACKEND_USABLE == 0 || backend.service_id != flow.service_id {
-        return Known::Miss { release };
+        return stale;
     }
     flow.last_seen_ns = now;
     // States only move forward: SYN, ESTABLISHED, FIN, RST.
@@ -377,10 +414,31 @@ fn usable_backend(id: u32, service: &Service) -> Option<&'static Backend> {
     (b.flags & BACKEND_USABLE != 0 && b.service_id == service.id).then_some(b)
 }
 
+/// A packet that may open a connection-table entry: any UDP datagram, or a TCP SYN without
+/// RST (IPVS schedules TCP only on `syn && !rst` unless `sloppy_tcp` is on).
+#[inline(always)]
+fn opens_flow(pkt: &Packet) -> bool {
+    pkt.flow.proto != PROTO_TCP || pkt.tcp_flags & (TCP_SYN | TCP_RST) == TCP_SYN
+}
+
 /// Step 5b: a new flow gets the backend its client network had within the persistence
 /// timeout, or else the one the service's scheduler picks from its table.
+///
+/// With `record` false (a TCP packet of no known connection) nothing is written: `mh` and
+/// `sh` still give the backend a SYN of this tuple would get (every director computes the
+/// same), after a read-only persistence lookup; the other schedulers drop it (`DropNoFlow`),
+/// so spoofed packets neither fill the connection table nor move lc/wlc's counts.
 #[inline(always)]
-fn schedule(pkt: &Packet, service: &Service, now: u64) -> Result<(u32, &'static Backend), Reason> {
+fn schedule(
+    pkt: &Packet,
+    service: &Service,
+    now: u64,
+    state: u8,
+    record: bool,
+) -> Result<(u32, &'static Backend), Reason> {
+    if !record && service.pick != pick::FLOW_HASH && service.pick != pick::SOURCE_HASH {
+        return Err(Reason::DropNoFlow);
+    }
     if service.table_len == 0 {
         return Err(Reason::DropNoBackend);
     }
@@ -395,6 +453,9 @@ fn schedule(pkt: &Packet, service: &Service, now: u64) -> Result<(u32, &'static 
         Some(hit) => hit,
         None => pick_backend(pkt, service)?,
     };
+    if !record {
+        return Ok((id, backend));
+    }
     if persist {
         let p = Persist {
             last_seen_ns: now,
@@ -403,7 +464,6 @@ fn schedule(pkt: &Packet, service: &Service, now: u64) -> Result<(u32, &'static 
         };
         let _ = PERSIST.insert(&key, &p, 0);
     }
-    let state = tcp_state_of(pkt.flow.proto, pkt.tcp_flags);
     let flow = Flow {
         last_seen_ns: now,
         backend: id,
@@ -462,7 +522,10 @@ fn pick_backend(pkt: &Packet, service: &Service) -> Result<(u32, &'static Backen
 #[inline(always)]
 fn least_conn(service: &Service) -> Result<(u32, &'static Backend), Reason> {
     let weighted = service.pick == pick::WEIGHTED_LEAST_CONN;
-    let mut best: Option<(u32, &'static Backend)> = None;
+    // The id lives apart from the Option, initialised: an undefined payload would let LLVM
+    // spill whatever its register holds (a pointer, say) as a u32, which the verifier refuses.
+    let mut best: Option<&'static Backend> = None;
+    let mut best_id = 0u32;
     let (mut best_conns, mut best_weight) = (0u64, 1u64);
     for i in 0..limits::LC_MAX_BACKENDS {
         if i >= service.table_len {
@@ -478,12 +541,13 @@ fn least_conn(service: &Service) -> Result<(u32, &'static Backend), Reason> {
         let weight = if weighted { b.weight as u64 } else { 1 };
         // conns / weight < best_conns / best_weight, without division.
         if best.is_none() || conns * best_weight < best_conns * weight {
-            best = Some((id, b));
+            best = Some(b);
+            best_id = id;
             best_conns = conns;
             best_weight = weight;
         }
     }
-    best.ok_or(Reason::DropNoBackend)
+    best.map(|b| (best_id, b)).ok_or(Reason::DropNoBackend)
 }
 
 /// Step 6: direct routing: only the MACs change.
