@@ -139,21 +139,22 @@ fn process(ctx: &XdpContext) -> Reason {
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let (backend_id, backend, new_flow, reason) = match known_flow(&pkt, now) {
         Known::Hit(id, backend) => (id, backend, 0, Reason::Forwarded),
-        Known::Miss {
-            release,
-            live,
-            state,
-        } => {
+        Known::Miss { release, live } => {
             // Only a live entry or a packet that can open a flow may make an entry (and count
             // a connection); anything else is placed statelessly or dropped (sloppy_tcp off).
-            let record = live || opens_flow(&pkt);
-            if record && let Some(old) = release {
-                count_conn(old, 1u64.wrapping_neg());
-            }
-            match schedule(&pkt, service, now, state, record) {
-                Ok((id, backend)) if record => (id, backend, 1, Reason::Forwarded),
-                Ok((id, backend)) => (id, backend, 0, Reason::ForwardedStateless),
-                Err(reason) => return reason,
+            if !live && !opens_flow(&pkt) {
+                match place_without_entry(&pkt, service, now) {
+                    Ok((id, backend)) => (id, backend, 0, Reason::ForwardedStateless),
+                    Err(reason) => return reason,
+                }
+            } else {
+                if let Some(old) = release {
+                    count_conn(old, 1u64.wrapping_neg());
+                }
+                match schedule(&pkt, service, now) {
+                    Ok((id, backend)) => (id, backend, 1, Reason::Forwarded),
+                    Err(reason) => return reason,
+                }
             }
         }
     };
@@ -335,12 +336,8 @@ enum Known {
     /// Schedule. `release` names the backend of an active flow that ended here (expired,
     /// its backend gone or down, or its tuple reused by a new SYN). `live`: a live entry whose
     /// backend is gone, down or re-owned, which proves a real connection: it is rescheduled
-    /// whatever the packet. `state`: the state the rescheduled entry takes.
-    Miss {
-        release: Option<u32>,
-        live: bool,
-        state: u8,
-    },
+    /// whatever the packet.
+    Miss { release: Option<u32>, live: bool },
 }
 
 /// Step 5a: a flow seen before keeps its backend for as long as that backend is usable and
@@ -353,7 +350,6 @@ fn known_flow(pkt: &Packet, now: u64) -> Known {
         return Known::Miss {
             release: None,
             live: false,
-            state: signalled,
         };
     };
     let flow = unsafe { &mut *flow };
@@ -367,18 +363,11 @@ fn known_flow(pkt: &Packet, now: u64) -> Known {
         return Known::Miss {
             release,
             live: false,
-            state: signalled,
         };
     }
-    // States only move forward, also across a reschedule: a closed flow stays closed.
     let stale = Known::Miss {
         release,
         live: true,
-        state: if signalled > flow.state {
-            signalled
-        } else {
-            flow.state
-        },
     };
     let Some(backend) = BACKENDS.get(flow.backend) else {
         return stale;
@@ -421,24 +410,11 @@ fn opens_flow(pkt: &Packet) -> bool {
     pkt.flow.proto != PROTO_TCP || pkt.tcp_flags & (TCP_SYN | TCP_RST) == TCP_SYN
 }
 
-/// Step 5b: a new flow gets the backend its client network had within the persistence
-/// timeout, or else the one the service's scheduler picks from its table.
-///
-/// With `record` false (a TCP packet of no known connection) nothing is written: `mh` and
-/// `sh` still give the backend a SYN of this tuple would get (every director computes the
-/// same), after a read-only persistence lookup; the other schedulers drop it (`DropNoFlow`),
-/// so spoofed packets neither fill the connection table nor move lc/wlc's counts.
+/// Step 5b: a new flow (or a live one whose backend is gone) gets the backend its client
+/// network had within the persistence timeout, or else the one the service's scheduler picks
+/// from its table.
 #[inline(always)]
-fn schedule(
-    pkt: &Packet,
-    service: &Service,
-    now: u64,
-    state: u8,
-    record: bool,
-) -> Result<(u32, &'static Backend), Reason> {
-    if !record && service.pick != pick::FLOW_HASH && service.pick != pick::SOURCE_HASH {
-        return Err(Reason::DropNoFlow);
-    }
+fn schedule(pkt: &Packet, service: &Service, now: u64) -> Result<(u32, &'static Backend), Reason> {
     if service.table_len == 0 {
         return Err(Reason::DropNoBackend);
     }
@@ -453,9 +429,6 @@ fn schedule(
         Some(hit) => hit,
         None => pick_backend(pkt, service)?,
     };
-    if !record {
-        return Ok((id, backend));
-    }
     if persist {
         let p = Persist {
             last_seen_ns: now,
@@ -464,6 +437,7 @@ fn schedule(
         };
         let _ = PERSIST.insert(&key, &p, 0);
     }
+    let state = tcp_state_of(pkt.flow.proto, pkt.tcp_flags);
     let flow = Flow {
         last_seen_ns: now,
         backend: id,
@@ -488,6 +462,42 @@ fn remembered(key: &PersistKey, service: &Service, now: u64) -> Option<(u32, &'s
     Some((p.backend, usable_backend(p.backend, service)?))
 }
 
+/// Step 5c: a TCP packet of no known connection (not a SYN, no live entry) makes no entry
+/// and counts no connection. `mh` and `sh` send it where a SYN of its tuple would go (after a
+/// read-only persistence lookup): every director computes the same, so established flows
+/// survive a failover or an ECMP change. The other schedulers cannot place it without state
+/// and drop it (`DropNoFlow`), so spoofed packets neither fill the table nor steer lc/wlc.
+#[inline(always)]
+fn place_without_entry(
+    pkt: &Packet,
+    service: &Service,
+    now: u64,
+) -> Result<(u32, &'static Backend), Reason> {
+    let Some(hash) = table_hash(pkt, service) else {
+        return Err(Reason::DropNoFlow);
+    };
+    let len = service.table_len;
+    if len == 0 {
+        return Err(Reason::DropNoBackend);
+    }
+    if service.persist_timeout_s != 0
+        && let Some(hit) = remembered(&persist_key(pkt, service), service, now)
+    {
+        return Ok(hit);
+    }
+    table_slot(service, hash % len)
+}
+
+/// The hash that indexes the table of an `mh` (5-tuple) or `sh` (client address) service.
+#[inline(always)]
+fn table_hash(pkt: &Packet, service: &Service) -> Option<u32> {
+    match service.pick {
+        pick::FLOW_HASH => Some(hash_flow(&pkt.flow)),
+        pick::SOURCE_HASH => Some(hash_addr(&pkt.flow.src)),
+        _ => None,
+    }
+}
+
 /// The scheduler proper: a slot of the service's table.
 #[inline(always)]
 fn pick_backend(pkt: &Packet, service: &Service) -> Result<(u32, &'static Backend), Reason> {
@@ -496,9 +506,10 @@ fn pick_backend(pkt: &Packet, service: &Service) -> Result<(u32, &'static Backen
         // Checked by the caller; repeated so the compiler sees no division by zero.
         return Err(Reason::DropNoBackend);
     }
+    if let Some(hash) = table_hash(pkt, service) {
+        return table_slot(service, hash % len);
+    }
     let n: u32 = match service.pick {
-        pick::FLOW_HASH => hash_flow(&pkt.flow) % len,
-        pick::SOURCE_HASH => hash_addr(&pkt.flow.src) % len,
         pick::LEAST_CONN | pick::WEIGHTED_LEAST_CONN => return least_conn(service),
         _ => {
             // rr and wrr walk the table with the service's shared cursor.
@@ -510,6 +521,12 @@ fn pick_backend(pkt: &Packet, service: &Service) -> Result<(u32, &'static Backen
             (n % len as u64) as u32
         }
     };
+    table_slot(service, n)
+}
+
+/// The usable backend in slot `n` of the service's table.
+#[inline(always)]
+fn table_slot(service: &Service, n: u32) -> Result<(u32, &'static Backend), Reason> {
     let id = *TABLE
         .get(service.table_offset.wrapping_add(n))
         .ok_or(Reason::DropBadBackend)?;
