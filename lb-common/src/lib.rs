@@ -341,10 +341,17 @@ pub enum Reason {
     DropNoBackend = 8,
     /// Dropped: the service table pointed at an empty backend slot (a control-plane bug).
     DropBadBackend = 9,
+    /// Forwarded (XDP_TX) without a connection-table entry: a TCP packet that is not a SYN,
+    /// with no live entry, to an `mh` or `sh` service, sent to the backend its hash picks (as
+    /// on every director), without creating an entry or counting a connection.
+    ForwardedStateless = 10,
+    /// Dropped: a TCP packet that is not a SYN, with no live entry, to an `rr`, `wrr`, `lc` or
+    /// `wlc` service (IPVS with `sloppy_tcp` off does not schedule it either).
+    DropNoFlow = 11,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 12;
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::Forwarded,
         Reason::PassNotIpv4,
@@ -356,6 +363,8 @@ impl Reason {
         Reason::PassMalformed,
         Reason::DropNoBackend,
         Reason::DropBadBackend,
+        Reason::ForwardedStateless,
+        Reason::DropNoFlow,
     ];
 
     /// A stable snake_case name, used as a JSON key and Prometheus label.
@@ -371,12 +380,22 @@ impl Reason {
             Reason::PassMalformed => "pass_malformed",
             Reason::DropNoBackend => "drop_no_backend",
             Reason::DropBadBackend => "drop_bad_backend",
+            Reason::ForwardedStateless => "forwarded_stateless",
+            Reason::DropNoFlow => "drop_no_flow",
         }
     }
 
-    /// The XDP action the data path takes for this reason.
+    /// The data path drops packets counted under this reason (XDP_DROP).
     pub const fn is_drop(self) -> bool {
-        matches!(self, Reason::DropNoBackend | Reason::DropBadBackend)
+        matches!(
+            self,
+            Reason::DropNoBackend | Reason::DropBadBackend | Reason::DropNoFlow
+        )
+    }
+
+    /// The data path sends packets counted under this reason to a backend (XDP_TX).
+    pub const fn is_tx(self) -> bool {
+        matches!(self, Reason::Forwarded | Reason::ForwardedStateless)
     }
 }
 
@@ -451,8 +470,13 @@ mod tests {
             }
         }
         assert!(Reason::DropNoBackend.is_drop());
+        assert!(Reason::DropNoFlow.is_drop());
         assert!(!Reason::PassMalformed.is_drop());
         assert!(!Reason::Forwarded.is_drop());
+        assert!(Reason::Forwarded.is_tx() && Reason::ForwardedStateless.is_tx());
+        for r in Reason::ALL {
+            assert!(!(r.is_tx() && r.is_drop()), "{}", r.name());
+        }
     }
 
     #[test]

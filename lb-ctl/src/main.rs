@@ -155,7 +155,12 @@ unresolved).
 With --connections, lists the connection table instead, like `ipvsadm -L -n -c`: protocol,
 time until the entry expires (IPVS's timeouts: 900 s established, 120 s after a FIN, 30 s
 for a SYN, 300 s UDP), state as the director sees it (only client-to-server packets pass
-it), client, virtual address and backend.")]
+it), client, virtual address and backend.
+
+Only a TCP SYN (or a UDP datagram) makes an entry and counts in ActiveConn, as IPVS with
+sloppy_tcp off: a TCP packet that is not a SYN and has no live entry makes none. mh and sh
+forward it to their hash's pick (stats: forwarded_stateless), rr, wrr, lc and wlc drop it
+(stats: drop_no_flow).")]
     List {
         /// Show the connection table (like ipvsadm -L -n -c).
         #[arg(long, short = 'c')]
@@ -166,6 +171,13 @@ it), client, virtual address and backend.")]
 Print counters summed over CPUs: per service and per backend, connections (new flows),
 packets and IP bytes; and the packets the data path forwarded, passed to the kernel or
 dropped, by reason.
+
+Reasons: forwarded (tx, by the connection table or the scheduler), forwarded_stateless (tx:
+a TCP non-SYN of no known connection to an mh or sh service, sent to the backend its hash
+picks without making an entry), pass_not_ipv4, pass_not_tcp_udp, pass_not_vip,
+pass_other_mac, pass_unknown_iface, pass_fragment, pass_malformed (passed to the kernel),
+drop_no_backend (no usable backend), drop_bad_backend (an empty table slot), drop_no_flow (a
+TCP non-SYN of no known connection to an rr, wrr, lc or wlc service: no RST is sent back).
 
 --json prints an object with services[] (name, vip, port, protocol, scheduler, packets,
 bytes, connections, backends[] with address, port, weight, usable, packets, bytes,

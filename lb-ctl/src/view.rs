@@ -113,7 +113,7 @@ pub struct ReasonCount {
 
 fn action_of(r: Reason) -> &'static str {
     match r {
-        Reason::Forwarded => "tx",
+        r if r.is_tx() => "tx",
         r if r.is_drop() => "drop",
         _ => "pass",
     }

@@ -7,13 +7,16 @@
 //! 3. [`find_service`]: (VIP, port, protocol), then (VIP, 0, protocol) for all-ports services.
 //! 4. [`addressed_to_us`]: the frame's destination MAC must be the interface's own.
 //! 5. [`known_flow`] or [`schedule`]: the connection table; else persistence, else the
-//!    service's scheduler (rr/wrr cursor, mh/sh hash, lc/wlc least connections).
+//!    service's scheduler (rr/wrr cursor, mh/sh hash, lc/wlc least connections). Only a
+//!    packet that can start a flow (a SYN, any UDP datagram) or a live entry makes an entry;
+//!    a TCP non-SYN without one goes statelessly to its hash's pick (mh, sh) or is dropped.
 //! 6. [`rewrite`]: destination MAC := backend, source MAC := ours; the IP packet is untouched.
 //! 7. [`count`]: per-CPU counters per service, per backend and per reason.
 //!
 //! Anything that is not for a configured service goes to the kernel untouched (XDP_PASS), so
 //! the director's own traffic keeps working; a malformed packet is passed too (the kernel drops
-//! it), never rewritten. Only a service with no usable backend drops.
+//! it), never rewritten. Only a service with no usable backend drops, and a TCP packet that
+//! belongs to no known connection of a service that cannot place it without one.
 #![no_std]
 #![no_main]
 // The BPF target has no `AtomicU64::fetch_add`; the intrinsic compiles to BPF_ATOMIC_FETCH_ADD.
@@ -92,10 +95,12 @@ const TCP_RST: u8 = 0x04;
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
     let reason = process(&ctx);
     count_reason(reason);
-    match reason {
-        Reason::Forwarded => xdp_action::XDP_TX,
-        Reason::DropNoBackend | Reason::DropBadBackend => xdp_action::XDP_DROP,
-        _ => xdp_action::XDP_PASS,
+    if reason.is_tx() {
+        xdp_action::XDP_TX
+    } else if reason.is_drop() {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
     }
 }
 
@@ -132,15 +137,24 @@ fn process(ctx: &XdpContext) -> Reason {
     }
     // Timeouts are in seconds: the coarse clock (a tick's resolution) is enough and cheaper.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let (backend_id, backend, new_flow) = match known_flow(&pkt, now) {
-        Known::Hit(id, backend) => (id, backend, 0),
-        Known::Miss { release } => {
-            if let Some(old) = release {
-                count_conn(old, 1u64.wrapping_neg());
-            }
-            match schedule(&pkt, service, now) {
-                Ok((id, backend)) => (id, backend, 1),
-                Err(reason) => return reason,
+    let (backend_id, backend, new_flow, reason) = match known_flow(&pkt, now) {
+        Known::Hit(id, backend) => (id, backend, 0, Reason::Forwarded),
+        Known::Miss { release, live } => {
+            // Only a live entry or a packet that can open a flow may make an entry (and count
+            // a connection); anything else is placed statelessly or dropped (sloppy_tcp off).
+            if !live && !opens_flow(&pkt) {
+                match place_without_entry(&pkt, service, now) {
+                    Ok((id, backend)) => (id, backend, 0, Reason::ForwardedStateless),
+                    Err(reason) => return reason,
+                }
+            } else {
+                if let Some(old) = release {
+                    count_conn(old, 1u64.wrapping_neg());
+                }
+                match schedule(&pkt, service, now) {
+                    Ok((id, backend)) => (id, backend, 1, Reason::Forwarded),
+                    Err(reason) => return reason,
+                }
             }
         }
     };
@@ -152,7 +166,7 @@ fn process(ctx: &XdpContext) -> Reason {
     };
     count(&SERVICE_STATS, service.id, &delta);
     count(&BACKEND_STATS, backend_id, &delta);
-    Reason::Forwarded
+    reason
 }
 
 /// A pointer to a `T` at `offset` bytes into the frame, if the frame holds all of it.
@@ -319,35 +333,47 @@ fn count_conn(backend: u32, delta: u64) {
 enum Known {
     /// A live flow whose backend is still usable.
     Hit(u32, &'static Backend),
-    /// No live flow: schedule. `release` names the backend of an active flow that ended here
-    /// (expired, its backend gone or down, or its tuple reused by a new SYN).
-    Miss { release: Option<u32> },
+    /// Schedule. `release` names the backend of an active flow that ended here (expired,
+    /// its backend gone or down, or its tuple reused by a new SYN). `live`: a live entry whose
+    /// backend is gone, down or re-owned, which proves a real connection: it is rescheduled
+    /// whatever the packet.
+    Miss { release: Option<u32>, live: bool },
 }
 
 /// Step 5a: a flow seen before keeps its backend for as long as that backend is usable and
 /// the flow has not expired (IPVS's timeouts, per TCP state).
 #[inline(always)]
 fn known_flow(pkt: &Packet, now: u64) -> Known {
+    let proto = pkt.flow.proto;
+    let signalled = tcp_state_of(proto, pkt.tcp_flags);
     let Some(flow) = FLOWS.get_ptr_mut(&pkt.flow) else {
-        return Known::Miss { release: None };
+        return Known::Miss {
+            release: None,
+            live: false,
+        };
     };
     let flow = unsafe { &mut *flow };
-    let proto = pkt.flow.proto;
     let was_active = is_active(proto, flow.state);
     let release = if was_active { Some(flow.backend) } else { None };
-    let signalled = tcp_state_of(proto, pkt.tcp_flags);
     let timeout_ns = timeouts::for_state(proto, flow.state) * NS_PER_S;
     let expired = now.wrapping_sub(flow.last_seen_ns) > timeout_ns;
     // A SYN on the tuple of a closed connection starts a new one.
     let reused = signalled == tcp_state::SYN && flow.state >= tcp_state::FIN;
     if expired || reused {
-        return Known::Miss { release };
+        return Known::Miss {
+            release,
+            live: false,
+        };
     }
+    let stale = Known::Miss {
+        release,
+        live: true,
+    };
     let Some(backend) = BACKENDS.get(flow.backend) else {
-        return Known::Miss { release };
+        return stale;
     };
     if backend.flags & BACKEND_USABLE == 0 || backend.service_id != flow.service_id {
-        return Known::Miss { release };
+        return stale;
     }
     flow.last_seen_ns = now;
     // States only move forward: SYN, ESTABLISHED, FIN, RST.
@@ -377,8 +403,16 @@ fn usable_backend(id: u32, service: &Service) -> Option<&'static Backend> {
     (b.flags & BACKEND_USABLE != 0 && b.service_id == service.id).then_some(b)
 }
 
-/// Step 5b: a new flow gets the backend its client network had within the persistence
-/// timeout, or else the one the service's scheduler picks from its table.
+/// A packet that may open a connection-table entry: any UDP datagram, or a TCP SYN without
+/// RST (IPVS schedules TCP only on `syn && !rst` unless `sloppy_tcp` is on).
+#[inline(always)]
+fn opens_flow(pkt: &Packet) -> bool {
+    pkt.flow.proto != PROTO_TCP || pkt.tcp_flags & (TCP_SYN | TCP_RST) == TCP_SYN
+}
+
+/// Step 5b: a new flow (or a live one whose backend is gone) gets the backend its client
+/// network had within the persistence timeout, or else the one the service's scheduler picks
+/// from its table.
 #[inline(always)]
 fn schedule(pkt: &Packet, service: &Service, now: u64) -> Result<(u32, &'static Backend), Reason> {
     if service.table_len == 0 {
@@ -428,6 +462,42 @@ fn remembered(key: &PersistKey, service: &Service, now: u64) -> Option<(u32, &'s
     Some((p.backend, usable_backend(p.backend, service)?))
 }
 
+/// Step 5c: a TCP packet of no known connection (not a SYN, no live entry) makes no entry
+/// and counts no connection. `mh` and `sh` send it where a SYN of its tuple would go (after a
+/// read-only persistence lookup): every director computes the same, so established flows
+/// survive a failover or an ECMP change. The other schedulers cannot place it without state
+/// and drop it (`DropNoFlow`), so spoofed packets neither fill the table nor steer lc/wlc.
+#[inline(always)]
+fn place_without_entry(
+    pkt: &Packet,
+    service: &Service,
+    now: u64,
+) -> Result<(u32, &'static Backend), Reason> {
+    let Some(hash) = table_hash(pkt, service) else {
+        return Err(Reason::DropNoFlow);
+    };
+    let len = service.table_len;
+    if len == 0 {
+        return Err(Reason::DropNoBackend);
+    }
+    if service.persist_timeout_s != 0
+        && let Some(hit) = remembered(&persist_key(pkt, service), service, now)
+    {
+        return Ok(hit);
+    }
+    table_slot(service, hash % len)
+}
+
+/// The hash that indexes the table of an `mh` (5-tuple) or `sh` (client address) service.
+#[inline(always)]
+fn table_hash(pkt: &Packet, service: &Service) -> Option<u32> {
+    match service.pick {
+        pick::FLOW_HASH => Some(hash_flow(&pkt.flow)),
+        pick::SOURCE_HASH => Some(hash_addr(&pkt.flow.src)),
+        _ => None,
+    }
+}
+
 /// The scheduler proper: a slot of the service's table.
 #[inline(always)]
 fn pick_backend(pkt: &Packet, service: &Service) -> Result<(u32, &'static Backend), Reason> {
@@ -436,9 +506,10 @@ fn pick_backend(pkt: &Packet, service: &Service) -> Result<(u32, &'static Backen
         // Checked by the caller; repeated so the compiler sees no division by zero.
         return Err(Reason::DropNoBackend);
     }
+    if let Some(hash) = table_hash(pkt, service) {
+        return table_slot(service, hash % len);
+    }
     let n: u32 = match service.pick {
-        pick::FLOW_HASH => hash_flow(&pkt.flow) % len,
-        pick::SOURCE_HASH => hash_addr(&pkt.flow.src) % len,
         pick::LEAST_CONN | pick::WEIGHTED_LEAST_CONN => return least_conn(service),
         _ => {
             // rr and wrr walk the table with the service's shared cursor.
@@ -450,6 +521,12 @@ fn pick_backend(pkt: &Packet, service: &Service) -> Result<(u32, &'static Backen
             (n % len as u64) as u32
         }
     };
+    table_slot(service, n)
+}
+
+/// The usable backend in slot `n` of the service's table.
+#[inline(always)]
+fn table_slot(service: &Service, n: u32) -> Result<(u32, &'static Backend), Reason> {
     let id = *TABLE
         .get(service.table_offset.wrapping_add(n))
         .ok_or(Reason::DropBadBackend)?;
@@ -462,7 +539,10 @@ fn pick_backend(pkt: &Packet, service: &Service) -> Result<(u32, &'static Backen
 #[inline(always)]
 fn least_conn(service: &Service) -> Result<(u32, &'static Backend), Reason> {
     let weighted = service.pick == pick::WEIGHTED_LEAST_CONN;
-    let mut best: Option<(u32, &'static Backend)> = None;
+    // The id lives apart from the Option, initialised: an undefined payload would let LLVM
+    // spill whatever its register holds (a pointer, say) as a u32, which the verifier refuses.
+    let mut best: Option<&'static Backend> = None;
+    let mut best_id = 0u32;
     let (mut best_conns, mut best_weight) = (0u64, 1u64);
     for i in 0..limits::LC_MAX_BACKENDS {
         if i >= service.table_len {
@@ -478,12 +558,13 @@ fn least_conn(service: &Service) -> Result<(u32, &'static Backend), Reason> {
         let weight = if weighted { b.weight as u64 } else { 1 };
         // conns / weight < best_conns / best_weight, without division.
         if best.is_none() || conns * best_weight < best_conns * weight {
-            best = Some((id, b));
+            best = Some(b);
+            best_id = id;
             best_conns = conns;
             best_weight = weight;
         }
     }
-    best.ok_or(Reason::DropNoBackend)
+    best.map(|b| (best_id, b)).ok_or(Reason::DropNoBackend)
 }
 
 /// Step 6: direct routing: only the MACs change.

@@ -206,6 +206,11 @@ impl LbCtl {
 
     /// `lb-ctl attach IFACE --mode MODE`.
     pub fn attach_mode(&self, iface: &str, mode: &str) -> Result<String> {
+        self.attach_with(iface, mode, &[])
+    }
+
+    /// `lb-ctl attach IFACE --mode MODE EXTRA...` (e.g. `--flows 4096`).
+    pub fn attach_with(&self, iface: &str, mode: &str, extra: &[&str]) -> Result<String> {
         // Remembered before, so that a half-done attach is cleaned up too.
         {
             let mut attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
@@ -213,7 +218,9 @@ impl LbCtl {
                 attached.push(iface.to_owned());
             }
         }
-        self.run_ok(&["attach", iface, "--mode", mode])
+        let mut args = vec!["attach", iface, "--mode", mode];
+        args.extend_from_slice(extra);
+        self.run_ok(&args)
     }
 
     /// `lb-ctl detach IFACE`.

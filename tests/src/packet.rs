@@ -34,6 +34,33 @@ pub const BACKEND_MACS: [[u8; 6]; 4] = [
     [0x02, 0, 0, 0, 0, 138],
 ];
 
+/// An Ethernet + IPv4 + TCP frame without payload; `flags` is any of `S`, `A`, `F`, `R`, `P`
+/// (SYN, ACK, FIN, RST, PSH). Checksums are computed, so a real host accepts it.
+pub fn tcp_frame(
+    macs: ([u8; 6], [u8; 6]),
+    src: ([u8; 4], u16),
+    dst: ([u8; 4], u16),
+    flags: &str,
+) -> Vec<u8> {
+    let mut b = etherparse::PacketBuilder::ethernet2(macs.0, macs.1)
+        .ipv4(src.0, dst.0, 64)
+        .tcp(src.1, dst.1, 1, 64240);
+    for f in flags.chars() {
+        b = match f {
+            'S' => b.syn(),
+            'A' => b.ack(1),
+            'F' => b.fin(),
+            'R' => b.rst(),
+            'P' => b.psh(),
+            _ => panic!("TCP flag {f:?}: use S, A, F, R or P"),
+        };
+    }
+    let mut v = Vec::with_capacity(54);
+    b.write(&mut v, &[])
+        .expect("a TCP frame without payload always fits");
+    v
+}
+
 /// Fails the test, saying what is missing, unless this process may load BPF programs.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.

@@ -322,11 +322,17 @@ fn a_full_connection_table_keeps_mh_flows_on_their_backend() {
         evicted > 100,
         "only {evicted} of the early flows were evicted"
     );
+    let flows = h.flow_count();
     for (i, b) in early.iter().enumerate() {
         let out = h.run(&tcp(client(i as u32), 47000, 80, "A"));
         assert_eq!(backend_of(&out), *b, "early flow {i}");
     }
-    h.assert_reasons(&[(Reason::Forwarded, 200 + 12_000 + 200)]);
+    // The evicted flows' ACKs went by the hash alone, without coming back into the table.
+    assert_eq!(h.flow_count(), flows);
+    h.assert_reasons(&[
+        (Reason::Forwarded, 200 + 12_000 + 200 - evicted as u64),
+        (Reason::ForwardedStateless, evicted as u64),
+    ]);
 }
 
 #[test]

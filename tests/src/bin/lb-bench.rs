@@ -23,7 +23,9 @@ use aya::{
 use etherparse::{PacketBuilder, VlanId};
 use lb_common::BenchFrame;
 use lb_ctl::loader::{self, BENCH_OBJECT};
-use lb_tests::packet::{CLIENT_MAC, DIRECTOR_MAC, Harness, XDP_PASS, XDP_TX, require_root};
+use lb_tests::packet::{
+    CLIENT_MAC, DIRECTOR_MAC, Harness, XDP_DROP, XDP_PASS, XDP_TX, require_root,
+};
 
 const CONFIG: &str = "
 services:
@@ -159,6 +161,20 @@ fn scenarios() -> Vec<Scenario> {
         new_flow("new flow, lc", 84, None),
         new_flow("new flow, wlc", 85, None),
         new_flow("new flow, persistence hit", 86, None),
+        // A TCP ACK of no known connection, a new tuple each time (a spoofed flood).
+        Scenario {
+            frame: tcp(82, false, false),
+            ..new_flow(
+                "ACK without a connection, mh (forwarded_stateless)",
+                82,
+                None,
+            )
+        },
+        Scenario {
+            frame: tcp(81, false, false),
+            action: XDP_DROP,
+            ..new_flow("ACK without a connection, rr (drop_no_flow)", 81, None)
+        },
     ]
 }
 
@@ -185,6 +201,14 @@ fn main() -> Result<()> {
     require_root();
     let started = Instant::now();
     let mut h = Harness::with_config(CONFIG);
+    // The known-flow scenarios' connection (40000 -> VIP:80) starts with its SYN: an ACK of
+    // no known connection makes no entry.
+    for vlan in [false, true] {
+        let action = h.run(&tcp(80, vlan, true)).action;
+        if action != XDP_TX {
+            bail!("the known flow's SYN returned {action}, expected {XDP_TX}");
+        }
+    }
     let insns = h
         .program()
         .info()

@@ -1,0 +1,300 @@
+//! End to end: a flood of spoofed TCP ACKs (random sources, no handshake) neither fills the
+//! connection table nor moves established connections or the active-connection counts.
+//!
+//! The namespace lab (`lb_tests::lab`) with the real `lb-ctl`: director-1 attached natively with
+//! a small connection table (`--flows 4096`), one service over the two real servers, 20
+//! keep-alive HTTP connections from the client; then 100,000 TCP ACKs to VIP:80 from random
+//! addresses in 10.0.0.0/8 and random ports, sent as raw Ethernet frames (AF_PACKET) from the
+//! client's namespace to the director's MAC, bounded in time. Afterwards every connection must
+//! answer from the server it had, the table must hold exactly the 20 connections, and the
+//! data path must have counted the ACKs under `drop_no_flow` (rr) or `forwarded_stateless`
+//! (mh). Under the old behaviour (every non-SYN made an entry) the ACKs evict the 20 entries
+//! from the 4096-entry table and rr sends the connections' next packets anywhere.
+//!
+//! Replies to the ACKs that mh forwards go to 10.0.0.0/8, which no lab host routes: they never
+//! leave the real servers. Needs root; everything is removed at the end, also on failure.
+
+use std::{
+    net::Ipv4Addr,
+    os::fd::{FromRawFd as _, OwnedFd},
+    path::PathBuf,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use lb_tests::{
+    lab::{Host, HttpConn, Lab, LabSpec},
+    lbctl::LbCtl,
+    packet::tcp_frame,
+};
+use serde_json::Value;
+
+const VIP: Ipv4Addr = lb_tests::lab::DEFAULT_VIP;
+/// Deadline of one HTTP request.
+const T: Duration = Duration::from_secs(5);
+const CONNECTIONS: usize = 20;
+const SPOOFED: u32 = 100_000;
+/// The flood stops here even if not all frames are out.
+const FLOOD_LIMIT: Duration = Duration::from_secs(60);
+
+/// Field order matters: `ctl` is dropped (detach, pins removed) before the lab.
+struct Env {
+    ctl: LbCtl,
+    lab: Lab,
+}
+
+impl Env {
+    fn new(scheduler: &str) -> Env {
+        let lab = Lab::build(&LabSpec {
+            server_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_lab-server"))),
+            ..LabSpec::default()
+        })
+        .unwrap_or_else(|e| panic!("building the lab failed: {e:#}"));
+        let ctl = LbCtl::new(&lab, lab.director(0))
+            .unwrap_or_else(|e| panic!("preparing lb-ctl failed: {e:#}"));
+        let out = ctl
+            .attach_with("eth0", "native", &["--flows", "4096"])
+            .unwrap_or_else(|e| panic!("lb-ctl attach eth0 --flows 4096 failed: {e:#}"));
+        assert!(out.contains("native"), "attach said: {out}");
+        let yaml = format!(
+            "services:\n  - name: web\n    vip: {VIP}\n    port: 80\n    scheduler: {scheduler}\n    \
+             backends:\n      - address: {}\n      - address: {}\n",
+            lab.server(0).addr,
+            lab.server(1).addr
+        );
+        ctl.apply(&yaml)
+            .unwrap_or_else(|e| panic!("lb-ctl apply failed: {e:#}"));
+        Env { ctl, lab }
+    }
+
+    fn stats(&self) -> Value {
+        let text = self
+            .ctl
+            .stats_json()
+            .unwrap_or_else(|e| panic!("lb-ctl stats --json failed: {e:#}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("stats --json ({e}): {text}"))
+    }
+
+    /// The stats once `reason`'s counter has not moved for 300 ms (at most 10 s).
+    fn settled_stats(&self, reason: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = self.stats();
+        let mut since = Instant::now();
+        while Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(100));
+            let now = self.stats();
+            if datapath(&now, reason) != datapath(&last, reason) {
+                since = Instant::now();
+            } else if since.elapsed() >= Duration::from_millis(300) {
+                return now;
+            }
+            last = now;
+        }
+        last
+    }
+}
+
+fn num(v: &Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} is not a number in {v:#}"))
+}
+
+fn datapath(stats: &Value, reason: &str) -> u64 {
+    stats["datapath"]
+        .as_array()
+        .and_then(|d| d.iter().find(|r| r["reason"] == reason))
+        .map(|r| num(r, "packets"))
+        .unwrap_or_else(|| panic!("no data-path reason {reason} in {stats:#}"))
+}
+
+/// The sum of the backends' active connections of service `web` in `stats --json`.
+fn active_connections(stats: &Value) -> u64 {
+    stats["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "web"))
+        .and_then(|s| s["backends"].as_array())
+        .unwrap_or_else(|| panic!("no backends of web in {stats:#}"))
+        .iter()
+        .map(|b| num(b, "active_connections"))
+        .sum()
+}
+
+/// The sum of the ActiveConn column of `lb-ctl list` (backend lines `  -> ADDR:PORT Route
+/// WEIGHT ACTIVE ...`).
+fn listed_active_connections(list: &str) -> u64 {
+    list.lines()
+        .filter(|l| l.trim_start().starts_with("->") && l.contains("Route"))
+        .map(|l| {
+            l.split_whitespace()
+                .nth(4)
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no ActiveConn in {l:?}"))
+        })
+        .sum()
+}
+
+/// xorshift64: a fixed, reproducible sequence of spoofed sources.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// Sends `count` TCP ACKs to VIP:80 from random addresses in 10.0.0.0/8 and random ports as
+/// raw Ethernet frames out of `host`'s `eth0`, addressed to `dst_mac`; stops after `limit`.
+/// Returns the frames sent and the time it took.
+fn flood(host: &Host, dst_mac: [u8; 6], count: u32, limit: Duration) -> Result<(u32, Duration)> {
+    let src_mac = host.mac;
+    host.run_in(move || {
+        // SAFETY: plain socket calls; the descriptor is owned (and closed) by `sock`.
+        let sock = unsafe {
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            ensure!(
+                fd >= 0,
+                "AF_PACKET socket: {} (needs CAP_NET_RAW)",
+                std::io::Error::last_os_error()
+            );
+            OwnedFd::from_raw_fd(fd)
+        };
+        // SAFETY: a NUL-terminated name.
+        let ifindex = unsafe { libc::if_nametoindex(c"eth0".as_ptr()) };
+        ensure!(ifindex != 0, "no eth0 in the client's namespace");
+        // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = ifindex as i32;
+        sll.sll_halen = 6;
+        sll.sll_addr[..6].copy_from_slice(&dst_mac);
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let start = Instant::now();
+        let mut sent = 0;
+        while sent < count && start.elapsed() < limit {
+            let r = next(&mut rng);
+            let src = [10, (r >> 8) as u8, (r >> 16) as u8, (r >> 24) as u8 | 1];
+            let sport = (r >> 32) as u16 | 1024;
+            let frame = tcp_frame((src_mac, dst_mac), (src, sport), (VIP.octets(), 80), "A");
+            // SAFETY: the frame and the address outlive the call.
+            let n = unsafe {
+                libc::sendto(
+                    std::os::fd::AsRawFd::as_raw_fd(&sock),
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                )
+            };
+            if n < 0 {
+                let err = std::io::Error::last_os_error();
+                if err.raw_os_error() == Some(libc::ENOBUFS) {
+                    // The device queue is full: let it drain, send the frame again.
+                    thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                bail!("sendto after {sent} frames: {err}");
+            }
+            sent += 1;
+        }
+        Ok((sent, start.elapsed()))
+    })
+    .context("flooding from the client")
+}
+
+/// The whole scenario for one scheduler; `counted_as` is the reason the ACKs must be counted
+/// under, `not_as` one they must not be.
+fn spoofed_acks_leave_connections_alone(scheduler: &str, counted_as: &str, not_as: &str) {
+    let env = Env::new(scheduler);
+    let client = env.lab.client();
+    let mut conns = Vec::new();
+    let mut first = Vec::new();
+    for i in 0..CONNECTIONS {
+        let mut c = HttpConn::connect(client, VIP, 80, T)
+            .unwrap_or_else(|e| panic!("connection {i} to the VIP: {e:#}"));
+        let (status, body) = c
+            .get("/")
+            .unwrap_or_else(|e| panic!("connection {i}: first request: {e:#}"));
+        assert_eq!(status, 200, "connection {i}: {body}");
+        first.push(body);
+        conns.push(c);
+    }
+    let on_first = first
+        .iter()
+        .filter(|b| **b == format!("{}\n", env.lab.server(0).name))
+        .count();
+    eprintln!(
+        "{scheduler}: {CONNECTIONS} connections, {on_first} on real-server-1, {} on real-server-2",
+        CONNECTIONS - on_first
+    );
+    if scheduler == "rr" {
+        assert_eq!(on_first, CONNECTIONS / 2, "rr alternates: {first:?}");
+    }
+    let before = env.settled_stats("forwarded");
+    assert_eq!(num(&before, "flows"), CONNECTIONS as u64, "{before:#}");
+    assert_eq!(active_connections(&before), CONNECTIONS as u64);
+
+    let director = env.lab.director(0);
+    let (sent, took) =
+        flood(client, director.mac, SPOOFED, FLOOD_LIMIT).unwrap_or_else(|e| panic!("{e:#}"));
+    let after = env.settled_stats(counted_as);
+    let counted = datapath(&after, counted_as) - datapath(&before, counted_as);
+    let flows = num(&after, "flows");
+    let listed = env
+        .ctl
+        .run_ok(&["list", "--connections"])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let listed_flows = listed.lines().filter(|l| l.starts_with("TCP ")).count();
+    eprintln!(
+        "SPOOFED {scheduler}: sent {sent} ACKs in {took:.2?}; {counted_as} +{counted}, \
+         {not_as} +{}; connection table {} -> {flows} entries ({listed_flows} listed)",
+        datapath(&after, not_as) - datapath(&before, not_as),
+        num(&before, "flows"),
+    );
+    assert_eq!(
+        sent, SPOOFED,
+        "the flood did not finish within {FLOOD_LIMIT:?}"
+    );
+    // Frames lost on the way (a full veth queue) are not counted; nearly all must arrive.
+    assert!(
+        counted <= u64::from(sent) && counted >= u64::from(sent) * 99 / 100,
+        "{counted} of {sent} spoofed ACKs counted as {counted_as}"
+    );
+    assert_eq!(
+        datapath(&after, not_as),
+        datapath(&before, not_as),
+        "{not_as}"
+    );
+    assert_eq!(flows, CONNECTIONS as u64, "entries made by spoofed ACKs");
+    assert_eq!(listed_flows, CONNECTIONS, "list --connections:\n{listed}");
+    assert_eq!(active_connections(&after), CONNECTIONS as u64, "{after:#}");
+
+    for (i, c) in conns.iter_mut().enumerate() {
+        let (status, body) = c
+            .get("/")
+            .unwrap_or_else(|e| panic!("connection {i} after the flood: {e:#}"));
+        assert_eq!(
+            (status, body.as_str()),
+            (200, first[i].as_str()),
+            "connection {i}"
+        );
+    }
+    let list = env.ctl.list().unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(
+        listed_active_connections(&list),
+        CONNECTIONS as u64,
+        "lb-ctl list:\n{list}"
+    );
+    drop(conns);
+}
+
+#[test]
+fn spoofed_acks_to_an_rr_service_are_dropped_without_entries() {
+    spoofed_acks_leave_connections_alone("rr", "drop_no_flow", "forwarded_stateless");
+}
+
+#[test]
+fn spoofed_acks_to_an_mh_service_are_forwarded_without_entries() {
+    spoofed_acks_leave_connections_alone("mh", "forwarded_stateless", "drop_no_flow");
+}
