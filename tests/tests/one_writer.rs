@@ -456,7 +456,8 @@ fn a_real_servers_new_mac_is_followed() {
         .unwrap_or_else(|e| panic!("{e:#}"));
     let skip = env.daemon().lines().len();
     let sent = Instant::now();
-    send_frames(&server, "eth0", vec![garp(new_mac, rs1)]).unwrap_or_else(|e| panic!("{e:#}"));
+    send_frames(&server, "eth0", 1, T, move |_| garp(new_mac, rs1))
+        .unwrap_or_else(|e| panic!("{e:#}"));
     // Requests alternate over both servers: wait for real-server-1 to answer again.
     let mut failed = 0;
     let took = loop {

@@ -16,15 +16,14 @@
 
 use std::{
     net::Ipv4Addr,
-    os::fd::{FromRawFd as _, OwnedFd},
     path::PathBuf,
     thread,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result};
 use lb_tests::{
-    lab::{Host, HttpConn, Lab, LabSpec},
+    lab::{Host, HttpConn, Lab, LabSpec, send_frames},
     lbctl::LbCtl,
     packet::tcp_frame,
 };
@@ -148,57 +147,12 @@ fn next(state: &mut u64) -> u64 {
 /// Returns the frames sent and the time it took.
 fn flood(host: &Host, dst_mac: [u8; 6], count: u32, limit: Duration) -> Result<(u32, Duration)> {
     let src_mac = host.mac;
-    host.run_in(move || {
-        // SAFETY: plain socket calls; the descriptor is owned (and closed) by `sock`.
-        let sock = unsafe {
-            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-            ensure!(
-                fd >= 0,
-                "AF_PACKET socket: {} (needs CAP_NET_RAW)",
-                std::io::Error::last_os_error()
-            );
-            OwnedFd::from_raw_fd(fd)
-        };
-        // SAFETY: a NUL-terminated name.
-        let ifindex = unsafe { libc::if_nametoindex(c"eth0".as_ptr()) };
-        ensure!(ifindex != 0, "no eth0 in the client's namespace");
-        // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = ifindex as i32;
-        sll.sll_halen = 6;
-        sll.sll_addr[..6].copy_from_slice(&dst_mac);
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let start = Instant::now();
-        let mut sent = 0;
-        while sent < count && start.elapsed() < limit {
-            let r = next(&mut rng);
-            let src = [10, (r >> 8) as u8, (r >> 16) as u8, (r >> 24) as u8 | 1];
-            let sport = (r >> 32) as u16 | 1024;
-            let frame = tcp_frame((src_mac, dst_mac), (src, sport), (VIP.octets(), 80), "A");
-            // SAFETY: the frame and the address outlive the call.
-            let n = unsafe {
-                libc::sendto(
-                    std::os::fd::AsRawFd::as_raw_fd(&sock),
-                    frame.as_ptr().cast(),
-                    frame.len(),
-                    0,
-                    (&sll as *const libc::sockaddr_ll).cast(),
-                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-                )
-            };
-            if n < 0 {
-                let err = std::io::Error::last_os_error();
-                if err.raw_os_error() == Some(libc::ENOBUFS) {
-                    // The device queue is full: let it drain, send the frame again.
-                    thread::sleep(Duration::from_millis(1));
-                    continue;
-                }
-                bail!("sendto after {sent} frames: {err}");
-            }
-            sent += 1;
-        }
-        Ok((sent, start.elapsed()))
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    send_frames(host, "eth0", count, limit, move |_| {
+        let r = next(&mut rng);
+        let src = [10, (r >> 8) as u8, (r >> 16) as u8, (r >> 24) as u8 | 1];
+        let sport = (r >> 32) as u16 | 1024;
+        tcp_frame((src_mac, dst_mac), (src, sport), (VIP.octets(), 80), "A")
     })
     .context("flooding from the client")
 }

@@ -228,16 +228,24 @@ pub fn udp_request(
     Ok(buf)
 }
 
-/// Sends `frames` (whole Ethernet frames, as built) out of `iface` inside `host`, through an
-/// `AF_PACKET` socket; returns how many were sent. Stops at the first error.
-pub fn send_frames(host: &Host, iface: &str, frames: Vec<Vec<u8>>) -> Result<usize> {
+/// Sends `count` whole Ethernet frames, `frame(n)` for n = 0, 1, ..., out of `iface` inside
+/// `host` through an `AF_PACKET` socket, stopping early after `limit`; returns how many were
+/// sent and how long it took. A full device queue (ENOBUFS) is waited out, not an error.
+pub fn send_frames(
+    host: &Host,
+    iface: &str,
+    count: u32,
+    limit: Duration,
+    mut frame: impl FnMut(u32) -> Vec<u8> + Send + 'static,
+) -> Result<(u32, Duration)> {
     let iface = iface.to_owned();
     host.run_in(move || {
         let ifindex = lb_ctl::net::link::ifindex(&iface)?;
         // SAFETY: a plain socket(2) call; the descriptor is owned below.
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
-            return Err(io::Error::last_os_error()).context("opening an AF_PACKET socket");
+            return Err(io::Error::last_os_error())
+                .context("opening an AF_PACKET socket (needs CAP_NET_RAW)");
         }
         // SAFETY: fd is a fresh descriptor owned by nothing else.
         let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
@@ -246,24 +254,33 @@ pub fn send_frames(host: &Host, iface: &str, frames: Vec<Vec<u8>>) -> Result<usi
         to.sll_family = libc::AF_PACKET as u16;
         to.sll_ifindex = ifindex as i32;
         to.sll_halen = 6;
-        for (n, frame) in frames.iter().enumerate() {
-            to.sll_addr[..6].copy_from_slice(&frame[..6.min(frame.len())]);
+        let start = Instant::now();
+        let mut sent = 0;
+        while sent < count && start.elapsed() < limit {
+            let bytes = frame(sent);
+            to.sll_addr[..6].copy_from_slice(&bytes[..6.min(bytes.len())]);
             // SAFETY: buffer and address are valid for the given lengths.
             let rc = unsafe {
                 libc::sendto(
                     std::os::fd::AsRawFd::as_raw_fd(&fd),
-                    frame.as_ptr().cast(),
-                    frame.len(),
+                    bytes.as_ptr().cast(),
+                    bytes.len(),
                     0,
                     (&to as *const libc::sockaddr_ll).cast(),
                     std::mem::size_of::<libc::sockaddr_ll>() as u32,
                 )
             };
             if rc < 0 {
-                return Err(io::Error::last_os_error())
-                    .with_context(|| format!("sending frame {n} on {iface}"));
+                let err = io::Error::last_os_error();
+                if err.raw_os_error() == Some(libc::ENOBUFS) {
+                    // The device queue is full: let it drain, send the frame again.
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                return Err(err).with_context(|| format!("sending frame {sent} on {iface}"));
             }
+            sent += 1;
         }
-        Ok(frames.len())
+        Ok((sent, start.elapsed()))
     })
 }
