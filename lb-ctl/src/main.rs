@@ -228,6 +228,9 @@ notify_down (see the README).")]
         /// Checks running at the same time, at most.
         #[arg(long, value_name = "N", default_value_t = 256)]
         max_concurrent_checks: usize,
+        /// How long a notify hook may run before its process group is killed.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+        hook_timeout: Duration,
     },
     /// Run only the VRRP instances of FILE (the `vrrp:` list), until SIGTERM or SIGINT.
     #[command(long_about = "\
@@ -260,6 +263,9 @@ Instance block (see `lb-ctl run` for services):
         /// The file with the `vrrp:` list.
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: PathBuf,
+        /// How long a notify hook may run before its process group is killed.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+        hook_timeout: Duration,
     },
     /// Print the MD5 of a page's body like keepalived's genhash, for a check's `digest`.
     #[command(long_about = "\
@@ -402,6 +408,7 @@ fn run(cli: Cli) -> Result<()> {
             detach_on_exit,
             resolve_timeout,
             max_concurrent_checks,
+            hook_timeout,
         } => {
             privileges::require("run")?;
             lb_ctl::daemon::init_logging();
@@ -414,9 +421,10 @@ fn run(cli: Cli) -> Result<()> {
                 detach_on_exit,
                 resolve_timeout,
                 max_concurrent: max_concurrent_checks,
+                hook_timeout,
             })?;
         }
-        Command::Vrrp { file } => {
+        Command::Vrrp { file, hook_timeout } => {
             privileges::require("vrrp")?;
             let config = match config::load(&file) {
                 Ok(c) => c,
@@ -431,6 +439,7 @@ fn run(cli: Cli) -> Result<()> {
                 .block_on(lb_ctl::vrrp::io::run_all(
                     config.vrrp,
                     &lb_ctl::vrrp::report::dir_for(dir),
+                    hook_timeout,
                 ))?;
         }
         Command::Genhash {
