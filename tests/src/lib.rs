@@ -1,8 +1,10 @@
 //! Shared helpers of the integration tests.
 
+pub mod daemon;
 pub mod lab;
 pub mod lbctl;
 pub mod packet;
+pub mod procs;
 
 /// Where `cargo xtask bench` writes its results: `<workspace>/bench/results`.
 pub fn bench_results_dir() -> std::path::PathBuf {
