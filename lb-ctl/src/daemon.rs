@@ -37,11 +37,11 @@ use tracing::{error, info, warn};
 use crate::{
     apply::{self, Macs},
     config::{self, CheckConfig, Config},
-    hooks::Hooks,
     health::{
         self, Outcome, State, Target, Tracker,
         state::{Key, Quorum, Timing, effective, first_delay, live_weight},
     },
+    hooks::Hooks,
     loader::Sizes,
     maps::Maps,
     pins::{self, Attached, Mode},

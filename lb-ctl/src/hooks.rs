@@ -127,7 +127,10 @@ mod tests {
             gone_within_1s("3031.5").await;
         });
         let result = rx.try_recv().unwrap_or_else(|e| panic!("no result: {e}"));
-        assert!(result.as_ref().is_err_and(|e| e.contains("killed")), "{result:?}");
+        assert!(
+            result.as_ref().is_err_and(|e| e.contains("killed")),
+            "{result:?}"
+        );
     }
 
     #[test]

@@ -246,7 +246,10 @@ pub(crate) mod tests {
     #[test]
     fn aborted_check_leaves_no_process_and_no_zombie() {
         let pidfile = std::env::temp_dir().join(format!("lb-exec-{}.pid", std::process::id()));
-        let cmd = format!("echo $$ > {}; sleep 3031.3 & sleep 3031.3", pidfile.display());
+        let cmd = format!(
+            "echo $$ > {}; sleep 3031.3 & sleep 3031.3",
+            pidfile.display()
+        );
         let slow = exec_check(&cmd, 30_000);
         block_on(async {
             let running = tokio::spawn(async move { run_check(&slow, &target()).await });
