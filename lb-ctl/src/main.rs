@@ -192,6 +192,11 @@ validated first and a bad file is refused and logged; the running config stays.
 SIGTERM or SIGINT stops the checks and leaves the data path forwarding, unless
 --detach-on-exit.
 
+`exec` checks and notify hooks run `/bin/sh -c` in a process group of their own; the whole
+group is killed (SIGKILL) when the command ends, times out (hooks: --hook-timeout), its
+check is replaced by a reload, or the daemon stops. Processes that leave the group on
+purpose (setsid) are not tracked.
+
 Check block (per service; a backend may carry its own `check:` overriding keys):
   check:
     type: http_get        # http_get | https_get | tcp | exec
