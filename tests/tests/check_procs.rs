@@ -366,8 +366,9 @@ fn checks_and_hooks_leave_no_process_behind() {
         .signal(libc::SIGTERM)
         .unwrap_or_else(|e| panic!("{e:#}"));
     let status = daemon
-        .wait_exit(Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("{e:#}"));
+        .wait_timeout(Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e:#}"))
+        .unwrap_or_else(|| panic!("lb-ctl run did not stop within 5 s of SIGTERM"));
     let exited = term.elapsed();
     assert!(status.success(), "lb-ctl run exited with {status}");
     let after_term = gone(&markers, &Markers::ROLES, term, Duration::from_secs(1));

@@ -11,16 +11,13 @@
 
 use std::{
     fs,
-    io::{BufRead as _, BufReader},
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
-    sync::{Arc, Mutex},
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use lb_tests::{
+    daemon::RunDaemon,
     lab::{self, Host, Lab, LabSpec, Proc, http_get},
     lbctl::LbCtl,
 };
@@ -52,53 +49,20 @@ fn web(backends: &[Ipv4Addr], extra: &str) -> String {
     y
 }
 
-/// The daemon, with its log collected. Dropping it kills it.
+/// The daemon ([`RunDaemon`]); its waits panic with the whole log when a line does not come.
 struct Daemon {
-    proc: Proc,
-    log: Arc<Mutex<Vec<String>>>,
+    proc: RunDaemon,
 }
 
 impl Daemon {
     fn start(ctl: &LbCtl, director: &Host, file: &Path, extra: &[&str]) -> Daemon {
-        let mut cmd = Command::new(ctl.bin());
-        cmd.arg("--netns")
-            .arg(&director.netns)
-            .arg("--pin-dir")
-            .arg(ctl.pin_dir())
-            .arg("run")
-            .arg("-f")
-            .arg(file)
-            .args(["--iface", "eth0"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut proc = Proc::spawn(cmd, "lb-ctl run").unwrap_or_else(|e| panic!("{e:#}"));
-        let stderr = proc
-            .child_mut()
-            .stderr
-            .take()
-            .unwrap_or_else(|| panic!("no stderr"));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[lb-ctl run] {line}");
-                sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-            }
-        });
-        let d = Daemon { proc, log };
-        d.wait_log(
-            Duration::from_secs(15),
-            |l| l.contains("running"),
-            "running",
-        );
-        d
+        let proc = RunDaemon::start(ctl, director, file, extra, &[])
+            .unwrap_or_else(|e| panic!("starting lb-ctl run: {e:#}"));
+        Daemon { proc }
     }
 
     fn lines(&self) -> Vec<String> {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.proc.lines()
     }
 
     /// Waits for a log line that `f` accepts (at most `timeout`); returns it and how long it took.
@@ -119,18 +83,9 @@ impl Daemon {
         f: impl Fn(&str) -> bool,
         what: &str,
     ) -> (String, Duration) {
-        let start = Instant::now();
-        loop {
-            if let Some(l) = self.lines().iter().skip(skip).find(|l| f(l)) {
-                return (l.clone(), start.elapsed());
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "no log line `{what}` within {timeout:?}; the log:\n{}",
-                self.lines().join("\n")
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+        self.proc
+            .wait_log_after(skip, timeout, f, what)
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     fn signal(&mut self, sig: i32) {
