@@ -112,7 +112,7 @@ mod tests {
     fn a_hook_past_its_timeout_is_killed_with_its_children() {
         let (tx, rx) = mpsc::channel();
         block_on(async {
-            let hooks = Hooks::new(Duration::from_millis(300));
+            let hooks = Hooks::new(Duration::from_secs(1));
             hooks.spawn(
                 "sleep 3031.5 & sleep 3031.5".into(),
                 vec![("LB_STATE", "up".into())],

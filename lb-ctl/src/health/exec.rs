@@ -230,7 +230,7 @@ pub(crate) mod tests {
     /// future before the checker's timeout fires; the group goes all the same.
     #[test]
     fn run_check_timeout_leaves_no_process() {
-        let slow = exec_check("sleep 3031.2 & sleep 3031.2 & sleep 3031.2", 400);
+        let slow = exec_check("sleep 3031.2 & sleep 3031.2 & sleep 3031.2", 1000);
         block_on(async {
             let running = tokio::spawn(async move { run_check(&slow, &target()).await });
             started("3031.2", 3).await;
