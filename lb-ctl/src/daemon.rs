@@ -19,8 +19,11 @@
 //!   back and logged. Unresolved backend MACs are retried then too.
 //! - It holds the pin directory's write lock ([`crate::lock`]) while it runs, so it is the only
 //!   writer: `lb-ctl apply`, `attach` and `detach` are refused meanwhile.
-//! - SIGTERM/SIGINT stop the checks and leave the data path forwarding as it is, unless
-//!   `--detach-on-exit`.
+//! - Checks and hooks never leave processes behind: a check's or hook's process group is
+//!   killed when it ends, times out or its task is aborted ([`health::exec`]); hooks are
+//!   tracked ([`Hooks`]) with a timeout.
+//! - SIGTERM/SIGINT stop the checks (aborted and waited for), kill the hooks that still run,
+//!   and leave the data path forwarding as it is, unless `--detach-on-exit`.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -42,9 +45,10 @@ use crate::{
     apply::{self, Macs},
     config::{self, CheckConfig, Config},
     health::{
-        self, Outcome, State, Target, Tracker, exec,
+        self, Outcome, State, Target, Tracker,
         state::{Key, Quorum, Timing, effective, first_delay, live_weight},
     },
+    hooks::Hooks,
     loader::Sizes,
     maps::Maps,
     net::neigh::{self, NeighEvent, NeighState},
@@ -65,13 +69,15 @@ pub struct Options {
     pub max_concurrent: usize,
     /// How often the pins and the maps are compared with the desired state and repaired.
     pub reconcile_every: Duration,
+    /// How long a notify hook may run.
+    pub hook_timeout: Duration,
 }
 
 /// The cause of the periodic apply that repairs drift.
 const RECONCILE: &str = "reconcile";
 
-/// How long a notify hook may run.
-const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long stopping waits for the checkers' and hooks' tasks to end.
+const STOP_WAIT: Duration = Duration::from_secs(2);
 
 /// Sets up logging to stderr (`RUST_LOG` filters; default `info`).
 pub fn init_logging() {
@@ -130,6 +136,7 @@ struct Daemon {
     next_generation: u64,
     semaphore: Arc<Semaphore>,
     tx: mpsc::Sender<Event>,
+    hooks: Hooks,
     /// Modification time of the file when it was last read.
     mtime: Option<SystemTime>,
 }
@@ -167,6 +174,7 @@ async fn main_loop(opts: Options) -> Result<()> {
         next_generation: 0,
         semaphore: Arc::new(Semaphore::new(opts.max_concurrent.max(1))),
         tx,
+        hooks: Hooks::new(opts.hook_timeout),
         mtime,
         opts,
     };
@@ -183,7 +191,7 @@ async fn main_loop(opts: Options) -> Result<()> {
     // VRRP (the `vrrp:` list): a task per instance; the master holds the virtual addresses.
     let (vrrp_stop, vrrp_rx) = tokio::sync::watch::channel(false);
     let vrrp: Vec<_> = (d.config.vrrp.iter())
-        .map(|c| crate::vrrp::io::spawn(c.clone(), vrrp_rx.clone()))
+        .map(|c| crate::vrrp::io::spawn(c.clone(), vrrp_rx.clone(), d.hooks.clone()))
         .collect();
     let vrrp_reports = crate::vrrp::report::dir_for(dir);
 
@@ -229,12 +237,16 @@ async fn main_loop(opts: Options) -> Result<()> {
             _ = int.recv() => break "SIGINT",
         }
     };
-    for (_, c) in d.checkers.drain() {
-        c.handle.abort();
-    }
+    // Waited for, so that every check's process group is killed before the exit.
+    let checkers = d.checkers.drain().map(|(_, c)| c.handle).collect();
+    let left = crate::tasks::abort_and_wait(checkers, STOP_WAIT).await;
     // A master hands over at once (priority 0) and removes its addresses.
     crate::vrrp::report::remove_all(&vrrp_reports, &vrrp);
     crate::vrrp::io::stop_all(vrrp_stop, vrrp).await;
+    let left = left + d.hooks.stop(STOP_WAIT).await;
+    if left > 0 {
+        warn!(tasks = left, "checks or hooks did not stop within 2 s");
+    }
     if d.opts.detach_on_exit {
         for iface in &d.opts.ifaces {
             match pins::detach(dir, iface) {
@@ -569,18 +581,17 @@ impl Daemon {
                 ("LB_STATE", t.to.as_str().to_string()),
                 ("LB_REASON", t.reason.clone()),
             ];
-            let (service, backend) = (service.clone(), addr);
-            tokio::spawn(async move {
-                match exec::run(&cmd, &env, NOTIFY_TIMEOUT).await {
-                    Ok(0) => {}
-                    Ok(code) => {
-                        warn!(service = %service, backend = %backend, command = %cmd, status = code, "notify hook failed")
-                    }
-                    Err(e) => {
-                        warn!(service = %service, backend = %backend, command = %cmd, error = %e, "notify hook failed")
-                    }
+            let (service, backend, command) = (service.clone(), addr, cmd.clone());
+            let done = Box::new(move |result| match result {
+                Ok(0) => {}
+                Ok(code) => {
+                    warn!(service = %service, backend = %backend, command = %command, status = code, "notify hook failed")
+                }
+                Err(e) => {
+                    warn!(service = %service, backend = %backend, command = %command, error = %e, "notify hook failed")
                 }
             });
+            self.hooks.spawn(cmd, env, done);
         }
     }
 

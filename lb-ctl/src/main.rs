@@ -219,6 +219,11 @@ back to what it wants, each repair logged.
 SIGTERM or SIGINT stops the checks and leaves the data path forwarding, unless
 --detach-on-exit.
 
+`exec` checks and notify hooks run `/bin/sh -c` in a process group of their own; the whole
+group is killed (SIGKILL) when the command ends, times out (hooks: --hook-timeout), its
+check is replaced by a reload, or the daemon stops. Processes that leave the group on
+purpose (setsid) are not tracked.
+
 Check block (per service; a backend may carry its own `check:` overriding keys):
   check:
     type: http_get        # http_get | https_get | tcp | exec
@@ -259,6 +264,9 @@ notify_down (see the README).")]
         /// health, neighbour MACs) and repairs any difference.
         #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
         reconcile_interval: Duration,
+        /// How long a notify hook may run before its process group is killed.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+        hook_timeout: Duration,
     },
     /// Run only the VRRP instances of FILE (the `vrrp:` list), until SIGTERM or SIGINT.
     #[command(long_about = "\
@@ -291,6 +299,9 @@ Instance block (see `lb-ctl run` for services):
         /// The file with the `vrrp:` list.
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: PathBuf,
+        /// How long a notify hook may run before its process group is killed.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+        hook_timeout: Duration,
     },
     /// Print the MD5 of a page's body like keepalived's genhash, for a check's `digest`.
     #[command(long_about = "\
@@ -442,6 +453,7 @@ fn run(cli: Cli) -> Result<()> {
             resolve_timeout,
             max_concurrent_checks,
             reconcile_interval,
+            hook_timeout,
         } => {
             privileges::require("run")?;
             if reconcile_interval.is_zero() {
@@ -468,9 +480,10 @@ fn run(cli: Cli) -> Result<()> {
                 resolve_timeout,
                 max_concurrent: max_concurrent_checks,
                 reconcile_every: reconcile_interval,
+                hook_timeout,
             })?;
         }
-        Command::Vrrp { file } => {
+        Command::Vrrp { file, hook_timeout } => {
             privileges::require("vrrp")?;
             let config = match config::load(&file) {
                 Ok(c) => c,
@@ -485,6 +498,7 @@ fn run(cli: Cli) -> Result<()> {
                 .block_on(lb_ctl::vrrp::io::run_all(
                     config.vrrp,
                     &lb_ctl::vrrp::report::dir_for(dir),
+                    hook_timeout,
                 ))?;
         }
         Command::Genhash {

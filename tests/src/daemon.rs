@@ -1,9 +1,11 @@
-//! `lb-ctl run` in a lab, with its log collected, for the end-to-end tests of the daemon.
+//! `lb-ctl run` in a lab director as a background process of a test, with its log (stderr)
+//! collected so the test can wait for and count log lines. Its waits panic with the whole log
+//! when a line does not come. Dropping it kills it.
 
 use std::{
     io::{BufRead as _, BufReader},
     path::Path,
-    process::{Command, Stdio},
+    process::{Command, ExitStatus, Stdio},
     sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
@@ -21,7 +23,20 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// `lb-ctl --netns <director> --pin-dir <ctl's> run -f FILE --iface eth0 EXTRA...`; echoes
+    /// its log to stderr (`[lb-ctl run] ...`) and waits (at most 15 s) for its `running` line.
     pub fn start(ctl: &LbCtl, director: &Host, file: &Path, extra: &[&str]) -> Daemon {
+        Self::start_with_env(ctl, director, file, extra, &[])
+    }
+
+    /// [`Daemon::start`] with `env` added to its environment.
+    pub fn start_with_env(
+        ctl: &LbCtl,
+        director: &Host,
+        file: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let mut cmd = Command::new(ctl.bin());
         cmd.arg("--netns")
             .arg(&director.netns)
@@ -33,6 +48,7 @@ impl Daemon {
             .args(["--iface", "eth0"])
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -59,6 +75,18 @@ impl Daemon {
         d
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> i32 {
+        self.proc.pid() as i32
+    }
+
+    /// How many log lines so far `f` accepts.
+    pub fn count(&self, f: impl Fn(&str) -> bool) -> usize {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.iter().filter(|l| f(l)).count()
+    }
+
+    /// Its log so far.
     pub fn lines(&self) -> Vec<String> {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -95,6 +123,19 @@ impl Daemon {
         }
     }
 
+    /// Its exit status if it has exited.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.proc.try_wait().ok().flatten()
+    }
+
+    /// Waits at most `timeout` for it to exit by itself; `None` if it still runs then.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.proc
+            .wait_timeout(timeout)
+            .unwrap_or_else(|e| panic!("waiting for lb-ctl run: {e:#}"))
+    }
+
+    /// Sends it `sig`.
     pub fn signal(&mut self, sig: i32) {
         self.proc
             .signal(sig)

@@ -4,6 +4,7 @@ pub mod daemon;
 pub mod lab;
 pub mod lbctl;
 pub mod packet;
+pub mod procs;
 
 /// Where `cargo xtask bench` writes its results: `<workspace>/bench/results`.
 pub fn bench_results_dir() -> std::path::PathBuf {

@@ -476,7 +476,7 @@ fn resolve_many(ifindex: u32, addrs: &[Ipv4Addr], timeout: Duration) -> Result<V
             let outcome = match &table_full {
                 Some(reason) => Err(reason.clone()),
                 None => {
-                    if sent > 0 && sent % TRIGGER_BURST == 0 {
+                    if sent > 0 && sent.is_multiple_of(TRIGGER_BURST) {
                         thread::sleep(POLL_INTERVAL);
                     }
                     sent += 1;

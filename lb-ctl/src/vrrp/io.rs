@@ -12,7 +12,8 @@
 //!   `garp_delay` apart. Leaving master removes them.
 //! - The interface's state (IFF_UP and IFF_RUNNING) is polled: losing the carrier is a fault.
 //! - Transitions are logged and run `notify_master` / `notify_backup` / `notify_fault`
-//!   (`/bin/sh -c`, with `LB_VRRP_INSTANCE`, `LB_VRRP_STATE`, `LB_VRRP_REASON` set).
+//!   (`/bin/sh -c`, with `LB_VRRP_INSTANCE`, `LB_VRRP_STATE`, `LB_VRRP_REASON` set), tracked
+//!   by the caller's [`Hooks`] (a timeout each; killed, process group and all, on stop).
 
 use std::{
     io,
@@ -36,13 +37,12 @@ use super::{
 };
 use crate::{
     config::VrrpConfig,
+    hooks::Hooks,
     net::{addr, link},
 };
 
 /// How often the interface's state is looked at.
 const LINK_POLL: Duration = Duration::from_millis(100);
-/// How long a notify hook may run.
-const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Invalid packets of one kind logged at warn level before the rest go to debug.
 const WARN_FIRST: u64 = 10;
 
@@ -101,14 +101,14 @@ pub struct Handle {
 }
 
 /// Starts `cfg` as a task; it runs until `stop` turns true (then hands over with priority 0
-/// if master) or fails to start (logged).
-pub fn spawn(cfg: VrrpConfig, stop: watch::Receiver<bool>) -> Handle {
+/// if master) or fails to start (logged). Its notify hooks run in `hooks`.
+pub fn spawn(cfg: VrrpConfig, stop: watch::Receiver<bool>, hooks: Hooks) -> Handle {
     let status = Arc::new(Status::default());
     let name = cfg.name.clone();
     let st = status.clone();
     let task = tokio::spawn(async move {
         let name = cfg.name.clone();
-        if let Err(e) = run(cfg, stop, st).await {
+        if let Err(e) = run(cfg, stop, st, hooks).await {
             error!(instance = %name, error = %format!("{e:#}"), "VRRP instance stopped");
         }
     });
@@ -126,6 +126,7 @@ struct Instance {
     expect: Expect,
     status: Arc<Status>,
     garps: Option<JoinHandle<()>>,
+    hooks: Hooks,
 }
 
 /// Runs one instance until `stop`.
@@ -133,6 +134,7 @@ pub async fn run(
     cfg: VrrpConfig,
     mut stop: watch::Receiver<bool>,
     status: Arc<Status>,
+    hooks: Hooks,
 ) -> Result<()> {
     let ifindex = link::ifindex(&cfg.interface)?;
     let mac = link::mac(ifindex)?;
@@ -179,6 +181,7 @@ pub async fn run(
         expect,
         status,
         garps: None,
+        hooks,
         cfg,
     };
     info!(
@@ -495,16 +498,15 @@ impl Instance {
             ("LB_VRRP_STATE", to.as_str().to_string()),
             ("LB_VRRP_REASON", reason.to_string()),
         ];
-        let name = self.cfg.name.clone();
-        tokio::spawn(async move {
-            match crate::health::exec::run(&cmd, &env, NOTIFY_TIMEOUT).await {
-                Ok(0) => {}
-                Ok(code) => {
-                    warn!(instance = %name, command = %cmd, status = code, "notify hook failed")
-                }
-                Err(e) => warn!(instance = %name, command = %cmd, error = %e, "notify hook failed"),
+        let (name, command) = (self.cfg.name.clone(), cmd.clone());
+        let done = Box::new(move |result| match result {
+            Ok(0) => {}
+            Ok(code) => {
+                warn!(instance = %name, command = %command, status = code, "notify hook failed")
             }
+            Err(e) => warn!(instance = %name, command = %command, error = %e, "notify hook failed"),
         });
+        self.hooks.spawn(cmd, env, done);
     }
 }
 
@@ -751,8 +753,13 @@ fn send_frame(fd: RawFd, ifindex: u32, frame: &[u8]) -> io::Result<()> {
 }
 
 /// Runs every instance of `list` until SIGTERM or SIGINT; then each master hands over with
-/// priority 0 (waited for at most 2 s). For `lb-ctl vrrp`.
-pub async fn run_all(list: Vec<VrrpConfig>, report_dir: &std::path::Path) -> Result<()> {
+/// priority 0 (waited for at most 2 s) and the hooks that still run are killed. Each hook may
+/// run `hook_timeout`. For `lb-ctl vrrp`.
+pub async fn run_all(
+    list: Vec<VrrpConfig>,
+    report_dir: &std::path::Path,
+    hook_timeout: Duration,
+) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     if list.is_empty() {
         bail!("the file has no `vrrp:` instances");
@@ -760,7 +767,10 @@ pub async fn run_all(list: Vec<VrrpConfig>, report_dir: &std::path::Path) -> Res
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let (tx, rx) = watch::channel(false);
-    let handles: Vec<Handle> = list.into_iter().map(|c| spawn(c, rx.clone())).collect();
+    let hooks = Hooks::new(hook_timeout);
+    let handles: Vec<Handle> = (list.into_iter())
+        .map(|c| spawn(c, rx.clone(), hooks.clone()))
+        .collect();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let why = loop {
         tokio::select! {
@@ -776,6 +786,9 @@ pub async fn run_all(list: Vec<VrrpConfig>, report_dir: &std::path::Path) -> Res
     info!(signal = why, "stopping VRRP");
     super::report::remove_all(report_dir, &handles);
     stop_all(tx, handles).await;
+    if hooks.stop(Duration::from_secs(2)).await > 0 {
+        warn!("notify hooks did not stop within 2 s");
+    }
     Ok(())
 }
 
