@@ -78,7 +78,21 @@ impl LineMap {
         let mut parser = Parser::new_from_str(text);
         // Event by event, not `Parser::load`, which recurses once per level of nesting. A scan
         // error only ends the pass: what was recorded before it stays usable.
-        while let Ok((ev, mark)) = parser.next_token() {
+        loop {
+            let (ev, mark) = match parser.next_token() {
+                Ok(next) => next,
+                Err(e) => {
+                    // yaml-rust2's scanner looks ahead through flow collections (`[[[...`) and
+                    // stops at 256 levels, before the first event of the collection.
+                    if e.info() == "recursion limit exceeded" {
+                        builder.map.limit = Some(Limit {
+                            line: e.marker().line().max(1),
+                            message: Guard::too_deep(),
+                        });
+                    }
+                    break;
+                }
+            };
             if ev == Event::StreamEnd {
                 break;
             }
@@ -350,7 +364,9 @@ impl Guard {
         self.nodes = self.nodes.saturating_add(nodes);
         if self.nodes > MAX_EXPANDED_NODES {
             return Err(format!(
-                "the document has more than {MAX_EXPANDED_NODES} nodes once its aliases (`*name`)                  are expanded, the limit; write the values out, or use fewer aliases of large                  anchors"
+                "the document has more than {MAX_EXPANDED_NODES} nodes once its aliases (`*name`) \
+                 are expanded, the limit; write the values out, or use fewer aliases of large \
+                 anchors"
             ));
         }
         Ok(())
@@ -362,11 +378,16 @@ impl Guard {
             *d = (*d).max(depth);
         }
         if depth > MAX_DEPTH {
-            return Err(format!(
-                "lists and mappings are nested more than {MAX_DEPTH} deep here, the limit; a                  service file needs at most 6 levels: check the indentation and the brackets"
-            ));
+            return Err(Guard::too_deep());
         }
         Ok(())
+    }
+
+    fn too_deep() -> String {
+        format!(
+            "lists and mappings are nested more than {MAX_DEPTH} deep here, the limit; a service \
+             file needs at most 6 levels: check the indentation and the brackets"
+        )
     }
 }
 
