@@ -1,5 +1,6 @@
 //! Shared helpers of the integration tests.
 
+pub mod daemon;
 pub mod lab;
 pub mod lbctl;
 pub mod packet;
