@@ -129,7 +129,10 @@ struct Daemon {
 async fn main_loop(opts: Options) -> Result<()> {
     let mut watch = crate::watch::Watch::new(&opts.file, opts.reload_settle);
     let file = opts.file.display().to_string();
-    let config = match watch.read_now().and_then(|text| config::parse(&text, &file)) {
+    let config = match watch
+        .read_now()
+        .and_then(|text| config::parse(&text, &file))
+    {
         Ok(c) => c,
         Err(e) => bail!("{e}"),
     };

@@ -163,8 +163,9 @@ services:
             (8, "services[0].backends[1].address")
         );
         assert!(
-            d[1].message
-                .starts_with("192.168.58.134 is an address of this director (192.168.58.134/24 on eth0)"),
+            d[1].message.starts_with(
+                "192.168.58.134 is an address of this director (192.168.58.134/24 on eth0)"
+            ),
             "{}",
             d[1]
         );

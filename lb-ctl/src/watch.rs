@@ -204,9 +204,17 @@ mod tests {
         assert!(w.poll(t0).is_none());
         assert!(w.poll(t0 + Duration::from_secs(2)).is_none());
         write(&path, "services:\n  - name: a\n");
-        assert!(w.poll(t0 + Duration::from_secs(3)).is_none(), "restarts the wait");
-        assert!(w.poll(t0 + Duration::from_secs(7)).is_none(), "4 s unchanged");
-        let r = w.poll(t0 + Duration::from_secs(8)).expect("settled after 5 s");
+        assert!(
+            w.poll(t0 + Duration::from_secs(3)).is_none(),
+            "restarts the wait"
+        );
+        assert!(
+            w.poll(t0 + Duration::from_secs(7)).is_none(),
+            "4 s unchanged"
+        );
+        let r = w
+            .poll(t0 + Duration::from_secs(8))
+            .expect("settled after 5 s");
         assert_eq!(r.text.ok().as_deref(), Some("services:\n  - name: a\n"));
         assert!(w.poll(t0 + Duration::from_secs(9)).is_none(), "once");
 
@@ -214,7 +222,9 @@ mod tests {
         let new = d.0.join("new.yaml");
         write(&new, "services: [] # new\n");
         std::fs::rename(&new, &path).unwrap_or_else(|e| panic!("{e}"));
-        let r = w.poll(t0 + Duration::from_secs(9)).expect("a rename reloads at once");
+        let r = w
+            .poll(t0 + Duration::from_secs(9))
+            .expect("a rename reloads at once");
         assert_eq!(r.cause, "replaced");
         assert_eq!(r.text.ok().as_deref(), Some("services: [] # new\n"));
         assert!(w.poll(t0 + Duration::from_secs(10)).is_none());
@@ -237,6 +247,9 @@ mod tests {
         let r = w.poll(now).expect("replaced");
         let err = r.text.expect_err("a FIFO is refused");
         assert!(err.to_string().contains("is a FIFO"), "{err}");
-        assert!(w.poll(now + Duration::from_secs(1)).is_none(), "reported once");
+        assert!(
+            w.poll(now + Duration::from_secs(1)).is_none(),
+            "reported once"
+        );
     }
 }

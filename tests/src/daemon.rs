@@ -16,7 +16,7 @@ use crate::{
 
 /// The daemon, with its log collected. Dropping it kills it.
 pub struct Daemon {
-    proc: Proc,
+    pub proc: Proc,
     log: Arc<Mutex<Vec<String>>>,
 }
 

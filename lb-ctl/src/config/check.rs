@@ -250,7 +250,10 @@ fn entries(value: Value, path: &str, d: &mut Diags) -> Option<Vec<Entry>> {
                 .join(", ");
             d.field(
                 &p,
-                format!("unknown field `{}`; expected one of {expected}", shown(&key)),
+                format!(
+                    "unknown field `{}`; expected one of {expected}",
+                    shown(&key)
+                ),
             );
             continue;
         }

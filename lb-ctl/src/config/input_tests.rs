@@ -28,7 +28,10 @@ fn load_err(path: &Path) -> Diagnostic {
         Ok(c) => panic!("accepted: {c:?}"),
         Err(e) => {
             assert_eq!(e.diagnostics.len(), 1, "{e}");
-            e.diagnostics.into_iter().next().unwrap_or_else(|| unreachable!())
+            e.diagnostics
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| unreachable!())
         }
     }
 }
@@ -39,7 +42,10 @@ fn parse_err(text: &str) -> Diagnostic {
         Ok(c) => panic!("accepted: {c:?}"),
         Err(e) => {
             assert_eq!(e.diagnostics.len(), 1, "{e}");
-            e.diagnostics.into_iter().next().unwrap_or_else(|| unreachable!())
+            e.diagnostics
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| unreachable!())
         }
     }
 }
@@ -82,24 +88,39 @@ fn a_fifo_is_refused_without_blocking() {
             .starts_with("is a FIFO (named pipe), not a regular file; give the path"),
         "{d0}"
     );
-    assert!(d0.to_string().starts_with(&fifo.display().to_string()), "{d0}");
+    assert!(
+        d0.to_string().starts_with(&fifo.display().to_string()),
+        "{d0}"
+    );
 }
 
 #[test]
 fn devices_directories_and_symlinks_to_them_are_refused() {
     let zero = load_err(Path::new("/dev/zero"));
-    assert!(zero.message.starts_with("is a character device, not a regular file"), "{zero}");
+    assert!(
+        zero.message
+            .starts_with("is a character device, not a regular file"),
+        "{zero}"
+    );
 
     let d = temp_dir("kinds");
     let dir = load_err(&d.0);
-    assert!(dir.message.starts_with("is a directory, not a regular file"), "{dir}");
+    assert!(
+        dir.message
+            .starts_with("is a directory, not a regular file"),
+        "{dir}"
+    );
 
     let link = d.0.join("services.yaml");
     std::os::unix::fs::symlink("/dev/zero", &link).unwrap_or_else(|e| panic!("{e}"));
     let started = Instant::now();
     let via = load_err(&link);
     assert!(via.message.starts_with("is a character device"), "{via}");
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
 
     // A symlink to a regular file is read.
     let real = d.0.join("real.yaml");
@@ -125,7 +146,8 @@ fn a_file_over_the_size_limit_is_refused() {
         "{e}"
     );
     // Exactly at the limit is read (and then is no service file: NUL bytes are no YAML).
-    file.set_len(MAX_FILE_BYTES).unwrap_or_else(|e| panic!("{e}"));
+    file.set_len(MAX_FILE_BYTES)
+        .unwrap_or_else(|e| panic!("{e}"));
     let at = load_err(&path);
     assert!(!at.message.contains("larger than"), "{at}");
 }
@@ -188,7 +210,9 @@ fn quoted_text_is_cut_and_escaped() {
     let evil = format!("\x1b]0;owned\x07\x1b[2J{}\n", "n".repeat(5 * 1024 * 1024));
     let text = format!(
         "services:\n  - name: \"{}\"\n    vip: 10.0.0.1\n    port: 80\n",
-        evil.replace('\x1b', "\\e").replace('\x07', "\\a").replace('\n', "\\n")
+        evil.replace('\x1b', "\\e")
+            .replace('\x07', "\\a")
+            .replace('\n', "\\n")
     );
     let started = Instant::now();
     let d = parse_err(&text);
@@ -223,9 +247,18 @@ fn quoted_text_is_cut_and_escaped() {
     // A value of the wrong kind, a bad address, a bad duration, a bad choice.
     let long = "z".repeat(1000);
     for (extra, field) in [
-        (format!("    scheduler: \"{long}\\e\"\n"), "services[0].scheduler"),
-        (format!("    persistence: {{timeout: \"{long}\"}}\n"), "services[0].persistence.timeout"),
-        (format!("    protocol: [\"{long}\"]\n"), "services[0].protocol"),
+        (
+            format!("    scheduler: \"{long}\\e\"\n"),
+            "services[0].scheduler",
+        ),
+        (
+            format!("    persistence: {{timeout: \"{long}\"}}\n"),
+            "services[0].persistence.timeout",
+        ),
+        (
+            format!("    protocol: [\"{long}\"]\n"),
+            "services[0].protocol",
+        ),
     ] {
         let text = format!("services:\n  - name: a\n    vip: 10.0.0.1\n    port: 80\n{extra}");
         let d = parse_err(&text);
@@ -237,14 +270,21 @@ fn quoted_text_is_cut_and_escaped() {
         "services:\n  - name: a\n    vip: \"1.2.3.4\\e[31m{long}\"\n    port: 80\n"
     ));
     assert!(d.message.starts_with("`1.2.3.4\\x1b[31mzzz"), "{d}");
-    assert!(d.message.contains("… (1012 bytes in all)` is not a valid IPv4 address"), "{d}");
+    assert!(
+        d.message
+            .contains("… (1012 bytes in all)` is not a valid IPv4 address"),
+        "{d}"
+    );
 }
 
 #[test]
 fn every_non_unicast_address_class_is_refused() {
     let cases = [
         ("0.0.0.0", "the unspecified address"),
-        ("0.1.2.3", "in 0.0.0.0/8 (\"this network\", never a host's address)"),
+        (
+            "0.1.2.3",
+            "in 0.0.0.0/8 (\"this network\", never a host's address)",
+        ),
         ("127.0.0.1", "a loopback address (127.0.0.0/8)"),
         ("224.0.0.18", "a multicast address (224.0.0.0/4)"),
         ("239.255.255.255", "a multicast address (224.0.0.0/4)"),
@@ -256,7 +296,11 @@ fn every_non_unicast_address_class_is_refused() {
         let vip = parse_err(&format!(
             "services:\n  - name: a\n    vip: {addr}\n    port: 80\n"
         ));
-        assert_eq!((vip.line, vip.field.as_str()), (3, "services[0].vip"), "{vip}");
+        assert_eq!(
+            (vip.line, vip.field.as_str()),
+            (3, "services[0].vip"),
+            "{vip}"
+        );
         assert_eq!(
             vip.message,
             format!("{addr} is {what} and cannot be a VIP; give a unicast address")
@@ -269,17 +313,27 @@ fn every_non_unicast_address_class_is_refused() {
             (6, "services[0].backends[0].address"),
             "{backend}"
         );
-        assert!(backend.message.contains(&format!("{what} and cannot be a backend address")));
+        assert!(
+            backend
+                .message
+                .contains(&format!("{what} and cannot be a backend address"))
+        );
         let sorry = parse_err(&format!(
             "services:\n  - name: a\n    vip: 10.0.0.1\n    port: 80\n    sorry_server: {addr}\n"
         ));
         assert_eq!(sorry.field, "services[0].sorry_server", "{sorry}");
-        assert!(sorry.message.contains("cannot be a sorry server"), "{sorry}");
+        assert!(
+            sorry.message.contains("cannot be a sorry server"),
+            "{sorry}"
+        );
         let vrrp = parse_err(&format!(
             "vrrp:\n  - name: VI_1\n    interface: eth0\n    virtual_router_id: 51\n    virtual_addresses: [{addr}/32]\nservices: []\n"
         ));
         assert_eq!(vrrp.field, "vrrp[0].virtual_addresses[0]", "{vrrp}");
-        assert!(vrrp.message.contains("cannot be a virtual address"), "{vrrp}");
+        assert!(
+            vrrp.message.contains("cannot be a virtual address"),
+            "{vrrp}"
+        );
     }
     // Unicast neighbours of those classes pass.
     for addr in ["1.0.0.1", "126.255.255.254", "128.0.0.1", "223.255.255.254"] {

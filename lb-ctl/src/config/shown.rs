@@ -76,7 +76,10 @@ mod tests {
         assert_eq!(shown("a\x1b[31mb\n\u{202e}c"), "a\\x1b[31mb\\n\\u{202e}c");
         assert_eq!(shown("\u{9b}x"), "\\x9bx");
         let long = "x".repeat(100);
-        assert_eq!(shown(&long), format!("{}… (100 bytes in all)", "x".repeat(64)));
+        assert_eq!(
+            shown(&long),
+            format!("{}… (100 bytes in all)", "x".repeat(64))
+        );
         assert_eq!(escape_controls(&shown("\x07")), "\\x07");
         assert_eq!(escape_controls("plain"), "plain");
     }

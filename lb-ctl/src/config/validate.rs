@@ -353,7 +353,10 @@ fn strip_unknown(map: &mut Mapping, path: &str, known: &[&str], d: &mut Diags) {
         let name = key_text(key);
         d.field(
             &join_key(path, &path_key(&name)),
-            format!("unknown field `{}`; expected one of {expected}", shown(&name)),
+            format!(
+                "unknown field `{}`; expected one of {expected}",
+                shown(&name)
+            ),
         );
         false
     });
