@@ -141,8 +141,9 @@ impl Watch {
                 info!(
                     file = %self.path.display(),
                     settle = ?self.settle,
-                    "the file is being changed in place: it is reloaded once it has not changed \
-                     for the settle time (replace it with `mv` to reload at once)"
+                    "the file is being changed in place: waiting until it has not changed for \
+                     the settle time before reading it (replace it with `mv` to take effect at \
+                     once)"
                 );
                 self.pending = Some(Pending {
                     seen,
