@@ -246,6 +246,28 @@ fn bad_files_are_refused_while_forwarding_goes_on_and_half_files_are_never_appli
         "the FIFO refused on SIGHUP",
     );
 
+    // A backend that is the director's own address, renamed over the file: refused at once,
+    // naming the file, line and field.
+    let skip = env.daemon().lines().len();
+    let own = format!("{good}      - address: {}\n", lab::director_addr(1));
+    rename_over(&file, |tmp| {
+        fs::write(tmp, &own).unwrap_or_else(|e| panic!("{e}"))
+    });
+    let (line, _) = env.daemon().wait_log_after(
+        skip,
+        Duration::from_secs(4),
+        |l| l.contains("reload refused") && l.contains("is an address of this director"),
+        "the director's own address refused",
+    );
+    assert!(
+        line.contains(&format!(
+            "{}:16: services[1].backends[2].address: 192.168.58.134",
+            file.display()
+        )),
+        "{line}"
+    );
+    env.assert_running("a backend that is the director");
+
     // The good file back, by rename: reloaded at once, nothing to change.
     let skip = env.daemon().lines().len();
     rename_over(&file, |tmp| {
