@@ -8,8 +8,9 @@
 //!   from, to, reason), runs the service's `notify_up`/`notify_down`, updates the quorum and
 //!   re-applies: [`effective`] turns the results into the config and the `Down` set that
 //!   [`apply::apply`] writes (down backends get no new flows and their flows are rescheduled).
-//! - SIGHUP, or a new modification time of the file (polled every second), reloads: the file
-//!   is validated first and a bad one is logged and refused (the running config stays).
+//! - SIGHUP, or a whole new file ([`crate::watch`], polled every second: a rename at once, an
+//!   in-place change once it has settled), reloads: the file is validated first and a bad one
+//!   is logged and refused (the running config stays); a file never stops the daemon.
 //!   Backends whose check did not change keep their state.
 //! - It reconciles: the kernel's neighbour events (RTNLGRP_NEIGH) update a backend's MAC as
 //!   soon as the kernel learns a new one (a replaced NIC's gratuitous ARP), and a backend whose
@@ -27,9 +28,9 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::Arc,
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -71,6 +72,8 @@ pub struct Options {
     pub reconcile_every: Duration,
     /// How long a notify hook may run.
     pub hook_timeout: Duration,
+    /// How long a file changed in place must stay unchanged before it is reloaded.
+    pub reload_settle: Duration,
 }
 
 /// The cause of the periodic apply that repairs drift.
@@ -137,16 +140,20 @@ struct Daemon {
     semaphore: Arc<Semaphore>,
     tx: mpsc::Sender<Event>,
     hooks: Hooks,
-    /// Modification time of the file when it was last read.
-    mtime: Option<SystemTime>,
+    /// When the file is to be reloaded.
+    watch: crate::watch::Watch,
 }
 
 async fn main_loop(opts: Options) -> Result<()> {
-    let config = match config::load(&opts.file) {
+    let mut watch = crate::watch::Watch::new(&opts.file, opts.reload_settle);
+    let file = opts.file.display().to_string();
+    let config = match watch
+        .read_now()
+        .and_then(|text| config::parse(&text, &file))
+    {
         Ok(c) => c,
         Err(e) => bail!("{e}"),
     };
-    let mtime = mtime_of(&opts.file);
     let dir_buf = opts.pin_dir.clone();
     let dir = dir_buf.as_path();
     for iface in &opts.ifaces {
@@ -157,6 +164,7 @@ async fn main_loop(opts: Options) -> Result<()> {
     }
     let maps = Maps::from_pins(dir)?;
     let ifindexes = attached_ifindexes(&maps)?;
+    crate::own_addresses::check(&config, &file, &ifindexes)?;
     // Subscribed before the first resolution, so no answer the kernel learns is missed.
     let (neigh_tx, mut neigh_rx) = mpsc::channel::<NeighEvent>(4096);
     let _neigh_thread = neigh::watch(move |ev| neigh_tx.blocking_send(ev).is_ok())?;
@@ -175,7 +183,7 @@ async fn main_loop(opts: Options) -> Result<()> {
         semaphore: Arc::new(Semaphore::new(opts.max_concurrent.max(1))),
         tx,
         hooks: Hooks::new(opts.hook_timeout),
-        mtime,
+        watch,
         opts,
     };
     d.resolve();
@@ -210,16 +218,16 @@ async fn main_loop(opts: Options) -> Result<()> {
             Some(ev) = rx.recv() => d.event(ev),
             _ = hup.recv() => {
                 info!("SIGHUP: reloading");
-                d.reload();
+                let text = d.watch.read_now();
+                d.reload(text);
             }
             _ = poll.tick() => {
                 if let Err(e) = crate::vrrp::report::write_all(&vrrp_reports, &vrrp) {
                     warn!(error = %format!("{e:#}"), "writing the VRRP status for list/stats");
                 }
-                let now = mtime_of(&d.opts.file);
-                if now.is_some() && now != d.mtime {
-                    info!(file = %d.opts.file.display(), "the file changed: reloading");
-                    d.reload();
+                if let Some(r) = d.watch.poll(Instant::now().into_std()) {
+                    info!(file = %d.opts.file.display(), cause = r.cause, "the file changed: reloading");
+                    d.reload(r.text);
                 }
             }
             Some(ev) = neigh_rx.recv() => {
@@ -267,10 +275,6 @@ fn attached_ifindexes(maps: &Maps) -> Result<Vec<u32>> {
         .keys()
         .collect::<Result<_, _>>()
         .context("reading IFACES")
-}
-
-fn mtime_of(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 impl Daemon {
@@ -595,11 +599,18 @@ impl Daemon {
         }
     }
 
-    /// Reads the file again; a valid one replaces the running config.
-    fn reload(&mut self) {
-        self.mtime = mtime_of(&self.opts.file);
-        let config = match config::load(&self.opts.file) {
-            Ok(c) => c,
+    /// Parses the file's `text` again; a valid one replaces the running config.
+    fn reload(&mut self, text: Result<String, config::ConfigError>) {
+        let file = self.opts.file.display().to_string();
+        let config = text.and_then(|text| config::parse(&text, &file));
+        let config = match config {
+            Ok(c) => match crate::own_addresses::check(&c, &file, &self.ifindexes) {
+                Ok(()) => c,
+                Err(e) => {
+                    error!(file = %file, errors = %format!("{e:#}").replace('\n', "; "), "reload refused; the running config stays");
+                    return;
+                }
+            },
             Err(e) => {
                 let diagnostics: Vec<String> =
                     e.diagnostics.iter().map(ToString::to_string).collect();

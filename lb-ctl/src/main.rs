@@ -111,9 +111,15 @@ error says so and --mode generic works on any interface.")]
 Apply a YAML service file to the running data path.
 
 The whole file is validated first; any error (named by file, line and field) applies
-nothing. One writer at a time: apply waits (at most --wait) for another apply, attach or
-detach of the same pin directory, and is refused while `lb-ctl run` owns it (the daemon
-applies its own file, with its health results; change that file instead). Then the desired map contents are computed and only the difference is written,
+nothing. FILE must be a regular file (after symlinks) of at most 16 MiB, nested at most 64
+deep; values quoted in errors are cut to 64 characters and control characters escaped.
+Addresses must be unicast: not in 0.0.0.0/8, 127.0.0.0/8, 224.0.0.0/4, 240.0.0.0/4 or
+255.255.255.255. A backend or sorry server that is an address of an attached interface,
+or the broadcast address of one of its subnets, is an error too. One writer at a time:
+apply waits (at most --wait) for another apply, attach or detach of the same pin
+directory, and is refused while `lb-ctl run` owns it (the daemon applies its own file,
+with its health results; change that file instead). Then the desired map contents are
+computed and only the difference is written,
 in an order that never shows a packet a half-written service: a changed service's new
 backend table is written into an idle region and the service switched to it in one
 update. Applying the same file twice changes nothing the second time.
@@ -207,8 +213,13 @@ existing attachment), apply FILE, then check every backend of every service that
 and comes back after `rise` good checks. Transitions are logged to stderr with their reason
 (RUST_LOG=debug shows every failed check).
 
-SIGHUP, or a change of FILE's modification time (checked every second), reloads FILE: it is
-validated first and a bad file is refused and logged; the running config stays.
+Reloading FILE: SIGHUP reloads it at once. FILE is also watched (every second): replaced
+by a rename (`mv services.yaml.new services.yaml`, the recommended way) it is reloaded at
+once; changed in place, it is reloaded only after its content (size, modification time and
+a hash) has stayed the same for --reload-settle (default 5s), so a half-written file is
+never applied. Either way it is validated first; a bad file (also a FIFO, a device, a
+directory, a file over 16 MiB or nested over 64 deep) is refused and logged, and the
+running config keeps forwarding: the daemon never stops because of the file.
 
 The daemon is the only writer of the pin directory while it runs: it holds its lock, and
 `lb-ctl apply`, `attach` and `detach` are refused (change FILE instead). It reconciles: a
@@ -267,6 +278,10 @@ notify_down (see the README).")]
         /// How long a notify hook may run before its process group is killed.
         #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
         hook_timeout: Duration,
+        /// How long FILE, changed in place, must stay unchanged before it is reloaded
+        /// (a rename over FILE, or SIGHUP, reloads at once).
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+        reload_settle: Duration,
     },
     /// Run only the VRRP instances of FILE (the `vrrp:` list), until SIGTERM or SIGINT.
     #[command(long_about = "\
@@ -454,6 +469,7 @@ fn run(cli: Cli) -> Result<()> {
             max_concurrent_checks,
             reconcile_interval,
             hook_timeout,
+            reload_settle,
         } => {
             privileges::require("run")?;
             if reconcile_interval.is_zero() {
@@ -481,6 +497,7 @@ fn run(cli: Cli) -> Result<()> {
                 max_concurrent: max_concurrent_checks,
                 reconcile_every: reconcile_interval,
                 hook_timeout,
+                reload_settle,
             })?;
         }
         Command::Vrrp { file, hook_timeout } => {
@@ -578,6 +595,8 @@ fn run_apply(dir: &Path, file: &Path, dry_run: bool, timeout: Duration) -> Resul
         .keys()
         .collect::<Result<_, _>>()
         .context("reading IFACES")?;
+    // Before anything is written: a backend that is the director itself applies nothing.
+    lb_ctl::own_addresses::check(&config, &file.display().to_string(), &ifindexes)?;
     let macs = resolve::backend_macs(&config, &ifindexes, timeout);
     let plan = apply::apply(&mut maps, &config, &macs, &apply::Down::new(), dry_run)?;
     for w in &plan.warnings {

@@ -337,7 +337,7 @@ fn sighup_with_a_broken_file_keeps_the_running_config() {
         .ctl
         .write_file(&web(&[rs1, rs2], CHECK))
         .unwrap_or_else(|e| panic!("{e:#}"));
-    env.start_daemon(&file, &["--detach-on-exit"]);
+    env.start_daemon(&file, &["--detach-on-exit", "--reload-settle", "1s"]);
 
     // A broken file: refused, logged; both servers still serve.
     let skip = env.daemon().lines().len();
@@ -362,7 +362,8 @@ fn sighup_with_a_broken_file_keeps_the_running_config() {
         .wait_log_after(skip, DETECT, about(rs1, "backend down"), "backend down");
     assert_eq!(names(&env.requests(6)), vec!["real-server-2"]);
 
-    // A good file (picked up by its new modification time, no signal): applied.
+    // A good file, written in place (picked up once unchanged for --reload-settle, no
+    // signal): applied.
     let skip = env.daemon().lines().len();
     env.start_http(0);
     fs::write(&file, web(&[rs1], CHECK)).unwrap_or_else(|e| panic!("{e}"));

@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use serde_yaml::{Mapping, Value};
 
-use super::{Diags, Field, check_address, describe, join_index, join_key};
+use super::{Diags, Field, check_address, describe, join_index, join_key, path_key, shown};
 use crate::config::{BackendConfig, parse_duration};
 
 /// What a check does.
@@ -241,7 +241,7 @@ fn entries(value: Value, path: &str, d: &mut Diags) -> Option<Vec<Entry>> {
             Value::String(s) => s.clone(),
             other => describe(other),
         };
-        let p = join_key(path, &key);
+        let p = join_key(path, &path_key(&key));
         if !CHECK_FIELDS.contains(&key.as_str()) {
             let expected = CHECK_FIELDS
                 .iter()
@@ -250,7 +250,10 @@ fn entries(value: Value, path: &str, d: &mut Diags) -> Option<Vec<Entry>> {
                 .join(", ");
             d.field(
                 &p,
-                format!("unknown field `{key}`; expected one of {expected}"),
+                format!(
+                    "unknown field `{}`; expected one of {expected}",
+                    shown(&key)
+                ),
             );
             continue;
         }
@@ -363,8 +366,9 @@ fn build(
                     d,
                     e,
                     format!(
-                        "`{s}` is not a check type; expected `http_get`, `https_get`, `tcp` or \
-                         `exec`"
+                        "`{}` is not a check type; expected `http_get`, `https_get`, `tcp` or \
+                         `exec`",
+                        shown(s)
                     ),
                 );
             }
@@ -414,7 +418,10 @@ fn build(
                     report(
                         d,
                         e,
-                        format!("`{p}` is not a path: it must start with `/` and have no spaces"),
+                        format!(
+                            "`{}` is not a path: it must start with `/` and have no spaces",
+                            shown(&p)
+                        ),
                     );
                     None
                 }
@@ -430,8 +437,9 @@ fn build(
                         d,
                         e,
                         format!(
-                            "`{s}` is not an MD5 digest (32 hex digits; `lb-ctl genhash` \
-                             prints it)"
+                            "`{}` is not an MD5 digest (32 hex digits; `lb-ctl genhash` \
+                             prints it)",
+                            shown(&s)
                         ),
                     );
                     None

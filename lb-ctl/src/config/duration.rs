@@ -13,6 +13,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if text.is_empty() {
         return Err("empty duration; write e.g. `5s`, `500ms`, `1m30s`".to_string());
     }
+    let shown_text = super::shown(text);
     let bytes = text.as_bytes();
     let mut pos = 0;
     let mut total_ms: u64 = 0;
@@ -25,8 +26,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         }
         if pos == start {
             return Err(format!(
-                "`{text}` is not a duration: expected a number at `{}`",
-                &text[start..]
+                "`{shown_text}` is not a duration: expected a number at `{}`",
+                super::shown(&text[start..])
             ));
         }
         let digits = &text[start..pos];
@@ -37,27 +38,28 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         let unit = &text[unit_start..pos];
         if unit.is_empty() {
             let hint = if pos < bytes.len() {
-                format!("unexpected `{}`", &text[pos..])
+                format!("unexpected `{}`", super::shown(&text[pos..]))
             } else {
-                format!("`{digits}` has no unit (ms, s, m or h)")
+                format!("`{}` has no unit (ms, s, m or h)", super::shown(digits))
             };
-            return Err(format!("`{text}` is not a duration: {hint}"));
+            return Err(format!("`{shown_text}` is not a duration: {hint}"));
         }
         let Some(index) = UNITS.iter().position(|(name, _)| *name == unit) else {
             return Err(format!(
-                "`{text}` is not a duration: unknown unit `{unit}` (use ms, s, m or h)"
+                "`{shown_text}` is not a duration: unknown unit `{}` (use ms, s, m or h)",
+                super::shown(unit)
             ));
         };
         if let Some(last) = last_unit
             && index <= last
         {
             return Err(format!(
-                "`{text}` is not a duration: units must go from the largest to the smallest, \
+                "`{shown_text}` is not a duration: units must go from the largest to the smallest, \
                  each at most once (e.g. `1h30m`, `1m30s`)"
             ));
         }
         last_unit = Some(index);
-        let too_long = || format!("`{text}` is too long a duration");
+        let too_long = || format!("`{shown_text}` is too long a duration");
         let value: u64 = digits.parse().map_err(|_| too_long())?;
         let part = value.checked_mul(UNITS[index].1).ok_or_else(too_long)?;
         total_ms = total_ms.checked_add(part).ok_or_else(too_long)?;

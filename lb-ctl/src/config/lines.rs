@@ -6,13 +6,19 @@
 //! `services[1].backends[0].weight`. A key's path maps to the line of the key; a sequence item's
 //! path maps to the line where the item starts (for `- name: web`, the line of `name`).
 //!
-//! This pass is best-effort: serde_yaml decides what is valid YAML. If `yaml-rust2` stops early
+//! The pass is also the guard that runs before any recursive parser sees the text: it reads the
+//! events one by one (no recursion), and stops at the first node nested deeper than
+//! [`MAX_DEPTH`] or once aliases would expand the document past [`MAX_EXPANDED_NODES`] nodes
+//! (serde_yaml copies an alias's whole subtree each time it is used). [`LineMap::limit`] then
+//! says where, and the file is refused without being parsed further.
+//!
+//! Otherwise this pass is best-effort: serde_yaml decides what is valid YAML. If `yaml-rust2` stops early
 //! on something serde_yaml accepted, the paths it had seen keep their lines and the others fall
 //! back to their nearest ancestor's line (see [`LineMap::line_or_parent`]).
 
 use std::collections::HashMap;
 
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 /// A key that appears twice in one mapping (YAML forbids it; serde_yaml names only the first).
@@ -28,10 +34,32 @@ pub(crate) struct DuplicateKey {
     pub first_line: usize,
 }
 
+/// How deep collections may nest in a service file. The deepest the format uses is 6
+/// (`services[0].check.status[0]`); 64 leaves room for anything YAML-shaped and keeps every
+/// recursive parser far from the end of its stack.
+pub const MAX_DEPTH: usize = 64;
+
+/// How many nodes (scalars, lists, mappings) a service file may have once every alias is
+/// expanded. 1000 services x 16 backends are about 150,000.
+pub const MAX_EXPANDED_NODES: u64 = 2_000_000;
+
+/// Keys longer than this are cut (with [`super::shown`]) in paths, which repeat every key of
+/// their ancestors; the format's own keys are all shorter.
+const MAX_PATH_KEY: usize = 64;
+
+/// A limit the text went past: where, and what to say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Limit {
+    pub line: usize,
+    pub message: String,
+}
+
 /// Path -> 1-based line, for the first document of a YAML text.
 #[derive(Debug, Default)]
 pub(crate) struct LineMap {
     lines: HashMap<String, usize>,
+    /// Set when the text nests too deep or expands too far: it must not be parsed further.
+    pub limit: Option<Limit>,
     /// Duplicate keys, in document order.
     pub duplicates: Vec<DuplicateKey>,
     /// Line of the start of each document seen (a second one is an error for serde_yaml).
@@ -39,15 +67,44 @@ pub(crate) struct LineMap {
 }
 
 impl LineMap {
-    /// Reads `text` and records the line of every path it can.
+    /// Reads `text` and records the line of every path it can, or stops at the first limit
+    /// passed (see [`LineMap::limit`]).
     pub(crate) fn build(text: &str) -> LineMap {
         let mut builder = Builder {
             chars: text.chars().collect(),
             ..Builder::default()
         };
+        let mut guard = Guard::default();
         let mut parser = Parser::new_from_str(text);
-        // A scan error only ends the pass: what was recorded before it stays usable.
-        let _ = parser.load(&mut builder, true);
+        // Event by event, not `Parser::load`, which recurses once per level of nesting. A scan
+        // error only ends the pass: what was recorded before it stays usable.
+        loop {
+            let (ev, mark) = match parser.next_token() {
+                Ok(next) => next,
+                Err(e) => {
+                    // yaml-rust2's scanner looks ahead through flow collections (`[[[...`) and
+                    // stops at 256 levels, before the first event of the collection.
+                    if e.info() == "recursion limit exceeded" {
+                        builder.map.limit = Some(Limit {
+                            line: e.marker().line().max(1),
+                            message: Guard::too_deep(),
+                        });
+                    }
+                    break;
+                }
+            };
+            if ev == Event::StreamEnd {
+                break;
+            }
+            if let Err(message) = guard.event(&ev) {
+                builder.map.limit = Some(Limit {
+                    line: mark.line().max(1),
+                    message,
+                });
+                break;
+            }
+            builder.on_event(ev, mark);
+        }
         builder.map
     }
 
@@ -91,6 +148,15 @@ pub(crate) fn parent(path: &str) -> Option<&str> {
         path.rfind('.')
     };
     Some(cut.map_or("", |i| &path[..i]))
+}
+
+/// A mapping key as it appears in paths: cut when longer than the format's keys ever are.
+pub(crate) fn path_key(key: &str) -> std::borrow::Cow<'_, str> {
+    if key.chars().count() <= MAX_PATH_KEY {
+        std::borrow::Cow::Borrowed(key)
+    } else {
+        std::borrow::Cow::Owned(super::shown::shown(key))
+    }
 }
 
 /// `parent.key`, or `key` at the top.
@@ -178,7 +244,7 @@ impl Builder {
                     *expecting_key = false;
                     match (container, key) {
                         (None, Some(k)) => {
-                            let key_path = join_key(path, k);
+                            let key_path = join_key(path, &path_key(k));
                             *slot = Some(key_path.clone());
                             match self.map.lines.get(&key_path) {
                                 Some(&first_line) => self.map.duplicates.push(DuplicateKey {
@@ -241,7 +307,91 @@ impl Builder {
     }
 }
 
-impl MarkedEventReceiver for Builder {
+/// Depth and alias expansion so far (see [`MAX_DEPTH`], [`MAX_EXPANDED_NODES`]).
+#[derive(Default)]
+struct Guard {
+    depth: usize,
+    /// Nodes so far, counting an alias as the nodes of what it names.
+    nodes: u64,
+    /// Anchored collections being read: (anchor id, `nodes` at their start, `depth` there).
+    open: Vec<(usize, u64, usize)>,
+    /// Anchor id -> (nodes, depth below it) of its subtree.
+    anchors: HashMap<usize, (u64, usize)>,
+    /// The deepest `depth` reached inside each open anchored collection (parallel to `open`).
+    deepest: Vec<usize>,
+}
+
+impl Guard {
+    fn event(&mut self, ev: &Event) -> Result<(), String> {
+        match ev {
+            Event::Scalar(_, _, anchor, _) => {
+                self.add(1)?;
+                if *anchor > 0 {
+                    self.anchors.insert(*anchor, (1, 0));
+                }
+            }
+            Event::Alias(anchor) => {
+                let (nodes, below) = self.anchors.get(anchor).copied().unwrap_or((1, 0));
+                self.add(nodes)?;
+                self.reach(self.depth + below)?;
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                self.add(1)?;
+                self.depth += 1;
+                self.reach(self.depth)?;
+                if *anchor > 0 {
+                    self.open.push((*anchor, self.nodes - 1, self.depth));
+                    self.deepest.push(self.depth);
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some(&(anchor, start, depth)) = self.open.last()
+                    && depth == self.depth
+                {
+                    self.open.pop();
+                    let deepest = self.deepest.pop().unwrap_or(depth);
+                    self.anchors
+                        .insert(anchor, (self.nodes - start, deepest + 1 - depth));
+                }
+                self.depth = self.depth.saturating_sub(1);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, nodes: u64) -> Result<(), String> {
+        self.nodes = self.nodes.saturating_add(nodes);
+        if self.nodes > MAX_EXPANDED_NODES {
+            return Err(format!(
+                "the document has more than {MAX_EXPANDED_NODES} nodes once its aliases (`*name`) \
+                 are expanded, the limit; write the values out, or use fewer aliases of large \
+                 anchors"
+            ));
+        }
+        Ok(())
+    }
+
+    /// A node at nesting depth `depth` was seen.
+    fn reach(&mut self, depth: usize) -> Result<(), String> {
+        for d in &mut self.deepest {
+            *d = (*d).max(depth);
+        }
+        if depth > MAX_DEPTH {
+            return Err(Guard::too_deep());
+        }
+        Ok(())
+    }
+
+    fn too_deep() -> String {
+        format!(
+            "lists and mappings are nested more than {MAX_DEPTH} deep here, the limit; a service \
+             file needs at most 6 levels: check the indentation and the brackets"
+        )
+    }
+}
+
+impl Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         let line = mark.line().max(1);
         if let Event::DocumentStart = ev {

@@ -24,8 +24,12 @@
 
 mod duration;
 mod lines;
+mod read;
+mod shown;
 mod validate;
 
+#[cfg(test)]
+mod input_tests;
 #[cfg(test)]
 mod tests;
 
@@ -36,6 +40,9 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub use duration::parse_duration;
+pub use lines::{MAX_DEPTH, MAX_EXPANDED_NODES};
+pub use read::{FileText, MAX_FILE_BYTES, read};
+pub use shown::{SHOWN_CHARS, shown};
 pub use validate::check::{CheckConfig, CheckKind, Health};
 pub use validate::vrrp::VrrpConfig;
 
@@ -202,21 +209,12 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     validate::parse(text, file)
 }
 
-/// Reads and parses the service file at `path`. A file that cannot be read (or is not UTF-8) is
-/// a [`ConfigError`] too, with a diagnostic of line 0.
+/// Reads and parses the service file at `path`. Only a regular file of at most
+/// [`MAX_FILE_BYTES`] is read (see [`read`]); a file that cannot be read, or is refused, is a
+/// [`ConfigError`] too, with a diagnostic of line 0.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let file = path.display().to_string();
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text, &file),
-        Err(err) => Err(ConfigError {
-            diagnostics: vec![Diagnostic {
-                file,
-                line: 0,
-                field: String::new(),
-                message: format!("cannot read the file: {err}"),
-            }],
-        }),
-    }
+    let file = read(path)?;
+    parse(&file.text, &path.display().to_string())
 }
 
 /// Every problem found in a service file (at least one).

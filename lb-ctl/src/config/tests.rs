@@ -668,7 +668,7 @@ fn bad_addresses() {
         ("0.0.0.0", "0.0.0.0 is the unspecified address"),
         (
             "255.255.255.255",
-            "255.255.255.255 is the broadcast address",
+            "255.255.255.255 is the limited broadcast address",
         ),
         (
             "224.0.0.1",
@@ -683,7 +683,11 @@ fn bad_addresses() {
         let d = one(&text);
         check(&d, 4, "services[0].vip", message);
         if !message.contains("valid") && !message.contains("IPv6") {
-            assert!(d.message.ends_with("cannot be a VIP"), "{d}");
+            assert!(
+                d.message
+                    .ends_with("cannot be a VIP; give a unicast address"),
+                "{d}"
+            );
         }
 
         let text = service(
@@ -693,7 +697,11 @@ fn bad_addresses() {
         let d = one(&text);
         check(&d, 8, "services[0].backends[1].address", message);
         if !message.contains("valid") && !message.contains("IPv6") {
-            assert!(d.message.ends_with("cannot be a backend address"), "{d}");
+            assert!(
+                d.message
+                    .ends_with("cannot be a backend address; give a unicast address"),
+                "{d}"
+            );
         }
     }
 }

@@ -18,7 +18,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_yaml::{Mapping, Value};
 
-use super::lines::{LineMap, join_index, join_key};
+use super::lines::{LineMap, join_index, join_key, path_key};
+use super::shown::{MAX_MESSAGE_CHARS, cut, escape_controls, shown};
 use super::{
     BackendConfig, Config, ConfigError, DEFAULT_SCHEDULER, Diagnostic, Protocol, Scheduler,
     ServiceConfig,
@@ -137,12 +138,15 @@ struct Diags<'a> {
 }
 
 impl Diags<'_> {
+    /// A problem at `line`. What the message and field quote from the file was cut and
+    /// escaped where it was quoted; as a last guard, both are escaped and bounded here too.
     fn at(&mut self, line: usize, field: &str, message: impl Into<String>) {
+        let message = message.into();
         self.list.push(Diagnostic {
             file: self.file.to_string(),
             line,
-            field: field.to_string(),
-            message: message.into(),
+            field: escape_controls(&cut(field, MAX_MESSAGE_CHARS)),
+            message: escape_controls(&cut(&message, MAX_MESSAGE_CHARS)),
         });
     }
 
@@ -159,6 +163,17 @@ impl Diags<'_> {
 
 pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     let lines = LineMap::build(text);
+    if let Some(limit) = &lines.limit {
+        // Too deep or too large once expanded: refused before any recursive parser runs.
+        return Err(ConfigError {
+            diagnostics: vec![Diagnostic {
+                file: file.to_string(),
+                line: limit.line,
+                field: String::new(),
+                message: limit.message.clone(),
+            }],
+        });
+    }
     let mut diags = Diags {
         file,
         text,
@@ -243,7 +258,8 @@ fn yaml_error(err: &serde_yaml::Error, d: &mut Diags) {
                 &dup.path,
                 format!(
                     "duplicate key `{}` (first at line {})",
-                    dup.key, dup.first_line
+                    shown(&dup.key),
+                    dup.first_line
                 ),
             );
         }
@@ -336,8 +352,11 @@ fn strip_unknown(map: &mut Mapping, path: &str, known: &[&str], d: &mut Diags) {
         }
         let name = key_text(key);
         d.field(
-            &join_key(path, &name),
-            format!("unknown field `{name}`; expected one of {expected}"),
+            &join_key(path, &path_key(&name)),
+            format!(
+                "unknown field `{}`; expected one of {expected}",
+                shown(&name)
+            ),
         );
         false
     });
@@ -360,10 +379,10 @@ fn describe(value: &Value) -> String {
         Value::Null => "nothing".to_string(),
         Value::Bool(b) => format!("the boolean `{b}`"),
         Value::Number(n) => format!("the number `{n}`"),
-        Value::String(s) => format!("the string `{s}`"),
+        Value::String(s) => format!("the string `{}`", shown(s)),
         Value::Sequence(_) => "a list".to_string(),
         Value::Mapping(_) => "a mapping".to_string(),
-        Value::Tagged(t) => format!("a value tagged `{}`", t.tag),
+        Value::Tagged(t) => format!("a value tagged `{}`", shown(&t.tag.to_string())),
     }
 }
 
@@ -421,7 +440,7 @@ fn invalid_address(v: &Value) -> String {
 
 fn invalid_choice(what: &str, choices: &str) -> impl FnOnce(&Value) -> String {
     move |v| match v {
-        Value::String(s) => format!("`{s}` is not a {what}; expected {choices}"),
+        Value::String(s) => format!("`{}` is not a {what}; expected {choices}", shown(s)),
         _ => format!("expected {choices}, found {}", describe(v)),
     }
 }
@@ -444,7 +463,8 @@ fn check_name(name: &str) -> Result<(), String> {
     }
     if name.len() > NAME_LEN {
         return Err(format!(
-            "`{name}` is {} bytes long; at most {NAME_LEN} are allowed",
+            "`{}` is {} bytes long; at most {NAME_LEN} are allowed",
+            shown(name),
             name.len()
         ));
     }
@@ -453,35 +473,53 @@ fn check_name(name: &str) -> Result<(), String> {
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
     {
         return Err(format!(
-            "`{name}` contains {c:?}; only letters, digits, `_`, `.` and `-` are allowed"
+            "`{}` contains {c:?}; only letters, digits, `_`, `.` and `-` are allowed",
+            shown(name)
         ));
     }
     Ok(())
 }
 
-/// An IPv4 unicast address that can be a VIP or a backend (`role`: "a VIP", ...).
+/// An IPv4 unicast address that can be a VIP or a backend (`role`: "a VIP", ...): not in
+/// 0.0.0.0/8 ("this network"), 127.0.0.0/8, 224.0.0.0/4 (multicast), 240.0.0.0/4 (reserved)
+/// and not 255.255.255.255.
 fn check_address(s: &str, role: &str) -> Result<Ipv4Addr, String> {
     let addr: Ipv4Addr = match s.parse() {
         Ok(addr) => addr,
         Err(_) if s.parse::<Ipv6Addr>().is_ok() => {
             return Err(format!(
-                "`{s}` is an IPv6 address; only IPv4 is supported for now"
+                "`{}` is an IPv6 address; only IPv4 is supported for now",
+                shown(s)
             ));
         }
-        Err(_) => return Err(format!("`{s}` is not a valid IPv4 address")),
+        Err(_) => return Err(format!("`{}` is not a valid IPv4 address", shown(s))),
     };
-    let what = if addr.is_unspecified() {
+    match not_unicast(addr) {
+        Some(what) => Err(format!(
+            "{addr} is {what} and cannot be {role}; give a unicast address"
+        )),
+        None => Ok(addr),
+    }
+}
+
+/// What `addr` is when it is no unicast host address, or None when it is one.
+pub(crate) fn not_unicast(addr: Ipv4Addr) -> Option<&'static str> {
+    let first = addr.octets()[0];
+    Some(if addr.is_unspecified() {
         "the unspecified address"
+    } else if first == 0 {
+        "in 0.0.0.0/8 (\"this network\", never a host's address)"
     } else if addr.is_broadcast() {
-        "the broadcast address"
+        "the limited broadcast address"
     } else if addr.is_multicast() {
         "a multicast address (224.0.0.0/4)"
+    } else if first >= 240 {
+        "a reserved address (240.0.0.0/4)"
     } else if addr.is_loopback() {
         "a loopback address (127.0.0.0/8)"
     } else {
-        return Ok(addr);
-    };
-    Err(format!("{addr} is {what} and cannot be {role}"))
+        return None;
+    })
 }
 
 /// State of the checks across services.
@@ -788,7 +826,10 @@ fn check_persistence(
             Ok(_) => {
                 d.field(
                     &timeout_path,
-                    format!("`{t}`: persistence needs a timeout of at least 1s"),
+                    format!(
+                        "`{}`: persistence needs a timeout of at least 1s",
+                        shown(&t)
+                    ),
                 );
                 None
             }
@@ -807,7 +848,7 @@ fn check_persistence(
                 _ => {
                     d.field(
                         &mask_path,
-                        format!("`{m}` is not a netmask (like 255.255.255.0)"),
+                        format!("`{}` is not a netmask (like 255.255.255.0)", shown(&m)),
                     );
                     None
                 }

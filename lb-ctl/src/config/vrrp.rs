@@ -31,7 +31,7 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 use super::{
-    Diags, Field, check_address, check_name, describe, invalid_string, join_index, join_key,
+    Diags, Field, check_address, check_name, describe, invalid_string, join_index, join_key, shown,
     strip_unknown, take,
 };
 use crate::config::parse_duration;
@@ -222,7 +222,10 @@ fn check_instance(path: &str, line: usize, raw: RawVrrp, d: &mut Diags) -> Optio
         {
             d.field(
                 &p("interface"),
-                format!("`{s}` is not an interface name (1-15 characters, no `/`, `:` or spaces)"),
+                format!(
+                    "`{}` is not an interface name (1-15 characters, no `/`, `:` or spaces)",
+                    shown(&s)
+                ),
             );
             None
         } else {
@@ -477,7 +480,10 @@ fn cidr(d: &mut Diags, path: &str, s: &str) -> Option<(Ipv4Addr, u8)> {
         Some((a, l)) => match l.parse::<u8>() {
             Ok(l) if l <= 32 => (a, l),
             _ => {
-                d.field(path, format!("`{s}`: the prefix length must be 0..=32"));
+                d.field(
+                    path,
+                    format!("`{}`: the prefix length must be 0..=32", shown(s)),
+                );
                 return None;
             }
         },
