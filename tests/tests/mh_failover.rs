@@ -11,12 +11,12 @@
 use std::{
     net::Ipv4Addr,
     path::PathBuf,
-    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use lb_tests::{
-    lab::{self, Host, HttpConn, Lab, LabSpec, Proc, http_get},
+    daemon::Daemon,
+    lab::{self, Host, HttpConn, Lab, LabSpec, http_get},
     lbctl::LbCtl,
 };
 use serde_json::Value;
@@ -27,22 +27,15 @@ const CONNECTIONS: usize = 10;
 /// 0.7 s at 200 ms) plus TCP's retransmission back-off.
 const REQUEST: Duration = Duration::from_secs(10);
 
-/// `lb-ctl run` on a director; dropping it kills it.
-fn start_daemon(ctl: &LbCtl, director: &Host, yaml: &str) -> Proc {
+/// `lb-ctl run` on a director (generic mode, detached when it stops); dropping it kills it.
+fn start_daemon(ctl: &LbCtl, director: &Host, yaml: &str) -> Daemon {
     let file = ctl.write_file(yaml).unwrap_or_else(|e| panic!("{e:#}"));
-    let mut cmd = Command::new(ctl.bin());
-    cmd.arg("--netns")
-        .arg(&director.netns)
-        .arg("--pin-dir")
-        .arg(ctl.pin_dir())
-        .arg("run")
-        .arg("-f")
-        .arg(&file)
-        .args(["--iface", "eth0", "--mode", "generic", "--detach-on-exit"])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    Proc::spawn(cmd, format!("lb-ctl run on {}", director.name)).unwrap_or_else(|e| panic!("{e:#}"))
+    Daemon::start(
+        ctl,
+        director,
+        &file,
+        &["--mode", "generic", "--detach-on-exit"],
+    )
 }
 
 fn director_yaml(lab: &Lab, priority: u8) -> String {
@@ -187,11 +180,11 @@ fn mh_connections_survive_a_failover_to_the_backup_director() {
 
     drop(conns);
     for d in &mut daemons {
-        let status = d.stop(Duration::from_secs(5));
+        let status = d.proc.stop(Duration::from_secs(5));
         assert!(
             status.as_ref().is_ok_and(|s| s.success()),
             "{} did not stop cleanly: {status:?}",
-            d.what()
+            d.proc.what()
         );
     }
     drop(ctls);
