@@ -44,10 +44,12 @@ use tracing::{error, info, warn};
 
 use crate::{
     apply::{self, Macs},
-    config::{self, CheckConfig, Config},
+    conditions::Conditions,
+    config::{self, Config},
     health::{
-        self, Outcome, State, Target, Tracker,
-        state::{Key, Quorum, Timing, effective, first_delay, live_weight},
+        self, State,
+        probes::{self, Delays, ProbeEvent, ProbeId},
+        state::{Key, Quorum, effective, live_weight},
     },
     hooks::Hooks,
     loader::Sizes,
@@ -74,10 +76,20 @@ pub struct Options {
     pub hook_timeout: Duration,
     /// How long a file changed in place must stay unchanged before it is reloaded.
     pub reload_settle: Duration,
+    /// How often the periodic summary is logged (checks' timeliness, what still holds).
+    pub summary_every: Duration,
 }
 
 /// The cause of the periodic apply that repairs drift.
 const RECONCILE: &str = "reconcile";
+
+/// The longest a health transition waits to be applied with others (one apply per batch).
+const BATCH: Duration = Duration::from_millis(100);
+/// Transitions in one batch logged one line each; more are summarized.
+const TRANSITIONS_NAMED: usize = 8;
+/// Unresolved MACs are asked for again after RESOLVE_MIN, doubling up to RESOLVE_MAX.
+const RESOLVE_MIN: Duration = Duration::from_secs(5);
+const RESOLVE_MAX: Duration = Duration::from_secs(60);
 
 /// How long stopping waits for the checkers' and hooks' tasks to end.
 const STOP_WAIT: Duration = Duration::from_secs(2);
@@ -104,23 +116,21 @@ pub fn run(opts: Options) -> Result<()> {
     rt.block_on(main_loop(opts))
 }
 
-/// An event for the main loop.
-enum Event {
-    Checked {
-        key: Key,
-        generation: u64,
-        outcome: Outcome,
-        transition: Option<health::Transition>,
-    },
-}
-
-/// One running checker.
-struct Checker {
-    check: CheckConfig,
-    target: Target,
+/// One running probe, and the backends that share it.
+struct Probe {
     generation: u64,
     handle: JoinHandle<()>,
     state: State,
+    /// Why it is down (its last transition's reason).
+    reason: String,
+    backends: Vec<Key>,
+}
+
+/// A backend's transition waiting to be applied and logged.
+struct Pending {
+    key: Key,
+    backend_port: u16,
+    transition: health::Transition,
 }
 
 struct Daemon {
@@ -129,7 +139,16 @@ struct Daemon {
     maps: Maps,
     ifindexes: Vec<u32>,
     macs: Macs,
-    checkers: HashMap<Key, Checker>,
+    probes: HashMap<ProbeId, Probe>,
+    /// Transitions received and not applied yet (applied in batches).
+    pending: Vec<Pending>,
+    /// How late checks start against their schedule.
+    delays: Arc<Delays>,
+    /// What the last apply warned about (backends without a MAC...), logged as it changes.
+    warnings: Conditions,
+    /// When unresolved MACs are next asked for, and the wait after that.
+    resolve_due: Instant,
+    resolve_backoff: Duration,
     /// Backends whose checks failed, with why.
     health_down: HashMap<Key, String>,
     /// Service name -> quorum state (services with a `quorum` only).
@@ -138,7 +157,7 @@ struct Daemon {
     failed: HashSet<String>,
     next_generation: u64,
     semaphore: Arc<Semaphore>,
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<ProbeEvent>,
     hooks: Hooks,
     /// When the file is to be reloaded.
     watch: crate::watch::Watch,
@@ -175,7 +194,12 @@ async fn main_loop(opts: Options) -> Result<()> {
         config,
         maps,
         ifindexes,
-        checkers: HashMap::new(),
+        probes: HashMap::new(),
+        pending: Vec::new(),
+        delays: Arc::new(Delays::default()),
+        warnings: Conditions::new("apply warnings"),
+        resolve_due: Instant::now() + RESOLVE_MIN,
+        resolve_backoff: RESOLVE_MIN,
         health_down: HashMap::new(),
         quorum: HashMap::new(),
         failed: HashSet::new(),
@@ -189,11 +213,12 @@ async fn main_loop(opts: Options) -> Result<()> {
     d.resolve();
     d.reset_quorum();
     d.apply("start");
-    d.sync_checkers();
+    d.sync_probes();
     info!(
         file = %d.opts.file.display(),
         services = d.config.services.len(),
-        checks = d.checkers.len(),
+        backends_checked = d.health_keys(),
+        probes = d.probes.len(),
         "running"
     );
     // VRRP (the `vrrp:` list): a task per instance; the master holds the virtual addresses.
@@ -212,10 +237,28 @@ async fn main_loop(opts: Options) -> Result<()> {
     reconcile_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // The first tick is immediate: the start has just applied.
     reconcile_tick.tick().await;
+    let mut summary_tick = tokio::time::interval(d.opts.summary_every);
+    summary_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    summary_tick.tick().await;
+    // Transitions are applied in batches: at most one apply per BATCH.
+    let mut flush_at: Option<Instant> = None;
 
     let why = loop {
         tokio::select! {
-            Some(ev) = rx.recv() => d.event(ev),
+            Some(ev) = rx.recv() => {
+                d.probe_event(ev);
+                while let Ok(ev) = rx.try_recv() {
+                    d.probe_event(ev);
+                }
+                if !d.pending.is_empty() && flush_at.is_none() {
+                    flush_at = Some(Instant::now() + BATCH);
+                }
+            }
+            _ = sleep_until_opt(flush_at) => {
+                flush_at = None;
+                d.settle_transitions();
+            }
+            _ = summary_tick.tick() => d.summary(),
             _ = hup.recv() => {
                 info!("SIGHUP: reloading");
                 let text = d.watch.read_now();
@@ -246,7 +289,7 @@ async fn main_loop(opts: Options) -> Result<()> {
         }
     };
     // Waited for, so that every check's process group is killed before the exit.
-    let checkers = d.checkers.drain().map(|(_, c)| c.handle).collect();
+    let checkers = d.probes.drain().map(|(_, p)| p.handle).collect();
     let left = crate::tasks::abort_and_wait(checkers, STOP_WAIT).await;
     // A master hands over at once (priority 0) and removes its addresses.
     crate::vrrp::report::remove_all(&vrrp_reports, &vrrp);
@@ -267,6 +310,14 @@ async fn main_loop(opts: Options) -> Result<()> {
         info!(signal = why, "stopped; the data path keeps forwarding");
     }
     Ok(())
+}
+
+/// Sleeps until `at`, or forever without one (a `select!` branch that is off).
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The interfaces registered in IFACES, by index.
@@ -296,9 +347,17 @@ impl Daemon {
             }
             Err(e) => error!(error = %format!("{e:#}"), "reconcile: repairing the pins failed"),
         }
-        if self.macs.values().any(Result::is_err) {
+        // Unresolved MACs are asked for again with a backoff (5 s doubling to 60 s), so that
+        // a dead address or a full neighbour table is not hammered every period.
+        if self.macs.values().any(Result::is_err) && Instant::now() >= self.resolve_due {
             self.resolve();
             self.apply("MAC resolution");
+            self.resolve_backoff = if self.macs.values().any(Result::is_err) {
+                (self.resolve_backoff * 2).min(RESOLVE_MAX)
+            } else {
+                RESOLVE_MIN
+            };
+            self.resolve_due = Instant::now() + self.resolve_backoff;
         }
         self.apply(RECONCILE);
         // lc/wlc counts: drop connections that vanished without FIN or RST.
@@ -458,116 +517,188 @@ impl Daemon {
                         info!(cause = why, change = %c, "applied");
                     }
                 }
-                for w in &plan.warnings {
-                    warn!("{w}");
-                }
+                self.warnings.update(plan.warnings);
             }
             Err(e) => error!(cause = why, error = %format!("{e:#}"), "apply failed"),
         }
     }
 
-    /// Starts, keeps or stops checkers to match the config.
-    fn sync_checkers(&mut self) {
-        let mut wanted: HashMap<Key, (CheckConfig, Target)> = HashMap::new();
+    /// How many backends have a check.
+    fn health_keys(&self) -> usize {
+        self.probes.values().map(|p| p.backends.len()).sum()
+    }
+
+    /// Starts, keeps or stops probes to match the config; backends that are checked the same
+    /// way share one ([`ProbeId`]). A probe that stays keeps its state and its task, also when
+    /// the backends sharing it change.
+    fn sync_probes(&mut self) {
+        let mut wanted: HashMap<ProbeId, Vec<Key>> = HashMap::new();
         for s in &self.config.services {
             for b in &s.backends {
                 if let Some(check) = s.health.check_for(b.address) {
-                    let target = Target {
-                        service: s.name.clone(),
-                        address: b.address,
-                        port: check.port.unwrap_or(b.port),
-                        backend_port: b.port,
-                    };
-                    wanted.insert((s.name.clone(), b.address), (check.clone(), target));
+                    let id = ProbeId::new(&s.name, b.address, b.port, check);
+                    wanted
+                        .entry(id)
+                        .or_default()
+                        .push((s.name.clone(), b.address));
                 }
             }
         }
-        // Stop what is gone or changed.
-        let keys: Vec<Key> = self.checkers.keys().cloned().collect();
-        for key in keys {
-            let same = match (wanted.get(&key), self.checkers.get(&key)) {
-                (Some((check, target)), Some(c)) => &c.check == check && &c.target == target,
-                _ => false,
-            };
-            if !same && let Some(c) = self.checkers.remove(&key) {
-                c.handle.abort();
-                if !wanted.contains_key(&key) {
-                    self.health_down.remove(&key);
-                }
+        // Stop what is gone.
+        self.probes.retain(|id, p| {
+            let keep = wanted.contains_key(id);
+            if !keep {
+                p.handle.abort();
             }
-        }
+            keep
+        });
         // Backends without a check are never down.
-        self.health_down.retain(|k, _| wanted.contains_key(k));
-        for (key, (check, target)) in wanted {
-            if self.checkers.contains_key(&key) {
+        let checked: HashSet<&Key> = wanted.values().flatten().collect();
+        self.health_down.retain(|k, _| checked.contains(k));
+        for (id, backends) in wanted {
+            if let Some(p) = self.probes.get_mut(&id) {
+                // A backend that joins an existing probe takes its state.
+                for k in &backends {
+                    match p.state {
+                        State::Down => {
+                            self.health_down.insert(k.clone(), p.reason.clone());
+                        }
+                        State::Up => {
+                            self.health_down.remove(k);
+                        }
+                    }
+                }
+                p.backends = backends;
                 continue;
             }
-            let initial = if self.health_down.contains_key(&key) {
+            // New: down if every backend it serves was down before.
+            let initial = if backends.iter().all(|k| self.health_down.contains_key(k)) {
                 State::Down
             } else {
                 State::Up
             };
+            let reason = backends
+                .first()
+                .and_then(|k| self.health_down.get(k).cloned())
+                .unwrap_or_default();
+            for k in &backends {
+                match initial {
+                    State::Down => {
+                        self.health_down.insert(k.clone(), reason.clone());
+                    }
+                    State::Up => {
+                        self.health_down.remove(k);
+                    }
+                }
+            }
             let generation = self.next_generation;
             self.next_generation += 1;
-            let handle = tokio::spawn(check_loop(
-                key.clone(),
+            let handle = tokio::spawn(probes::run(
+                id.clone(),
                 generation,
-                check.clone(),
-                target.clone(),
                 initial,
                 self.semaphore.clone(),
                 self.tx.clone(),
+                self.delays.clone(),
             ));
-            self.checkers.insert(
-                key,
-                Checker {
-                    check,
-                    target,
+            self.probes.insert(
+                id,
+                Probe {
                     generation,
                     handle,
                     state: initial,
+                    reason,
+                    backends,
                 },
             );
         }
     }
 
-    fn event(&mut self, ev: Event) {
-        let Event::Checked {
-            key,
-            generation,
-            outcome,
-            transition,
-        } = ev;
-        let Some(c) = self.checkers.get_mut(&key) else {
+    /// Takes in a probe's transition for every backend that shares it (applied later, in a
+    /// batch, by [`Daemon::settle_transitions`]).
+    fn probe_event(&mut self, ev: ProbeEvent) {
+        let Some(p) = self.probes.get_mut(&ev.id) else {
             return;
         };
-        if c.generation != generation {
+        if p.generation != ev.generation {
             return;
         }
-        if let Err(why) = &outcome {
-            tracing::debug!(service = %key.0, backend = %key.1, reason = %why, "check failed");
+        let t = ev.transition;
+        p.state = t.to;
+        p.reason = t.reason.clone();
+        for key in &p.backends {
+            match t.to {
+                State::Down => self.health_down.insert(key.clone(), t.reason.clone()),
+                State::Up => self.health_down.remove(key),
+            };
+            self.pending.push(Pending {
+                key: key.clone(),
+                backend_port: ev.id.target.backend_port,
+                transition: t.clone(),
+            });
         }
-        let Some(t) = transition else {
+    }
+
+    /// Applies the transitions received since the last batch with one apply, then logs them
+    /// (each on its own line when few, else a summary and each at debug level) and runs the
+    /// services' notify hooks.
+    fn settle_transitions(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        if pending.is_empty() {
             return;
-        };
-        c.state = t.to;
-        let port = c.target.backend_port;
-        match t.to {
-            State::Down => self.health_down.insert(key.clone(), t.reason.clone()),
-            State::Up => self.health_down.remove(&key),
-        };
+        }
         self.update_quorum();
-        // Applied first, so that the log line means "in effect".
+        // Applied first, so that the log lines mean "in effect".
         self.apply("health check");
-        let (service, addr) = (&key.0, key.1);
-        match t.to {
-            State::Down => {
-                warn!(service = %service, backend = %addr, from = %t.from, to = %t.to, reason = %t.reason, "backend down")
-            }
-            State::Up => {
-                info!(service = %service, backend = %addr, from = %t.from, to = %t.to, reason = %t.reason, "backend up")
+        let many = pending.len() > TRANSITIONS_NAMED;
+        for p in &pending {
+            let ((service, addr), t) = (&p.key, &p.transition);
+            match (t.to, many) {
+                (State::Down, false) => {
+                    warn!(service = %service, backend = %addr, from = %t.from, to = %t.to, reason = %t.reason, "backend down")
+                }
+                (State::Up, false) => {
+                    info!(service = %service, backend = %addr, from = %t.from, to = %t.to, reason = %t.reason, "backend up")
+                }
+                (_, true) => {
+                    tracing::debug!(service = %service, backend = %addr, from = %t.from, to = %t.to, reason = %t.reason, "backend {}", t.to)
+                }
             }
         }
+        if many {
+            for to in [State::Down, State::Up] {
+                let of: Vec<&Pending> = pending.iter().filter(|p| p.transition.to == to).collect();
+                if of.is_empty() {
+                    continue;
+                }
+                let named: Vec<String> = of
+                    .iter()
+                    .take(crate::conditions::NAMED)
+                    .map(|p| format!("{}/{} ({})", p.key.0, p.key.1, p.transition.reason))
+                    .collect();
+                let more = of.len().saturating_sub(named.len());
+                let text = if more > 0 {
+                    format!("{}; and {more} more", named.join("; "))
+                } else {
+                    named.join("; ")
+                };
+                let down_now = self.health_down.len();
+                match to {
+                    State::Down => {
+                        warn!(count = of.len(), down = down_now, "backends down: {text}")
+                    }
+                    State::Up => info!(count = of.len(), down = down_now, "backends up: {text}"),
+                }
+            }
+        }
+        for p in pending {
+            self.notify(&p);
+        }
+    }
+
+    /// Runs the service's notify_up / notify_down hook for one transition.
+    fn notify(&self, p: &Pending) {
+        let ((service, addr), t, port) = (&p.key, &p.transition, p.backend_port);
         let hook = self
             .config
             .services
@@ -585,7 +716,7 @@ impl Daemon {
                 ("LB_STATE", t.to.as_str().to_string()),
                 ("LB_REASON", t.reason.clone()),
             ];
-            let (service, backend, command) = (service.clone(), addr, cmd.clone());
+            let (service, backend, command) = (service.clone(), *addr, cmd.clone());
             let done = Box::new(move |result| match result {
                 Ok(0) => {}
                 Ok(code) => {
@@ -597,6 +728,24 @@ impl Daemon {
             });
             self.hooks.spawn(cmd, env, done);
         }
+    }
+
+    /// The periodic summary: how the checks kept their schedule, what still holds.
+    fn summary(&mut self) {
+        if let Some(s) = self.delays.take() {
+            info!(
+                checks = s.checks,
+                backends_checked = self.health_keys(),
+                probes = self.probes.len(),
+                down = self.health_down.len(),
+                late_p50_ms = s.p50.as_secs_f64() * 1e3,
+                late_p99_ms = s.p99.as_secs_f64() * 1e3,
+                late_max_ms = s.max.as_secs_f64() * 1e3,
+                waited_for_slot = s.waited,
+                "health checks: started late against their schedule (p50, p99: bucket bounds)"
+            );
+        }
+        self.warnings.summary();
     }
 
     /// Parses the file's `text` again; a valid one replaces the running config.
@@ -630,49 +779,17 @@ impl Daemon {
             warn!("reload: changes to `vrrp:` take effect at the next start of the daemon");
         }
         self.config = config;
-        self.sync_checkers();
+        self.sync_probes();
         self.reset_quorum();
         self.resolve();
+        self.resolve_backoff = RESOLVE_MIN;
+        self.resolve_due = Instant::now() + RESOLVE_MIN;
         self.apply("reload");
         info!(
             services = self.config.services.len(),
-            checks = self.checkers.len(),
+            backends_checked = self.health_keys(),
+            probes = self.probes.len(),
             "reloaded"
         );
-    }
-}
-
-/// Checks one backend forever: waits the warmup spread, then checks, records and sleeps what
-/// the tracker says (counted from the start of the check, so slow checks do not drift).
-async fn check_loop(
-    key: Key,
-    generation: u64,
-    check: CheckConfig,
-    target: Target,
-    initial: State,
-    semaphore: Arc<Semaphore>,
-    tx: mpsc::Sender<Event>,
-) {
-    let mut tracker = Tracker::new(Timing::from(&check), initial);
-    tokio::time::sleep(first_delay(check.warmup, &key)).await;
-    loop {
-        let started = Instant::now();
-        let outcome = {
-            let Ok(_permit) = semaphore.acquire().await else {
-                return;
-            };
-            health::run_check(&check, &target).await
-        };
-        let (transition, delay) = tracker.record(outcome.clone());
-        let ev = Event::Checked {
-            key: key.clone(),
-            generation,
-            outcome,
-            transition,
-        };
-        if tx.send(ev).await.is_err() {
-            return;
-        }
-        tokio::time::sleep_until(started + delay).await;
     }
 }

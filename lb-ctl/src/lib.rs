@@ -2,6 +2,7 @@
 //! the same code to load the program, fill its maps and read its counters.
 
 pub mod apply;
+pub mod conditions;
 pub mod config;
 pub mod daemon;
 pub mod genhash;

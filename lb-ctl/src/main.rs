@@ -282,6 +282,11 @@ notify_down (see the README).")]
         /// (a rename over FILE, or SIGHUP, reloads at once).
         #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
         reload_settle: Duration,
+        /// How often the daemon logs its summary: how late checks started against their
+        /// schedule (p50, p99, max), how many waited for a --max-concurrent-checks slot, how
+        /// many backends are down, and the warnings that still hold.
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+        summary_interval: Duration,
     },
     /// Run only the VRRP instances of FILE (the `vrrp:` list), until SIGTERM or SIGINT.
     #[command(long_about = "\
@@ -470,10 +475,11 @@ fn run(cli: Cli) -> Result<()> {
             reconcile_interval,
             hook_timeout,
             reload_settle,
+            summary_interval,
         } => {
             privileges::require("run")?;
-            if reconcile_interval.is_zero() {
-                bail!("--reconcile-interval must be longer than 0s");
+            if reconcile_interval.is_zero() || summary_interval.is_zero() {
+                bail!("--reconcile-interval and --summary-interval must be longer than 0s");
             }
             lb_ctl::daemon::init_logging();
             // Held for as long as the daemon runs: it is the only writer meanwhile.
@@ -498,6 +504,7 @@ fn run(cli: Cli) -> Result<()> {
                 reconcile_every: reconcile_interval,
                 hook_timeout,
                 reload_settle,
+                summary_every: summary_interval,
             })?;
         }
         Command::Vrrp { file, hook_timeout } => {

@@ -255,7 +255,7 @@ fn checks_and_hooks_leave_no_process_behind() {
         lab.director(0),
         &file,
         &["--hook-timeout", &hook_timeout],
-        &[("RUST_LOG", "info,lb_ctl::daemon=debug")],
+        &[("RUST_LOG", "info,lb_ctl::daemon=debug,lb_ctl::health=debug")],
     );
     let sampler = Sampler::start(&markers, daemon.pid());
     let started = Instant::now();

@@ -3,6 +3,7 @@
 
 pub mod exec;
 pub mod http;
+pub mod probes;
 pub mod state;
 
 use std::{net::Ipv4Addr, time::Duration};
@@ -12,7 +13,7 @@ use crate::config::{CheckConfig, CheckKind};
 pub use state::{Outcome, State, Tracker, Transition};
 
 /// What one check looks at.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Target {
     pub service: String,
     pub address: Ipv4Addr,

@@ -1,0 +1,116 @@
+//! Logs that stay readable at scale: a persistent condition (a backend without a MAC, say) is
+//! logged when it starts and when it ends, with a periodic summary in between, never once per
+//! backend per retry. When many start or end at once, a few are named and the rest counted;
+//! the full list is at debug level.
+
+use std::collections::BTreeSet;
+
+use tracing::{debug, info, warn};
+
+/// How many conditions one log line names before it counts the rest.
+pub const NAMED: usize = 3;
+
+/// The set of one kind of condition (e.g. "unresolved backends"), as last seen.
+#[derive(Debug)]
+pub struct Conditions {
+    /// What the conditions are, for the log: `backends without a MAC`.
+    what: &'static str,
+    current: BTreeSet<String>,
+}
+
+impl Conditions {
+    pub fn new(what: &'static str) -> Conditions {
+        Conditions {
+            what,
+            current: BTreeSet::new(),
+        }
+    }
+
+    /// How many hold now.
+    pub fn len(&self) -> usize {
+        self.current.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.current.is_empty()
+    }
+
+    /// Takes the conditions that hold now; logs those that started (warn) and ended (info).
+    pub fn update(&mut self, now: impl IntoIterator<Item = String>) {
+        let now: BTreeSet<String> = now.into_iter().collect();
+        let started: Vec<&String> = now.difference(&self.current).collect();
+        let ended: Vec<&String> = self.current.difference(&now).collect();
+        if !started.is_empty() {
+            warn!(
+                count = started.len(),
+                total = now.len(),
+                "{}: {}",
+                self.what,
+                named(&started)
+            );
+            for c in started.iter().skip(NAMED) {
+                debug!("{}: {c}", self.what);
+            }
+        }
+        if !ended.is_empty() {
+            info!(
+                count = ended.len(),
+                total = now.len(),
+                "no longer {}: {}",
+                self.what,
+                named(&ended)
+            );
+            for c in ended.iter().skip(NAMED) {
+                debug!("no longer {}: {c}", self.what);
+            }
+        }
+        self.current = now;
+    }
+
+    /// One line saying how many still hold (nothing when none does).
+    pub fn summary(&self) {
+        if self.current.is_empty() {
+            return;
+        }
+        let all: Vec<&String> = self.current.iter().collect();
+        warn!(total = all.len(), "still {}: {}", self.what, named(&all));
+    }
+}
+
+/// The first [`NAMED`] of `items`, and how many more.
+fn named(items: &[&String]) -> String {
+    let mut s = items
+        .iter()
+        .take(NAMED)
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if items.len() > NAMED {
+        s += &format!("; and {} more", items.len() - NAMED);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_a_few_and_counts_the_rest() {
+        let items: Vec<String> = (0..10).map(|i| format!("b{i}")).collect();
+        let refs: Vec<&String> = items.iter().collect();
+        assert_eq!(named(&refs), "b0; b1; b2; and 7 more");
+        assert_eq!(named(&refs[..2]), "b0; b1");
+    }
+
+    #[test]
+    fn tracks_what_started_and_ended() {
+        let mut c = Conditions::new("backends without a MAC");
+        c.update(["a".to_string(), "b".to_string()]);
+        assert_eq!(c.len(), 2);
+        c.update(["b".to_string(), "c".to_string()]);
+        assert_eq!(c.len(), 2);
+        c.update([]);
+        assert!(c.is_empty());
+    }
+}
