@@ -509,12 +509,38 @@ impl Daemon {
         self.failed = failed;
         match apply::apply(&mut self.maps, &eff.config, &self.macs, &eff.down, false) {
             Ok(plan) => {
+                // Each change on its own line when few; else a count, a few named, and each
+                // at debug level (a lost rack is one line, not a thousand).
+                let many = plan.changes.len() > TRANSITIONS_NAMED;
                 for c in &plan.changes {
-                    if why == RECONCILE {
+                    if many {
+                        tracing::debug!(cause = why, change = %c, "applied");
+                    } else if why == RECONCILE {
                         // Nothing of the daemon's changed: the maps had drifted.
                         warn!(change = %c, "reconcile: the maps differed from the desired state; repaired");
                     } else {
                         info!(cause = why, change = %c, "applied");
+                    }
+                }
+                if many {
+                    let named: Vec<String> = plan
+                        .changes
+                        .iter()
+                        .take(crate::conditions::NAMED)
+                        .map(ToString::to_string)
+                        .collect();
+                    let text = format!(
+                        "{}; and {} more",
+                        named.join("; "),
+                        plan.changes.len() - named.len()
+                    );
+                    if why == RECONCILE {
+                        warn!(
+                            count = plan.changes.len(),
+                            "reconcile: the maps differed from the desired state; repaired: {text}"
+                        );
+                    } else {
+                        info!(cause = why, count = plan.changes.len(), "applied: {text}");
                     }
                 }
                 self.warnings.update(plan.warnings);

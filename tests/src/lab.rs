@@ -235,6 +235,12 @@ impl Host {
         Ok(())
     }
 
+    /// Runs iproute2 commands (one per line, `ip -batch`) inside this host's namespace: many
+    /// addresses or routes in one process.
+    pub fn ip_batch(&self, cmds: &[String]) -> Result<()> {
+        ip_batch(&self.netns, cmds).with_context(|| format!("ip -batch in {}", self.name))
+    }
+
     /// Runs `f` on a thread inside this host's namespace (sockets it opens stay there).
     pub fn run_in<T, F>(&self, f: F) -> Result<T>
     where

@@ -5,6 +5,7 @@ pub mod lab;
 pub mod lbctl;
 pub mod packet;
 pub mod procs;
+pub mod scale;
 
 /// Where `cargo xtask bench` writes its results: `<workspace>/bench/results`.
 pub fn bench_results_dir() -> std::path::PathBuf {

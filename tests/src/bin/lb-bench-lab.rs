@@ -32,6 +32,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 use lb_tests::{
     lab::{DEFAULT_VIP, Host, Lab, LabSpec, http_get},
     lbctl::{LbCtl, run_with_deadline},
+    procs,
 };
 use serde_json::{Value, json};
 
@@ -208,21 +209,7 @@ fn cpu_ticks() -> (u64, u64) {
 
 /// CPU time (clock ticks) of the given processes, from /proc/PID/stat.
 fn proc_ticks(pids: &[u32]) -> u64 {
-    pids.iter()
-        .filter_map(|pid| fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .filter_map(|s| {
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            // utime, stime are fields 14 and 15 (1-based) of the whole line.
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-        })
-        .sum()
-}
-
-fn ticks_per_s() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
+    pids.iter().filter_map(|&pid| procs::cpu_ticks(pid)).sum()
 }
 
 struct Bench<'a> {
@@ -291,7 +278,7 @@ impl Bench<'_> {
         } else {
             0.0
         };
-        let servers_cores = (servers1 - servers0) as f64 / ticks_per_s() / wall;
+        let servers_cores = (servers1 - servers0) as f64 / procs::ticks_per_second() / wall;
         let lat = |p: u32| w.latency_ms.iter().find(|(q, _)| *q == p).map(|(_, v)| *v);
         eprintln!(
             "    {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms; machine {:.0}% busy, \
