@@ -77,12 +77,12 @@ impl Conditions {
     }
 }
 
-/// The first [`NAMED`] of `items`, and how many more.
-fn named(items: &[&String]) -> String {
+/// The first [`NAMED`] of `items`, and how many more: `a; b; c; and 7 more`.
+pub fn named<T: std::fmt::Display>(items: &[T]) -> String {
     let mut s = items
         .iter()
         .take(NAMED)
-        .map(|c| c.as_str())
+        .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ");
     if items.len() > NAMED {

@@ -44,7 +44,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     apply::{self, Macs},
-    conditions::Conditions,
+    conditions::{Conditions, named},
     config::{self, Config},
     health::{
         self, State,
@@ -489,22 +489,44 @@ impl Daemon {
             .collect();
         let eff = effective(&self.config, &self.health_down, &lost);
         let failed: HashSet<String> = eff.failed.iter().cloned().collect();
-        for name in failed.difference(&self.failed) {
-            let sorry = self
-                .config
-                .services
-                .iter()
-                .find(|s| &s.name == name)
-                .and_then(|s| s.health.sorry_server);
-            match sorry {
-                Some(addr) => {
-                    warn!(service = %name, sorry_server = %addr, "service failed: sorry server in")
+        let mut newly: Vec<&String> = failed.difference(&self.failed).collect();
+        let mut recovered: Vec<&String> = self.failed.difference(&failed).collect();
+        newly.sort();
+        recovered.sort();
+        if newly.len() > TRANSITIONS_NAMED {
+            warn!(
+                count = newly.len(),
+                failed = failed.len(),
+                "services failed (no backend up; sorry servers in where configured): {}",
+                named(&newly)
+            );
+        } else {
+            for name in &newly {
+                let sorry = self
+                    .config
+                    .services
+                    .iter()
+                    .find(|s| &s.name == *name)
+                    .and_then(|s| s.health.sorry_server);
+                match sorry {
+                    Some(addr) => {
+                        warn!(service = %name, sorry_server = %addr, "service failed: sorry server in")
+                    }
+                    None => warn!(service = %name, "service failed: no backend is up"),
                 }
-                None => warn!(service = %name, "service failed: no backend is up"),
             }
         }
-        for name in self.failed.difference(&failed) {
-            info!(service = %name, "service recovered");
+        if recovered.len() > TRANSITIONS_NAMED {
+            info!(
+                count = recovered.len(),
+                failed = failed.len(),
+                "services recovered: {}",
+                named(&recovered)
+            );
+        } else {
+            for name in &recovered {
+                info!(service = %name, "service recovered");
+            }
         }
         self.failed = failed;
         match apply::apply(&mut self.maps, &eff.config, &self.macs, &eff.down, false) {
@@ -523,17 +545,7 @@ impl Daemon {
                     }
                 }
                 if many {
-                    let named: Vec<String> = plan
-                        .changes
-                        .iter()
-                        .take(crate::conditions::NAMED)
-                        .map(ToString::to_string)
-                        .collect();
-                    let text = format!(
-                        "{}; and {} more",
-                        named.join("; "),
-                        plan.changes.len() - named.len()
-                    );
+                    let text = named(&plan.changes);
                     if why == RECONCILE {
                         warn!(
                             count = plan.changes.len(),
@@ -697,17 +709,11 @@ impl Daemon {
                 if of.is_empty() {
                     continue;
                 }
-                let named: Vec<String> = of
+                let all: Vec<String> = of
                     .iter()
-                    .take(crate::conditions::NAMED)
                     .map(|p| format!("{}/{} ({})", p.key.0, p.key.1, p.transition.reason))
                     .collect();
-                let more = of.len().saturating_sub(named.len());
-                let text = if more > 0 {
-                    format!("{}; and {more} more", named.join("; "))
-                } else {
-                    named.join("; ")
-                };
+                let text = named(&all);
                 let down_now = self.health_down.len();
                 match to {
                     State::Down => {

@@ -230,6 +230,15 @@ back to what it wants, each repair logged.
 SIGTERM or SIGINT stops the checks and leaves the data path forwarding, unless
 --detach-on-exit.
 
+Backends checked the same way (address, port, check settings; exec also service and port)
+share one probe, so a real server listed by many services is checked once per interval.
+Transitions are applied in batches (one apply per 100 ms at most) and, when many, logged as
+one summary line. Every --summary-interval the daemon logs how many checks ran and how late
+they started against their schedule (p50/p99/max), and how many waited for one of the
+--max-concurrent-checks slots. Backend MACs need one kernel neighbour entry each: when the
+kernel's table is full (net.ipv4.neigh.default.gc_thresh3, 1024 by default, shared by all
+namespaces) the log says so once, with the value to raise it to.
+
 `exec` checks and notify hooks run `/bin/sh -c` in a process group of their own; the whole
 group is killed (SIGKILL) when the command ends, times out (hooks: --hook-timeout), its
 check is replaced by a reload, or the daemon stops. Processes that leave the group on

@@ -53,7 +53,8 @@ enum Task {
     },
     /// Run the benchmarks and write bench/results/: the data path per packet against a minimal
     /// XDP_TX program (lb-bench), control-plane scale (lb-bench-scale), HTTP through the lab
-    /// against the ceiling and HAProxy (lb-bench-lab), then the report (lb-bench-report:
+    /// against the ceiling and HAProxy (lb-bench-lab), `lb-ctl run` with 16,000 checked
+    /// backends (lb-bench-daemon), then the report (lb-bench-report:
     /// latest.md, latest.json, latest.png). Needs root. Extra arguments go to lb-bench
     /// (--repeat N, --rounds N).
     Bench {
@@ -115,7 +116,7 @@ fn release_bins(what: &str, bins: &[(&str, &[String])]) -> Result<()> {
 }
 
 /// `cargo xtask bench`: the data path (extra arguments go there), control-plane scale, the
-/// lab, then the report, which prints the tables and writes bench/results/latest.*. Each
+/// lab, the daemon at scale, then the report, which prints the tables and writes bench/results/latest.*. Each
 /// bench reports its targets as met / not met and never fails because a machine was slow.
 fn bench(args: &[String]) -> Result<()> {
     let started = Instant::now();
@@ -126,6 +127,7 @@ fn bench(args: &[String]) -> Result<()> {
             ("lb-bench", args),
             ("lb-bench-scale", none),
             ("lb-bench-lab", none),
+            ("lb-bench-daemon", none),
             ("lb-bench-report", none),
         ],
     )?;

@@ -1,6 +1,7 @@
 //! `cargo xtask bench` (last step): gathers what the bench binaries wrote into
 //! `bench/results/` (`datapath.json` from `lb-bench`, `lab.json` from `lb-bench-lab`,
-//! `scale.json` from `lb-bench-scale`; any of them may be missing), adds the machine, kernel,
+//! `scale.json` from `lb-bench-scale`, `daemon.json` from `lb-bench-daemon`; any of them may be
+//! missing), adds the machine, kernel,
 //! date and commit, and writes
 //!
 //! - `latest.md`: Markdown tables with each target and whether it was met (also printed);
@@ -281,6 +282,58 @@ fn scale_md(md: &mut String, s: &Value) {
     md.push('\n');
 }
 
+fn daemon_md(md: &mut String, d: &Value) {
+    let _ = writeln!(
+        md,
+        "## The daemon at scale: {} services x {} backends under `lb-ctl run`\n\nIn the lab, `{}` \
+         checks; a real server's addresses are the backends; one real server (the rack) has its \
+         link pulled after the steady window. Targets: all usable within {} s, 0 false downs, p99 \
+         of how late checks start <= {} ms, under {} log lines a minute, the rack out within {}.\n",
+        d["services"],
+        d["backends_per_service"],
+        d["check"].as_str().unwrap_or("?"),
+        d["targets"]["all_up_s"],
+        d["targets"]["late_p99_ms"],
+        d["targets"]["log_lines_per_minute"],
+        d["targets"]["rack_out"].as_str().unwrap_or("?"),
+    );
+    let _ = writeln!(
+        md,
+        "| addresses | probes | all usable after | false downs | daemon CPU | memory (RSS / peak) \
+         | checks in window | late p50 / p99 / max | log lines / min | rack: backends out after \
+         | rack log lines |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    for r in d["runs"].as_array().into_iter().flatten() {
+        let met = |k: &str| met_str(&r[k]);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} s ({}) | {} ({}) | {}% of a core | {} / {} MiB | {} | {} / {} / {} ms \
+             ({}) | {} ({}) | {}: {} s ({}) | {} |",
+            r["addresses"],
+            r["probes"],
+            f(&r["all_up_s"], 1),
+            met("all_up_met"),
+            r["false_downs"],
+            met("false_downs_met"),
+            f(&r["cpu_percent_of_a_core"], 1),
+            f(&r["rss_mib"], 1),
+            f(&r["peak_rss_mib"], 1),
+            r["checks"],
+            f(&r["late_p50_ms"], 1),
+            f(&r["late_p99_ms"], 1),
+            f(&r["late_max_ms"], 1),
+            met("late_p99_met"),
+            f(&r["log_lines_per_minute"], 1),
+            met("log_met"),
+            r["rack_backends"],
+            f(&r["rack_out_s"], 2),
+            met("rack_out_met"),
+            r["rack_log_lines"],
+        );
+    }
+    md.push('\n');
+}
+
 /// Registers the first TTF font found as "sans-serif"; false if there is none.
 fn register_font() -> bool {
     const CANDIDATES: &[&str] = &[
@@ -426,7 +479,8 @@ fn main() -> Result<()> {
     let datapath = read_json(&dir.join("datapath.json"))?;
     let lab = read_json(&dir.join("lab.json"))?;
     let scale = read_json(&dir.join("scale.json"))?;
-    if datapath.is_none() && lab.is_none() && scale.is_none() {
+    let daemon = read_json(&dir.join("daemon.json"))?;
+    if datapath.is_none() && lab.is_none() && scale.is_none() && daemon.is_none() {
         bail!(
             "no results in {} (datapath.json, lab.json, scale.json): run `cargo xtask bench`",
             dir.display()
@@ -459,6 +513,10 @@ fn main() -> Result<()> {
         Some(s) => scale_md(&mut md, s),
         None => md.push_str("## Control plane\n\nNot run (no scale.json).\n\n"),
     }
+    match &daemon {
+        Some(d) => daemon_md(&mut md, d),
+        None => md.push_str("## The daemon at scale\n\nNot run (no daemon.json).\n\n"),
+    }
     md.push_str("Reproduce with `cargo xtask bench` (root); targets are reported, not asserted.\n");
 
     let md_path = dir.join("latest.md");
@@ -468,6 +526,7 @@ fn main() -> Result<()> {
         "datapath": datapath,
         "lab": lab,
         "scale": scale,
+        "daemon": daemon,
     });
     let json_path = dir.join("latest.json");
     fs::write(&json_path, serde_json::to_string_pretty(&all)? + "\n")
