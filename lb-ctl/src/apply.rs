@@ -143,11 +143,8 @@ impl Plan {
                     .set(*id, b, 0)
                     .with_context(|| format!("writing backend {id}"))?,
                 Write::SetTable(offset, seq) => {
-                    for (i, id) in seq.iter().enumerate() {
-                        maps.table
-                            .set(offset + i as u32, id, 0)
-                            .context("writing TABLE")?;
-                    }
+                    crate::maps::array_update_batch(&maps.table, *offset, seq)
+                        .context("writing TABLE")?
                 }
                 Write::ResetServiceCounters(id) => maps.reset_service_counters(*id)?,
                 Write::PutService(k, s) => maps
