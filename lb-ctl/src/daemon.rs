@@ -83,7 +83,8 @@ pub struct Options {
 /// The cause of the periodic apply that repairs drift.
 const RECONCILE: &str = "reconcile";
 
-/// The longest a health transition waits to be applied with others (one apply per batch).
+/// At most one apply of health transitions per BATCH: the longest a transition waits to be
+/// applied with others.
 const BATCH: Duration = Duration::from_millis(100);
 /// Transitions in one batch logged one line each; more are summarized.
 const TRANSITIONS_NAMED: usize = 8;
@@ -240,8 +241,10 @@ async fn main_loop(opts: Options) -> Result<()> {
     let mut summary_tick = tokio::time::interval(d.opts.summary_every);
     summary_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     summary_tick.tick().await;
-    // Transitions are applied in batches: at most one apply per BATCH.
+    // Transitions are applied in batches: at once when none was applied for BATCH, else
+    // BATCH after the last one, so a burst is one apply and a lone failure waits for nothing.
     let mut flush_at: Option<Instant> = None;
+    let mut last_flush = Instant::now();
 
     let why = loop {
         tokio::select! {
@@ -251,12 +254,13 @@ async fn main_loop(opts: Options) -> Result<()> {
                     d.probe_event(ev);
                 }
                 if !d.pending.is_empty() && flush_at.is_none() {
-                    flush_at = Some(Instant::now() + BATCH);
+                    flush_at = Some((last_flush + BATCH).max(Instant::now()));
                 }
             }
             _ = sleep_until_opt(flush_at) => {
                 flush_at = None;
                 d.settle_transitions();
+                last_flush = Instant::now();
             }
             _ = summary_tick.tick() => d.summary(),
             _ = hup.recv() => {

@@ -277,10 +277,27 @@ pub fn run(
     let skip = daemon.lines().len();
     let (_, _, rack_up) = usable(ctl, &rack_set)?;
     r.rack_backends = rack_up;
+    // Watched from the BACKENDS map itself (one batch read, a few ms), not through
+    // `lb-ctl stats`, whose own cost would slow the daemon down on a small machine.
+    let maps = lb_ctl::maps::Maps::from_pins(ctl.pin_dir())?;
+    let rack_usable = || -> Result<usize> {
+        let all = lb_ctl::maps::array_batch(&maps.backends, 0, maps.backends.len())?;
+        Ok(all
+            .iter()
+            .filter(|b| {
+                b.flags & lb_common::BACKEND_USABLE != 0
+                    && rack_set.contains(&lb_ctl::apply::addr_v4(&b.addr))
+            })
+            .count())
+    };
+    ensure!(
+        rack_usable()? == rack_up,
+        "the maps and stats disagree on the rack's usable backends"
+    );
     let lost = Instant::now();
     lab.set_link(rack_server, false)?;
     loop {
-        let (_, _, up) = usable(ctl, &rack_set)?;
+        let up = rack_usable()?;
         if up == 0 {
             r.rack_out_after = lost.elapsed();
             break;
@@ -292,7 +309,7 @@ pub fn run(
                 tail(&daemon.lines(), 20)
             );
         }
-        thread::sleep(Duration::from_millis(20));
+        thread::sleep(Duration::from_millis(25));
     }
     thread::sleep(Duration::from_secs(5).saturating_sub(lost.elapsed()));
     r.rack_log_lines = daemon.lines().len() - skip;
