@@ -77,6 +77,42 @@ impl Conditions {
     }
 }
 
+/// How many events may still be logged one line each: `burst` at once, refilled at `burst`
+/// a second. Past it, events are summarized, so a burst spread over several batches (a rack
+/// failing over a second) is a few lines too.
+#[derive(Debug)]
+pub struct Budget {
+    burst: f64,
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl Budget {
+    pub fn new(burst: usize) -> Budget {
+        Budget {
+            burst: burst as f64,
+            tokens: burst as f64,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// Whether `n` events may be logged one line each now (and if so, takes them).
+    pub fn take(&mut self, n: usize) -> bool {
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * self.burst;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.last = now;
+        if n as f64 <= self.tokens {
+            self.tokens -= n as f64;
+            true
+        } else {
+            // Spent: the summary line costs what is left.
+            self.tokens = 0.0;
+            false
+        }
+    }
+}
+
 /// The first [`NAMED`] of `items`, and how many more: `a; b; c; and 7 more`.
 pub fn named<T: std::fmt::Display>(items: &[T]) -> String {
     let mut s = items
@@ -101,6 +137,18 @@ mod tests {
         let refs: Vec<&String> = items.iter().collect();
         assert_eq!(named(&refs), "b0; b1; b2; and 7 more");
         assert_eq!(named(&refs[..2]), "b0; b1");
+    }
+
+    #[test]
+    fn a_budget_allows_a_burst_then_summaries() {
+        let mut b = Budget::new(8);
+        assert!(b.take(8));
+        assert!(!b.take(1));
+        assert!(!b.take(1));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // 0.3 s refills 2.4 events.
+        assert!(b.take(2));
+        assert!(!b.take(2));
     }
 
     #[test]

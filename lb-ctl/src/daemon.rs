@@ -44,7 +44,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     apply::{self, Macs},
-    conditions::{Conditions, named},
+    conditions::{Budget, Conditions, named},
     config::{self, Config},
     health::{
         self, State,
@@ -86,7 +86,8 @@ const RECONCILE: &str = "reconcile";
 /// At most one apply of health transitions per BATCH: the longest a transition waits to be
 /// applied with others.
 const BATCH: Duration = Duration::from_millis(100);
-/// Transitions in one batch logged one line each; more are summarized.
+/// Transitions (map changes, failed services) logged one line each at once, and per second;
+/// more are summarized.
 const TRANSITIONS_NAMED: usize = 8;
 /// Unresolved MACs are asked for again after RESOLVE_MIN, doubling up to RESOLVE_MAX.
 const RESOLVE_MIN: Duration = Duration::from_secs(5);
@@ -147,6 +148,8 @@ struct Daemon {
     delays: Arc<Delays>,
     /// What the last apply warned about (backends without a MAC...), logged as it changes.
     warnings: Conditions,
+    /// One line per transition, map change or failed service while few; summaries past it.
+    budgets: [Budget; 3],
     /// When unresolved MACs are next asked for, and the wait after that.
     resolve_due: Instant,
     resolve_backoff: Duration,
@@ -199,6 +202,7 @@ async fn main_loop(opts: Options) -> Result<()> {
         pending: Vec::new(),
         delays: Arc::new(Delays::default()),
         warnings: Conditions::new("apply warnings"),
+        budgets: [(); 3].map(|()| Budget::new(TRANSITIONS_NAMED)),
         resolve_due: Instant::now() + RESOLVE_MIN,
         resolve_backoff: RESOLVE_MIN,
         health_down: HashMap::new(),
@@ -497,14 +501,16 @@ impl Daemon {
         let mut recovered: Vec<&String> = self.failed.difference(&failed).collect();
         newly.sort();
         recovered.sort();
-        if newly.len() > TRANSITIONS_NAMED {
+        let few = newly.len() + recovered.len();
+        let few = few == 0 || self.budgets[2].take(few);
+        if !few && !newly.is_empty() {
             warn!(
                 count = newly.len(),
                 failed = failed.len(),
                 "services failed (no backend up; sorry servers in where configured): {}",
                 named(&newly)
             );
-        } else {
+        } else if few {
             for name in &newly {
                 let sorry = self
                     .config
@@ -520,14 +526,14 @@ impl Daemon {
                 }
             }
         }
-        if recovered.len() > TRANSITIONS_NAMED {
+        if !few && !recovered.is_empty() {
             info!(
                 count = recovered.len(),
                 failed = failed.len(),
                 "services recovered: {}",
                 named(&recovered)
             );
-        } else {
+        } else if few {
             for name in &recovered {
                 info!(service = %name, "service recovered");
             }
@@ -537,7 +543,7 @@ impl Daemon {
             Ok(plan) => {
                 // Each change on its own line when few; else a count, a few named, and each
                 // at debug level (a lost rack is one line, not a thousand).
-                let many = plan.changes.len() > TRANSITIONS_NAMED;
+                let many = !plan.changes.is_empty() && !self.budgets[1].take(plan.changes.len());
                 for c in &plan.changes {
                     if many {
                         tracing::debug!(cause = why, change = %c, "applied");
@@ -692,7 +698,7 @@ impl Daemon {
         self.update_quorum();
         // Applied first, so that the log lines mean "in effect".
         self.apply("health check");
-        let many = pending.len() > TRANSITIONS_NAMED;
+        let many = !self.budgets[0].take(pending.len());
         for p in &pending {
             let ((service, addr), t) = (&p.key, &p.transition);
             match (t.to, many) {
