@@ -169,6 +169,44 @@ fn zero(map: &mut PerCpuArray<MapData, Counters>, id: u32) -> Result<()> {
         .with_context(|| format!("zeroing counters {id}"))
 }
 
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+
+/// The `batch` member of the kernel's `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// The `bpf(cmd, attr)` syscall for a batch command.
+///
+/// # Safety
+/// The pointers in `attr` must be valid for `attr.count` keys and values for the call.
+unsafe fn batch(cmd: libc::c_long, attr: &mut BatchAttr) -> std::io::Result<()> {
+    // SAFETY: the caller vouches for the buffers; attr itself is valid for its size.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Reads `count` consecutive entries of an array map from index `start` with one
 /// BPF_MAP_LOOKUP_BATCH call per chunk instead of one syscall per entry (a 65,536-entry
 /// array: milliseconds instead of a tenth of a second). Entries past the array's end are not
@@ -182,19 +220,6 @@ pub fn array_batch<T: aya::Pod + Default>(
 
     use aya::maps::IterableMap as _;
 
-    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-    #[repr(C)]
-    #[derive(Default)]
-    struct BatchAttr {
-        in_batch: u64,
-        out_batch: u64,
-        keys: u64,
-        values: u64,
-        count: u32,
-        map_fd: u32,
-        elem_flags: u64,
-        flags: u64,
-    }
     let fd = map.map().fd().as_fd().as_raw_fd();
     let mut out: Vec<T> = Vec::with_capacity(count as usize);
     // The kernel resumes after the key in `in_batch`: start - 1, or from the first key.
@@ -215,18 +240,10 @@ pub fn array_batch<T: aya::Pod + Default>(
             ..BatchAttr::default()
         };
         // SAFETY: attr points at buffers of `want` keys and values that live across the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>(),
-            )
-        };
-        let err = std::io::Error::last_os_error();
-        let done = rc != 0 && err.raw_os_error() == Some(libc::ENOENT);
-        if rc != 0 && !done {
-            return Err(err).context("BPF_MAP_LOOKUP_BATCH");
+        let rc = unsafe { batch(BPF_MAP_LOOKUP_BATCH, &mut attr) };
+        let done = matches!(&rc, Err(e) if e.raw_os_error() == Some(libc::ENOENT));
+        if !done {
+            rc.context("BPF_MAP_LOOKUP_BATCH")?;
         }
         values.truncate(attr.count as usize);
         out.extend(values);
@@ -252,19 +269,6 @@ pub fn array_update_batch<T: aya::Pod>(
 
     use aya::maps::IterableMap as _;
 
-    const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
-    #[repr(C)]
-    #[derive(Default)]
-    struct BatchAttr {
-        in_batch: u64,
-        out_batch: u64,
-        keys: u64,
-        values: u64,
-        count: u32,
-        map_fd: u32,
-        elem_flags: u64,
-        flags: u64,
-    }
     let fd = map.map().fd().as_fd().as_raw_fd();
     for (n, chunk) in values.chunks(8192).enumerate() {
         let first = start + (n * 8192) as u32;
@@ -277,23 +281,13 @@ pub fn array_update_batch<T: aya::Pod>(
             ..BatchAttr::default()
         };
         // SAFETY: attr points at `count` keys and values that live across the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_UPDATE_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>(),
+        unsafe { batch(BPF_MAP_UPDATE_BATCH, &mut attr) }.with_context(|| {
+            format!(
+                "BPF_MAP_UPDATE_BATCH of {} entries at {first} ({} written)",
+                chunk.len(),
+                attr.count
             )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error()).with_context(|| {
-                format!(
-                    "BPF_MAP_UPDATE_BATCH of {} entries at {first} ({} written)",
-                    chunk.len(),
-                    attr.count
-                )
-            });
-        }
+        })?;
     }
     Ok(())
 }

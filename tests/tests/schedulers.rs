@@ -3,29 +3,21 @@
 
 use std::{net::Ipv4Addr, thread, time::Duration};
 
-use etherparse::PacketBuilder;
 use lb_common::Reason;
-use lb_tests::packet::{BACKEND_MACS, CLIENT_MAC, DIRECTOR_MAC, Harness, Output, XDP_TX};
+use lb_tests::packet::{
+    BACKEND_MACS, CLIENT_MAC, DIRECTOR_MAC, Harness, Output, XDP_TX, tcp_frame,
+};
 
 const VIP: [u8; 4] = [192, 168, 58, 133];
 
-/// A TCP packet from `client:sport` to VIP:80 with the given flags.
+/// A TCP packet from `client:sport` to VIP:dport with the given flags.
 fn tcp(client: [u8; 4], sport: u16, dport: u16, flags: &str) -> Vec<u8> {
-    let mut b = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
-        .ipv4(client, VIP, 64)
-        .tcp(sport, dport, 1, 1000);
-    for f in flags.chars() {
-        b = match f {
-            'S' => b.syn(),
-            'A' => b.ack(1),
-            'F' => b.fin(),
-            'R' => b.rst(),
-            _ => panic!("flag {f}"),
-        };
-    }
-    let mut v = Vec::new();
-    b.write(&mut v, &[]).expect("frame");
-    v
+    tcp_frame(
+        (CLIENT_MAC, DIRECTOR_MAC),
+        (client, sport),
+        (VIP, dport),
+        flags,
+    )
 }
 
 /// The client address of synthetic flow `i` (spread over a /16).
