@@ -227,6 +227,7 @@ backend's MAC follows the kernel's neighbour table as soon as it changes (a grat
 a backend whose neighbour entry FAILED gets no traffic, and every --reconcile-interval the
 pins (a detached interface, a removed pin) and the maps (anything written by hand) are put
 back to what it wants, each repair logged.
+
 SIGTERM or SIGINT stops the checks and leaves the data path forwarding, unless
 --detach-on-exit.
 
@@ -258,7 +259,8 @@ Check block (per service; a backend may carry its own `check:` overriding keys):
     retries: 2            # failures in a row before down
     retry_delay: 500ms    # wait before retrying after a failure
     rise: 1               # successes in a row before up
-    warmup: 0s            # the first check comes up to this late
+    warmup: 0s            # the first check comes up to this late (0s: within the
+                          # first interval, spread over the backends)
 Service options: sorry_server, inhibit_on_failure, quorum, hysteresis, notify_up,
 notify_down (see the README).")]
     Run {
