@@ -503,6 +503,8 @@ impl Net {
     fn remove_all(&self) {
         // The pins first: unpinning the link detaches the program.
         remove_pin_dir(&self.pin_dir);
+        // And the lock lb-ctl keeps for them under /run/lb-ctl.
+        remove_pin_dir(&lb_ctl::lock::runtime_dir(&self.pin_dir));
         for ns in self.namespaces() {
             delete_netns(ns);
         }
@@ -592,6 +594,13 @@ fn sweep_leftovers() {
     for name in names(Path::new("/sys/fs/bpf")) {
         if dead(&name) {
             remove_pin_dir(&Path::new("/sys/fs/bpf").join(name));
+        }
+    }
+    // The runtime directories (locks) of those pin directories: /run/lb-ctl/sys_fs_bpf_<name>.
+    let run = Path::new(lb_ctl::lock::RUN_ROOT);
+    for name in names(run) {
+        if name.strip_prefix("sys_fs_bpf_").is_some_and(dead) {
+            remove_pin_dir(&run.join(name));
         }
     }
     for name in names(Path::new("/run/netns")) {
