@@ -352,7 +352,7 @@ pub enum NeighEvent {
 pub fn watch(
     mut on_event: impl FnMut(NeighEvent) -> bool + Send + 'static,
 ) -> Result<thread::JoinHandle<()>> {
-    use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+    use netlink_packet_core::NetlinkPayload;
     use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
     const RTMGRP_NEIGH: u32 = 1 << 2;
@@ -377,19 +377,8 @@ pub fn watch(
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(_) => return,
                 };
-                let mut offset = 0;
-                while data.len() - offset >= 16 {
-                    let rest = &data[offset..];
-                    let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-                    if !(16..=rest.len()).contains(&len) {
-                        break;
-                    }
-                    offset += (len + 3) & !3;
-                    let Ok(parsed) =
-                        NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..len])
-                    else {
-                        continue;
-                    };
+                // A message that does not decode is skipped; the next reconcile reads the table.
+                for parsed in rtnl::messages(&data).filter_map(Result::ok) {
                     let event = match parsed.payload {
                         NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(m)) => {
                             parse_entry(&m).map(|(ifindex, addr, e)| NeighEvent::Changed {

@@ -96,18 +96,8 @@ pub fn request(message: RouteNetlinkMessage, extra_flags: u16) -> Result<Vec<Rou
                 anyhow::Error::new(e).context("reading a netlink answer")
             }
         })?;
-        let mut offset = 0;
-        while data.len() - offset >= NLMSG_HDRLEN {
-            let rest = &data[offset..];
-            let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-            anyhow::ensure!(
-                (NLMSG_HDRLEN..=rest.len()).contains(&len),
-                "malformed netlink answer (message length {len}, {} bytes left)",
-                rest.len()
-            );
-            offset += (len + 3) & !3;
-            let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..len])
-                .context("decoding a netlink answer")?;
+        for parsed in messages(&data) {
+            let parsed = parsed?;
             if parsed.header.sequence_number != sequence {
                 continue;
             }
@@ -144,6 +134,31 @@ pub fn request(message: RouteNetlinkMessage, extra_flags: u16) -> Result<Vec<Rou
             }
         }
     }
+}
+
+/// The netlink messages of one datagram, in order; a length that does not fit or a message
+/// that does not decode is an error (and the last item).
+pub fn messages(data: &[u8]) -> impl Iterator<Item = Result<NetlinkMessage<RouteNetlinkMessage>>> {
+    let mut offset = 0;
+    std::iter::from_fn(move || {
+        if data.len().saturating_sub(offset) < NLMSG_HDRLEN {
+            return None;
+        }
+        let rest = &data[offset..];
+        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        if !(NLMSG_HDRLEN..=rest.len()).contains(&len) {
+            offset = data.len();
+            return Some(Err(anyhow::anyhow!(
+                "malformed netlink message (length {len}, {} bytes left)",
+                rest.len()
+            )));
+        }
+        offset += (len + 3) & !3;
+        Some(
+            NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..len])
+                .context("decoding a netlink message"),
+        )
+    })
 }
 
 /// The kernel's error text from the TLVs that follow the (capped) original header in an
