@@ -358,8 +358,13 @@ impl Daemon {
         // Unresolved MACs are asked for again with a backoff (5 s doubling to 60 s), so that
         // a dead address or a full neighbour table is not hammered every period.
         if self.macs.values().any(Result::is_err) && Instant::now() >= self.resolve_due {
+            let before = self.macs.clone();
             self.resolve();
-            self.apply("MAC resolution");
+            // Only a newly resolved (or lost) MAC is an apply of its own; otherwise the
+            // reconcile apply below is the only one this tick.
+            if self.macs != before {
+                self.apply("MAC resolution");
+            }
             self.resolve_backoff = if self.macs.values().any(Result::is_err) {
                 (self.resolve_backoff * 2).min(RESOLVE_MAX)
             } else {
