@@ -142,11 +142,10 @@ pub fn attach(dir: &Path, iface: &str, mode: Mode, sizes: &Sizes) -> Result<Atta
     let ifindex = link::ifindex(iface)?;
     let mac = link::mac(ifindex)?;
     ensure_bpffs(dir)?;
+    // Pins are root's: made 0700, and an existing directory anyone else could write is refused
+    // (also when the interface is attached already: its pins are not adopted then).
+    lock::private_dir(dir)?;
     let link_path = link_pin(dir, iface);
-    if dir.exists() {
-        let meta = fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
-        lock::check_private(dir, &meta)?;
-    }
     if link_path.exists() {
         PinnedLink::from_pin(&link_path).with_context(|| {
             format!(
@@ -157,8 +156,6 @@ pub fn attach(dir: &Path, iface: &str, mode: Mode, sizes: &Sizes) -> Result<Atta
         return Ok(Attached::Already);
     }
     let first = !dir.join(names::SERVICES).exists();
-    // Pins are root's: made 0700, and an existing directory anyone else could write is refused.
-    lock::private_dir(dir)?;
     let result = attach_new(dir, iface, ifindex, mac, mode, sizes);
     if result.is_err() {
         // Leave nothing behind from an attach that did not happen.
