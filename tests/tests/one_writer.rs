@@ -82,6 +82,19 @@ impl Env {
         self.daemon()
     }
 
+    /// `lb-ctl run --reconcile-interval 1s` with `web` (rr over both real servers), once 10
+    /// requests reach both; the servers' addresses and the file.
+    fn web_daemon(&mut self) -> (Ipv4Addr, Ipv4Addr, String) {
+        let (rs1, rs2) = (self.addr(0), self.addr(1));
+        let file = self.file(&web(&[rs1, rs2]));
+        self.start_daemon(&file, &["--reconcile-interval", "1s"]);
+        assert_eq!(
+            names_of(&self.requests(10)),
+            vec!["real-server-1", "real-server-2"]
+        );
+        (rs1, rs2, file)
+    }
+
     fn daemon(&self) -> &Daemon {
         self.daemon
             .as_ref()
@@ -434,13 +447,7 @@ fn garp(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
 #[test]
 fn a_real_servers_new_mac_is_followed() {
     let mut env = Env::new(2);
-    let (rs1, rs2) = (env.addr(0), env.addr(1));
-    let file = env.file(&web(&[rs1, rs2]));
-    env.start_daemon(&file, &["--reconcile-interval", "1s"]);
-    assert_eq!(
-        names_of(&env.requests(10)),
-        vec!["real-server-1", "real-server-2"]
-    );
+    let (rs1, _, _) = env.web_daemon();
     // The NIC of real-server-1 is replaced: a new MAC, announced by a gratuitous ARP.
     let new_mac = [0x02, 0, 0, 0, 0xaa, 0x87];
     let server = env.lab.server(0).clone();
@@ -493,13 +500,7 @@ fn a_real_servers_new_mac_is_followed() {
 #[test]
 fn the_daemon_repairs_pins_and_maps_changed_by_hand() {
     let mut env = Env::new(2);
-    let (rs1, rs2) = (env.addr(0), env.addr(1));
-    let file = env.file(&web(&[rs1, rs2]));
-    env.start_daemon(&file, &["--reconcile-interval", "1s"]);
-    assert_eq!(
-        names_of(&env.requests(6)),
-        vec!["real-server-1", "real-server-2"]
-    );
+    let (rs1, rs2, file) = env.web_daemon();
     let dir = env.ctl.pin_dir().to_path_buf();
 
     // Everything unpinned by hand: the program is detached, the maps only held by the daemon.
