@@ -1,27 +1,26 @@
 //! The control plane of the XDP director, as a library: the `lb-ctl` binary and the tests use
 //! the same code to load the program, fill its maps and read its counters.
+//!
+//! The folders, from the bottom up (docs/architecture.md has the whole map and the import
+//! rules):
+//! - [`config`]: the YAML service file, parsed and validated into typed values;
+//! - [`sched`]: the lookup tables of the schedulers (weighted round robin, Maglev);
+//! - [`plan`]: the pure difference between the maps and a config;
+//! - [`maps`]: the kernel side: loading, pins, the one-writer lock, typed map access;
+//! - [`net`]: interfaces, neighbours, namespaces and the host's own addresses;
+//! - [`exec`]: running commands (checks, notify hooks) in process groups, with timeouts;
+//! - [`health`]: keepalived's real-server checks, which report to the daemon;
+//! - [`vrrp`]: VRRP instances moving the VIP between directors;
+//! - [`daemon`]: `lb-ctl run`, which owns the data path and decides what is written;
+//! - [`cli`]: what the commands print and their clap definitions.
 
-pub mod apply;
-pub mod conditions;
+pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod genhash;
+pub mod exec;
 pub mod health;
-pub mod hooks;
-pub mod list;
-pub mod loader;
-pub mod lock;
-pub mod maglev;
 pub mod maps;
 pub mod net;
-pub mod own_addresses;
-pub mod pins;
-pub mod privileges;
-pub mod repair;
-pub mod resolve;
-pub mod stats;
-pub mod table;
-pub mod tasks;
-pub mod view;
+pub mod plan;
+pub mod sched;
 pub mod vrrp;
-pub mod watch;

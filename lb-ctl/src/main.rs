@@ -11,15 +11,18 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use lb_ctl::{
-    apply, config, list,
-    loader::Sizes,
-    lock,
+    cli::list,
+    cli::privileges,
+    cli::stats::{self, Rates},
+    config,
     maps::Maps,
+    maps::loader::Sizes,
+    maps::lock,
+    maps::pins::{self, Attached, Mode},
+    maps::view::{self, Snapshot},
     net::netns,
-    pins::{self, Attached, Mode},
-    privileges, resolve,
-    stats::{self, Rates},
-    view::{self, Snapshot},
+    net::resolve,
+    plan,
 };
 
 const ABOUT: &str =
@@ -545,7 +548,7 @@ fn run(cli: Cli) -> Result<()> {
             timeout,
             verbose,
         } => {
-            let fetched = lb_ctl::genhash::genhash(&lb_ctl::genhash::Request {
+            let fetched = lb_ctl::cli::genhash::genhash(&lb_ctl::cli::genhash::Request {
                 server,
                 port,
                 url,
@@ -614,9 +617,9 @@ fn run_apply(dir: &Path, file: &Path, dry_run: bool, timeout: Duration) -> Resul
         .collect::<Result<_, _>>()
         .context("reading IFACES")?;
     // Before anything is written: a backend that is the director itself applies nothing.
-    lb_ctl::own_addresses::check(&config, &file.display().to_string(), &ifindexes)?;
+    lb_ctl::net::own_addresses::check(&config, &file.display().to_string(), &ifindexes)?;
     let macs = resolve::backend_macs(&config, &ifindexes, timeout);
-    let plan = apply::apply(&mut maps, &config, &macs, &apply::Down::new(), dry_run)?;
+    let plan = plan::apply(&mut maps, &config, &macs, &plan::Down::new(), dry_run)?;
     for w in &plan.warnings {
         eprintln!("warning: {w}");
     }

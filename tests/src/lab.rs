@@ -33,7 +33,7 @@
 //! - director-1: the VIP as `/32` on `eth0`, so it answers ARP for it. director-2 has no VIP
 //!   ([`Lab::add_vip`] / [`Lab::del_vip`], or keepalived, move it). On the switch side of each
 //!   director's link: TX checksum offload off (`ethtool -K sw-director-N tx off`) and a
-//!   pass-through XDP program (`lb_ctl::loader::attach_pass_through`), both needed for
+//!   pass-through XDP program (`lb_ctl::maps::loader::attach_pass_through`), both needed for
 //!   native-mode XDP_TX on veth (LAB.md).
 //! - client: TX checksum offload off on its `eth0`.
 //! - real servers: the VIP `/32` on `lo`, `arp_ignore=1` and `arp_announce=2` for `all` and
@@ -304,7 +304,7 @@ struct Resources {
     id: u64,
     namespaces: Vec<String>,
     procs: Mutex<Vec<Proc>>,
-    pass_through: Mutex<Vec<lb_ctl::loader::PassThrough>>,
+    pass_through: Mutex<Vec<lb_ctl::maps::loader::PassThrough>>,
 }
 
 impl Resources {
@@ -1012,8 +1012,8 @@ fn ethtool_tx_off(ns: &str, iface: &str) -> Result<()> {
 
 /// The pass-through XDP program on the switch side of a director's link (LAB.md: without it
 /// veth drops the frames the director sends with XDP_TX).
-fn attach_pass_through(switch_ns: &str, port: &str) -> Result<lb_ctl::loader::PassThrough> {
-    lb_ctl::loader::attach_pass_through(switch_ns, port).with_context(|| {
+fn attach_pass_through(switch_ns: &str, port: &str) -> Result<lb_ctl::maps::loader::PassThrough> {
+    lb_ctl::maps::loader::attach_pass_through(switch_ns, port).with_context(|| {
         format!(
             "attaching the pass-through XDP program to {port} in {switch_ns} (set \
              LabSpec::pass_through to false for labs that do not run XDP_TX)"

@@ -504,7 +504,7 @@ impl Net {
         // The pins first: unpinning the link detaches the program.
         remove_pin_dir(&self.pin_dir);
         // And the lock lb-ctl keeps for them under /run/lb-ctl.
-        remove_pin_dir(&lb_ctl::lock::runtime_dir(&self.pin_dir));
+        remove_pin_dir(&lb_ctl::maps::lock::runtime_dir(&self.pin_dir));
         for ns in self.namespaces() {
             delete_netns(ns);
         }
@@ -597,7 +597,7 @@ fn sweep_leftovers() {
         }
     }
     // The runtime directories (locks) of those pin directories: /run/lb-ctl/sys_fs_bpf_<name>.
-    let run = Path::new(lb_ctl::lock::RUN_ROOT);
+    let run = Path::new(lb_ctl::maps::lock::RUN_ROOT);
     for name in names(run) {
         if name.strip_prefix("sys_fs_bpf_").is_some_and(dead) {
             remove_pin_dir(&run.join(name));

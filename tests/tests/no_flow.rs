@@ -245,7 +245,7 @@ fn an_expired_entry_does_not_admit_a_non_syn_and_a_syn_replaces_it() {
     let key = flow_key(client(8), 47000);
     let flow = h.maps().flows.get(&key, 0).expect("the SYN's entry");
     let old = Flow {
-        last_seen_ns: lb_ctl::view::now_ns().wrapping_sub(901_000_000_000),
+        last_seen_ns: lb_ctl::maps::view::now_ns().wrapping_sub(901_000_000_000),
         state: lb_common::tcp_state::ESTABLISHED,
         ..flow
     };

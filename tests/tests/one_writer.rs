@@ -19,7 +19,7 @@ use std::{
 };
 
 use lb_common::{BACKEND_USABLE, names};
-use lb_ctl::{apply::Current, lock, maps::Maps};
+use lb_ctl::{maps::Maps, maps::lock, plan::Current};
 use lb_tests::{
     daemon::Daemon,
     lab::{self, Connect, Lab, LabSpec, http_get, send_frames, tcp_connect},

@@ -347,12 +347,12 @@ fn a_recount_drops_connections_that_vanished_silently() {
     );
     // ... and the daemon's recount corrects the counts lc compares.
     let changed =
-        lb_ctl::maps::recount_connections(h.maps(), lb_ctl::view::now_ns()).expect("recount");
+        lb_ctl::maps::recount_connections(h.maps(), lb_ctl::maps::view::now_ns()).expect("recount");
     assert_eq!(changed, 1);
     assert_eq!(h.active_connections(), vec![0, 2]);
     // A recount of correct counts changes nothing.
     let changed =
-        lb_ctl::maps::recount_connections(h.maps(), lb_ctl::view::now_ns()).expect("recount");
+        lb_ctl::maps::recount_connections(h.maps(), lb_ctl::maps::view::now_ns()).expect("recount");
     assert_eq!(changed, 0);
     assert_eq!(backend_of(&h.run(&tcp(client(7), 48010, 80, "S"))), 0);
 }

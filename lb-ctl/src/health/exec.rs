@@ -1,6 +1,6 @@
 //! The `exec` check (keepalived's MISC_CHECK): runs the command with `/bin/sh -c` in its own
 //! process group, with `LB_BACKEND_ADDRESS`, `LB_BACKEND_PORT` and `LB_SERVICE` in its
-//! environment; exit 0 = up. Also runs notify hooks ([`crate::hooks`]).
+//! environment; exit 0 = up. Also runs notify hooks ([`crate::exec::hooks`]).
 //!
 //! No process of a check or hook outlives it: [`run`] owns the process group through a
 //! [`Group`] guard, and whatever way it ends (the command exits, its own timeout, the caller's

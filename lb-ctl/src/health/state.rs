@@ -13,8 +13,8 @@ use std::{
 };
 
 use crate::{
-    apply::Down,
     config::{BackendConfig, CheckConfig, Config},
+    plan::Down,
 };
 
 /// A backend's health.

@@ -1,9 +1,11 @@
-//! Interfaces, neighbours (backend MACs) and network namespaces.
+//! Interfaces, neighbours (backend MACs), network namespaces and the host's own addresses.
 
 pub mod addr;
 pub mod link;
 pub mod neigh;
 pub mod netns;
+pub mod own_addresses;
+pub mod resolve;
 mod rtnl;
 #[cfg(test)]
 mod testlab;

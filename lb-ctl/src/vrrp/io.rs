@@ -37,7 +37,7 @@ use super::{
 };
 use crate::{
     config::VrrpConfig,
-    hooks::Hooks,
+    exec::hooks::Hooks,
     net::{addr, link},
 };
 

@@ -32,7 +32,7 @@ pub struct Report {
 
 /// `/run/lb-ctl/<pin dir with / as _>/vrrp`.
 pub fn dir_for(pin_dir: &Path) -> PathBuf {
-    crate::lock::runtime_dir(pin_dir).join("vrrp")
+    crate::maps::lock::runtime_dir(pin_dir).join("vrrp")
 }
 
 fn file_name(instance: &str) -> String {

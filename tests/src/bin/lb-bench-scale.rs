@@ -6,7 +6,7 @@
 //!   write. Backend MACs are supplied (as the packet-level harness does): the real CLI also
 //!   asks the kernel's neighbour table, which is not measured here.
 //! - a one-backend change in that config (one weight), parse to written.
-//! - a Maglev table of 65,537 entries over 1,000 backends (`lb_ctl::maglev::build`).
+//! - a Maglev table of 65,537 entries over 1,000 backends (`lb_ctl::sched::maglev::build`).
 //! - the `stats --json` scrape at 16,000 backends (`Snapshot::read` + `render_json`).
 //! - the kernel memory the maps take at default sizes (`memlock:` of each map's fdinfo).
 //!
@@ -27,13 +27,13 @@ use anyhow::{Context as _, Result, bail};
 use aya::maps::MapInfo;
 use lb_common::names;
 use lb_ctl::{
-    apply::{self, Current, Down, Macs},
+    cli::stats,
     config::{self, Config},
-    loader::{self, Sizes},
-    maglev,
     maps::Maps,
-    stats,
-    view::Snapshot,
+    maps::loader::{self, Sizes},
+    maps::view::Snapshot,
+    plan::{self, Current, Down, Macs},
+    sched::maglev,
 };
 use serde_json::{Value, json};
 
@@ -166,13 +166,13 @@ impl Phases {
 }
 
 /// What `lb-ctl apply -f FILE` does (MACs given): parse, read, plan, write.
-fn timed_apply(maps: &mut Maps, yaml: &str) -> Result<(apply::Plan, Phases)> {
+fn timed_apply(maps: &mut Maps, yaml: &str) -> Result<(plan::Plan, Phases)> {
     let (config, parse) = time(|| {
         config::parse(yaml, "bench.yaml").map_err(|e| anyhow::anyhow!("bench config:\n{e}"))
     })?;
     let macs = macs_for(&config);
     let (current, read) = time(|| Current::read(maps))?;
-    let (plan, plan_ms) = time(|| apply::plan(&current, &config, &macs, &Down::new()))?;
+    let (plan, plan_ms) = time(|| plan::plan(&current, &config, &macs, &Down::new()))?;
     let ((), execute) = time(|| plan.execute(maps))?;
     if !plan.warnings.is_empty() {
         bail!("unexpected warnings: {:?}", &plan.warnings[..1]);
@@ -325,10 +325,10 @@ fn plan_scaling(maps: &mut Maps, table_entries: u32) -> Result<Value> {
             ..Current::default()
         };
         let from_empty = (0..3)
-            .map(|_| Ok(time(|| apply::plan(&empty, &cfg, &macs, &Down::new()))?.1))
+            .map(|_| Ok(time(|| plan::plan(&empty, &cfg, &macs, &Down::new()))?.1))
             .collect::<Result<Vec<f64>>>()?;
         let change = if n < SERVICES {
-            apply::apply(maps, &cfg, &macs, &Down::new(), false)?;
+            plan::apply(maps, &cfg, &macs, &Down::new(), false)?;
             let bumped = config::parse(
                 &config_yaml(n, BACKENDS_PER_SERVICE, Some((n / 2, 7, 2))),
                 "s.yaml",
@@ -336,7 +336,7 @@ fn plan_scaling(maps: &mut Maps, table_entries: u32) -> Result<Value> {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
             let current = Current::read(maps)?;
             let t = (0..3)
-                .map(|_| Ok(time(|| apply::plan(&current, &bumped, &macs, &Down::new()))?.1))
+                .map(|_| Ok(time(|| plan::plan(&current, &bumped, &macs, &Down::new()))?.1))
                 .collect::<Result<Vec<f64>>>()?;
             Some(spread(t).0)
         } else {
@@ -349,7 +349,7 @@ fn plan_scaling(maps: &mut Maps, table_entries: u32) -> Result<Value> {
             "plan_one_change_ms": change,
         }));
     }
-    apply::apply(
+    plan::apply(
         maps,
         &config::parse("services: []\n", "e.yaml").map_err(|e| anyhow::anyhow!("{e}"))?,
         &Macs::new(),

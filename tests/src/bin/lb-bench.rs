@@ -22,7 +22,7 @@ use aya::{
 };
 use etherparse::{PacketBuilder, VlanId};
 use lb_common::BenchFrame;
-use lb_ctl::loader::{self, BENCH_OBJECT};
+use lb_ctl::maps::loader::{self, BENCH_OBJECT};
 use lb_tests::packet::{
     CLIENT_MAC, DIRECTOR_MAC, Harness, XDP_DROP, XDP_PASS, XDP_TX, require_root,
 };

@@ -6,7 +6,7 @@ use std::{collections::HashMap, fmt::Write as _, time::Duration};
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::view::Snapshot;
+use crate::maps::view::Snapshot;
 
 /// Per-second rates between two snapshots, by service index and backend id.
 #[derive(Clone, Debug, Default)]
@@ -101,7 +101,7 @@ pub fn render_text(snap: &Snapshot, rates: Option<&Rates>) -> String {
         let _ = writeln!(out, "  {:<20} {:<5} {:>12}", r.reason, r.action, r.packets);
     }
     let _ = writeln!(out, "  connections tracked: {}", snap.flows);
-    out.push_str(&crate::list::render_vrrp(&snap.vrrp));
+    out.push_str(&crate::cli::list::render_vrrp(&snap.vrrp));
     out
 }
 
@@ -135,7 +135,7 @@ pub fn render_prometheus(snap: &Snapshot) -> String {
             }
         }
     };
-    let svc_labels = |s: &crate::view::ServiceView| {
+    let svc_labels = |s: &crate::maps::view::ServiceView| {
         format!(
             "service=\"{}\",vip=\"{}\",port=\"{}\",protocol=\"{}\"",
             label(&s.name),
@@ -144,7 +144,7 @@ pub fn render_prometheus(snap: &Snapshot) -> String {
             s.protocol
         )
     };
-    type Pick = fn(&crate::view::ServiceView) -> u64;
+    type Pick = fn(&crate::maps::view::ServiceView) -> u64;
     let service_metrics: [(&str, &str, Pick); 3] = [
         (
             "lb_service_packets_total",
@@ -170,7 +170,7 @@ pub fn render_prometheus(snap: &Snapshot) -> String {
             .collect();
         family(name, "counter", help, samples);
     }
-    type PickB = fn(&crate::view::BackendView) -> u64;
+    type PickB = fn(&crate::maps::view::BackendView) -> u64;
     let backend_metrics: [(&str, &str, &str, PickB); 6] = [
         (
             "lb_backend_packets_total",

@@ -25,9 +25,9 @@ use aya::programs::{
 use lb_common::{Iface, names};
 
 use crate::{
-    loader::{self, Sizes},
-    lock,
     maps::Maps,
+    maps::loader::{self, Sizes},
+    maps::lock,
     net::link,
 };
 

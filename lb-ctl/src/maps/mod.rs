@@ -1,4 +1,12 @@
-//! Typed access to the data path's maps, from a freshly loaded object or from their pins.
+//! The kernel side of the control plane: loading the program ([`loader`]), its pins
+//! ([`pins`]), the one-writer lock ([`lock`]), their repair ([`repair`]), typed access to the
+//! maps (here) and one consistent read of them ([`view`]).
+
+pub mod loader;
+pub mod lock;
+pub mod pins;
+pub mod repair;
+pub mod view;
 
 use std::path::Path;
 

@@ -7,8 +7,8 @@
 //! - The main loop owns the maps. On a transition it logs it (tracing: service, backend,
 //!   from, to, reason), runs the service's `notify_up`/`notify_down`, updates the quorum and
 //!   re-applies: [`effective`] turns the results into the config and the `Down` set that
-//!   [`apply::apply`] writes (down backends get no new flows and their flows are rescheduled).
-//! - SIGHUP, or a whole new file ([`crate::watch`], polled every second: a rename at once, an
+//!   [`plan::apply`] writes (down backends get no new flows and their flows are rescheduled).
+//! - SIGHUP, or a whole new file ([`crate::daemon::watch`], polled every second: a rename at once, an
 //!   in-place change once it has settled), reloads: the file is validated first and a bad one
 //!   is logged and refused (the running config stays); a file never stops the daemon.
 //!   Backends whose check did not change keep their state.
@@ -18,13 +18,17 @@
 //!   ([`repair::pins`]: detached interfaces attached again, missing pins pinned again) and the
 //!   maps compared with the desired state (file + health + MACs), every difference written
 //!   back and logged. Unresolved backend MACs are retried then too.
-//! - It holds the pin directory's write lock ([`crate::lock`]) while it runs, so it is the only
+//! - It holds the pin directory's write lock ([`crate::maps::lock`]) while it runs, so it is the only
 //!   writer: `lb-ctl apply`, `attach` and `detach` are refused meanwhile.
 //! - Checks and hooks never leave processes behind: a check's or hook's process group is
 //!   killed when it ends, times out or its task is aborted ([`health::exec`]); hooks are
 //!   tracked ([`Hooks`]) with a timeout.
 //! - SIGTERM/SIGINT stop the checks (aborted and waited for), kill the hooks that still run,
 //!   and leave the data path forwarding as it is, unless `--detach-on-exit`.
+
+pub mod conditions;
+pub mod tasks;
+pub mod watch;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -43,20 +47,21 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use crate::{
-    apply::{self, Macs},
-    conditions::{Budget, Conditions, named},
     config::{self, Config},
+    daemon::conditions::{Budget, Conditions, named},
+    exec::hooks::Hooks,
     health::{
         self, State,
         probes::{self, Delays, ProbeEvent, ProbeId},
         state::{Key, Quorum, effective, live_weight},
     },
-    hooks::Hooks,
-    loader::Sizes,
     maps::Maps,
+    maps::loader::Sizes,
+    maps::pins::{self, Attached, Mode},
+    maps::repair,
     net::neigh::{self, NeighEvent, NeighState},
-    pins::{self, Attached, Mode},
-    repair, resolve,
+    net::resolve,
+    plan::{self, Macs},
 };
 
 /// How `run` was asked to run.
@@ -164,11 +169,11 @@ struct Daemon {
     tx: mpsc::Sender<ProbeEvent>,
     hooks: Hooks,
     /// When the file is to be reloaded.
-    watch: crate::watch::Watch,
+    watch: crate::daemon::watch::Watch,
 }
 
 async fn main_loop(opts: Options) -> Result<()> {
-    let mut watch = crate::watch::Watch::new(&opts.file, opts.reload_settle);
+    let mut watch = crate::daemon::watch::Watch::new(&opts.file, opts.reload_settle);
     let file = opts.file.display().to_string();
     let config = match watch
         .read_now()
@@ -187,7 +192,7 @@ async fn main_loop(opts: Options) -> Result<()> {
     }
     let maps = Maps::from_pins(dir)?;
     let ifindexes = attached_ifindexes(&maps)?;
-    crate::own_addresses::check(&config, &file, &ifindexes)?;
+    crate::net::own_addresses::check(&config, &file, &ifindexes)?;
     // Subscribed before the first resolution, so no answer the kernel learns is missed.
     let (neigh_tx, mut neigh_rx) = mpsc::channel::<NeighEvent>(4096);
     let _neigh_thread = neigh::watch(move |ev| neigh_tx.blocking_send(ev).is_ok())?;
@@ -298,7 +303,7 @@ async fn main_loop(opts: Options) -> Result<()> {
     };
     // Waited for, so that every check's process group is killed before the exit.
     let checkers = d.probes.drain().map(|(_, p)| p.handle).collect();
-    let left = crate::tasks::abort_and_wait(checkers, STOP_WAIT).await;
+    let left = crate::daemon::tasks::abort_and_wait(checkers, STOP_WAIT).await;
     // A master hands over at once (priority 0) and removes its addresses.
     crate::vrrp::report::remove_all(&vrrp_reports, &vrrp);
     crate::vrrp::io::stop_all(vrrp_stop, vrrp).await;
@@ -374,7 +379,7 @@ impl Daemon {
         }
         self.apply(RECONCILE);
         // lc/wlc counts: drop connections that vanished without FIN or RST.
-        match crate::maps::recount_connections(&mut self.maps, crate::view::now_ns()) {
+        match crate::maps::recount_connections(&mut self.maps, crate::maps::view::now_ns()) {
             Ok(0) => {}
             Ok(n) => info!(backends = n, "active connection counts corrected"),
             Err(e) => warn!(error = %format!("{e:#}"), "recounting connections"),
@@ -544,7 +549,7 @@ impl Daemon {
             }
         }
         self.failed = failed;
-        match apply::apply(&mut self.maps, &eff.config, &self.macs, &eff.down, false) {
+        match plan::apply(&mut self.maps, &eff.config, &self.macs, &eff.down, false) {
             Ok(plan) => {
                 // Each change on its own line when few; else a count, a few named, and each
                 // at debug level (a lost rack is one line, not a thousand).
@@ -800,7 +805,7 @@ impl Daemon {
         let file = self.opts.file.display().to_string();
         let config = text.and_then(|text| config::parse(&text, &file));
         let config = match config {
-            Ok(c) => match crate::own_addresses::check(&c, &file, &self.ifindexes) {
+            Ok(c) => match crate::net::own_addresses::check(&c, &file, &self.ifindexes) {
                 Ok(()) => c,
                 Err(e) => {
                     error!(file = %file, errors = %format!("{e:#}").replace('\n', "; "), "reload refused; the running config stays");

@@ -11,10 +11,10 @@ use lb_common::{
 use serde::Serialize;
 
 use crate::{
-    apply::{addr_v4, scheduler_of, service_name},
     config::Protocol,
     maps::Maps,
     net::link::format_mac,
+    plan::{addr_v4, scheduler_of, service_name},
 };
 
 /// How long a connection-table entry counts as a connection after its last packet, by

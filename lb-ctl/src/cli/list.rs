@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::view::Snapshot;
+use crate::maps::view::Snapshot;
 
 /// Renders the listing; `interfaces` are the attached interface names.
 pub fn render(snap: &Snapshot, interfaces: &[String]) -> String {
@@ -92,7 +92,7 @@ pub fn render_vrrp(reports: &[crate::vrrp::report::Report]) -> String {
 }
 
 /// The connection table like `ipvsadm -L -n -c`.
-pub fn render_connections(conns: &[crate::view::ConnView]) -> String {
+pub fn render_connections(conns: &[crate::maps::view::ConnView]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "XDP director connection entries");
     let _ = writeln!(

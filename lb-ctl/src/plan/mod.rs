@@ -23,9 +23,9 @@ use lb_common::{
 
 use crate::{
     config::{Config, Protocol, Scheduler, ServiceConfig},
-    maglev,
     maps::Maps,
-    table,
+    sched::maglev,
+    sched::table,
 };
 
 /// Backend MACs by address: `Err` holds why one could not be resolved.

@@ -4,9 +4,9 @@
 use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
 
 use crate::{
-    apply::Macs,
     config::Config,
     net::neigh::{self, Resolution},
+    plan::Macs,
 };
 
 /// Resolves every backend address of `config` on the attached interfaces `ifindexes`: each

@@ -12,11 +12,11 @@ use aya::{maps::MapInfo, programs::links::PinnedLink};
 use lb_common::{Iface, names};
 
 use crate::{
-    loader::Sizes,
-    lock,
     maps::Maps,
+    maps::loader::Sizes,
+    maps::lock,
+    maps::pins::{self, Attached, Mode},
     net::link,
-    pins::{self, Attached, Mode},
 };
 
 /// Puts the pins under `dir` right for a daemon that writes `maps` and runs on `ifaces`;
