@@ -1,0 +1,361 @@
+//! The clap definitions of every command and option: the whole manual that `--help` prints.
+//! Dispatch is in `main.rs`; this file only says what the command line accepts.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    config,
+    maps::{
+        loader::Sizes,
+        pins::{self, Mode},
+    },
+};
+
+pub const ABOUT: &str =
+    "Control an XDP load balancer that forwards like IPVS in direct-routing (LVS-DR) mode";
+
+pub const LONG_ABOUT: &str = "\
+Control an XDP load balancer that forwards like IPVS in direct-routing (LVS-DR) mode.
+
+An XDP program on the director's interface takes each packet to a virtual service
+(VIP, port, protocol), picks a real server for its flow, rewrites the destination MAC to
+that server's and sends the frame back out. The server holds the VIP on its loopback and
+answers the client directly. Everything else goes to the kernel untouched.
+
+Typical use:
+  lb-ctl attach eth0                   load the program, attach it, pin it
+  lb-ctl apply -f services.yaml        set services and backends (all or nothing)
+  lb-ctl list                          the ipvsadm -L -n view
+  lb-ctl stats --prometheus            counters for a scraper
+  lb-ctl detach eth0                   remove it again
+  lb-ctl run -f services.yaml --iface eth0
+                                       all of it as a daemon, with keepalived's health
+                                       checks and VRRP (see `lb-ctl run --help`)
+
+The program and its maps are pinned under --pin-dir, so the data path keeps forwarding
+after each command exits. Every command but genhash needs root (or CAP_BPF and
+CAP_NET_ADMIN).";
+
+#[derive(Parser)]
+#[command(name = "lb-ctl", version, about = ABOUT, long_about = LONG_ABOUT)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args)]
+pub struct Global {
+    /// Directory on a bpf filesystem where the program, its links and its maps are pinned.
+    /// /sys/fs/bpf is mounted if it is not. One directory serves one network namespace.
+    #[arg(long, global = true, env = "LB_PIN_DIR", default_value = pins::DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+
+    /// Run inside the network namespace NAME (/run/netns/NAME, as `ip netns add` makes
+    /// them). Unlike `ip netns exec`, this keeps the host's /sys/fs/bpf, and so the pins.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub netns: Option<String>,
+
+    /// How long attach, detach and apply wait for another writer of the same pin directory
+    /// (one writer at a time). While `lb-ctl run` owns the directory they are refused at once.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub wait: Duration,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Load the program, attach it to an interface and pin it.
+    #[command(long_about = "\
+Load the XDP program, attach it to IFACE and pin the program, the link and every map
+under --pin-dir, so the data path keeps forwarding after this command exits.
+
+The interface's MAC is registered: the program acts only on frames sent to it. Attaching
+an interface that is already attached does nothing. Attaching a second interface shares
+the same maps (services, backends, connections, counters).
+
+Native mode runs in the driver and is what production uses; when a driver cannot, the
+error says so and --mode generic works on any interface.")]
+    Attach {
+        /// The interface that receives traffic for the VIPs.
+        iface: String,
+        /// native: in the driver (default); generic: in the kernel's generic path.
+        #[arg(long, value_enum, default_value_t = Mode::Native)]
+        mode: Mode,
+        /// Entries of the backend lookup table shared by all services (4 bytes each).
+        /// Only the first attach creates the maps; later ones reuse them.
+        #[arg(long, default_value_t = Sizes::default().table_entries)]
+        table_entries: u32,
+        /// Entries of the connection table (least recently used entries are evicted).
+        #[arg(long, default_value_t = Sizes::default().flows)]
+        flows: u32,
+    },
+    /// Detach the program from an interface; with no interface left, remove all pins.
+    Detach {
+        /// An interface given to `attach`.
+        iface: String,
+    },
+    /// Apply a YAML service file: validate it whole, then write only the difference.
+    #[command(long_about = "\
+Apply a YAML service file to the running data path.
+
+The whole file is validated first; any error (named by file, line and field) applies
+nothing. FILE must be a regular file (after symlinks) of at most 16 MiB, nested at most 64
+deep; values quoted in errors are cut to 64 characters and control characters escaped.
+Addresses must be unicast: not in 0.0.0.0/8, 127.0.0.0/8, 224.0.0.0/4, 240.0.0.0/4 or
+255.255.255.255. A backend or sorry server that is an address of an attached interface,
+or the broadcast address of one of its subnets, is an error too. One writer at a time:
+apply waits (at most --wait) for another apply, attach or detach of the same pin
+directory, and is refused while `lb-ctl run` owns it (the daemon applies its own file,
+with its health results; change that file instead). Then the desired map contents are
+computed and only the difference is written,
+in an order that never shows a packet a half-written service: a changed service's new
+backend table is written into an idle region and the service switched to it in one
+update. Applying the same file twice changes nothing the second time.
+
+Backend MACs come from the kernel's neighbour table of the attached interfaces (the
+kernel is asked to resolve missing ones). A backend that cannot be resolved, or is not on
+the director's link, gets no traffic and is reported; it does not block the rest.
+
+Example file:
+  services:
+    - name: web
+      vip: 192.168.58.133
+      port: 80            # 0 = every port of the VIP
+      protocol: tcp       # tcp | udp
+      scheduler: wrr      # rr | wrr
+      backends:
+        - address: 192.168.58.135
+          weight: 1       # 0 = drain: existing flows stay, no new ones
+        - address: 192.168.58.136")]
+    Apply {
+        /// The service file.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        /// Print the difference and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// How long to wait for backends to answer ARP.
+        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+        resolve_timeout: Duration,
+    },
+    /// List services and backends like `ipvsadm -L -n`.
+    #[command(long_about = "\
+List the services and their backends like `ipvsadm -L -n`: protocol, VIP:port, scheduler,
+and for each backend its address:port, forwarding method (always Route: direct routing),
+weight, ActiveConn and InActConn (from the connection table, as IPVS counts them in DR
+mode), the connections, packets and bytes it was sent, and its state (up, draining,
+unresolved).
+
+With --connections, lists the connection table instead, like `ipvsadm -L -n -c`: protocol,
+time until the entry expires (IPVS's timeouts: 900 s established, 120 s after a FIN, 30 s
+for a SYN, 300 s UDP), state as the director sees it (only client-to-server packets pass
+it), client, virtual address and backend.
+
+Only a TCP SYN (or a UDP datagram) makes an entry and counts in ActiveConn, as IPVS with
+sloppy_tcp off: a TCP packet that is not a SYN and has no live entry makes none. mh and sh
+forward it to their hash's pick (stats: forwarded_stateless), rr, wrr, lc and wlc drop it
+(stats: drop_no_flow).")]
+    List {
+        /// Show the connection table (like ipvsadm -L -n -c).
+        #[arg(long, short = 'c')]
+        connections: bool,
+    },
+    /// Print counters: per service and backend, and per data-path reason.
+    #[command(long_about = "\
+Print counters summed over CPUs: per service and per backend, connections (new flows),
+packets and IP bytes; and the packets the data path forwarded, passed to the kernel or
+dropped, by reason.
+
+Reasons: forwarded (tx, by the connection table or the scheduler), forwarded_stateless (tx:
+a TCP non-SYN of no known connection to an mh or sh service, sent to the backend its hash
+picks without making an entry), pass_not_ipv4, pass_not_tcp_udp, pass_not_vip,
+pass_other_mac, pass_unknown_iface, pass_fragment, pass_malformed (passed to the kernel),
+drop_no_backend (no usable backend), drop_bad_backend (an empty table slot), drop_no_flow (a
+TCP non-SYN of no known connection to an rr, wrr, lc or wlc service: no RST is sent back).
+
+--json prints an object with services[] (name, vip, port, protocol, scheduler, packets,
+bytes, connections, backends[] with address, port, weight, usable, packets, bytes,
+connections, active_connections, inactive_connections) and datapath[] (reason, action,
+packets). --prometheus prints the text exposition format with metrics named lb_*.
+--watch SECONDS redraws every SECONDS with per-second rates (like ipvsadm --rate).")]
+    Stats {
+        /// JSON instead of a table.
+        #[arg(long, conflicts_with = "prometheus")]
+        json: bool,
+        /// Prometheus text format instead of a table.
+        #[arg(long)]
+        prometheus: bool,
+        /// Redraw every SECONDS with per-second rates, until interrupted.
+        #[arg(long, value_name = "SECONDS")]
+        watch: Option<f64>,
+        /// With --watch: stop after this many redraws.
+        #[arg(long, value_name = "N", requires = "watch")]
+        count: Option<u64>,
+    },
+    /// Run as a daemon: attach, apply, health-check every backend, reload on SIGHUP.
+    #[command(long_about = "\
+Run as a daemon, the job keepalived does for IPVS: attach to every --iface (or adopt an
+existing attachment), apply FILE, then check every backend of every service that has a
+`check:` block and keep the data path in line with the results. A backend that fails
+`retries` checks in a row is marked down (no new flows; its existing flows are rescheduled)
+and comes back after `rise` good checks. Transitions are logged to stderr with their reason
+(RUST_LOG=debug shows every failed check).
+
+Reloading FILE: SIGHUP reloads it at once. FILE is also watched (every second): replaced
+by a rename (`mv services.yaml.new services.yaml`, the recommended way) it is reloaded at
+once; changed in place, it is reloaded only after its content (size, modification time and
+a hash) has stayed the same for --reload-settle (default 5s), so a half-written file is
+never applied. Either way it is validated first; a bad file (also a FIFO, a device, a
+directory, a file over 16 MiB or nested over 64 deep) is refused and logged, and the
+running config keeps forwarding: the daemon never stops because of the file.
+
+The daemon is the only writer of the pin directory while it runs: it holds its lock, and
+`lb-ctl apply`, `attach` and `detach` are refused (change FILE instead). It reconciles: a
+backend's MAC follows the kernel's neighbour table as soon as it changes (a gratuitous ARP),
+a backend whose neighbour entry FAILED gets no traffic, and every --reconcile-interval the
+pins (a detached interface, a removed pin) and the maps (anything written by hand) are put
+back to what it wants, each repair logged.
+
+SIGTERM or SIGINT stops the checks and leaves the data path forwarding, unless
+--detach-on-exit.
+
+Backends checked the same way (address, port, check settings; exec also service and port)
+share one probe, so a real server listed by many services is checked once per interval.
+Transitions are applied in batches (one apply per 100 ms at most) and, when many, logged as
+one summary line. Every --summary-interval the daemon logs how many checks ran and how late
+they started against their schedule (p50/p99/max), and how many waited for one of the
+--max-concurrent-checks slots. Backend MACs need one kernel neighbour entry each: when the
+kernel's table is full (net.ipv4.neigh.default.gc_thresh3, 1024 by default, shared by all
+namespaces) the log says so once, with the value to raise it to.
+
+`exec` checks and notify hooks run `/bin/sh -c` in a process group of their own; the whole
+group is killed (SIGKILL) when the command ends, times out (hooks: --hook-timeout), its
+check is replaced by a reload, or the daemon stops. Processes that leave the group on
+purpose (setsid) are not tracked.
+
+Check block (per service; a backend may carry its own `check:` overriding keys):
+  check:
+    type: http_get        # http_get | https_get | tcp | exec
+    path: /               # http(s)_get
+    status: [200]         # http(s)_get
+    digest: <md5>         # http(s)_get, optional; `lb-ctl genhash` prints it
+    pub host: www.example.com # http(s)_get, optional Host header
+    pub port: 80              # default: the backend's port
+    pub command: /path/chk    # exec; LB_BACKEND_ADDRESS, LB_BACKEND_PORT, LB_SERVICE in env
+    pub interval: 1s          # keepalived delay_loop
+    pub timeout: 1s
+    pub retries: 2            # failures in a row before down
+    pub retry_delay: 500ms    # wait before retrying after a failure
+    pub rise: 1               # successes in a row before up
+    pub warmup: 0s            # the first check comes up to this late (0s: within the
+                          # first interval, spread over the backends)
+Service options: sorry_server, inhibit_on_failure, quorum, hysteresis, notify_up,
+notify_down (see the README).")]
+    Run {
+        /// The service file.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        /// An interface to attach to (repeat for more); attached ones are adopted.
+        #[arg(long = "iface", value_name = "IFACE", required = true)]
+        ifaces: Vec<String>,
+        /// XDP mode for interfaces that are not attached yet.
+        #[arg(long, value_enum, default_value_t = Mode::Native)]
+        mode: Mode,
+        /// Detach from the interfaces on SIGTERM/SIGINT (default: keep forwarding).
+        #[arg(long)]
+        detach_on_exit: bool,
+        /// How long to wait for backends to answer ARP.
+        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+        resolve_timeout: Duration,
+        /// Checks running at the same time, at most.
+        #[arg(long, value_name = "N", default_value_t = 256)]
+        max_concurrent_checks: usize,
+        /// How often the daemon compares the pins and the maps with what it wants (file,
+        /// health, neighbour MACs) and repairs any difference.
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+        reconcile_interval: Duration,
+        /// How long a notify hook may run before its process group is killed.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+        hook_timeout: Duration,
+        /// How long FILE, changed in place, must stay unchanged before it is reloaded
+        /// (a rename over FILE, or SIGHUP, reloads at once).
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+        reload_settle: Duration,
+        /// How often the daemon logs its summary: how late checks started against their
+        /// schedule (p50, p99, max), how many waited for a --max-concurrent-checks slot, how
+        /// many backends are down, and the warnings that still hold.
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+        summary_interval: Duration,
+    },
+    /// Run only the VRRP instances of FILE (the `vrrp:` list), until SIGTERM or SIGINT.
+    #[command(long_about = "\
+Run only the VRRP instances of FILE's `vrrp:` list (no XDP, no services), until SIGTERM or
+SIGINT; then a master hands over at once with a priority-0 advert and removes its addresses.
+The master holds the virtual addresses on its interface and announces them with gratuitous
+ARP. Transitions and invalid adverts are logged to stderr; on exit each instance logs its
+counters. Speaks VRRP v2 (RFC 3768, optional auth_type PASS) and v3 (RFC 5798) with
+keepalived.
+
+Instance block (see `lb-ctl run` for services):
+  vrrp:
+    - name: VI_1
+      interface: eth0
+      virtual_router_id: 51
+      priority: 150               # 1-254; 255 = address owner; default 100
+      advert_interval: 1s         # v3: 10ms steps
+      virtual_addresses: [192.168.58.133/32]
+      preempt: true
+      preempt_delay: 0s
+      version: 2                  # 2 | 3
+      auth_pass: \"1111\"           # v2 only, optional
+      unicast_peers: []           # empty = multicast 224.0.0.18
+      garp_count: 5
+      garp_delay: 1s
+      notify_master: /usr/local/bin/master.sh
+      notify_backup: /usr/local/bin/backup.sh
+      notify_fault: /usr/local/bin/fault.sh")]
+    Vrrp {
+        /// The file with the `vrrp:` list.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        /// How long a notify hook may run before its process group is killed.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+        hook_timeout: Duration,
+    },
+    /// Print the MD5 of a page's body like keepalived's genhash, for a check's `digest`.
+    #[command(long_about = "\
+Fetch http://SERVER:PORT/URL (https with --ssl; the certificate is not verified) the way the
+http_get and https_get checks do, and print the MD5 of the body like keepalived's genhash:
+  MD5SUM = 9b3a0c...
+Put it in the check's `digest:`. With --netns it runs inside that namespace.")]
+    Genhash {
+        /// The server's address.
+        #[arg(long, short = 's', value_name = "ADDR")]
+        server: std::net::Ipv4Addr,
+        /// The server's port.
+        #[arg(long, short = 'p', value_name = "N")]
+        port: u16,
+        /// The path requested.
+        #[arg(long, short = 'u', value_name = "PATH")]
+        url: String,
+        /// Use TLS (https).
+        #[arg(long, short = 'S')]
+        ssl: bool,
+        /// The Host header (default: the server's address).
+        #[arg(long, value_name = "H")]
+        host: Option<String>,
+        /// Give up after this long.
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Print the response headers too.
+        #[arg(long, short = 'v')]
+        verbose: bool,
+    },
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    config::parse_duration(s)
+}
