@@ -49,7 +49,8 @@ pub mod limits {
     /// Backend slots, and so backend ids `0..MAX_BACKENDS`, shared by all services.
     pub const MAX_BACKENDS: u32 = 65536;
     /// Entries of the lookup table that holds every service's backend sequence (load-time).
-    /// 4 Mi entries of 4 bytes = 16 MiB: room for 32 Maglev tables of 65537, double-buffered.
+    /// 4 Mi entries of 4 bytes, which the kernel stores in 8 (array values are
+    /// rounded up to 8 bytes) = 32 MiB: room for 32 Maglev tables of 65537, double-buffered.
     pub const TABLE_ENTRIES: u32 = 1 << 22;
     /// Connection table entries (LRU, load-time).
     pub const FLOWS: u32 = 1 << 18;

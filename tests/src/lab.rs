@@ -34,7 +34,7 @@
 //!   ([`Lab::add_vip`] / [`Lab::del_vip`], or keepalived, move it). On the switch side of each
 //!   director's link: TX checksum offload off (`ethtool -K sw-director-N tx off`) and a
 //!   pass-through XDP program (`lb_ctl::maps::loader::attach_pass_through`), both needed for
-//!   native-mode XDP_TX on veth (LAB.md).
+//!   native-mode XDP_TX on veth (docs/lab.md).
 //! - client: TX checksum offload off on its `eth0`.
 //! - real servers: the VIP `/32` on `lo`, `arp_ignore=1` and `arp_announce=2` for `all` and
 //!   `eth0`, and two servers from the `lab-server` binary of this crate: HTTP on
@@ -1010,7 +1010,7 @@ fn ethtool_tx_off(ns: &str, iface: &str) -> Result<()> {
     Ok(())
 }
 
-/// The pass-through XDP program on the switch side of a director's link (LAB.md: without it
+/// The pass-through XDP program on the switch side of a director's link (docs/lab.md: without it
 /// veth drops the frames the director sends with XDP_TX).
 fn attach_pass_through(switch_ns: &str, port: &str) -> Result<lb_ctl::maps::loader::PassThrough> {
     lb_ctl::maps::loader::attach_pass_through(switch_ns, port).with_context(|| {

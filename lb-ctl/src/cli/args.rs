@@ -125,7 +125,7 @@ Example file:
       vip: 192.168.58.133
       port: 80            # 0 = every port of the VIP
       protocol: tcp       # tcp | udp
-      scheduler: wrr      # rr | wrr
+      scheduler: wrr      # rr | wrr | sh | mh | lc | wlc
       backends:
         - address: 192.168.58.135
           weight: 1       # 0 = drain: existing flows stay, no new ones

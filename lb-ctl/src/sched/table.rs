@@ -1,5 +1,5 @@
-//! Building a service's backend table: the sequence of backend ids the data path walks (rr,
-//! wrr) or, later, indexes by hash (mh, sh).
+//! Building a rr/wrr service's backend table: the sequence of backend ids the data path walks.
+//! The hashing schedulers (mh, sh) index a Maglev table instead ([`super::maglev`]).
 
 /// The longest sequence a rr/wrr service gets. Weights whose cycle would be longer are scaled
 /// down in proportion (each keeps at least one slot), as a table has to be finite.

@@ -1,5 +1,5 @@
 //! VRRP state for `lb-ctl list` and `stats`, which run in other processes: the daemon writes
-//! one small JSON file per instance, every second and on each transition, under a directory
+//! one small JSON file per instance every second (a transition shows within a second), under a directory
 //! derived from the pin directory (so one director's commands see its own instances), and
 //! removes them when it stops. A file whose writer is gone is ignored.
 
