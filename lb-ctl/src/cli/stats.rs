@@ -314,3 +314,132 @@ pub fn render_prometheus(snap: &Snapshot) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::maps::view::{BackendView, ReasonCount, ServiceView};
+
+    fn backend(id: u32, last: u8, packets: u64, usable: bool, down: bool) -> BackendView {
+        BackendView {
+            id,
+            address: Ipv4Addr::new(192, 168, 58, last),
+            port: 80,
+            weight: u32::from(last) - 133,
+            mac: "02:00:00:00:00:86".into(),
+            usable,
+            down,
+            packets,
+            bytes: packets * 60,
+            connections: packets / 10,
+            active_connections: 1,
+            inactive_connections: 2,
+        }
+    }
+
+    /// Two services (one with a name that needs escaping), three backends, two reasons.
+    fn sample() -> Snapshot {
+        let service = |id: u32, name: &str, port: u16, backends: Vec<BackendView>| ServiceView {
+            name: name.into(),
+            vip: Ipv4Addr::new(192, 168, 58, 133),
+            port,
+            protocol: "tcp",
+            scheduler: "wrr",
+            persistence_timeout: 0,
+            persistence_netmask: Ipv4Addr::BROADCAST,
+            packets: backends.iter().map(|b| b.packets).sum(),
+            bytes: backends.iter().map(|b| b.bytes).sum(),
+            connections: backends.iter().map(|b| b.connections).sum(),
+            backends,
+            key: lb_common::ServiceKey::default(),
+            id,
+        };
+        Snapshot {
+            services: vec![
+                service(
+                    0,
+                    "web",
+                    80,
+                    vec![
+                        backend(1, 135, 40, true, false),
+                        backend(2, 136, 0, false, true),
+                    ],
+                ),
+                service(
+                    1,
+                    "a \"quoted\\\" name",
+                    443,
+                    vec![backend(3, 137, 7, true, false)],
+                ),
+            ],
+            datapath: vec![
+                ReasonCount {
+                    reason: "forwarded",
+                    action: "tx",
+                    packets: 47,
+                },
+                ReasonCount {
+                    reason: "drop_no_backend",
+                    action: "drop",
+                    packets: 3,
+                },
+            ],
+            flows: 5,
+            flows_capacity: 262_144,
+            vrrp: Vec::new(),
+        }
+    }
+
+    fn reports() -> Vec<crate::vrrp::report::Report> {
+        vec![
+            crate::vrrp::report::Report {
+                instance: "VI_1".into(),
+                state: "master".into(),
+                master: Some("192.168.58.134".into()),
+                adverts_sent: 12,
+                adverts_received: 3,
+                errors: 1,
+                became_master: 2,
+                pid: 42,
+            },
+            crate::vrrp::report::Report {
+                instance: "VI_2".into(),
+                state: "backup".into(),
+                master: None,
+                ..Default::default()
+            },
+        ]
+    }
+
+    /// The bytes `lb-ctl` printed before the Prometheus writer moved to prometheus-client and
+    /// VRRP left the map snapshot: scrapers and scripts see the same output.
+    #[test]
+    fn output_is_byte_for_byte_what_it_was() {
+        let mut snap = sample();
+        snap.vrrp = reports();
+        assert_eq!(
+            render_prometheus(&snap),
+            include_str!("golden/prometheus.txt")
+        );
+        assert_eq!(
+            render_json(&snap).expect("json"),
+            include_str!("golden/stats.json")
+        );
+        assert_eq!(render_text(&snap, None), include_str!("golden/stats.txt"));
+        assert_eq!(
+            crate::cli::list::render(&snap, &["eth0".into()]),
+            include_str!("golden/list.txt")
+        );
+        let snap = sample();
+        assert_eq!(
+            render_prometheus(&snap),
+            include_str!("golden/prometheus-no-vrrp.txt")
+        );
+        assert_eq!(
+            render_json(&snap).expect("json"),
+            include_str!("golden/stats-no-vrrp.json")
+        );
+    }
+}
