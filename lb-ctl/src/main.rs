@@ -12,6 +12,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::Parser as _;
 use lb_ctl::cli::args::{Cli, Command};
 use lb_ctl::{
+    cli::director::Director,
     cli::list,
     cli::privileges,
     cli::stats::{self, Rates},
@@ -20,7 +21,7 @@ use lb_ctl::{
     maps::loader::Sizes,
     maps::lock,
     maps::pins::{self, Attached},
-    maps::view::{self, Snapshot},
+    maps::view,
     net::netns,
     net::resolve,
     plan,
@@ -102,8 +103,8 @@ fn run(cli: Cli) -> Result<()> {
             if connections {
                 print!("{}", list::render_connections(&view::connections(&maps)?));
             } else {
-                let snap = snapshot(&maps, dir)?;
-                print!("{}", list::render(&snap, &pins::attached_interfaces(dir)?));
+                let shown = Director::read(&maps, dir)?;
+                print!("{}", list::render(&shown, &pins::attached_interfaces(dir)?));
             }
         }
         Command::Stats {
@@ -114,17 +115,17 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             privileges::require("stats")?;
             let maps = open(dir)?;
-            let render = |snap: &Snapshot, rates: Option<&Rates>| -> Result<String> {
+            let render = |shown: &Director, rates: Option<&Rates>| -> Result<String> {
                 Ok(if json {
-                    stats::render_json(snap)? + "\n"
+                    stats::render_json(shown)? + "\n"
                 } else if prometheus {
-                    stats::render_prometheus(snap)
+                    stats::render_prometheus(shown)?
                 } else {
-                    stats::render_text(snap, rates)
+                    stats::render_text(shown, rates)
                 })
             };
             match watch {
-                None => print!("{}", render(&snapshot(&maps, dir)?, None)?),
+                None => print!("{}", render(&Director::read(&maps, dir)?, None)?),
                 Some(secs) => {
                     if !(secs > 0.0 && secs.is_finite()) {
                         bail!("--watch takes a positive number of seconds, not {secs}");
@@ -187,9 +188,9 @@ fn run(cli: Cli) -> Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the tokio runtime")?
-                .block_on(lb_ctl::vrrp::io::run_all(
+                .block_on(lb_ctl::vrrp::instances::run_until_signal(
                     config.vrrp,
-                    &lb_ctl::vrrp::report::dir_for(dir),
+                    lb_ctl::vrrp::report::dir_for(dir),
                     hook_timeout,
                 ))?;
         }
@@ -293,30 +294,23 @@ fn run_apply(dir: &Path, file: &Path, dry_run: bool, timeout: Duration) -> Resul
     Ok(())
 }
 
-/// The maps' state, and the VRRP state of a daemon running for the same pins.
-fn snapshot(maps: &Maps, dir: &Path) -> Result<Snapshot> {
-    let mut snap = Snapshot::read(maps)?;
-    snap.vrrp = lb_ctl::vrrp::report::read_all(dir);
-    Ok(snap)
-}
-
 fn watch_stats(
     maps: &Maps,
     dir: &Path,
     every: Duration,
     count: Option<u64>,
-    render: impl Fn(&Snapshot, Option<&Rates>) -> Result<String>,
+    render: impl Fn(&Director, Option<&Rates>) -> Result<String>,
 ) -> Result<()> {
     let tty = std::io::stdout().is_terminal();
-    let mut prev = snapshot(maps, dir)?;
+    let mut prev = Director::read(maps, dir)?;
     let mut prev_at = Instant::now();
     let mut n = 0;
     while count.is_none_or(|c| n < c) {
         thread::sleep(every);
-        let snap = snapshot(maps, dir)?;
-        let rates = Rates::between(&prev, &snap, prev_at.elapsed());
+        let shown = Director::read(maps, dir)?;
+        let rates = Rates::between(&prev.maps, &shown.maps, prev_at.elapsed());
         prev_at = Instant::now();
-        let text = render(&snap, Some(&rates))?;
+        let text = render(&shown, Some(&rates))?;
         let mut out = std::io::stdout().lock();
         if tty {
             // Clear the screen and go home, then redraw.
@@ -324,7 +318,7 @@ fn watch_stats(
         }
         write!(out, "{text}")?;
         out.flush()?;
-        prev = snap;
+        prev = shown;
         n += 1;
     }
     Ok(())

@@ -3,10 +3,12 @@
 
 use std::fmt::Write as _;
 
-use crate::maps::view::Snapshot;
+use super::director::Director;
+use crate::vrrp::report::Report;
 
 /// Renders the listing; `interfaces` are the attached interface names.
-pub fn render(snap: &Snapshot, interfaces: &[String]) -> String {
+pub fn render(shown: &Director, interfaces: &[String]) -> String {
+    let snap = &shown.maps;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -68,13 +70,13 @@ pub fn render(snap: &Snapshot, interfaces: &[String]) -> String {
             );
         }
     }
-    out.push_str(&render_vrrp(&snap.vrrp));
+    out.push_str(&render_vrrp(&shown.vrrp));
     out
 }
 
 /// One line per VRRP instance, e.g. `VRRP VI_1: master (master 192.168.58.134), adverts sent
 /// 12, received 0, errors 0`.
-pub fn render_vrrp(reports: &[crate::vrrp::report::Report]) -> String {
+pub fn render_vrrp(reports: &[Report]) -> String {
     let mut out = String::new();
     for r in reports {
         let _ = writeln!(

@@ -2,6 +2,7 @@
 //! check every command but `genhash` makes first.
 
 pub mod args;
+pub mod director;
 pub mod genhash;
 pub mod list;
 pub mod privileges;

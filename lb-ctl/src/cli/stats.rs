@@ -3,10 +3,24 @@
 
 use std::{collections::HashMap, fmt::Write as _, time::Duration};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric as _, prometheus_text},
+    metrics::{
+        MetricType::{self, Counter, Gauge},
+        counter::ConstCounter,
+        gauge::ConstGauge,
+    },
+    registry::Registry,
+};
 use serde::Serialize;
 
-use crate::maps::view::Snapshot;
+use super::director::Director;
+use crate::{
+    maps::view::{BackendView, ServiceView, Snapshot},
+    vrrp::report::Report,
+};
 
 /// Per-second rates between two snapshots, by service index and backend id.
 #[derive(Clone, Debug, Default)]
@@ -49,7 +63,8 @@ impl Rates {
 }
 
 /// The counters as a table; with `rates`, per-second columns too.
-pub fn render_text(snap: &Snapshot, rates: Option<&Rates>) -> String {
+pub fn render_text(shown: &Director, rates: Option<&Rates>) -> String {
+    let snap = &shown.maps;
     let mut out = String::new();
     let _ = write!(
         out,
@@ -101,7 +116,7 @@ pub fn render_text(snap: &Snapshot, rates: Option<&Rates>) -> String {
         let _ = writeln!(out, "  {:<20} {:<5} {:>12}", r.reason, r.action, r.packets);
     }
     let _ = writeln!(out, "  connections tracked: {}", snap.flows);
-    out.push_str(&crate::cli::list::render_vrrp(&snap.vrrp));
+    out.push_str(&super::list::render_vrrp(&shown.vrrp));
     out
 }
 
@@ -109,208 +124,155 @@ pub fn render_text(snap: &Snapshot, rates: Option<&Rates>) -> String {
 struct JsonOut<'a> {
     #[serde(flatten)]
     snap: &'a Snapshot,
+    /// VRRP instances of a running daemon for these pins.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    vrrp: &'a Vec<Report>,
 }
 
-pub fn render_json(snap: &Snapshot) -> Result<String> {
-    Ok(serde_json::to_string_pretty(&JsonOut { snap })?)
+pub fn render_json(shown: &Director) -> Result<String> {
+    Ok(serde_json::to_string_pretty(&JsonOut {
+        snap: &shown.maps,
+        vrrp: &shown.vrrp,
+    })?)
 }
 
-/// Escapes a Prometheus label value.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-pub fn render_prometheus(snap: &Snapshot) -> String {
+/// The Prometheus text exposition format (0.0.4), written by prometheus-client.
+pub fn render_prometheus(shown: &Director) -> Result<String> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Families(families(shown))));
     let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, u64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (labels, v) in samples {
-            if labels.is_empty() {
-                let _ = writeln!(out, "{name} {v}");
-            } else {
-                let _ = writeln!(out, "{name}{{{labels}}} {v}");
+    prometheus_text::encode(&mut out, &registry).context("writing the Prometheus text")?;
+    Ok(out)
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// One metric family: `name` without the `_total` that the encoder adds to counters.
+#[derive(Debug)]
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    samples: Vec<(Labels, u64)>,
+}
+
+/// The families of one read, in the order they are written; a collector, since the values
+/// are read from the maps on each call rather than counted in this process.
+#[derive(Debug)]
+struct Families(Vec<Family>);
+
+impl Collector for Families {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        for f in &self.0 {
+            let mut metric = encoder.encode_descriptor(f.name, f.help, None, f.kind)?;
+            for (labels, v) in &f.samples {
+                let sample = metric.encode_family(labels)?;
+                if f.kind == Counter {
+                    ConstCounter::new(*v).encode(sample)?;
+                } else {
+                    ConstGauge::new(*v).encode(sample)?;
+                }
             }
         }
-    };
-    let svc_labels = |s: &crate::maps::view::ServiceView| {
-        format!(
-            "service=\"{}\",vip=\"{}\",port=\"{}\",protocol=\"{}\"",
-            label(&s.name),
-            s.vip,
-            s.port,
-            s.protocol
-        )
-    };
-    type Pick = fn(&crate::maps::view::ServiceView) -> u64;
-    let service_metrics: [(&str, &str, Pick); 3] = [
-        (
-            "lb_service_packets_total",
-            "Packets forwarded for the service.",
-            |s| s.packets,
-        ),
-        (
-            "lb_service_bytes_total",
-            "IP bytes forwarded for the service.",
-            |s| s.bytes,
-        ),
-        (
-            "lb_service_connections_total",
-            "Connections scheduled for the service.",
-            |s| s.connections,
-        ),
-    ];
-    for (name, help, pick) in service_metrics {
-        let samples = snap
-            .services
-            .iter()
-            .map(|s| (svc_labels(s), pick(s)))
-            .collect();
-        family(name, "counter", help, samples);
+        Ok(())
     }
-    type PickB = fn(&crate::maps::view::BackendView) -> u64;
-    let backend_metrics: [(&str, &str, &str, PickB); 6] = [
-        (
-            "lb_backend_packets_total",
-            "counter",
-            "Packets forwarded to the backend.",
-            |b| b.packets,
-        ),
-        (
-            "lb_backend_bytes_total",
-            "counter",
-            "IP bytes forwarded to the backend.",
-            |b| b.bytes,
-        ),
-        (
-            "lb_backend_connections_total",
-            "counter",
-            "Connections scheduled to the backend.",
-            |b| b.connections,
-        ),
-        (
-            "lb_backend_active_connections",
-            "gauge",
-            "Established connections (ipvsadm ActiveConn).",
-            |b| b.active_connections,
-        ),
-        (
-            "lb_backend_inactive_connections",
-            "gauge",
-            "Other live connections (ipvsadm InActConn).",
-            |b| b.inactive_connections,
-        ),
-        (
-            "lb_backend_weight",
-            "gauge",
-            "Configured weight (0 = draining).",
-            |b| b.weight as u64,
-        ),
-    ];
-    for (name, kind, help, pick) in backend_metrics {
-        let samples = snap
-            .services
-            .iter()
-            .flat_map(|s| {
-                s.backends.iter().map(move |b| {
-                    (
-                        format!("{},backend=\"{}:{}\"", svc_labels(s), b.address, b.port),
-                        pick(b),
-                    )
-                })
-            })
+}
+
+fn service_labels(s: &ServiceView) -> Labels {
+    vec![
+        ("service", s.name.clone()),
+        ("vip", s.vip.to_string()),
+        ("port", s.port.to_string()),
+        ("protocol", s.protocol.to_string()),
+    ]
+}
+
+fn backend_labels(s: &ServiceView, b: &BackendView) -> Labels {
+    let mut labels = service_labels(s);
+    labels.push(("backend", format!("{}:{}", b.address, b.port)));
+    labels
+}
+
+type PickS = fn(&ServiceView) -> u64;
+type PickB = fn(&BackendView) -> u64;
+type PickV = fn(&Report) -> u64;
+
+#[rustfmt::skip]
+const SERVICE: [(&str, &str, PickS); 3] = [
+    ("lb_service_packets", "Packets forwarded for the service.", |s| s.packets),
+    ("lb_service_bytes", "IP bytes forwarded for the service.", |s| s.bytes),
+    ("lb_service_connections", "Connections scheduled for the service.", |s| s.connections),
+];
+
+#[rustfmt::skip]
+const BACKEND: [(&str, MetricType, &str, PickB); 8] = [
+    ("lb_backend_packets", Counter, "Packets forwarded to the backend.", |b| b.packets),
+    ("lb_backend_bytes", Counter, "IP bytes forwarded to the backend.", |b| b.bytes),
+    ("lb_backend_connections", Counter, "Connections scheduled to the backend.", |b| b.connections),
+    ("lb_backend_active_connections", Gauge, "Established connections (ipvsadm ActiveConn).", |b| b.active_connections),
+    ("lb_backend_inactive_connections", Gauge, "Other live connections (ipvsadm InActConn).", |b| b.inactive_connections),
+    ("lb_backend_weight", Gauge, "Configured weight (0 = draining).", |b| u64::from(b.weight)),
+    ("lb_backend_usable", Gauge, "1 when the backend's MAC is known and it takes traffic.", |b| u64::from(b.usable)),
+    ("lb_backend_up", Gauge, "Health: 1 unless health checks (lb-ctl run) hold the backend down.", |b| u64::from(!b.down)),
+];
+
+#[rustfmt::skip]
+const VRRP: [(&str, MetricType, &str, PickV); 4] = [
+    ("lb_vrrp_master", Gauge, "1 while this director is the VRRP master.", |r| u64::from(r.state == "master")),
+    ("lb_vrrp_adverts_sent", Counter, "VRRP adverts sent.", |r| r.adverts_sent),
+    ("lb_vrrp_adverts_received", Counter, "VRRP adverts received.", |r| r.adverts_received),
+    ("lb_vrrp_errors", Counter, "Malformed or unauthenticated VRRP adverts, ignored.", |r| r.errors),
+];
+
+fn families(shown: &Director) -> Vec<Family> {
+    let snap = &shown.maps;
+    let family = |name, kind, help, samples| Family {
+        name,
+        help,
+        kind,
+        samples,
+    };
+    let mut out = Vec::new();
+    for (name, help, pick) in SERVICE {
+        let samples = (snap.services.iter())
+            .map(|s| (service_labels(s), pick(s)))
             .collect();
-        family(name, kind, help, samples);
+        out.push(family(name, Counter, help, samples));
     }
-    let samples = snap
-        .services
-        .iter()
-        .flat_map(|s| {
-            s.backends.iter().map(move |b| {
-                (
-                    format!("{},backend=\"{}:{}\"", svc_labels(s), b.address, b.port),
-                    b.usable as u64,
-                )
-            })
-        })
-        .collect();
-    family(
-        "lb_backend_usable",
-        "gauge",
-        "1 when the backend's MAC is known and it takes traffic.",
-        samples,
-    );
-    let samples = snap
-        .services
-        .iter()
-        .flat_map(|s| {
-            s.backends.iter().map(move |b| {
-                (
-                    format!("{},backend=\"{}:{}\"", svc_labels(s), b.address, b.port),
-                    u64::from(!b.down),
-                )
-            })
-        })
-        .collect();
-    family(
-        "lb_backend_up",
-        "gauge",
-        "Health: 1 unless health checks (lb-ctl run) hold the backend down.",
-        samples,
-    );
-    let samples = snap
-        .datapath
-        .iter()
+    for (name, kind, help, pick) in BACKEND {
+        let samples = (snap.services.iter())
+            .flat_map(|s| (s.backends.iter()).map(move |b| (backend_labels(s, b), pick(b))))
+            .collect();
+        out.push(family(name, kind, help, samples));
+    }
+    let samples = (snap.datapath.iter())
         .map(|r| {
-            (
-                format!("reason=\"{}\",action=\"{}\"", r.reason, r.action),
-                r.packets,
-            )
+            let labels = vec![
+                ("reason", r.reason.to_string()),
+                ("action", r.action.to_string()),
+            ];
+            (labels, r.packets)
         })
         .collect();
-    family(
-        "lb_datapath_packets_total",
-        "counter",
+    out.push(family(
+        "lb_datapath_packets",
+        Counter,
         "Packets seen by the XDP program, by what it did with them.",
         samples,
-    );
-    family(
+    ));
+    out.push(family(
         "lb_flows",
-        "gauge",
+        Gauge,
         "Live entries in the connection table.",
-        vec![(String::new(), snap.flows)],
-    );
-    if !snap.vrrp.is_empty() {
-        let inst = |r: &crate::vrrp::report::Report| format!("instance=\"{}\"", label(&r.instance));
-        let vrrp = |f: fn(&crate::vrrp::report::Report) -> u64| -> Vec<(String, u64)> {
-            snap.vrrp.iter().map(|r| (inst(r), f(r))).collect()
-        };
-        family(
-            "lb_vrrp_master",
-            "gauge",
-            "1 while this director is the VRRP master.",
-            vrrp(|r| u64::from(r.state == "master")),
-        );
-        family(
-            "lb_vrrp_adverts_sent_total",
-            "counter",
-            "VRRP adverts sent.",
-            vrrp(|r| r.adverts_sent),
-        );
-        family(
-            "lb_vrrp_adverts_received_total",
-            "counter",
-            "VRRP adverts received.",
-            vrrp(|r| r.adverts_received),
-        );
-        family(
-            "lb_vrrp_errors_total",
-            "counter",
-            "Malformed or unauthenticated VRRP adverts, ignored.",
-            vrrp(|r| r.errors),
-        );
+        vec![(Vec::new(), snap.flows)],
+    ));
+    if !shown.vrrp.is_empty() {
+        for (name, kind, help, pick) in VRRP {
+            let samples = (shown.vrrp.iter())
+                .map(|r| (vec![("instance", r.instance.clone())], pick(r)))
+                .collect();
+            out.push(family(name, kind, help, samples));
+        }
     }
     out
 }
@@ -320,7 +282,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::maps::view::{BackendView, ReasonCount, ServiceView};
+    use crate::maps::view::ReasonCount;
 
     fn backend(id: u32, last: u8, packets: u64, usable: bool, down: bool) -> BackendView {
         BackendView {
@@ -340,7 +302,7 @@ mod tests {
     }
 
     /// Two services (one with a name that needs escaping), three backends, two reasons.
-    fn sample() -> Snapshot {
+    fn sample() -> Director {
         let service = |id: u32, name: &str, port: u16, backends: Vec<BackendView>| ServiceView {
             name: name.into(),
             vip: Ipv4Addr::new(192, 168, 58, 133),
@@ -356,7 +318,7 @@ mod tests {
             key: lb_common::ServiceKey::default(),
             id,
         };
-        Snapshot {
+        let maps = Snapshot {
             services: vec![
                 service(
                     0,
@@ -388,13 +350,16 @@ mod tests {
             ],
             flows: 5,
             flows_capacity: 262_144,
+        };
+        Director {
+            maps,
             vrrp: Vec::new(),
         }
     }
 
-    fn reports() -> Vec<crate::vrrp::report::Report> {
+    fn reports() -> Vec<Report> {
         vec![
-            crate::vrrp::report::Report {
+            Report {
                 instance: "VI_1".into(),
                 state: "master".into(),
                 master: Some("192.168.58.134".into()),
@@ -404,7 +369,7 @@ mod tests {
                 became_master: 2,
                 pid: 42,
             },
-            crate::vrrp::report::Report {
+            Report {
                 instance: "VI_2".into(),
                 state: "backup".into(),
                 master: None,
@@ -420,7 +385,7 @@ mod tests {
         let mut snap = sample();
         snap.vrrp = reports();
         assert_eq!(
-            render_prometheus(&snap),
+            render_prometheus(&snap).expect("prometheus"),
             include_str!("golden/prometheus.txt")
         );
         assert_eq!(
@@ -434,7 +399,7 @@ mod tests {
         );
         let snap = sample();
         assert_eq!(
-            render_prometheus(&snap),
+            render_prometheus(&snap).expect("prometheus"),
             include_str!("golden/prometheus-no-vrrp.txt")
         );
         assert_eq!(

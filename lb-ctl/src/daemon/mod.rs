@@ -232,11 +232,11 @@ async fn main_loop(opts: Options) -> Result<()> {
         "running"
     );
     // VRRP (the `vrrp:` list): a task per instance; the master holds the virtual addresses.
-    let (vrrp_stop, vrrp_rx) = tokio::sync::watch::channel(false);
-    let vrrp: Vec<_> = (d.config.vrrp.iter())
-        .map(|c| crate::vrrp::io::spawn(c.clone(), vrrp_rx.clone(), d.hooks.clone()))
-        .collect();
-    let vrrp_reports = crate::vrrp::report::dir_for(dir);
+    let vrrp = crate::vrrp::instances::Instances::start(
+        &d.config.vrrp,
+        &d.hooks,
+        crate::vrrp::report::dir_for(dir),
+    );
 
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -278,9 +278,6 @@ async fn main_loop(opts: Options) -> Result<()> {
                 d.reload(text);
             }
             _ = poll.tick() => {
-                if let Err(e) = crate::vrrp::report::write_all(&vrrp_reports, &vrrp) {
-                    warn!(error = %format!("{e:#}"), "writing the VRRP status for list/stats");
-                }
                 if let Some(r) = d.watch.poll(Instant::now().into_std()) {
                     info!(file = %d.opts.file.display(), cause = r.cause, "the file changed: reloading");
                     d.reload(r.text);
@@ -305,8 +302,7 @@ async fn main_loop(opts: Options) -> Result<()> {
     let checkers = d.probes.drain().map(|(_, p)| p.handle).collect();
     let left = crate::daemon::tasks::abort_and_wait(checkers, STOP_WAIT).await;
     // A master hands over at once (priority 0) and removes its addresses.
-    crate::vrrp::report::remove_all(&vrrp_reports, &vrrp);
-    crate::vrrp::io::stop_all(vrrp_stop, vrrp).await;
+    vrrp.stop().await;
     let left = left + d.hooks.stop(STOP_WAIT).await;
     if left > 0 {
         warn!(tasks = left, "checks or hooks did not stop within 2 s");

@@ -99,9 +99,6 @@ pub struct Snapshot {
     pub flows: u64,
     /// Entries the connection table can hold (the least recently used go first).
     pub flows_capacity: u32,
-    /// VRRP instances of a running daemon for these pins (filled by the caller).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub vrrp: Vec<crate::vrrp::report::Report>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -220,7 +217,6 @@ impl Snapshot {
             datapath,
             flows,
             flows_capacity: maps.flows_capacity()?,
-            vrrp: Vec::new(),
         })
     }
 }

@@ -6,13 +6,10 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    sync::atomic::Ordering,
 };
 
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
-
-use super::io::Handle;
 
 /// What `list` and `stats` show of one instance.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,51 +46,26 @@ fn file_name(instance: &str) -> String {
     format!("{safe}.json")
 }
 
-/// The report of a running instance.
-pub fn of(h: &Handle) -> Report {
-    let s = &h.status;
-    let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    Report {
-        instance: h.name.clone(),
-        state: s
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .map_or("init", |st| st.as_str())
-            .to_string(),
-        master: s
-            .master
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .map(|a| a.to_string()),
-        adverts_sent: n(&s.adverts_sent),
-        adverts_received: n(&s.adverts_received),
-        errors: n(&s.malformed) + n(&s.bad_ttl) + n(&s.bad_auth) + n(&s.mismatched),
-        became_master: n(&s.became_master),
-        pid: std::process::id(),
-    }
-}
-
-/// Writes every instance's report (atomically: a temporary file, then a rename).
-pub fn write_all(dir: &Path, handles: &[Handle]) -> Result<()> {
-    if handles.is_empty() {
+/// Writes each report (atomically: a temporary file, then a rename).
+pub fn write_all(dir: &Path, reports: &[Report]) -> Result<()> {
+    if reports.is_empty() {
         return Ok(());
     }
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    for h in handles {
-        let path = dir.join(file_name(&h.name));
+    for r in reports {
+        let path = dir.join(file_name(&r.instance));
         let tmp = path.with_extension("tmp");
-        fs::write(&tmp, serde_json::to_vec(&of(h))?)
+        fs::write(&tmp, serde_json::to_vec(r)?)
             .with_context(|| format!("writing {}", tmp.display()))?;
         fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
 
-/// Removes the reports of `handles` (the daemon is stopping).
-pub fn remove_all(dir: &Path, handles: &[Handle]) {
-    for h in handles {
-        let _ = fs::remove_file(dir.join(file_name(&h.name)));
+/// Removes the reports of `instances` (the daemon is stopping), and the directories if empty.
+pub fn remove_all<'a>(dir: &Path, instances: impl IntoIterator<Item = &'a str>) {
+    for name in instances {
+        let _ = fs::remove_file(dir.join(file_name(name)));
     }
     let _ = fs::remove_dir(dir);
     if let Some(parent) = dir.parent() {
@@ -134,7 +106,6 @@ mod tests {
     fn reports_of_dead_writers_are_ignored() {
         let pin = PathBuf::from(format!("/tmp/lb-report-test-{}", std::process::id()));
         let dir = dir_for(&pin);
-        fs::create_dir_all(&dir).expect("dir");
         let live = Report {
             instance: "VI_1".into(),
             state: "master".into(),
@@ -146,14 +117,9 @@ mod tests {
             pid: u32::MAX - 1,
             ..Report::default()
         };
-        for r in [&live, &dead] {
-            fs::write(
-                dir.join(file_name(&r.instance)),
-                serde_json::to_vec(r).expect("json"),
-            )
-            .expect("write");
-        }
+        write_all(&dir, &[live.clone(), dead]).expect("write");
         assert_eq!(read_all(&pin), vec![live]);
-        let _ = fs::remove_dir_all(dir.parent().expect("parent"));
+        remove_all(&dir, ["VI_1", "VI_2"]);
+        assert!(!dir.exists(), "the directory goes with the last report");
     }
 }

@@ -27,7 +27,7 @@ use anyhow::{Context as _, Result, bail};
 use aya::maps::MapInfo;
 use lb_common::names;
 use lb_ctl::{
-    cli::stats,
+    cli::{director::Director, stats},
     config::{self, Config},
     maps::Maps,
     maps::loader::{self, Sizes},
@@ -496,7 +496,11 @@ fn main() -> Result<()> {
         if backends != SERVICES * BACKENDS_PER_SERVICE {
             bail!("the snapshot has {backends} backends");
         }
-        let (text, j) = time(|| stats::render_json(&snap))?;
+        let shown = Director {
+            maps: snap,
+            vrrp: Vec::new(),
+        };
+        let (text, j) = time(|| stats::render_json(&shown))?;
         json_bytes = text.len();
         scrapes.push(r + j);
         read_ms.push(r);
