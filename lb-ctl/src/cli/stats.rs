@@ -382,29 +382,30 @@ mod tests {
     /// VRRP left the map snapshot: scrapers and scripts see the same output.
     #[test]
     fn output_is_byte_for_byte_what_it_was() {
-        let mut snap = sample();
-        snap.vrrp = reports();
+        let mut with_vrrp = sample();
+        with_vrrp.vrrp = reports();
         assert_eq!(
-            render_prometheus(&snap).expect("prometheus"),
-            include_str!("golden/prometheus.txt")
+            render_text(&with_vrrp, None),
+            include_str!("golden/stats.txt")
         );
         assert_eq!(
-            render_json(&snap).expect("json"),
-            include_str!("golden/stats.json")
-        );
-        assert_eq!(render_text(&snap, None), include_str!("golden/stats.txt"));
-        assert_eq!(
-            crate::cli::list::render(&snap, &["eth0".into()]),
+            crate::cli::list::render(&with_vrrp, &["eth0".into()]),
             include_str!("golden/list.txt")
         );
-        let snap = sample();
-        assert_eq!(
-            render_prometheus(&snap).expect("prometheus"),
-            include_str!("golden/prometheus-no-vrrp.txt")
-        );
-        assert_eq!(
-            render_json(&snap).expect("json"),
-            include_str!("golden/stats-no-vrrp.json")
-        );
+        for (shown, prometheus, json) in [
+            (
+                with_vrrp,
+                include_str!("golden/prometheus.txt"),
+                include_str!("golden/stats.json"),
+            ),
+            (
+                sample(),
+                include_str!("golden/prometheus-no-vrrp.txt"),
+                include_str!("golden/stats-no-vrrp.json"),
+            ),
+        ] {
+            assert_eq!(render_prometheus(&shown).expect("prometheus"), prometheus);
+            assert_eq!(render_json(&shown).expect("json"), json);
+        }
     }
 }
