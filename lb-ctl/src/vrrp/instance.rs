@@ -2,8 +2,8 @@
 //! [`super::socket`].
 //!
 //! - Receive: every packet is checked (TTL 255, length, checksum, version, authentication);
-//!   bad ones are counted, logged and ignored. Adverts go to 224.0.0.18, or to each unicast
-//!   peer.
+//!   bad ones are counted, logged and ignored. With unicast peers, only theirs count.
+//! - Send: adverts go to 224.0.0.18, or to each unicast peer.
 //! - Master: the virtual addresses are added with rtnetlink ([`crate::net::addr`]) and
 //!   announced with gratuitous ARP, `garp_count` per address, `garp_delay` apart. Leaving
 //!   master removes them.
