@@ -99,6 +99,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 
 pub use client::{Connect, HttpConn, http_get, send_frames, tcp_connect, tcp_stream, udp_request};
 pub use proc::{Proc, spawn_child};
+pub(crate) use teardown::BPFFS;
 pub use teardown::{
     BASE_PREFIX, install_signal_handler, on_signal_before_teardown, sweep_leftovers, teardown_all,
 };
@@ -547,6 +548,31 @@ impl Lab {
                 if up { "up" } else { "down" }
             )
         })
+    }
+
+    /// Gives `host` a second link to the switch: `iface` (with `mac`, up, no address) in its
+    /// namespace, `switch_port` on the bridge. Deleted with the lab.
+    pub fn add_link(
+        &self,
+        host: &Host,
+        iface: &str,
+        mac: [u8; 6],
+        switch_port: &str,
+    ) -> Result<()> {
+        ip_batch(
+            &self.switch_ns,
+            &[
+                format!(
+                    "link add {switch_port} type veth peer name {iface} address {} netns {}",
+                    format_mac(&mac),
+                    host.netns
+                ),
+                format!("link set {switch_port} master {BRIDGE}"),
+                format!("link set {switch_port} up"),
+            ],
+        )?;
+        host.ip_batch(&[format!("link set {iface} up")])
+            .with_context(|| format!("adding {iface} to {}", host.name))
     }
 
     /// Adds the VIP (`/32`) to `host`'s `eth0` (a director taking over the VIP).
