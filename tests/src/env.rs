@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::{
     daemon::Daemon,
-    lab::{Host, Lab, LabSpec},
+    lab::{Host, Lab, LabSpec, http_get},
     lbctl::LbCtl,
     stats,
 };
@@ -128,6 +128,25 @@ impl Env {
             last = now;
         }
         last
+    }
+
+    /// One HTTP request from the client to the VIP's HTTP port on a new connection, within
+    /// `timeout`; the answering server's name (the body, trimmed). Fails on a status not 200.
+    pub fn request(&self, timeout: Duration) -> anyhow::Result<String> {
+        let (vip, port) = (self.lab.vip(), self.lab.spec().http_port);
+        let (status, body) = http_get(self.client(), vip, port, "/", timeout)?;
+        anyhow::ensure!(status == 200, "status {status}: {body}");
+        Ok(body.trim().to_string())
+    }
+
+    /// `n` requests as [`Env::request`], each within 2 s; panics on any failure.
+    pub fn requests(&self, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|k| {
+                self.request(Duration::from_secs(2))
+                    .unwrap_or_else(|e| panic!("request {k} of {n} to the VIP failed: {e:#}"))
+            })
+            .collect()
     }
 
     /// How many HTTP requests `server` has answered (the lab's servers count them).

@@ -100,6 +100,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 pub use client::{Connect, HttpConn, http_get, send_frames, tcp_connect, tcp_stream, udp_request};
 pub use proc::{Proc, spawn_child};
 pub(crate) use teardown::BPFFS;
+use teardown::NETNS_DIR;
 pub use teardown::{
     BASE_PREFIX, install_signal_handler, on_signal_before_teardown, sweep_leftovers, teardown_all,
 };
@@ -655,6 +656,19 @@ impl Lab {
     /// Every namespace of the lab.
     pub fn namespaces(&self) -> &[String] {
         &self.res.namespaces
+    }
+
+    /// Tears the lab down now (as dropping it does) and fails if any of its namespaces is
+    /// still there afterwards.
+    pub fn close(self) -> Result<()> {
+        let namespaces = self.namespaces().to_vec();
+        drop(self);
+        let left: Vec<&String> = namespaces
+            .iter()
+            .filter(|ns| Path::new(NETNS_DIR).join(ns).exists())
+            .collect();
+        ensure!(left.is_empty(), "namespaces left after the lab: {left:?}");
+        Ok(())
     }
 
     fn start_servers(&self, bin: &Path, server: &Host) -> Result<()> {

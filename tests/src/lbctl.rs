@@ -200,6 +200,24 @@ impl LbCtl {
         Ok(out)
     }
 
+    /// Runs the commands at the same time, one thread each, and returns their outputs in
+    /// order (see [`LbCtl::run`]).
+    pub fn run_at_once(&self, commands: &[&[&str]]) -> Result<Vec<Output>> {
+        thread::scope(|s| {
+            let handles: Vec<_> = commands
+                .iter()
+                .map(|args| s.spawn(|| self.run(args)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("an lb-ctl thread panicked")))
+                })
+                .collect()
+        })
+    }
+
     /// [`LbCtl::run`] as an [`Out`]; panics if it cannot be run or does not end in time.
     pub fn out(&self, args: &[&str]) -> Out {
         Out::of(

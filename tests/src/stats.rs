@@ -6,19 +6,15 @@ use serde_json::Value;
 /// The service named `name`.
 #[track_caller]
 pub fn service<'a>(stats: &'a Value, name: &str) -> &'a Value {
-    stats["services"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["name"] == name))
+    find(stats, "services", "name", name)
         .unwrap_or_else(|| panic!("no service {name} in stats --json:\n{stats:#}"))
 }
 
 /// The backend with `address` (`192.168.58.135`) of a service.
 #[track_caller]
-pub fn backend<'a>(service: &'a Value, address: impl std::fmt::Display) -> &'a Value {
+pub fn backend(service: &Value, address: impl std::fmt::Display) -> &Value {
     let address = address.to_string();
-    service["backends"]
-        .as_array()
-        .and_then(|b| b.iter().find(|b| b["address"] == address.as_str()))
+    find(service, "backends", "address", &address)
         .unwrap_or_else(|| panic!("no backend {address} in:\n{service:#}"))
 }
 
@@ -33,9 +29,7 @@ pub fn num(v: &Value, key: &str) -> u64 {
 /// The data-path entry of `reason` (`forwarded`, `pass_not_vip`, ...).
 #[track_caller]
 pub fn reason<'a>(stats: &'a Value, reason: &str) -> &'a Value {
-    stats["datapath"]
-        .as_array()
-        .and_then(|d| d.iter().find(|r| r["reason"] == reason))
+    find(stats, "datapath", "reason", reason)
         .unwrap_or_else(|| panic!("no data-path reason {reason} in:\n{stats:#}"))
 }
 
@@ -49,4 +43,9 @@ pub fn datapath(stats: &Value, reason_name: &str) -> u64 {
 #[track_caller]
 pub fn parse(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("stats --json is not JSON ({e}):\n{text}"))
+}
+
+/// The entry of the array `v[list]` whose `key` is `value`.
+fn find<'a>(v: &'a Value, list: &str, key: &str, value: &str) -> Option<&'a Value> {
+    v[list].as_array()?.iter().find(|e| e[key] == value)
 }

@@ -24,7 +24,7 @@ use anyhow::{Context as _, Result, bail};
 pub const BASE_PREFIX: &str = "lbl-";
 
 /// Where `ip netns` keeps named namespaces.
-const NETNS_DIR: &str = "/run/netns";
+pub(crate) const NETNS_DIR: &str = "/run/netns";
 
 /// Where bpffs is; lab pin directories are `<BPFFS>/<lab prefix>[-<director>]`.
 pub(crate) const BPFFS: &str = "/sys/fs/bpf";
@@ -424,7 +424,10 @@ mod tests {
         assert_eq!(creator_pid("lbl-17-switch"), None);
         assert_eq!(creator_pid("lbl-4242-0"), Some(4242));
         assert_eq!(creator_pid("lbl-4242-0-director-1-lbctl"), Some(4242));
+        assert_eq!(creator_pid("lbl-4242-3-director-2"), Some(4242));
         assert_eq!(creator_pid("lbl-4242-x"), None);
+        assert_eq!(creator_pid("lbl-x-0"), None);
+        assert_eq!(creator_pid("lbc4242-0"), None);
         assert_eq!(creator_pid("lb"), None);
         assert_eq!(creator_pid("other-17-0-switch"), None);
         assert_eq!(creator_pid("lbl-0-0-switch"), None);
