@@ -158,11 +158,7 @@ fn about(addr: Ipv4Addr, what: &'static str) -> impl Fn(&str) -> bool {
 fn a_dead_server_is_taken_out_and_comes_back() {
     let mut env = Health::new(2);
     let (rs1, rs2) = (env.addr(0), env.addr(1));
-    let file = env
-        .env
-        .ctl
-        .write_file(&web(&[rs1, rs2], CHECK))
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let file = env.env.file(&web(&[rs1, rs2], CHECK));
     env.start_daemon(&file, &[]);
     assert_eq!(
         names(&env.requests(10)),
@@ -257,11 +253,7 @@ fn genhash_digest_is_accepted_and_a_mismatch_marks_down() {
     assert_ne!(d1, d2, "the two servers' pages differ");
     // The check wants real-server-2's page: real-server-1's digest does not match.
     let check = format!("{CHECK}      digest: {d2}\n");
-    let file = env
-        .env
-        .ctl
-        .write_file(&web(&[rs1, rs2], &check))
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let file = env.env.file(&web(&[rs1, rs2], &check));
     env.start_daemon(&file, &[]);
     let (line, took) = env.daemon().wait_log(
         DETECT + Duration::from_secs(1),
@@ -288,11 +280,7 @@ fn all_down_sends_to_the_sorry_server() {
     let mut env = Health::new(3);
     let (rs1, rs2, sorry) = (env.addr(0), env.addr(1), env.addr(2));
     let extra = format!("{CHECK}    sorry_server: {sorry}\n");
-    let file = env
-        .env
-        .ctl
-        .write_file(&web(&[rs1, rs2], &extra))
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let file = env.env.file(&web(&[rs1, rs2], &extra));
     env.start_daemon(&file, &[]);
     assert_eq!(
         names(&env.requests(6)),
@@ -325,11 +313,7 @@ fn all_down_sends_to_the_sorry_server() {
 fn sighup_with_a_broken_file_keeps_the_running_config() {
     let mut env = Health::new(2);
     let (rs1, rs2) = (env.addr(0), env.addr(1));
-    let file = env
-        .env
-        .ctl
-        .write_file(&web(&[rs1, rs2], CHECK))
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let file = env.env.file(&web(&[rs1, rs2], CHECK));
     env.start_daemon(&file, &["--detach-on-exit", "--reload-settle", "1s"]);
 
     // A broken file: refused, logged; both servers still serve.
