@@ -208,14 +208,7 @@ fn a_dead_server_is_taken_out_and_comes_back() {
     assert_eq!(env.state_of(rs1), "up");
 
     // SIGTERM: the daemon stops, the data path keeps forwarding.
-    env.daemon().signal(libc::SIGTERM);
-    let status = env
-        .daemon()
-        .proc
-        .wait_timeout(Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("{e:#}"))
-        .unwrap_or_else(|| panic!("lb-ctl run did not stop within 5 s of SIGTERM"));
-    assert!(status.success(), "lb-ctl run exited with {status}");
+    env.daemon().terminate();
     env.daemon()
         .wait_log(T, |l| l.contains("keeps forwarding"), "stopped");
     assert_eq!(
@@ -361,14 +354,7 @@ fn sighup_with_a_broken_file_keeps_the_running_config() {
     assert!(!env.env.list().contains(&format!("{rs2}:80")));
 
     // --detach-on-exit: SIGTERM detaches and removes the pins.
-    env.daemon().signal(libc::SIGTERM);
-    let status = env
-        .daemon()
-        .proc
-        .wait_timeout(Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("{e:#}"))
-        .unwrap_or_else(|| panic!("lb-ctl run did not stop within 5 s of SIGTERM"));
-    assert!(status.success(), "lb-ctl run exited with {status}");
+    env.daemon().terminate();
     assert!(
         !env.env.ctl.pin_dir().exists(),
         "the pins are still there after --detach-on-exit"
