@@ -57,7 +57,8 @@
 //! process before it ends ([`install_signal_handler`]). Every process the lab starts
 //! ([`Host::spawn`], the servers) gets SIGKILL from the kernel if this process dies in any way
 //! ([`spawn_child`]). [`Lab::build`] first sweeps what crashed runs left ([`sweep_leftovers`]:
-//! namespaces `lbl-<pid>-...` whose pid is dead).
+//! namespaces `lbl-<pid>-...` whose pid is dead, and those runs' pin, runtime and service-file
+//! directories); it is the tests' only sweep.
 //!
 //! # Indexing
 //! [`Lab::director`] and [`Lab::server`] count from 0: `director(0)` is director-1,
