@@ -135,6 +135,17 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("waiting for lb-ctl run: {e:#}"))
     }
 
+    /// Sends it SIGTERM and waits (at most 5 s) for it to exit, which it must do with status 0;
+    /// panics otherwise.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        let status = self
+            .wait_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("lb-ctl run did not stop within 5 s of SIGTERM"));
+        assert!(status.success(), "lb-ctl run exited with {status}");
+        status
+    }
+
     /// Sends it `sig`.
     pub fn signal(&mut self, sig: i32) {
         self.proc

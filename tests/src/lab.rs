@@ -57,7 +57,8 @@
 //! process before it ends ([`install_signal_handler`]). Every process the lab starts
 //! ([`Host::spawn`], the servers) gets SIGKILL from the kernel if this process dies in any way
 //! ([`spawn_child`]). [`Lab::build`] first sweeps what crashed runs left ([`sweep_leftovers`]:
-//! namespaces `lbl-<pid>-...` whose pid is dead).
+//! namespaces `lbl-<pid>-...` whose pid is dead, and those runs' pin, runtime and service-file
+//! directories); it is the tests' only sweep.
 //!
 //! # Indexing
 //! [`Lab::director`] and [`Lab::server`] count from 0: `director(0)` is director-1,
@@ -99,6 +100,8 @@ use anyhow::{Context as _, Result, bail, ensure};
 
 pub use client::{Connect, HttpConn, http_get, send_frames, tcp_connect, tcp_stream, udp_request};
 pub use proc::{Proc, spawn_child};
+pub(crate) use teardown::BPFFS;
+use teardown::NETNS_DIR;
 pub use teardown::{
     BASE_PREFIX, install_signal_handler, on_signal_before_teardown, sweep_leftovers, teardown_all,
 };
@@ -549,6 +552,31 @@ impl Lab {
         })
     }
 
+    /// Gives `host` a second link to the switch: `iface` (with `mac`, up, no address) in its
+    /// namespace, `switch_port` on the bridge. Deleted with the lab.
+    pub fn add_link(
+        &self,
+        host: &Host,
+        iface: &str,
+        mac: [u8; 6],
+        switch_port: &str,
+    ) -> Result<()> {
+        ip_batch(
+            &self.switch_ns,
+            &[
+                format!(
+                    "link add {switch_port} type veth peer name {iface} address {} netns {}",
+                    format_mac(&mac),
+                    host.netns
+                ),
+                format!("link set {switch_port} master {BRIDGE}"),
+                format!("link set {switch_port} up"),
+            ],
+        )?;
+        host.ip_batch(&[format!("link set {iface} up")])
+            .with_context(|| format!("adding {iface} to {}", host.name))
+    }
+
     /// Adds the VIP (`/32`) to `host`'s `eth0` (a director taking over the VIP).
     pub fn add_vip(&self, host: &Host) -> Result<()> {
         ip_batch(
@@ -629,6 +657,19 @@ impl Lab {
     /// Every namespace of the lab.
     pub fn namespaces(&self) -> &[String] {
         &self.res.namespaces
+    }
+
+    /// Tears the lab down now (as dropping it does) and fails if any of its namespaces is
+    /// still there afterwards.
+    pub fn close(self) -> Result<()> {
+        let namespaces = self.namespaces().to_vec();
+        drop(self);
+        let left: Vec<&String> = namespaces
+            .iter()
+            .filter(|ns| Path::new(NETNS_DIR).join(ns).exists())
+            .collect();
+        ensure!(left.is_empty(), "namespaces left after the lab: {left:?}");
+        Ok(())
     }
 
     fn start_servers(&self, bin: &Path, server: &Host) -> Result<()> {

@@ -10,8 +10,11 @@
 //! attached, then removes its pin directory and its file directory, whatever is left in them.
 //! Drop it before the [`Lab`] (declare it after the lab, or put it first in a struct), so the
 //! director's namespace still exists when `lb-ctl detach` runs; if it does not, the pins are
-//! removed all the same. [`LbCtl::new`] first removes the pin and file directories that crashed
-//! runs left behind (`lbl-<pid>-...` whose pid is dead).
+//! removed all the same. What crashed runs left behind (pin and file directories of
+//! `lbl-<pid>-...` whose pid is dead) is swept by [`Lab::build`] (`lab::sweep_leftovers`).
+//!
+//! [`LbCtl::out`] and [`lb_ctl`] return an [`Out`] for tests that assert on exactly what a
+//! command printed and how it ended ([`Out::ok`], [`Out::fails`]).
 //!
 //! ```no_run
 //! use lb_tests::{lab::{Lab, LabSpec}, lbctl::LbCtl};
@@ -27,7 +30,7 @@ use std::{
     env, fs,
     io::Read as _,
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Command, ExitStatus, Output, Stdio},
     sync::{
         Mutex,
         atomic::{AtomicU32, Ordering},
@@ -38,13 +41,10 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::lab::{BASE_PREFIX, Host, Lab, spawn_child};
+use crate::lab::{BPFFS, Host, Lab, spawn_child};
 
 /// How long one `lb-ctl` command may take.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Where bpffs is (lb-ctl mounts it there when it is not).
-const BPFFS: &str = "/sys/fs/bpf";
 
 /// Finds the `lb-ctl` binary: `$LB_CTL` if set; else `lb-ctl` next to the running executable
 /// or in its parent directory (a test runs from `target/<profile>/deps/`); else
@@ -142,12 +142,8 @@ impl LbCtl {
     /// Prepares to drive `director` of `lab` (nothing is attached yet). Fails when lb-ctl is
     /// not built or when not root.
     pub fn new(lab: &Lab, director: &Host) -> Result<LbCtl> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            bail!("lb-ctl needs root (BPF, XDP, namespaces): run the tests as root");
-        }
+        require_root()?;
         let bin = find_lb_ctl()?;
-        sweep_leftovers();
         let files = env::temp_dir().join(format!("{}-{}-lbctl", lab.prefix(), director.name));
         fs::create_dir_all(&files).with_context(|| format!("creating {}", files.display()))?;
         Ok(LbCtl {
@@ -166,6 +162,11 @@ impl LbCtl {
         &self.bin
     }
 
+    /// The directory of the service files it writes.
+    pub fn files_dir(&self) -> &Path {
+        &self.files
+    }
+
     /// The `--pin-dir` given to every command.
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir
@@ -173,15 +174,56 @@ impl LbCtl {
 
     /// Runs `lb-ctl --netns NS --pin-dir DIR args...` and returns its output whatever its
     /// exit status; fails if it cannot be started or runs longer than [`COMMAND_TIMEOUT`].
+    /// The interface of an `attach IFACE ...` is remembered before it runs (a half-done
+    /// attach is cleaned up too), and forgotten after a `detach IFACE` that succeeded.
     pub fn run(&self, args: &[&str]) -> Result<Output> {
+        let attached = || self.attached.lock().unwrap_or_else(|e| e.into_inner());
+        if let ["attach", iface, ..] = args {
+            let mut attached = attached();
+            if !attached.iter().any(|i| i == iface) {
+                attached.push((*iface).to_owned());
+            }
+        }
         let mut cmd = Command::new(&self.bin);
         cmd.arg("--netns")
             .arg(&self.netns)
             .arg("--pin-dir")
             .arg(&self.pin_dir)
             .args(args);
-        run_with_deadline(cmd, COMMAND_TIMEOUT)
-            .with_context(|| format!("running lb-ctl {args:?} for {}", self.host))
+        let out = run_with_deadline(cmd, COMMAND_TIMEOUT)
+            .with_context(|| format!("running lb-ctl {args:?} for {}", self.host))?;
+        if let ["detach", iface, ..] = args
+            && out.status.success()
+        {
+            attached().retain(|i| i != iface);
+        }
+        Ok(out)
+    }
+
+    /// Runs the commands at the same time, one thread each, and returns their outputs in
+    /// order (see [`LbCtl::run`]).
+    pub fn run_at_once(&self, commands: &[&[&str]]) -> Result<Vec<Output>> {
+        thread::scope(|s| {
+            let handles: Vec<_> = commands
+                .iter()
+                .map(|args| s.spawn(|| self.run(args)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("an lb-ctl thread panicked")))
+                })
+                .collect()
+        })
+    }
+
+    /// [`LbCtl::run`] as an [`Out`]; panics if it cannot be run or does not end in time.
+    pub fn out(&self, args: &[&str]) -> Out {
+        Out::of(
+            format!("lb-ctl {} (in {})", args.join(" "), self.host),
+            self.run(args),
+        )
     }
 
     /// Like [`LbCtl::run`], but fails unless it exits 0; returns its stdout.
@@ -211,13 +253,6 @@ impl LbCtl {
 
     /// `lb-ctl attach IFACE --mode MODE EXTRA...` (e.g. `--flows 4096`).
     pub fn attach_with(&self, iface: &str, mode: &str, extra: &[&str]) -> Result<String> {
-        // Remembered before, so that a half-done attach is cleaned up too.
-        {
-            let mut attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
-            if !attached.iter().any(|i| i == iface) {
-                attached.push(iface.to_owned());
-            }
-        }
         let mut args = vec!["attach", iface, "--mode", mode];
         args.extend_from_slice(extra);
         self.run_ok(&args)
@@ -225,12 +260,7 @@ impl LbCtl {
 
     /// `lb-ctl detach IFACE`.
     pub fn detach(&self, iface: &str) -> Result<String> {
-        let out = self.run_ok(&["detach", iface])?;
-        self.attached
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|i| i != iface);
-        Ok(out)
+        self.run_ok(&["detach", iface])
     }
 
     /// Writes `yaml` to a new file and runs `lb-ctl apply -f FILE`; returns its stdout.
@@ -307,6 +337,85 @@ impl Drop for LbCtl {
     }
 }
 
+/// Fails unless this runs as root, which lb-ctl needs for BPF, XDP and namespaces.
+pub fn require_root() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("lb-ctl needs root (BPF, XDP, namespaces): run the tests as root");
+    }
+    Ok(())
+}
+
+/// `lb-ctl ARGS` with no lab: no `--netns`, no `--pin-dir`, `LB_PIN_DIR` unset (for
+/// `--help` and the errors of bad arguments). Panics if lb-ctl is not built or does not end
+/// in time.
+pub fn lb_ctl(args: &[&str]) -> Out {
+    let bin = find_lb_ctl().unwrap_or_else(|e| panic!("{e:#}"));
+    let mut cmd = Command::new(bin);
+    cmd.env_remove("LB_PIN_DIR").args(args);
+    Out::of(
+        format!("lb-ctl {}", args.join(" ")),
+        run_with_deadline(cmd, COMMAND_TIMEOUT),
+    )
+}
+
+/// What a finished command printed, and how it ended.
+#[derive(Debug)]
+pub struct Out {
+    /// The command, for messages.
+    pub what: String,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    /// The output of `what`; panics with the error if it could not be run to its end.
+    pub(crate) fn of(what: String, out: Result<Output>) -> Out {
+        let out = out.unwrap_or_else(|e| panic!("`{what}`: {e:#}"));
+        Out {
+            what,
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts that the command succeeded.
+    #[track_caller]
+    pub fn ok(self) -> Out {
+        assert!(self.status.success(), "expected success:\n{self}");
+        self
+    }
+
+    /// Asserts that the command failed the way `lb-ctl` reports errors: exit status 1, a
+    /// message `lb-ctl: ...` on stderr and nothing on stdout.
+    #[track_caller]
+    pub fn fails(self) -> Out {
+        assert_eq!(
+            self.status.code(),
+            Some(1),
+            "expected exit status 1:\n{self}"
+        );
+        assert!(
+            self.stderr.starts_with("lb-ctl: "),
+            "expected an `lb-ctl: ...` error:\n{self}"
+        );
+        assert_eq!(self.stdout, "", "expected nothing on stdout:\n{self}");
+        self
+    }
+}
+
+impl std::fmt::Display for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` ended with {}\n--- stdout ---\n{}--- stderr ---\n{}--- end ---",
+            self.what, self.status, self.stdout, self.stderr
+        )
+    }
+}
+
 fn path_str(path: &Path) -> Result<&str> {
     path.to_str()
         .with_context(|| format!("{} is not UTF-8", path.display()))
@@ -357,59 +466,4 @@ pub fn run_with_deadline(mut cmd: Command, timeout: Duration) -> Result<Output> 
         stdout: outs.next().unwrap_or_default(),
         stderr: outs.next().unwrap_or_default(),
     })
-}
-
-/// Removes pin directories under `/sys/fs/bpf` and file directories under `$TMPDIR` named
-/// `lbl-<pid>-...` whose pid is dead (left by a crashed run). Best effort.
-pub fn sweep_leftovers() {
-    for dir in [PathBuf::from(BPFFS), env::temp_dir()] {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(pid) = creator_pid(&name)
-                && !pid_alive(pid)
-                && entry.file_type().is_ok_and(|t| t.is_dir())
-            {
-                let path = entry.path();
-                if let Err(e) = fs::remove_dir_all(&path) {
-                    eprintln!("removing leftover {}: {e}", path.display());
-                }
-            }
-        }
-    }
-}
-
-/// The pid in `lbl-<pid>-<n>...`.
-fn creator_pid(name: &str) -> Option<i32> {
-    let rest = name.strip_prefix(BASE_PREFIX)?;
-    let (pid, rest) = rest.split_once('-')?;
-    let n = rest.split('-').next()?;
-    n.parse::<u64>().ok()?;
-    pid.parse().ok().filter(|&p| p > 0)
-}
-
-fn pid_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    if unsafe { libc::kill(pid, 0) } == 0 {
-        return true;
-    }
-    std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn creator_pid_parses_lab_names() {
-        assert_eq!(creator_pid("lbl-4242-0"), Some(4242));
-        assert_eq!(creator_pid("lbl-4242-3-director-2"), Some(4242));
-        assert_eq!(creator_pid("lbl-4242-0-director-1-lbctl"), Some(4242));
-        assert_eq!(creator_pid("lbc4242-0"), None);
-        assert_eq!(creator_pid("lbl-x-0"), None);
-        assert_eq!(creator_pid("lbl-4242-x"), None);
-        assert_eq!(creator_pid("lb"), None);
-    }
 }

@@ -1,11 +1,14 @@
 //! Shared helpers of the integration tests.
 
+pub mod cli;
 pub mod daemon;
+pub mod env;
 pub mod lab;
 pub mod lbctl;
 pub mod packet;
 pub mod procs;
 pub mod scale;
+pub mod stats;
 
 /// Where `cargo xtask bench` writes its results: `<workspace>/bench/results`.
 pub fn bench_results_dir() -> std::path::PathBuf {

@@ -311,3 +311,55 @@ fn sweep_removes_namespaces_of_dead_runs_only() {
         "the process inside the dead run's namespace survived the sweep"
     );
 }
+
+/// Removes a directory on drop (what the sweep must leave alone, or failed to remove).
+struct DirGuard(PathBuf);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn sweep_removes_directories_of_dead_runs_only() {
+    let _serial = serial();
+    let mut child = Command::new("true").spawn().expect("spawning true");
+    let dead_pid = child.id();
+    child.wait().unwrap();
+
+    // A run's pin directory, lb-ctl's runtime directory of it, and its service-file directory.
+    let bpffs = Path::new("/sys/fs/bpf");
+    lb_ctl::maps::pins::ensure_bpffs(bpffs).unwrap_or_else(|e| panic!("{e:#}"));
+    let dirs_of = |pid: u32, n: u32| -> Vec<PathBuf> {
+        let prefix = format!("{}{pid}-{n}", lab::BASE_PREFIX);
+        let pins = bpffs.join(&prefix);
+        vec![
+            lb_ctl::maps::lock::runtime_dir(&pins),
+            pins,
+            std::env::temp_dir().join(format!("{prefix}-director-1-lbctl")),
+        ]
+    };
+    let dead = dirs_of(dead_pid, 0);
+    let live = dirs_of(std::process::id(), 9999);
+    let _guards: Vec<DirGuard> = dead.iter().chain(&live).cloned().map(DirGuard).collect();
+    for dir in dead.iter().chain(&live) {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    }
+
+    sweep_leftovers().expect("sweep_leftovers");
+    for dir in &dead {
+        assert!(
+            !dir.exists(),
+            "{} of a dead run survived the sweep",
+            dir.display()
+        );
+    }
+    for dir in &live {
+        assert!(
+            dir.exists(),
+            "the sweep removed {} of a live run",
+            dir.display()
+        );
+    }
+}

@@ -3,7 +3,8 @@
 //! - `setup`: makes a fresh machine ready (nightly rust-src, bpf-linker built against the
 //!   nightly's own LLVM, the Debian packages the tests use). A second run takes seconds.
 //! - `build`: the XDP object and a release `lb-ctl` at `target/release/lb-ctl`.
-//! - `test`: every test of the workspace (unit, packet-level, end-to-end); needs root.
+//! - `test`: every test of the workspace (unit, and tests/tests/ by level: packet_*, lab_*,
+//!   cli_*); needs root.
 //! - `demo`: the lab demo: namespaces, the director, HTTP balanced over two servers; root.
 //! - `bench`: the benchmarks (data path per packet against an XDP_TX baseline, control-plane
 //!   scale, HTTP through the lab against the ceiling and HAProxy) and their report in
@@ -37,7 +38,8 @@ enum Task {
     Setup,
     /// Build the XDP object and a release lb-ctl (target/release/lb-ctl).
     Build,
-    /// Run every test: unit, packet-level (BPF_PROG_TEST_RUN) and end-to-end (namespaces).
+    /// Run every test: unit, packet-level (packet_*: BPF_PROG_TEST_RUN), lab (lab_*: namespaces
+    /// and real traffic) and the binary's commands (cli_*).
     /// Needs root. Extra arguments go to `cargo test` (e.g. a test name filter).
     Test {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -181,10 +183,10 @@ fn build() -> Result<()> {
 fn test(args: &[String]) -> Result<()> {
     require_root("cargo xtask test")?;
     let started = Instant::now();
-    // The CLI and end-to-end tests run the real binaries.
+    // The lab_* and cli_* tests run the real binaries.
     eprintln!("==> building lb-ctl and the lab binaries");
     run(cargo().args(["build", "-p", "lb-ctl", "-p", "lb-tests", "--bins"]))?;
-    eprintln!("==> cargo test --workspace (unit, packet-level, end-to-end)");
+    eprintln!("==> cargo test --workspace (unit, packet_*, lab_*, cli_*)");
     run(cargo()
         .args(["test", "--workspace", "--all-targets", "--no-fail-fast"])
         .args(args))?;

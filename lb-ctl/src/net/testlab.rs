@@ -1,16 +1,21 @@
 //! Test hosts for the `net` unit tests: two network namespaces made by the test itself, joined
 //! by a veth pair with fixed MACs and addresses from 192.168.58.0/24 (see docs/lab.md). Nothing
 //! is put in the root namespace; the namespaces are deleted when the [`Lab`] is dropped, also
-//! when the test panics, and leftovers of earlier crashed runs are swept first.
+//! when the test panics. Their names follow the integration tests' scheme,
+//! `lbl-<pid>-<n>-<host>`, so the integration tests' sweep (`lb_tests::lab::sweep_leftovers`),
+//! which runs first, removes what crashed runs left.
 
 use std::{
     net::Ipv4Addr,
     path::Path,
     process::{Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
 };
 
-/// Prefix of every namespace these tests create; the test process id follows it.
-const PREFIX: &str = "lbnt";
+use lb_tests::lab::{BASE_PREFIX, sweep_leftovers};
+
+/// Counts the labs of this process, for their names.
+static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// Two namespaces, `director` and `peer`, joined by a veth pair:
 /// `director`: `DIRECTOR_DEV` (`DIRECTOR_MAC`, `DIRECTOR_IP`/24) <-> `peer`: `PEER_DEV`
@@ -28,15 +33,21 @@ impl Lab {
     pub const DIRECTOR_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 58, 1);
     pub const PEER_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 58, 2);
 
-    /// Builds the lab; `tag` (letters) must differ between the tests of one test binary, since
-    /// they run in parallel. Panics with a clear message when root or `ip` is missing.
+    /// Builds the lab; `tag` (letters) names it in the namespaces' names. Panics with a clear
+    /// message when root or `ip` is missing.
     pub fn new(tag: &str) -> Lab {
         require_root_and_ip();
-        sweep_leftovers();
-        let pid = std::process::id();
+        if let Err(err) = sweep_leftovers() {
+            panic!("test setup failed: {err:#}");
+        }
+        let prefix = format!(
+            "{BASE_PREFIX}{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let lab = Lab {
-            director: format!("{PREFIX}{pid}{tag}d"),
-            peer: format!("{PREFIX}{pid}{tag}p"),
+            director: format!("{prefix}-{tag}-director"),
+            peer: format!("{prefix}-{tag}-peer"),
         };
         // Leftovers of this very process id (a reused pid) would make `ip netns add` fail.
         for ns in [&lab.director, &lab.peer] {
@@ -127,27 +138,6 @@ fn require_root_and_ip() {
             "this test needs iproute2's `ip` to build its network namespaces, and it cannot be \
              run ({err}); install the iproute2 package"
         ),
-    }
-}
-
-/// Deletes namespaces left by earlier runs of these tests that crashed: `lbnt<PID>...` whose
-/// process no longer exists.
-fn sweep_leftovers() {
-    let Ok(entries) = std::fs::read_dir("/run/netns") else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(PREFIX) else {
-            continue;
-        };
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        let Ok(pid) = digits.parse::<u32>() else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = quiet(&["netns", "del", &name]);
-        }
     }
 }
 

@@ -22,7 +22,7 @@ use std::{
     fmt::Write as _,
     fs,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Command,
     thread,
     time::{Duration, Instant},
@@ -516,13 +516,7 @@ fn main() -> Result<()> {
 
     ctl.detach("eth0")?;
     drop(ctl);
-    let namespaces = lab.namespaces().to_vec();
-    drop(lab);
-    let left: Vec<&String> = namespaces
-        .iter()
-        .filter(|ns| Path::new("/run/netns").join(ns).exists())
-        .collect();
-    ensure!(left.is_empty(), "namespaces left after the lab: {left:?}");
+    lab.close()?;
 
     // Report.
     let rps = |v: &Value| v["requests_per_s"].as_f64().unwrap_or(0.0);

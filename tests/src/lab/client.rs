@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, bail, ensure};
 
 use super::Host;
 
@@ -95,6 +95,30 @@ impl HttpConn {
             timeout,
             host_header: format!("{addr}:{port}"),
         })
+    }
+
+    /// Opens `n` connections from `host` to `addr:port` and makes one `GET /` on each, which
+    /// must answer 200; returns the connections, still open, and the bodies, in order.
+    pub fn open_many(
+        host: &Host,
+        addr: Ipv4Addr,
+        port: u16,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<(Vec<HttpConn>, Vec<String>)> {
+        let mut conns = Vec::new();
+        let mut bodies = Vec::new();
+        for i in 0..n {
+            let mut c = HttpConn::connect(host, addr, port, timeout)
+                .with_context(|| format!("connection {i} to {addr}:{port}"))?;
+            let (status, body) = c
+                .get("/")
+                .with_context(|| format!("connection {i}: first request"))?;
+            ensure!(status == 200, "connection {i}: status {status}: {body}");
+            bodies.push(body);
+            conns.push(c);
+        }
+        Ok((conns, bodies))
     }
 
     /// `GET path`, keeping the connection open; returns the status code and the body.

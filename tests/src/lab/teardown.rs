@@ -24,7 +24,10 @@ use anyhow::{Context as _, Result, bail};
 pub const BASE_PREFIX: &str = "lbl-";
 
 /// Where `ip netns` keeps named namespaces.
-const NETNS_DIR: &str = "/run/netns";
+pub(crate) const NETNS_DIR: &str = "/run/netns";
+
+/// Where bpffs is; lab pin directories are `<BPFFS>/<lab prefix>[-<director>]`.
+pub(crate) const BPFFS: &str = "/sys/fs/bpf";
 
 /// Namespaces of the labs alive in this process, by lab id (what Ctrl-C tears down).
 static LIVE: Mutex<BTreeMap<u64, Vec<String>>> = Mutex::new(BTreeMap::new());
@@ -69,25 +72,20 @@ pub fn teardown_all() {
     }
 }
 
-/// Deletes the namespaces left behind by earlier runs that died without tearing down (a
-/// crash, SIGKILL): every `/run/netns/lbl-<pid>-...` whose `<pid>` is no longer alive, after
-/// killing the processes still inside it. Labs of live processes (other test binaries running
-/// now) are left alone. Returns how many namespaces it deleted. `Lab::build` calls it.
+/// Removes what earlier runs left behind when they died without tearing down (a crash,
+/// SIGKILL): every namespace `/run/netns/lbl-<pid>-...` whose `<pid>` is no longer alive
+/// (after killing the processes still inside it), and every directory of such a run: pin
+/// directories under `/sys/fs/bpf`, lb-ctl's runtime directories of those pins under
+/// `/run/lb-ctl`, and service-file directories under `$TMPDIR`. What live processes made
+/// (other test binaries running now) is left alone. Returns how many namespaces it deleted.
+/// `Lab::build` calls it; so does the lab of lb-ctl's own unit tests, whose names follow the
+/// same scheme. This is the only sweep of leftovers the tests have.
 pub fn sweep_leftovers() -> Result<usize> {
-    let entries = match fs::read_dir(NETNS_DIR) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e).with_context(|| format!("listing {NETNS_DIR}")),
-    };
-    let mut dead = Vec::new();
-    for entry in entries {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = creator_pid(&name)
-            && !pid_alive(pid)
-        {
-            dead.push(name);
-        }
-    }
+    let dead: Vec<String> = dir_names(Path::new(NETNS_DIR))
+        .with_context(|| format!("listing {NETNS_DIR}"))?
+        .into_iter()
+        .filter(|name| left_by_dead_run(name))
+        .collect();
     let errors = destroy_namespaces(&dead);
     let left = dead
         .iter()
@@ -101,14 +99,77 @@ pub fn sweep_leftovers() -> Result<usize> {
             msgs.join("; ")
         );
     }
+    sweep_leftover_dirs();
     Ok(dead.len())
 }
 
-/// The pid encoded in a lab namespace's name, `None` for names that are not a lab's.
-pub(crate) fn creator_pid(ns: &str) -> Option<i32> {
-    let rest = ns.strip_prefix(BASE_PREFIX)?;
+/// The directories of dead runs (see [`sweep_leftovers`]). Best effort: what cannot be
+/// removed is reported on stderr.
+fn sweep_leftover_dirs() {
+    let roots = [
+        (Path::new(BPFFS).to_path_buf(), String::new()),
+        (runtime_root(), runtime_key()),
+        (std::env::temp_dir(), String::new()),
+    ];
+    for (root, key) in roots {
+        for name in dir_names(&root).unwrap_or_default() {
+            if name
+                .strip_prefix(key.as_str())
+                .is_some_and(left_by_dead_run)
+            {
+                remove_dir(&root.join(&name));
+            }
+        }
+    }
+}
+
+/// Where lb-ctl keeps the runtime directories of its pin directories.
+fn runtime_root() -> std::path::PathBuf {
+    Path::new(lb_ctl::maps::lock::RUN_ROOT).to_path_buf()
+}
+
+/// How lb-ctl's runtime directory of the pin directory `/sys/fs/bpf/NAME` starts before
+/// `NAME` (`sys_fs_bpf_`).
+fn runtime_key() -> String {
+    lb_ctl::maps::lock::runtime_dir(Path::new(BPFFS))
+        .file_name()
+        .map(|k| format!("{}_", k.to_string_lossy()))
+        .unwrap_or_default()
+}
+
+/// Removes `dir` and what is in it; a missing one is fine, other failures go to stderr.
+pub(crate) fn remove_dir(dir: &Path) {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => eprintln!("removing {}: {e}", dir.display()),
+    }
+}
+
+/// The names in directory `dir`; none when it does not exist.
+fn dir_names(dir: &Path) -> std::io::Result<Vec<String>> {
+    match fs::read_dir(dir) {
+        Ok(entries) => Ok(entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether `name` is a lab name (`lbl-<pid>-<n>` or `lbl-<pid>-<n>-...`) of a process that
+/// no longer exists.
+pub(crate) fn left_by_dead_run(name: &str) -> bool {
+    creator_pid(name).is_some_and(|pid| !pid_alive(pid))
+}
+
+/// The pid encoded in a lab name, `lbl-<pid>-<n>` or `lbl-<pid>-<n>-...`; `None` for names
+/// that are not a lab's.
+pub(crate) fn creator_pid(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix(BASE_PREFIX)?;
     let (pid, rest) = rest.split_once('-')?;
-    let (n, _) = rest.split_once('-')?;
+    let n = rest.split('-').next()?;
     n.parse::<u64>().ok()?;
     pid.parse().ok().filter(|&p| p > 0)
 }
@@ -166,11 +227,11 @@ pub(crate) fn destroy_namespaces(names: &[String]) -> Vec<anyhow::Error> {
             Err(e) => errors.push(anyhow::anyhow!("running `ip netns delete {ns}`: {e}")),
         }
         // The lab's bpffs pin directories (`<prefix>`, `<prefix>-director-2`, ...) and the
-        // status files a daemon keeps for them under /run/lb-ctl.
+        // runtime directories lb-ctl keeps for them (also those whose pins are gone already).
         if let Some(prefix) = lab_prefix(ns) {
             for (parent, start) in [
-                ("/sys/fs/bpf".to_string(), prefix.to_string()),
-                ("/run/lb-ctl".to_string(), format!("sys_fs_bpf_{prefix}")),
+                (Path::new(BPFFS).to_path_buf(), prefix.to_string()),
+                (runtime_root(), format!("{}{prefix}", runtime_key())),
             ] {
                 for dir in dirs_starting_with(&parent, &start) {
                     if let Err(e) = fs::remove_dir_all(&dir) {
@@ -184,7 +245,7 @@ pub(crate) fn destroy_namespaces(names: &[String]) -> Vec<anyhow::Error> {
 }
 
 /// The entries of `parent` named `start` or `start-...`.
-fn dirs_starting_with(parent: &str, start: &str) -> Vec<std::path::PathBuf> {
+fn dirs_starting_with(parent: &Path, start: &str) -> Vec<std::path::PathBuf> {
     let Ok(entries) = fs::read_dir(parent) else {
         return Vec::new();
     };
@@ -210,7 +271,7 @@ pub(crate) fn lab_prefix(ns: &str) -> Option<&str> {
 /// The bpffs directory where whoever drives a lab pins the director's program and maps:
 /// `/sys/fs/bpf/<lab prefix>`. Tearing the lab down (or sweeping it) removes it.
 pub fn pin_dir(prefix: &str) -> std::path::PathBuf {
-    Path::new("/sys/fs/bpf").join(prefix)
+    Path::new(BPFFS).join(prefix)
 }
 
 /// Processes (other than this one) whose network namespace is one of `ids` (device, inode of
@@ -361,6 +422,13 @@ mod tests {
         assert_eq!(creator_pid("lbl-17-12-real-server-3"), Some(17));
         assert_eq!(creator_pid("lbl-x-0-switch"), None);
         assert_eq!(creator_pid("lbl-17-switch"), None);
+        assert_eq!(creator_pid("lbl-4242-0"), Some(4242));
+        assert_eq!(creator_pid("lbl-4242-0-director-1-lbctl"), Some(4242));
+        assert_eq!(creator_pid("lbl-4242-3-director-2"), Some(4242));
+        assert_eq!(creator_pid("lbl-4242-x"), None);
+        assert_eq!(creator_pid("lbl-x-0"), None);
+        assert_eq!(creator_pid("lbc4242-0"), None);
+        assert_eq!(creator_pid("lb"), None);
         assert_eq!(creator_pid("other-17-0-switch"), None);
         assert_eq!(creator_pid("lbl-0-0-switch"), None);
     }

@@ -7,13 +7,12 @@
 //! `/sys/fs/bpf/<lab prefix>`); dropping them, also while a failed test unwinds, detaches,
 //! removes the pins and deletes the namespaces. A test that gets to its end checks that
 //! `lb-ctl detach eth0` removes the pins and that nothing of its lab is left
-//! ([`Env::finish`]). All traffic is a bounded number of requests, each with a deadline.
+//! ([`finish`]). All traffic is a bounded number of requests, each with a deadline.
 //! Without root, BPF or namespaces the tests fail saying what is missing.
 
 use std::{
     io::{BufRead as _, BufReader},
     net::Ipv4Addr,
-    path::{Path, PathBuf},
     process::Stdio,
     sync::{
         Arc, Mutex,
@@ -25,8 +24,10 @@ use std::{
 };
 
 use lb_tests::{
-    lab::{self, Connect, Host, HttpConn, Lab, LabSpec, Proc, http_get, tcp_connect, udp_request},
-    lbctl::LbCtl,
+    env::Env,
+    lab::{self, Connect, Host, HttpConn, Proc, http_get, tcp_connect, udp_request},
+    lab_spec,
+    stats::{backend, datapath, num, service},
 };
 use serde_json::Value;
 
@@ -72,153 +73,50 @@ fn web(backends: &[(Ipv4Addr, u32)]) -> String {
 // ---------------------------------------------------------------------------------------------
 // The lab with an attached director
 
-/// A lab whose director-1 runs the XDP program, attached by `lb-ctl`. Field order matters:
-/// `ctl` is dropped (detach, pins removed) before the lab (namespaces deleted).
-struct Env {
-    ctl: LbCtl,
-    lab: Lab,
+/// The seed lab with `lb-ctl` attached to director-1's `eth0` (native mode) and `yaml` applied.
+fn attached(yaml: &str) -> Env {
+    let env = Env::attached(&lab_spec!(), &[]);
+    env.apply(yaml);
+    env
 }
 
-impl Env {
-    /// Builds the seed lab, attaches `lb-ctl` to director-1's `eth0` (native mode) and applies
-    /// `yaml`.
-    fn new(yaml: &str) -> Env {
-        let lab = Lab::build(&LabSpec {
-            server_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_lab-server"))),
-            ..LabSpec::default()
-        })
-        .unwrap_or_else(|e| panic!("building the lab failed: {e:#}"));
-        let ctl = LbCtl::new(&lab, lab.director(0))
-            .unwrap_or_else(|e| panic!("preparing lb-ctl failed: {e:#}"));
-        let out = ctl
-            .attach("eth0")
-            .unwrap_or_else(|e| panic!("lb-ctl attach eth0 failed: {e:#}"));
-        assert!(out.contains("native"), "attach said: {out}");
-        ctl.apply(yaml)
-            .unwrap_or_else(|e| panic!("lb-ctl apply failed: {e:#}"));
-        Env { ctl, lab }
-    }
-
-    fn client(&self) -> &Host {
-        self.lab.client()
-    }
-
-    fn server(&self, i: usize) -> &Host {
-        self.lab.server(i)
-    }
-
-    fn apply(&self, yaml: &str) -> String {
-        self.ctl
-            .apply(yaml)
-            .unwrap_or_else(|e| panic!("lb-ctl apply failed: {e:#}"))
-    }
-
-    fn count(&self, server: &Host) -> u64 {
-        self.lab
-            .request_count(server)
-            .unwrap_or_else(|e| panic!("request count of {}: {e:#}", server.name))
-    }
-
-    /// `lb-ctl stats --json`, parsed.
-    fn stats(&self) -> Value {
-        let text = self
-            .ctl
-            .stats_json()
-            .unwrap_or_else(|e| panic!("lb-ctl stats --json failed: {e:#}"));
-        serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("stats --json is not JSON ({e}): {text}"))
-    }
-
-    /// The stats once the data path has gone quiet: the forwarded counter has not moved for
-    /// 300 ms (the last ACKs and FINs of closed connections are through). At most 3 s.
-    fn settled_stats(&self) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let mut last = self.stats();
-        let mut since = Instant::now();
-        loop {
-            thread::sleep(Duration::from_millis(50));
-            let now = self.stats();
-            if datapath(&now, "forwarded") != datapath(&last, "forwarded") {
-                since = Instant::now();
-            } else if since.elapsed() >= Duration::from_millis(300) {
-                return now;
-            }
-            last = now;
-            if Instant::now() >= deadline {
-                return last;
-            }
-        }
-    }
-
-    /// The normal end of a test: `lb-ctl detach eth0` removes the pins, and dropping the lab
-    /// leaves no namespace behind.
-    fn finish(self) {
-        let Env { ctl, lab } = self;
-        let pin_dir = ctl.pin_dir().to_owned();
-        assert!(
-            pin_dir.is_dir(),
-            "{} missing while attached",
-            pin_dir.display()
-        );
-        let out = ctl
-            .detach("eth0")
-            .unwrap_or_else(|e| panic!("lb-ctl detach eth0 failed: {e:#}"));
-        assert!(out.contains("removed the pins"), "detach said: {out}");
-        assert!(
-            !pin_dir.exists(),
-            "{} is still there after the last detach",
-            pin_dir.display()
-        );
-        let link = lab
-            .director(0)
-            .exec_ok(&["ip", "link", "show", "eth0"])
-            .unwrap();
-        assert!(
-            !link.contains("xdp"),
-            "XDP still attached after detach: {link}"
-        );
-        drop(ctl);
-        let namespaces = lab.namespaces().to_vec();
-        drop(lab);
-        let left: Vec<&String> = namespaces
-            .iter()
-            .filter(|ns| Path::new("/run/netns").join(ns).exists())
-            .collect();
-        assert!(left.is_empty(), "namespaces left after the lab: {left:?}");
-        assert!(!pin_dir.exists(), "{} came back", pin_dir.display());
-    }
+/// The stats once the data path has gone quiet: the forwarded counter has not moved for
+/// 300 ms (the last ACKs and FINs of closed connections are through). At most 3 s.
+fn settled_stats(env: &Env) -> Value {
+    env.settled_stats("forwarded", Duration::from_secs(3))
 }
 
-// ---------------------------------------------------------------------------------------------
-// Reading counters
-
-fn service<'a>(stats: &'a Value, name: &str) -> &'a Value {
-    stats["services"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["name"] == name))
-        .unwrap_or_else(|| panic!("no service {name} in the stats: {stats:#}"))
-}
-
-fn backend(service: &Value, addr: Ipv4Addr) -> &Value {
-    service["backends"]
-        .as_array()
-        .and_then(|b| b.iter().find(|b| b["address"] == addr.to_string().as_str()))
-        .unwrap_or_else(|| panic!("no backend {addr} in {service:#}"))
-}
-
-fn num(v: &Value, key: &str) -> u64 {
-    v[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{key} is not a number in {v:#}"))
-}
-
-/// The data path's packet count for `reason` (`forwarded`, `pass_not_vip`, ...).
-fn datapath(stats: &Value, reason: &str) -> u64 {
-    stats["datapath"]
-        .as_array()
-        .and_then(|d| d.iter().find(|r| r["reason"] == reason))
-        .map(|r| num(r, "packets"))
-        .unwrap_or_else(|| panic!("no data-path reason {reason} in {stats:#}"))
+/// The normal end of a test: `lb-ctl detach eth0` removes the pins, and dropping the lab
+/// leaves no namespace behind.
+fn finish(env: Env) {
+    let Env { daemon, ctl, lab } = env;
+    drop(daemon);
+    let pin_dir = ctl.pin_dir().to_owned();
+    assert!(
+        pin_dir.is_dir(),
+        "{} missing while attached",
+        pin_dir.display()
+    );
+    let out = ctl
+        .detach("eth0")
+        .unwrap_or_else(|e| panic!("lb-ctl detach eth0 failed: {e:#}"));
+    assert!(out.contains("removed the pins"), "detach said: {out}");
+    assert!(
+        !pin_dir.exists(),
+        "{} is still there after the last detach",
+        pin_dir.display()
+    );
+    let link = lab
+        .director(0)
+        .exec_ok(&["ip", "link", "show", "eth0"])
+        .unwrap();
+    assert!(
+        !link.contains("xdp"),
+        "XDP still attached after detach: {link}"
+    );
+    drop(ctl);
+    lab.close().unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(!pin_dir.exists(), "{} came back", pin_dir.display());
 }
 
 /// Packet and byte counters of a host's `eth0` (`ip -s -j link show eth0` inside it).
@@ -278,7 +176,7 @@ fn server_index(env: &Env, body: &str) -> usize {
 /// serves 50 ± 1, every body names a server, and the server's socket is the VIP's.
 #[test]
 fn round_robin_splits_new_connections_evenly() {
-    let env = Env::new(&web(&[(env_rs(0), 1), (env_rs(1), 1)]));
+    let env = attached(&web(&[(env_rs(0), 1), (env_rs(1), 1)]));
     let mut by_server = [0u64; 2];
     for _ in 0..100 {
         let body = get(&env, "/");
@@ -304,7 +202,7 @@ fn round_robin_splits_new_connections_evenly() {
         who.starts_with("real-server-") && who.contains(&format!(" local={VIP}:80 peer={CLIENT}:")),
         "/whoami through the VIP: {who}"
     );
-    env.finish();
+    finish(env);
 }
 
 /// The director sees only client -> server packets: its interface receives what the service
@@ -315,13 +213,13 @@ fn replies_bypass_the_director() {
     const N: u64 = 50;
     /// ARP and the like: anything not counted by the service.
     const SLACK: u64 = 10;
-    let env = Env::new(&web(&[(env_rs(0), 1), (env_rs(1), 1)]));
+    let env = attached(&web(&[(env_rs(0), 1), (env_rs(1), 1)]));
     let director = env.lab.director(0);
     // Warm up: the client learns the VIP's MAC, the servers the client's.
     for _ in 0..2 {
         get(&env, "/");
     }
-    let s0 = env.settled_stats();
+    let s0 = settled_stats(&env);
     let d0 = IfStats::of(director);
     let c0 = IfStats::of(env.client());
     let r0: Vec<IfStats> = env.lab.servers().iter().map(IfStats::of).collect();
@@ -329,7 +227,7 @@ fn replies_bypass_the_director() {
     for _ in 0..N {
         get(&env, "/");
     }
-    let s1 = env.settled_stats();
+    let s1 = settled_stats(&env);
     let d = IfStats::of(director).since(d0);
     let c = IfStats::of(env.client()).since(c0);
     let r = env
@@ -388,14 +286,14 @@ fn replies_bypass_the_director() {
         d.rx_bytes,
         r.1
     );
-    env.finish();
+    finish(env);
 }
 
 /// The director's own traffic passes to its kernel while the program is attached: ping, a
 /// TCP service on its own address, a VIP port that is no service, its own outgoing pings.
 #[test]
 fn directors_own_traffic_still_works() {
-    let env = Env::new(&web(&[(env_rs(0), 1), (env_rs(1), 1)]));
+    let env = attached(&web(&[(env_rs(0), 1), (env_rs(1), 1)]));
     let director = env.lab.director(0);
     let client = env.client();
     let ping_ok = std::process::Command::new("ping")
@@ -487,7 +385,7 @@ fn directors_own_traffic_still_works() {
     let body = get(&env, "/");
     server_index(&env, &body);
     assert!(datapath(&env.stats(), "forwarded") > datapath(&after, "forwarded"));
-    env.finish();
+    finish(env);
 }
 
 /// Weight 0 drains: a keep-alive connection on the drained server keeps working there, new
@@ -495,7 +393,7 @@ fn directors_own_traffic_still_works() {
 #[test]
 fn weight_zero_drains_without_breaking_existing_connections() {
     let (rs1, rs2) = (env_rs(0), env_rs(1));
-    let env = Env::new(&web(&[(rs1, 1), (rs2, 1)]));
+    let env = attached(&web(&[(rs1, 1), (rs2, 1)]));
     let mut conn = HttpConn::connect(env.client(), VIP, 80, T)
         .unwrap_or_else(|e| panic!("connecting to the VIP: {e:#}"));
     let (status, first) = conn.get("/").unwrap();
@@ -546,12 +444,12 @@ fn weight_zero_drains_without_breaking_existing_connections() {
         "the drained server got requests besides the kept connection's"
     );
     drop(conn);
-    let stats = env.settled_stats();
+    let stats = settled_stats(&env);
     let web = service(&stats, "web");
     assert_eq!(num(backend(web, drained.addr), "weight"), 0);
     assert_eq!(num(backend(web, drained.addr), "connections"), 1);
     assert_eq!(num(backend(web, other.addr), "connections"), 20);
-    env.finish();
+    finish(env);
 }
 
 /// One request of the background client.
@@ -584,7 +482,7 @@ impl Drop for StopOnDrop {
 #[test]
 fn removing_and_adding_a_backend_under_load() {
     let (rs1, rs2) = (env_rs(0), env_rs(1));
-    let env = Env::new(&web(&[(rs1, 1), (rs2, 1)]));
+    let env = attached(&web(&[(rs1, 1), (rs2, 1)]));
     let samples = Arc::new(Mutex::new(Vec::<Sample>::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let _stop_guard = StopOnDrop(stop.clone());
@@ -699,7 +597,7 @@ fn removing_and_adding_a_backend_under_load() {
     for reason in ["drop_no_backend", "drop_bad_backend"] {
         assert_eq!(datapath(&stats, reason), 0, "{reason}");
     }
-    env.finish();
+    finish(env);
 }
 
 /// A UDP service: each datagram to the VIP is answered by a server, with the payload, from
@@ -707,7 +605,7 @@ fn removing_and_adding_a_backend_under_load() {
 /// new flows alternate between the servers.
 #[test]
 fn udp_service_is_balanced() {
-    let env = Env::new(&service_yaml(
+    let env = attached(&service_yaml(
         "dns",
         5353,
         "udp",
@@ -739,7 +637,7 @@ fn udp_service_is_balanced() {
     let dns = service(&stats, "dns");
     assert_eq!(dns["protocol"], "udp");
     assert_eq!(num(dns, "packets"), 10);
-    env.finish();
+    finish(env);
 }
 
 /// `stats --json` agrees with the servers: N new connections are N connections of the
@@ -747,14 +645,14 @@ fn udp_service_is_balanced() {
 #[test]
 fn stats_agree_with_the_servers() {
     const N: u64 = 30;
-    let env = Env::new(&web(&[(env_rs(0), 1), (env_rs(1), 1)]));
+    let env = attached(&web(&[(env_rs(0), 1), (env_rs(1), 1)]));
     for s in env.lab.servers() {
         env.lab.reset_count(s).unwrap();
     }
     for _ in 0..N {
         get(&env, "/");
     }
-    let stats = env.settled_stats();
+    let stats = settled_stats(&env);
     let web = service(&stats, "web");
     let counts: Vec<u64> = env.lab.servers().iter().map(|s| env.count(s)).collect();
     let conns: Vec<u64> = env
@@ -780,7 +678,7 @@ fn stats_agree_with_the_servers() {
     assert_eq!(counts.iter().sum::<u64>(), N);
     assert_eq!(packets.iter().sum::<u64>(), num(web, "packets"));
     assert_eq!(num(web, "packets"), datapath(&stats, "forwarded"));
-    env.finish();
+    finish(env);
 }
 
 // ---------------------------------------------------------------------------------------------

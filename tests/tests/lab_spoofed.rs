@@ -14,18 +14,15 @@
 //! Replies to the ACKs that mh forwards go to 10.0.0.0/8, which no lab host routes: they never
 //! leave the real servers. Needs root; everything is removed at the end, also on failure.
 
-use std::{
-    net::Ipv4Addr,
-    path::PathBuf,
-    thread,
-    time::{Duration, Instant},
-};
+use std::{net::Ipv4Addr, time::Duration};
 
 use anyhow::{Context as _, Result};
 use lb_tests::{
-    lab::{Host, HttpConn, Lab, LabSpec, send_frames},
-    lbctl::LbCtl,
+    env::Env,
+    lab::{Host, HttpConn, send_frames},
+    lab_spec,
     packet::tcp_frame,
+    stats::{datapath, num, service},
 };
 use serde_json::Value;
 
@@ -37,83 +34,28 @@ const SPOOFED: u32 = 100_000;
 /// The flood stops here even if not all frames are out.
 const FLOOD_LIMIT: Duration = Duration::from_secs(60);
 
-/// Field order matters: `ctl` is dropped (detach, pins removed) before the lab.
-struct Env {
-    ctl: LbCtl,
-    lab: Lab,
+/// The seed lab, director-1 attached natively with a 4096-entry connection table, and `web`
+/// (port 80, `scheduler`) over both real servers.
+fn attached(scheduler: &str) -> Env {
+    let env = Env::attached(&lab_spec!(), &["--flows", "4096"]);
+    env.apply(&format!(
+        "services:\n  - name: web\n    vip: {VIP}\n    port: 80\n    scheduler: {scheduler}\n    \
+         backends:\n      - address: {}\n      - address: {}\n",
+        env.server(0).addr,
+        env.server(1).addr
+    ));
+    env
 }
 
-impl Env {
-    fn new(scheduler: &str) -> Env {
-        let lab = Lab::build(&LabSpec {
-            server_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_lab-server"))),
-            ..LabSpec::default()
-        })
-        .unwrap_or_else(|e| panic!("building the lab failed: {e:#}"));
-        let ctl = LbCtl::new(&lab, lab.director(0))
-            .unwrap_or_else(|e| panic!("preparing lb-ctl failed: {e:#}"));
-        let out = ctl
-            .attach_with("eth0", "native", &["--flows", "4096"])
-            .unwrap_or_else(|e| panic!("lb-ctl attach eth0 --flows 4096 failed: {e:#}"));
-        assert!(out.contains("native"), "attach said: {out}");
-        let yaml = format!(
-            "services:\n  - name: web\n    vip: {VIP}\n    port: 80\n    scheduler: {scheduler}\n    \
-             backends:\n      - address: {}\n      - address: {}\n",
-            lab.server(0).addr,
-            lab.server(1).addr
-        );
-        ctl.apply(&yaml)
-            .unwrap_or_else(|e| panic!("lb-ctl apply failed: {e:#}"));
-        Env { ctl, lab }
-    }
-
-    fn stats(&self) -> Value {
-        let text = self
-            .ctl
-            .stats_json()
-            .unwrap_or_else(|e| panic!("lb-ctl stats --json failed: {e:#}"));
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("stats --json ({e}): {text}"))
-    }
-
-    /// The stats once `reason`'s counter has not moved for 300 ms (at most 10 s).
-    fn settled_stats(&self, reason: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut last = self.stats();
-        let mut since = Instant::now();
-        while Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(100));
-            let now = self.stats();
-            if datapath(&now, reason) != datapath(&last, reason) {
-                since = Instant::now();
-            } else if since.elapsed() >= Duration::from_millis(300) {
-                return now;
-            }
-            last = now;
-        }
-        last
-    }
-}
-
-fn num(v: &Value, key: &str) -> u64 {
-    v[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{key} is not a number in {v:#}"))
-}
-
-fn datapath(stats: &Value, reason: &str) -> u64 {
-    stats["datapath"]
-        .as_array()
-        .and_then(|d| d.iter().find(|r| r["reason"] == reason))
-        .map(|r| num(r, "packets"))
-        .unwrap_or_else(|| panic!("no data-path reason {reason} in {stats:#}"))
+/// The stats once `reason`'s counter has not moved for 300 ms (at most 10 s).
+fn settled_stats(env: &Env, reason: &str) -> Value {
+    env.settled_stats(reason, Duration::from_secs(10))
 }
 
 /// The sum of the backends' active connections of service `web` in `stats --json`.
 fn active_connections(stats: &Value) -> u64 {
-    stats["services"]
+    service(stats, "web")["backends"]
         .as_array()
-        .and_then(|s| s.iter().find(|s| s["name"] == "web"))
-        .and_then(|s| s["backends"].as_array())
         .unwrap_or_else(|| panic!("no backends of web in {stats:#}"))
         .iter()
         .map(|b| num(b, "active_connections"))
@@ -160,20 +102,10 @@ fn flood(host: &Host, dst_mac: [u8; 6], count: u32, limit: Duration) -> Result<(
 /// The whole scenario for one scheduler; `counted_as` is the reason the ACKs must be counted
 /// under, `not_as` one they must not be.
 fn spoofed_acks_leave_connections_alone(scheduler: &str, counted_as: &str, not_as: &str) {
-    let env = Env::new(scheduler);
+    let env = attached(scheduler);
     let client = env.lab.client();
-    let mut conns = Vec::new();
-    let mut first = Vec::new();
-    for i in 0..CONNECTIONS {
-        let mut c = HttpConn::connect(client, VIP, 80, T)
-            .unwrap_or_else(|e| panic!("connection {i} to the VIP: {e:#}"));
-        let (status, body) = c
-            .get("/")
-            .unwrap_or_else(|e| panic!("connection {i}: first request: {e:#}"));
-        assert_eq!(status, 200, "connection {i}: {body}");
-        first.push(body);
-        conns.push(c);
-    }
+    let (mut conns, first) =
+        HttpConn::open_many(client, VIP, 80, CONNECTIONS, T).unwrap_or_else(|e| panic!("{e:#}"));
     let on_first = first
         .iter()
         .filter(|b| **b == format!("{}\n", env.lab.server(0).name))
@@ -185,14 +117,14 @@ fn spoofed_acks_leave_connections_alone(scheduler: &str, counted_as: &str, not_a
     if scheduler == "rr" {
         assert_eq!(on_first, CONNECTIONS / 2, "rr alternates: {first:?}");
     }
-    let before = env.settled_stats("forwarded");
+    let before = settled_stats(&env, "forwarded");
     assert_eq!(num(&before, "flows"), CONNECTIONS as u64, "{before:#}");
     assert_eq!(active_connections(&before), CONNECTIONS as u64);
 
     let director = env.lab.director(0);
     let (sent, took) =
         flood(client, director.mac, SPOOFED, FLOOD_LIMIT).unwrap_or_else(|e| panic!("{e:#}"));
-    let after = env.settled_stats(counted_as);
+    let after = settled_stats(&env, counted_as);
     let counted = datapath(&after, counted_as) - datapath(&before, counted_as);
     let flows = num(&after, "flows");
     let listed = env

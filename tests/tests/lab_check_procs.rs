@@ -356,12 +356,8 @@ fn checks_and_hooks_leave_no_process_behind() {
         "no check was running at SIGTERM ({checks_at_term} processes)"
     );
     let term = Instant::now();
-    daemon.signal(libc::SIGTERM);
-    let status = daemon
-        .wait_timeout(Duration::from_secs(5))
-        .unwrap_or_else(|| panic!("lb-ctl run did not stop within 5 s of SIGTERM"));
+    daemon.terminate();
     let exited = term.elapsed();
-    assert!(status.success(), "lb-ctl run exited with {status}");
     let after_term = gone(&markers, &Markers::ROLES, term, Duration::from_secs(1));
     eprintln!(
         "SIGTERM with {hooks_at_term} hook and {checks_at_term} check processes alive: exited \

@@ -22,9 +22,9 @@ use std::{
 };
 
 use lb_tests::{
-    daemon::Daemon,
-    lab::{self, Lab, LabSpec, http_get},
-    lbctl::LbCtl,
+    env::Env,
+    lab::{self, Lab, http_get},
+    lab_spec,
 };
 
 const VIP: Ipv4Addr = lab::DEFAULT_VIP;
@@ -41,49 +41,19 @@ fn service(name: &str, port: u16) -> String {
     )
 }
 
-/// The lab, `lb-ctl` attached to director-1's eth0. Field order is drop order.
-struct Env {
-    daemon: Option<Daemon>,
-    ctl: LbCtl,
-    lab: Lab,
+/// The lab, `lb-ctl` attached to director-1's eth0.
+fn attached() -> Env {
+    Env::attached(&lab_spec!(), &[])
 }
 
-impl Env {
-    fn new() -> Env {
-        let lab = Lab::build(&LabSpec::default())
-            .unwrap_or_else(|e| panic!("building the lab failed: {e:#}"));
-        let ctl = LbCtl::new(&lab, lab.director(0))
-            .unwrap_or_else(|e| panic!("preparing lb-ctl failed: {e:#}"));
-        ctl.attach("eth0")
-            .unwrap_or_else(|e| panic!("lb-ctl attach eth0 failed: {e:#}"));
-        Env {
-            daemon: None,
-            ctl,
-            lab,
-        }
-    }
-
-    fn daemon(&mut self) -> &mut Daemon {
-        self.daemon
-            .as_mut()
-            .unwrap_or_else(|| panic!("the daemon is not running"))
-    }
-
-    fn list(&self) -> String {
-        self.ctl
-            .list()
-            .unwrap_or_else(|e| panic!("lb-ctl list failed: {e:#}"))
-    }
-
-    /// Panics if the daemon has exited.
-    fn assert_running(&mut self, after: &str) {
-        let d = self.daemon();
-        if let Some(status) = d.exit_status() {
-            panic!(
-                "lb-ctl run exited ({status}) after {after}; its log:\n{}",
-                d.lines().join("\n")
-            );
-        }
+/// Panics if the daemon has exited.
+fn assert_running(env: &mut Env, after: &str) {
+    let d = env.daemon_mut();
+    if let Some(status) = d.exit_status() {
+        panic!(
+            "lb-ctl run exited ({status}) after {after}; its log:\n{}",
+            d.lines().join("\n")
+        );
     }
 }
 
@@ -178,7 +148,7 @@ impl Drop for Client {
 
 #[test]
 fn bad_files_are_refused_while_forwarding_goes_on_and_half_files_are_never_applied() {
-    let mut env = Env::new();
+    let mut env = attached();
     let good = format!(
         "services:\n{}{}",
         service("web", 80),
@@ -188,17 +158,17 @@ fn bad_files_are_refused_while_forwarding_goes_on_and_half_files_are_never_appli
         .ctl
         .write_file(&good)
         .unwrap_or_else(|e| panic!("{e:#}"));
-    env.daemon = Some(Daemon::start(&env.ctl, env.lab.director(0), &file, &[]));
+    env.start_daemon(&file, &[]);
     let extra_line = format!("{VIP}:8080");
     assert!(env.list().contains(&extra_line), "{}", env.list());
     let client = Client::start(&env.lab);
     thread::sleep(Duration::from_millis(500));
 
     // 1. 80 KB of nested lists, written in place: refused once it has settled.
-    let skip = env.daemon().lines().len();
+    let skip = env.daemon_mut().lines().len();
     let nested = "[".repeat(40 * 1024) + &"]".repeat(40 * 1024);
     fs::write(&file, &nested).unwrap_or_else(|e| panic!("{e}"));
-    let (line, took) = env.daemon().wait_log_after(
+    let (line, took) = env.daemon_mut().wait_log_after(
         skip,
         SETTLE + Duration::from_secs(5),
         |l| l.contains("reload refused") && l.contains("nested more than 64 deep"),
@@ -209,37 +179,37 @@ fn bad_files_are_refused_while_forwarding_goes_on_and_half_files_are_never_appli
         took >= SETTLE - Duration::from_secs(1),
         "{took:?}: not after the settle time"
     );
-    env.assert_running("the nested file");
+    assert_running(&mut env, "the nested file");
 
     // 2. A symlink to /dev/zero renamed over the file: refused at once, nothing read.
-    let skip = env.daemon().lines().len();
+    let skip = env.daemon_mut().lines().len();
     rename_over(&file, |tmp| {
         std::os::unix::fs::symlink("/dev/zero", tmp).unwrap_or_else(|e| panic!("{e}"))
     });
-    let (line, took) = env.daemon().wait_log_after(
+    let (line, took) = env.daemon_mut().wait_log_after(
         skip,
         Duration::from_secs(4),
         |l| l.contains("reload refused") && l.contains("is a character device"),
         "/dev/zero refused",
     );
     eprintln!("/dev/zero refused after {took:?}: {line}");
-    env.assert_running("/dev/zero");
+    assert_running(&mut env, "/dev/zero");
 
     // 3. A FIFO renamed over the file (no writer): refused at once, without blocking.
-    let skip = env.daemon().lines().len();
+    let skip = env.daemon_mut().lines().len();
     rename_over(&file, mkfifo);
-    let (line, took) = env.daemon().wait_log_after(
+    let (line, took) = env.daemon_mut().wait_log_after(
         skip,
         Duration::from_secs(4),
         |l| l.contains("reload refused") && l.contains("is a FIFO"),
         "the FIFO refused",
     );
     eprintln!("FIFO refused after {took:?}: {line}");
-    env.assert_running("the FIFO");
+    assert_running(&mut env, "the FIFO");
     // The daemon still answers to SIGHUP (it is not stuck in the FIFO).
-    let skip = env.daemon().lines().len();
-    env.daemon().signal(libc::SIGHUP);
-    env.daemon().wait_log_after(
+    let skip = env.daemon_mut().lines().len();
+    env.daemon_mut().signal(libc::SIGHUP);
+    env.daemon_mut().wait_log_after(
         skip,
         Duration::from_secs(4),
         |l| l.contains("reload refused") && l.contains("is a FIFO"),
@@ -248,12 +218,12 @@ fn bad_files_are_refused_while_forwarding_goes_on_and_half_files_are_never_appli
 
     // A backend that is the director's own address, renamed over the file: refused at once,
     // naming the file, line and field.
-    let skip = env.daemon().lines().len();
+    let skip = env.daemon_mut().lines().len();
     let own = format!("{good}      - address: {}\n", lab::director_addr(1));
     rename_over(&file, |tmp| {
         fs::write(tmp, &own).unwrap_or_else(|e| panic!("{e}"))
     });
-    let (line, _) = env.daemon().wait_log_after(
+    let (line, _) = env.daemon_mut().wait_log_after(
         skip,
         Duration::from_secs(4),
         |l| l.contains("reload refused") && l.contains("is an address of this director"),
@@ -266,14 +236,14 @@ fn bad_files_are_refused_while_forwarding_goes_on_and_half_files_are_never_appli
         )),
         "{line}"
     );
-    env.assert_running("a backend that is the director");
+    assert_running(&mut env, "a backend that is the director");
 
     // The good file back, by rename: reloaded at once, nothing to change.
-    let skip = env.daemon().lines().len();
+    let skip = env.daemon_mut().lines().len();
     rename_over(&file, |tmp| {
         fs::write(tmp, &good).unwrap_or_else(|e| panic!("{e}"))
     });
-    env.daemon().wait_log_after(
+    env.daemon_mut().wait_log_after(
         skip,
         Duration::from_secs(4),
         |l| l.contains("reload: no changes"),
@@ -288,7 +258,7 @@ fn bad_files_are_refused_while_forwarding_goes_on_and_half_files_are_never_appli
         .unwrap_or_else(|| unreachable!());
     let (first, second) = full.split_at(cut);
     assert!(lb_ctl::config::parse(first, "first-half.yaml").is_ok());
-    let skip = env.daemon().lines().len();
+    let skip = env.daemon_mut().lines().len();
     let mut f = fs::OpenOptions::new()
         .write(true)
         .truncate(true)
@@ -323,7 +293,7 @@ fn bad_files_are_refused_while_forwarding_goes_on_and_half_files_are_never_appli
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "the complete file was not applied within 20 s; the log:\n{}",
-            env.daemon().lines()[skip..].join("\n")
+            env.daemon_mut().lines()[skip..].join("\n")
         );
         thread::sleep(Duration::from_millis(100));
     };
@@ -341,13 +311,13 @@ fn bad_files_are_refused_while_forwarding_goes_on_and_half_files_are_never_appli
         assert!(stats.contains(name), "{name} missing from stats:\n{stats}");
     }
     assert!(
-        !env.daemon().lines()[skip..]
+        !env.daemon_mut().lines()[skip..]
             .iter()
             .any(|l| l.contains("applied") && l.contains("service extra")),
         "the first half was applied; the log:\n{}",
-        env.daemon().lines()[skip..].join("\n")
+        env.daemon_mut().lines()[skip..].join("\n")
     );
-    env.assert_running("the half-written file");
+    assert_running(&mut env, "the half-written file");
 
     let (ok, failed, errors) = client.finish();
     eprintln!("client: {ok} requests answered, {failed} failed");
@@ -357,7 +327,7 @@ fn bad_files_are_refused_while_forwarding_goes_on_and_half_files_are_never_appli
 
 #[test]
 fn apply_refuses_backends_that_are_the_director_and_changes_nothing() {
-    let env = Env::new();
+    let env = attached();
     env.ctl
         .apply(&format!("services:\n{}", service("web", 80)))
         .unwrap_or_else(|e| panic!("{e:#}"));

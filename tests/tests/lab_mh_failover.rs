@@ -18,6 +18,7 @@ use lb_tests::{
     daemon::Daemon,
     lab::{self, Host, HttpConn, Lab, LabSpec, http_get},
     lbctl::LbCtl,
+    stats::{self, datapath},
 };
 use serde_json::Value;
 
@@ -78,16 +79,7 @@ fn out_rsts(host: &Host) -> u64 {
 }
 
 fn stats(ctl: &LbCtl) -> Value {
-    let text = ctl.stats_json().unwrap_or_else(|e| panic!("{e:#}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("stats --json ({e}): {text}"))
-}
-
-fn datapath(stats: &Value, reason: &str) -> u64 {
-    stats["datapath"]
-        .as_array()
-        .and_then(|d| d.iter().find(|r| r["reason"] == reason))
-        .and_then(|r| r["packets"].as_u64())
-        .unwrap_or_else(|| panic!("no data-path reason {reason} in {stats:#}"))
+    stats::parse(&ctl.stats_json().unwrap_or_else(|e| panic!("{e:#}")))
 }
 
 #[test]
@@ -118,18 +110,8 @@ fn mh_connections_survive_a_failover_to_the_backup_director() {
     );
     assert!(!has_vip(d2), "director-2 holds the VIP too");
 
-    let mut conns = Vec::new();
-    let mut first = Vec::new();
-    for i in 0..CONNECTIONS {
-        let mut c = HttpConn::connect(lab.client(), VIP, 80, REQUEST)
-            .unwrap_or_else(|e| panic!("connection {i}: {e:#}"));
-        let (status, body) = c
-            .get("/")
-            .unwrap_or_else(|e| panic!("connection {i}: {e:#}"));
-        assert_eq!(status, 200, "{body}");
-        first.push(body);
-        conns.push(c);
-    }
+    let (mut conns, first) = HttpConn::open_many(lab.client(), VIP, 80, CONNECTIONS, REQUEST)
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let rsts_before: Vec<u64> = lab.servers().iter().map(out_rsts).collect();
     let before = stats(&ctls[1]);
     assert_eq!(

@@ -57,6 +57,26 @@ fn lab() -> Lab {
     lab
 }
 
+/// [`lab`], a directory for its files, and [`listener`] on both directors.
+fn lab_with_listeners() -> (Lab, Files) {
+    let lab = lab();
+    let files = Files::new(&lab);
+    listener(&lab, lab.director(0));
+    listener(&lab, lab.director(1));
+    (lab, files)
+}
+
+/// Asserts that `vrrpd` refused none of the adverts it received (its log has no
+/// `invalid VRRP packet`).
+#[track_caller]
+fn assert_no_refused_adverts(vrrpd: &Vrrpd) {
+    let log = vrrpd.lines().join("\n");
+    assert!(
+        !log.contains("invalid VRRP packet"),
+        "keepalived's adverts were refused:\n{log}"
+    );
+}
+
 /// A directory for this lab's files, removed on drop.
 struct Files(PathBuf);
 
@@ -283,11 +303,8 @@ fn wait_master(lab: &Lab, master: &Host, backup: &Host, limit: Duration) {
 
 #[test]
 fn v3_link_down_failover_and_preemption() {
-    let lab = lab();
-    let files = Files::new(&lab);
+    let (lab, files) = lab_with_listeners();
     let (d1, d2) = (lab.director(0), lab.director(1));
-    listener(&lab, d1);
-    listener(&lab, d2);
     let interval = Duration::from_millis(200);
     let _v1 = Vrrpd::start(d1, &files.write("d1.yaml", &vrrp_yaml(150, 3, "200ms", "")));
     let _v2 = Vrrpd::start(d2, &files.write("d2.yaml", &vrrp_yaml(100, 3, "200ms", "")));
@@ -318,11 +335,8 @@ fn v3_link_down_failover_and_preemption() {
 
 #[test]
 fn v3_sigkill_then_graceful_stop() {
-    let lab = lab();
-    let files = Files::new(&lab);
+    let (lab, files) = lab_with_listeners();
     let (d1, d2) = (lab.director(0), lab.director(1));
-    listener(&lab, d1);
-    listener(&lab, d2);
     let interval = Duration::from_millis(200);
     let f1 = files.write("d1.yaml", &vrrp_yaml(150, 3, "200ms", ""));
     let mut v1 = Vrrpd::start(d1, &f1);
@@ -372,11 +386,8 @@ fn v3_sigkill_then_graceful_stop() {
 
 #[test]
 fn v2_one_second_with_auth_sigkill() {
-    let lab = lab();
-    let files = Files::new(&lab);
+    let (lab, files) = lab_with_listeners();
     let (d1, d2) = (lab.director(0), lab.director(1));
-    listener(&lab, d1);
-    listener(&lab, d2);
     let interval = Duration::from_secs(1);
     let auth = "    auth_pass: \"s3cret\"\n";
     let mut v1 = Vrrpd::start(d1, &files.write("d1.yaml", &vrrp_yaml(150, 2, "1s", auth)));
@@ -552,11 +563,8 @@ fn keepalived_conf(name: &str, priority: u8, version: u8, advert_int: &str, auth
 /// the VIP; a graceful stop of ours hands over in about one interval; ours preempts back.
 #[test]
 fn keepalived_as_backup_v2() {
-    let lab = lab();
-    let files = Files::new(&lab);
+    let (lab, files) = lab_with_listeners();
     let (d1, d2) = (lab.director(0), lab.director(1));
-    listener(&lab, d1);
-    listener(&lab, d2);
     let interval = Duration::from_secs(1);
     let _ka = Keepalived::start(
         &files,
@@ -569,13 +577,7 @@ fn keepalived_as_backup_v2() {
     // keepalived may become master first (it started first); ours preempts it.
     wait_master(&lab, d1, d2, Duration::from_secs(10));
     only_master_holds_vip(d1, d2, Duration::from_secs(2));
-    assert!(
-        v1.lines()
-            .iter()
-            .all(|l| !l.contains("invalid VRRP packet")),
-        "keepalived's adverts were refused:\n{}",
-        v1.lines().join("\n")
-    );
+    assert_no_refused_adverts(&v1);
 
     let mut v1 = Some(v1);
     failover(
@@ -603,11 +605,8 @@ fn keepalived_as_backup_v2() {
 /// keepalived's link goes down, ours takes over; when it comes back, keepalived preempts.
 #[test]
 fn keepalived_as_master_v3() {
-    let lab = lab();
-    let files = Files::new(&lab);
+    let (lab, files) = lab_with_listeners();
     let (d1, d2) = (lab.director(0), lab.director(1));
-    listener(&lab, d1);
-    listener(&lab, d2);
     let interval = Duration::from_millis(200);
     let _ka = Keepalived::start(
         &files,
@@ -621,13 +620,7 @@ fn keepalived_as_master_v3() {
         v2.lines().iter().any(|l| l.contains("to=backup")),
         "ours should be backup"
     );
-    assert!(
-        v2.lines()
-            .iter()
-            .all(|l| !l.contains("invalid VRRP packet")),
-        "keepalived's adverts were refused:\n{}",
-        v2.lines().join("\n")
-    );
+    assert_no_refused_adverts(&v2);
 
     failover(
         &lab,
@@ -767,11 +760,8 @@ fn run_daemon_serves_the_vip_through_the_master() {
 /// Unicast peers instead of multicast (v3, 200 ms): the same election and a graceful handover.
 #[test]
 fn v3_unicast_peers() {
-    let lab = lab();
-    let files = Files::new(&lab);
+    let (lab, files) = lab_with_listeners();
     let (d1, d2) = (lab.director(0), lab.director(1));
-    listener(&lab, d1);
-    listener(&lab, d2);
     let interval = Duration::from_millis(200);
     let peer = |h: &Host| format!("    unicast_peers: [{}]\n", h.addr);
     let v1 = Vrrpd::start(
@@ -794,6 +784,5 @@ fn v3_unicast_peers() {
             v1.take().unwrap().stop();
         },
     );
-    let log = v2.lines().join("\n");
-    assert!(!log.contains("invalid VRRP packet"), "{log}");
+    assert_no_refused_adverts(&v2);
 }

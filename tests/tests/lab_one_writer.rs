@@ -14,7 +14,6 @@ use std::{
     os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
     path::Path,
     process::Command,
-    thread,
     time::{Duration, Instant},
 };
 
@@ -22,8 +21,10 @@ use lb_common::{BACKEND_USABLE, names};
 use lb_ctl::{maps::Maps, maps::lock, plan::Current};
 use lb_tests::{
     daemon::Daemon,
-    lab::{self, Connect, Lab, LabSpec, http_get, send_frames, tcp_connect},
-    lbctl::LbCtl,
+    env::Env,
+    lab::{self, Connect, send_frames, tcp_connect},
+    lab_spec,
+    stats::datapath,
 };
 
 /// Deadline of one request.
@@ -31,104 +32,37 @@ const T: Duration = Duration::from_secs(2);
 const VIP: Ipv4Addr = lab::DEFAULT_VIP;
 
 /// A lab with `servers` real servers (HTTP answering their name) and `lb-ctl` for director-1.
-/// Field order is drop order: the daemon first, so that `LbCtl`'s detach is not refused.
-struct Env {
-    daemon: Option<Daemon>,
-    ctl: LbCtl,
-    lab: Lab,
+fn lab(servers: usize) -> Env {
+    Env::build(&lab_spec!(servers: servers))
 }
 
-impl Env {
-    fn new(servers: usize) -> Env {
-        let lab = Lab::build(&LabSpec {
-            servers,
-            server_bin: Some(env!("CARGO_BIN_EXE_lab-server").into()),
-            ..LabSpec::default()
-        })
-        .unwrap_or_else(|e| panic!("building the lab failed: {e:#}"));
-        let ctl = LbCtl::new(&lab, lab.director(0))
-            .unwrap_or_else(|e| panic!("preparing lb-ctl failed: {e:#}"));
-        Env {
-            daemon: None,
-            ctl,
-            lab,
-        }
-    }
+/// Writes a service file; its path.
+fn file(env: &Env, yaml: &str) -> String {
+    env.file(yaml)
+        .to_str()
+        .unwrap_or_else(|| panic!("file path"))
+        .to_string()
+}
 
-    fn addr(&self, i: usize) -> Ipv4Addr {
-        self.lab.server(i).addr
-    }
+/// Attaches to director-1's `eth0` and starts `lb-ctl run -f FILE EXTRA...`.
+fn start_daemon<'a>(env: &'a mut Env, file: &str, extra: &[&str]) -> &'a Daemon {
+    env.ctl
+        .attach("eth0")
+        .unwrap_or_else(|e| panic!("lb-ctl attach failed: {e:#}"));
+    env.start_daemon(Path::new(file), extra)
+}
 
-    fn file(&self, yaml: &str) -> String {
-        let path = self
-            .ctl
-            .write_file(yaml)
-            .unwrap_or_else(|e| panic!("{e:#}"));
-        path.to_str()
-            .unwrap_or_else(|| panic!("file path"))
-            .to_string()
-    }
-
-    fn start_daemon(&mut self, file: &str, extra: &[&str]) -> &Daemon {
-        self.ctl
-            .attach("eth0")
-            .unwrap_or_else(|e| panic!("lb-ctl attach failed: {e:#}"));
-        self.daemon = Some(Daemon::start(
-            &self.ctl,
-            self.lab.director(0),
-            Path::new(file),
-            extra,
-        ));
-        self.daemon()
-    }
-
-    /// `lb-ctl run --reconcile-interval 1s` with `web` (rr over both real servers), once 10
-    /// requests reach both; the servers' addresses and the file.
-    fn web_daemon(&mut self) -> (Ipv4Addr, Ipv4Addr, String) {
-        let (rs1, rs2) = (self.addr(0), self.addr(1));
-        let file = self.file(&web(&[rs1, rs2]));
-        self.start_daemon(&file, &["--reconcile-interval", "1s"]);
-        assert_eq!(
-            names_of(&self.requests(10)),
-            vec!["real-server-1", "real-server-2"]
-        );
-        (rs1, rs2, file)
-    }
-
-    fn daemon(&self) -> &Daemon {
-        self.daemon
-            .as_ref()
-            .unwrap_or_else(|| panic!("the daemon is not running"))
-    }
-
-    /// One request to the VIP on a new connection; the answering server's name.
-    fn request(&self, timeout: Duration) -> anyhow::Result<String> {
-        let (status, body) = http_get(self.lab.client(), VIP, 80, "/", timeout)?;
-        anyhow::ensure!(status == 200, "status {status}: {body}");
-        Ok(body.trim().to_string())
-    }
-
-    /// `n` requests, each a new connection; panics on any failure.
-    fn requests(&self, n: usize) -> Vec<String> {
-        (0..n)
-            .map(|k| {
-                self.request(T)
-                    .unwrap_or_else(|e| panic!("request {k} of {n} failed: {e:#}"))
-            })
-            .collect()
-    }
-
-    /// The data path's reason counters from `stats --json`.
-    fn reason(&self, name: &str) -> u64 {
-        let text = self.ctl.stats_json().unwrap_or_else(|e| panic!("{e:#}"));
-        let v: serde_json::Value =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
-        v["datapath"]
-            .as_array()
-            .and_then(|a| a.iter().find(|r| r["reason"] == name))
-            .and_then(|r| r["packets"].as_u64())
-            .unwrap_or_else(|| panic!("no reason {name} in {text}"))
-    }
+/// `lb-ctl run --reconcile-interval 1s` with `web` (rr over both real servers), once 10
+/// requests reach both; the servers' addresses and the file.
+fn web_daemon(env: &mut Env) -> (Ipv4Addr, Ipv4Addr, String) {
+    let (rs1, rs2) = (env.server(0).addr, env.server(1).addr);
+    let file = file(env, &web(&[rs1, rs2]));
+    start_daemon(env, &file, &["--reconcile-interval", "1s"]);
+    assert_eq!(
+        names_of(&env.requests(10)),
+        vec!["real-server-1", "real-server-2"]
+    );
+    (rs1, rs2, file)
 }
 
 fn names_of(v: &[String]) -> Vec<&str> {
@@ -191,34 +125,24 @@ fn tables_are_consistent(dir: &Path) -> Result<usize, String> {
 
 #[test]
 fn concurrent_applies_never_interleave() {
-    let env = Env::new(2);
-    let (rs1, rs2) = (env.addr(0), env.addr(1));
+    let env = lab(2);
+    let (rs1, rs2) = (env.server(0).addr, env.server(1).addr);
     env.ctl
         .attach("eth0")
         .unwrap_or_else(|e| panic!("attach: {e:#}"));
-    let a = env.file(&fifty("a", 1000, &[rs1, rs2]));
-    let b = env.file(&fifty("b", 2000, &[rs2, rs1]));
-    let empty = env.file("services: []\n");
+    let a = file(&env, &fifty("a", 1000, &[rs1, rs2]));
+    let b = file(&env, &fifty("b", 2000, &[rs2, rs1]));
+    let empty = file(&env, "services: []\n");
     let mut winners = [0usize; 2];
     let mut waited = 0;
     for round in 0..20 {
         env.ctl
             .run_ok(&["apply", "-f", &empty])
             .unwrap_or_else(|e| panic!("round {round}: emptying: {e:#}"));
-        let outs: Vec<std::process::Output> = thread::scope(|s| {
-            let handles: Vec<_> = [&a, &b]
-                .map(|f| s.spawn(|| env.ctl.run(&["apply", "-f", f])))
-                .into_iter()
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| panic!("apply thread"))
-                        .unwrap_or_else(|e| panic!("{e:#}"))
-                })
-                .collect()
-        });
+        let outs = env
+            .ctl
+            .run_at_once(&[&["apply", "-f", &a], &["apply", "-f", &b]])
+            .unwrap_or_else(|e| panic!("{e:#}"));
         for (o, f) in outs.iter().zip(["a", "b"]) {
             assert!(
                 o.status.success(),
@@ -260,7 +184,7 @@ fn concurrent_applies_never_interleave() {
     } else {
         2000
     };
-    let bad_before = env.reason("drop_bad_backend");
+    let bad_before = datapath(&env.stats(), "drop_bad_backend");
     let mut refused = 0;
     for k in 0..200u16 {
         match tcp_connect(env.lab.client(), VIP, base + k % 50, T)
@@ -271,8 +195,8 @@ fn concurrent_applies_never_interleave() {
         }
     }
     assert_eq!(refused, 200);
-    assert_eq!(env.reason("drop_bad_backend"), bad_before);
-    assert_eq!(env.reason("drop_bad_backend"), 0);
+    assert_eq!(datapath(&env.stats(), "drop_bad_backend"), bad_before);
+    assert_eq!(datapath(&env.stats(), "drop_bad_backend"), 0);
 }
 
 fn winners_last_is_a(env: &Env, a: &str) -> bool {
@@ -284,21 +208,12 @@ fn winners_last_is_a(env: &Env, a: &str) -> bool {
 
 #[test]
 fn concurrent_first_attaches_load_once() {
-    let env = Env::new(1);
+    let env = lab(1);
     for round in 0..5 {
-        let outs: Vec<std::process::Output> = thread::scope(|s| {
-            let handles: Vec<_> = (0..2)
-                .map(|_| s.spawn(|| env.ctl.run(&["attach", "eth0"])))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| panic!("attach thread"))
-                        .unwrap_or_else(|e| panic!("{e:#}"))
-                })
-                .collect()
-        });
+        let outs = env
+            .ctl
+            .run_at_once(&[&["attach", "eth0"], &["attach", "eth0"]])
+            .unwrap_or_else(|e| panic!("{e:#}"));
         let texts: Vec<String> = outs
             .iter()
             .map(|o| {
@@ -341,12 +256,12 @@ fn concurrent_first_attaches_load_once() {
 
 #[test]
 fn a_writer_waits_for_another_and_the_daemon_is_the_only_writer() {
-    let mut env = Env::new(2);
-    let (rs1, rs2) = (env.addr(0), env.addr(1));
+    let mut env = lab(2);
+    let (rs1, rs2) = (env.server(0).addr, env.server(1).addr);
     env.ctl
         .attach("eth0")
         .unwrap_or_else(|e| panic!("attach: {e:#}"));
-    let plain = env.file(&web(&[rs1, rs2]));
+    let plain = file(&env, &web(&[rs1, rs2]));
 
     // Another writer holds the lock: apply waits, says who, and gives up after --wait.
     let me = std::process::id();
@@ -391,8 +306,8 @@ fn a_writer_waits_for_another_and_the_daemon_is_the_only_writer() {
          type: tcp\n      interval: 200ms\n      timeout: 300ms\n      retries: 1\n    backends:\n      \
          - address: {rs1}\n      - address: {rs2}\n        check:\n          port: 8099\n"
     );
-    let file = env.file(&checked);
-    let d = env.start_daemon(&file, &[]);
+    let file = file(&env, &checked);
+    let d = start_daemon(&mut env, &file, &[]);
     d.wait_log(
         Duration::from_secs(10),
         |l| l.contains("backend down") && l.contains(&format!("backend={rs2}")),
@@ -446,8 +361,8 @@ fn garp(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
 
 #[test]
 fn a_real_servers_new_mac_is_followed() {
-    let mut env = Env::new(2);
-    let (rs1, _, _) = env.web_daemon();
+    let mut env = lab(2);
+    let (rs1, _, _) = web_daemon(&mut env);
     // The NIC of real-server-1 is replaced: a new MAC, announced by a gratuitous ARP.
     let new_mac = [0x02, 0, 0, 0, 0xaa, 0x87];
     let server = env.lab.server(0).clone();
@@ -499,8 +414,8 @@ fn a_real_servers_new_mac_is_followed() {
 
 #[test]
 fn the_daemon_repairs_pins_and_maps_changed_by_hand() {
-    let mut env = Env::new(2);
-    let (rs1, rs2, file) = env.web_daemon();
+    let mut env = lab(2);
+    let (rs1, rs2, file) = web_daemon(&mut env);
     let dir = env.ctl.pin_dir().to_path_buf();
 
     // Everything unpinned by hand: the program is detached, the maps only held by the daemon.
@@ -604,7 +519,7 @@ fn as_nobody(args: &[&str]) -> bool {
 
 #[test]
 fn pins_are_roots_alone() {
-    let env = Env::new(1);
+    let env = lab(1);
     let dir = env.ctl.pin_dir().to_path_buf();
     let dir_s = dir
         .to_str()

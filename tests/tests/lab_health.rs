@@ -18,8 +18,8 @@ use std::{
 
 use lb_tests::{
     daemon::Daemon,
-    lab::{self, Lab, LabSpec, Proc, http_get},
-    lbctl::LbCtl,
+    env::Env,
+    lab::{self, LabSpec, Proc},
 };
 
 /// Deadline of one request.
@@ -50,46 +50,47 @@ fn web(backends: &[Ipv4Addr], extra: &str) -> String {
 }
 
 /// A lab (its servers not started by it), `lb-ctl` attached to director-1's eth0, and the HTTP
-/// servers this test starts and stops. Field order is drop order.
-struct Env {
-    daemon: Option<Daemon>,
+/// servers this test starts and stops. Dropped in order: the daemon, the HTTP servers, then
+/// `LbCtl` (pins) and the lab.
+struct Health {
     http: Vec<Option<Proc>>,
-    ctl: LbCtl,
-    lab: Lab,
+    env: Env,
 }
 
-impl Env {
-    fn new(servers: usize) -> Env {
-        let lab = Lab::build(&LabSpec {
-            servers,
-            start_servers: false,
-            server_bin: Some(server_bin()),
-            ..LabSpec::default()
-        })
-        .unwrap_or_else(|e| panic!("building the lab failed: {e:#}"));
-        let ctl = LbCtl::new(&lab, lab.director(0))
-            .unwrap_or_else(|e| panic!("preparing lb-ctl failed: {e:#}"));
-        ctl.attach("eth0")
-            .unwrap_or_else(|e| panic!("lb-ctl attach eth0 failed: {e:#}"));
-        let mut env = Env {
-            daemon: None,
+impl Drop for Health {
+    fn drop(&mut self) {
+        self.env.daemon = None;
+    }
+}
+
+impl Health {
+    fn new(servers: usize) -> Health {
+        let env = Env::attached(
+            &LabSpec {
+                servers,
+                start_servers: false,
+                server_bin: Some(server_bin()),
+                ..LabSpec::default()
+            },
+            &[],
+        );
+        let mut h = Health {
             http: (0..servers).map(|_| None).collect(),
-            ctl,
-            lab,
+            env,
         };
         for i in 0..servers {
-            env.start_http(i);
+            h.start_http(i);
         }
-        env
+        h
     }
 
     fn addr(&self, i: usize) -> Ipv4Addr {
-        self.lab.server(i).addr
+        self.env.server(i).addr
     }
 
     /// Starts real-server-(i+1)'s HTTP server and waits until it answers.
     fn start_http(&mut self, i: usize) {
-        let server = self.lab.server(i).clone();
+        let server = self.env.server(i).clone();
         let bin = server_bin();
         let bin = bin.to_str().unwrap_or_else(|| panic!("lab-server path"));
         let proc = server
@@ -98,6 +99,7 @@ impl Env {
         self.http[i] = Some(proc);
         assert!(
             lab::wait_until(Duration::from_secs(5), || self
+                .env
                 .lab
                 .request_count(&server)
                 .is_ok()),
@@ -115,37 +117,22 @@ impl Env {
     }
 
     fn start_daemon(&mut self, file: &Path, extra: &[&str]) {
-        self.daemon = Some(Daemon::start(&self.ctl, self.lab.director(0), file, extra));
+        self.env.start_daemon(file, extra);
     }
 
     fn daemon(&mut self) -> &mut Daemon {
-        self.daemon
-            .as_mut()
-            .unwrap_or_else(|| panic!("the daemon is not running"))
+        self.env.daemon_mut()
     }
 
     /// `n` requests to the VIP, each a new connection; the answering servers' names. Panics
     /// on any failed request.
     fn requests(&self, n: usize) -> Vec<String> {
-        (0..n)
-            .map(|k| {
-                let (status, body) = http_get(self.lab.client(), VIP, 80, "/", T)
-                    .unwrap_or_else(|e| panic!("request {k} of {n} to the VIP failed: {e:#}"));
-                assert_eq!(status, 200, "request {k}: {body}");
-                body.trim().to_string()
-            })
-            .collect()
-    }
-
-    fn list(&self) -> String {
-        self.ctl
-            .list()
-            .unwrap_or_else(|e| panic!("lb-ctl list failed: {e:#}"))
+        self.env.requests(n)
     }
 
     /// The state column of backend `addr` in `lb-ctl list`.
     fn state_of(&self, addr: Ipv4Addr) -> String {
-        let list = self.list();
+        let list = self.env.list();
         list.lines()
             .find(|l| l.contains(&format!("{addr}:80")))
             .and_then(|l| l.split_whitespace().last())
@@ -169,12 +156,9 @@ fn about(addr: Ipv4Addr, what: &'static str) -> impl Fn(&str) -> bool {
 
 #[test]
 fn a_dead_server_is_taken_out_and_comes_back() {
-    let mut env = Env::new(2);
+    let mut env = Health::new(2);
     let (rs1, rs2) = (env.addr(0), env.addr(1));
-    let file = env
-        .ctl
-        .write_file(&web(&[rs1, rs2], CHECK))
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let file = env.env.file(&web(&[rs1, rs2], CHECK));
     env.start_daemon(&file, &[]);
     assert_eq!(
         names(&env.requests(10)),
@@ -199,6 +183,7 @@ fn a_dead_server_is_taken_out_and_comes_back() {
     assert_eq!(names(&answers), vec!["real-server-2"]);
     assert_eq!(env.state_of(rs1), "down");
     let prom = env
+        .env
         .ctl
         .run_ok(&["stats", "--prometheus"])
         .unwrap_or_else(|e| panic!("{e:#}"));
@@ -223,14 +208,7 @@ fn a_dead_server_is_taken_out_and_comes_back() {
     assert_eq!(env.state_of(rs1), "up");
 
     // SIGTERM: the daemon stops, the data path keeps forwarding.
-    env.daemon().signal(libc::SIGTERM);
-    let status = env
-        .daemon()
-        .proc
-        .wait_timeout(Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("{e:#}"))
-        .unwrap_or_else(|| panic!("lb-ctl run did not stop within 5 s of SIGTERM"));
-    assert!(status.success(), "lb-ctl run exited with {status}");
+    env.daemon().terminate();
     env.daemon()
         .wait_log(T, |l| l.contains("keeps forwarding"), "stopped");
     assert_eq!(
@@ -241,10 +219,11 @@ fn a_dead_server_is_taken_out_and_comes_back() {
 
 #[test]
 fn genhash_digest_is_accepted_and_a_mismatch_marks_down() {
-    let mut env = Env::new(2);
+    let mut env = Health::new(2);
     let (rs1, rs2) = (env.addr(0), env.addr(1));
     let genhash = |addr: Ipv4Addr| -> String {
         let out = env
+            .env
             .ctl
             .run_ok(&[
                 "genhash",
@@ -267,10 +246,7 @@ fn genhash_digest_is_accepted_and_a_mismatch_marks_down() {
     assert_ne!(d1, d2, "the two servers' pages differ");
     // The check wants real-server-2's page: real-server-1's digest does not match.
     let check = format!("{CHECK}      digest: {d2}\n");
-    let file = env
-        .ctl
-        .write_file(&web(&[rs1, rs2], &check))
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let file = env.env.file(&web(&[rs1, rs2], &check));
     env.start_daemon(&file, &[]);
     let (line, took) = env.daemon().wait_log(
         DETECT + Duration::from_secs(1),
@@ -294,13 +270,10 @@ fn genhash_digest_is_accepted_and_a_mismatch_marks_down() {
 
 #[test]
 fn all_down_sends_to_the_sorry_server() {
-    let mut env = Env::new(3);
+    let mut env = Health::new(3);
     let (rs1, rs2, sorry) = (env.addr(0), env.addr(1), env.addr(2));
     let extra = format!("{CHECK}    sorry_server: {sorry}\n");
-    let file = env
-        .ctl
-        .write_file(&web(&[rs1, rs2], &extra))
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let file = env.env.file(&web(&[rs1, rs2], &extra));
     env.start_daemon(&file, &[]);
     assert_eq!(
         names(&env.requests(6)),
@@ -331,12 +304,9 @@ fn all_down_sends_to_the_sorry_server() {
 
 #[test]
 fn sighup_with_a_broken_file_keeps_the_running_config() {
-    let mut env = Env::new(2);
+    let mut env = Health::new(2);
     let (rs1, rs2) = (env.addr(0), env.addr(1));
-    let file = env
-        .ctl
-        .write_file(&web(&[rs1, rs2], CHECK))
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let file = env.env.file(&web(&[rs1, rs2], CHECK));
     env.start_daemon(&file, &["--detach-on-exit", "--reload-settle", "1s"]);
 
     // A broken file: refused, logged; both servers still serve.
@@ -381,19 +351,12 @@ fn sighup_with_a_broken_file_keeps_the_running_config() {
         "backend up after the reload",
     );
     assert_eq!(names(&env.requests(6)), vec!["real-server-1"]);
-    assert!(!env.list().contains(&format!("{rs2}:80")));
+    assert!(!env.env.list().contains(&format!("{rs2}:80")));
 
     // --detach-on-exit: SIGTERM detaches and removes the pins.
-    env.daemon().signal(libc::SIGTERM);
-    let status = env
-        .daemon()
-        .proc
-        .wait_timeout(Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("{e:#}"))
-        .unwrap_or_else(|| panic!("lb-ctl run did not stop within 5 s of SIGTERM"));
-    assert!(status.success(), "lb-ctl run exited with {status}");
+    env.daemon().terminate();
     assert!(
-        !env.ctl.pin_dir().exists(),
+        !env.env.ctl.pin_dir().exists(),
         "the pins are still there after --detach-on-exit"
     );
 }
