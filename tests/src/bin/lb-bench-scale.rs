@@ -328,7 +328,7 @@ fn plan_scaling(maps: &mut Maps, table_entries: u32) -> Result<Value> {
             .map(|_| Ok(time(|| plan::plan(&empty, &cfg, &macs, &Down::new()))?.1))
             .collect::<Result<Vec<f64>>>()?;
         let change = if n < SERVICES {
-            plan::apply(maps, &cfg, &macs, &Down::new(), false)?;
+            lb_ctl::maps::apply(maps, &cfg, &macs, &Down::new(), false)?;
             let bumped = config::parse(
                 &config_yaml(n, BACKENDS_PER_SERVICE, Some((n / 2, 7, 2))),
                 "s.yaml",
@@ -349,7 +349,7 @@ fn plan_scaling(maps: &mut Maps, table_entries: u32) -> Result<Value> {
             "plan_one_change_ms": change,
         }));
     }
-    plan::apply(
+    lb_ctl::maps::apply(
         maps,
         &config::parse("services: []\n", "e.yaml").map_err(|e| anyhow::anyhow!("{e}"))?,
         &Macs::new(),
