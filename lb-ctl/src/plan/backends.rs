@@ -7,7 +7,7 @@ use std::{
     net::Ipv4Addr,
 };
 
-use lb_common::{BACKEND_CONFIGURED, BACKEND_DOWN, BACKEND_USABLE, Backend};
+use lb_common::{BACKEND_CONFIGURED, BACKEND_DOWN, BACKEND_USABLE, Backend, limits};
 
 use super::{Change, Current, Down, Macs, Plan, Write, Writes, ids::Ids};
 use crate::{
@@ -16,18 +16,63 @@ use crate::{
     net::link::format_mac,
 };
 
-/// A service's configured backends in the maps, by address: `(id, entry)`.
-pub(super) type Existing = HashMap<Ipv4Addr, (u32, Backend)>;
+/// A service's configured backends in the maps, found by address and taken once each.
+#[derive(Default)]
+pub(super) struct Existing {
+    /// `(address, id, entry)` in order of address; `None` once taken.
+    entries: Vec<(Ipv4Addr, Option<(u32, Backend)>)>,
+}
 
-/// The configured backends of each service id, by address (one pass over all of them).
-pub(super) fn by_service(current: &Current) -> HashMap<u32, Existing> {
-    let mut out: HashMap<u32, Existing> = HashMap::new();
-    for (&id, b) in &current.backends {
-        out.entry(b.service_id)
-            .or_default()
-            .insert(addr_v4(&b.addr), (id, *b));
+impl Existing {
+    /// The backend of this address, unless already taken.
+    fn take(&mut self, addr: Ipv4Addr) -> Option<(u32, Backend)> {
+        let i = self.entries.binary_search_by_key(&addr, |e| e.0).ok()?;
+        self.entries[i].1.take()
     }
-    out
+
+    /// `(id, entry)` of those not taken, in order of address.
+    pub(super) fn rest(self) -> impl Iterator<Item = (u32, Backend)> {
+        self.entries.into_iter().filter_map(|e| e.1)
+    }
+}
+
+/// The configured backends of each service id (one pass over all of them); those of an id
+/// past every service's come last.
+pub(super) struct ByService(Vec<Existing>);
+
+impl ByService {
+    pub(super) fn of(current: &Current) -> ByService {
+        let mut all: Vec<Existing> = Vec::new();
+        all.resize_with(limits::MAX_SERVICES as usize + 1, Existing::default);
+        for (&id, b) in &current.backends {
+            let at = (b.service_id as usize).min(limits::MAX_SERVICES as usize);
+            all[at].entries.push((addr_v4(&b.addr), Some((id, *b))));
+        }
+        for e in &mut all {
+            e.entries.sort_by_key(|e| e.0);
+        }
+        ByService(all)
+    }
+
+    /// Takes the backends of a service id.
+    pub(super) fn take(&mut self, service_id: u32) -> Existing {
+        self.0
+            .get_mut(service_id as usize)
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// The ids of every backend not taken (of services that are gone), in order.
+    pub(super) fn rest(self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .0
+            .into_iter()
+            .flat_map(Existing::rest)
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
 }
 
 /// [`Down`] by service name, so a lookup needs no key built per backend.
@@ -42,15 +87,17 @@ impl<'a> DownSet<'a> {
         DownSet(by_name)
     }
 
-    fn contains(&self, service: &str, addr: Ipv4Addr) -> bool {
-        self.0.get(service).is_some_and(|s| s.contains(&addr))
+    /// The addresses held down in one service.
+    pub(super) fn of(&self, service: &str) -> Option<&HashSet<Ipv4Addr>> {
+        self.0.get(service)
     }
 }
 
 /// What a service's backends are planned against.
 pub(super) struct Context<'a> {
     pub macs: &'a Macs,
-    pub down: &'a DownSet<'a>,
+    /// The service's backends that health checks hold down.
+    pub down: Option<&'a HashSet<Ipv4Addr>>,
     pub service: &'a ServiceConfig,
     /// The service's id.
     pub id: u32,
@@ -76,7 +123,7 @@ pub(super) fn plan<'a>(
     let mut members = Vec::with_capacity(sc.backends.len());
     for bc in &sc.backends {
         let (want, usable) = desired(ctx, bc, &mut p.warnings);
-        let id = match have.remove(&bc.address) {
+        let id = match have.take(bc.address) {
             Some((id, old)) => {
                 if old != want {
                     p.changes.push(Change::ChangeBackend {
@@ -113,9 +160,7 @@ pub(super) fn plan<'a>(
         }
     }
     // What is left in the maps is no longer in the file.
-    let mut removed: Vec<(u32, Backend)> = have.into_values().collect();
-    removed.sort_unstable_by_key(|&(id, _)| id);
-    for (id, b) in removed {
+    for (id, b) in have.rest() {
         p.changes.push(Change::RemoveBackend {
             service: sc.name.clone(),
             what: describe_backend(&b),
@@ -141,7 +186,7 @@ fn desired(ctx: &Context, bc: &BackendConfig, warnings: &mut Vec<String>) -> (Ba
             None
         }
     };
-    let is_down = ctx.down.contains(&sc.name, bc.address);
+    let is_down = ctx.down.is_some_and(|d| d.contains(&bc.address));
     let usable = mac.is_some() && !is_down;
     let want = Backend {
         addr: addr_mapped(bc.address),

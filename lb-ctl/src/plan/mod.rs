@@ -154,7 +154,7 @@ pub fn plan(current: &Current, config: &Config, macs: &Macs, down: &Down) -> Res
     let mut w = Writes::default();
     let mut ids = ids::Ids::of(current);
     let mut regions = tables::Regions::of(current);
-    let mut existing = backends::by_service(current);
+    let mut existing = backends::ByService::of(current);
     let down = backends::DownSet::new(down);
     for sc in &config.services {
         let key = service_key(sc);
@@ -163,12 +163,12 @@ pub fn plan(current: &Current, config: &Config, macs: &Macs, down: &Down) -> Res
         services::describe(&mut p.changes, sc, &key, &want, old);
         // A new service takes over no backends, even ones that name a free id.
         let have = match old {
-            Some(_) => existing.remove(&want.id).unwrap_or_default(),
-            None => HashMap::new(),
+            Some(_) => existing.take(want.id),
+            None => backends::Existing::default(),
         };
         let ctx = backends::Context {
             macs,
-            down: &down,
+            down: down.of(&sc.name),
             service: sc,
             id: want.id,
         };
@@ -181,13 +181,8 @@ pub fn plan(current: &Current, config: &Config, macs: &Macs, down: &Down) -> Res
     }
     services::remove_unwanted(current, config, &mut p.changes, &mut w);
     // Backends of services that are gone (those of kept services were handled above).
-    let mut orphans: Vec<u32> = existing
-        .into_values()
-        .flatten()
-        .map(|(_, (id, _))| id)
-        .collect();
-    orphans.sort_unstable();
-    w.post.extend(orphans.into_iter().map(Write::ClearBackend));
+    w.post
+        .extend(existing.rest().into_iter().map(Write::ClearBackend));
 
     let mut writes = w.into_vec();
     if current.can_record_end {
