@@ -274,7 +274,7 @@ fn run_apply(dir: &Path, file: &Path, dry_run: bool, timeout: Duration) -> Resul
     // Before anything is written: a backend that is the director itself applies nothing.
     lb_ctl::net::own_addresses::check(&config, &file.display().to_string(), &ifindexes)?;
     let macs = resolve::backend_macs(&config, &ifindexes, timeout);
-    let plan = plan::apply(&mut maps, &config, &macs, &plan::Down::new(), dry_run)?;
+    let plan = lb_ctl::maps::apply(&mut maps, &config, &macs, &plan::Down::new(), dry_run)?;
     for w in &plan.warnings {
         eprintln!("warning: {w}");
     }

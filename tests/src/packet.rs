@@ -1,5 +1,5 @@
 //! The packet-level harness: the real XDP program loaded without attaching it, its maps
-//! filled by `lb_ctl::plan` (the code `lb-ctl apply` runs), frames run with
+//! filled by `lb_ctl::maps::apply` (the code `lb-ctl apply` runs), frames run with
 //! BPF_PROG_TEST_RUN.
 
 use std::{collections::HashMap, net::Ipv4Addr};
@@ -13,8 +13,8 @@ use aya::{
 };
 use lb_common::{Counters, FlowKey, Iface, Reason, names, v4_mapped};
 use lb_ctl::{
-    maps::Maps,
     maps::loader::{self, Sizes},
+    maps::{self, Maps, convert},
     plan::{self, Macs, Plan},
 };
 
@@ -140,7 +140,7 @@ impl Harness {
     pub fn apply(&mut self, yaml: &str) -> Plan {
         let config = lb_ctl::config::parse(yaml, "test.yaml")
             .unwrap_or_else(|e| panic!("test config does not parse:\n{e}"));
-        let plan = plan::apply(
+        let plan = maps::apply(
             &mut self.maps,
             &config,
             &macs_for(&config),
@@ -160,7 +160,7 @@ impl Harness {
             .iter()
             .map(|(s, a)| ((s.to_string(), *a), "test".to_string()))
             .collect();
-        let plan = plan::apply(&mut self.maps, &config, &macs_for(&config), &down, false)
+        let plan = maps::apply(&mut self.maps, &config, &macs_for(&config), &down, false)
             .expect("applying the test config");
         self.last_plan = plan.clone();
         plan
@@ -210,7 +210,7 @@ impl Harness {
             .filter_map(|(id, b)| {
                 let b = b.ok().filter(|b| b.flags != 0)?;
                 let n = self.maps.conns.get(&(id as u32), 0).ok()?;
-                Some((plan::addr_v4(&b.addr), n))
+                Some((convert::addr_v4(&b.addr), n))
             })
             .collect();
         by_addr.sort();
@@ -260,7 +260,7 @@ impl Harness {
             .services
             .iter()
             .filter_map(|e| e.ok())
-            .find(|(_, s)| plan::service_name(s) == name)
+            .find(|(_, s)| convert::service_name(s) == name)
             .map(|(_, s)| s.id)
             .unwrap_or_else(|| panic!("no service {name}"))
     }
@@ -280,7 +280,7 @@ impl Harness {
             .enumerate()
             .find(|(_, b)| {
                 b.as_ref().is_ok_and(|b| {
-                    b.service_id == sid && plan::addr_v4(&b.addr) == addr && b.flags != 0
+                    b.service_id == sid && convert::addr_v4(&b.addr) == addr && b.flags != 0
                 })
             })
             .map(|(i, _)| i as u32)

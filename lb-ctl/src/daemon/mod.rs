@@ -7,7 +7,7 @@
 //! - The main loop owns the maps. On a transition it logs it (tracing: service, backend,
 //!   from, to, reason), runs the service's `notify_up`/`notify_down`, updates the quorum and
 //!   re-applies: [`effective`] turns the results into the config and the `Down` set that
-//!   [`plan::apply`] writes (down backends get no new flows and their flows are rescheduled).
+//!   [`crate::maps::apply`] writes (down backends get no new flows and their flows are rescheduled).
 //! - SIGHUP, or a whole new file ([`crate::daemon::watch`], polled every second: a rename at once, an
 //!   in-place change once it has settled), reloads: the file is validated first and a bad one
 //!   is logged and refused (the running config stays); a file never stops the daemon.
@@ -61,7 +61,7 @@ use crate::{
     maps::repair,
     net::neigh::{self, NeighEvent, NeighState},
     net::resolve,
-    plan::{self, Macs},
+    plan::Macs,
 };
 
 /// How `run` was asked to run.
@@ -545,7 +545,7 @@ impl Daemon {
             }
         }
         self.failed = failed;
-        match plan::apply(&mut self.maps, &eff.config, &self.macs, &eff.down, false) {
+        match crate::maps::apply(&mut self.maps, &eff.config, &self.macs, &eff.down, false) {
             Ok(plan) => {
                 // Each change on its own line when few; else a count, a few named, and each
                 // at debug level (a lost rack is one line, not a thousand).

@@ -1,12 +1,22 @@
 //! The kernel side of the control plane: loading the program ([`loader`]), its pins
 //! ([`pins`]), the one-writer lock ([`lock`]), their repair ([`repair`]), typed access to the
-//! maps (here) and one consistent read of them ([`view`]).
+//! maps (here) and the batch syscalls ([`batch`]), the conversions between the service
+//! file's values and the map types ([`convert`]), reading the state a plan starts from
+//! ([`current`]), writing a plan ([`write`]), and one consistent read for people ([`view`]).
 
+pub mod backends_end;
+pub mod batch;
+pub mod convert;
+pub mod current;
 pub mod loader;
 pub mod lock;
 pub mod pins;
 pub mod repair;
 pub mod view;
+pub mod write;
+
+pub use batch::{array_batch, array_update_batch, hash_batch};
+pub use write::apply;
 
 use std::path::Path;
 
@@ -175,129 +185,6 @@ fn zero(map: &mut PerCpuArray<MapData, Counters>, id: u32) -> Result<()> {
         .context("building per-CPU values")?;
     map.set(id, values, 0)
         .with_context(|| format!("zeroing counters {id}"))
-}
-
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
-
-/// The `batch` member of the kernel's `union bpf_attr`.
-#[repr(C)]
-#[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
-
-/// The `bpf(cmd, attr)` syscall for a batch command.
-///
-/// # Safety
-/// The pointers in `attr` must be valid for `attr.count` keys and values for the call.
-unsafe fn batch(cmd: libc::c_long, attr: &mut BatchAttr) -> std::io::Result<()> {
-    // SAFETY: the caller vouches for the buffers; attr itself is valid for its size.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut BatchAttr,
-            std::mem::size_of::<BatchAttr>(),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// Reads `count` consecutive entries of an array map from index `start` with one
-/// BPF_MAP_LOOKUP_BATCH call per chunk instead of one syscall per entry (a 65,536-entry
-/// array: milliseconds instead of a tenth of a second). Entries past the array's end are not
-/// returned.
-pub fn array_batch<T: aya::Pod + Default>(
-    map: &aya::maps::Array<MapData, T>,
-    start: u32,
-    count: u32,
-) -> Result<Vec<T>> {
-    use std::os::fd::{AsFd as _, AsRawFd as _};
-
-    use aya::maps::IterableMap as _;
-
-    let fd = map.map().fd().as_fd().as_raw_fd();
-    let mut out: Vec<T> = Vec::with_capacity(count as usize);
-    // The kernel resumes after the key in `in_batch`: start - 1, or from the first key.
-    let mut prev: u32 = start.wrapping_sub(1);
-    let mut next: u32 = 0;
-    let mut first = start == 0;
-    while (out.len() as u32) < count {
-        let want = (count - out.len() as u32).min(8192);
-        let mut keys = vec![0u32; want as usize];
-        let mut values = vec![T::default(); want as usize];
-        let mut attr = BatchAttr {
-            in_batch: if first { 0 } else { &prev as *const u32 as u64 },
-            out_batch: &mut next as *mut u32 as u64,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
-            count: want,
-            map_fd: fd as u32,
-            ..BatchAttr::default()
-        };
-        // SAFETY: attr points at buffers of `want` keys and values that live across the call.
-        let rc = unsafe { batch(BPF_MAP_LOOKUP_BATCH, &mut attr) };
-        let done = matches!(&rc, Err(e) if e.raw_os_error() == Some(libc::ENOENT));
-        if !done {
-            rc.context("BPF_MAP_LOOKUP_BATCH")?;
-        }
-        values.truncate(attr.count as usize);
-        out.extend(values);
-        if done || attr.count == 0 {
-            break;
-        }
-        prev = next;
-        first = false;
-    }
-    out.truncate(count as usize);
-    Ok(out)
-}
-
-/// Writes `values` to consecutive entries of an array map from index `start` with one
-/// BPF_MAP_UPDATE_BATCH call per 8,192 entries instead of one syscall per entry: a service's
-/// whole lookup table in one call.
-pub fn array_update_batch<T: aya::Pod>(
-    map: &aya::maps::Array<MapData, T>,
-    start: u32,
-    values: &[T],
-) -> Result<()> {
-    use std::os::fd::{AsFd as _, AsRawFd as _};
-
-    use aya::maps::IterableMap as _;
-
-    let fd = map.map().fd().as_fd().as_raw_fd();
-    for (n, chunk) in values.chunks(8192).enumerate() {
-        let first = start + (n * 8192) as u32;
-        let keys: Vec<u32> = (first..first + chunk.len() as u32).collect();
-        let mut attr = BatchAttr {
-            keys: keys.as_ptr() as u64,
-            values: chunk.as_ptr() as u64,
-            count: chunk.len() as u32,
-            map_fd: fd as u32,
-            ..BatchAttr::default()
-        };
-        // SAFETY: attr points at `count` keys and values that live across the call.
-        unsafe { batch(BPF_MAP_UPDATE_BATCH, &mut attr) }.with_context(|| {
-            format!(
-                "BPF_MAP_UPDATE_BATCH of {} entries at {first} ({} written)",
-                chunk.len(),
-                attr.count
-            )
-        })?;
-    }
-    Ok(())
 }
 
 /// Recounts the active connections per backend (`CONNS`, what lc/wlc compare) from the live

@@ -1,32 +1,35 @@
-//! `apply`: from a validated service file to the data path's maps.
+//! The plan: the pure difference between what the maps hold ([`Current`], read by
+//! `maps::current`) and a validated service file, and the writes that make the maps match it
+//! (carried out by `maps::write`). Nothing here touches the kernel.
 //!
-//! 1. [`Current::read`] reads what the maps hold now.
-//! 2. [`plan`] computes the desired contents (ids kept for what already exists), the
-//!    difference as changes a person reads, and the writes that make it so. Everything that
-//!    can fail (capacity, table room) fails here, before anything is written.
-//! 3. [`Plan::execute`] writes in an order that never lets a packet see a half-written
-//!    service: new backends first, then each changed service's new table into an idle region
-//!    of `TABLE`, then the service entry that switches to it (one atomic hash-map update), and
-//!    only then removals.
+//! [`plan`] is a short pipeline, per configured service:
+//! 1. [`services`]: its id (kept for what exists, by `(vip, port, proto)`) and its entry;
+//! 2. [`backends`]: its backends (ids kept by address), what changed, their writes;
+//! 3. [`tables`]: the lookup table its scheduler builds from the usable ones, and the region
+//!    of `TABLE` it goes to (the live one when unchanged, else a free one);
+//!
+//! then the services the file no longer has, and the backends left without a service.
+//! Everything that can fail (capacity, table room) fails here, before anything is written.
+//!
+//! The writes come out in an order that never lets a packet see a half-written service: new
+//! backends first, then each changed service's new table into an idle region of `TABLE`, then
+//! the service entry that switches to it (one atomic hash-map update), and only then removals.
+
+mod backends;
+mod ids;
+mod services;
+mod tables;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, HashMap},
     fmt,
     net::Ipv4Addr,
 };
 
-use anyhow::{Context as _, Result};
-use lb_common::{
-    BACKEND_CONFIGURED, BACKEND_DOWN, BACKEND_USABLE, Backend, Service, ServiceKey, limits, pick,
-    sched, v4_mapped,
-};
+use anyhow::Result;
+use lb_common::{Backend, Service, ServiceKey};
 
-use crate::{
-    config::{Config, Protocol, Scheduler, ServiceConfig},
-    maps::Maps,
-    sched::maglev,
-    sched::table,
-};
+use crate::{config::Config, maps::convert::service_key};
 
 /// Backend MACs by address: `Err` holds why one could not be resolved.
 pub type Macs = HashMap<Ipv4Addr, Result<[u8; 6], String>>;
@@ -36,7 +39,7 @@ pub type Macs = HashMap<Ipv4Addr, Result<[u8; 6], String>>;
 /// new flows and its existing flows are rescheduled, as IPVS's `expire_nodest_conn` does.
 pub type Down = HashMap<(String, Ipv4Addr), String>;
 
-/// What the maps hold now.
+/// What the maps hold now (`maps::current` reads it).
 #[derive(Clone, Debug, Default)]
 pub struct Current {
     pub services: BTreeMap<ServiceKey, Service>,
@@ -44,37 +47,13 @@ pub struct Current {
     pub backends: BTreeMap<u32, Backend>,
     /// Each service's table contents, by service id.
     pub tables: HashMap<u32, Vec<u32>>,
-    /// Size of `TABLE`.
+    /// Entries of `TABLE` that service tables may use.
     pub table_entries: u32,
-}
-
-impl Current {
-    pub fn read(maps: &Maps) -> Result<Current> {
-        let mut services = BTreeMap::new();
-        for entry in maps.services.iter() {
-            let (k, v) = entry.context("reading SERVICES")?;
-            services.insert(k, v);
-        }
-        let mut backends = BTreeMap::new();
-        let all = crate::maps::array_batch(&maps.backends, 0, maps.backends.len())?;
-        for (id, b) in all.into_iter().enumerate() {
-            if b.flags & BACKEND_CONFIGURED != 0 {
-                backends.insert(id as u32, b);
-            }
-        }
-        let mut tables = HashMap::new();
-        for s in services.values() {
-            let seq = crate::maps::array_batch(&maps.table, s.table_offset, s.table_len)
-                .context("reading TABLE")?;
-            tables.insert(s.id, seq);
-        }
-        Ok(Current {
-            services,
-            backends,
-            tables,
-            table_entries: maps.table.len(),
-        })
-    }
+    /// The end of the backend ids recorded in the maps: every configured backend's id is
+    /// below it, so a read stops there. `None` when nothing is recorded.
+    pub backends_end: Option<u32>,
+    /// Whether the maps have room to record that end (see [`Write::BackendsEnd`]).
+    pub can_record_end: bool,
 }
 
 /// One difference between the file and the maps, as a person reads it.
@@ -109,14 +88,19 @@ impl fmt::Display for Change {
 
 /// One map write, in execution order.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Write {
+pub enum Write {
     ResetBackendCounters(u32),
     SetBackend(u32, Backend),
+    /// A table's sequence at an offset of `TABLE`.
     SetTable(u32, Vec<u32>),
     ResetServiceCounters(u32),
     PutService(ServiceKey, Service),
     DeleteService(ServiceKey),
     ClearBackend(u32),
+    /// Records that every configured backend id is below this: first when the end grows (so
+    /// it covers the new backends before they are written), last when it shrinks. Not a
+    /// change a person is shown.
+    BackendsEnd(u32),
 }
 
 /// The difference between a file and the maps, and how to write it.
@@ -125,468 +109,93 @@ pub struct Plan {
     pub changes: Vec<Change>,
     /// Backends that get no traffic because their MAC could not be resolved.
     pub warnings: Vec<String>,
-    writes: Vec<Write>,
+    pub(crate) writes: Vec<Write>,
 }
 
 impl Plan {
+    /// Nothing to write but bookkeeping: the maps already match the file.
     pub fn is_empty(&self) -> bool {
-        self.writes.is_empty()
+        self.writes
+            .iter()
+            .all(|w| matches!(w, Write::BackendsEnd(_)))
     }
 
-    /// Writes the plan to the maps, in the order described in the module documentation.
-    pub fn execute(&self, maps: &mut Maps) -> Result<()> {
-        for w in &self.writes {
-            match w {
-                Write::ResetBackendCounters(id) => maps.reset_backend_counters(*id)?,
-                Write::SetBackend(id, b) => maps
-                    .backends
-                    .set(*id, b, 0)
-                    .with_context(|| format!("writing backend {id}"))?,
-                Write::SetTable(offset, seq) => {
-                    crate::maps::array_update_batch(&maps.table, *offset, seq)
-                        .context("writing TABLE")?
-                }
-                Write::ResetServiceCounters(id) => maps.reset_service_counters(*id)?,
-                Write::PutService(k, s) => maps
-                    .services
-                    .insert(k, s, 0)
-                    .with_context(|| format!("writing service {}", s.id))?,
-                Write::DeleteService(k) => maps.services.remove(k).context("removing a service")?,
-                Write::ClearBackend(id) => maps
-                    .backends
-                    .set(*id, Backend::default(), 0)
-                    .with_context(|| format!("clearing backend {id}"))?,
-            }
-        }
-        Ok(())
+    /// The writes, in the order they must be made.
+    pub fn writes(&self) -> &[Write] {
+        &self.writes
     }
 }
 
-/// The key of a configured service.
-pub fn service_key(s: &ServiceConfig) -> ServiceKey {
-    ServiceKey {
-        addr: v4_mapped(u32::from_ne_bytes(s.vip.octets())),
-        port: s.port.to_be(),
-        proto: s.protocol.number(),
-        _pad: 0,
+/// The writes of a plan in the groups that order them.
+#[derive(Default)]
+struct Writes {
+    /// New backends (their counters zeroed first) and changed backends that stay usable.
+    pre: Vec<Write>,
+    /// New tables, into regions no live service uses.
+    tables: Vec<Write>,
+    /// Service entries: the switch to the new tables.
+    switch: Vec<Write>,
+    /// Removals, and backends that lose usability (after the switch away from them).
+    post: Vec<Write>,
+}
+
+impl Writes {
+    fn into_vec(mut self) -> Vec<Write> {
+        // Clearing a backend comes after every other removal.
+        self.post
+            .sort_by_key(|w| matches!(w, Write::ClearBackend(_)));
+        [self.pre, self.tables, self.switch, self.post].concat()
     }
-}
-
-/// The IPv4 address of a v4-mapped map address.
-pub fn addr_v4(addr: &lb_common::Addr) -> Ipv4Addr {
-    Ipv4Addr::from(addr[3].to_ne_bytes())
-}
-
-/// `TCP 192.168.58.133:80`, as ipvsadm writes a service.
-pub fn describe_key(k: &ServiceKey) -> String {
-    let proto = Protocol::from_number(k.proto).map_or("?", |p| p.as_str());
-    format!(
-        "{} {}:{}",
-        proto.to_uppercase(),
-        addr_v4(&k.addr),
-        u16::from_be(k.port)
-    )
-}
-
-pub fn service_name(s: &Service) -> String {
-    let end = s.name.iter().position(|&b| b == 0).unwrap_or(s.name.len());
-    String::from_utf8_lossy(&s.name[..end]).into_owned()
-}
-
-fn name_bytes(name: &str) -> [u8; limits::NAME_LEN] {
-    let mut out = [0u8; limits::NAME_LEN];
-    let n = name.len().min(limits::NAME_LEN);
-    out[..n].copy_from_slice(&name.as_bytes()[..n]);
-    out
-}
-
-pub fn scheduler_of(s: &Service) -> Option<Scheduler> {
-    match s.sched {
-        sched::RR => Some(Scheduler::Rr),
-        sched::WRR => Some(Scheduler::Wrr),
-        sched::SH => Some(Scheduler::Sh),
-        sched::MH => Some(Scheduler::Mh),
-        sched::LC => Some(Scheduler::Lc),
-        sched::WLC => Some(Scheduler::Wlc),
-        _ => None,
-    }
-}
-
-fn sched_id(s: Scheduler) -> (u8, u8) {
-    match s {
-        Scheduler::Rr => (sched::RR, pick::CURSOR),
-        Scheduler::Wrr => (sched::WRR, pick::CURSOR),
-        Scheduler::Sh => (sched::SH, pick::SOURCE_HASH),
-        Scheduler::Mh => (sched::MH, pick::FLOW_HASH),
-        Scheduler::Lc => (sched::LC, pick::LEAST_CONN),
-        Scheduler::Wlc => (sched::WLC, pick::WEIGHTED_LEAST_CONN),
-    }
-}
-
-/// `50s mask 255.255.255.0`, or `off`.
-pub fn describe_persistence(timeout_s: u32, mask: &lb_common::Addr) -> String {
-    if timeout_s == 0 {
-        return "off".to_string();
-    }
-    format!("{timeout_s}s mask {}", addr_v4(mask))
-}
-
-fn describe_backend(b: &Backend) -> String {
-    format!("{}:{}", addr_v4(&b.addr), u16::from_be(b.port))
-}
-
-/// Lowest id in `0..limit` that is in neither set.
-fn lowest_free(used: &BTreeSet<u32>, taken: &BTreeSet<u32>, limit: u32) -> Option<u32> {
-    (0..limit).find(|i| !used.contains(i) && !taken.contains(i))
-}
-
-/// Picks backend ids past the highest one in use before wrapping, so a freed id is not
-/// handed out again soon (flows still naming it age out of the connection table first).
-fn next_backend_id(used: &BTreeSet<u32>, taken: &BTreeSet<u32>) -> Option<u32> {
-    // BTreeSet::last is O(log n): this runs once per new backend.
-    let high = used.last().max(taken.last()).map_or(0, |m| m + 1);
-    (high..limits::MAX_BACKENDS)
-        .find(|i| !used.contains(i) && !taken.contains(i))
-        .or_else(|| lowest_free(used, taken, limits::MAX_BACKENDS))
-}
-
-/// First free region of `len` entries in `0..size`, avoiding `used` `(offset, len)` regions.
-fn find_region(used: &[(u32, u32)], len: u32, size: u32) -> Option<u32> {
-    let mut regions: Vec<(u32, u32)> = used.iter().copied().filter(|r| r.1 > 0).collect();
-    regions.sort_unstable();
-    let mut start = 0u32;
-    for (off, l) in regions {
-        if off >= start && off - start >= len {
-            return Some(start);
-        }
-        start = start.max(off.saturating_add(l));
-    }
-    (size.checked_sub(start)? >= len).then_some(start)
 }
 
 /// Computes what `config` needs written over `current`. Nothing is written.
 pub fn plan(current: &Current, config: &Config, macs: &Macs, down: &Down) -> Result<Plan> {
     let mut p = Plan::default();
-    let mut pre = Vec::new(); // new and still-usable backends, counters of new ids
-    let mut tables = Vec::new();
-    let mut switch = Vec::new(); // service entries
-    let mut post = Vec::new(); // removals, backends that lose usability
-
-    let used_service_ids: BTreeSet<u32> = current.services.values().map(|s| s.id).collect();
-    let used_backend_ids: BTreeSet<u32> = current.backends.keys().copied().collect();
-    let mut new_service_ids = BTreeSet::new();
-    let mut new_backend_ids = BTreeSet::new();
-    let mut regions: Vec<(u32, u32)> = current
-        .services
-        .values()
-        .map(|s| (s.table_offset, s.table_len))
-        .collect();
-    let mut kept_backends = BTreeSet::new();
-
-    let wanted: BTreeSet<ServiceKey> = config.services.iter().map(service_key).collect();
-    // The configured backends of each service id, by address (one pass, not one per service).
-    let mut by_service: HashMap<u32, HashMap<Ipv4Addr, (u32, Backend)>> = HashMap::new();
-    for (&bid, b) in &current.backends {
-        by_service
-            .entry(b.service_id)
-            .or_default()
-            .insert(addr_v4(&b.addr), (bid, *b));
-    }
+    let mut w = Writes::default();
+    let mut ids = ids::Ids::of(current);
+    let mut regions = tables::Regions::of(current);
+    let mut existing = backends::ByService::of(current);
+    let down = backends::DownSet::new(down);
     for sc in &config.services {
         let key = service_key(sc);
         let old = current.services.get(&key);
-        let id = match old {
-            Some(s) => s.id,
-            None => {
-                let id = lowest_free(&used_service_ids, &new_service_ids, limits::MAX_SERVICES)
-                    .context("no free service id: at most 4096 services")?;
-                new_service_ids.insert(id);
-                id
-            }
+        let mut want = services::entry(sc, old, &mut ids)?;
+        services::describe(&mut p.changes, sc, &key, &want, old);
+        // A new service takes over no backends, even ones that name a free id.
+        let have = match old {
+            Some(_) => existing.take(want.id),
+            None => backends::Existing::default(),
         };
-        let (sched, pick) = sched_id(sc.scheduler);
-        let persist = match sc.persistence {
-            Some(p) => (
-                p.timeout.as_secs().min(u32::MAX as u64) as u32,
-                [
-                    u32::MAX,
-                    u32::MAX,
-                    u32::MAX,
-                    u32::from_ne_bytes(p.netmask.octets()),
-                ],
-            ),
-            None => (0, [0; 4]),
+        let ctx = backends::Context {
+            macs,
+            down: down.of(&sc.name),
+            service: sc,
+            id: want.id,
         };
-        let mut what = format!("{} {}", describe_key(&key), sc.scheduler.as_str());
-        if persist.0 != 0 {
-            what += &format!(
-                " persistent {}",
-                describe_persistence(persist.0, &persist.1)
-            );
-        }
-        match old {
-            None => p.changes.push(Change::AddService {
-                name: sc.name.clone(),
-                what,
-            }),
-            Some(o) => {
-                let old_name = service_name(o);
-                if old_name != sc.name {
-                    p.changes.push(Change::ChangeService {
-                        name: sc.name.clone(),
-                        what: format!("renamed from {old_name}"),
-                    });
-                }
-                if (o.persist_timeout_s, o.persist_mask) != persist {
-                    p.changes.push(Change::ChangeService {
-                        name: sc.name.clone(),
-                        what: format!(
-                            "persistence {} -> {}",
-                            describe_persistence(o.persist_timeout_s, &o.persist_mask),
-                            describe_persistence(persist.0, &persist.1)
-                        ),
-                    });
-                }
-                if o.sched != sched {
-                    let old_sched = scheduler_of(o).map_or("?", |s| s.as_str());
-                    p.changes.push(Change::ChangeService {
-                        name: sc.name.clone(),
-                        what: format!("scheduler {old_sched} -> {}", sc.scheduler.as_str()),
-                    });
-                }
-            }
-        }
-
-        // Backends of this service: keep ids by address.
-        let existing: HashMap<Ipv4Addr, (u32, Backend)> = match old {
-            Some(_) => by_service.get(&id).cloned().unwrap_or_default(),
-            None => HashMap::new(),
-        };
-        let mut members = Vec::new(); // (id, weight) of usable backends, in file order
-        let mut member_names = Vec::new(); // their "address:port", for Maglev
-        for bc in &sc.backends {
-            let mac = macs
-                .get(&bc.address)
-                .cloned()
-                .unwrap_or_else(|| Err("not resolved (no neighbour lookup was made)".to_string()));
-            let (mac, resolved) = match mac {
-                Ok(m) => (m, true),
-                Err(why) => {
-                    p.warnings.push(format!(
-                        "backend {}:{} of service {}: no MAC address ({why}); it gets no traffic",
-                        bc.address, bc.port, sc.name
-                    ));
-                    ([0; 6], false)
-                }
-            };
-            let is_down = down.contains_key(&(sc.name.clone(), bc.address));
-            let usable = resolved && !is_down;
-            let want = Backend {
-                addr: v4_mapped(u32::from_ne_bytes(bc.address.octets())),
-                mac,
-                flags: BACKEND_CONFIGURED
-                    | if usable { BACKEND_USABLE } else { 0 }
-                    | if is_down { BACKEND_DOWN } else { 0 },
-                service_id: id,
-                weight: bc.weight,
-                port: bc.port.to_be(),
-                _pad: [0; 2],
-            };
-            let bid = match existing.get(&bc.address) {
-                Some(&(bid, have)) => {
-                    kept_backends.insert(bid);
-                    if have != want {
-                        p.changes.push(Change::ChangeBackend {
-                            service: sc.name.clone(),
-                            what: format!(
-                                "{} {}",
-                                describe_backend(&want),
-                                backend_delta(&have, &want)
-                            ),
-                        });
-                        let loses = have.flags & BACKEND_USABLE != 0 && !usable;
-                        let w = Write::SetBackend(bid, want);
-                        if loses { post.push(w) } else { pre.push(w) }
-                    }
-                    bid
-                }
-                None => {
-                    let bid = next_backend_id(&used_backend_ids, &new_backend_ids)
-                        .context("no free backend slot: at most 65536 backends")?;
-                    new_backend_ids.insert(bid);
-                    p.changes.push(Change::AddBackend {
-                        service: sc.name.clone(),
-                        what: format!("{} weight {}", describe_backend(&want), bc.weight),
-                    });
-                    pre.push(Write::ResetBackendCounters(bid));
-                    pre.push(Write::SetBackend(bid, want));
-                    bid
-                }
-            };
-            if usable {
-                members.push((bid, bc.weight));
-                member_names.push(format!("{}:{}", bc.address, bc.port));
-            }
-        }
-        for (addr, (bid, b)) in &existing {
-            if !sc.backends.iter().any(|bc| bc.address == *addr) {
-                p.changes.push(Change::RemoveBackend {
-                    service: sc.name.clone(),
-                    what: describe_backend(b),
-                });
-                post.push(Write::ClearBackend(*bid));
-            }
-        }
-
-        let seq = match sc.scheduler {
-            Scheduler::Rr | Scheduler::Lc | Scheduler::Wlc => table::round_robin(&members),
-            Scheduler::Wrr => table::weighted_round_robin(&members),
-            Scheduler::Sh | Scheduler::Mh => {
-                let m: Vec<maglev::Member> = members
-                    .iter()
-                    .zip(&member_names)
-                    .map(|(&(id, weight), name)| maglev::Member { id, weight, name })
-                    .collect();
-                maglev::build(&m, sc.table_size)
-            }
-        };
-        if matches!(sc.scheduler, Scheduler::Lc | Scheduler::Wlc)
-            && seq.len() > limits::LC_MAX_BACKENDS as usize
-        {
-            p.warnings.push(format!(
-                "service {}: {} compares the first {} of its {} backends only",
-                sc.name,
-                sc.scheduler,
-                limits::LC_MAX_BACKENDS,
-                seq.len()
-            ));
-        }
-        let len = seq.len() as u32;
-        let same_table = old.is_some_and(|o| current.tables.get(&o.id) == Some(&seq));
-        let offset = match old {
-            Some(o) if same_table => o.table_offset,
-            _ if len == 0 => 0,
-            _ => {
-                let off = find_region(&regions, len, current.table_entries).with_context(|| {
-                    format!(
-                        "the lookup table has no room for {len} more entries for service {} \
-                         (size {}); attach with a larger --table-entries",
-                        sc.name, current.table_entries
-                    )
-                })?;
-                regions.push((off, len));
-                tables.push(Write::SetTable(off, seq));
-                off
-            }
-        };
-        let (persist_timeout_s, persist_mask) = persist;
-        let want = Service {
-            id,
-            table_offset: offset,
-            table_len: len,
-            pick,
-            sched,
-            flags: 0,
-            persist_timeout_s,
-            persist_mask,
-            name: name_bytes(&sc.name),
-        };
-        if old != Some(&want) {
-            if old.is_none() {
-                switch.push(Write::ResetServiceCounters(id));
-            }
-            switch.push(Write::PutService(key, want));
-        }
+        let members = backends::plan(&ctx, have, &mut ids, &mut p, &mut w)?;
+        let seq = tables::sequence(sc, &members, &mut p.warnings);
+        let (offset, len) = regions.place(sc, old, current, seq, &mut w)?;
+        want.table_offset = offset;
+        want.table_len = len;
+        services::put(key, want, old, &mut w);
     }
+    services::remove_unwanted(current, config, &mut p.changes, &mut w);
+    // Backends of services that are gone (those of kept services were handled above).
+    w.post
+        .extend(existing.rest().into_iter().map(Write::ClearBackend));
 
-    for (key, s) in &current.services {
-        if wanted.contains(key) {
-            continue;
-        }
-        p.changes.push(Change::RemoveService {
-            name: service_name(s),
-            what: describe_key(key),
-        });
-        post.push(Write::DeleteService(*key));
+    let mut writes = w.into_vec();
+    if current.can_record_end {
+        ids::record_end(current, &ids, &mut writes);
     }
-    let kept_service_ids: BTreeSet<u32> = current
-        .services
-        .iter()
-        .filter(|(k, _)| wanted.contains(k))
-        .map(|(_, s)| s.id)
-        .collect();
-    for (bid, b) in &current.backends {
-        let service_kept = kept_service_ids.contains(&b.service_id);
-        if !kept_backends.contains(bid) && !service_kept {
-            // Backends of removed services (those of kept services were handled above).
-            post.push(Write::ClearBackend(*bid));
-        }
-    }
-    // Removals go last; clearing a backend comes after the switch away from it.
-    post.sort_by_key(|w| matches!(w, Write::ClearBackend(_)));
-
-    p.writes = [pre, tables, switch, post].concat();
+    p.writes = writes;
     Ok(p)
-}
-
-fn backend_delta(have: &Backend, want: &Backend) -> String {
-    let mut parts = Vec::new();
-    if have.weight != want.weight {
-        let drain = if want.weight == 0 { " (drain)" } else { "" };
-        parts.push(format!("weight {} -> {}{drain}", have.weight, want.weight));
-    }
-    if have.mac != want.mac {
-        parts.push(format!(
-            "mac {} -> {}",
-            crate::net::link::format_mac(&have.mac),
-            crate::net::link::format_mac(&want.mac)
-        ));
-    }
-    if (have.flags ^ want.flags) & BACKEND_DOWN != 0 {
-        parts.push(
-            if want.flags & BACKEND_DOWN != 0 {
-                "down"
-            } else {
-                "up"
-            }
-            .to_string(),
-        );
-    } else if (have.flags ^ want.flags) & BACKEND_USABLE != 0 {
-        parts.push(if want.flags & BACKEND_USABLE != 0 {
-            "resolved".to_string()
-        } else {
-            "unresolved".to_string()
-        });
-    }
-    if have.port != want.port {
-        parts.push(format!(
-            "port {} -> {}",
-            u16::from_be(have.port),
-            u16::from_be(want.port)
-        ));
-    }
-    parts.join(", ")
-}
-
-/// Reads the maps, plans, and (unless `dry_run`) writes. Returns the plan that was (or would
-/// be) applied.
-pub fn apply(
-    maps: &mut Maps,
-    config: &Config,
-    macs: &Macs,
-    down: &Down,
-    dry_run: bool,
-) -> Result<Plan> {
-    let current = Current::read(maps)?;
-    let plan = plan(&current, config, macs, down)?;
-    if !dry_run {
-        plan.execute(maps)?;
-    }
-    Ok(plan)
 }
 
 #[cfg(test)]
 mod tests {
+    use lb_common::{BACKEND_DOWN, BACKEND_USABLE};
+
     use super::*;
     use crate::config::parse;
 
@@ -645,6 +254,7 @@ mod tests {
                 Write::DeleteService(k) => {
                     next.services.remove(k);
                 }
+                Write::BackendsEnd(end) => next.backends_end = Some(*end),
                 Write::ResetBackendCounters(_) | Write::ResetServiceCounters(_) => {}
             }
         }
@@ -828,24 +438,43 @@ mod tests {
     }
 
     #[test]
-    fn regions_are_first_fit_and_never_overlap() {
-        assert_eq!(find_region(&[], 4, 10), Some(0));
-        assert_eq!(find_region(&[(0, 4)], 4, 10), Some(4));
-        assert_eq!(find_region(&[(0, 4), (8, 2)], 4, 10), Some(4));
-        assert_eq!(find_region(&[(0, 4), (8, 2)], 5, 10), None);
-        assert_eq!(find_region(&[(0, 4), (8, 2)], 3, 12), Some(4));
-        assert_eq!(find_region(&[(2, 2)], 2, 10), Some(0));
-        assert_eq!(find_region(&[(5, 0)], 10, 10), Some(0));
-        assert_eq!(find_region(&[(3, 3), (0, 3)], 4, 10), Some(6));
-    }
-
-    #[test]
-    fn backend_ids_move_forward_before_reusing() {
-        let used: BTreeSet<u32> = [0, 1, 5].into();
-        assert_eq!(next_backend_id(&used, &BTreeSet::new()), Some(6));
-        let taken: BTreeSet<u32> = [6].into();
-        assert_eq!(next_backend_id(&used, &taken), Some(7));
-        let full: BTreeSet<u32> = [limits::MAX_BACKENDS - 1].into();
-        assert_eq!(next_backend_id(&full, &BTreeSet::new()), Some(0));
+    fn the_end_of_backend_ids_grows_first_and_shrinks_last() {
+        let recording = Current {
+            can_record_end: true,
+            ..empty()
+        };
+        let (p, cur) = apply_to(&recording, &web(&[(1, 1), (2, 1)], "web", "rr"));
+        assert_eq!(
+            p.writes.first(),
+            Some(&Write::BackendsEnd(2)),
+            "{:?}",
+            p.writes
+        );
+        assert_eq!(cur.backends_end, Some(2));
+        // Unchanged: nothing to write, not even the end.
+        let (again, _) = apply_to(&cur, &web(&[(1, 1), (2, 1)], "web", "rr"));
+        assert!(again.writes.is_empty(), "{:?}", again.writes);
+        // Removing the backend with the highest id: the end moves down after it is cleared.
+        let (p, next) = apply_to(&cur, &web(&[(1, 1)], "web", "rr"));
+        let clear = position(&p, |w| matches!(w, Write::ClearBackend(1)));
+        assert_eq!(
+            p.writes.last(),
+            Some(&Write::BackendsEnd(1)),
+            "{:?}",
+            p.writes
+        );
+        assert!(clear < p.writes.len() - 1);
+        assert_eq!(next.backends_end, Some(1));
+        // Maps without a record get one, and the plan still counts as "no changes".
+        let unrecorded = Current {
+            backends_end: None,
+            ..cur.clone()
+        };
+        let (p, _) = apply_to(&unrecorded, &web(&[(1, 1), (2, 1)], "web", "rr"));
+        assert_eq!(p.writes, [Write::BackendsEnd(2)]);
+        assert!(p.is_empty() && p.changes.is_empty());
+        // Maps with no room for the record never get one.
+        let (p, _) = apply_to(&empty(), &web(&[(1, 1)], "web", "rr"));
+        assert!(!p.writes.iter().any(|w| matches!(w, Write::BackendsEnd(_))));
     }
 }

@@ -1,0 +1,93 @@
+//! Conversions between the service file's values and the data path's map types
+//! (`lb_common`): keys, addresses, names, schedulers, and how each is written for people.
+//! Pure functions: no map is touched here.
+
+use std::net::Ipv4Addr;
+
+use lb_common::{Backend, Service, ServiceKey, limits, pick, sched, v4_mapped};
+
+use crate::config::{Protocol, Scheduler, ServiceConfig};
+
+/// The key of a configured service.
+pub fn service_key(s: &ServiceConfig) -> ServiceKey {
+    ServiceKey {
+        addr: addr_mapped(s.vip),
+        port: s.port.to_be(),
+        proto: s.protocol.number(),
+        _pad: 0,
+    }
+}
+
+/// The v4-mapped map address of an IPv4 address.
+pub fn addr_mapped(addr: Ipv4Addr) -> lb_common::Addr {
+    v4_mapped(u32::from_ne_bytes(addr.octets()))
+}
+
+/// The IPv4 address of a v4-mapped map address.
+pub fn addr_v4(addr: &lb_common::Addr) -> Ipv4Addr {
+    Ipv4Addr::from(addr[3].to_ne_bytes())
+}
+
+/// `TCP 192.168.58.133:80`, as ipvsadm writes a service.
+pub fn describe_key(k: &ServiceKey) -> String {
+    let proto = Protocol::from_number(k.proto).map_or("?", |p| p.as_str());
+    format!(
+        "{} {}:{}",
+        proto.to_uppercase(),
+        addr_v4(&k.addr),
+        u16::from_be(k.port)
+    )
+}
+
+/// A service entry's name (NUL-padded in the map).
+pub fn service_name(s: &Service) -> String {
+    let end = s.name.iter().position(|&b| b == 0).unwrap_or(s.name.len());
+    String::from_utf8_lossy(&s.name[..end]).into_owned()
+}
+
+/// A name as the map stores it: NUL-padded, cut at [`limits::NAME_LEN`] bytes.
+pub fn name_bytes(name: &str) -> [u8; limits::NAME_LEN] {
+    let mut out = [0u8; limits::NAME_LEN];
+    let n = name.len().min(limits::NAME_LEN);
+    out[..n].copy_from_slice(&name.as_bytes()[..n]);
+    out
+}
+
+/// The scheduler a service entry was written with; `None` for a number this version does not
+/// know.
+pub fn scheduler_of(s: &Service) -> Option<Scheduler> {
+    match s.sched {
+        sched::RR => Some(Scheduler::Rr),
+        sched::WRR => Some(Scheduler::Wrr),
+        sched::SH => Some(Scheduler::Sh),
+        sched::MH => Some(Scheduler::Mh),
+        sched::LC => Some(Scheduler::Lc),
+        sched::WLC => Some(Scheduler::Wlc),
+        _ => None,
+    }
+}
+
+/// The `(sched, pick)` numbers a service entry holds for a scheduler.
+pub fn sched_id(s: Scheduler) -> (u8, u8) {
+    match s {
+        Scheduler::Rr => (sched::RR, pick::CURSOR),
+        Scheduler::Wrr => (sched::WRR, pick::CURSOR),
+        Scheduler::Sh => (sched::SH, pick::SOURCE_HASH),
+        Scheduler::Mh => (sched::MH, pick::FLOW_HASH),
+        Scheduler::Lc => (sched::LC, pick::LEAST_CONN),
+        Scheduler::Wlc => (sched::WLC, pick::WEIGHTED_LEAST_CONN),
+    }
+}
+
+/// `50s mask 255.255.255.0`, or `off`.
+pub fn describe_persistence(timeout_s: u32, mask: &lb_common::Addr) -> String {
+    if timeout_s == 0 {
+        return "off".to_string();
+    }
+    format!("{timeout_s}s mask {}", addr_v4(mask))
+}
+
+/// `192.168.58.135:80`.
+pub fn describe_backend(b: &Backend) -> String {
+    format!("{}:{}", addr_v4(&b.addr), u16::from_be(b.port))
+}

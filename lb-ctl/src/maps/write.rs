@@ -1,0 +1,57 @@
+//! Writing a plan into the maps, in the plan's order, and `apply`: read, plan, write.
+
+use anyhow::{Context as _, Result};
+use lb_common::Backend;
+
+use super::{Maps, array_update_batch, backends_end};
+use crate::{
+    config::Config,
+    plan::{self, Current, Down, Macs, Plan, Write},
+};
+
+impl Plan {
+    /// Writes the plan to the maps, in the order `plan` gave its writes.
+    pub fn execute(&self, maps: &mut Maps) -> Result<()> {
+        for w in self.writes() {
+            match w {
+                Write::ResetBackendCounters(id) => maps.reset_backend_counters(*id)?,
+                Write::SetBackend(id, b) => maps
+                    .backends
+                    .set(*id, b, 0)
+                    .with_context(|| format!("writing backend {id}"))?,
+                Write::SetTable(offset, seq) => {
+                    array_update_batch(&maps.table, *offset, seq).context("writing TABLE")?
+                }
+                Write::ResetServiceCounters(id) => maps.reset_service_counters(*id)?,
+                Write::PutService(k, s) => maps
+                    .services
+                    .insert(k, s, 0)
+                    .with_context(|| format!("writing service {}", s.id))?,
+                Write::DeleteService(k) => maps.services.remove(k).context("removing a service")?,
+                Write::ClearBackend(id) => maps
+                    .backends
+                    .set(*id, Backend::default(), 0)
+                    .with_context(|| format!("clearing backend {id}"))?,
+                Write::BackendsEnd(end) => backends_end::write(maps, *end)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the maps, plans, and (unless `dry_run`) writes. Returns the plan that was (or would
+/// be) applied.
+pub fn apply(
+    maps: &mut Maps,
+    config: &Config,
+    macs: &Macs,
+    down: &Down,
+    dry_run: bool,
+) -> Result<Plan> {
+    let current = Current::read(maps)?;
+    let plan = plan::plan(&current, config, macs, down)?;
+    if !dry_run {
+        plan.execute(maps)?;
+    }
+    Ok(plan)
+}
