@@ -10,6 +10,7 @@ use std::{net::Ipv4Addr, time::Duration};
 
 use crate::config::{CheckConfig, CheckKind};
 
+pub use crate::exec::show;
 pub use state::{Outcome, State, Tracker, Transition};
 
 /// What one check looks at.
@@ -50,16 +51,5 @@ async fn tcp(target: &Target, limit: Duration) -> Outcome {
             target.port,
             show(limit)
         )),
-    }
-}
-
-/// A duration as people write it: `500ms`, `2s`, `1.5s`.
-pub fn show(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else if d.as_secs() == 0 {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{:.3}s", d.as_secs_f64())
     }
 }
