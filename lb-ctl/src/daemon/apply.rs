@@ -54,16 +54,8 @@ impl Daemon {
         let mut recovered: Vec<&String> = self.failed.difference(&failed).collect();
         newly.sort();
         recovered.sort();
-        let few = newly.len() + recovered.len();
-        let few = few == 0 || self.budgets[2].take(few);
-        if !few && !newly.is_empty() {
-            warn!(
-                count = newly.len(),
-                failed = failed.len(),
-                "services failed (no backend up; sorry servers in where configured): {}",
-                named(&newly)
-            );
-        } else if few {
+        let count = newly.len() + recovered.len();
+        if count == 0 || self.budgets[2].take(count) {
             for name in &newly {
                 let sorry = self
                     .config
@@ -78,17 +70,25 @@ impl Daemon {
                     None => warn!(service = %name, "service failed: no backend is up"),
                 }
             }
-        }
-        if !few && !recovered.is_empty() {
-            info!(
-                count = recovered.len(),
-                failed = failed.len(),
-                "services recovered: {}",
-                named(&recovered)
-            );
-        } else if few {
             for name in &recovered {
                 info!(service = %name, "service recovered");
+            }
+        } else {
+            let (total, newly_named, recovered_named) =
+                (failed.len(), named(&newly), named(&recovered));
+            if !newly.is_empty() {
+                warn!(
+                    count = newly.len(),
+                    failed = total,
+                    "services failed (no backend up; sorry servers in where configured): {newly_named}"
+                );
+            }
+            if !recovered.is_empty() {
+                info!(
+                    count = recovered.len(),
+                    failed = total,
+                    "services recovered: {recovered_named}"
+                );
             }
         }
         self.failed = failed;
