@@ -1,5 +1,7 @@
 //! Health checks for `lb-ctl run`: the checkers (`http_get`, `https_get`, `tcp`, `exec`) and
-//! the state machine ([`state`]) that turns their outcomes into up/down.
+//! the state machine ([`state`]) that turns their outcomes into up/down. Health reports which
+//! backends it holds down and why ([`state::Held`]); it never touches the plan or the maps:
+//! the daemon decides what the report means for them.
 
 pub mod exec;
 pub mod http;
