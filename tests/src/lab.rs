@@ -99,6 +99,8 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 
 pub use client::{Connect, HttpConn, http_get, send_frames, tcp_connect, tcp_stream, udp_request};
+/// MACs are written and read as lb-ctl does (`02:00:00:00:00:87`).
+pub use lb_ctl::net::link::{format_mac, parse_mac};
 pub use proc::{Proc, spawn_child};
 pub(crate) use teardown::BPFFS;
 use teardown::NETNS_DIR;
@@ -756,28 +758,6 @@ pub fn server_addr(s: usize) -> Ipv4Addr {
 /// The MAC the lab gives the host with address `addr`: `02:00:00:00:00:<last octet>`.
 pub fn host_mac(addr: Ipv4Addr) -> [u8; 6] {
     [2, 0, 0, 0, 0, addr.octets()[3]]
-}
-
-/// `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        let part = parts.next()?;
-        if part.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(part, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
 }
 
 /// Finds the `lab-server` binary (order in the module doc).

@@ -40,28 +40,22 @@ impl Conditions {
         let now: BTreeSet<String> = now.into_iter().collect();
         let started: Vec<&String> = now.difference(&self.current).collect();
         let ended: Vec<&String> = self.current.difference(&now).collect();
+        let (what, total) = (self.what, now.len());
         if !started.is_empty() {
-            warn!(
-                count = started.len(),
-                total = now.len(),
-                "{}: {}",
-                self.what,
-                named(&started)
-            );
+            warn!(count = started.len(), total, "{what}: {}", named(&started));
             for c in started.iter().skip(NAMED) {
-                debug!("{}: {c}", self.what);
+                debug!("{what}: {c}");
             }
         }
         if !ended.is_empty() {
             info!(
                 count = ended.len(),
-                total = now.len(),
-                "no longer {}: {}",
-                self.what,
+                total,
+                "no longer {what}: {}",
                 named(&ended)
             );
             for c in ended.iter().skip(NAMED) {
-                debug!("no longer {}: {c}", self.what);
+                debug!("no longer {what}: {c}");
             }
         }
         self.current = now;

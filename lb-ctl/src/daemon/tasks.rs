@@ -1,6 +1,6 @@
 //! Stopping tokio tasks so that what they own is dropped before the daemon exits: an aborted
 //! task's future is dropped only when the runtime gets to it, and a process group guard
-//! ([`crate::health::exec::Group`]) inside it kills its processes only then.
+//! ([`crate::exec::Group`]) inside it kills its processes only then.
 
 use std::time::Duration;
 

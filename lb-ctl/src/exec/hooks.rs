@@ -11,7 +11,7 @@ use std::{
 use tokio::task::JoinSet;
 use tracing::warn;
 
-use crate::health::exec;
+use crate::exec;
 
 /// How long a hook may run unless `--hook-timeout` says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -98,7 +98,7 @@ mod tests {
     use std::sync::mpsc;
 
     use super::*;
-    use crate::health::exec::tests::{block_on, gone_within_1s, sleepers, started};
+    use crate::exec::group::tests::{block_on, gone_within_1s, sleepers, started};
 
     /// A `done` that sends the result to `tx`.
     fn report(tx: &mpsc::Sender<Result<i32, String>>) -> Done {

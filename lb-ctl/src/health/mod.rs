@@ -1,5 +1,7 @@
 //! Health checks for `lb-ctl run`: the checkers (`http_get`, `https_get`, `tcp`, `exec`) and
-//! the state machine ([`state`]) that turns their outcomes into up/down.
+//! the state machine ([`state`]) that turns their outcomes into up/down. Health reports which
+//! backends it holds down and why ([`state::Held`]); it never touches the plan or the maps:
+//! the daemon decides what the report means for them.
 
 pub mod exec;
 pub mod http;
@@ -10,6 +12,7 @@ use std::{net::Ipv4Addr, time::Duration};
 
 use crate::config::{CheckConfig, CheckKind};
 
+pub use crate::exec::show;
 pub use state::{Outcome, State, Tracker, Transition};
 
 /// What one check looks at.
@@ -50,16 +53,5 @@ async fn tcp(target: &Target, limit: Duration) -> Outcome {
             target.port,
             show(limit)
         )),
-    }
-}
-
-/// A duration as people write it: `500ms`, `2s`, `1.5s`.
-pub fn show(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else if d.as_secs() == 0 {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{:.3}s", d.as_secs_f64())
     }
 }

@@ -12,10 +12,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{
-    config::{BackendConfig, CheckConfig, Config},
-    plan::Down,
-};
+use crate::config::{BackendConfig, CheckConfig, Config, ServiceConfig};
 
 /// A backend's health.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -204,8 +201,12 @@ impl Quorum {
 /// (service name, backend address).
 pub type Key = (String, Ipv4Addr);
 
+/// What health reports: the backends it holds out of the data path, each with why. The
+/// daemon decides what that means for the maps.
+pub type Held = HashMap<Key, String>;
+
 /// The total weight of the backends of `service` that are not in `down`.
-pub fn live_weight(service: &crate::config::ServiceConfig, down: &HashMap<Key, String>) -> u64 {
+pub fn live_weight(service: &ServiceConfig, down: &Held) -> u64 {
     service
         .backends
         .iter()
@@ -214,11 +215,11 @@ pub fn live_weight(service: &crate::config::ServiceConfig, down: &HashMap<Key, S
         .sum()
 }
 
-/// What the data path gets: the config to apply and the backends to hold down.
+/// What health makes of a config: the config to apply and the backends to hold down.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Effective {
     pub config: Config,
-    pub down: Down,
+    pub down: Held,
     /// Services that failed (every backend down, or quorum lost).
     pub failed: Vec<String>,
 }
@@ -228,13 +229,9 @@ pub struct Effective {
 /// down, or its quorum lost) has all its backends down and its sorry server (if any) as an
 /// extra backend. A down backend of a service with `inhibit_on_failure` gets weight 0 (its
 /// existing flows stay) instead of being marked down.
-pub fn effective(
-    config: &Config,
-    health_down: &HashMap<Key, String>,
-    quorum_lost: &HashSet<String>,
-) -> Effective {
+pub fn effective(config: &Config, health_down: &Held, quorum_lost: &HashSet<String>) -> Effective {
     let mut out = config.clone();
-    let mut down = Down::new();
+    let mut down = Held::new();
     let mut failed = Vec::new();
     for s in &mut out.services {
         let is_down = |b: &BackendConfig| health_down.contains_key(&(s.name.clone(), b.address));
@@ -258,14 +255,7 @@ pub fn effective(
         down.extend(reasons);
         if service_failed {
             failed.push(s.name.clone());
-            if let Some(sorry) = s.health.sorry_server {
-                s.backends.push(BackendConfig {
-                    address: sorry,
-                    port: s.port,
-                    weight: 1,
-                    line: s.line,
-                });
-            }
+            s.backends.extend(sorry_backend(s));
         }
     }
     Effective {
@@ -273,6 +263,17 @@ pub fn effective(
         down,
         failed,
     }
+}
+
+/// A service's sorry server as the backend it becomes when the service fails (weight 1, the
+/// service's port).
+pub fn sorry_backend(s: &ServiceConfig) -> Option<BackendConfig> {
+    s.health.sorry_server.map(|address| BackendConfig {
+        address,
+        port: s.port,
+        weight: 1,
+        line: s.line,
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,139 @@
+//! Keeping the data path in line with the desired state: the kernel's neighbour events
+//! (a backend's MAC followed as soon as the kernel learns it, a FAILED entry made unresolved),
+//! unresolved MACs asked for again with a backoff, and the periodic repair of pins and maps.
+
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use super::{Daemon, RECONCILE, RESOLVE_MAX, RESOLVE_MIN, attached_ifindexes};
+use crate::{
+    health::state::sorry_backend,
+    maps::repair,
+    net::{
+        link::format_mac,
+        neigh::{self, NeighEvent, NeighState},
+        resolve,
+    },
+};
+
+impl Daemon {
+    /// Repairs the pins, retries unresolved MACs, and writes back whatever differs between
+    /// the maps and the desired state.
+    pub(super) fn reconcile(&mut self) {
+        let dir = self.opts.pin_dir.clone();
+        match repair::pins(&dir, &self.opts.ifaces, self.opts.mode, &mut self.maps) {
+            Ok(repaired) => {
+                for r in &repaired {
+                    warn!(repair = %r, "reconcile: repaired");
+                }
+                if !repaired.is_empty() {
+                    match attached_ifindexes(&self.maps) {
+                        Ok(i) => self.ifindexes = i,
+                        Err(e) => error!(error = %format!("{e:#}"), "reconcile"),
+                    }
+                }
+            }
+            Err(e) => error!(error = %format!("{e:#}"), "reconcile: repairing the pins failed"),
+        }
+        // Unresolved MACs are asked for again with a backoff (5 s doubling to 60 s), so that
+        // a dead address or a full neighbour table is not hammered every period.
+        if self.macs.values().any(Result::is_err) && Instant::now() >= self.resolve_due {
+            let before = self.macs.clone();
+            self.resolve();
+            // Only a newly resolved (or lost) MAC is an apply of its own; otherwise the
+            // reconcile apply below is the only one this tick.
+            if self.macs != before {
+                self.apply("MAC resolution");
+            }
+            self.resolve_backoff = if self.macs.values().any(Result::is_err) {
+                (self.resolve_backoff * 2).min(RESOLVE_MAX)
+            } else {
+                RESOLVE_MIN
+            };
+            self.resolve_due = Instant::now() + self.resolve_backoff;
+        }
+        self.apply(RECONCILE);
+        // lc/wlc counts: drop connections that vanished without FIN or RST.
+        match crate::maps::recount_connections(&mut self.maps, crate::maps::view::now_ns()) {
+            Ok(0) => {}
+            Ok(n) => info!(backends = n, "active connection counts corrected"),
+            Err(e) => warn!(error = %format!("{e:#}"), "recounting connections"),
+        }
+    }
+
+    /// Takes in what the kernel says of a neighbour; true when a backend's MAC changed (the
+    /// caller applies).
+    pub(super) fn neigh_event(&mut self, ev: NeighEvent) -> bool {
+        match ev {
+            NeighEvent::Changed {
+                ifindex,
+                addr,
+                state,
+                usable,
+            } => {
+                if !self.ifindexes.contains(&ifindex) {
+                    return false;
+                }
+                let Some(current) = self.macs.get(&addr) else {
+                    return false;
+                };
+                match usable {
+                    Some(n) if current.as_ref().ok() != Some(&n.mac) => {
+                        let mac = format_mac(&n.mac);
+                        match current {
+                            Ok(old) => info!(
+                                backend = %addr,
+                                old = %format_mac(old),
+                                new = %mac,
+                                "backend MAC changed in the neighbour table: following it"
+                            ),
+                            Err(_) => info!(backend = %addr, mac = %mac, "backend MAC resolved"),
+                        }
+                        self.macs.insert(addr, Ok(n.mac));
+                        true
+                    }
+                    None if state == NeighState::Failed && current.is_ok() => {
+                        warn!(
+                            backend = %addr,
+                            "backend does not answer ARP (neighbour entry FAILED): no traffic \
+                             until it does"
+                        );
+                        self.macs.insert(
+                            addr,
+                            Err("no answer to ARP (the kernel's neighbour entry FAILED)".into()),
+                        );
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            NeighEvent::Deleted { ifindex, addr } => {
+                // The kernel forgot it (garbage collection): have it resolved again, so that a
+                // later change of MAC (a gratuitous ARP) updates an entry that exists.
+                if self.ifindexes.contains(&ifindex)
+                    && self.macs.contains_key(&addr)
+                    && let Err(e) = neigh::trigger(ifindex, addr)
+                {
+                    tracing::debug!(backend = %addr, error = %format!("{e:#}"), "resolving again");
+                }
+                false
+            }
+            NeighEvent::Overrun => {
+                warn!("neighbour events were lost (socket buffer full): reading the table again");
+                self.resolve();
+                true
+            }
+        }
+    }
+
+    pub(super) fn resolve(&mut self) {
+        // Sorry servers need MACs too.
+        let mut all = self.config.clone();
+        for s in &mut all.services {
+            s.backends.extend(sorry_backend(s));
+        }
+        let (ifindexes, timeout) = (self.ifindexes.clone(), self.opts.resolve_timeout);
+        self.macs =
+            tokio::task::block_in_place(|| resolve::backend_macs(&all, &ifindexes, timeout));
+    }
+}

@@ -1,0 +1,57 @@
+//! Reloading the service file (on SIGHUP, or when [`super::watch`] sees it replaced or
+//! changed and settled): a file that does not parse, or names addresses the director does not
+//! own, is refused and the running config stays; a valid one replaces it, and the probes, the
+//! quorum states and the MACs follow before the one apply.
+
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use super::{Daemon, RESOLVE_MIN};
+use crate::config;
+
+impl Daemon {
+    /// Parses the file's `text` again; a valid one replaces the running config.
+    pub(super) fn reload(&mut self, text: Result<String, config::ConfigError>) {
+        let file = self.opts.file.display().to_string();
+        let config = text.and_then(|text| config::parse(&text, &file));
+        let config = match config {
+            Ok(c) => match crate::net::own_addresses::check(&c, &file, &self.ifindexes) {
+                Ok(()) => c,
+                Err(e) => {
+                    error!(file = %file, errors = %format!("{e:#}").replace('\n', "; "), "reload refused; the running config stays");
+                    return;
+                }
+            },
+            Err(e) => {
+                let diagnostics: Vec<String> =
+                    e.diagnostics.iter().map(ToString::to_string).collect();
+                error!(
+                    file = %self.opts.file.display(),
+                    errors = %diagnostics.join("; "),
+                    "reload refused: the file is not valid; the running config stays"
+                );
+                return;
+            }
+        };
+        if config == self.config {
+            info!("reload: no changes");
+            return;
+        }
+        if config.vrrp != self.config.vrrp {
+            warn!("reload: changes to `vrrp:` take effect at the next start of the daemon");
+        }
+        self.config = config;
+        self.sync_probes();
+        self.reset_quorum();
+        self.resolve();
+        self.resolve_backoff = RESOLVE_MIN;
+        self.resolve_due = Instant::now() + RESOLVE_MIN;
+        self.apply("reload");
+        info!(
+            services = self.config.services.len(),
+            backends_checked = self.health_keys(),
+            probes = self.probes.len(),
+            "reloaded"
+        );
+    }
+}
