@@ -14,8 +14,8 @@ use aya::{
 use lb_common::{Counters, FlowKey, Iface, Reason, names, v4_mapped};
 use lb_ctl::{
     maps::loader::{self, Sizes},
-    maps::{self, Maps, convert},
-    plan::{self, Macs, Plan},
+    maps::{self, Maps},
+    plan::{self, Macs, Plan, convert},
 };
 
 pub const XDP_DROP: u32 = 1;

@@ -286,7 +286,7 @@ pub fn run(
             .iter()
             .filter(|b| {
                 b.flags & lb_common::BACKEND_USABLE != 0
-                    && rack_set.contains(&lb_ctl::maps::convert::addr_v4(&b.addr))
+                    && rack_set.contains(&lb_ctl::plan::convert::addr_v4(&b.addr))
             })
             .count())
     };

@@ -6,7 +6,6 @@
 
 pub mod backends_end;
 pub mod batch;
-pub mod convert;
 pub mod current;
 pub mod loader;
 pub mod lock;

@@ -13,8 +13,8 @@ use serde::Serialize;
 use crate::{
     config::Protocol,
     maps::Maps,
-    maps::convert::{addr_v4, scheduler_of, service_name},
     net::link::format_mac,
+    plan::convert::{addr_v4, scheduler_of, service_name},
 };
 
 /// How long a connection-table entry counts as a connection after its last packet, by

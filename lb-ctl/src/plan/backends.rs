@@ -12,8 +12,8 @@ use lb_common::{BACKEND_CONFIGURED, BACKEND_DOWN, BACKEND_USABLE, Backend, limit
 use super::{Change, Current, Down, Macs, Plan, Write, Writes, ids::Ids};
 use crate::{
     config::{BackendConfig, ServiceConfig},
-    maps::convert::{addr_mapped, addr_v4, describe_backend},
     net::link::format_mac,
+    plan::convert::{addr_mapped, addr_v4, describe_backend},
 };
 
 /// A service's configured backends in the maps, found by address and taken once each.

@@ -16,6 +16,7 @@
 //! the service entry that switches to it (one atomic hash-map update), and only then removals.
 
 mod backends;
+pub mod convert;
 mod ids;
 mod services;
 mod tables;
@@ -29,7 +30,7 @@ use std::{
 use anyhow::Result;
 use lb_common::{Backend, Service, ServiceKey};
 
-use crate::{config::Config, maps::convert::service_key};
+use crate::{config::Config, plan::convert::service_key};
 
 /// Backend MACs by address: `Err` holds why one could not be resolved.
 pub type Macs = HashMap<Ipv4Addr, Result<[u8; 6], String>>;

@@ -9,7 +9,7 @@ use lb_common::{Service, ServiceKey};
 use super::{Change, Current, Write, Writes, ids::Ids};
 use crate::{
     config::{Config, ServiceConfig},
-    maps::convert::{
+    plan::convert::{
         describe_key, describe_persistence, name_bytes, sched_id, scheduler_of, service_key,
         service_name,
     },
