@@ -51,8 +51,11 @@ fn two_thousand_checked_backends_and_a_lost_rack() {
     assert!(r.late_p99_ms <= 100.0, "{r:?}");
     assert!(r.log_lines_per_minute < 100.0, "{r:?}");
     assert_eq!(r.rack_backends, 1000, "{r:?}");
-    // Within two check intervals: the next check (at most one interval away), its retries
-    // (2 x 200 ms + 100 ms), the batch (100 ms) and the apply.
-    assert!(r.rack_out_after <= spec.interval * 2, "{r:?}");
+    // About one check cycle: the next check (at most one interval away), its retries
+    // (2 x 200 ms + 100 ms), the batch (100 ms), the apply and this test's polling read of
+    // 16,000 backends: 1.6-2.1 s measured. The bound is three intervals, not two, so a loaded
+    // machine does not fail it; a backend-by-backend removal (one apply each) would take
+    // tens of seconds. The figure itself is the bench's (`rack_out_s` in daemon.json).
+    assert!(r.rack_out_after <= spec.interval * 3, "{r:?}");
     assert!(r.rack_log_lines <= 20, "{r:?}");
 }
