@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use yaml_rust2::parser::Event;
+use saphyr_parser::Event;
 
 /// How deep collections may nest in a service file. The deepest the format uses is 6
 /// (`services[0].check.status[0]`); 64 leaves room for anything YAML-shaped and keeps every
@@ -31,7 +31,7 @@ pub(crate) struct Guard {
 }
 
 impl Guard {
-    pub(crate) fn event(&mut self, ev: &Event) -> Result<(), String> {
+    pub(crate) fn event(&mut self, ev: &Event<'_>) -> Result<(), String> {
         match ev {
             Event::Scalar(_, _, anchor, _) => {
                 self.add(1)?;

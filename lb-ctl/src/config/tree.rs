@@ -1,6 +1,6 @@
 //! The one parse of a service file: YAML text to a tree of [`Node`]s that keep their lines.
 //!
-//! `yaml-rust2`'s event parser reads the text once, event by event (no recursion), and the tree
+//! `saphyr-parser`'s event parser reads the text once, event by event (no recursion), and the tree
 //! is built from the events on an explicit stack. The same loop is the input guard: the
 //! [`Guard`] sees every event first and stops the parse at the first node nested deeper than
 //! [`MAX_DEPTH`](super::MAX_DEPTH), or once aliases would expand the document past
@@ -13,8 +13,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use yaml_rust2::parser::{Event, Parser, Tag};
-use yaml_rust2::scanner::{Marker, TScalarStyle};
+use saphyr_parser::{Event, Marker, Parser, ScalarStyle, ScanError, Tag};
 
 use super::guard::Guard;
 use super::shown::shown;
@@ -103,8 +102,6 @@ pub(crate) enum Refusal {
 /// Reads `text` into a tree; `Ok(None)` when it holds no document (empty, or only comments).
 pub(crate) fn parse(text: &str) -> Result<Option<Node>, Refusal> {
     let mut b = Builder {
-        text,
-        chars: None,
         stack: Vec::new(),
         anchors: HashMap::new(),
         root: None,
@@ -113,11 +110,12 @@ pub(crate) fn parse(text: &str) -> Result<Option<Node>, Refusal> {
     };
     let mut guard = Guard::default();
     let mut parser = Parser::new_from_str(text);
-    loop {
-        let (ev, mark) = parser.next_token().map_err(|e| syntax_error(text, &e))?;
+    while let Some(next) = parser.next_event() {
+        let (ev, span) = next.map_err(|e| syntax_error(text, &e))?;
         if ev == Event::StreamEnd {
             break;
         }
+        let mark = span.start;
         guard.event(&ev).map_err(|message| Refusal::At {
             line: mark.line().max(1),
             message,
@@ -136,7 +134,7 @@ pub(crate) fn parse(text: &str) -> Result<Option<Node>, Refusal> {
     Ok(root)
 }
 
-fn syntax_error(text: &str, e: &yaml_rust2::ScanError) -> Refusal {
+fn syntax_error(text: &str, e: &ScanError) -> Refusal {
     let line = e.marker().line().max(1);
     let info = e.info();
     if info == "recursion limit exceeded" {
@@ -179,10 +177,7 @@ enum Frame {
 /// Mappings with more keys than this are searched for duplicates through a hash map.
 const LINEAR_KEYS: usize = 16;
 
-struct Builder<'t> {
-    text: &'t str,
-    /// The text as characters, made at the first empty node (markers count characters).
-    chars: Option<Vec<char>>,
+struct Builder {
     stack: Vec<Frame>,
     anchors: HashMap<usize, Node>,
     root: Option<Node>,
@@ -191,11 +186,11 @@ struct Builder<'t> {
     documents: usize,
 }
 
-impl Builder<'_> {
-    fn event(&mut self, ev: Event, mark: &Marker) -> Result<(), Refusal> {
+impl Builder {
+    fn event(&mut self, ev: Event<'_>, mark: &Marker) -> Result<(), Refusal> {
         let line = mark.line().max(1);
         match ev {
-            Event::DocumentStart => {
+            Event::DocumentStart(_) => {
                 self.documents += 1;
                 if self.documents > 1 {
                     return Err(Refusal::At {
@@ -207,16 +202,11 @@ impl Builder<'_> {
                 }
             }
             Event::Scalar(text, style, anchor, tag) => {
-                let line = if text.is_empty() && style == TScalarStyle::Plain {
-                    self.empty_node_line(mark)
-                } else {
-                    line
-                };
                 let value = if self.expecting_key() {
                     // Keys stay text: a key's path is what was written.
-                    Value::Str(text)
+                    Value::Str(text.into_owned())
                 } else {
-                    scalar(text, style, tag.as_ref())
+                    scalar(text.into_owned(), style, tag.as_deref())
                 };
                 self.done(Node { line, value }, anchor)?;
             }
@@ -338,29 +328,6 @@ impl Builder<'_> {
         }
         Ok(())
     }
-
-    /// The line of an empty node (`-` or `key:` with nothing after it). Its event's mark points
-    /// at the next token's content, possibly lines below and past that token's own `- `: the
-    /// node is on the line of the last non-blank character before, once such a `-` on the
-    /// mark's line is skipped.
-    fn empty_node_line(&mut self, mark: &Marker) -> usize {
-        let text = self.text;
-        let chars = self.chars.get_or_insert_with(|| text.chars().collect());
-        let line = mark.line().max(1);
-        let mut newlines = 0;
-        let mut skipped_dash = false;
-        let mut i = mark.index().min(chars.len());
-        while i > 0 {
-            i -= 1;
-            match chars[i] {
-                '\n' => newlines += 1,
-                c if c.is_whitespace() => {}
-                '-' if newlines == 0 && !skipped_dash => skipped_dash = true,
-                _ => break,
-            }
-        }
-        line.saturating_sub(newlines).max(1)
-    }
 }
 
 /// Applies merge keys: the entries of `<<: *map` (or `<<: [*a, *b]`, the first winning) that
@@ -463,7 +430,7 @@ pub(crate) fn join_index(parent: &str, index: usize) -> String {
 
 /// A scalar's value: quoted ones are strings, plain ones typed by YAML 1.2's core schema, a
 /// core tag (`!!str`) forces its type.
-fn scalar(text: String, style: TScalarStyle, tag: Option<&Tag>) -> Value {
+fn scalar(text: String, style: ScalarStyle, tag: Option<&Tag>) -> Value {
     if let Some(tag) = tag {
         let core = tag.handle == "tag:yaml.org,2002:" || tag.handle == "!!";
         return match tag.suffix.as_str() {
@@ -472,7 +439,7 @@ fn scalar(text: String, style: TScalarStyle, tag: Option<&Tag>) -> Value {
             _ => Value::Tagged(format!("{}{}", tag.handle, tag.suffix)),
         };
     }
-    if style == TScalarStyle::Plain {
+    if style == ScalarStyle::Plain {
         plain(text)
     } else {
         Value::Str(text)
