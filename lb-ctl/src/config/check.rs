@@ -166,7 +166,6 @@ impl Health {
     }
 }
 
-
 /// The keys of a `check:` block.
 const CHECK_FIELDS: &[&str] = &[
     "type",

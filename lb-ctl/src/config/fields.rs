@@ -209,7 +209,7 @@ pub(crate) fn unknown_field(key: &str, known: &[&str]) -> String {
 /// A string.
 pub(crate) fn string(n: &Node) -> Result<String, String> {
     match &n.value {
-        Value::Str(s) => Ok(s.clone()),
+        Value::Str(s) => Ok(s.to_string()),
         Value::Int(_) | Value::Float(_) | Value::Bool(_) => Err(format!(
             "expected a string, found {} (put it in quotes)",
             n.describe()
@@ -244,14 +244,17 @@ pub(crate) fn u32_value(n: &Node, min: u32) -> Result<u32, String> {
 pub(crate) fn boolean(n: &Node) -> Result<bool, String> {
     match n.value {
         Value::Bool(b) => Ok(b),
-        _ => Err(format!("expected `true` or `false`, found {}", n.describe())),
+        _ => Err(format!(
+            "expected `true` or `false`, found {}",
+            n.describe()
+        )),
     }
 }
 
 /// A command: a non-empty string.
 pub(crate) fn command(n: &Node) -> Result<String, String> {
     match &n.value {
-        Value::Str(s) if !s.trim().is_empty() => Ok(s.clone()),
+        Value::Str(s) if !s.trim().is_empty() => Ok(s.to_string()),
         _ => Err(format!(
             "expected a command (a non-empty string), found {}",
             n.describe()
@@ -278,8 +281,9 @@ pub(crate) fn choice<T>(
     from_name: impl FnOnce(&str) -> Option<T>,
 ) -> Result<T, String> {
     match &n.value {
-        Value::Str(s) => from_name(s)
-            .ok_or_else(|| format!("`{}` is not {what}; expected {choices}", shown(s))),
+        Value::Str(s) => {
+            from_name(s).ok_or_else(|| format!("`{}` is not {what}; expected {choices}", shown(s)))
+        }
         _ => Err(format!("expected {choices}, found {}", n.describe())),
     }
 }

@@ -41,8 +41,8 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-pub use duration::parse_duration;
 pub use check::{CheckConfig, CheckKind, Health};
+pub use duration::parse_duration;
 pub use guard::{MAX_DEPTH, MAX_EXPANDED_NODES};
 pub use read::{FileText, MAX_FILE_BYTES, read};
 pub use shown::{SHOWN_CHARS, shown};

@@ -63,7 +63,10 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
                 d.at(
                     line,
                     &path,
-                    format!("duplicate key `{}` (first at line {first_line})", shown(&key)),
+                    format!(
+                        "duplicate key `{}` (first at line {first_line})",
+                        shown(&key)
+                    ),
                 );
             }
             None
@@ -284,7 +287,10 @@ fn check_service(i: usize, item: &Field, seen: &mut Seen, d: &mut Diags) -> Opti
             let Some(items) = list.items(&backends_path) else {
                 d.field(
                     &list,
-                    format!("expected a list of backends, found {}", list.node.describe()),
+                    format!(
+                        "expected a list of backends, found {}",
+                        list.node.describe()
+                    ),
                 );
                 return None;
             };
@@ -475,7 +481,9 @@ fn check_backend<'n, 'p>(
                              rewrite ports; omit `port` or set it to {sp}"
                         )
                     };
-                    Err(format!("port {p} differs from the service port {sp}: {why}"))
+                    Err(format!(
+                        "port {p} differs from the service port {sp}: {why}"
+                    ))
                 }
                 _ => Ok(p),
             });

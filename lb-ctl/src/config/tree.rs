@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use saphyr_parser::{Event, Marker, Parser, ScalarStyle, ScanError, Tag};
+use smol_str::SmolStr;
 
 use super::guard::Guard;
 use super::shown::shown;
@@ -32,7 +33,9 @@ pub(crate) enum Value {
     Int(i128),
     /// A float, kept as written.
     Float(String),
-    Str(String),
+    /// Inline up to 23 bytes (keys, addresses, names): a tree of a large file is mostly no
+    /// heap allocations, and drops fast.
+    Str(SmolStr),
     /// Shared, so an alias is a reference, not a copy.
     Seq(Rc<Vec<Node>>),
     Map(Rc<Vec<Entry>>),
@@ -44,7 +47,7 @@ pub(crate) enum Value {
 #[derive(Clone, Debug)]
 pub(crate) struct Entry {
     /// The key as written (a collection used as a key is described: `a mapping`).
-    pub key: String,
+    pub key: SmolStr,
     /// The line of the key.
     pub line: usize,
     pub value: Node,
@@ -83,7 +86,7 @@ impl Node {
 pub(crate) struct DuplicateKey {
     /// Path of the key, e.g. `services[0].port`.
     pub path: String,
-    pub key: String,
+    pub key: SmolStr,
     /// Line of the second occurrence.
     pub line: usize,
     /// Line of the first occurrence.
@@ -163,9 +166,9 @@ enum Frame {
         anchor: usize,
         entries: Vec<Entry>,
         /// The key read, waiting for its value: (text, line).
-        key: Option<(String, usize)>,
+        key: Option<(SmolStr, usize)>,
         /// Key -> index, once the mapping is large enough for a linear search to cost.
-        index: Option<HashMap<String, usize>>,
+        index: Option<HashMap<SmolStr, usize>>,
     },
     Seq {
         line: usize,
@@ -204,9 +207,9 @@ impl Builder {
             Event::Scalar(text, style, anchor, tag) => {
                 let value = if self.expecting_key() {
                     // Keys stay text: a key's path is what was written.
-                    Value::Str(text.into_owned())
+                    Value::Str(SmolStr::new(&text))
                 } else {
-                    scalar(text.into_owned(), style, tag.as_deref())
+                    scalar(&text, style, tag.as_deref())
                 };
                 self.done(Node { line, value }, anchor)?;
             }
@@ -296,9 +299,9 @@ impl Builder {
             }) => match key.take() {
                 None => {
                     let text = match node.value {
-                        Value::Str(s) if s.is_empty() => "~".to_string(),
+                        Value::Str(s) if s.is_empty() => SmolStr::new_static("~"),
                         Value::Str(s) => s,
-                        _ => node.describe(),
+                        _ => SmolStr::new(node.describe()),
                     };
                     *key = Some((text, node.line));
                 }
@@ -311,7 +314,7 @@ impl Builder {
                     if let Some(index) = index {
                         index.entry(text.clone()).or_insert(entries.len());
                     } else if entries.len() == LINEAR_KEYS {
-                        let mut map: HashMap<String, usize> = HashMap::new();
+                        let mut map: HashMap<SmolStr, usize> = HashMap::new();
                         for (i, e) in entries.iter().enumerate() {
                             map.entry(e.key.clone()).or_insert(i);
                         }
@@ -430,11 +433,11 @@ pub(crate) fn join_index(parent: &str, index: usize) -> String {
 
 /// A scalar's value: quoted ones are strings, plain ones typed by YAML 1.2's core schema, a
 /// core tag (`!!str`) forces its type.
-fn scalar(text: String, style: ScalarStyle, tag: Option<&Tag>) -> Value {
+fn scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Value {
     if let Some(tag) = tag {
         let core = tag.handle == "tag:yaml.org,2002:" || tag.handle == "!!";
         return match tag.suffix.as_str() {
-            "str" if core => Value::Str(text),
+            "str" if core => Value::Str(SmolStr::new(text)),
             "int" | "float" | "bool" | "null" if core => plain(text),
             _ => Value::Tagged(format!("{}{}", tag.handle, tag.suffix)),
         };
@@ -442,24 +445,24 @@ fn scalar(text: String, style: ScalarStyle, tag: Option<&Tag>) -> Value {
     if style == ScalarStyle::Plain {
         plain(text)
     } else {
-        Value::Str(text)
+        Value::Str(SmolStr::new(text))
     }
 }
 
-fn plain(text: String) -> Value {
-    match text.as_str() {
+fn plain(text: &str) -> Value {
+    match text {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
         "true" | "True" | "TRUE" => return Value::Bool(true),
         "false" | "False" | "FALSE" => return Value::Bool(false),
         _ => {}
     }
-    if let Some(n) = integer(&text) {
+    if let Some(n) = integer(text) {
         return Value::Int(n);
     }
-    if is_float(&text) {
-        return Value::Float(text);
+    if is_float(text) {
+        return Value::Float(text.to_string());
     }
-    Value::Str(text)
+    Value::Str(SmolStr::new(text))
 }
 
 /// `[-+]?` then decimal digits (no leading zero: `0123` is a string, as in YAML 1.2), or
@@ -491,7 +494,10 @@ fn integer(s: &str) -> Option<i128> {
 
 fn is_float(s: &str) -> bool {
     let unsigned = s.strip_prefix(['-', '+']).unwrap_or(s);
-    if unsigned.len() > 1 && unsigned.starts_with('0') && unsigned.bytes().all(|b| b.is_ascii_digit()) {
+    if unsigned.len() > 1
+        && unsigned.starts_with('0')
+        && unsigned.bytes().all(|b| b.is_ascii_digit())
+    {
         // Leading zeros: a string in YAML 1.2, as for integers.
         return false;
     }

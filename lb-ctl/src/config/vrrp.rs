@@ -115,7 +115,6 @@ impl fmt::Display for Version {
     }
 }
 
-
 /// Checks the `vrrp:` field; `Some(list)` when valid (empty when absent).
 pub(super) fn check_vrrp(field: Option<Field>, d: &mut Diags) -> Option<Vec<VrrpConfig>> {
     let Some(field) = field else {
@@ -219,9 +218,11 @@ fn check_instance(f: &Fields, d: &mut Diags) -> Option<VrrpConfig> {
     let vrid = f.req("virtual_router_id", d, |n| byte(n, 1, 255));
     let priority = f.or("priority", DEFAULT_PRIORITY, d, |n| {
         if matches!(n.value, super::tree::Value::Int(0)) {
-            return Err("priority 0 is reserved (a master sends it when it stops); use 1..=254, \
+            return Err(
+                "priority 0 is reserved (a master sends it when it stops); use 1..=254, \
                         or 255 for the address owner"
-                .to_string());
+                    .to_string(),
+            );
         }
         byte(n, 1, 255)
     });
@@ -267,13 +268,17 @@ fn check_instance(f: &Fields, d: &mut Diags) -> Option<VrrpConfig> {
     let auth_pass = f.or("auth_pass", None, d, |n| {
         let s = string(n)?;
         if version == Some(Version::V3) {
-            Err("version 3 has no authentication (RFC 5798); remove `auth_pass` or use \
+            Err(
+                "version 3 has no authentication (RFC 5798); remove `auth_pass` or use \
                  `version: 2`"
-                .to_string())
+                    .to_string(),
+            )
         } else if s.is_empty() || s.len() > 8 || !s.is_ascii() {
-            Err("a password of 1 to 8 ASCII characters (keepalived's auth_type PASS uses 8 at \
+            Err(
+                "a password of 1 to 8 ASCII characters (keepalived's auth_type PASS uses 8 at \
                  most)"
-                .to_string())
+                    .to_string(),
+            )
         } else {
             Ok(Some(s))
         }
@@ -336,7 +341,10 @@ fn addresses(
     let Some(items) = list.items(&path) else {
         d.field(
             list,
-            format!("expected a list of addresses, found {}", list.node.describe()),
+            format!(
+                "expected a list of addresses, found {}",
+                list.node.describe()
+            ),
         );
         return None;
     };
@@ -364,10 +372,7 @@ fn cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
         Some((a, l)) => match l.parse::<u8>() {
             Ok(l) if l <= 32 => (a, l),
             _ => {
-                return Err(format!(
-                    "`{}`: the prefix length must be 0..=32",
-                    shown(s)
-                ));
+                return Err(format!("`{}`: the prefix length must be 0..=32", shown(s)));
             }
         },
         None => (s, 32),
