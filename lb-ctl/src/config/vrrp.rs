@@ -249,7 +249,7 @@ fn check_instance(f: &Fields, d: &mut Diags) -> Option<VrrpConfig> {
         }
     });
     let virtual_addresses = f.required("virtual_addresses", d).and_then(|list| {
-        let addresses = addresses(&list, d, |s| cidr(s))?;
+        let addresses = addresses(&list, d, cidr)?;
         let message = match addresses.len() {
             0 => "no virtual addresses; list at least one",
             256.. => "more than 255 virtual addresses",
