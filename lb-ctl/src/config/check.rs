@@ -213,18 +213,9 @@ struct Setting<'n> {
 /// The settings of the check block `f`, unknown keys reported (and left out); None
 /// (reported) when it is not a mapping.
 fn settings<'n>(f: &Field<'n, '_>, d: &mut Diags) -> Option<Vec<Setting<'n>>> {
-    let Some(entries) = f.node.entries() else {
-        d.field(
-            f,
-            format!(
-                "expected a check (a mapping with `type`, ...), found {}",
-                f.node.describe()
-            ),
-        );
-        return None;
-    };
     let path = f.path();
-    let block = Fields::new(entries, &path, f.line, CHECK_FIELDS, d);
+    let what = ("a check (a mapping with `type`, ...)", None);
+    let block = Fields::of(f, &path, CHECK_FIELDS, what, d)?;
     Some(
         block
             .entries()
@@ -270,37 +261,45 @@ fn check_duration(n: &Node, key: &str, nonzero: bool) -> Result<Duration, String
     }
 }
 
-fn http_path(n: &Node) -> Result<String, String> {
-    let p = text(n)?;
-    if p.starts_with('/') && !p.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        Ok(p)
+/// A text setting that `ok` accepts once `normal` made it canonical; else "`text` is not
+/// `what`".
+fn text_that(
+    n: &Node,
+    normal: fn(String) -> String,
+    ok: fn(&str) -> bool,
+    what: &str,
+) -> Result<String, String> {
+    let s = normal(text(n)?);
+    if ok(&s) {
+        Ok(s)
     } else {
-        Err(format!(
-            "`{}` is not a path: it must start with `/` and have no spaces",
-            shown(&p)
-        ))
+        Err(format!("`{}` is not {what}", shown(&s)))
     }
+}
+
+fn no_spaces(s: &str) -> bool {
+    !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+fn http_path(n: &Node) -> Result<String, String> {
+    let ok = |p: &str| p.starts_with('/') && no_spaces(p);
+    text_that(
+        n,
+        |s| s,
+        ok,
+        "a path: it must start with `/` and have no spaces",
+    )
 }
 
 fn digest(n: &Node) -> Result<String, String> {
-    let s = text(n)?.trim().to_ascii_lowercase();
-    if s.len() == 32 && s.chars().all(|c| c.is_ascii_hexdigit()) {
-        Ok(s)
-    } else {
-        Err(format!(
-            "`{}` is not an MD5 digest (32 hex digits; `lb-ctl genhash` prints it)",
-            shown(&s)
-        ))
-    }
+    let normal = |s: String| s.trim().to_ascii_lowercase();
+    let ok = |s: &str| s.len() == 32 && s.chars().all(|c| c.is_ascii_hexdigit());
+    let what = "an MD5 digest (32 hex digits; `lb-ctl genhash` prints it)";
+    text_that(n, normal, ok, what)
 }
 
 fn host(n: &Node) -> Result<String, String> {
-    let h = text(n)?;
-    if h.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        Err(format!("`{}` is not a host name (no spaces)", shown(&h)))
-    } else {
-        Ok(h)
-    }
+    text_that(n, |s| s, no_spaces, "a host name (no spaces)")
 }
 
 fn kind(n: &Node) -> Result<CheckKind, String> {

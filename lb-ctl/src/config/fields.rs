@@ -130,6 +130,30 @@ impl<'n, 'p> Fields<'n, 'p> {
         }
     }
 
+    /// The mapping at `f` (whose path is `path`) with the keys `known`; None (reported) when
+    /// it is no mapping: `expected` says what was (`a check (a mapping with `type`, ...)`),
+    /// `empty` what to say of an empty entry (`None`: as of any other value).
+    pub(crate) fn of(
+        f: &Field<'n, '_>,
+        path: &'p str,
+        known: &[&str],
+        (expected, empty): (&str, Option<&str>),
+        d: &mut Diags,
+    ) -> Option<Self> {
+        match (f.node.entries(), empty) {
+            (Some(entries), _) => Some(Fields::new(entries, path, f.line, known, d)),
+            (None, Some(empty)) if f.node.is_null() => {
+                d.at(f.line, path, empty);
+                None
+            }
+            (None, _) => {
+                let found = f.node.describe();
+                d.at(f.line, path, format!("expected {expected}, found {found}"));
+                None
+            }
+        }
+    }
+
     /// The entries in file order.
     pub(crate) fn entries(&self) -> &'n [Entry] {
         self.entries

@@ -182,29 +182,11 @@ fn check_file(root: Option<&Node>, d: &mut Diags) -> Option<Config> {
 fn check_service(i: usize, item: &Field, seen: &mut Seen, d: &mut Diags) -> Option<ServiceConfig> {
     let path = join_index("services", i);
     let line = item.line;
-    let entries = match item.node.entries() {
-        Some(entries) => entries,
-        None if item.node.is_null() => {
-            d.at(
-                line,
-                &path,
-                "empty service entry; expected a mapping with `name`, `vip`, `port`",
-            );
-            return None;
-        }
-        None => {
-            d.at(
-                line,
-                &path,
-                format!(
-                    "expected a service (a mapping with `name`, `vip`, `port`, ...), found {}",
-                    item.node.describe()
-                ),
-            );
-            return None;
-        }
-    };
-    let f = Fields::new(entries, &path, line, SERVICE_FIELDS, d);
+    let what = (
+        "a service (a mapping with `name`, `vip`, `port`, ...)",
+        Some("empty service entry; expected a mapping with `name`, `vip`, `port`"),
+    );
+    let f = Fields::of(item, &path, SERVICE_FIELDS, what, d)?;
 
     let name = f.req("name", d, name);
     let vip = f.req("vip", d, |n| address(n, "a VIP"));
@@ -366,18 +348,12 @@ fn check_persistence(service: &Fields, d: &mut Diags) -> Option<Option<Persisten
     let Some(field) = service.optional("persistence") else {
         return Some(None);
     };
-    let Some(entries) = field.node.entries() else {
-        d.field(
-            &field,
-            format!(
-                "expected a mapping like `{{ timeout: 50s, netmask: 255.255.255.0 }}`, found {}",
-                field.node.describe()
-            ),
-        );
-        return None;
-    };
     let path = field.path();
-    let f = Fields::new(entries, &path, field.line, PERSISTENCE_FIELDS, d);
+    let what = (
+        "a mapping like `{ timeout: 50s, netmask: 255.255.255.0 }`",
+        None,
+    );
+    let f = Fields::of(&field, &path, PERSISTENCE_FIELDS, what, d)?;
     let timeout = f.req("timeout", d, |n| {
         let s = string(n)?;
         match super::parse_duration(&s)? {
@@ -421,30 +397,13 @@ fn check_backend<'n, 'p>(
     d: &mut Diags,
 ) -> (Option<BackendConfig>, Option<Field<'n, 'p>>) {
     let line = item.line;
-    let entries = match item.node.entries() {
-        Some(entries) => entries,
-        None if item.node.is_null() => {
-            d.at(
-                line,
-                path,
-                "empty backend entry; expected a mapping with `address`",
-            );
-            return (None, None);
-        }
-        None => {
-            d.at(
-                line,
-                path,
-                format!(
-                    "expected a backend (a mapping with `address`, and optionally `port`, \
-                     `weight`), found {}",
-                    item.node.describe()
-                ),
-            );
-            return (None, None);
-        }
+    let what = (
+        "a backend (a mapping with `address`, and optionally `port`, `weight`)",
+        Some("empty backend entry; expected a mapping with `address`"),
+    );
+    let Some(f) = Fields::of(item, path, BACKEND_FIELDS, what, d) else {
+        return (None, None);
     };
-    let f = Fields::new(entries, path, line, BACKEND_FIELDS, d);
 
     let address = f.req("address", d, |n| {
         let addr = address(n, "a backend address")?;

@@ -236,39 +236,22 @@ impl Builder {
                 anchor,
                 items: Vec::new(),
             }),
-            Event::MappingEnd => {
-                if let Some(Frame::Map {
-                    line,
-                    anchor,
-                    entries,
-                    ..
-                }) = self.stack.pop()
-                {
-                    let entries = merge(entries)?;
-                    self.done(
-                        Node {
-                            line,
-                            value: Value::Map(Rc::new(entries)),
-                        },
+            Event::MappingEnd | Event::SequenceEnd => {
+                let (line, anchor, value) = match self.stack.pop() {
+                    Some(Frame::Map {
+                        line,
                         anchor,
-                    )?;
-                }
-            }
-            Event::SequenceEnd => {
-                if let Some(Frame::Seq {
-                    line,
-                    anchor,
-                    items,
-                }) = self.stack.pop()
-                {
-                    self.done(
-                        Node {
-                            line,
-                            value: Value::Seq(Rc::new(items)),
-                        },
+                        entries,
+                        ..
+                    }) => (line, anchor, Value::Map(Rc::new(merge(entries)?))),
+                    Some(Frame::Seq {
+                        line,
                         anchor,
-                    )?;
-                }
+                        items,
+                    }) => (line, anchor, Value::Seq(Rc::new(items))),
+                    None => return Ok(()),
+                };
+                self.done(Node { line, value }, anchor)?;
             }
             _ => {}
         }

@@ -138,19 +138,15 @@ pub(super) fn check_vrrp(field: Option<Field>, d: &mut Diags) -> Option<Vec<Vrrp
     for item in items {
         let path = item.path();
         let line = item.line;
-        let Some(entries) = item.node.entries() else {
-            d.field(
-                &item,
-                format!(
-                    "expected a VRRP instance (a mapping with `name`, `interface`, \
-                     `virtual_router_id`, `virtual_addresses`), found {}",
-                    item.node.describe()
-                ),
-            );
+        let what = (
+            "a VRRP instance (a mapping with `name`, `interface`, `virtual_router_id`, \
+             `virtual_addresses`)",
+            None,
+        );
+        let Some(f) = Fields::of(&item, &path, FIELDS, what, d) else {
             complete = false;
             continue;
         };
-        let f = Fields::new(entries, &path, line, FIELDS, d);
         let Some(v) = check_instance(&f, d) else {
             complete = false;
             continue;
