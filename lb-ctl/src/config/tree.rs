@@ -37,8 +37,8 @@ pub(crate) enum Value {
     /// heap allocations, and drops fast.
     Str(SmolStr),
     /// Shared, so an alias is a reference, not a copy.
-    Seq(Rc<Vec<Node>>),
-    Map(Rc<Vec<Entry>>),
+    Seq(Rc<[Node]>),
+    Map(Rc<[Entry]>),
     /// A scalar or collection with a tag other than YAML's own (`!thing`).
     Tagged(String),
 }
@@ -57,7 +57,7 @@ impl Node {
     /// The entries, when this is a mapping.
     pub(crate) fn entries(&self) -> Option<&[Entry]> {
         match &self.value {
-            Value::Map(entries) => Some(entries),
+            Value::Map(entries) => Some(&entries[..]),
             _ => None,
         }
     }
@@ -106,6 +106,8 @@ pub(crate) enum Refusal {
 pub(crate) fn parse(text: &str) -> Result<Option<Node>, Refusal> {
     let mut b = Builder {
         stack: Vec::new(),
+        entries: Vec::new(),
+        items: Vec::new(),
         anchors: HashMap::new(),
         root: None,
         duplicates: false,
@@ -164,7 +166,8 @@ enum Frame {
     Map {
         line: usize,
         anchor: usize,
-        entries: Vec<Entry>,
+        /// Where its entries start in [`Builder::entries`].
+        start: usize,
         /// The key read, waiting for its value: (text, line).
         key: Option<(SmolStr, usize)>,
         /// Key -> index, once the mapping is large enough for a linear search to cost.
@@ -173,7 +176,8 @@ enum Frame {
     Seq {
         line: usize,
         anchor: usize,
-        items: Vec<Node>,
+        /// Where its items start in [`Builder::items`].
+        start: usize,
     },
 }
 
@@ -182,6 +186,10 @@ const LINEAR_KEYS: usize = 16;
 
 struct Builder {
     stack: Vec<Frame>,
+    /// The entries and items of the open collections, each collection's at the end: a
+    /// finished one is moved out into one allocation of its exact size.
+    entries: Vec<Entry>,
+    items: Vec<Node>,
     anchors: HashMap<usize, Node>,
     root: Option<Node>,
     /// A mapping repeated a key: the tree is walked for them once it is built.
@@ -227,28 +235,39 @@ impl Builder {
             Event::MappingStart(anchor, _) => self.stack.push(Frame::Map {
                 line,
                 anchor,
-                entries: Vec::new(),
+                start: self.entries.len(),
                 key: None,
                 index: None,
             }),
             Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq {
                 line,
                 anchor,
-                items: Vec::new(),
+                start: self.items.len(),
             }),
             Event::MappingEnd | Event::SequenceEnd => {
                 let (line, anchor, value) = match self.stack.pop() {
                     Some(Frame::Map {
                         line,
                         anchor,
-                        entries,
+                        start,
                         ..
-                    }) => (line, anchor, Value::Map(Rc::new(merge(entries)?))),
+                    }) => {
+                        let entries = if self.entries[start..].iter().any(|e| e.key == "<<") {
+                            Rc::from(merge(self.entries.drain(start..).collect())?)
+                        } else {
+                            self.entries.drain(start..).collect()
+                        };
+                        (line, anchor, Value::Map(entries))
+                    }
                     Some(Frame::Seq {
                         line,
                         anchor,
-                        items,
-                    }) => (line, anchor, Value::Seq(Rc::new(items))),
+                        start,
+                    }) => (
+                        line,
+                        anchor,
+                        Value::Seq(self.items.drain(start..).collect()),
+                    ),
                     None => return Ok(()),
                 };
                 self.done(Node { line, value }, anchor)?;
@@ -273,12 +292,9 @@ impl Builder {
                     self.root = Some(node);
                 }
             }
-            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Seq { .. }) => self.items.push(node),
             Some(Frame::Map {
-                entries,
-                key,
-                index,
-                ..
+                start, key, index, ..
             }) => match key.take() {
                 None => {
                     let text = match node.value {
@@ -289,6 +305,7 @@ impl Builder {
                     *key = Some((text, node.line));
                 }
                 Some((text, key_line)) => {
+                    let entries = &self.entries[*start..];
                     let seen = match index {
                         Some(index) => index.contains_key(&text),
                         None => entries.iter().any(|e| e.key == text),
@@ -304,7 +321,7 @@ impl Builder {
                         map.entry(text.clone()).or_insert(entries.len());
                         *index = Some(map);
                     }
-                    entries.push(Entry {
+                    self.entries.push(Entry {
                         key: text,
                         line: key_line,
                         value: node,
@@ -319,9 +336,6 @@ impl Builder {
 /// Applies merge keys: the entries of `<<: *map` (or `<<: [*a, *b]`, the first winning) that
 /// the mapping does not have itself are added after its own.
 fn merge(entries: Vec<Entry>) -> Result<Vec<Entry>, Refusal> {
-    if !entries.iter().any(|e| e.key == "<<") {
-        return Ok(entries);
-    }
     let (merges, mut own): (Vec<Entry>, Vec<Entry>) =
         entries.into_iter().partition(|e| e.key == "<<");
     for m in merges {
