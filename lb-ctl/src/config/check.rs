@@ -31,17 +31,18 @@
 //! service's keys that do not apply to the new type are dropped. Keys that do not apply to the
 //! type of their own block are errors, as are unknown keys. A service without any check is
 //! never marked down.
-//!
-//! This module is a child of `validate` and uses its helpers ([`Diags`], [`Field`], ...).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use serde_yaml::{Mapping, Value};
-
-use super::{Diags, Field, check_address, describe, join_index, join_key, path_key, shown};
-use crate::config::{BackendConfig, parse_duration};
+use super::fields::{
+    Diags, Field, Fields, address, boolean, choice, command, duration, integer, string, u32_value,
+};
+use super::services::BackendCheck;
+use super::shown::shown;
+use super::tree::{Node, Value, join_index, join_key};
+use crate::config::BackendConfig;
 
 /// What a check does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -67,7 +68,7 @@ impl CheckKind {
         }
     }
 
-    fn from_name(s: &str) -> Option<CheckKind> {
+    pub(crate) fn from_name(s: &str) -> Option<CheckKind> {
         Some(match s {
             "http_get" => CheckKind::HttpGet,
             "https_get" => CheckKind::HttpsGet,
@@ -165,20 +166,8 @@ impl Health {
     }
 }
 
-/// The raw health fields of one service, as found in the file.
-#[derive(Debug, Default)]
-pub(super) struct RawHealth {
-    pub check: Field<Value>,
-    pub sorry_server: Field<Value>,
-    pub inhibit_on_failure: Field<Value>,
-    pub quorum: Field<Value>,
-    pub hysteresis: Field<Value>,
-    pub notify_up: Field<Value>,
-    pub notify_down: Field<Value>,
-}
-
 /// The keys of a `check:` block.
-pub(super) const CHECK_FIELDS: &[&str] = &[
+const CHECK_FIELDS: &[&str] = &[
     "type",
     "path",
     "status",
@@ -211,266 +200,176 @@ fn takers(key: &str) -> &'static str {
 }
 
 /// One key of a check block, with where it was written.
-struct Entry {
-    key: String,
-    value: Value,
+#[derive(Clone)]
+struct Setting<'n> {
+    key: &'n str,
+    node: &'n Node,
+    line: usize,
     path: String,
     /// Comes from the service's block into a backend's (already reported there).
     inherited: bool,
 }
 
-/// The entries of the mapping at `path`, unknown keys reported (and left out); None (reported)
-/// when it is not a mapping.
-fn entries(value: Value, path: &str, d: &mut Diags) -> Option<Vec<Entry>> {
-    let map: Mapping = match value {
-        Value::Mapping(m) => m,
-        other => {
-            d.field(
-                path,
-                format!(
-                    "expected a check (a mapping with `type`, ...), found {}",
-                    describe(&other)
-                ),
-            );
-            return None;
-        }
-    };
-    let mut out = Vec::new();
-    for (k, v) in map {
-        let key = match &k {
-            Value::String(s) => s.clone(),
-            other => describe(other),
-        };
-        let p = join_key(path, &path_key(&key));
-        if !CHECK_FIELDS.contains(&key.as_str()) {
-            let expected = CHECK_FIELDS
-                .iter()
-                .map(|k| format!("`{k}`"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            d.field(
-                &p,
-                format!(
-                    "unknown field `{}`; expected one of {expected}",
-                    shown(&key)
-                ),
-            );
-            continue;
-        }
-        out.push(Entry {
-            key,
-            value: v,
-            path: p,
-            inherited: false,
-        });
-    }
-    Some(out)
+/// The settings of the check block `f`, unknown keys reported (and left out); None
+/// (reported) when it is not a mapping.
+fn settings<'n>(f: &Field<'n, '_>, d: &mut Diags) -> Option<Vec<Setting<'n>>> {
+    let path = f.path();
+    let what = ("a check (a mapping with `type`, ...)", None);
+    let block = Fields::of(f, &path, CHECK_FIELDS, what, d)?;
+    Some(
+        block
+            .entries()
+            .iter()
+            .filter(|e| CHECK_FIELDS.contains(&e.key.as_str()))
+            .map(|e| Setting {
+                key: &e.key,
+                node: &e.value,
+                line: e.line,
+                path: join_key(&path, &e.key),
+                inherited: false,
+            })
+            .collect(),
+    )
 }
 
-/// Reports unless the entry was inherited (then it was reported in the service's block).
-fn report(d: &mut Diags, e: &Entry, message: String) {
-    if !e.inherited {
-        d.field(&e.path, message);
-    }
-}
-
-fn as_u32(d: &mut Diags, e: &Entry, min: u32) -> Option<u32> {
-    match &e.value {
-        Value::Number(n) => match n.as_u64().and_then(|n| u32::try_from(n).ok()) {
-            Some(n) if n >= min => Some(n),
-            _ => {
-                report(d, e, format!("{n} is out of range ({min}..={})", u32::MAX));
-                None
+/// The value of `s`, or None, reported unless the setting was inherited (then it was reported
+/// in the service's block).
+fn report<T>(d: &mut Diags, s: &Setting, r: Result<T, String>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(message) => {
+            if !s.inherited {
+                d.at(s.line, &s.path, message);
             }
-        },
-        other => {
-            report(
-                d,
-                e,
-                format!("expected an integer, found {}", describe(other)),
-            );
             None
         }
     }
 }
 
-fn as_string(d: &mut Diags, e: &Entry) -> Option<String> {
-    match &e.value {
-        Value::String(s) if s.trim().is_empty() => {
-            report(d, e, "the string is empty".to_string());
-            None
-        }
-        Value::String(s) => Some(s.clone()),
-        other => {
-            report(
-                d,
-                e,
-                format!("expected a string, found {}", describe(other)),
-            );
-            None
-        }
+/// A string that is not blank.
+fn text(n: &Node) -> Result<String, String> {
+    match string(n)? {
+        s if s.trim().is_empty() => Err("the string is empty".to_string()),
+        s => Ok(s),
     }
 }
 
-fn as_duration(d: &mut Diags, e: &Entry, nonzero: bool) -> Option<Duration> {
-    let Value::String(s) = &e.value else {
-        report(
-            d,
-            e,
-            format!(
-                "expected a duration such as `1s` or `500ms`, found {}",
-                describe(&e.value)
-            ),
-        );
-        return None;
-    };
-    match parse_duration(s) {
-        Ok(t) if nonzero && t.is_zero() => {
-            report(d, e, format!("`{}` must be longer than 0", e.key));
-            None
-        }
-        Ok(t) => Some(t),
-        Err(msg) => {
-            report(d, e, msg);
-            None
-        }
+fn check_duration(n: &Node, key: &str, nonzero: bool) -> Result<Duration, String> {
+    match duration(n)? {
+        t if nonzero && t.is_zero() => Err(format!("`{key}` must be longer than 0")),
+        t => Ok(t),
     }
 }
 
-/// Builds a check from `list` (later entries win). `path` is the block's path (for the
+/// A text setting that `ok` accepts once `normal` made it canonical; else "`text` is not
+/// `what`".
+fn text_that(
+    n: &Node,
+    normal: fn(String) -> String,
+    ok: fn(&str) -> bool,
+    what: &str,
+) -> Result<String, String> {
+    let s = normal(text(n)?);
+    if ok(&s) {
+        Ok(s)
+    } else {
+        Err(format!("`{}` is not {what}", shown(&s)))
+    }
+}
+
+fn no_spaces(s: &str) -> bool {
+    !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+fn http_path(n: &Node) -> Result<String, String> {
+    let ok = |p: &str| p.starts_with('/') && no_spaces(p);
+    text_that(
+        n,
+        |s| s,
+        ok,
+        "a path: it must start with `/` and have no spaces",
+    )
+}
+
+fn digest(n: &Node) -> Result<String, String> {
+    let normal = |s: String| s.trim().to_ascii_lowercase();
+    let ok = |s: &str| s.len() == 32 && s.chars().all(|c| c.is_ascii_hexdigit());
+    let what = "an MD5 digest (32 hex digits; `lb-ctl genhash` prints it)";
+    text_that(n, normal, ok, what)
+}
+
+fn host(n: &Node) -> Result<String, String> {
+    text_that(n, |s| s, no_spaces, "a host name (no spaces)")
+}
+
+fn kind(n: &Node) -> Result<CheckKind, String> {
+    choice(
+        n,
+        "a check type",
+        "`http_get`, `https_get`, `tcp` or `exec`",
+        CheckKind::from_name,
+    )
+}
+
+/// Builds a check from `list` (later settings win). `path` and `line` are the block's (for the
 /// missing `type`); `service_port` is the port of the backends. None when anything is wrong
-/// (reported, except for inherited entries).
+/// (reported, except for inherited settings).
 fn build(
-    list: Vec<Entry>,
-    path: &str,
+    list: Vec<Setting>,
+    (path, line): (&str, usize),
     service_port: Option<u16>,
     d: &mut Diags,
 ) -> Option<CheckConfig> {
-    let mut by_key: BTreeMap<String, Entry> = BTreeMap::new();
-    for e in list {
-        by_key.insert(e.key.clone(), e);
+    let mut by_key: BTreeMap<&str, Setting> = BTreeMap::new();
+    for s in list {
+        by_key.insert(s.key, s);
     }
-    let type_entry = by_key.remove("type");
-    let kind = match type_entry.as_ref().map(|e| (e, &e.value)) {
+    let type_setting = by_key.remove("type");
+    let kind = match &type_setting {
         None => {
-            d.field(
+            d.at(
+                line,
                 path,
                 "missing required field `type` (http_get, https_get, tcp or exec)",
             );
             None
         }
-        Some((e, Value::String(s))) => {
-            let kind = CheckKind::from_name(s);
-            if kind.is_none() {
-                report(
-                    d,
-                    e,
-                    format!(
-                        "`{}` is not a check type; expected `http_get`, `https_get`, `tcp` or \
-                         `exec`",
-                        shown(s)
-                    ),
-                );
-            }
-            kind
-        }
-        Some((e, other)) => {
-            report(
-                d,
-                e,
-                format!(
-                    "expected `http_get`, `https_get`, `tcp` or `exec`, found {}",
-                    describe(other)
-                ),
-            );
-            None
-        }
+        Some(s) => report(d, s, kind(s.node)),
     };
     // With no valid type, the other keys are still checked (as if it took them all).
     let type_ok = kind.is_some();
-    let type_inherited = type_entry.as_ref().is_some_and(|e| e.inherited);
+    let type_inherited = type_setting.as_ref().is_some_and(|s| s.inherited);
     let mut c = CheckConfig::new(kind.unwrap_or(CheckKind::HttpGet));
     let kind = c.kind;
     let mut ok = type_ok;
-    for (key, e) in &by_key {
+    for (key, s) in &by_key {
         if type_ok && !applies(key, kind) {
             // Inherited keys of another type are dropped: the backend changed the type.
-            if !e.inherited || type_inherited {
-                report(
-                    d,
-                    e,
-                    format!(
-                        "`{key}` applies to {} checks only, not to `{}`",
-                        takers(key),
-                        kind.as_str()
-                    ),
+            if !s.inherited || type_inherited {
+                let message = format!(
+                    "`{key}` applies to {} checks only, not to `{}`",
+                    takers(key),
+                    kind.as_str()
                 );
+                report::<()>(d, s, Err(message));
                 ok = false;
             }
             continue;
         }
-        let good = match key.as_str() {
-            "path" => as_string(d, e).and_then(|p| {
-                if p.starts_with('/') && !p.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    c.path = p;
-                    Some(())
-                } else {
-                    report(
-                        d,
-                        e,
-                        format!(
-                            "`{}` is not a path: it must start with `/` and have no spaces",
-                            shown(&p)
-                        ),
-                    );
-                    None
-                }
-            }),
-            "status" => status(d, e).map(|s| c.status = s),
-            "digest" => as_string(d, e).and_then(|s| {
-                let s = s.trim().to_ascii_lowercase();
-                if s.len() == 32 && s.chars().all(|c| c.is_ascii_hexdigit()) {
-                    c.digest = Some(s);
-                    Some(())
-                } else {
-                    report(
-                        d,
-                        e,
-                        format!(
-                            "`{}` is not an MD5 digest (32 hex digits; `lb-ctl genhash` \
-                             prints it)",
-                            shown(&s)
-                        ),
-                    );
-                    None
-                }
-            }),
-            "host" => as_string(d, e).and_then(|h| {
-                if h.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    report(d, e, format!("`{h}` is not a host name (no spaces)"));
-                    None
-                } else {
-                    c.host = Some(h);
-                    Some(())
-                }
-            }),
-            "port" => as_u32(d, e, 1).and_then(|n| match u16::try_from(n) {
-                Ok(p) => {
-                    c.port = Some(p);
-                    Some(())
-                }
-                Err(_) => {
-                    report(d, e, format!("{n} is out of range (1..=65535)"));
-                    None
-                }
-            }),
-            "command" => as_string(d, e).map(|s| c.command = Some(s)),
-            "interval" => as_duration(d, e, true).map(|t| c.interval = t),
-            "timeout" => as_duration(d, e, true).map(|t| c.timeout = t),
-            "retry_delay" => as_duration(d, e, false).map(|t| c.retry_delay = t),
-            "warmup" => as_duration(d, e, false).map(|t| c.warmup = t),
-            "retries" => as_u32(d, e, 1).map(|n| c.retries = n),
-            "rise" => as_u32(d, e, 1).map(|n| c.rise = n),
+        let n = s.node;
+        let good = match *key {
+            "path" => report(d, s, http_path(n)).map(|p| c.path = p),
+            "status" => status(d, s).map(|v| c.status = v),
+            "digest" => report(d, s, digest(n)).map(|v| c.digest = Some(v)),
+            "host" => report(d, s, host(n)).map(|h| c.host = Some(h)),
+            "port" => report(d, s, integer(n, 1, u16::MAX.into())).map(|p| c.port = Some(p as u16)),
+            "command" => report(d, s, text(n)).map(|v| c.command = Some(v)),
+            "interval" => report(d, s, check_duration(n, key, true)).map(|t| c.interval = t),
+            "timeout" => report(d, s, check_duration(n, key, true)).map(|t| c.timeout = t),
+            "retry_delay" => report(d, s, check_duration(n, key, false)).map(|t| c.retry_delay = t),
+            "warmup" => report(d, s, check_duration(n, key, false)).map(|t| c.warmup = t),
+            "retries" => report(d, s, u32_value(n, 1)).map(|v| c.retries = v),
+            "rise" => report(d, s, u32_value(n, 1)).map(|v| c.rise = v),
             _ => Some(()),
         };
         ok &= good.is_some();
@@ -479,54 +378,48 @@ fn build(
         return None;
     }
     if kind == CheckKind::Exec && c.command.is_none() {
-        d.field(path, "an `exec` check needs `command`");
+        d.at(line, path, "an `exec` check needs `command`");
         return None;
     }
     if kind != CheckKind::Exec && c.port.is_none() && service_port == Some(0) {
-        d.field(
+        d.at(
+            line,
             path,
             "the service takes every port (port 0): give the check a `port`",
         );
         return None;
     }
-    ok.then_some(c)
+    Some(c)
 }
 
-fn status(d: &mut Diags, e: &Entry) -> Option<Vec<u16>> {
-    let items = match &e.value {
-        Value::Sequence(items) => items.clone(),
-        Value::Number(_) => vec![e.value.clone()],
-        other => {
-            report(
-                d,
-                e,
-                format!(
-                    "expected a list of HTTP status codes such as [200], found {}",
-                    describe(other)
-                ),
+fn status(d: &mut Diags, s: &Setting) -> Option<Vec<u16>> {
+    let items: Vec<&Node> = match &s.node.value {
+        Value::Seq(items) => items.iter().collect(),
+        Value::Int(_) => vec![s.node],
+        _ => {
+            let message = format!(
+                "expected a list of HTTP status codes such as [200], found {}",
+                s.node.describe()
             );
-            return None;
+            return report(d, s, Err(message));
         }
     };
     if items.is_empty() {
-        report(
-            d,
-            e,
-            "the list is empty; give at least one status code".into(),
-        );
-        return None;
+        let message = "the list is empty; give at least one status code".to_string();
+        return report(d, s, Err(message));
     }
     let mut out = Vec::new();
     for (i, v) in items.iter().enumerate() {
-        match v.as_u64().and_then(|n| u16::try_from(n).ok()) {
-            Some(n) if (100..=599).contains(&n) => out.push(n),
+        match v.value {
+            Value::Int(n) if (100..=599).contains(&n) => out.push(n as u16),
             _ => {
-                if !e.inherited {
-                    d.field(
-                        &join_index(&e.path, i),
+                if !s.inherited {
+                    d.at(
+                        s.line,
+                        &join_index(&s.path, i),
                         format!(
                             "expected an HTTP status code (100..=599), found {}",
-                            describe(v)
+                            v.describe()
                         ),
                     );
                 }
@@ -537,13 +430,11 @@ fn status(d: &mut Diags, e: &Entry) -> Option<Vec<u16>> {
     Some(out)
 }
 
-/// Checks the health fields of the service at `path` whose backends are `backends` (None when
-/// some were invalid), with the raw `check:` of each backend by index.
-#[allow(clippy::too_many_arguments)]
+/// Checks the health fields of the service `service` whose backends are `backends` (None when
+/// some were invalid), with the `check:` of each backend by index.
 pub(super) fn check_health(
-    path: &str,
-    raw: RawHealth,
-    backend_checks: Vec<(usize, Field<Value>)>,
+    service: &Fields,
+    backend_checks: Vec<BackendCheck>,
     backends: Option<&[BackendConfig]>,
     vip: Option<Ipv4Addr>,
     port: Option<u16>,
@@ -552,69 +443,43 @@ pub(super) fn check_health(
     let mut ok = true;
     let mut h = Health::default();
 
-    let check_path = join_key(path, "check");
-    let service_entries = match raw.check {
-        Field::Value(v) => match entries(v, &check_path, d) {
-            Some(list) => Some(list),
-            None => {
-                ok = false;
-                None
+    let service_settings = match service.optional("check") {
+        Some(f) => {
+            let list = settings(&f, d);
+            match &list {
+                Some(list) => match build(list.clone(), (&f.path(), f.line), port, d) {
+                    Some(c) => h.check = Some(c),
+                    None => ok = false,
+                },
+                None => ok = false,
             }
-        },
-        Field::Invalid(v) => {
-            d.field(
-                &check_path,
-                format!(
-                    "expected a check (a mapping with `type`, ...), found {}",
-                    describe(&v)
-                ),
-            );
-            ok = false;
-            None
+            list
         }
-        Field::Absent | Field::Null => None,
+        None => None,
     };
-    if let Some(list) = &service_entries {
-        let copy = list.iter().map(clone_entry).collect();
-        match build(copy, &check_path, port, d) {
-            Some(c) => h.check = Some(c),
-            None => ok = false,
-        }
-    }
 
-    for (j, field) in backend_checks {
-        let bpath = join_key(&join_index(&join_key(path, "backends"), j), "check");
-        let value = match field {
-            Field::Value(v) => v,
-            Field::Invalid(v) => {
-                d.field(
-                    &bpath,
-                    format!(
-                        "expected a check (a mapping with `type`, ...), found {}",
-                        describe(&v)
-                    ),
-                );
-                ok = false;
-                continue;
-            }
-            Field::Absent | Field::Null => continue,
-        };
-        let Some(own) = entries(value, &bpath, d) else {
+    for BackendCheck { index, node, line } in backend_checks {
+        let path = join_key(
+            &join_index(&join_key(service.path, "backends"), index),
+            "check",
+        );
+        let f = Field::at(node, line, &path);
+        let Some(own) = settings(&f, d) else {
             ok = false;
             continue;
         };
-        let mut merged: Vec<Entry> = service_entries
+        let mut merged: Vec<Setting> = service_settings
             .iter()
             .flatten()
-            .map(|e| Entry {
+            .map(|s| Setting {
                 inherited: true,
-                ..clone_entry(e)
+                ..s.clone()
             })
             .collect();
         merged.extend(own);
-        match build(merged, &bpath, port, d) {
+        match build(merged, (&f.path(), f.line), port, d) {
             Some(c) => {
-                if let Some(addr) = backends.and_then(|b| b.get(j)).map(|b| b.address) {
+                if let Some(addr) = backends.and_then(|b| b.get(index)).map(|b| b.address) {
                     h.backend_checks.insert(addr, c);
                 }
             }
@@ -622,98 +487,59 @@ pub(super) fn check_health(
         }
     }
 
-    let sorry_path = join_key(path, "sorry_server");
-    match raw.sorry_server {
-        Field::Absent | Field::Null => {}
-        Field::Value(Value::String(s)) | Field::Invalid(Value::String(s)) => {
-            match check_address(&s, "a sorry server") {
-                Ok(addr) if Some(addr) == vip => {
-                    d.field(
-                        &sorry_path,
-                        format!(
-                            "{addr} is the service's VIP; a sorry server must be a real server"
-                        ),
-                    );
-                    ok = false;
-                }
-                Ok(addr) => {
-                    if backends.is_some_and(|b| b.iter().any(|b| b.address == addr)) {
-                        d.field(
-                            &sorry_path,
-                            format!(
-                                "{addr} is also a backend of this service; a sorry server is \
-                                 used when every backend is down"
-                            ),
-                        );
-                        ok = false;
-                    } else {
-                        h.sorry_server = Some(addr);
-                    }
-                }
-                Err(msg) => {
-                    d.field(&sorry_path, msg);
-                    ok = false;
-                }
+    let sorry = service.optional("sorry_server").map(|f| {
+        let r = address(f.node, "a sorry server").and_then(|addr| {
+            if Some(addr) == vip {
+                Err(format!(
+                    "{addr} is the service's VIP; a sorry server must be a real server"
+                ))
+            } else if backends.is_some_and(|b| b.iter().any(|b| b.address == addr)) {
+                Err(format!(
+                    "{addr} is also a backend of this service; a sorry server is used when \
+                     every backend is down"
+                ))
+            } else {
+                Ok(addr)
             }
-        }
-        Field::Value(v) | Field::Invalid(v) => {
-            d.field(
-                &sorry_path,
-                format!("expected an IPv4 address, found {}", describe(&v)),
-            );
-            ok = false;
-        }
+        });
+        d.ok(&f, r)
+    });
+    match sorry {
+        Some(None) => ok = false,
+        other => h.sorry_server = other.flatten(),
     }
 
-    let inhibit_path = join_key(path, "inhibit_on_failure");
-    match raw.inhibit_on_failure {
-        Field::Absent | Field::Null => {}
-        Field::Value(Value::Bool(b)) | Field::Invalid(Value::Bool(b)) => h.inhibit_on_failure = b,
-        Field::Value(v) | Field::Invalid(v) => {
-            d.field(
-                &inhibit_path,
-                format!("expected `true` or `false`, found {}", describe(&v)),
-            );
-            ok = false;
-        }
+    match service.or("inhibit_on_failure", false, d, boolean) {
+        Some(b) => h.inhibit_on_failure = b,
+        None => ok = false,
     }
 
-    let mut number = |field: Field<Value>, key: &str, min: u64, d: &mut Diags| -> Option<u32> {
-        let p = join_key(path, key);
-        match field {
-            Field::Absent | Field::Null => None,
-            Field::Value(v) | Field::Invalid(v) => {
-                match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
-                    Some(n) if u64::from(n) >= min => Some(n),
-                    _ => {
-                        d.field(
-                            &p,
-                            format!(
-                                "expected an integer ({min}..={}), found {}",
-                                u32::MAX,
-                                describe(&v)
-                            ),
-                        );
-                        ok = false;
-                        None
-                    }
-                }
-            }
-        }
+    let mut number = |key: &str, min: u32, d: &mut Diags| -> Option<u32> {
+        let f = service.optional(key)?;
+        let r = u32_value(f.node, min).map_err(|_| {
+            format!(
+                "expected an integer ({min}..={}), found {}",
+                u32::MAX,
+                f.node.describe()
+            )
+        });
+        let n = d.ok(&f, r);
+        ok &= n.is_some();
+        n
     };
-    h.quorum = number(raw.quorum, "quorum", 1, d);
-    let hysteresis_given = !matches!(raw.hysteresis, Field::Absent | Field::Null);
-    h.hysteresis = number(raw.hysteresis, "hysteresis", 0, d).unwrap_or(0);
-    if hysteresis_given && h.hysteresis > 0 {
-        let p = join_key(path, "hysteresis");
+    h.quorum = number("quorum", 1, d);
+    h.hysteresis = number("hysteresis", 0, d).unwrap_or(0);
+    if h.hysteresis > 0
+        && let Some(f) = service.optional("hysteresis")
+    {
         match h.quorum {
             None => {
-                d.field(&p, "`hysteresis` needs a `quorum`");
+                d.field(&f, "`hysteresis` needs a `quorum`");
                 ok = false;
             }
             Some(q) if h.hysteresis >= q => {
                 d.field(
-                    &p,
+                    &f,
                     format!(
                         "hysteresis {} must be smaller than the quorum {q}",
                         h.hysteresis
@@ -725,47 +551,16 @@ pub(super) fn check_health(
         }
     }
 
-    for (key, field) in [
-        ("notify_up", raw.notify_up),
-        ("notify_down", raw.notify_down),
-    ] {
-        let p = join_key(path, key);
-        let value = match field {
-            Field::Absent | Field::Null => continue,
-            Field::Value(Value::String(s)) | Field::Invalid(Value::String(s))
-                if !s.trim().is_empty() =>
-            {
-                s
-            }
-            Field::Value(v) | Field::Invalid(v) => {
-                d.field(
-                    &p,
-                    format!(
-                        "expected a command (a non-empty string), found {}",
-                        describe(&v)
-                    ),
-                );
-                ok = false;
-                continue;
-            }
-        };
-        if key == "notify_up" {
-            h.notify_up = Some(value);
-        } else {
-            h.notify_down = Some(value);
-        }
-    }
+    let mut hook = |key: &str| -> Option<String> {
+        let f = service.optional(key)?;
+        let r = d.ok(&f, command(f.node));
+        ok &= r.is_some();
+        r
+    };
+    h.notify_up = hook("notify_up");
+    h.notify_down = hook("notify_down");
 
     ok.then_some(h)
-}
-
-fn clone_entry(e: &Entry) -> Entry {
-    Entry {
-        key: e.key.clone(),
-        value: e.value.clone(),
-        path: e.path.clone(),
-        inherited: e.inherited,
-    }
 }
 
 #[cfg(test)]

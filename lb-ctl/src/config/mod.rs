@@ -22,11 +22,15 @@
 //! every problem found, each as a [`Diagnostic`] naming the file, the line and the field path
 //! (`services[1].backends[0].weight`). A file with any error is never partly applied.
 
+mod check;
 mod duration;
-mod lines;
+mod fields;
+mod guard;
 mod read;
+mod services;
 mod shown;
-mod validate;
+mod tree;
+mod vrrp;
 
 #[cfg(test)]
 mod input_tests;
@@ -37,14 +41,12 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use serde::Deserialize;
-
+pub use check::{CheckConfig, CheckKind, Health};
 pub use duration::parse_duration;
-pub use lines::{MAX_DEPTH, MAX_EXPANDED_NODES};
+pub use guard::{MAX_DEPTH, MAX_EXPANDED_NODES};
 pub use read::{FileText, MAX_FILE_BYTES, read};
 pub use shown::{SHOWN_CHARS, shown};
-pub use validate::check::{CheckConfig, CheckKind, Health};
-pub use validate::vrrp::VrrpConfig;
+pub use vrrp::{Version, VrrpConfig};
 
 /// A whole service file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,8 +90,7 @@ pub struct BackendConfig {
 }
 
 /// The transport protocol of a service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
     Tcp,
     Udp,
@@ -129,8 +130,7 @@ impl fmt::Display for Protocol {
 }
 
 /// How a service spreads new flows over its backends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Scheduler {
     /// Round robin (weights ignored except 0 = drain).
     Rr,
@@ -206,7 +206,7 @@ pub struct Persistence {
 
 /// Parses and validates the text of a service file; `file` is the name shown in diagnostics.
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-    validate::parse(text, file)
+    services::parse(text, file)
 }
 
 /// Reads and parses the service file at `path`. Only a regular file of at most

@@ -359,7 +359,7 @@ fn type_errors() {
 
 #[test]
 fn integer_too_large_for_yaml() {
-    // serde_yaml itself cannot hold this number: its error carries the path.
+    // Larger than any 64-bit integer: still a number, and out of range.
     let d = one(&service(
         "",
         "      - address: 10.0.0.2\n        weight: 99999999999999999999\n",

@@ -20,22 +20,17 @@
 //!     notify_backup: /usr/local/bin/backup.sh
 //!     notify_fault: /usr/local/bin/fault.sh
 //! ```
-//!
-//! This module is a child of `validate` and uses its helpers ([`Diags`], [`Field`], ...).
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_yaml::Value;
-
-use super::{
-    Diags, Field, check_address, check_name, describe, invalid_string, join_index, join_key, shown,
-    strip_unknown, take,
+use super::fields::{
+    Diags, Field, Fields, boolean, check_address, duration, integer, name, string,
 };
-use crate::config::parse_duration;
-use crate::vrrp::packet::Version;
+use super::shown::shown;
+use super::tree::join_key;
 
 /// One entry of `vrrp:`, every default filled in.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,7 +63,7 @@ pub const DEFAULT_PRIORITY: u8 = 100;
 pub const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_GARP_COUNT: u32 = 5;
 pub const DEFAULT_GARP_DELAY: Duration = Duration::from_secs(1);
-const MAX_GARP_COUNT: i64 = 100;
+const MAX_GARP_COUNT: i128 = 100;
 const MAX_PREEMPT_DELAY: Duration = Duration::from_secs(1000);
 
 const FIELDS: &[&str] = &[
@@ -90,345 +85,220 @@ const FIELDS: &[&str] = &[
     "notify_fault",
 ];
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawVrrp {
-    name: Field<String>,
-    interface: Field<String>,
-    virtual_router_id: Field<i64>,
-    priority: Field<i64>,
-    advert_interval: Field<String>,
-    virtual_addresses: Field<Vec<Field<String>>>,
-    preempt: Field<bool>,
-    preempt_delay: Field<String>,
-    version: Field<i64>,
-    auth_pass: Field<String>,
-    unicast_peers: Field<Vec<Field<String>>>,
-    garp_count: Field<i64>,
-    garp_delay: Field<String>,
-    notify_master: Field<String>,
-    notify_backup: Field<String>,
-    notify_fault: Field<String>,
+/// The VRRP version of an instance (`version: 2 | 3`): RFC 3768 or RFC 5798.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Version {
+    V2,
+    V3,
 }
 
-/// Checks the `vrrp:` value; `Some(list)` when valid (empty when absent).
-pub(super) fn check_vrrp(field: Field<Value>, d: &mut Diags) -> Option<Vec<VrrpConfig>> {
-    let list = match field {
-        Field::Absent | Field::Null => return Some(Vec::new()),
-        Field::Value(Value::Sequence(list)) => list,
-        Field::Value(v) | Field::Invalid(v) => {
-            d.field(
-                "vrrp",
-                format!("expected a list of VRRP instances, found {}", describe(&v)),
-            );
-            return None;
+impl Version {
+    pub fn number(self) -> u8 {
+        match self {
+            Version::V2 => 2,
+            Version::V3 => 3,
         }
+    }
+
+    pub fn from_number(n: u8) -> Option<Version> {
+        match n {
+            2 => Some(Version::V2),
+            3 => Some(Version::V3),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.number())
+    }
+}
+
+/// Checks the `vrrp:` field; `Some(list)` when valid (empty when absent).
+pub(super) fn check_vrrp(field: Option<Field>, d: &mut Diags) -> Option<Vec<VrrpConfig>> {
+    let Some(field) = field else {
+        return Some(Vec::new());
+    };
+    let Some(items) = field.items("vrrp") else {
+        d.field(
+            &field,
+            format!(
+                "expected a list of VRRP instances, found {}",
+                field.node.describe()
+            ),
+        );
+        return None;
     };
     let mut out = Vec::new();
     let mut complete = true;
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut vrids: HashMap<(String, u8), usize> = HashMap::new();
     let mut addresses: HashMap<Ipv4Addr, usize> = HashMap::new();
-    for (i, value) in list.into_iter().enumerate() {
-        let path = join_index("vrrp", i);
-        let line = d.line(&path);
-        let mut map = match value {
-            Value::Mapping(m) => m,
-            other => {
-                d.at(
-                    line,
-                    &path,
-                    format!(
-                        "expected a VRRP instance (a mapping with `name`, `interface`, \
-                         `virtual_router_id`, `virtual_addresses`), found {}",
-                        describe(&other)
-                    ),
+    for item in items {
+        let path = item.path();
+        let line = item.line;
+        let what = (
+            "a VRRP instance (a mapping with `name`, `interface`, `virtual_router_id`, \
+             `virtual_addresses`)",
+            None,
+        );
+        let Some(f) = Fields::of(&item, &path, FIELDS, what, d) else {
+            complete = false;
+            continue;
+        };
+        let Some(v) = check_instance(&f, d) else {
+            complete = false;
+            continue;
+        };
+        let mut clash = |key: &str, message: String| {
+            if let Some(field) = f.get(key) {
+                d.field(&field, message);
+            }
+            complete = false;
+        };
+        if let Some(first) = names.insert(v.name.clone(), line) {
+            clash(
+                "name",
+                format!(
+                    "duplicate VRRP instance name `{}` (first defined at line {first})",
+                    v.name
+                ),
+            );
+        }
+        if let Some(first) = vrids.insert((v.interface.clone(), v.virtual_router_id), line) {
+            clash(
+                "virtual_router_id",
+                format!(
+                    "virtual router {} on {} is already defined at line {first}; each interface \
+                     needs distinct ids",
+                    v.virtual_router_id, v.interface
+                ),
+            );
+        }
+        let va_path = join_key(&path, "virtual_addresses");
+        let listed = f.get("virtual_addresses").and_then(|f| f.items(&va_path));
+        for ((addr, _), item) in v.virtual_addresses.iter().zip(listed.into_iter().flatten()) {
+            if let Some(first) = addresses.insert(*addr, line)
+                && first != line
+            {
+                d.field(
+                    &item,
+                    format!("{addr} is already a virtual address of the instance at line {first}"),
                 );
                 complete = false;
-                continue;
             }
-        };
-        strip_unknown(&mut map, &path, FIELDS, d);
-        let raw = match RawVrrp::deserialize(Value::Mapping(map)) {
-            Ok(raw) => raw,
-            Err(err) => {
-                d.at(line, &path, err.to_string());
-                complete = false;
-                continue;
-            }
-        };
-        match check_instance(&path, line, raw, d) {
-            Some(v) => {
-                if let Some(first) = names.insert(v.name.clone(), line) {
-                    d.field(
-                        &join_key(&path, "name"),
-                        format!(
-                            "duplicate VRRP instance name `{}` (first defined at line {first})",
-                            v.name
-                        ),
-                    );
-                    complete = false;
-                }
-                let key = (v.interface.clone(), v.virtual_router_id);
-                if let Some(first) = vrids.insert(key, line) {
-                    d.field(
-                        &join_key(&path, "virtual_router_id"),
-                        format!(
-                            "virtual router {} on {} is already defined at line {first}; each \
-                             interface needs distinct ids",
-                            v.virtual_router_id, v.interface
-                        ),
-                    );
-                    complete = false;
-                }
-                for (j, (addr, _)) in v.virtual_addresses.iter().enumerate() {
-                    if let Some(first) = addresses.insert(*addr, line)
-                        && first != line
-                    {
-                        d.field(
-                            &join_index(&join_key(&path, "virtual_addresses"), j),
-                            format!(
-                                "{addr} is already a virtual address of the instance at line \
-                                 {first}"
-                            ),
-                        );
-                        complete = false;
-                    }
-                }
-                out.push(v);
-            }
-            None => complete = false,
         }
+        out.push(v);
     }
     complete.then_some(out)
 }
 
-fn check_instance(path: &str, line: usize, raw: RawVrrp, d: &mut Diags) -> Option<VrrpConfig> {
-    let p = |key: &str| join_key(path, key);
-
-    let name = take(d, &p("name"), raw.name, true, invalid_string).and_then(|name| {
-        check_name(&name)
-            .map_err(|msg| d.field(&p("name"), msg))
-            .ok()
-            .map(|()| name)
-    });
-
-    let interface = take(d, &p("interface"), raw.interface, true, invalid_string).and_then(|s| {
+fn check_instance(f: &Fields, d: &mut Diags) -> Option<VrrpConfig> {
+    let name = f.req("name", d, name);
+    let interface = f.req("interface", d, |n| {
+        let s = string(n)?;
         if s.is_empty()
             || s.len() >= libc::IFNAMSIZ
             || s.contains(['/', ' ', '\t', ':'])
             || s == "."
             || s == ".."
         {
-            d.field(
-                &p("interface"),
-                format!(
-                    "`{}` is not an interface name (1-15 characters, no `/`, `:` or spaces)",
-                    shown(&s)
-                ),
-            );
-            None
-        } else {
-            Some(s)
+            return Err(format!(
+                "`{}` is not an interface name (1-15 characters, no `/`, `:` or spaces)",
+                shown(&s)
+            ));
         }
+        Ok(s)
     });
-
-    let vrid = take(
-        d,
-        &p("virtual_router_id"),
-        raw.virtual_router_id,
-        true,
-        invalid_int("1..=255"),
-    )
-    .and_then(|n| in_range(d, &p("virtual_router_id"), n, 1, 255));
-
-    let priority = match raw.priority {
-        Field::Absent | Field::Null => Some(DEFAULT_PRIORITY),
-        f => take(d, &p("priority"), f, false, invalid_int("1..=255")).and_then(|n| {
-            if n == 0 {
-                d.field(
-                    &p("priority"),
-                    "priority 0 is reserved (a master sends it when it stops); use 1..=254, \
-                         or 255 for the address owner",
-                );
-                return None;
-            }
-            in_range(d, &p("priority"), n, 1, 255)
-        }),
-    };
-
-    let version =
-        match raw.version {
-            Field::Absent | Field::Null => Some(Version::V2),
-            f => take(d, &p("version"), f, false, invalid_int("2 or 3")).and_then(|n| {
-                match u8::try_from(n).ok().and_then(Version::from_number) {
-                    Some(v) => Some(v),
-                    None => {
-                        d.field(&p("version"), format!("version {n}: expected 2 or 3"));
-                        None
-                    }
-                }
-            }),
-        };
-
-    let interval_path = p("advert_interval");
-    let advert_interval = match raw.advert_interval {
-        Field::Absent | Field::Null => Some(DEFAULT_ADVERT_INTERVAL),
-        f => duration(d, &interval_path, f),
-    }
-    .and_then(|t| {
+    let vrid = f.req("virtual_router_id", d, |n| byte(n, 1, 255));
+    let priority = f.or("priority", DEFAULT_PRIORITY, d, |n| {
+        if matches!(n.value, super::tree::Value::Int(0)) {
+            return Err(
+                "priority 0 is reserved (a master sends it when it stops); use 1..=254, \
+                        or 255 for the address owner"
+                    .to_string(),
+            );
+        }
+        byte(n, 1, 255)
+    });
+    let version = f.or("version", Version::V2, d, |n| {
+        let v = integer(n, i128::MIN, i128::MAX)
+            .map_err(|_| format!("expected an integer (2 or 3), found {}", n.describe()))?;
+        u8::try_from(v)
+            .ok()
+            .and_then(Version::from_number)
+            .ok_or_else(|| format!("version {v}: expected 2 or 3"))
+    });
+    let advert_interval = f.or("advert_interval", DEFAULT_ADVERT_INTERVAL, d, |n| {
+        let t = duration(n)?;
         let ms = t.as_millis();
         match version {
-            Some(Version::V2) if ms % 1000 != 0 || !(1000..=255_000).contains(&ms) => {
-                d.field(
-                    &interval_path,
-                    format!(
-                        "{ms} ms: version 2 advertises whole seconds, 1s to 255s (use \
-                         `version: 3` for sub-second intervals)"
-                    ),
-                );
-                None
-            }
-            Some(Version::V3) if ms % 10 != 0 || !(10..=40_950).contains(&ms) => {
-                d.field(
-                    &interval_path,
-                    format!(
-                        "{ms} ms: version 3 advertises centiseconds, 10ms to 40950ms in steps \
-                         of 10ms"
-                    ),
-                );
-                None
-            }
-            _ => Some(t),
+            Some(Version::V2) if ms % 1000 != 0 || !(1000..=255_000).contains(&ms) => Err(format!(
+                "{ms} ms: version 2 advertises whole seconds, 1s to 255s (use `version: 3` for \
+                 sub-second intervals)"
+            )),
+            Some(Version::V3) if ms % 10 != 0 || !(10..=40_950).contains(&ms) => Err(format!(
+                "{ms} ms: version 3 advertises centiseconds, 10ms to 40950ms in steps of 10ms"
+            )),
+            _ => Ok(t),
         }
     });
-
-    let va_path = p("virtual_addresses");
-    let virtual_addresses = match take(d, &va_path, raw.virtual_addresses, true, |v| {
-        format!("expected a list of addresses, found {}", describe(v))
-    }) {
-        None => None,
-        Some(list) if list.is_empty() => {
-            d.field(&va_path, "no virtual addresses; list at least one");
-            None
+    let virtual_addresses = f.required("virtual_addresses", d).and_then(|list| {
+        let addresses = addresses(&list, d, cidr)?;
+        let message = match addresses.len() {
+            0 => "no virtual addresses; list at least one",
+            256.. => "more than 255 virtual addresses",
+            _ => return Some(addresses),
+        };
+        d.field(&list, message);
+        None
+    });
+    let preempt = f.or("preempt", true, d, |n| {
+        boolean(n).map_err(|_| format!("expected true or false, found {}", n.describe()))
+    });
+    let preempt_delay = f.or("preempt_delay", Duration::ZERO, d, |n| match duration(n)? {
+        t if t > MAX_PREEMPT_DELAY => Err("at most 1000s".to_string()),
+        t => Ok(t),
+    });
+    let auth_pass = f.or("auth_pass", None, d, |n| {
+        let s = string(n)?;
+        if version == Some(Version::V3) {
+            Err(
+                "version 3 has no authentication (RFC 5798); remove `auth_pass` or use \
+                 `version: 2`"
+                    .to_string(),
+            )
+        } else if s.is_empty() || s.len() > 8 || !s.is_ascii() {
+            Err(
+                "a password of 1 to 8 ASCII characters (keepalived's auth_type PASS uses 8 at \
+                 most)"
+                    .to_string(),
+            )
+        } else {
+            Ok(Some(s))
         }
-        Some(list) if list.len() > 255 => {
-            d.field(&va_path, "more than 255 virtual addresses");
-            None
-        }
-        Some(list) => {
-            let mut out = Vec::new();
-            let mut ok = true;
-            for (j, f) in list.into_iter().enumerate() {
-                let ap = join_index(&va_path, j);
-                match take(d, &ap, f, true, invalid_string).and_then(|s| cidr(d, &ap, &s)) {
-                    Some(a) if out.iter().any(|(x, _)| *x == a.0) => {
-                        d.field(&ap, format!("{} is listed twice", a.0));
-                        ok = false;
-                    }
-                    Some(a) => out.push(a),
-                    None => ok = false,
-                }
-            }
-            ok.then_some(out)
-        }
-    };
-
-    let preempt = match raw.preempt {
-        Field::Absent | Field::Null => Some(true),
-        f => take(d, &p("preempt"), f, false, |v| {
-            format!("expected true or false, found {}", describe(v))
-        }),
-    };
-    let preempt_delay = match raw.preempt_delay {
-        Field::Absent | Field::Null => Some(Duration::ZERO),
-        f => duration(d, &p("preempt_delay"), f).and_then(|t| {
-            if t > MAX_PREEMPT_DELAY {
-                d.field(&p("preempt_delay"), "at most 1000s");
-                return None;
-            }
-            Some(t)
-        }),
-    };
-
-    let auth_pass = match raw.auth_pass {
-        Field::Absent | Field::Null => Some(None),
-        f => take(d, &p("auth_pass"), f, false, invalid_string).and_then(|s| {
-            if version == Some(Version::V3) {
-                d.field(
-                    &p("auth_pass"),
-                    "version 3 has no authentication (RFC 5798); remove `auth_pass` or use \
-                     `version: 2`",
-                );
-                None
-            } else if s.is_empty() || s.len() > 8 || !s.is_ascii() {
-                d.field(
-                    &p("auth_pass"),
-                    "a password of 1 to 8 ASCII characters (keepalived's auth_type PASS \
-                     uses 8 at most)",
-                );
-                None
-            } else {
-                Some(Some(s))
-            }
-        }),
-    };
-
-    let peers_path = p("unicast_peers");
-    let unicast_peers = match raw.unicast_peers {
-        Field::Absent | Field::Null => Some(Vec::new()),
-        f => take(d, &peers_path, f, false, |v| {
-            format!("expected a list of addresses, found {}", describe(v))
+    });
+    let unicast_peers = match f.optional("unicast_peers") {
+        None => Some(Vec::new()),
+        Some(list) => addresses(&list, d, |s| {
+            check_address(s, "a unicast peer").map(|a| (a, 32))
         })
-        .and_then(|list| {
-            let mut out = Vec::new();
-            let mut ok = true;
-            for (j, f) in list.into_iter().enumerate() {
-                let pp = join_index(&peers_path, j);
-                match take(d, &pp, f, true, invalid_string).and_then(|s| {
-                    check_address(&s, "a unicast peer")
-                        .map_err(|m| d.field(&pp, m))
-                        .ok()
-                }) {
-                    Some(a) if out.contains(&a) => {
-                        d.field(&pp, format!("{a} is listed twice"));
-                        ok = false;
-                    }
-                    Some(a) => out.push(a),
-                    None => ok = false,
-                }
-            }
-            ok.then_some(out)
-        }),
+        .map(|list| list.into_iter().map(|(a, _)| a).collect()),
     };
-
-    let garp_count = match raw.garp_count {
-        Field::Absent | Field::Null => Some(DEFAULT_GARP_COUNT),
-        f => take(d, &p("garp_count"), f, false, invalid_int("0..=100"))
-            .and_then(|n| in_range(d, &p("garp_count"), n, 0, MAX_GARP_COUNT))
-            .map(u32::from),
+    let garp_count = f.or("garp_count", DEFAULT_GARP_COUNT, d, |n| {
+        integer(n, 0, MAX_GARP_COUNT).map(|v| v as u32)
+    });
+    let garp_delay = f.or("garp_delay", DEFAULT_GARP_DELAY, d, duration);
+    let mut hook = |key: &str| {
+        f.or(key, None, d, |n| match string(n)? {
+            s if s.trim().is_empty() => Err("an empty command".to_string()),
+            s => Ok(Some(s)),
+        })
     };
-    let garp_delay = match raw.garp_delay {
-        Field::Absent | Field::Null => Some(DEFAULT_GARP_DELAY),
-        f => duration(d, &p("garp_delay"), f),
-    };
-
-    let mut hook = |key: &str, f: Field<String>| -> Option<Option<String>> {
-        match f {
-            Field::Absent | Field::Null => Some(None),
-            f => take(d, &p(key), f, false, invalid_string).and_then(|s| {
-                if s.trim().is_empty() {
-                    d.field(&p(key), "an empty command");
-                    None
-                } else {
-                    Some(Some(s))
-                }
-            }),
-        }
-    };
-    let notify_master = hook("notify_master", raw.notify_master);
-    let notify_backup = hook("notify_backup", raw.notify_backup);
-    let notify_fault = hook("notify_fault", raw.notify_fault);
+    let notify_master = hook("notify_master");
+    let notify_backup = hook("notify_backup");
+    let notify_fault = hook("notify_fault");
 
     Some(VrrpConfig {
         name: name?,
@@ -447,52 +317,63 @@ fn check_instance(path: &str, line: usize, raw: RawVrrp, d: &mut Diags) -> Optio
         notify_master: notify_master?,
         notify_backup: notify_backup?,
         notify_fault: notify_fault?,
-        line,
+        line: f.line,
     })
 }
 
-fn invalid_int(range: &'static str) -> impl FnOnce(&Value) -> String {
-    move |v| format!("expected an integer ({range}), found {}", describe(v))
+/// An integer in `min..=max` that fits a byte.
+fn byte(n: &super::tree::Node, min: u8, max: u8) -> Result<u8, String> {
+    integer(n, min.into(), max.into()).map(|v| v as u8)
 }
 
-fn in_range(d: &mut Diags, path: &str, n: i64, min: i64, max: i64) -> Option<u8> {
-    if (min..=max).contains(&n) {
-        u8::try_from(n).ok()
-    } else {
-        d.field(path, format!("{n} is out of range ({min}..={max})"));
-        None
+/// The list of addresses `list`, each read by `parse` and listed once; None when anything is
+/// wrong (reported at the item).
+fn addresses(
+    list: &Field,
+    d: &mut Diags,
+    parse: impl Fn(&str) -> Result<(Ipv4Addr, u8), String>,
+) -> Option<Vec<(Ipv4Addr, u8)>> {
+    let path = list.path();
+    let Some(items) = list.items(&path) else {
+        d.field(
+            list,
+            format!(
+                "expected a list of addresses, found {}",
+                list.node.describe()
+            ),
+        );
+        return None;
+    };
+    let mut out: Vec<(Ipv4Addr, u8)> = Vec::new();
+    let mut ok = true;
+    for item in items {
+        let r = string(item.node).and_then(|s| parse(&s)).and_then(|a| {
+            if out.iter().any(|(x, _)| *x == a.0) {
+                Err(format!("{} is listed twice", a.0))
+            } else {
+                Ok(a)
+            }
+        });
+        match d.ok(&item, r) {
+            Some(a) => out.push(a),
+            None => ok = false,
+        }
     }
-}
-
-fn duration(d: &mut Diags, path: &str, f: Field<String>) -> Option<Duration> {
-    take(d, path, f, false, |v| {
-        format!(
-            "expected a duration like `1s` or `200ms`, found {}",
-            describe(v)
-        )
-    })
-    .and_then(|s| parse_duration(&s).map_err(|e| d.field(path, e)).ok())
+    ok.then_some(out)
 }
 
 /// `a.b.c.d` or `a.b.c.d/len`.
-fn cidr(d: &mut Diags, path: &str, s: &str) -> Option<(Ipv4Addr, u8)> {
+fn cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
     let (addr, len) = match s.split_once('/') {
         Some((a, l)) => match l.parse::<u8>() {
             Ok(l) if l <= 32 => (a, l),
             _ => {
-                d.field(
-                    path,
-                    format!("`{}`: the prefix length must be 0..=32", shown(s)),
-                );
-                return None;
+                return Err(format!("`{}`: the prefix length must be 0..=32", shown(s)));
             }
         },
         None => (s, 32),
     };
-    check_address(addr, "a virtual address")
-        .map_err(|m| d.field(path, m))
-        .ok()
-        .map(|a| (a, len))
+    check_address(addr, "a virtual address").map(|a| (a, len))
 }
 
 #[cfg(test)]

@@ -40,35 +40,8 @@ pub const MAX_ADDRESSES: usize = 255;
 /// Largest v3 Max Adver Int (12 bits, centiseconds).
 pub const MAX_V3_INTERVAL_CS: u16 = 0x0fff;
 
-/// The protocol version.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Version {
-    V2,
-    V3,
-}
-
-impl Version {
-    pub fn number(self) -> u8 {
-        match self {
-            Version::V2 => 2,
-            Version::V3 => 3,
-        }
-    }
-
-    pub fn from_number(n: u8) -> Option<Version> {
-        match n {
-            2 => Some(Version::V2),
-            3 => Some(Version::V3),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.number())
-    }
-}
+/// The protocol version: defined with the configuration, which names it (`version: 2 | 3`).
+pub use crate::config::Version;
 
 /// One advertisement, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
