@@ -37,8 +37,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     BACKEND_USABLE, Backend, Counters, Flow, FlowKey, Iface, PROTO_TCP, PROTO_UDP, Persist,
-    PersistKey, Reason, Service, ServiceKey, hash_addr, hash_flow, limits, pick, tcp_state,
-    timeouts, v4_mapped,
+    PersistKey, Pick, Reason, Service, ServiceKey, TcpState, age_ns, hash_addr, hash_flow,
+    limits, tcp_flags, v4_mapped,
 };
 
 #[map]
@@ -86,9 +86,6 @@ const TCP_MIN_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
 /// IPv4 flags and fragment offset: MF and the offset; DF does not matter.
 const IP_MF_OFFSET_MASK: u16 = 0x3fff;
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
 
 /// The director's XDP program.
 #[xdp]
@@ -298,28 +295,6 @@ fn addressed_to_us(ctx: &XdpContext) -> Result<(), Reason> {
     Ok(())
 }
 
-/// The TCP state a packet with these flags signals on its own.
-#[inline(always)]
-fn tcp_state_of(proto: u8, flags: u8) -> u8 {
-    if proto != PROTO_TCP {
-        tcp_state::NONE
-    } else if flags & TCP_RST != 0 {
-        tcp_state::RST
-    } else if flags & TCP_FIN != 0 {
-        tcp_state::FIN
-    } else if flags & TCP_SYN != 0 {
-        tcp_state::SYN
-    } else {
-        tcp_state::ESTABLISHED
-    }
-}
-
-/// A TCP flow in SYN or ESTABLISHED state counts as an active connection (ipvsadm ActiveConn).
-#[inline(always)]
-fn is_active(proto: u8, state: u8) -> bool {
-    proto == PROTO_TCP && (state == tcp_state::SYN || state == tcp_state::ESTABLISHED)
-}
-
 /// Adds `delta` (1 or -1 as u64) to a backend's active-connection count.
 #[inline(always)]
 fn count_conn(backend: u32, delta: u64) {
@@ -345,7 +320,7 @@ enum Known {
 #[inline(always)]
 fn known_flow(pkt: &Packet, now: u64) -> Known {
     let proto = pkt.flow.proto;
-    let signalled = tcp_state_of(proto, pkt.tcp_flags);
+    let signalled = TcpState::signalled(proto, pkt.tcp_flags);
     let Some(flow) = FLOWS.get_ptr_mut(&pkt.flow) else {
         return Known::Miss {
             release: None,
@@ -353,13 +328,12 @@ fn known_flow(pkt: &Packet, now: u64) -> Known {
         };
     };
     let flow = unsafe { &mut *flow };
-    let was_active = is_active(proto, flow.state);
+    let state = flow.state();
+    let was_active = state.is_active(proto);
     let release = if was_active { Some(flow.backend) } else { None };
-    let timeout_ns = timeouts::for_state(proto, flow.state) * NS_PER_S;
-    let expired = now.wrapping_sub(flow.last_seen_ns) > timeout_ns;
     // A SYN on the tuple of a closed connection starts a new one.
-    let reused = signalled == tcp_state::SYN && flow.state >= tcp_state::FIN;
-    if expired || reused {
+    let reused = signalled == TcpState::Syn && state >= TcpState::Fin;
+    if !flow.is_live(proto, now) || reused {
         return Known::Miss {
             release,
             live: false,
@@ -377,9 +351,9 @@ fn known_flow(pkt: &Packet, now: u64) -> Known {
     }
     flow.last_seen_ns = now;
     // States only move forward: SYN, ESTABLISHED, FIN, RST.
-    if signalled > flow.state {
-        flow.state = signalled;
-        if was_active && !is_active(proto, signalled) {
+    if signalled > state {
+        flow.state = signalled as u8;
+        if was_active && !signalled.is_active(proto) {
             count_conn(flow.backend, 1u64.wrapping_neg());
         }
     }
@@ -407,7 +381,7 @@ fn usable_backend(id: u32, service: &Service) -> Option<&'static Backend> {
 /// RST (IPVS schedules TCP only on `syn && !rst` unless `sloppy_tcp` is on).
 #[inline(always)]
 fn opens_flow(pkt: &Packet) -> bool {
-    pkt.flow.proto != PROTO_TCP || pkt.tcp_flags & (TCP_SYN | TCP_RST) == TCP_SYN
+    pkt.flow.proto != PROTO_TCP || pkt.tcp_flags & (tcp_flags::SYN | tcp_flags::RST) == tcp_flags::SYN
 }
 
 /// Step 5b: a new flow (or a live one whose backend is gone) gets the backend its client
@@ -437,16 +411,16 @@ fn schedule(pkt: &Packet, service: &Service, now: u64) -> Result<(u32, &'static 
         };
         let _ = PERSIST.insert(&key, &p, 0);
     }
-    let state = tcp_state_of(pkt.flow.proto, pkt.tcp_flags);
+    let state = TcpState::signalled(pkt.flow.proto, pkt.tcp_flags);
     let flow = Flow {
         last_seen_ns: now,
         backend: id,
         service_id: service.id,
-        state,
+        state: state as u8,
         _pad: [0; 7],
     };
     // A full table evicts its least recently used flow; a failed insert only costs stickiness.
-    if FLOWS.insert(&pkt.flow, &flow, 0).is_ok() && is_active(pkt.flow.proto, state) {
+    if FLOWS.insert(&pkt.flow, &flow, 0).is_ok() && state.is_active(pkt.flow.proto) {
         count_conn(id, 1);
     }
     Ok((id, backend))
@@ -456,7 +430,8 @@ fn schedule(pkt: &Packet, service: &Service, now: u64) -> Result<(u32, &'static 
 #[inline(always)]
 fn remembered(key: &PersistKey, service: &Service, now: u64) -> Option<(u32, &'static Backend)> {
     let p = unsafe { PERSIST.get(key) }?;
-    if now.wrapping_sub(p.last_seen_ns) > service.persist_timeout_s as u64 * NS_PER_S {
+    // As for flows: a clock older than the stamp is age 0.
+    if age_ns(now, p.last_seen_ns) > service.persist_timeout_s as u64 * NS_PER_S {
         return None;
     }
     Some((p.backend, usable_backend(p.backend, service)?))
@@ -491,9 +466,9 @@ fn place_without_entry(
 /// The hash that indexes the table of an `mh` (5-tuple) or `sh` (client address) service.
 #[inline(always)]
 fn table_hash(pkt: &Packet, service: &Service) -> Option<u32> {
-    match service.pick {
-        pick::FLOW_HASH => Some(hash_flow(&pkt.flow)),
-        pick::SOURCE_HASH => Some(hash_addr(&pkt.flow.src)),
+    match Pick::from_u8(service.pick) {
+        Some(Pick::FlowHash) => Some(hash_flow(&pkt.flow)),
+        Some(Pick::SourceHash) => Some(hash_addr(&pkt.flow.src)),
         _ => None,
     }
 }
@@ -509,8 +484,8 @@ fn pick_backend(pkt: &Packet, service: &Service) -> Result<(u32, &'static Backen
     if let Some(hash) = table_hash(pkt, service) {
         return table_slot(service, hash % len);
     }
-    let n: u32 = match service.pick {
-        pick::LEAST_CONN | pick::WEIGHTED_LEAST_CONN => return least_conn(service),
+    let n: u32 = match Pick::from_u8(service.pick) {
+        Some(Pick::LeastConn | Pick::WeightedLeastConn) => return least_conn(service),
         _ => {
             // rr and wrr walk the table with the service's shared cursor.
             let cursor = CURSORS
@@ -538,7 +513,7 @@ fn table_slot(service: &Service, n: u32) -> Result<(u32, &'static Backend), Reas
 /// ties go to the first in the table, as in IPVS.
 #[inline(always)]
 fn least_conn(service: &Service) -> Result<(u32, &'static Backend), Reason> {
-    let weighted = service.pick == pick::WEIGHTED_LEAST_CONN;
+    let weighted = Pick::from_u8(service.pick) == Some(Pick::WeightedLeastConn);
     // The id lives apart from the Option, initialised: an undefined payload would let LLVM
     // spill whatever its register holds (a pointer, say) as a u32, which the verifier refuses.
     let mut best: Option<&'static Backend> = None;

@@ -193,7 +193,7 @@ pub fn render_prometheus(snap: &Snapshot) -> String {
         (
             "lb_backend_active_connections",
             "gauge",
-            "Established connections (ipvsadm ActiveConn).",
+            "Live TCP connections in SYN or ESTABLISHED, as lc/wlc count them (ipvsadm ActiveConn).",
             |b| b.active_connections,
         ),
         (

@@ -310,14 +310,7 @@ pub fn recount_connections(maps: &mut Maps, now_ns: u64) -> Result<usize> {
     let mut live: HashMap<u32, u64> = HashMap::new();
     for entry in maps.flows.iter() {
         let Ok((key, flow)) = entry else { continue };
-        let timeout_ns = lb_common::timeouts::for_state(key.proto, flow.state) * 1_000_000_000;
-        let fresh = now_ns.saturating_sub(flow.last_seen_ns) <= timeout_ns;
-        let active = key.proto == lb_common::PROTO_TCP
-            && matches!(
-                flow.state,
-                lb_common::tcp_state::SYN | lb_common::tcp_state::ESTABLISHED
-            );
-        if fresh && active {
+        if flow.is_live(key.proto, now_ns) && flow.is_active(key.proto) {
             *live.entry(flow.backend).or_default() += 1;
         }
     }

@@ -17,8 +17,8 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use lb_common::{
-    BACKEND_CONFIGURED, BACKEND_DOWN, BACKEND_USABLE, Backend, Service, ServiceKey, limits, pick,
-    sched, v4_mapped,
+    BACKEND_CONFIGURED, BACKEND_DOWN, BACKEND_USABLE, Backend, Sched, Service, ServiceKey, limits,
+    v4_mapped,
 };
 
 use crate::{
@@ -201,26 +201,27 @@ fn name_bytes(name: &str) -> [u8; limits::NAME_LEN] {
 }
 
 pub fn scheduler_of(s: &Service) -> Option<Scheduler> {
-    match s.sched {
-        sched::RR => Some(Scheduler::Rr),
-        sched::WRR => Some(Scheduler::Wrr),
-        sched::SH => Some(Scheduler::Sh),
-        sched::MH => Some(Scheduler::Mh),
-        sched::LC => Some(Scheduler::Lc),
-        sched::WLC => Some(Scheduler::Wlc),
-        _ => None,
-    }
+    Some(match Sched::from_u8(s.sched)? {
+        Sched::Rr => Scheduler::Rr,
+        Sched::Wrr => Scheduler::Wrr,
+        Sched::Sh => Scheduler::Sh,
+        Sched::Mh => Scheduler::Mh,
+        Sched::Lc => Scheduler::Lc,
+        Sched::Wlc => Scheduler::Wlc,
+    })
 }
 
+/// The `Service::sched` and `Service::pick` bytes of a scheduler.
 fn sched_id(s: Scheduler) -> (u8, u8) {
-    match s {
-        Scheduler::Rr => (sched::RR, pick::CURSOR),
-        Scheduler::Wrr => (sched::WRR, pick::CURSOR),
-        Scheduler::Sh => (sched::SH, pick::SOURCE_HASH),
-        Scheduler::Mh => (sched::MH, pick::FLOW_HASH),
-        Scheduler::Lc => (sched::LC, pick::LEAST_CONN),
-        Scheduler::Wlc => (sched::WLC, pick::WEIGHTED_LEAST_CONN),
-    }
+    let sched = match s {
+        Scheduler::Rr => Sched::Rr,
+        Scheduler::Wrr => Sched::Wrr,
+        Scheduler::Sh => Sched::Sh,
+        Scheduler::Mh => Sched::Mh,
+        Scheduler::Lc => Sched::Lc,
+        Scheduler::Wlc => Sched::Wlc,
+    };
+    (sched as u8, sched.pick() as u8)
 }
 
 /// `50s mask 255.255.255.0`, or `off`.
