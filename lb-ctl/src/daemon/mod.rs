@@ -57,7 +57,7 @@ use crate::{
     },
     maps::Maps,
     maps::loader::Sizes,
-    maps::pins::{self, Attached, Mode},
+    maps::pins::{self, Mode},
     maps::repair,
     net::neigh::{self, NeighEvent, NeighState},
     net::resolve,
@@ -184,13 +184,9 @@ async fn main_loop(opts: Options) -> Result<()> {
     };
     let dir_buf = opts.pin_dir.clone();
     let dir = dir_buf.as_path();
-    for iface in &opts.ifaces {
-        match pins::attach(dir, iface, opts.mode, &Sizes::default())? {
-            Attached::New => info!(iface = %iface, mode = opts.mode.as_str(), "attached"),
-            Attached::Already => info!(iface = %iface, "adopted the existing attachment"),
-        }
-    }
-    let maps = Maps::from_pins(dir)?;
+    let maps = pins::attach_all(dir, &opts.ifaces, opts.mode, &Sizes::default(), |l| {
+        info!("{l}")
+    })?;
     let ifindexes = attached_ifindexes(&maps)?;
     crate::net::own_addresses::check(&config, &file, &ifindexes)?;
     // Subscribed before the first resolution, so no answer the kernel learns is missed.
