@@ -274,7 +274,9 @@ pub enum Reason {
     PassMalformed = 7,
     /// Dropped: the service has no usable backend.
     DropNoBackend = 8,
-    /// Dropped: the service table pointed at an empty backend slot (a control-plane bug).
+    /// Dropped: the service's table slot is outside `TABLE` or names no usable backend of the
+    /// service (the maps disagree: a control-plane bug or a map written by hand). The data
+    /// path logs the slot and backend for `lb-ctl run`, at most once per CPU per second.
     DropBadBackend = 9,
     /// Forwarded (XDP_TX) without a connection-table entry: a TCP packet that is not a SYN,
     /// with no live entry, to an `mh` or `sh` service, sent to the backend its hash picks (as

@@ -23,6 +23,8 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod rare;
+
 use core::{
     intrinsics::{AtomicOrdering, atomic_xadd},
     mem::size_of,
@@ -37,8 +39,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     BACKEND_USABLE, Backend, Counters, Flow, FlowKey, Iface, PROTO_TCP, PROTO_UDP, Persist,
-    PersistKey, Pick, Reason, Service, ServiceKey, TcpState, age_ns, hash_addr, hash_flow,
-    limits, tcp_flags, v4_mapped,
+    PersistKey, Pick, Reason, Service, ServiceKey, TcpState, age_ns, hash_addr, hash_flow, limits,
+    tcp_flags, v4_mapped,
 };
 
 #[map]
@@ -140,7 +142,7 @@ fn process(ctx: &XdpContext) -> Reason {
             // Only a live entry or a packet that can open a flow may make an entry (and count
             // a connection); anything else is placed statelessly or dropped (sloppy_tcp off).
             if !live && !opens_flow(&pkt) {
-                match place_without_entry(&pkt, service, now) {
+                match place_without_entry(ctx, &pkt, service, now) {
                     Ok((id, backend)) => (id, backend, 0, Reason::ForwardedStateless),
                     Err(reason) => return reason,
                 }
@@ -148,7 +150,7 @@ fn process(ctx: &XdpContext) -> Reason {
                 if let Some(old) = release {
                     count_conn(old, 1u64.wrapping_neg());
                 }
-                match schedule(&pkt, service, now) {
+                match schedule(ctx, &pkt, service, now) {
                     Ok((id, backend)) => (id, backend, 1, Reason::Forwarded),
                     Err(reason) => return reason,
                 }
@@ -381,14 +383,20 @@ fn usable_backend(id: u32, service: &Service) -> Option<&'static Backend> {
 /// RST (IPVS schedules TCP only on `syn && !rst` unless `sloppy_tcp` is on).
 #[inline(always)]
 fn opens_flow(pkt: &Packet) -> bool {
-    pkt.flow.proto != PROTO_TCP || pkt.tcp_flags & (tcp_flags::SYN | tcp_flags::RST) == tcp_flags::SYN
+    pkt.flow.proto != PROTO_TCP
+        || pkt.tcp_flags & (tcp_flags::SYN | tcp_flags::RST) == tcp_flags::SYN
 }
 
 /// Step 5b: a new flow (or a live one whose backend is gone) gets the backend its client
 /// network had within the persistence timeout, or else the one the service's scheduler picks
 /// from its table.
 #[inline(always)]
-fn schedule(pkt: &Packet, service: &Service, now: u64) -> Result<(u32, &'static Backend), Reason> {
+fn schedule(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    service: &Service,
+    now: u64,
+) -> Result<(u32, &'static Backend), Reason> {
     if service.table_len == 0 {
         return Err(Reason::DropNoBackend);
     }
@@ -401,7 +409,7 @@ fn schedule(pkt: &Packet, service: &Service, now: u64) -> Result<(u32, &'static 
     };
     let (id, backend) = match sticky {
         Some(hit) => hit,
-        None => pick_backend(pkt, service)?,
+        None => pick_backend(ctx, pkt, service)?,
     };
     if persist {
         let p = Persist {
@@ -444,6 +452,7 @@ fn remembered(key: &PersistKey, service: &Service, now: u64) -> Option<(u32, &'s
 /// and drop it (`DropNoFlow`), so spoofed packets neither fill the table nor steer lc/wlc.
 #[inline(always)]
 fn place_without_entry(
+    ctx: &XdpContext,
     pkt: &Packet,
     service: &Service,
     now: u64,
@@ -460,7 +469,7 @@ fn place_without_entry(
     {
         return Ok(hit);
     }
-    table_slot(service, hash % len)
+    table_slot(ctx, service, hash % len)
 }
 
 /// The hash that indexes the table of an `mh` (5-tuple) or `sh` (client address) service.
@@ -475,38 +484,54 @@ fn table_hash(pkt: &Packet, service: &Service) -> Option<u32> {
 
 /// The scheduler proper: a slot of the service's table.
 #[inline(always)]
-fn pick_backend(pkt: &Packet, service: &Service) -> Result<(u32, &'static Backend), Reason> {
+fn pick_backend(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    service: &Service,
+) -> Result<(u32, &'static Backend), Reason> {
     let len = service.table_len;
     if len == 0 {
         // Checked by the caller; repeated so the compiler sees no division by zero.
         return Err(Reason::DropNoBackend);
     }
     if let Some(hash) = table_hash(pkt, service) {
-        return table_slot(service, hash % len);
+        return table_slot(ctx, service, hash % len);
     }
     let n: u32 = match Pick::from_u8(service.pick) {
         Some(Pick::LeastConn | Pick::WeightedLeastConn) => return least_conn(service),
         _ => {
             // rr and wrr walk the table with the service's shared cursor.
-            let cursor = CURSORS
-                .get_ptr_mut(service.id)
-                .ok_or(Reason::DropBadBackend)?;
+            let Some(cursor) = CURSORS.get_ptr_mut(service.id) else {
+                rare::no_cursor(ctx, service);
+                return Err(Reason::DropBadBackend);
+            };
             // SeqCst: with Relaxed, this LLVM emits the add without BPF_FETCH.
             let n: u64 = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(cursor, 1) };
             (n % len as u64) as u32
         }
     };
-    table_slot(service, n)
+    table_slot(ctx, service, n)
 }
 
 /// The usable backend in slot `n` of the service's table.
 #[inline(always)]
-fn table_slot(service: &Service, n: u32) -> Result<(u32, &'static Backend), Reason> {
-    let id = *TABLE
-        .get(service.table_offset.wrapping_add(n))
-        .ok_or(Reason::DropBadBackend)?;
-    let backend = usable_backend(id, service).ok_or(Reason::DropBadBackend)?;
-    Ok((id, backend))
+fn table_slot(
+    ctx: &XdpContext,
+    service: &Service,
+    n: u32,
+) -> Result<(u32, &'static Backend), Reason> {
+    let slot = service.table_offset.wrapping_add(n);
+    let Some(&id) = TABLE.get(slot) else {
+        rare::slot_out_of_range(ctx, service, slot);
+        return Err(Reason::DropBadBackend);
+    };
+    match usable_backend(id, service) {
+        Some(backend) => Ok((id, backend)),
+        None => {
+            rare::bad_backend(ctx, service, slot, id, BACKENDS.get(id));
+            Err(Reason::DropBadBackend)
+        }
+    }
 }
 
 /// lc / wlc: the backend with the fewest active connections (per unit of weight for wlc);

@@ -216,6 +216,8 @@ async fn main_loop(opts: Options) -> Result<()> {
         watch,
         opts,
     };
+    let mut datapath_log = crate::maps::datapath_log::DataPathLog::default();
+    datapath_log.follow(&d.maps);
     d.resolve();
     d.reset_quorum();
     d.apply("start");
@@ -292,7 +294,10 @@ async fn main_loop(opts: Options) -> Result<()> {
                     d.apply("neighbour table");
                 }
             }
-            _ = reconcile_tick.tick() => d.reconcile(),
+            _ = reconcile_tick.tick() => {
+                d.reconcile();
+                datapath_log.follow(&d.maps);
+            }
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
         }

@@ -1,7 +1,9 @@
 //! The kernel side of the control plane: loading the program ([`loader`]), its pins
 //! ([`pins`]), the one-writer lock ([`lock`]), their repair ([`repair`]), typed access to the
-//! maps (here) and one consistent read of them ([`view`]).
+//! maps (here), one consistent read of them ([`view`]) and the data path's log records
+//! ([`datapath_log`]).
 
+pub mod datapath_log;
 pub mod loader;
 pub mod lock;
 pub mod pins;
