@@ -502,7 +502,7 @@ fn pick_backend(
         _ => {
             // rr and wrr walk the table with the service's shared cursor.
             let Some(cursor) = CURSORS.get_ptr_mut(service.id) else {
-                rare::no_cursor(ctx, service);
+                rare::no_cursor(ctx, service.id);
                 return Err(Reason::DropBadBackend);
             };
             // SeqCst: with Relaxed, this LLVM emits the add without BPF_FETCH.
@@ -522,13 +522,19 @@ fn table_slot(
 ) -> Result<(u32, &'static Backend), Reason> {
     let slot = service.table_offset.wrapping_add(n);
     let Some(&id) = TABLE.get(slot) else {
-        rare::slot_out_of_range(ctx, service, slot);
+        rare::slot_out_of_range(
+            ctx,
+            service.id,
+            slot,
+            service.table_offset,
+            service.table_len,
+        );
         return Err(Reason::DropBadBackend);
     };
     match usable_backend(id, service) {
         Some(backend) => Ok((id, backend)),
         None => {
-            rare::bad_backend(ctx, service, slot, id, BACKENDS.get(id));
+            rare::bad_backend(ctx, service.id, slot, id);
             Err(Reason::DropBadBackend)
         }
     }

@@ -9,9 +9,9 @@ use aya_ebpf::{
     helpers::bpf_ktime_get_coarse_ns, macros::map, maps::PerCpuArray, programs::XdpContext,
 };
 use aya_log_ebpf::error;
-use lb_common::{Backend, Service, age_ns};
+use lb_common::age_ns;
 
-use crate::NS_PER_S;
+use crate::{BACKENDS, NS_PER_S};
 
 /// When this CPU last wrote a record (coarse ns; 0 = never).
 #[map]
@@ -32,39 +32,37 @@ fn may_log() -> bool {
     true
 }
 
-/// Slot `slot` of the service's table is outside `TABLE`.
-#[inline(always)]
-pub fn slot_out_of_range(ctx: &XdpContext, service: &Service, slot: u32) {
+// Each event is its own BPF function (`inline(never)`), called with scalars only: the
+// forwarding paths of `lb_xdp` then carry a call instruction, not the record's formatting,
+// so their code is what it was without logging.
+
+/// Slot `slot` of service `service`'s table (the region `offset + len`) is outside `TABLE`.
+#[inline(never)]
+pub fn slot_out_of_range(ctx: &XdpContext, service: u32, slot: u32, offset: u32, len: u32) {
     if may_log() {
         error!(
             ctx,
             "drop_bad_backend: service {} table slot {} is outside TABLE (region {} + {})",
-            service.id,
+            service,
             slot,
-            service.table_offset,
-            service.table_len
+            offset,
+            len
         );
     }
 }
 
-/// Slot `slot` of the service's table names backend `id`, which is no usable backend of it:
-/// out of range (`backend` is `None`), empty, without a MAC, down, or another service's.
-#[inline(always)]
-pub fn bad_backend(
-    ctx: &XdpContext,
-    service: &Service,
-    slot: u32,
-    id: u32,
-    backend: Option<&Backend>,
-) {
+/// Slot `slot` of service `service`'s table names backend `id`, which is no usable backend
+/// of it: outside `BACKENDS`, empty, without a MAC, down, or another service's.
+#[inline(never)]
+pub fn bad_backend(ctx: &XdpContext, service: u32, slot: u32, id: u32) {
     if !may_log() {
         return;
     }
-    match backend {
+    match BACKENDS.get(id) {
         Some(b) => error!(
             ctx,
             "drop_bad_backend: service {} table slot {} names backend {} (flags {:x}, service {}): not a usable backend of the service",
-            service.id,
+            service,
             slot,
             id,
             b.flags,
@@ -73,20 +71,20 @@ pub fn bad_backend(
         None => error!(
             ctx,
             "drop_bad_backend: service {} table slot {} names backend {}, outside BACKENDS",
-            service.id,
+            service,
             slot,
             id
         ),
     }
 }
 
-/// The service's id has no round-robin cursor (outside `CURSORS`).
-#[inline(always)]
-pub fn no_cursor(ctx: &XdpContext, service: &Service) {
+/// Service `service` has no round-robin cursor (its id is outside `CURSORS`).
+#[inline(never)]
+pub fn no_cursor(ctx: &XdpContext, service: u32) {
     if may_log() {
         error!(
             ctx,
-            "drop_bad_backend: service {} has no round-robin cursor (outside CURSORS)", service.id
+            "drop_bad_backend: service {} has no round-robin cursor (outside CURSORS)", service
         );
     }
 }
