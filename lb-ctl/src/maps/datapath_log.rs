@@ -8,7 +8,7 @@
 //! `lb_xdp` that uses this daemon's `SERVICES` map is read, found by the kernel's program list
 //! (which also finds a pinned program loaded by an earlier `lb-ctl attach`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, hash_map::Entry};
 
 use anyhow::{Context as _, Result};
 use aya::programs::loaded_programs;
@@ -48,8 +48,8 @@ impl DataPathLog {
             keep
         });
         for id in ours {
-            if !self.readers.contains_key(&id) {
-                self.readers.insert(id, read(id)?);
+            if let Entry::Vacant(slot) = self.readers.entry(id) {
+                slot.insert(read(id)?);
                 debug!(program = id, "reading the data path's log records");
             }
         }
