@@ -13,6 +13,9 @@
 //! 6. [`rewrite`]: destination MAC := backend, source MAC := ours; the IP packet is untouched.
 //! 7. [`count`]: per-CPU counters per service, per backend and per reason.
 //!
+//! A drop the counters cannot explain (`drop_bad_backend`) is also logged for the daemon
+//! ([`rare`]), outside the forwarding paths.
+//!
 //! Anything that is not for a configured service goes to the kernel untouched (XDP_PASS), so
 //! the director's own traffic keeps working; a malformed packet is passed too (the kernel drops
 //! it), never rewritten. Only a service with no usable backend drops, and a TCP packet that

@@ -217,7 +217,8 @@ The daemon is the only writer of the pin directory while it runs: it holds its l
 backend's MAC follows the kernel's neighbour table as soon as it changes (a gratuitous ARP),
 a backend whose neighbour entry FAILED gets no traffic, and every --reconcile-interval the
 pins (a detached interface, a removed pin) and the maps (anything written by hand) are put
-back to what it wants, each repair logged.
+back to what it wants, each repair logged. The data path's records (a drop_bad_backend's
+service, slot and backend, at most once per CPU per second) are logged with target datapath.
 
 SIGTERM or SIGINT stops the checks and leaves the data path forwarding, unless
 --detach-on-exit.
