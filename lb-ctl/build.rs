@@ -1,10 +1,19 @@
 //! Builds the XDP object from `../lb-ebpf` with the nightly toolchain for `bpfel-unknown-none`
 //! and leaves it in `OUT_DIR/lb-ebpf` (and the bench programs in `OUT_DIR/lb-bench`), where
-//! `src/loader.rs` embeds them. One binary is then all
-//! a user installs.
+//! `src/maps/loader.rs` embeds them. One binary is then all a user installs.
 //!
 //! Needs `bpf-linker` on PATH and the nightly's `rust-src` (`cargo xtask setup` installs both).
-//! `LB_EBPF_OBJECT=PATH` uses a prebuilt object instead.
+//! `LB_EBPF_OBJECT=PATH` uses a prebuilt object instead (the bench programs are then empty:
+//! `cargo xtask bench` needs a full build).
+//!
+//! This is what `aya_build::build_ebpf` (aya-build 0.2.0) runs, written out, because that
+//! function cannot build this crate: it runs `cargo build --package lb-ebpf` in the outer
+//! workspace, where lb-ebpf is not a member (a member would be built for the host by
+//! `cargo build/clippy --workspace` on stable, and lb-ebpf is `no_std`, `no_main` and uses
+//! nightly features); and it sets `CARGO_ENCODED_RUSTFLAGS` itself, which drops
+//! `-Ctarget-cpu=v3` (the data path's atomic fetch-and-add on the round-robin cursor needs
+//! it). It also builds without `--locked`, and lb-ebpf's own lock file is what pins aya-ebpf
+//! to the versions the nightly builds. See docs/architecture.md, "Building the XDP object".
 
 use std::{env, fs, path::PathBuf, process::Command};
 
@@ -24,6 +33,8 @@ fn main() -> anyhow::Result<()> {
     if let Some(prebuilt) = env::var_os("LB_EBPF_OBJECT") {
         fs::copy(&prebuilt, &dest)
             .with_context(|| format!("copying LB_EBPF_OBJECT {prebuilt:?}"))?;
+        let bench = out_dir.join("lb-bench");
+        fs::write(&bench, b"").with_context(|| format!("writing {}", bench.display()))?;
         return Ok(());
     }
     for dir in [

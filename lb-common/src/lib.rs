@@ -10,6 +10,12 @@
 //! (`::ffff:a.b.c.d`), so IPv6 can use the same maps later. Ports are in network byte order.
 #![no_std]
 
+mod flow;
+mod pick;
+
+pub use flow::{Flow, TcpState, age_ns, tcp_flags, timeouts};
+pub use pick::{Pick, Sched};
+
 /// Names of the maps and programs, as the ELF object declares them and as they are pinned.
 pub mod names {
     pub const PROGRAM: &str = "lb_xdp";
@@ -88,56 +94,6 @@ pub struct ServiceKey {
     pub _pad: u8,
 }
 
-/// How the data path picks a slot of a service's table for a new flow.
-pub mod pick {
-    /// Walk the table with the service's shared cursor (rr, wrr).
-    pub const CURSOR: u8 = 0;
-    /// Index the table by a hash of the flow's 5-tuple (consistent hashing: mh).
-    pub const FLOW_HASH: u8 = 1;
-    /// Index the table by a hash of the client's address (sh).
-    pub const SOURCE_HASH: u8 = 2;
-    /// The backend in the table with the fewest active connections (lc); at most
-    /// `limits::LC_MAX_BACKENDS` are compared.
-    pub const LEAST_CONN: u8 = 3;
-    /// As `LEAST_CONN`, per unit of weight (wlc).
-    pub const WEIGHTED_LEAST_CONN: u8 = 4;
-}
-
-/// Scheduler identifiers, as stored for `lb-ctl list`; the data path only reads `pick`.
-pub mod sched {
-    pub const RR: u8 = 0;
-    pub const WRR: u8 = 1;
-    pub const SH: u8 = 2;
-    pub const MH: u8 = 3;
-    pub const LC: u8 = 4;
-    pub const WLC: u8 = 5;
-}
-
-/// How long a connection-table entry stands for a connection after its last packet, by
-/// state: IPVS's defaults (`ipvsadm --set 900 120 300`, SYN_RECV 30 s, CLOSE 10 s). An entry
-/// older than this is a new flow again.
-pub mod timeouts {
-    pub const TCP_SYN_S: u64 = 30;
-    pub const TCP_ESTABLISHED_S: u64 = 900;
-    pub const TCP_FIN_S: u64 = 120;
-    pub const TCP_CLOSE_S: u64 = 10;
-    pub const UDP_S: u64 = 300;
-
-    /// The timeout in seconds for a flow of `proto` (6 or 17) in `state` (`tcp_state`).
-    #[inline(always)]
-    pub const fn for_state(proto: u8, state: u8) -> u64 {
-        if proto != super::PROTO_TCP {
-            return UDP_S;
-        }
-        match state {
-            super::tcp_state::ESTABLISHED => TCP_ESTABLISHED_S,
-            super::tcp_state::FIN => TCP_FIN_S,
-            super::tcp_state::RST => TCP_CLOSE_S,
-            _ => TCP_SYN_S,
-        }
-    }
-}
-
 /// murmur3's 32-bit block mix: one word into the running hash.
 #[inline(always)]
 pub const fn hash_word(h: u32, word: u32) -> u32 {
@@ -201,9 +157,9 @@ pub struct Service {
     pub table_offset: u32,
     /// Entries in the sequence; 0 = no usable backend (packets are dropped and counted).
     pub table_len: u32,
-    /// One of [`pick`].
+    /// A [`Pick`] as a byte (read it with [`Pick::from_u8`]).
     pub pick: u8,
-    /// One of [`sched`]; not read by the data path.
+    /// A [`Sched`] as a byte, for listings; not read by the data path.
     pub sched: u8,
     pub flags: u16,
     /// Persistence: new connections from one client network within this many seconds of the
@@ -249,28 +205,6 @@ pub struct FlowKey {
     pub dport: u16,
     pub proto: u8,
     pub _pad: [u8; 3],
-}
-
-/// TCP state as the director sees it (client-to-server direction only, as in IPVS DR mode).
-pub mod tcp_state {
-    pub const NONE: u8 = 0;
-    pub const SYN: u8 = 1;
-    pub const ESTABLISHED: u8 = 2;
-    pub const FIN: u8 = 3;
-    pub const RST: u8 = 4;
-}
-
-/// Value of `FLOWS`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Flow {
-    /// `bpf_ktime_get_ns()` of the last packet.
-    pub last_seen_ns: u64,
-    pub backend: u32,
-    pub service_id: u32,
-    /// One of [`tcp_state`].
-    pub state: u8,
-    pub _pad: [u8; 7],
 }
 
 /// Key of `PERSIST`: a client network and a service.
@@ -340,7 +274,9 @@ pub enum Reason {
     PassMalformed = 7,
     /// Dropped: the service has no usable backend.
     DropNoBackend = 8,
-    /// Dropped: the service table pointed at an empty backend slot (a control-plane bug).
+    /// Dropped: the service's table slot is outside `TABLE` or names no usable backend of the
+    /// service (the maps disagree: a control-plane bug or a map written by hand). The data
+    /// path logs the slot and backend for `lb-ctl run`, at most once per CPU per second.
     DropBadBackend = 9,
     /// Forwarded (XDP_TX) without a connection-table entry: a TCP packet that is not a SYN,
     /// with no live entry, to an `mh` or `sh` service, sent to the backend its hash picks (as
@@ -528,14 +464,6 @@ mod tests {
         for n in buckets {
             assert!((1300..=1560).contains(&n), "{buckets:?}");
         }
-    }
-
-    #[test]
-    fn timeouts_follow_ipvs() {
-        assert_eq!(timeouts::for_state(PROTO_TCP, tcp_state::ESTABLISHED), 900);
-        assert_eq!(timeouts::for_state(PROTO_TCP, tcp_state::FIN), 120);
-        assert_eq!(timeouts::for_state(PROTO_TCP, tcp_state::SYN), 30);
-        assert_eq!(timeouts::for_state(PROTO_UDP, tcp_state::NONE), 300);
     }
 
     #[test]

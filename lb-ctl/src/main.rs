@@ -20,7 +20,7 @@ use lb_ctl::{
     maps::Maps,
     maps::loader::Sizes,
     maps::lock,
-    maps::pins::{self, Attached},
+    maps::pins,
     maps::view,
     net::netns,
     net::resolve,
@@ -57,18 +57,7 @@ fn run(cli: Cli) -> Result<()> {
                 table_entries,
                 flows,
             };
-            match pins::attach(dir, &iface, mode, &sizes)? {
-                Attached::New => println!(
-                    "attached to {iface} in {} mode; pinned under {}",
-                    mode.as_str(),
-                    dir.display()
-                ),
-                Attached::Already => println!(
-                    "{iface} is already attached (pinned under {}); nothing to do \
-                     (to change its mode, detach it first)",
-                    dir.display()
-                ),
-            }
+            pins::attach_all(dir, &[iface], mode, &sizes, |line| println!("{line}"))?;
         }
         Command::Detach { iface } => {
             privileges::require("detach")?;
@@ -99,7 +88,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::List { connections } => {
             privileges::require("list")?;
-            let maps = open(dir)?;
+            let maps = pins::open(dir)?;
             if connections {
                 print!("{}", list::render_connections(&view::connections(&maps)?));
             } else {
@@ -114,7 +103,7 @@ fn run(cli: Cli) -> Result<()> {
             count,
         } => {
             privileges::require("stats")?;
-            let maps = open(dir)?;
+            let maps = pins::open(dir)?;
             let render = |shown: &Director, rates: Option<&Rates>| -> Result<String> {
                 Ok(if json {
                     stats::render_json(shown)? + "\n"
@@ -249,23 +238,12 @@ fn write_lock(dir: &Path, wait: Duration) -> Result<lock::WriteLock> {
     })
 }
 
-fn open(dir: &Path) -> Result<Maps> {
-    if !dir.join(lb_common::names::SERVICES).exists() {
-        bail!(
-            "nothing is attached: no maps are pinned under {} (run `lb-ctl attach IFACE` first, \
-             or give the --pin-dir it used)",
-            dir.display()
-        );
-    }
-    Maps::from_pins(dir)
-}
-
 fn run_apply(dir: &Path, file: &Path, dry_run: bool, timeout: Duration) -> Result<()> {
     let config = match config::load(file) {
         Ok(c) => c,
         Err(e) => bail!("{e}"),
     };
-    let mut maps = open(dir)?;
+    let mut maps = pins::open(dir)?;
     let ifindexes: Vec<u32> = maps
         .ifaces
         .keys()

@@ -13,6 +13,9 @@
 //! 6. [`rewrite`]: destination MAC := backend, source MAC := ours; the IP packet is untouched.
 //! 7. [`count`]: per-CPU counters per service, per backend and per reason.
 //!
+//! A drop the counters cannot explain (`drop_bad_backend`) is also logged for the daemon
+//! ([`rare`]), outside the forwarding paths.
+//!
 //! Anything that is not for a configured service goes to the kernel untouched (XDP_PASS), so
 //! the director's own traffic keeps working; a malformed packet is passed too (the kernel drops
 //! it), never rewritten. Only a service with no usable backend drops, and a TCP packet that
@@ -22,6 +25,8 @@
 // The BPF target has no `AtomicU64::fetch_add`; the intrinsic compiles to BPF_ATOMIC_FETCH_ADD.
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
+
+mod rare;
 
 use core::{
     intrinsics::{AtomicOrdering, atomic_xadd},
@@ -37,8 +42,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     BACKEND_USABLE, Backend, Counters, Flow, FlowKey, Iface, PROTO_TCP, PROTO_UDP, Persist,
-    PersistKey, Reason, Service, ServiceKey, hash_addr, hash_flow, limits, pick, tcp_state,
-    timeouts, v4_mapped,
+    PersistKey, Pick, Reason, Service, ServiceKey, TcpState, age_ns, hash_addr, hash_flow, limits,
+    tcp_flags, v4_mapped,
 };
 
 #[map]
@@ -86,9 +91,6 @@ const TCP_MIN_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
 /// IPv4 flags and fragment offset: MF and the offset; DF does not matter.
 const IP_MF_OFFSET_MASK: u16 = 0x3fff;
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
 
 /// The director's XDP program.
 #[xdp]
@@ -143,7 +145,7 @@ fn process(ctx: &XdpContext) -> Reason {
             // Only a live entry or a packet that can open a flow may make an entry (and count
             // a connection); anything else is placed statelessly or dropped (sloppy_tcp off).
             if !live && !opens_flow(&pkt) {
-                match place_without_entry(&pkt, service, now) {
+                match place_without_entry(ctx, &pkt, service, now) {
                     Ok((id, backend)) => (id, backend, 0, Reason::ForwardedStateless),
                     Err(reason) => return reason,
                 }
@@ -151,7 +153,7 @@ fn process(ctx: &XdpContext) -> Reason {
                 if let Some(old) = release {
                     count_conn(old, 1u64.wrapping_neg());
                 }
-                match schedule(&pkt, service, now) {
+                match schedule(ctx, &pkt, service, now) {
                     Ok((id, backend)) => (id, backend, 1, Reason::Forwarded),
                     Err(reason) => return reason,
                 }
@@ -298,28 +300,6 @@ fn addressed_to_us(ctx: &XdpContext) -> Result<(), Reason> {
     Ok(())
 }
 
-/// The TCP state a packet with these flags signals on its own.
-#[inline(always)]
-fn tcp_state_of(proto: u8, flags: u8) -> u8 {
-    if proto != PROTO_TCP {
-        tcp_state::NONE
-    } else if flags & TCP_RST != 0 {
-        tcp_state::RST
-    } else if flags & TCP_FIN != 0 {
-        tcp_state::FIN
-    } else if flags & TCP_SYN != 0 {
-        tcp_state::SYN
-    } else {
-        tcp_state::ESTABLISHED
-    }
-}
-
-/// A TCP flow in SYN or ESTABLISHED state counts as an active connection (ipvsadm ActiveConn).
-#[inline(always)]
-fn is_active(proto: u8, state: u8) -> bool {
-    proto == PROTO_TCP && (state == tcp_state::SYN || state == tcp_state::ESTABLISHED)
-}
-
 /// Adds `delta` (1 or -1 as u64) to a backend's active-connection count.
 #[inline(always)]
 fn count_conn(backend: u32, delta: u64) {
@@ -345,7 +325,7 @@ enum Known {
 #[inline(always)]
 fn known_flow(pkt: &Packet, now: u64) -> Known {
     let proto = pkt.flow.proto;
-    let signalled = tcp_state_of(proto, pkt.tcp_flags);
+    let signalled = TcpState::signalled(proto, pkt.tcp_flags);
     let Some(flow) = FLOWS.get_ptr_mut(&pkt.flow) else {
         return Known::Miss {
             release: None,
@@ -353,13 +333,12 @@ fn known_flow(pkt: &Packet, now: u64) -> Known {
         };
     };
     let flow = unsafe { &mut *flow };
-    let was_active = is_active(proto, flow.state);
+    let state = flow.state();
+    let was_active = state.is_active(proto);
     let release = if was_active { Some(flow.backend) } else { None };
-    let timeout_ns = timeouts::for_state(proto, flow.state) * NS_PER_S;
-    let expired = now.wrapping_sub(flow.last_seen_ns) > timeout_ns;
     // A SYN on the tuple of a closed connection starts a new one.
-    let reused = signalled == tcp_state::SYN && flow.state >= tcp_state::FIN;
-    if expired || reused {
+    let reused = signalled == TcpState::Syn && state >= TcpState::Fin;
+    if !flow.is_live(proto, now) || reused {
         return Known::Miss {
             release,
             live: false,
@@ -377,9 +356,9 @@ fn known_flow(pkt: &Packet, now: u64) -> Known {
     }
     flow.last_seen_ns = now;
     // States only move forward: SYN, ESTABLISHED, FIN, RST.
-    if signalled > flow.state {
-        flow.state = signalled;
-        if was_active && !is_active(proto, signalled) {
+    if signalled > state {
+        flow.state = signalled as u8;
+        if was_active && !signalled.is_active(proto) {
             count_conn(flow.backend, 1u64.wrapping_neg());
         }
     }
@@ -407,14 +386,20 @@ fn usable_backend(id: u32, service: &Service) -> Option<&'static Backend> {
 /// RST (IPVS schedules TCP only on `syn && !rst` unless `sloppy_tcp` is on).
 #[inline(always)]
 fn opens_flow(pkt: &Packet) -> bool {
-    pkt.flow.proto != PROTO_TCP || pkt.tcp_flags & (TCP_SYN | TCP_RST) == TCP_SYN
+    pkt.flow.proto != PROTO_TCP
+        || pkt.tcp_flags & (tcp_flags::SYN | tcp_flags::RST) == tcp_flags::SYN
 }
 
 /// Step 5b: a new flow (or a live one whose backend is gone) gets the backend its client
 /// network had within the persistence timeout, or else the one the service's scheduler picks
 /// from its table.
 #[inline(always)]
-fn schedule(pkt: &Packet, service: &Service, now: u64) -> Result<(u32, &'static Backend), Reason> {
+fn schedule(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    service: &Service,
+    now: u64,
+) -> Result<(u32, &'static Backend), Reason> {
     if service.table_len == 0 {
         return Err(Reason::DropNoBackend);
     }
@@ -427,7 +412,7 @@ fn schedule(pkt: &Packet, service: &Service, now: u64) -> Result<(u32, &'static 
     };
     let (id, backend) = match sticky {
         Some(hit) => hit,
-        None => pick_backend(pkt, service)?,
+        None => pick_backend(ctx, pkt, service)?,
     };
     if persist {
         let p = Persist {
@@ -437,16 +422,16 @@ fn schedule(pkt: &Packet, service: &Service, now: u64) -> Result<(u32, &'static 
         };
         let _ = PERSIST.insert(&key, &p, 0);
     }
-    let state = tcp_state_of(pkt.flow.proto, pkt.tcp_flags);
+    let state = TcpState::signalled(pkt.flow.proto, pkt.tcp_flags);
     let flow = Flow {
         last_seen_ns: now,
         backend: id,
         service_id: service.id,
-        state,
+        state: state as u8,
         _pad: [0; 7],
     };
     // A full table evicts its least recently used flow; a failed insert only costs stickiness.
-    if FLOWS.insert(&pkt.flow, &flow, 0).is_ok() && is_active(pkt.flow.proto, state) {
+    if FLOWS.insert(&pkt.flow, &flow, 0).is_ok() && state.is_active(pkt.flow.proto) {
         count_conn(id, 1);
     }
     Ok((id, backend))
@@ -456,7 +441,8 @@ fn schedule(pkt: &Packet, service: &Service, now: u64) -> Result<(u32, &'static 
 #[inline(always)]
 fn remembered(key: &PersistKey, service: &Service, now: u64) -> Option<(u32, &'static Backend)> {
     let p = unsafe { PERSIST.get(key) }?;
-    if now.wrapping_sub(p.last_seen_ns) > service.persist_timeout_s as u64 * NS_PER_S {
+    // As for flows: a clock older than the stamp is age 0.
+    if age_ns(now, p.last_seen_ns) > service.persist_timeout_s as u64 * NS_PER_S {
         return None;
     }
     Some((p.backend, usable_backend(p.backend, service)?))
@@ -469,6 +455,7 @@ fn remembered(key: &PersistKey, service: &Service, now: u64) -> Option<(u32, &'s
 /// and drop it (`DropNoFlow`), so spoofed packets neither fill the table nor steer lc/wlc.
 #[inline(always)]
 fn place_without_entry(
+    ctx: &XdpContext,
     pkt: &Packet,
     service: &Service,
     now: u64,
@@ -485,60 +472,82 @@ fn place_without_entry(
     {
         return Ok(hit);
     }
-    table_slot(service, hash % len)
+    table_slot(ctx, service, hash % len)
 }
 
 /// The hash that indexes the table of an `mh` (5-tuple) or `sh` (client address) service.
 #[inline(always)]
 fn table_hash(pkt: &Packet, service: &Service) -> Option<u32> {
-    match service.pick {
-        pick::FLOW_HASH => Some(hash_flow(&pkt.flow)),
-        pick::SOURCE_HASH => Some(hash_addr(&pkt.flow.src)),
+    match Pick::from_u8(service.pick) {
+        Some(Pick::FlowHash) => Some(hash_flow(&pkt.flow)),
+        Some(Pick::SourceHash) => Some(hash_addr(&pkt.flow.src)),
         _ => None,
     }
 }
 
 /// The scheduler proper: a slot of the service's table.
 #[inline(always)]
-fn pick_backend(pkt: &Packet, service: &Service) -> Result<(u32, &'static Backend), Reason> {
+fn pick_backend(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    service: &Service,
+) -> Result<(u32, &'static Backend), Reason> {
     let len = service.table_len;
     if len == 0 {
         // Checked by the caller; repeated so the compiler sees no division by zero.
         return Err(Reason::DropNoBackend);
     }
     if let Some(hash) = table_hash(pkt, service) {
-        return table_slot(service, hash % len);
+        return table_slot(ctx, service, hash % len);
     }
-    let n: u32 = match service.pick {
-        pick::LEAST_CONN | pick::WEIGHTED_LEAST_CONN => return least_conn(service),
+    let n: u32 = match Pick::from_u8(service.pick) {
+        Some(Pick::LeastConn | Pick::WeightedLeastConn) => return least_conn(service),
         _ => {
             // rr and wrr walk the table with the service's shared cursor.
-            let cursor = CURSORS
-                .get_ptr_mut(service.id)
-                .ok_or(Reason::DropBadBackend)?;
+            let Some(cursor) = CURSORS.get_ptr_mut(service.id) else {
+                rare::no_cursor(ctx, service.id);
+                return Err(Reason::DropBadBackend);
+            };
             // SeqCst: with Relaxed, this LLVM emits the add without BPF_FETCH.
             let n: u64 = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(cursor, 1) };
             (n % len as u64) as u32
         }
     };
-    table_slot(service, n)
+    table_slot(ctx, service, n)
 }
 
 /// The usable backend in slot `n` of the service's table.
 #[inline(always)]
-fn table_slot(service: &Service, n: u32) -> Result<(u32, &'static Backend), Reason> {
-    let id = *TABLE
-        .get(service.table_offset.wrapping_add(n))
-        .ok_or(Reason::DropBadBackend)?;
-    let backend = usable_backend(id, service).ok_or(Reason::DropBadBackend)?;
-    Ok((id, backend))
+fn table_slot(
+    ctx: &XdpContext,
+    service: &Service,
+    n: u32,
+) -> Result<(u32, &'static Backend), Reason> {
+    let slot = service.table_offset.wrapping_add(n);
+    let Some(&id) = TABLE.get(slot) else {
+        rare::slot_out_of_range(
+            ctx,
+            service.id,
+            slot,
+            service.table_offset,
+            service.table_len,
+        );
+        return Err(Reason::DropBadBackend);
+    };
+    match usable_backend(id, service) {
+        Some(backend) => Ok((id, backend)),
+        None => {
+            rare::bad_backend(ctx, service.id, slot, id);
+            Err(Reason::DropBadBackend)
+        }
+    }
 }
 
 /// lc / wlc: the backend with the fewest active connections (per unit of weight for wlc);
 /// ties go to the first in the table, as in IPVS.
 #[inline(always)]
 fn least_conn(service: &Service) -> Result<(u32, &'static Backend), Reason> {
-    let weighted = service.pick == pick::WEIGHTED_LEAST_CONN;
+    let weighted = Pick::from_u8(service.pick) == Some(Pick::WeightedLeastConn);
     // The id lives apart from the Option, initialised: an undefined payload would let LLVM
     // spill whatever its register holds (a pointer, say) as a u32, which the verifier refuses.
     let mut best: Option<&'static Backend> = None;

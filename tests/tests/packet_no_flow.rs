@@ -246,7 +246,7 @@ fn an_expired_entry_does_not_admit_a_non_syn_and_a_syn_replaces_it() {
     let flow = h.maps().flows.get(&key, 0).expect("the SYN's entry");
     let old = Flow {
         last_seen_ns: lb_ctl::maps::view::now_ns().wrapping_sub(901_000_000_000),
-        state: lb_common::tcp_state::ESTABLISHED,
+        state: lb_common::TcpState::Established as u8,
         ..flow
     };
     h.maps()

@@ -145,9 +145,9 @@ Example file:
     #[command(long_about = "\
 List the services and their backends like `ipvsadm -L -n`: protocol, VIP:port, scheduler,
 and for each backend its address:port, forwarding method (always Route: direct routing),
-weight, ActiveConn and InActConn (from the connection table, as IPVS counts them in DR
-mode), the connections, packets and bytes it was sent, and its state (up, draining,
-unresolved).
+weight, ActiveConn (live TCP entries in SYN or ESTABLISHED: what lc and wlc compare) and
+InActConn (the other live entries: FIN, RST, UDP), the connections, packets and bytes it was
+sent, and its state (up, draining, unresolved).
 
 With --connections, lists the connection table instead, like `ipvsadm -L -n -c`: protocol,
 time until the entry expires (IPVS's timeouts: 900 s established, 120 s after a FIN, 30 s
@@ -217,7 +217,8 @@ The daemon is the only writer of the pin directory while it runs: it holds its l
 backend's MAC follows the kernel's neighbour table as soon as it changes (a gratuitous ARP),
 a backend whose neighbour entry FAILED gets no traffic, and every --reconcile-interval the
 pins (a detached interface, a removed pin) and the maps (anything written by hand) are put
-back to what it wants, each repair logged.
+back to what it wants, each repair logged. The data path's records (a drop_bad_backend's
+service, slot and backend, at most once per CPU per second) are logged with target datapath.
 
 SIGTERM or SIGINT stops the checks and leaves the data path forwarding, unless
 --detach-on-exit.

@@ -209,7 +209,7 @@ const BACKEND: [(&str, MetricType, &str, PickB); 8] = [
     ("lb_backend_packets", Counter, "Packets forwarded to the backend.", |b| b.packets),
     ("lb_backend_bytes", Counter, "IP bytes forwarded to the backend.", |b| b.bytes),
     ("lb_backend_connections", Counter, "Connections scheduled to the backend.", |b| b.connections),
-    ("lb_backend_active_connections", Gauge, "Established connections (ipvsadm ActiveConn).", |b| b.active_connections),
+    ("lb_backend_active_connections", Gauge, "Live TCP connections in SYN or ESTABLISHED, as lc/wlc count them (ipvsadm ActiveConn).", |b| b.active_connections),
     ("lb_backend_inactive_connections", Gauge, "Other live connections (ipvsadm InActConn).", |b| b.inactive_connections),
     ("lb_backend_weight", Gauge, "Configured weight (0 = draining).", |b| u64::from(b.weight)),
     ("lb_backend_usable", Gauge, "1 when the backend's MAC is known and it takes traffic.", |b| u64::from(b.usable)),

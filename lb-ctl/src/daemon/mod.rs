@@ -65,7 +65,7 @@ use crate::{
     },
     maps::Maps,
     maps::loader::Sizes,
-    maps::pins::{self, Attached, Mode},
+    maps::pins::{self, Mode},
     net::neigh::{self, NeighEvent},
     plan::Macs,
 };
@@ -175,13 +175,9 @@ async fn main_loop(opts: Options) -> Result<()> {
     };
     let dir_buf = opts.pin_dir.clone();
     let dir = dir_buf.as_path();
-    for iface in &opts.ifaces {
-        match pins::attach(dir, iface, opts.mode, &Sizes::default())? {
-            Attached::New => info!(iface = %iface, mode = opts.mode.as_str(), "attached"),
-            Attached::Already => info!(iface = %iface, "adopted the existing attachment"),
-        }
-    }
-    let maps = Maps::from_pins(dir)?;
+    let maps = pins::attach_all(dir, &opts.ifaces, opts.mode, &Sizes::default(), |l| {
+        info!("{l}")
+    })?;
     let ifindexes = attached_ifindexes(&maps)?;
     crate::net::own_addresses::check(&config, &file, &ifindexes)?;
     // Subscribed before the first resolution, so no answer the kernel learns is missed.
@@ -211,6 +207,8 @@ async fn main_loop(opts: Options) -> Result<()> {
         watch,
         opts,
     };
+    let mut datapath_log = crate::maps::datapath_log::DataPathLog::default();
+    datapath_log.follow(&d.maps);
     d.resolve();
     d.reset_quorum();
     d.apply("start");
@@ -284,7 +282,10 @@ async fn main_loop(opts: Options) -> Result<()> {
                     d.apply("neighbour table");
                 }
             }
-            _ = reconcile_tick.tick() => d.reconcile(),
+            _ = reconcile_tick.tick() => {
+                d.reconcile();
+                datapath_log.follow(&d.maps);
+            }
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
         }

@@ -1,12 +1,13 @@
 //! The kernel side of the control plane: loading the program ([`loader`]), its pins
 //! ([`pins`]), the one-writer lock ([`lock`]), their repair ([`repair`]), typed access to the
-//! maps (here) and the batch syscalls ([`batch`]), the conversions between the service
-//! file's values and the map types ([`convert`]), reading the state a plan starts from
-//! ([`current`]), writing a plan ([`write`]), and one consistent read for people ([`view`]).
+//! maps (here) and the batch syscalls ([`batch`]), reading the state a plan starts from
+//! ([`current`]), writing a plan ([`write`]), one consistent read for people ([`view`]) and
+//! the data path's log records ([`datapath_log`]).
 
 pub mod backends_end;
 pub mod batch;
 pub mod current;
+pub mod datapath_log;
 pub mod loader;
 pub mod lock;
 pub mod pins;
@@ -196,14 +197,7 @@ pub fn recount_connections(maps: &mut Maps, now_ns: u64) -> Result<usize> {
     let mut live: HashMap<u32, u64> = HashMap::new();
     for entry in maps.flows.iter() {
         let Ok((key, flow)) = entry else { continue };
-        let timeout_ns = lb_common::timeouts::for_state(key.proto, flow.state) * 1_000_000_000;
-        let fresh = now_ns.saturating_sub(flow.last_seen_ns) <= timeout_ns;
-        let active = key.proto == lb_common::PROTO_TCP
-            && matches!(
-                flow.state,
-                lb_common::tcp_state::SYN | lb_common::tcp_state::ESTABLISHED
-            );
-        if fresh && active {
+        if flow.is_live(key.proto, now_ns) && flow.is_active(key.proto) {
             *live.entry(flow.backend).or_default() += 1;
         }
     }

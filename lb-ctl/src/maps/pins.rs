@@ -136,6 +136,51 @@ pub enum Attached {
     Already,
 }
 
+impl Attached {
+    /// What attaching `iface` did, in one line for the operator.
+    pub fn describe(&self, iface: &str, mode: Mode, dir: &Path) -> String {
+        match self {
+            Attached::New => format!(
+                "attached to {iface} in {} mode; pinned under {}",
+                mode.as_str(),
+                dir.display()
+            ),
+            Attached::Already => format!(
+                "{iface} is already attached (pinned under {}); nothing to do \
+                 (to change its mode, detach it first)",
+                dir.display()
+            ),
+        }
+    }
+}
+
+/// Attaches the program to each of `ifaces`, or adopts the attachment already there, tells
+/// `say` what it did for each (one line), and opens the maps they share.
+pub fn attach_all(
+    dir: &Path,
+    ifaces: &[String],
+    mode: Mode,
+    sizes: &Sizes,
+    mut say: impl FnMut(&str),
+) -> Result<Maps> {
+    for iface in ifaces {
+        say(&attach(dir, iface, mode, sizes)?.describe(iface, mode, dir));
+    }
+    open(dir)
+}
+
+/// The maps pinned under `dir`, or an error that says nothing is attached there.
+pub fn open(dir: &Path) -> Result<Maps> {
+    if !dir.join(names::SERVICES).exists() {
+        bail!(
+            "nothing is attached: no maps are pinned under {} (run `lb-ctl attach IFACE` first, \
+             or give the --pin-dir it used)",
+            dir.display()
+        );
+    }
+    Maps::from_pins(dir)
+}
+
 /// Loads the program (sharing the maps pinned under `dir`, or creating them), attaches it to
 /// `iface` and pins what it made.
 pub fn attach(dir: &Path, iface: &str, mode: Mode, sizes: &Sizes) -> Result<Attached> {

@@ -6,7 +6,7 @@ use std::{collections::HashMap, net::Ipv4Addr, time::Duration};
 
 use anyhow::{Context as _, Result};
 use lb_common::{
-    BACKEND_DOWN, BACKEND_USABLE, Backend, Counters, Reason, Service, ServiceKey, tcp_state,
+    BACKEND_DOWN, BACKEND_USABLE, Backend, Counters, Reason, Service, ServiceKey, TcpState,
 };
 use serde::Serialize;
 
@@ -17,23 +17,17 @@ use crate::{
     plan::convert::{addr_v4, scheduler_of, service_name},
 };
 
-/// How long a connection-table entry counts as a connection after its last packet, by
-/// state, as the data path judges it (IPVS's default timeouts).
-pub fn flow_timeout(proto: u8, state: u8) -> Duration {
-    Duration::from_secs(lb_common::timeouts::for_state(proto, state))
-}
-
 /// ipvsadm's name for a state.
-pub fn state_name(proto: u8, state: u8) -> &'static str {
+pub fn state_name(proto: u8, state: TcpState) -> &'static str {
     if proto != lb_common::PROTO_TCP {
         return "UDP";
     }
     match state {
-        tcp_state::SYN => "SYN_RECV",
-        tcp_state::ESTABLISHED => "ESTABLISHED",
-        tcp_state::FIN => "FIN_WAIT",
-        tcp_state::RST => "CLOSE",
-        _ => "NONE",
+        TcpState::Syn => "SYN_RECV",
+        TcpState::Established => "ESTABLISHED",
+        TcpState::Fin => "FIN_WAIT",
+        TcpState::Rst => "CLOSE",
+        TcpState::None => "NONE",
     }
 }
 
@@ -64,9 +58,10 @@ pub struct BackendView {
     pub packets: u64,
     pub bytes: u64,
     pub connections: u64,
-    /// Connections in ESTABLISHED state, as ipvsadm's ActiveConn.
+    /// Live TCP connections in SYN or ESTABLISHED state (ipvsadm's ActiveConn): the count
+    /// the data path keeps in `CONNS` and `lc`/`wlc` compare (`lb_common::Flow::is_active`).
     pub active_connections: u64,
-    /// Other live entries (SYN, FIN, RST, UDP), as ipvsadm's InActConn.
+    /// Other live entries (FIN, RST, UDP), as ipvsadm's InActConn.
     pub inactive_connections: u64,
 }
 
@@ -153,15 +148,17 @@ impl Snapshot {
         let mut flows = 0;
         for entry in maps.flows.iter() {
             let Ok((key, flow)) = entry else { continue };
-            let age = Duration::from_nanos(now.saturating_sub(flow.last_seen_ns));
-            if age > flow_timeout(key.proto, flow.state) {
+            if !flow.is_live(key.proto, now) {
                 continue;
             }
             flows += 1;
             let c = conns.entry(flow.backend).or_default();
-            // As ipvsadm: only ESTABLISHED is active; a connection still in SYN is not.
-            let active = key.proto == lb_common::PROTO_TCP && flow.state == tcp_state::ESTABLISHED;
-            if active { c.0 += 1 } else { c.1 += 1 }
+            // The data path's rule (`Flow::is_active`): what CONNS counts and lc/wlc compare.
+            if flow.is_active(key.proto) {
+                c.0 += 1
+            } else {
+                c.1 += 1
+            }
         }
 
         let mut out = Vec::new();
@@ -228,11 +225,9 @@ pub fn connections(maps: &Maps) -> Result<Vec<ConnView>> {
     let mut out = Vec::new();
     for entry in maps.flows.iter() {
         let Ok((key, flow)) = entry else { continue };
-        let age = Duration::from_nanos(now.saturating_sub(flow.last_seen_ns));
-        let timeout = flow_timeout(key.proto, flow.state);
-        if age > timeout {
+        let Some(remaining_ns) = flow.remaining_ns(key.proto, now) else {
             continue;
-        }
+        };
         let b = match backends.get(&flow.backend) {
             Some(b) => *b,
             None => {
@@ -246,8 +241,8 @@ pub fn connections(maps: &Maps) -> Result<Vec<ConnView>> {
         };
         out.push(ConnView {
             protocol: Protocol::from_number(key.proto).map_or("?", |p| p.as_str()),
-            expires_in: (timeout - age).as_secs(),
-            state: state_name(key.proto, flow.state),
+            expires_in: Duration::from_nanos(remaining_ns).as_secs(),
+            state: state_name(key.proto, flow.state()),
             client: format!("{}:{}", addr_v4(&key.src), u16::from_be(key.sport)),
             virtual_address: format!("{}:{}", addr_v4(&key.dst), u16::from_be(key.dport)),
             backend: format!("{}:{}", addr_v4(&b.addr), u16::from_be(key.dport)),

@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use lb_common::{Backend, Service, ServiceKey, limits, pick, sched, v4_mapped};
+use lb_common::{Backend, Sched, Service, ServiceKey, limits, v4_mapped};
 
 use crate::config::{Protocol, Scheduler, ServiceConfig};
 
@@ -56,27 +56,27 @@ pub fn name_bytes(name: &str) -> [u8; limits::NAME_LEN] {
 /// The scheduler a service entry was written with; `None` for a number this version does not
 /// know.
 pub fn scheduler_of(s: &Service) -> Option<Scheduler> {
-    match s.sched {
-        sched::RR => Some(Scheduler::Rr),
-        sched::WRR => Some(Scheduler::Wrr),
-        sched::SH => Some(Scheduler::Sh),
-        sched::MH => Some(Scheduler::Mh),
-        sched::LC => Some(Scheduler::Lc),
-        sched::WLC => Some(Scheduler::Wlc),
-        _ => None,
-    }
+    Some(match Sched::from_u8(s.sched)? {
+        Sched::Rr => Scheduler::Rr,
+        Sched::Wrr => Scheduler::Wrr,
+        Sched::Sh => Scheduler::Sh,
+        Sched::Mh => Scheduler::Mh,
+        Sched::Lc => Scheduler::Lc,
+        Sched::Wlc => Scheduler::Wlc,
+    })
 }
 
-/// The `(sched, pick)` numbers a service entry holds for a scheduler.
+/// The `Service::sched` and `Service::pick` bytes of a scheduler.
 pub fn sched_id(s: Scheduler) -> (u8, u8) {
-    match s {
-        Scheduler::Rr => (sched::RR, pick::CURSOR),
-        Scheduler::Wrr => (sched::WRR, pick::CURSOR),
-        Scheduler::Sh => (sched::SH, pick::SOURCE_HASH),
-        Scheduler::Mh => (sched::MH, pick::FLOW_HASH),
-        Scheduler::Lc => (sched::LC, pick::LEAST_CONN),
-        Scheduler::Wlc => (sched::WLC, pick::WEIGHTED_LEAST_CONN),
-    }
+    let sched = match s {
+        Scheduler::Rr => Sched::Rr,
+        Scheduler::Wrr => Sched::Wrr,
+        Scheduler::Sh => Sched::Sh,
+        Scheduler::Mh => Sched::Mh,
+        Scheduler::Lc => Sched::Lc,
+        Scheduler::Wlc => Sched::Wlc,
+    };
+    (sched as u8, sched.pick() as u8)
 }
 
 /// `50s mask 255.255.255.0`, or `off`.
