@@ -4,10 +4,27 @@
 
 use std::{collections::BTreeSet, fs, path::Path};
 
-/// (folder, the other folders it may import). Health reports and the daemon decides, so
-/// health reaches neither the plan nor the maps; exec runs commands for health and VRRP and
-/// knows neither.
-const RULES: &[(&str, &[&str])] = &[("exec", &[]), ("health", &["config", "exec"])];
+/// (folder, the other folders it may import), from the bottom up, as docs/architecture.md's
+/// layout table says. config, sched and plan are pure; maps is the only folder that makes bpf
+/// syscalls; health reports and the daemon decides, so health and vrrp reach neither the plan
+/// nor the maps; exec runs commands for health and VRRP and knows neither. daemon and cli,
+/// at the top, may import every folder (cli all but daemon).
+const RULES: &[(&str, &[&str])] = &[
+    ("config", &[]),
+    ("sched", &[]),
+    ("exec", &[]),
+    ("plan", &["config", "sched"]),
+    ("net", &["config", "plan"]),
+    ("maps", &["config", "plan", "net"]),
+    ("health", &["config", "exec"]),
+    ("vrrp", &["config", "exec", "net"]),
+    (
+        "cli",
+        &[
+            "config", "sched", "plan", "maps", "net", "exec", "health", "vrrp",
+        ],
+    ),
+];
 
 /// The top-level modules that `text` names through `crate::` (`crate::a::b`,
 /// `crate::{a, b::c}`).

@@ -100,7 +100,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 
 pub use client::{Connect, HttpConn, http_get, send_frames, tcp_connect, tcp_stream, udp_request};
 /// MACs are written and read as lb-ctl does (`02:00:00:00:00:87`).
-pub use lb_ctl::net::link::{format_mac, parse_mac};
+pub use lb_ctl::plan::convert::{format_mac, parse_mac};
 pub use proc::{Proc, spawn_child};
 pub(crate) use teardown::BPFFS;
 use teardown::NETNS_DIR;

@@ -10,10 +10,10 @@ use crate::{
     health::state::sorry_backend,
     maps::repair,
     net::{
-        link::format_mac,
         neigh::{self, NeighEvent, NeighState},
         resolve,
     },
+    plan::convert::format_mac,
 };
 
 impl Daemon {

@@ -83,7 +83,7 @@ pub fn pins(dir: &Path, ifaces: &[String], mode: Mode, maps: &mut Maps) -> Resul
             repaired.push(format!(
                 "{iface} (index {ifindex}) was missing from IFACES or had an old MAC: \
                  registered again as {}",
-                link::format_mac(&want.mac)
+                crate::plan::convert::format_mac(&want.mac)
             ));
         }
     }

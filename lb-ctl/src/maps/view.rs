@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::{
     config::Protocol,
     maps::Maps,
-    net::link::format_mac,
+    plan::convert::format_mac,
     plan::convert::{addr_v4, scheduler_of, service_name},
 };
 

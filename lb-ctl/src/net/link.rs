@@ -91,32 +91,6 @@ pub fn mac_by_name(name: &str) -> Result<[u8; 6]> {
     Ok(mac)
 }
 
-/// `02:00:00:00:00:01`: six lower-case hex pairs separated by colons.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
-    )
-}
-
-/// Parses six two-digit hex pairs separated by `:` (or all by `-`), in either case.
-pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let sep = if text.contains('-') { '-' } else { ':' };
-    let mut mac = [0u8; 6];
-    let mut parts = text.split(sep);
-    for byte in &mut mac {
-        let part = parts.next()?;
-        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        *byte = u8::from_str_radix(part, 16).ok()?;
-    }
-    if parts.next().is_some() {
-        return None;
-    }
-    Some(mac)
-}
-
 /// A datagram socket for interface ioctls, made in the calling thread's network namespace.
 fn ioctl_socket() -> Result<OwnedFd> {
     // SAFETY: plain socket(2) call.
@@ -132,38 +106,6 @@ fn ioctl_socket() -> Result<OwnedFd> {
 mod tests {
     use super::*;
     use crate::net::{netns, testlab::Lab};
-
-    #[test]
-    fn format_and_parse_mac() {
-        let mac = [0x02, 0, 0, 0, 0, 0x01];
-        assert_eq!(format_mac(&mac), "02:00:00:00:00:01");
-        assert_eq!(
-            format_mac(&[0xde, 0xad, 0xbe, 0xef, 0x0a, 0xff]),
-            "de:ad:be:ef:0a:ff"
-        );
-        assert_eq!(parse_mac("02:00:00:00:00:01"), Some(mac));
-        assert_eq!(
-            parse_mac("DE:AD:be:ef:0A:ff"),
-            Some([0xde, 0xad, 0xbe, 0xef, 0x0a, 0xff])
-        );
-        assert_eq!(parse_mac("02-00-00-00-00-01"), Some(mac));
-        for bad in [
-            "",
-            "02:00:00:00:00",
-            "02:00:00:00:00:01:02",
-            "02:00:00:00:00:1",
-            "02:00:00:00:00:001",
-            "02:00:00:00:00:0g",
-            "02:00-00:00:00:01",
-            "02:00:00:00:00:01:",
-            " 02:00:00:00:00:01",
-            "+2:00:00:00:00:01",
-        ] {
-            assert_eq!(parse_mac(bad), None, "{bad:?}");
-        }
-        let round = [0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc];
-        assert_eq!(parse_mac(&format_mac(&round)), Some(round));
-    }
 
     #[test]
     fn missing_interface_is_a_clear_error() {
@@ -192,7 +134,7 @@ mod tests {
         assert!(index > 0);
         assert_eq!(back, dev);
         assert_eq!(dir_mac, Lab::DIRECTOR_MAC);
-        assert_eq!(format_mac(&dir_mac), "02:00:00:00:00:01");
+        assert_eq!(crate::plan::convert::format_mac(&dir_mac), "02:00:00:00:00:01");
         // lo has a (zero) address but its link type is loopback, not Ethernet.
         assert!(
             lo.unwrap_err()

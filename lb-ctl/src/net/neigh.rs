@@ -583,7 +583,7 @@ fn settled(addr: Ipv4Addr, entry: Option<&Entry>) -> Option<Resolution> {
         Some(mac) if entry.state.has_mac() => Some(Resolution::Unresolved(format!(
             "the kernel maps {addr} to {} ({}), which is no backend's MAC: {addr} is a \
              broadcast or multicast address",
-            link::format_mac(&mac),
+            crate::plan::convert::format_mac(&mac),
             entry.state
         ))),
         _ => None,

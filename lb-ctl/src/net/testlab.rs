@@ -58,8 +58,8 @@ impl Lab {
             ip(&["netns", "add", ns]);
         }
         let (dmac, pmac) = (
-            crate::net::link::format_mac(&Self::DIRECTOR_MAC),
-            crate::net::link::format_mac(&Self::PEER_MAC),
+            crate::plan::convert::format_mac(&Self::DIRECTOR_MAC),
+            crate::plan::convert::format_mac(&Self::PEER_MAC),
         );
         // Created directly inside the namespaces: the veth never appears in the root namespace.
         ip(&[

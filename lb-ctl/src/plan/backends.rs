@@ -12,7 +12,7 @@ use lb_common::{BACKEND_CONFIGURED, BACKEND_DOWN, BACKEND_USABLE, Backend, limit
 use super::{Change, Current, Down, Macs, Plan, Write, Writes, ids::Ids};
 use crate::{
     config::{BackendConfig, ServiceConfig},
-    net::link::format_mac,
+    plan::convert::format_mac,
     plan::convert::{addr_mapped, addr_v4, describe_backend},
 };
 

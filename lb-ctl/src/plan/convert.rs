@@ -91,3 +91,66 @@ pub fn describe_persistence(timeout_s: u32, mask: &lb_common::Addr) -> String {
 pub fn describe_backend(b: &Backend) -> String {
     format!("{}:{}", addr_v4(&b.addr), u16::from_be(b.port))
 }
+
+/// `02:00:00:00:00:01`: six lower-case hex pairs separated by colons.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
+    )
+}
+
+/// Parses six two-digit hex pairs separated by `:` (or all by `-`), in either case.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let sep = if text.contains('-') { '-' } else { ':' };
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(sep);
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_and_parse_mac() {
+        let mac = [0x02, 0, 0, 0, 0, 0x01];
+        assert_eq!(format_mac(&mac), "02:00:00:00:00:01");
+        assert_eq!(
+            format_mac(&[0xde, 0xad, 0xbe, 0xef, 0x0a, 0xff]),
+            "de:ad:be:ef:0a:ff"
+        );
+        assert_eq!(parse_mac("02:00:00:00:00:01"), Some(mac));
+        assert_eq!(
+            parse_mac("DE:AD:be:ef:0A:ff"),
+            Some([0xde, 0xad, 0xbe, 0xef, 0x0a, 0xff])
+        );
+        assert_eq!(parse_mac("02-00-00-00-00-01"), Some(mac));
+        for bad in [
+            "",
+            "02:00:00:00:00",
+            "02:00:00:00:00:01:02",
+            "02:00:00:00:00:1",
+            "02:00:00:00:00:001",
+            "02:00:00:00:00:0g",
+            "02:00-00:00:00:01",
+            "02:00:00:00:00:01:",
+            " 02:00:00:00:00:01",
+            "+2:00:00:00:00:01",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad:?}");
+        }
+        let round = [0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc];
+        assert_eq!(parse_mac(&format_mac(&round)), Some(round));
+    }
+}

@@ -27,9 +27,11 @@ pub struct Report {
     pub pid: u32,
 }
 
-/// `/run/lb-ctl/<pin dir with / as _>/vrrp`.
-pub fn dir_for(pin_dir: &Path) -> PathBuf {
-    crate::maps::lock::runtime_dir(pin_dir).join("vrrp")
+/// The reports' directory: `vrrp` in lb-ctl's runtime directory of a pin directory
+/// (`maps::lock::runtime_dir`, `/run/lb-ctl/<pin dir with / as _>`), so one director's
+/// commands see its own instances.
+pub fn dir_in(runtime_dir: &Path) -> PathBuf {
+    runtime_dir.join("vrrp")
 }
 
 fn file_name(instance: &str) -> String {
@@ -74,8 +76,8 @@ pub fn remove_all<'a>(dir: &Path, instances: impl IntoIterator<Item = &'a str>) 
 }
 
 /// The reports of running daemons for this pin directory, by instance name.
-pub fn read_all(pin_dir: &Path) -> Vec<Report> {
-    let Ok(entries) = fs::read_dir(dir_for(pin_dir)) else {
+pub fn read_all(dir: &Path) -> Vec<Report> {
+    let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
     let mut out: Vec<Report> = entries
@@ -93,9 +95,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_directory_follows_the_pin_directory() {
+    fn the_directory_and_file_names() {
         assert_eq!(
-            dir_for(Path::new("/sys/fs/bpf/lb")),
+            dir_in(Path::new("/run/lb-ctl/sys_fs_bpf_lb")),
             PathBuf::from("/run/lb-ctl/sys_fs_bpf_lb/vrrp")
         );
         assert_eq!(file_name("VI_1"), "VI_1.json");
@@ -104,8 +106,7 @@ mod tests {
 
     #[test]
     fn reports_of_dead_writers_are_ignored() {
-        let pin = PathBuf::from(format!("/tmp/lb-report-test-{}", std::process::id()));
-        let dir = dir_for(&pin);
+        let dir = PathBuf::from(format!("/tmp/lb-report-test-{}/vrrp", std::process::id()));
         let live = Report {
             instance: "VI_1".into(),
             state: "master".into(),
@@ -118,7 +119,7 @@ mod tests {
             ..Report::default()
         };
         write_all(&dir, &[live.clone(), dead]).expect("write");
-        assert_eq!(read_all(&pin), vec![live]);
+        assert_eq!(read_all(&dir), vec![live]);
         remove_all(&dir, ["VI_1", "VI_2"]);
         assert!(!dir.exists(), "the directory goes with the last report");
     }
