@@ -49,7 +49,7 @@ use lb_common::{
 #[map]
 static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(limits::MAX_SERVICES, 0);
 #[map]
-static BACKENDS: Array<Backend> = Array::with_max_entries(limits::MAX_BACKENDS, 0);
+static BACKENDS: Array<Backend> = Array::with_max_entries(limits::MAX_BACKENDS, BPF_F_MMAPABLE);
 /// Backend ids; each service owns the range `table_offset .. table_offset + table_len`.
 #[map]
 static TABLE: Array<u32> = Array::with_max_entries(limits::TABLE_ENTRIES, 0);
@@ -80,6 +80,8 @@ const NS_PER_S: u64 = 1_000_000_000;
 /// LRU lists per CPU: inserting a new flow takes no lock shared by all CPUs (the hash table
 /// itself is still shared, so every CPU finds every flow).
 const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+/// `BACKENDS` can be mapped into the control plane's memory, which reads it whole as a copy.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;

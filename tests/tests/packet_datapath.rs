@@ -588,3 +588,38 @@ fn batch_reads_match_entry_by_entry_reads() {
     let tail = lb_ctl::maps::array_batch(&maps.table, len - 2, 10).expect("batch");
     assert_eq!(tail.len(), 2);
 }
+
+/// `BACKENDS` is read as one memory copy (it is created mmapable), and that copy sees exactly
+/// what a batch lookup sees, including a backend the data path's own apply just changed.
+#[test]
+fn backends_are_read_by_memory_copy_and_agree_with_a_batch_read() {
+    let mut h = Harness::with_config(TWO_BACKENDS);
+    let maps = h.maps();
+    let copied = lb_ctl::maps::mapped::array_copy(&maps.backends)
+        .expect("mapping BACKENDS")
+        .expect("BACKENDS is created BPF_F_MMAPABLE, so it can be mapped");
+    let batch = lb_ctl::maps::array_batch(&maps.backends, 0, maps.backends.len())
+        .expect("batch read of BACKENDS");
+    assert_eq!(copied.len(), 65536);
+    assert_eq!(copied, batch);
+    let configured: Vec<u32> = (copied.iter().enumerate())
+        .filter(|(_, b)| b.flags & lb_common::BACKEND_CONFIGURED != 0)
+        .map(|(id, _)| id as u32)
+        .collect();
+    assert_eq!(configured.len(), 3, "two backends of web, one of dns");
+    // A weight change is visible through the mapping at once.
+    h.apply(&TWO_BACKENDS.replacen(
+        "      - address: 192.168.58.136\n",
+        "      - address: 192.168.58.136\n        weight: 7\n",
+        1,
+    ));
+    let maps = h.maps();
+    let after = lb_ctl::maps::mapped::array_copy(&maps.backends)
+        .expect("mapping BACKENDS")
+        .expect("mmapable");
+    let weights: Vec<u32> = configured
+        .iter()
+        .map(|&id| after[id as usize].weight)
+        .collect();
+    assert!(weights.contains(&7), "{weights:?}");
+}

@@ -1,14 +1,14 @@
 //! Reading what the maps hold now into a [`Current`], the input of `plan`: the services, the
-//! configured backends and each service's table. Batch reads throughout, and only what the
-//! plan needs: `BACKENDS` up to the recorded end of the ids ([`super::backends_end`]), the
-//! tables' regions (neighbouring regions in one call).
+//! configured backends and each service's table. `SERVICES` in one batch call, `BACKENDS` as
+//! one memory copy ([`super::mapped`]; a batch call for maps pinned without
+//! `BPF_F_MMAPABLE`), and only the tables' regions (neighbouring regions in one call).
 
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{Context as _, Result};
 use lb_common::{BACKEND_CONFIGURED, Backend, Service, ServiceKey};
 
-use super::{Maps, array_batch, backends_end, hash_batch};
+use super::{Maps, array_batch, hash_batch, mapped};
 use crate::plan::Current;
 
 /// Regions of `TABLE` at most this far apart are read in one call: reading a few unused
@@ -16,69 +16,35 @@ use crate::plan::Current;
 const MERGE_GAP: u32 = 64;
 
 impl Current {
-    /// Reads the maps. `BACKENDS` is read on a second thread meanwhile `SERVICES` and the
-    /// tables are read on this one: the kernel copies batch entries one by one, so the two
-    /// halves take about as long each.
+    /// Reads the maps.
     pub fn read(maps: &Maps) -> Result<Current> {
-        let (backends, services) = std::thread::scope(|scope| {
-            let backends = scope.spawn(|| read_backends(maps));
-            let services = read_services(maps);
-            let backends = backends
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            (backends, services)
-        });
-        let (services, tables) = services?;
-        let (mut backends, backends_end) = backends?;
-        let size = maps.table.len();
-        let usable = size.saturating_sub(backends_end::RESERVED);
-        // Tables written before the end was recorded may reach into the record's place; then
-        // there is no record, whatever those entries hold.
-        let can_record_end = size >= backends_end::RESERVED
-            && services
-                .values()
-                .all(|s| u64::from(s.table_offset) + u64::from(s.table_len) <= u64::from(usable));
-        let backends_end = match backends_end {
-            Some(_) if !can_record_end => {
-                backends = read_configured(maps, maps.backends.len())?;
-                None
-            }
-            end => end,
-        };
+        let services: Services = hash_batch(&maps.services)
+            .context("reading SERVICES")?
+            .into_iter()
+            .collect();
+        let tables = read_tables(maps, &services)?;
         Ok(Current {
             services,
-            backends,
+            backends: configured_backends(maps)?,
             tables,
-            table_entries: if can_record_end { usable } else { size },
-            backends_end,
-            can_record_end,
+            table_entries: maps.table.len(),
         })
     }
 }
 
 type Services = BTreeMap<ServiceKey, Service>;
 
-/// The services and their tables.
-fn read_services(maps: &Maps) -> Result<(Services, HashMap<u32, Vec<u32>>)> {
-    let services: Services = hash_batch(&maps.services)
-        .context("reading SERVICES")?
-        .into_iter()
-        .collect();
-    let tables = read_tables(maps, &services)?;
-    Ok((services, tables))
+/// Every slot of `BACKENDS`, by id.
+pub fn backend_slots(maps: &Maps) -> Result<Vec<Backend>> {
+    match mapped::array_copy(&maps.backends).context("reading BACKENDS")? {
+        Some(slots) => Ok(slots),
+        None => array_batch(&maps.backends, 0, maps.backends.len()).context("reading BACKENDS"),
+    }
 }
 
-/// The configured backends, up to the recorded end of their ids if there is one; and that end.
-fn read_backends(maps: &Maps) -> Result<(BTreeMap<u32, Backend>, Option<u32>)> {
-    let end = backends_end::read(maps)?;
-    let backends = read_configured(maps, end.unwrap_or_else(|| maps.backends.len()))?;
-    Ok((backends, end))
-}
-
-/// The configured backends among the first `end` slots.
-fn read_configured(maps: &Maps, end: u32) -> Result<BTreeMap<u32, Backend>> {
-    let slots: Vec<Backend> = array_batch(&maps.backends, 0, end).context("reading BACKENDS")?;
-    Ok(slots
+/// The configured backends, by id.
+fn configured_backends(maps: &Maps) -> Result<BTreeMap<u32, Backend>> {
+    Ok(backend_slots(maps)?
         .into_iter()
         .enumerate()
         .filter(|(_, b)| b.flags & BACKEND_CONFIGURED != 0)

@@ -4,12 +4,12 @@
 //! ([`current`]), writing a plan ([`write`]), one consistent read for people ([`view`]) and
 //! the data path's log records ([`datapath_log`]).
 
-pub mod backends_end;
 pub mod batch;
 pub mod current;
 pub mod datapath_log;
 pub mod loader;
 pub mod lock;
+pub mod mapped;
 pub mod pins;
 pub mod repair;
 pub mod view;

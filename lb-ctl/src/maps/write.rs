@@ -3,7 +3,7 @@
 use anyhow::{Context as _, Result};
 use lb_common::Backend;
 
-use super::{Maps, array_update_batch, backends_end};
+use super::{Maps, array_update_batch};
 use crate::{
     config::Config,
     plan::{self, Current, Down, Macs, Plan, Write},
@@ -32,7 +32,6 @@ impl Plan {
                     .backends
                     .set(*id, Backend::default(), 0)
                     .with_context(|| format!("clearing backend {id}"))?,
-                Write::BackendsEnd(end) => backends_end::write(maps, *end)?,
             }
         }
         Ok(())

@@ -134,7 +134,10 @@ mod tests {
         assert!(index > 0);
         assert_eq!(back, dev);
         assert_eq!(dir_mac, Lab::DIRECTOR_MAC);
-        assert_eq!(crate::plan::convert::format_mac(&dir_mac), "02:00:00:00:00:01");
+        assert_eq!(
+            crate::plan::convert::format_mac(&dir_mac),
+            "02:00:00:00:00:01"
+        );
         // lo has a (zero) address but its link type is loopback, not Ethernet.
         assert!(
             lo.unwrap_err()

@@ -2,12 +2,10 @@
 //! service id and a backend id past the highest in use (so a removed backend's id is not
 //! handed out again while flows may still name it).
 
-use std::collections::HashSet;
-
 use anyhow::{Context as _, Result};
 use lb_common::limits;
 
-use super::{Current, Write};
+use super::Current;
 
 /// Which ids are taken: by the maps, or by this plan.
 pub(super) struct Ids {
@@ -19,8 +17,6 @@ pub(super) struct Ids {
     backend_floor: u32,
     /// One past the highest backend id in use or taken.
     backend_high: u32,
-    /// One past the highest backend id this plan took.
-    new_backends_end: u32,
 }
 
 impl Ids {
@@ -41,7 +37,6 @@ impl Ids {
             service_floor: 0,
             backend_floor: 0,
             backend_high: 0,
-            new_backends_end: 0,
         };
         for id in services {
             if let Some(slot) = ids.services.get_mut(id as usize) {
@@ -77,7 +72,6 @@ impl Ids {
         };
         self.backends[id as usize] = true;
         self.backend_high = self.backend_high.max(id + 1);
-        self.new_backends_end = self.new_backends_end.max(id + 1);
         Ok(id)
     }
 }
@@ -88,30 +82,6 @@ fn lowest_free(taken: &[bool], floor: &mut u32) -> Option<u32> {
     let found = taken[*floor as usize..].iter().position(|&t| !t)? as u32 + *floor;
     *floor = found;
     Some(found)
-}
-
-/// Adds the write that records the end of the backend ids after `writes` (see
-/// [`Write::BackendsEnd`]), when it differs from the recorded one.
-pub(super) fn record_end(current: &Current, ids: &Ids, writes: &mut Vec<Write>) {
-    let cleared: HashSet<u32> = writes
-        .iter()
-        .filter_map(|w| match w {
-            Write::ClearBackend(id) => Some(*id),
-            _ => None,
-        })
-        .collect();
-    let kept_end = current
-        .backends
-        .keys()
-        .rev()
-        .find(|id| !cleared.contains(id))
-        .map_or(0, |id| id + 1);
-    let end = kept_end.max(ids.new_backends_end);
-    match current.backends_end {
-        Some(recorded) if recorded == end => {}
-        Some(recorded) if end < recorded => writes.push(Write::BackendsEnd(end)),
-        _ => writes.insert(0, Write::BackendsEnd(end)),
-    }
 }
 
 #[cfg(test)]

@@ -50,11 +50,6 @@ pub struct Current {
     pub tables: HashMap<u32, Vec<u32>>,
     /// Entries of `TABLE` that service tables may use.
     pub table_entries: u32,
-    /// The end of the backend ids recorded in the maps: every configured backend's id is
-    /// below it, so a read stops there. `None` when nothing is recorded.
-    pub backends_end: Option<u32>,
-    /// Whether the maps have room to record that end (see [`Write::BackendsEnd`]).
-    pub can_record_end: bool,
 }
 
 /// One difference between the file and the maps, as a person reads it.
@@ -98,10 +93,6 @@ pub enum Write {
     PutService(ServiceKey, Service),
     DeleteService(ServiceKey),
     ClearBackend(u32),
-    /// Records that every configured backend id is below this: first when the end grows (so
-    /// it covers the new backends before they are written), last when it shrinks. Not a
-    /// change a person is shown.
-    BackendsEnd(u32),
 }
 
 /// The difference between a file and the maps, and how to write it.
@@ -114,11 +105,9 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Nothing to write but bookkeeping: the maps already match the file.
+    /// Nothing to write: the maps already match the file.
     pub fn is_empty(&self) -> bool {
-        self.writes
-            .iter()
-            .all(|w| matches!(w, Write::BackendsEnd(_)))
+        self.writes.is_empty()
     }
 
     /// The writes, in the order they must be made.
@@ -185,11 +174,7 @@ pub fn plan(current: &Current, config: &Config, macs: &Macs, down: &Down) -> Res
     w.post
         .extend(existing.rest().into_iter().map(Write::ClearBackend));
 
-    let mut writes = w.into_vec();
-    if current.can_record_end {
-        ids::record_end(current, &ids, &mut writes);
-    }
-    p.writes = writes;
+    p.writes = w.into_vec();
     Ok(p)
 }
 
@@ -255,7 +240,6 @@ mod tests {
                 Write::DeleteService(k) => {
                     next.services.remove(k);
                 }
-                Write::BackendsEnd(end) => next.backends_end = Some(*end),
                 Write::ResetBackendCounters(_) | Write::ResetServiceCounters(_) => {}
             }
         }
@@ -436,46 +420,5 @@ mod tests {
         )
         .expect_err("4 entries do not fit in 3");
         assert!(format!("{err:#}").contains("--table-entries"), "{err:#}");
-    }
-
-    #[test]
-    fn the_end_of_backend_ids_grows_first_and_shrinks_last() {
-        let recording = Current {
-            can_record_end: true,
-            ..empty()
-        };
-        let (p, cur) = apply_to(&recording, &web(&[(1, 1), (2, 1)], "web", "rr"));
-        assert_eq!(
-            p.writes.first(),
-            Some(&Write::BackendsEnd(2)),
-            "{:?}",
-            p.writes
-        );
-        assert_eq!(cur.backends_end, Some(2));
-        // Unchanged: nothing to write, not even the end.
-        let (again, _) = apply_to(&cur, &web(&[(1, 1), (2, 1)], "web", "rr"));
-        assert!(again.writes.is_empty(), "{:?}", again.writes);
-        // Removing the backend with the highest id: the end moves down after it is cleared.
-        let (p, next) = apply_to(&cur, &web(&[(1, 1)], "web", "rr"));
-        let clear = position(&p, |w| matches!(w, Write::ClearBackend(1)));
-        assert_eq!(
-            p.writes.last(),
-            Some(&Write::BackendsEnd(1)),
-            "{:?}",
-            p.writes
-        );
-        assert!(clear < p.writes.len() - 1);
-        assert_eq!(next.backends_end, Some(1));
-        // Maps without a record get one, and the plan still counts as "no changes".
-        let unrecorded = Current {
-            backends_end: None,
-            ..cur.clone()
-        };
-        let (p, _) = apply_to(&unrecorded, &web(&[(1, 1), (2, 1)], "web", "rr"));
-        assert_eq!(p.writes, [Write::BackendsEnd(2)]);
-        assert!(p.is_empty() && p.changes.is_empty());
-        // Maps with no room for the record never get one.
-        let (p, _) = apply_to(&empty(), &web(&[(1, 1)], "web", "rr"));
-        assert!(!p.writes.iter().any(|w| matches!(w, Write::BackendsEnd(_))));
     }
 }

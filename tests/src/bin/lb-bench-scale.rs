@@ -286,8 +286,7 @@ fn read_profile(maps: &Maps) -> Result<Value> {
     let (services, services_batch_ms) = time(|| lb_ctl::maps::hash_batch(&maps.services))?;
     let (_, backends_batch_ms) =
         time(|| lb_ctl::maps::array_batch(&maps.backends, 0, maps.backends.len()))?;
-    let end = lb_ctl::maps::backends_end::read(maps)?.unwrap_or(maps.backends.len());
-    let (_, backends_to_end_ms) = time(|| lb_ctl::maps::array_batch(&maps.backends, 0, end))?;
+    let (_, backends_mapped_ms) = time(|| lb_ctl::maps::mapped::array_copy(&maps.backends))?;
     let (_, backends_each_ms) = time(|| Ok(maps.backends.iter().filter(|e| e.is_ok()).count()))?;
     let (_, table_per_service_ms) = time(|| {
         for (_, s) in &services {
@@ -312,8 +311,7 @@ fn read_profile(maps: &Maps) -> Result<Value> {
         "services_iterate_ms": services_iterate_ms,
         "services_one_batch_ms": services_batch_ms,
         "backends_65536_one_batch_ms": backends_batch_ms,
-        "backends_to_recorded_end_ms": backends_to_end_ms,
-        "backends_recorded_end": end,
+        "backends_mapped_ms": backends_mapped_ms,
         "backends_65536_one_lookup_each_ms": backends_each_ms,
         "table_one_batch_per_service_ms": table_per_service_ms,
         "current_read_ms": current_read_ms,
