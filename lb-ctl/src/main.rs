@@ -239,11 +239,25 @@ fn write_lock(dir: &Path, wait: Duration) -> Result<lock::WriteLock> {
 }
 
 fn run_apply(dir: &Path, file: &Path, dry_run: bool, timeout: Duration) -> Result<()> {
-    let config = match config::load(file) {
+    // The maps are read on a second thread while this one parses the file: parsing a large
+    // file is most of an apply. The file's errors come first, as without the overlap.
+    let (parsed, opened) = thread::scope(|s| {
+        let reading = s.spawn(|| {
+            let maps = pins::open(dir)?;
+            let current = plan::Current::read(&maps)?;
+            anyhow::Ok((maps, current))
+        });
+        let parsed = config::load(file);
+        let opened = reading
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (parsed, opened)
+    });
+    let config = match parsed {
         Ok(c) => c,
         Err(e) => bail!("{e}"),
     };
-    let mut maps = pins::open(dir)?;
+    let (mut maps, current) = opened?;
     let ifindexes: Vec<u32> = maps
         .ifaces
         .keys()
@@ -252,7 +266,9 @@ fn run_apply(dir: &Path, file: &Path, dry_run: bool, timeout: Duration) -> Resul
     // Before anything is written: a backend that is the director itself applies nothing.
     lb_ctl::net::own_addresses::check(&config, &file.display().to_string(), &ifindexes)?;
     let macs = resolve::backend_macs(&config, &ifindexes, timeout);
-    let plan = lb_ctl::maps::apply(&mut maps, &config, &macs, &plan::Down::new(), dry_run)?;
+    let down = plan::Down::new();
+    let plan =
+        lb_ctl::maps::write::apply_read(&mut maps, &current, &config, &macs, &down, dry_run)?;
     for w in &plan.warnings {
         eprintln!("warning: {w}");
     }

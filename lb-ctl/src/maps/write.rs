@@ -48,7 +48,20 @@ pub fn apply(
     dry_run: bool,
 ) -> Result<Plan> {
     let current = Current::read(maps)?;
-    let plan = plan::plan(&current, config, macs, down)?;
+    apply_read(maps, &current, config, macs, down, dry_run)
+}
+
+/// [`apply`] with the maps already read: `lb-ctl apply -f` reads them while the file is
+/// parsed (on another thread, under the write lock, so nothing else writes them meanwhile).
+pub fn apply_read(
+    maps: &mut Maps,
+    current: &Current,
+    config: &Config,
+    macs: &Macs,
+    down: &Down,
+    dry_run: bool,
+) -> Result<Plan> {
+    let plan = plan::plan(current, config, macs, down)?;
     if !dry_run {
         plan.execute(maps)?;
     }

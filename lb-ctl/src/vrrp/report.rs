@@ -34,18 +34,10 @@ pub fn dir_in(runtime_dir: &Path) -> PathBuf {
     runtime_dir.join("vrrp")
 }
 
+/// `<instance>.json`, every character but ASCII letters, digits, `-` and `_` as `_`.
 fn file_name(instance: &str) -> String {
-    let safe: String = instance
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{safe}.json")
+    let unsafe_char = |c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    format!("{}.json", instance.replace(unsafe_char, "_"))
 }
 
 /// Writes each report (atomically: a temporary file, then a rename).
