@@ -1,14 +1,13 @@
 //! Reading what the maps hold now into a [`Current`], the input of `plan`: the services, the
 //! configured backends and each service's table. `SERVICES` in one batch call, `BACKENDS` as
-//! one memory copy ([`super::mapped`]; a batch call for maps pinned without
-//! `BPF_F_MMAPABLE`), and only the tables' regions (neighbouring regions in one call).
+//! one memory copy ([`Maps::backend_slots`]), and only the tables' regions (neighbouring regions in one call).
 
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{Context as _, Result};
 use lb_common::{BACKEND_CONFIGURED, Backend, Service, ServiceKey};
 
-use super::{Maps, array_batch, hash_batch, mapped};
+use super::{Maps, array_batch, hash_batch};
 use crate::plan::Current;
 
 /// Regions of `TABLE` at most this far apart are read in one call: reading a few unused
@@ -34,17 +33,10 @@ impl Current {
 
 type Services = BTreeMap<ServiceKey, Service>;
 
-/// Every slot of `BACKENDS`, by id.
-pub fn backend_slots(maps: &Maps) -> Result<Vec<Backend>> {
-    match mapped::array_copy(&maps.backends).context("reading BACKENDS")? {
-        Some(slots) => Ok(slots),
-        None => array_batch(&maps.backends, 0, maps.backends.len()).context("reading BACKENDS"),
-    }
-}
-
 /// The configured backends, by id.
 fn configured_backends(maps: &Maps) -> Result<BTreeMap<u32, Backend>> {
-    Ok(backend_slots(maps)?
+    Ok(maps
+        .backend_slots()?
         .into_iter()
         .enumerate()
         .filter(|(_, b)| b.flags & BACKEND_CONFIGURED != 0)

@@ -48,6 +48,15 @@ pub struct Maps {
 }
 
 impl Maps {
+    /// Every slot of `BACKENDS`, by id: one memory copy of the mmapable array
+    /// ([`mapped::array_copy`]), or a batch call for maps pinned without `BPF_F_MMAPABLE`.
+    pub fn backend_slots(&self) -> Result<Vec<Backend>> {
+        match mapped::array_copy(&self.backends).context("reading BACKENDS")? {
+            Some(slots) => Ok(slots),
+            None => array_batch(&self.backends, 0, self.backends.len()).context("reading BACKENDS"),
+        }
+    }
+
     /// Takes the maps out of a loaded object (the program keeps using them).
     pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<Maps> {
         Self::build(|name| {

@@ -132,7 +132,7 @@ impl Snapshot {
         services.sort_by_key(|(k, _)| (addr_v4(&k.addr), u16::from_be(k.port), k.proto));
 
         let mut backends: HashMap<u32, Vec<(u32, Backend)>> = HashMap::new();
-        let all = crate::maps::current::backend_slots(maps)?;
+        let all = maps.backend_slots()?;
         for (id, b) in all.into_iter().enumerate() {
             if b.flags != 0 {
                 backends
