@@ -179,7 +179,7 @@ fn run(cli: Cli) -> Result<()> {
                 .context("starting the tokio runtime")?
                 .block_on(lb_ctl::vrrp::instances::run_until_signal(
                     config.vrrp,
-                    lb_ctl::vrrp::report::dir_in(&lock::runtime_dir(dir)),
+                    lock::vrrp_reports_dir(dir),
                     hook_timeout,
                 ))?;
         }

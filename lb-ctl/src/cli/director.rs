@@ -20,7 +20,7 @@ impl Director {
     pub fn read(maps: &Maps, pin_dir: &Path) -> Result<Director> {
         Ok(Director {
             maps: Snapshot::read(maps)?,
-            vrrp: report::read_all(&report::dir_in(&crate::maps::lock::runtime_dir(pin_dir))),
+            vrrp: report::read_all(&crate::maps::lock::vrrp_reports_dir(pin_dir)),
         })
     }
 }

@@ -224,7 +224,7 @@ async fn main_loop(opts: Options) -> Result<()> {
     let vrrp = crate::vrrp::instances::Instances::start(
         &d.config.vrrp,
         &d.hooks,
-        crate::vrrp::report::dir_in(&crate::maps::lock::runtime_dir(dir)),
+        crate::maps::lock::vrrp_reports_dir(dir),
     );
 
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;

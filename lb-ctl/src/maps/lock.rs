@@ -33,6 +33,12 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 
 const POLL: Duration = Duration::from_millis(50);
 
+/// `<runtime dir>/vrrp`: where the daemon running for `pin_dir` writes its VRRP instances'
+/// reports, which `list` and `stats` read (`vrrp::report`).
+pub fn vrrp_reports_dir(pin_dir: &Path) -> PathBuf {
+    runtime_dir(pin_dir).join("vrrp")
+}
+
 /// `/run/lb-ctl/<pin dir with / as _>`: the runtime files (the lock, the VRRP status files)
 /// of the data path pinned under `pin_dir`.
 pub fn runtime_dir(pin_dir: &Path) -> PathBuf {
@@ -282,6 +288,10 @@ mod tests {
         assert_eq!(
             runtime_dir(Path::new("/sys/fs/bpf/lb")),
             Path::new("/run/lb-ctl/sys_fs_bpf_lb")
+        );
+        assert_eq!(
+            vrrp_reports_dir(Path::new("/sys/fs/bpf/lb")),
+            Path::new("/run/lb-ctl/sys_fs_bpf_lb/vrrp")
         );
     }
 

@@ -3,10 +3,7 @@
 //! derived from the pin directory (so one director's commands see its own instances), and
 //! removes them when it stops. A file whose writer is gone is ignored.
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-};
+use std::{fs, path::Path};
 
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
@@ -25,13 +22,6 @@ pub struct Report {
     pub became_master: u64,
     /// The daemon that wrote it.
     pub pid: u32,
-}
-
-/// The reports' directory: `vrrp` in lb-ctl's runtime directory of a pin directory
-/// (`maps::lock::runtime_dir`, `/run/lb-ctl/<pin dir with / as _>`), so one director's
-/// commands see its own instances.
-pub fn dir_in(runtime_dir: &Path) -> PathBuf {
-    runtime_dir.join("vrrp")
 }
 
 /// `<instance>.json`, every character but ASCII letters, digits, `-` and `_` as `_`.
@@ -87,18 +77,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_directory_and_file_names() {
-        assert_eq!(
-            dir_in(Path::new("/run/lb-ctl/sys_fs_bpf_lb")),
-            PathBuf::from("/run/lb-ctl/sys_fs_bpf_lb/vrrp")
-        );
+    fn file_names() {
         assert_eq!(file_name("VI_1"), "VI_1.json");
         assert_eq!(file_name("a/b"), "a_b.json");
     }
 
     #[test]
     fn reports_of_dead_writers_are_ignored() {
-        let dir = PathBuf::from(format!("/tmp/lb-report-test-{}/vrrp", std::process::id()));
+        let dir =
+            std::path::PathBuf::from(format!("/tmp/lb-report-test-{}/vrrp", std::process::id()));
         let live = Report {
             instance: "VI_1".into(),
             state: "master".into(),

@@ -114,7 +114,7 @@ impl Daemon {
         register_daemon(proc.pid());
         // The directory where `lb-ctl run` publishes its VRRP state for list/stats:
         // `/run/lb-ctl/<key>/vrrp`. It removes `vrrp` when it stops, not `<key>`.
-        let run_dir = lb_ctl::vrrp::report::dir_in(&lb_ctl::maps::lock::runtime_dir(pin_dir))
+        let run_dir = lb_ctl::maps::lock::vrrp_reports_dir(pin_dir)
             .parent()
             .map(Path::to_path_buf);
         if let Some(d) = &run_dir {
