@@ -258,9 +258,10 @@ impl Counters {
 pub enum Reason {
     /// Forwarded to a backend (XDP_TX).
     Forwarded = 0,
-    /// Passed: not IPv4 (ARP, IPv6, other EtherTypes).
-    PassNotIpv4 = 1,
-    /// Passed: IPv4 but not TCP or UDP.
+    /// Passed: neither IPv4 nor IPv6 (ARP, other EtherTypes).
+    PassNotIp = 1,
+    /// Passed: IP but not TCP or UDP, and not an ICMP error about a VIP flow (echo requests,
+    /// neighbour discovery, other protocols).
     PassNotTcpUdp = 2,
     /// Passed: no service for this destination address, port and protocol.
     PassNotVip = 3,
@@ -268,7 +269,9 @@ pub enum Reason {
     PassOtherMac = 4,
     /// Passed: the ingress interface is not registered (attach writes it).
     PassUnknownIface = 5,
-    /// Passed: an IPv4 fragment (the kernel reassembles or drops it).
+    /// Passed: a non-first fragment of no datagram the director has seen the first fragment
+    /// of (not to a VIP, or it arrived before its first fragment); the kernel holds it until
+    /// its reassembly timer expires.
     PassFragment = 6,
     /// Passed: a header is truncated or inconsistent (the kernel drops it).
     PassMalformed = 7,
@@ -285,13 +288,24 @@ pub enum Reason {
     /// Dropped: a TCP packet that is not a SYN, with no live entry, to an `rr`, `wrr`, `lc` or
     /// `wlc` service (IPVS with `sloppy_tcp` off does not schedule it either).
     DropNoFlow = 11,
+    /// Forwarded (XDP_TX): an ICMP or ICMPv6 error (destination unreachable, packet too big,
+    /// time exceeded) whose quoted packet is a reply of a VIP flow, sent to that flow's
+    /// backend.
+    ForwardedIcmp = 12,
+    /// Passed: an ICMP error quoting a VIP flow that the director cannot place (no entry, and
+    /// a scheduler that needs one), or whose quote is truncated.
+    PassIcmpNoFlow = 13,
+    /// Forwarded (XDP_TX): a non-first fragment, sent to the backend its first fragment went to.
+    ForwardedFragment = 14,
+    /// Passed: an IPv6 header chain longer than the data path walks.
+    PassHeaderChain = 15,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 16;
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::Forwarded,
-        Reason::PassNotIpv4,
+        Reason::PassNotIp,
         Reason::PassNotTcpUdp,
         Reason::PassNotVip,
         Reason::PassOtherMac,
@@ -302,13 +316,17 @@ impl Reason {
         Reason::DropBadBackend,
         Reason::ForwardedStateless,
         Reason::DropNoFlow,
+        Reason::ForwardedIcmp,
+        Reason::PassIcmpNoFlow,
+        Reason::ForwardedFragment,
+        Reason::PassHeaderChain,
     ];
 
     /// A stable snake_case name, used as a JSON key and Prometheus label.
     pub const fn name(self) -> &'static str {
         match self {
             Reason::Forwarded => "forwarded",
-            Reason::PassNotIpv4 => "pass_not_ipv4",
+            Reason::PassNotIp => "pass_not_ip",
             Reason::PassNotTcpUdp => "pass_not_tcp_udp",
             Reason::PassNotVip => "pass_not_vip",
             Reason::PassOtherMac => "pass_other_mac",
@@ -319,6 +337,10 @@ impl Reason {
             Reason::DropBadBackend => "drop_bad_backend",
             Reason::ForwardedStateless => "forwarded_stateless",
             Reason::DropNoFlow => "drop_no_flow",
+            Reason::ForwardedIcmp => "forwarded_icmp",
+            Reason::PassIcmpNoFlow => "pass_icmp_no_flow",
+            Reason::ForwardedFragment => "forwarded_fragment",
+            Reason::PassHeaderChain => "pass_header_chain",
         }
     }
 
@@ -332,7 +354,13 @@ impl Reason {
 
     /// The data path sends packets counted under this reason to a backend (XDP_TX).
     pub const fn is_tx(self) -> bool {
-        matches!(self, Reason::Forwarded | Reason::ForwardedStateless)
+        matches!(
+            self,
+            Reason::Forwarded
+                | Reason::ForwardedStateless
+                | Reason::ForwardedIcmp
+                | Reason::ForwardedFragment
+        )
     }
 }
 

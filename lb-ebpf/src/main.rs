@@ -198,7 +198,7 @@ fn parse_ethernet(ctx: &XdpContext) -> Result<usize, Reason> {
         }
     }
     if proto != ETH_P_IP.to_be() {
-        return Err(Reason::PassNotIpv4);
+        return Err(Reason::PassNotIp);
     }
     Ok(offset)
 }

@@ -120,7 +120,7 @@ fn stats_in_all_three_formats() {
     assert_eq!(reasons.len(), lb_common::Reason::ALL.len(), "{stats:#}");
     assert_eq!(datapath(&stats, "forwarded"), ("tx".to_string(), SENT));
     assert_eq!(datapath(&stats, "drop_no_backend"), ("drop".to_string(), 0));
-    assert_eq!(datapath(&stats, "pass_not_ipv4").0, "pass");
+    assert_eq!(datapath(&stats, "pass_not_ip").0, "pass");
 
     let hit_addr = hit["address"].as_str().expect("address");
     let bytes = SENT * IP_BYTES;

@@ -372,7 +372,7 @@ fn directors_own_traffic_still_works() {
         num(service(&before, "web"), "packets")
     );
     let passed = |s: &Value| {
-        ["pass_not_ipv4", "pass_not_tcp_udp", "pass_not_vip"]
+        ["pass_not_ip", "pass_not_tcp_udp", "pass_not_vip"]
             .iter()
             .map(|r| datapath(s, r))
             .sum::<u64>()

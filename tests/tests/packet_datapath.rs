@@ -196,7 +196,7 @@ fn arp_and_ipv6_pass() {
         )
         .write(&mut arp)
         .expect("build ARP");
-    assert_passed(&mut h, &arp, Reason::PassNotIpv4);
+    assert_passed(&mut h, &arp, Reason::PassNotIp);
     let mut v6 = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
         .ipv6([0xfd; 16], [0xfe; 16], 64)
@@ -204,7 +204,7 @@ fn arp_and_ipv6_pass() {
         .syn()
         .write(&mut v6, &[])
         .expect("build IPv6");
-    assert_passed(&mut h, &v6, Reason::PassNotIpv4);
+    assert_passed(&mut h, &v6, Reason::PassNotIp);
 }
 
 #[test]
