@@ -356,7 +356,7 @@ fn a_writer_waits_for_another_and_the_daemon_is_the_only_writer() {
 
 /// A gratuitous ARP request for `ip` from `mac` (sender = target = `ip`).
 fn garp(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
-    lb_ctl::vrrp::instance::garp_frame(mac, ip).to_vec()
+    lb_ctl::vrrp::announce::garp_frame(mac, ip).to_vec()
 }
 
 #[test]

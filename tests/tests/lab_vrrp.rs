@@ -406,7 +406,7 @@ fn v2_one_second_with_auth_sigkill() {
                 vrid: 51,
                 priority: 254,
                 interval: 1,
-                addresses: vec![VIP],
+                addresses: vec![VIP.into()],
                 auth: Some(packet::auth_data(pass)),
             },
             lab::CLIENT_ADDR,

@@ -75,11 +75,12 @@ pub fn render(shown: &Director, interfaces: &[String]) -> String {
 }
 
 /// One line per VRRP instance, e.g. `VRRP VI_1: master (master 192.168.58.134), adverts sent
-/// 12, received 0, errors 0`.
+/// 12, received 0, errors 0, virtual addresses 192.168.58.133/32` (an IPv6 instance's master
+/// is its link-local address).
 pub fn render_vrrp(reports: &[Report]) -> String {
     let mut out = String::new();
     for r in reports {
-        let _ = writeln!(
+        let _ = write!(
             out,
             "VRRP {}: {} (master {}), adverts sent {}, received {}, errors {}",
             r.instance,
@@ -89,6 +90,10 @@ pub fn render_vrrp(reports: &[Report]) -> String {
             r.adverts_received,
             r.errors
         );
+        if !r.virtual_addresses.is_empty() {
+            let _ = write!(out, ", virtual addresses {}", r.virtual_addresses.join(" "));
+        }
+        out.push('\n');
     }
     out
 }

@@ -363,6 +363,7 @@ mod tests {
                 instance: "VI_1".into(),
                 state: "master".into(),
                 master: Some("192.168.58.134".into()),
+                virtual_addresses: vec!["192.168.58.133/32".into()],
                 adverts_sent: 12,
                 adverts_received: 3,
                 errors: 1,
@@ -373,6 +374,7 @@ mod tests {
                 instance: "VI_2".into(),
                 state: "backup".into(),
                 master: None,
+                virtual_addresses: vec!["fd00:58::133/128".into(), "fd00:58::134/128".into()],
                 ..Default::default()
             },
         ]

@@ -31,6 +31,7 @@ mod services;
 mod shown;
 mod tree;
 mod vrrp;
+mod vrrp_addr;
 
 #[cfg(test)]
 mod input_tests;

@@ -8,29 +8,32 @@
 //!     virtual_router_id: 51           # required, 1-255; unique per interface
 //!     priority: 150                   # 1-254, 255 = address owner; default 100
 //!     advert_interval: 1s             # v2: whole seconds 1s-255s; v3: 10ms-40950ms in 10 ms
-//!     virtual_addresses: [192.168.58.133/32]   # required; `/len` optional (default /32)
+//!     virtual_addresses: [192.168.58.133/32]   # required; `/len` optional (default /32, /128)
 //!     preempt: true                   # default true
 //!     preempt_delay: 0s               # default 0s
-//!     version: 2                      # 2 | 3; default 2
+//!     version: 2                      # 2 | 3; default 2 (IPv4), 3 (IPv6; 2 is an error)
 //!     auth_pass: "1111"               # v2 only, optional, 1-8 characters (auth_type PASS)
-//!     unicast_peers: []               # addresses; empty = multicast 224.0.0.18
-//!     garp_count: 5                   # gratuitous ARPs per address on becoming master
+//!     unicast_peers: []               # addresses; empty = multicast 224.0.0.18 (ff02::12)
+//!     garp_count: 5                   # gratuitous ARPs (IPv6: unsolicited neighbour
+//!                                     # advertisements) per address on becoming master
 //!     garp_delay: 1s                  # between them
 //!     notify_master: /usr/local/bin/master.sh   # run by /bin/sh -c on entering the state
 //!     notify_backup: /usr/local/bin/backup.sh
 //!     notify_fault: /usr/local/bin/fault.sh
 //! ```
+//!
+//! An instance is IPv4 or IPv6 (RFC 5798), by its virtual addresses: mixing families, an
+//! IPv6 instance with `version: 2`, or a unicast peer of the other family is an error.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
-use super::fields::{
-    Diags, Field, Fields, boolean, check_address, duration, integer, name, string,
-};
+use super::fields::{Diags, Field, Fields, boolean, duration, integer, name, string};
 use super::shown::shown;
 use super::tree::join_key;
+use super::vrrp_addr;
 
 /// One entry of `vrrp:`, every default filled in.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,15 +44,15 @@ pub struct VrrpConfig {
     /// 1-254; 255 = the address owner.
     pub priority: u8,
     pub advert_interval: Duration,
-    /// Address and prefix length, in file order.
-    pub virtual_addresses: Vec<(Ipv4Addr, u8)>,
+    /// Address and prefix length, in file order; all of one family.
+    pub virtual_addresses: Vec<(IpAddr, u8)>,
     pub preempt: bool,
     pub preempt_delay: Duration,
     pub version: Version,
     /// v2 simple-password authentication (keepalived's `auth_type PASS`).
     pub auth_pass: Option<String>,
     /// Send adverts to these instead of multicast (and accept unicast ones from them).
-    pub unicast_peers: Vec<Ipv4Addr>,
+    pub unicast_peers: Vec<IpAddr>,
     pub garp_count: u32,
     pub garp_delay: Duration,
     pub notify_master: Option<String>,
@@ -134,7 +137,7 @@ pub(super) fn check_vrrp(field: Option<Field>, d: &mut Diags) -> Option<Vec<Vrrp
     let mut complete = true;
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut vrids: HashMap<(String, u8), usize> = HashMap::new();
-    let mut addresses: HashMap<Ipv4Addr, usize> = HashMap::new();
+    let mut addresses: HashMap<IpAddr, usize> = HashMap::new();
     for item in items {
         let path = item.path();
         let line = item.line;
@@ -222,13 +225,30 @@ fn check_instance(f: &Fields, d: &mut Diags) -> Option<VrrpConfig> {
         }
         byte(n, 1, 255)
     });
-    let version = f.or("version", Version::V2, d, |n| {
+    let virtual_addresses = f.required("virtual_addresses", d).and_then(|list| {
+        let addresses = addresses(&list, d, vrrp_addr::cidr)?;
+        let message = match addresses.len() {
+            0 => "no virtual addresses; list at least one",
+            256.. => "more than 255 virtual addresses",
+            _ => return one_family(&list, addresses, d),
+        };
+        d.field(&list, message);
+        None
+    });
+    let ipv6 = matches!(virtual_addresses.as_deref(), Some([(IpAddr::V6(_), _), ..]));
+    let default_version = if ipv6 { Version::V3 } else { Version::V2 };
+    let version = f.or("version", default_version, d, |n| {
         let v = integer(n, i128::MIN, i128::MAX)
             .map_err(|_| format!("expected an integer (2 or 3), found {}", n.describe()))?;
-        u8::try_from(v)
-            .ok()
-            .and_then(Version::from_number)
-            .ok_or_else(|| format!("version {v}: expected 2 or 3"))
+        match u8::try_from(v).ok().and_then(Version::from_number) {
+            None => Err(format!("version {v}: expected 2 or 3")),
+            Some(Version::V2) if ipv6 => Err(
+                "version 2 is IPv4 only (RFC 3768); an instance with IPv6 virtual addresses \
+                 speaks version 3 (RFC 5798): set `version: 3` or leave it out"
+                    .to_string(),
+            ),
+            Some(v) => Ok(v),
+        }
     });
     let advert_interval = f.or("advert_interval", DEFAULT_ADVERT_INTERVAL, d, |n| {
         let t = duration(n)?;
@@ -243,16 +263,6 @@ fn check_instance(f: &Fields, d: &mut Diags) -> Option<VrrpConfig> {
             )),
             _ => Ok(t),
         }
-    });
-    let virtual_addresses = f.required("virtual_addresses", d).and_then(|list| {
-        let addresses = addresses(&list, d, cidr)?;
-        let message = match addresses.len() {
-            0 => "no virtual addresses; list at least one",
-            256.. => "more than 255 virtual addresses",
-            _ => return Some(addresses),
-        };
-        d.field(&list, message);
-        None
     });
     let preempt = f.or("preempt", true, d, |n| {
         boolean(n).map_err(|_| format!("expected true or false, found {}", n.describe()))
@@ -282,7 +292,16 @@ fn check_instance(f: &Fields, d: &mut Diags) -> Option<VrrpConfig> {
     let unicast_peers = match f.optional("unicast_peers") {
         None => Some(Vec::new()),
         Some(list) => addresses(&list, d, |s| {
-            check_address(s, "a unicast peer").map(|a| (a, 32))
+            let a = vrrp_addr::address(s, "a unicast peer")?;
+            match virtual_addresses.as_deref() {
+                Some([(v, _), ..]) if v.is_ipv4() != a.is_ipv4() => Err(format!(
+                    "{a} is {} but the virtual addresses are {}: peers speak the instance's \
+                     family",
+                    vrrp_addr::family_name(&a),
+                    vrrp_addr::family_name(v)
+                )),
+                _ => Ok((a, 0)),
+            }
         })
         .map(|list| list.into_iter().map(|(a, _)| a).collect()),
     };
@@ -331,8 +350,8 @@ fn byte(n: &super::tree::Node, min: u8, max: u8) -> Result<u8, String> {
 fn addresses(
     list: &Field,
     d: &mut Diags,
-    parse: impl Fn(&str) -> Result<(Ipv4Addr, u8), String>,
-) -> Option<Vec<(Ipv4Addr, u8)>> {
+    parse: impl Fn(&str) -> Result<(IpAddr, u8), String>,
+) -> Option<Vec<(IpAddr, u8)>> {
     let path = list.path();
     let Some(items) = list.items(&path) else {
         d.field(
@@ -344,7 +363,7 @@ fn addresses(
         );
         return None;
     };
-    let mut out: Vec<(Ipv4Addr, u8)> = Vec::new();
+    let mut out: Vec<(IpAddr, u8)> = Vec::new();
     let mut ok = true;
     for item in items {
         let r = string(item.node).and_then(|s| parse(&s)).and_then(|a| {
@@ -362,22 +381,31 @@ fn addresses(
     ok.then_some(out)
 }
 
-/// `a.b.c.d` or `a.b.c.d/len`.
-fn cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
-    let (addr, len) = match s.split_once('/') {
-        Some((a, l)) => match l.parse::<u8>() {
-            Ok(l) if l <= 32 => (a, l),
-            _ => {
-                return Err(format!("`{}`: the prefix length must be 0..=32", shown(s)));
-            }
-        },
-        None => (s, 32),
+/// `addresses` if they are of one family; else the first of the other family is reported
+/// at its item.
+fn one_family(
+    list: &Field,
+    addresses: Vec<(IpAddr, u8)>,
+    d: &mut Diags,
+) -> Option<Vec<(IpAddr, u8)>> {
+    let plain: Vec<IpAddr> = addresses.iter().map(|(a, _)| *a).collect();
+    let Err((i, message)) = vrrp_addr::family_of(&plain) else {
+        return Some(addresses);
     };
-    check_address(addr, "a virtual address").map(|a| (a, len))
+    match list
+        .items(&list.path())
+        .and_then(|items| items.into_iter().nth(i))
+    {
+        Some(item) => d.field(&item, message),
+        None => d.field(list, message),
+    }
+    None
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use crate::config::{Config, Diagnostic, parse};
 
     use super::*;
@@ -432,8 +460,8 @@ vrrp:
                 priority: 150,
                 advert_interval: Duration::from_secs(1),
                 virtual_addresses: vec![
-                    (Ipv4Addr::new(192, 168, 58, 133), 32),
-                    (Ipv4Addr::new(10, 0, 0, 1), 32)
+                    (Ipv4Addr::new(192, 168, 58, 133).into(), 32),
+                    (Ipv4Addr::new(10, 0, 0, 1).into(), 32)
                 ],
                 preempt: true,
                 preempt_delay: Duration::ZERO,
@@ -474,7 +502,10 @@ vrrp:
                     virtual_addresses: [10.1.1.1]\n    unicast_peers: [10.1.1.2]\n",
         );
         assert_eq!(c.vrrp[0].advert_interval, Duration::from_millis(200));
-        assert_eq!(c.vrrp[0].unicast_peers, vec![Ipv4Addr::new(10, 1, 1, 2)]);
+        assert_eq!(
+            c.vrrp[0].unicast_peers,
+            vec![IpAddr::from(Ipv4Addr::new(10, 1, 1, 2))]
+        );
     }
 
     #[test]
@@ -545,5 +576,91 @@ vrrp:
         has(&e, 10, "vrrp[1].virtual_addresses[0]", "line 3");
         let e = errs("services: []\nvrrp: 5\n");
         has(&e, 2, "vrrp", "expected a list of VRRP instances");
+    }
+
+    #[test]
+    fn ipv6_instances_speak_version_3() {
+        let c = ok("services: []
+vrrp:
+  - name: VI_6
+    interface: eth0
+    virtual_router_id: 52
+    advert_interval: 200ms
+    virtual_addresses: [fd00:58::133, \"fe80::133/64\"]
+    unicast_peers: [fe80::2]
+");
+        let v = &c.vrrp[0];
+        assert_eq!(v.version, Version::V3, "the default for IPv6");
+        assert_eq!(
+            v.virtual_addresses,
+            vec![
+                ("fd00:58::133".parse().unwrap(), 128),
+                ("fe80::133".parse().unwrap(), 64)
+            ]
+        );
+        assert_eq!(v.unicast_peers, vec!["fe80::2".parse::<IpAddr>().unwrap()]);
+        assert_eq!(v.advert_interval, Duration::from_millis(200));
+    }
+
+    #[test]
+    fn ipv6_errors_name_line_and_field() {
+        let e = errs(
+            "services: []
+vrrp:
+  - name: mixed
+    interface: eth0
+    virtual_router_id: 1
+    version: 3
+    virtual_addresses:
+      - 192.168.58.133
+      - fd00:58::133
+  - name: v2
+    interface: eth0
+    virtual_router_id: 2
+    version: 2
+    virtual_addresses: [fd00:58::134]
+  - name: peers
+    interface: eth0
+    virtual_router_id: 3
+    virtual_addresses: [fd00:58::135]
+    unicast_peers: [192.168.58.137]
+  - name: bad
+    interface: eth0
+    virtual_router_id: 4
+    virtual_addresses: [ff02::12, fd00::1/129, \"::1\"]
+  - name: ok6
+    interface: eth0
+    virtual_router_id: 5
+    virtual_addresses: [fd00:58::140]
+  - name: dup
+    interface: eth0
+    virtual_router_id: 6
+    virtual_addresses: [fd00:58::140]
+",
+        );
+        has(
+            &e,
+            9,
+            "vrrp[0].virtual_addresses[1]",
+            "fd00:58::133 is IPv6 but 192.168.58.133 is IPv4",
+        );
+        has(&e, 9, "vrrp[0].virtual_addresses[1]", "second instance");
+        has(&e, 13, "vrrp[1].version", "version 2 is IPv4 only");
+        has(
+            &e,
+            19,
+            "vrrp[2].unicast_peers[0]",
+            "peers speak the instance's family",
+        );
+        has(&e, 23, "vrrp[3].virtual_addresses[0]", "multicast");
+        has(&e, 23, "vrrp[3].virtual_addresses[1]", "0..=128");
+        has(&e, 23, "vrrp[3].virtual_addresses[2]", "loopback");
+        has(&e, 31, "vrrp[5].virtual_addresses[0]", "line 24");
+        // An IPv4 instance keeps version 2 as its default; 2 with IPv4 is fine.
+        let c = ok(
+            "services: []\nvrrp:\n  - name: v\n    interface: eth0\n    \
+                    virtual_router_id: 1\n    version: 2\n    virtual_addresses: [10.1.1.1]\n",
+        );
+        assert_eq!(c.vrrp[0].version, Version::V2);
     }
 }

@@ -1,32 +1,38 @@
-//! IPv4 addresses of an interface (`ip addr add/del/show`), over rtnetlink, in the calling
-//! thread's network namespace.
+//! Addresses of an interface (`ip addr add/del/show`), over rtnetlink, in the calling
+//! thread's network namespace. IPv6 addresses are added `nodad` (usable at once, as a VRRP
+//! master needs), and [`link_locals`] finds an interface's IPv6 link-local addresses.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context as _, Result};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
-    address::{AddressAttribute, AddressMessage, AddressScope},
+    address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope},
 };
 
 use super::rtnl;
 
-fn message(ifindex: u32, addr: Ipv4Addr, prefix_len: u8) -> AddressMessage {
+fn message(ifindex: u32, addr: IpAddr, prefix_len: u8) -> AddressMessage {
     let mut msg = AddressMessage::default();
-    msg.header.family = AddressFamily::Inet;
+    msg.header.family = match addr {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
     msg.header.prefix_len = prefix_len;
     msg.header.scope = AddressScope::Universe;
     msg.header.index = ifindex;
-    msg.attributes
-        .push(AddressAttribute::Local(IpAddr::V4(addr)));
-    msg.attributes
-        .push(AddressAttribute::Address(IpAddr::V4(addr)));
+    msg.attributes.push(AddressAttribute::Local(addr));
+    msg.attributes.push(AddressAttribute::Address(addr));
+    if addr.is_ipv6() {
+        msg.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
     msg
 }
 
 /// Adds `addr/prefix_len` to the interface. `Ok(false)` when it was already there.
-pub fn add(ifindex: u32, addr: Ipv4Addr, prefix_len: u8) -> Result<bool> {
+pub fn add(ifindex: u32, addr: IpAddr, prefix_len: u8) -> Result<bool> {
     let msg = RouteNetlinkMessage::NewAddress(message(ifindex, addr, prefix_len));
     match rtnl::request(msg, NLM_F_CREATE | NLM_F_EXCL) {
         Ok(_) => Ok(true),
@@ -38,7 +44,7 @@ pub fn add(ifindex: u32, addr: Ipv4Addr, prefix_len: u8) -> Result<bool> {
 }
 
 /// Removes `addr/prefix_len` from the interface. `Ok(false)` when it was not there.
-pub fn del(ifindex: u32, addr: Ipv4Addr, prefix_len: u8) -> Result<bool> {
+pub fn del(ifindex: u32, addr: IpAddr, prefix_len: u8) -> Result<bool> {
     let msg = RouteNetlinkMessage::DelAddress(message(ifindex, addr, prefix_len));
     match rtnl::request(msg, 0) {
         Ok(_) => Ok(true),
@@ -77,4 +83,32 @@ pub fn list(ifindex: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
         }
     }
     Ok(out)
+}
+
+/// The interface's IPv6 link-local addresses (fe80::/10), in the kernel's order; empty when
+/// it has none (IPv6 off, `addrgenmode none`, or the interface never came up).
+pub fn link_locals(ifindex: u32) -> Result<Vec<Ipv6Addr>> {
+    let mut req = AddressMessage::default();
+    req.header.family = AddressFamily::Inet6;
+    let answers = rtnl::request(RouteNetlinkMessage::GetAddress(req), NLM_F_DUMP)
+        .context("listing IPv6 addresses")?;
+    Ok(answers
+        .into_iter()
+        .filter_map(|answer| match answer {
+            RouteNetlinkMessage::NewAddress(msg)
+                if msg.header.index == ifindex && msg.header.family == AddressFamily::Inet6 =>
+            {
+                msg.attributes.into_iter().find_map(|a| match a {
+                    AddressAttribute::Address(IpAddr::V6(ip)) if is_link_local(&ip) => Some(ip),
+                    _ => None,
+                })
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+/// fe80::/10.
+pub fn is_link_local(a: &Ipv6Addr) -> bool {
+    a.segments()[0] & 0xffc0 == 0xfe80
 }

@@ -3,17 +3,20 @@
 //!
 //! - Receive: every packet is checked (TTL 255, length, checksum, version, authentication);
 //!   bad ones are counted, logged and ignored. With unicast peers, only theirs count.
-//! - Send: adverts go to 224.0.0.18, or to each unicast peer.
-//! - Master: the virtual addresses are added with rtnetlink ([`crate::net::addr`]) and
-//!   announced with gratuitous ARP, `garp_count` per address, `garp_delay` apart. Leaving
-//!   master removes them.
+//! - Send: adverts go to 224.0.0.18 (IPv6: ff02::12), or to each unicast peer.
+//! - An IPv6 instance (RFC 5798) sends from the interface's link-local address, which is
+//!   also its primary address (the tie-break between equal priorities).
+//! - Master: the virtual addresses are added with rtnetlink ([`crate::net::addr`]; IPv6 ones
+//!   `nodad`) and announced ([`super::announce`]: gratuitous ARP, or unsolicited neighbour
+//!   advertisements for IPv6), `garp_count` per address, `garp_delay` apart. Leaving master
+//!   removes them.
 //! - The interface's state ([`crate::net::carrier`]) is polled: losing the carrier is a fault.
 //! - Transitions are logged and run `notify_master` / `notify_backup` / `notify_fault`
 //!   (`/bin/sh -c`, with `LB_VRRP_INSTANCE`, `LB_VRRP_STATE`, `LB_VRRP_REASON` set), tracked
 //!   by the caller's [`Hooks`] (a timeout each; killed, process group and all, on stop).
 
 use std::{
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     sync::{Arc, atomic::Ordering},
     time::Duration,
 };
@@ -24,7 +27,8 @@ use tokio::{io::unix::AsyncFd, sync::watch, task::JoinHandle, time::Instant};
 use tracing::{debug, error, info, warn};
 
 use super::{
-    packet::{self, Advert, Expect, PacketError, Version},
+    announce,
+    packet::{self, Advert, Expect, IpInfo, PacketError, Version},
     socket,
     state::{Action, Event, Machine, Params, State},
     status::Status,
@@ -50,7 +54,12 @@ pub struct Handle {
 /// Starts `cfg` as a task; it runs until `stop` turns true (then hands over with priority 0
 /// if master) or fails to start (logged). Its notify hooks run in `hooks`.
 pub fn spawn(cfg: VrrpConfig, stop: watch::Receiver<bool>, hooks: Hooks) -> Handle {
-    let status = Arc::new(Status::default());
+    let status = Arc::new(Status {
+        virtual_addresses: (cfg.virtual_addresses.iter())
+            .map(|(a, len)| format!("{a}/{len}"))
+            .collect(),
+        ..Status::default()
+    });
     let name = cfg.name.clone();
     let st = status.clone();
     let task = tokio::spawn(async move {
@@ -66,10 +75,11 @@ struct Instance {
     cfg: VrrpConfig,
     ifindex: u32,
     mac: [u8; 6],
-    primary: Ipv4Addr,
+    /// IPv4, or the interface's IPv6 link-local address.
+    primary: IpAddr,
     recv: AsyncFd<Socket>,
     send: Socket,
-    arp: Arc<socket::Arp>,
+    frames: Arc<socket::Frames>,
     expect: Expect,
     status: Arc<Status>,
     garps: Option<JoinHandle<()>>,
@@ -85,24 +95,23 @@ pub async fn run(
 ) -> Result<()> {
     let ifindex = link::ifindex(&cfg.interface)?;
     let mac = link::mac(ifindex)?;
-    let vips: Vec<Ipv4Addr> = cfg.virtual_addresses.iter().map(|(a, _)| *a).collect();
-    let primary = blocking(move || addr::list(ifindex))
-        .await?
-        .into_iter()
-        .map(|(a, _)| a)
-        .find(|a| !vips.contains(a))
-        .with_context(|| {
-            format!(
-                "{} has no IPv4 address of its own to send VRRP adverts from",
-                cfg.interface
-            )
-        })?;
+    let vips: Vec<IpAddr> = cfg.virtual_addresses.iter().map(|(a, _)| *a).collect();
+    let primary = primary_address(&cfg.interface, ifindex, vips).await?;
     let multicast = cfg.unicast_peers.is_empty();
-    let recv = socket::receiver(&cfg.interface, ifindex, multicast)
-        .with_context(|| format!("opening the VRRP receive socket on {}", cfg.interface))?;
-    let send = socket::sender(&cfg.interface, primary)
-        .with_context(|| format!("opening the VRRP send socket on {}", cfg.interface))?;
-    let arp = Arc::new(socket::Arp::open(ifindex)?);
+    let iface = cfg.interface.as_str();
+    let (recv, send) = match primary {
+        IpAddr::V4(p) => (
+            socket::receiver(iface, ifindex, multicast),
+            socket::sender(iface, p),
+        ),
+        IpAddr::V6(p) => (
+            socket::receiver_v6(iface, ifindex, multicast),
+            socket::sender_v6(iface, ifindex, p),
+        ),
+    };
+    let recv = recv.with_context(|| format!("opening the VRRP receive socket on {iface}"))?;
+    let send = send.with_context(|| format!("opening the VRRP send socket on {iface}"))?;
+    let frames = Arc::new(socket::Frames::open(ifindex)?);
     let expect = Expect {
         version: cfg.version,
         auth: cfg.auth_pass.as_deref().map(packet::auth_data),
@@ -126,7 +135,7 @@ pub async fn run(
         recv: unsafe { AsyncFd::register_with_interest(recv, tokio::io::Interest::READABLE) }
             .map_err(|e| anyhow::anyhow!("registering the VRRP socket: {e}"))?,
         send,
-        arp,
+        frames,
         expect,
         status,
         garps: None,
@@ -184,16 +193,24 @@ pub async fn run(
             ready = inst.recv.readable() => {
                 let mut guard = ready.context("waiting for VRRP packets")?;
                 let mut events = Vec::new();
+                let ipv6 = inst.primary.is_ipv6();
                 loop {
-                    let n = match guard.try_io(|fd| socket::receive(fd.get_ref(), &mut buf)) {
-                        Ok(Ok(n)) => n,
+                    let read = guard.try_io(|fd| {
+                        if ipv6 {
+                            socket::receive_v6(fd.get_ref(), &mut buf).map(|(n, i)| (n, Some(i)))
+                        } else {
+                            socket::receive(fd.get_ref(), &mut buf).map(|n| (n, None))
+                        }
+                    });
+                    let (n, info) = match read {
+                        Ok(Ok(x)) => x,
                         Ok(Err(e)) => {
                             warn!(instance = %inst.cfg.name, error = %e, "reading a VRRP packet");
                             break;
                         }
                         Err(_would_block) => break,
                     };
-                    events.extend(inst.receive(&buf[..n]));
+                    events.extend(inst.receive(&buf[..n], info));
                 }
                 drop(guard);
                 for event in events {
@@ -221,6 +238,35 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// The address adverts are sent from: the interface's first IPv4 address that is not a
+/// virtual one, or for an IPv6 instance (its first virtual address is IPv6) its link-local
+/// address (RFC 5798 5.1.2.2).
+async fn primary_address(iface: &str, ifindex: u32, vips: Vec<IpAddr>) -> Result<IpAddr> {
+    let ipv6 = vips.first().is_some_and(IpAddr::is_ipv6);
+    let found = blocking(move || {
+        Ok(if ipv6 {
+            (addr::link_locals(ifindex)?.into_iter())
+                .map(IpAddr::V6)
+                .find(|a| !vips.contains(a))
+        } else {
+            (addr::list(ifindex)?.into_iter())
+                .map(|(a, _)| IpAddr::V4(a))
+                .find(|a| !vips.contains(a))
+        })
+    })
+    .await?;
+    found.with_context(|| {
+        if ipv6 {
+            format!(
+                "{iface} has no IPv6 link-local address to send VRRP adverts from (is IPv6 \
+                 disabled on it, or its addrgenmode none?)"
+            )
+        } else {
+            format!("{iface} has no IPv4 address of its own to send VRRP adverts from")
+        }
+    })
+}
+
 /// Runs a blocking call (rtnetlink) off the async threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
@@ -229,14 +275,24 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 impl Instance {
-    /// Checks one received packet; an event for the machine if it is a valid advert of ours.
-    fn receive(&self, packet: &[u8]) -> Option<Event> {
+    /// Checks one received packet (IPv4: with its IP header; IPv6: the VRRP message, `info`
+    /// from the socket); an event for the machine if it is a valid advert of ours.
+    fn receive(&self, packet: &[u8], info: Option<IpInfo>) -> Option<Event> {
         let name = &self.cfg.name;
-        let (ip, msg) = match packet::parse_ipv4(packet) {
+        let parsed = match info {
+            None => packet::parse_ipv4(packet),
+            Some(info) => info.check_ttl().map(|i| (i, packet)),
+        };
+        let (ip, msg) = match parsed {
             Ok(x) => x,
             Err(e) => {
-                let src = (packet.len() >= 20)
-                    .then(|| Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]));
+                let src = info.map(|i| i.src).or_else(|| {
+                    (packet.len() >= 20).then(|| {
+                        IpAddr::V4(Ipv4Addr::new(
+                            packet[12], packet[13], packet[14], packet[15],
+                        ))
+                    })
+                });
                 self.invalid(&e, src);
                 return None;
             }
@@ -264,7 +320,7 @@ impl Instance {
             return None;
         }
         self.status.adverts_received.fetch_add(1, Ordering::Relaxed);
-        let ours: Vec<Ipv4Addr> = self.cfg.virtual_addresses.iter().map(|(a, _)| *a).collect();
+        let ours: Vec<IpAddr> = self.cfg.virtual_addresses.iter().map(|(a, _)| *a).collect();
         if advert.priority != 0 && advert.addresses != ours {
             debug!(instance = %name, src = %ip.src, addresses = ?advert.addresses, "advert lists other addresses than ours");
         }
@@ -275,7 +331,7 @@ impl Instance {
         })
     }
 
-    fn invalid(&self, e: &PacketError, src: Option<Ipv4Addr>) {
+    fn invalid(&self, e: &PacketError, src: Option<IpAddr>) {
         let counter = match e {
             PacketError::Ttl(_) => &self.status.bad_ttl,
             PacketError::Auth => &self.status.bad_auth,
@@ -336,14 +392,14 @@ impl Instance {
             addresses: self.cfg.virtual_addresses.iter().map(|(a, _)| *a).collect(),
             auth: self.expect.auth,
         };
-        let dests: Vec<Ipv4Addr> = if self.cfg.unicast_peers.is_empty() {
-            vec![packet::MULTICAST]
+        let dests: Vec<IpAddr> = if self.cfg.unicast_peers.is_empty() {
+            vec![packet::multicast(self.primary)]
         } else {
             self.cfg.unicast_peers.clone()
         };
         for dst in dests {
             let msg = packet::encode(&advert, self.primary, dst);
-            match socket::send_advert(&self.send, &msg, dst) {
+            match socket::send_to(&self.send, &msg, dst, self.ifindex) {
                 Ok(()) => {
                     self.status.adverts_sent.fetch_add(1, Ordering::Relaxed);
                 }
@@ -398,14 +454,11 @@ impl Instance {
         if self.cfg.garp_count == 0 {
             return;
         }
-        let frames: Vec<[u8; 42]> = self
-            .cfg
-            .virtual_addresses
-            .iter()
-            .map(|(a, _)| garp_frame(self.mac, *a))
+        let frames: Vec<Vec<u8>> = (self.cfg.virtual_addresses.iter())
+            .map(|(a, _)| announce::frame(self.mac, *a))
             .collect();
         // Its own handle on the socket: the task may outlive this borrow.
-        let arp = self.arp.clone();
+        let socket = self.frames.clone();
         let (count, delay, name) = (
             self.cfg.garp_count,
             self.cfg.garp_delay,
@@ -417,8 +470,8 @@ impl Instance {
                     tokio::time::sleep(delay).await;
                 }
                 for f in &frames {
-                    if let Err(e) = arp.send(f) {
-                        debug!(instance = %name, error = %e, "sending a gratuitous ARP");
+                    if let Err(e) = socket.send(f) {
+                        debug!(instance = %name, error = %e, "sending a gratuitous ARP / neighbour advert");
                     }
                 }
             }
@@ -449,40 +502,5 @@ impl Instance {
             Err(e) => warn!(instance = %name, command = %command, error = %e, "notify hook failed"),
         });
         self.hooks.spawn(cmd, env, done);
-    }
-}
-
-/// A gratuitous ARP request for `ip` from `mac`: broadcast, sender = target = `ip`.
-pub fn garp_frame(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 42] {
-    let mut f = [0u8; 42];
-    f[0..6].copy_from_slice(&[0xff; 6]);
-    f[6..12].copy_from_slice(&mac);
-    f[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
-    f[14..16].copy_from_slice(&1u16.to_be_bytes()); // Ethernet
-    f[16..18].copy_from_slice(&0x0800u16.to_be_bytes()); // IPv4
-    f[18] = 6;
-    f[19] = 4;
-    f[20..22].copy_from_slice(&1u16.to_be_bytes()); // request
-    f[22..28].copy_from_slice(&mac);
-    f[28..32].copy_from_slice(&ip.octets());
-    // Target MAC zero (RFC 5227), target IP = sender IP.
-    f[38..42].copy_from_slice(&ip.octets());
-    f
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn garp_frame_layout() {
-        let f = garp_frame([2, 0, 0, 0, 0, 0x86], Ipv4Addr::new(192, 168, 58, 133));
-        let want: [u8; 42] = [
-            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 0x86, 0x08, 0x06, // Ethernet
-            0, 1, 0x08, 0, 6, 4, 0, 1, // ARP request, Ethernet/IPv4
-            2, 0, 0, 0, 0, 0x86, 192, 168, 58, 133, // sender
-            0, 0, 0, 0, 0, 0, 192, 168, 58, 133, // target
-        ];
-        assert_eq!(f, want);
     }
 }

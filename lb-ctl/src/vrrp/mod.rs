@@ -8,6 +8,7 @@
 //! - [`instances`]: every instance of a file, started and stopped together, writing the
 //!   [`report`] files that `list` and `stats` read.
 
+pub mod announce;
 pub mod instance;
 pub mod instances;
 pub mod packet;

@@ -1,5 +1,5 @@
 //! VRRP advertisements on the wire: version 2 (RFC 3768, with keepalived's `auth_type PASS`
-//! simple-password authentication) and version 3 for IPv4 (RFC 5798).
+//! simple-password authentication) and version 3 for IPv4 and IPv6 (RFC 5798).
 //!
 //! ```text
 //! v2 (RFC 3768 5.1)                        v3 (RFC 5798 5.1)
@@ -10,20 +10,28 @@
 //!  4 Auth Type (0 none, 1 simple text)      4-5 rsvd (4 bits) | Max Adver Int (12 bits, cs)
 //!  5 Adver Int (seconds)
 //!  6-7 Checksum                             6-7 Checksum
-//!  8.. IPv4 addresses (4 bytes each)        8.. IPv4 addresses (4 bytes each)
+//!  8.. IPv4 addresses (4 bytes each)        8.. IPv4 (4 bytes) or IPv6 (16 bytes) addresses
 //!  .. Authentication Data (8 bytes)
 //! ```
 //!
-//! The v2 checksum covers the VRRP message alone; the v3 checksum also covers the IPv4
-//! pseudo-header (source, destination, zero, protocol 112, VRRP length), as for UDP.
-//! The IP header's TTL (must be 255) is checked by the receiver ([`parse_ipv4`]).
+//! The v2 checksum covers the VRRP message alone; the v3 checksum also covers the IP
+//! pseudo-header, as for UDP: IPv4 (source, destination, zero, protocol 112, VRRP length;
+//! RFC 768), IPv6 (source, destination, 32-bit VRRP length, three zero bytes, next header
+//! 112; RFC 8200 8.1, as RFC 5798 5.2.8 says). The family of a message is that of the
+//! addresses it travels between. The IP header's TTL / hop limit (must be 255) is checked by
+//! the receiver ([`parse_ipv4`]; for IPv6 the socket hands it over separately).
 
-use std::{fmt, net::Ipv4Addr};
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 /// IP protocol number of VRRP.
 pub const PROTO: u8 = 112;
 /// The VRRP multicast group (IPv4).
 pub const MULTICAST: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
+/// The VRRP multicast group (IPv6, link-local scope).
+pub const MULTICAST_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
 /// The only TTL a VRRP packet may have (sent and received).
 pub const TTL: u8 = 255;
 /// Type 1: ADVERTISEMENT (the only type).
@@ -51,7 +59,8 @@ pub struct Advert {
     pub priority: u8,
     /// The advertisement interval in the packet's own unit: seconds (v2), centiseconds (v3).
     pub interval: u16,
-    pub addresses: Vec<Ipv4Addr>,
+    /// All of the family of the addresses the message travels between.
+    pub addresses: Vec<IpAddr>,
     /// v2: `None` = auth type 0; `Some(data)` = auth type 1 (simple text, zero-padded).
     pub auth: Option<[u8; AUTH_LEN]>,
 }
@@ -114,12 +123,24 @@ impl fmt::Display for PacketError {
 
 impl std::error::Error for PacketError {}
 
-/// The parts of an IPv4 header a receiver needs.
+/// The parts of an IP header a receiver needs (IPv4: from the header; IPv6: from the
+/// socket's control messages).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IpInfo {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// TTL (IPv4) or hop limit (IPv6).
     pub ttl: u8,
+}
+
+impl IpInfo {
+    /// RFC 5798 7.1: a packet whose TTL / hop limit is not 255 came through a router.
+    pub fn check_ttl(self) -> Result<IpInfo, PacketError> {
+        match self.ttl {
+            TTL => Ok(self),
+            t => Err(PacketError::Ttl(t)),
+        }
+    }
 }
 
 /// Splits an IPv4 packet (as a raw socket receives it) into its header info and the VRRP
@@ -138,13 +159,10 @@ pub fn parse_ipv4(packet: &[u8]) -> Result<(IpInfo, &[u8]), PacketError> {
     }
     let info = IpInfo {
         ttl: packet[8],
-        src: Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]),
-        dst: Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]),
+        src: Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]).into(),
+        dst: Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]).into(),
     };
-    if info.ttl != TTL {
-        return Err(PacketError::Ttl(info.ttl));
-    }
-    Ok((info, &packet[ihl..total]))
+    Ok((info.check_ttl()?, &packet[ihl..total]))
 }
 
 /// The Internet checksum (RFC 1071) of `parts`, concatenated (each part of even length except
@@ -169,12 +187,44 @@ pub fn checksum(parts: &[&[u8]]) -> u16 {
     !(sum as u16)
 }
 
-fn pseudo_header(src: Ipv4Addr, dst: Ipv4Addr, len: usize) -> [u8; 12] {
-    let mut p = [0u8; 12];
-    p[..4].copy_from_slice(&src.octets());
-    p[4..8].copy_from_slice(&dst.octets());
-    p[9] = PROTO;
-    p[10..12].copy_from_slice(&(len as u16).to_be_bytes());
+/// The multicast group of `family`'s VRRP (224.0.0.18 or ff02::12).
+pub fn multicast(family: IpAddr) -> IpAddr {
+    match family {
+        IpAddr::V4(_) => IpAddr::V4(MULTICAST),
+        IpAddr::V6(_) => IpAddr::V6(MULTICAST_V6),
+    }
+}
+
+/// The bytes of an address on the wire: 4 or 16.
+fn octets(a: &IpAddr) -> Vec<u8> {
+    match a {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// The bytes one address takes in a message between `src` and its peers.
+fn address_len(src: &IpAddr) -> usize {
+    match src {
+        IpAddr::V4(_) => 4,
+        IpAddr::V6(_) => 16,
+    }
+}
+
+/// The pseudo-header of v3's checksum: IPv4 (12 bytes) or IPv6 (40 bytes), by `src`'s family.
+fn pseudo_header(src: IpAddr, dst: IpAddr, len: usize) -> Vec<u8> {
+    let mut p = octets(&src);
+    p.extend_from_slice(&octets(&dst));
+    match src {
+        IpAddr::V4(_) => {
+            p.extend_from_slice(&[0, PROTO]);
+            p.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        IpAddr::V6(_) => {
+            p.extend_from_slice(&(len as u32).to_be_bytes());
+            p.extend_from_slice(&[0, 0, 0, PROTO]);
+        }
+    }
     p
 }
 
@@ -190,9 +240,10 @@ pub fn auth_data(pass: &str) -> [u8; AUTH_LEN] {
 
 /// Encodes `advert` as a VRRP message (without IP header), checksum filled in. `src` and `dst`
 /// are the IP addresses it will be sent with (v3's pseudo-header).
-pub fn encode(advert: &Advert, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+pub fn encode(advert: &Advert, src: impl Into<IpAddr>, dst: impl Into<IpAddr>) -> Vec<u8> {
+    let (src, dst) = (src.into(), dst.into());
     let count = advert.addresses.len().min(MAX_ADDRESSES);
-    let mut out = Vec::with_capacity(HEADER_LEN + 4 * count + AUTH_LEN);
+    let mut out = Vec::with_capacity(HEADER_LEN + address_len(&src) * count + AUTH_LEN);
     out.push((advert.version.number() << 4) | TYPE_ADVERT);
     out.push(advert.vrid);
     out.push(advert.priority);
@@ -212,7 +263,7 @@ pub fn encode(advert: &Advert, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
     }
     out.extend_from_slice(&[0, 0]);
     for a in &advert.addresses[..count] {
-        out.extend_from_slice(&a.octets());
+        out.extend_from_slice(&octets(a));
     }
     let sum = match advert.version {
         Version::V2 => {
@@ -226,9 +277,15 @@ pub fn encode(advert: &Advert, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
 }
 
 /// Decodes and checks a VRRP message received from `src` to `dst`: version 2 or 3, type 1,
-/// address count against length, checksum. What depends on the instance (its VRID, version,
-/// authentication, interval) is [`Expect::check`].
-pub fn decode(msg: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> Result<Advert, PacketError> {
+/// address count against length (4 or 16 bytes each, by `src`'s family), checksum; version 2
+/// only over IPv4. What depends on the instance (its VRID, version, authentication,
+/// interval) is [`Expect::check`].
+pub fn decode(
+    msg: &[u8],
+    src: impl Into<IpAddr>,
+    dst: impl Into<IpAddr>,
+) -> Result<Advert, PacketError> {
+    let (src, dst) = (src.into(), dst.into());
     if msg.len() < HEADER_LEN {
         return Err(PacketError::Truncated);
     }
@@ -236,12 +293,16 @@ pub fn decode(msg: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> Result<Advert, Packet
     if msg[0] & 0x0f != TYPE_ADVERT {
         return Err(PacketError::Type(msg[0] & 0x0f));
     }
+    if version == Version::V2 && src.is_ipv6() {
+        return Err(PacketError::Version(2));
+    }
     let count = msg[3];
+    let alen = address_len(&src);
     let auth_len = match version {
         Version::V2 => AUTH_LEN,
         Version::V3 => 0,
     };
-    if msg.len() != HEADER_LEN + 4 * usize::from(count) + auth_len {
+    if msg.len() != HEADER_LEN + alen * usize::from(count) + auth_len {
         return Err(PacketError::Length {
             count,
             len: msg.len(),
@@ -257,9 +318,12 @@ pub fn decode(msg: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> Result<Advert, Packet
     if count == 0 {
         return Err(PacketError::NoAddresses);
     }
-    let addresses = msg[HEADER_LEN..HEADER_LEN + 4 * usize::from(count)]
-        .chunks_exact(4)
-        .map(|c| Ipv4Addr::new(c[0], c[1], c[2], c[3]))
+    let addresses = msg[HEADER_LEN..HEADER_LEN + alen * usize::from(count)]
+        .chunks_exact(alen)
+        .map(|c| match <[u8; 16]>::try_from(c) {
+            Ok(v6) => IpAddr::V6(Ipv6Addr::from(v6)),
+            Err(_) => IpAddr::V4(Ipv4Addr::new(c[0], c[1], c[2], c[3])),
+        })
         .collect();
     let (interval, auth) = match version {
         Version::V2 => {
@@ -359,6 +423,29 @@ mod tests {
         0x31, 7, 255, 2, 0x00, 100, 0xd3, 0x81, 192, 168, 58, 133, 10, 0, 0, 1,
     ];
 
+    const LL1: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+    const LL2: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2);
+    const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x58, 0, 0, 0, 0, 0, 0x133);
+
+    /// RFC 5798 5.1 over IPv6, VRID 51, priority 100, Max Adver Int 100 cs, one address
+    /// fd00:58::133, from fe80::1 to ff02::12, 24 bytes. Pseudo-header words (RFC 8200 8.1:
+    /// source, destination, 32-bit length 24, zero, next header 112): fe80 + 0001 + ff02 +
+    /// 0012 + 0000 + 0018 + 0000 + 0070; message words: 3133 + 6401 + 0064 + 0000 + fd00 +
+    /// 0058 + 0133; total 0x39240; fold 0x9240 + 0x3 = 0x9243; complement 0x6dbc.
+    const V3_V6: [u8; 24] = [
+        0x31, 51, 100, 1, 0x00, 100, 0x6d, 0xbc, 0xfd, 0x00, 0, 0x58, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0x01, 0x33,
+    ];
+
+    /// v3 over IPv6, VRID 7, priority 255, 100 cs, two addresses (fd00:58::133, fe80::99),
+    /// unicast from fe80::1 to fe80::2, 40 bytes. Pseudo-header: fe80 + 0001 + fe80 + 0002 +
+    /// 0028 + 0070; message: 3107 + ff02 + 0064 + fd00 + 0058 + 0133 + fe80 + 0099; total
+    /// 0x52bac; fold 0x2bac + 0x5 = 0x2bb1; complement 0xd44e.
+    const V3_V6_TWO: [u8; 40] = [
+        0x31, 7, 255, 2, 0x00, 100, 0xd4, 0x4e, 0xfd, 0x00, 0, 0x58, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0x01, 0x33, 0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x99,
+    ];
+
     /// The one's complement sum written out the slow way, to check the vectors.
     fn slow_sum(bytes: &[u8]) -> u16 {
         let mut s: u64 = 0;
@@ -384,6 +471,83 @@ mod tests {
         let mut v3b = vec![192, 168, 58, 137, 192, 168, 58, 134, 0, 112, 0, 16];
         v3b.extend_from_slice(&V3_TWO);
         assert_eq!(slow_sum(&v3b), 0xffff);
+        let mut v6 = LL1.octets().to_vec();
+        v6.extend_from_slice(&MULTICAST_V6.octets());
+        v6.extend_from_slice(&[0, 0, 0, 24, 0, 0, 0, 112]);
+        v6.extend_from_slice(&V3_V6);
+        assert_eq!(slow_sum(&v6), 0xffff);
+        let mut v6b = LL1.octets().to_vec();
+        v6b.extend_from_slice(&LL2.octets());
+        v6b.extend_from_slice(&[0, 0, 0, 40, 0, 0, 0, 112]);
+        v6b.extend_from_slice(&V3_V6_TWO);
+        assert_eq!(slow_sum(&v6b), 0xffff);
+    }
+
+    fn v3_v6() -> Advert {
+        Advert {
+            version: Version::V3,
+            vrid: 51,
+            priority: 100,
+            interval: 100,
+            addresses: vec![VIP6.into()],
+            auth: None,
+        }
+    }
+
+    #[test]
+    fn v3_over_ipv6_encodes_and_decodes() {
+        assert_eq!(encode(&v3_v6(), LL1, MULTICAST_V6), V3_V6);
+        assert_eq!(decode(&V3_V6, LL1, MULTICAST_V6), Ok(v3_v6()));
+        let two = Advert {
+            vrid: 7,
+            priority: 255,
+            addresses: vec![VIP6.into(), "fe80::99".parse().unwrap()],
+            ..v3_v6()
+        };
+        assert_eq!(encode(&two, LL1, LL2), V3_V6_TWO);
+        assert_eq!(decode(&V3_V6_TWO, LL1, LL2), Ok(two));
+        assert_eq!(
+            multicast(LL1.into()),
+            IpAddr::V6("ff02::12".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn hop_limit_must_be_255() {
+        let info = IpInfo {
+            src: LL1.into(),
+            dst: MULTICAST_V6.into(),
+            ttl: 255,
+        };
+        assert_eq!(info.check_ttl(), Ok(info));
+        let routed = IpInfo { ttl: 64, ..info };
+        assert_eq!(routed.check_ttl(), Err(PacketError::Ttl(64)));
+    }
+
+    #[test]
+    fn ipv6_checksum_covers_the_pseudo_header_and_length() {
+        // Another source or destination: the checksum no longer holds.
+        assert_eq!(
+            decode(&V3_V6, LL2, MULTICAST_V6),
+            Err(PacketError::Checksum)
+        );
+        assert_eq!(decode(&V3_V6, LL1, LL2), Err(PacketError::Checksum));
+        let mut bad = V3_V6;
+        bad[23] ^= 1;
+        assert_eq!(decode(&bad, LL1, MULTICAST_V6), Err(PacketError::Checksum));
+        // Addresses are 16 bytes: an IPv4-sized message is the wrong length over IPv6.
+        assert_eq!(
+            decode(&V3, LL1, MULTICAST_V6),
+            Err(PacketError::Length { count: 1, len: 12 })
+        );
+        assert_eq!(
+            decode(&V3_V6[..20], LL1, MULTICAST_V6),
+            Err(PacketError::Length { count: 1, len: 20 })
+        );
+        // Version 2 does not exist over IPv6 (RFC 3768 is IPv4 only).
+        let mut v2 = V3_V6;
+        v2[0] = 0x21;
+        assert_eq!(decode(&v2, LL1, MULTICAST_V6), Err(PacketError::Version(2)));
     }
 
     fn v2_pass() -> Advert {
@@ -392,7 +556,7 @@ mod tests {
             vrid: 51,
             priority: 150,
             interval: 1,
-            addresses: vec![VIP],
+            addresses: vec![VIP.into()],
             auth: Some(auth_data("1111")),
         }
     }
@@ -403,7 +567,7 @@ mod tests {
             vrid: 51,
             priority: 100,
             interval: 20,
-            addresses: vec![VIP],
+            addresses: vec![VIP.into()],
             auth: None,
         }
     }
@@ -436,7 +600,7 @@ mod tests {
             vrid: 7,
             priority: 255,
             interval: 100,
-            addresses: vec![VIP, Ipv4Addr::new(10, 0, 0, 1)],
+            addresses: vec![VIP.into(), Ipv4Addr::new(10, 0, 0, 1).into()],
             ..v3()
         };
         assert_eq!(encode(&two, D2, D1), V3_TWO);
@@ -538,8 +702,8 @@ mod tests {
         assert_eq!(
             info,
             IpInfo {
-                src: D1,
-                dst: MULTICAST,
+                src: D1.into(),
+                dst: MULTICAST.into(),
                 ttl: 255
             }
         );

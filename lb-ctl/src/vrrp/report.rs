@@ -15,6 +15,10 @@ pub struct Report {
     pub state: String,
     /// The current master's address, as this instance knows it.
     pub master: Option<String>,
+    /// The instance's virtual addresses (`addr/len`; IPv4 or IPv6). Absent in the files of
+    /// earlier versions.
+    #[serde(default)]
+    pub virtual_addresses: Vec<String>,
     pub adverts_sent: u64,
     pub adverts_received: u64,
     /// Malformed, wrong-TTL, wrong-password or mismatched adverts (counted and ignored).

@@ -6,25 +6,34 @@
 //! - [`sender`]: a second raw socket bound to the interface and to the primary address (the
 //!   source of our adverts), TTL and multicast TTL 255, multicast out of the primary address's
 //!   interface, no loopback, and almost no receive buffer (it only sends).
-//! - [`Arp`]: an AF_PACKET socket that sends whole Ethernet frames (gratuitous ARP) out of
-//!   the interface.
+//! - IPv6 (RFC 5798): [`receiver_v6`] and [`sender_v6`], the same with raw IPv6 sockets: ff02::12
+//!   joined on the interface (IPV6_ADD_MEMBERSHIP), hop limits 255 (IPV6_MULTICAST_HOPS,
+//!   IPV6_UNICAST_HOPS), no loopback, the sender bound to the interface's link-local address.
+//!   A raw IPv6 socket gets no IP header, so the receiver asks for the hop limit and the
+//!   destination as control messages (IPV6_RECVHOPLIMIT, IPV6_RECVPKTINFO) and
+//!   [`receive_v6`] reads them with recvmsg, the source from the message's address.
+//! - [`Frames`]: an AF_PACKET socket that sends whole Ethernet frames (gratuitous ARP,
+//!   unsolicited neighbour advertisements) out of the interface.
 
 use std::{
     io,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6},
+    os::fd::AsRawFd as _,
 };
 
 use anyhow::{Context as _, Result};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, SockAddrStorage, Socket, Type};
 
-use super::packet;
-
-const ETH_P_ARP: u16 = 0x0806;
+use super::packet::{self, IpInfo};
 
 /// A raw socket for VRRP (IP protocol 112); EPERM says what is missing.
 fn raw() -> Result<Socket> {
+    raw_of(Domain::IPV4)
+}
+
+fn raw_of(domain: Domain) -> Result<Socket> {
     Socket::new(
-        Domain::IPV4,
+        domain,
         Type::RAW.nonblocking(),
         Some(Protocol::from(i32::from(packet::PROTO))),
     )
@@ -38,7 +47,10 @@ fn raw() -> Result<Socket> {
 }
 
 fn bound_to(iface: &str) -> Result<Socket> {
-    let socket = raw()?;
+    bind_device(raw()?, iface)
+}
+
+fn bind_device(socket: Socket, iface: &str) -> Result<Socket> {
     socket
         .bind_device(Some(iface.as_bytes()))
         .context("setting SO_BINDTODEVICE")?;
@@ -85,37 +97,200 @@ pub fn receive(socket: &Socket, buf: &mut [u8]) -> io::Result<usize> {
     io::Read::read(&mut &*socket, buf)
 }
 
-/// An AF_PACKET socket that sends Ethernet frames out of one interface.
-pub struct Arp {
-    socket: Socket,
-    to: SockAddr,
+/// The receive socket of an IPv6 instance: every VRRP packet that arrives on `iface`, with
+/// its hop limit and destination as control messages.
+pub fn receiver_v6(iface: &str, ifindex: u32, multicast: bool) -> Result<Socket> {
+    let socket = bind_device(raw_of(Domain::IPV6)?, iface)?;
+    socket.set_only_v6(true).context("setting IPV6_V6ONLY")?;
+    if multicast {
+        socket
+            .join_multicast_v6(&packet::MULTICAST_V6, ifindex)
+            .context("setting IPV6_ADD_MEMBERSHIP for ff02::12")?;
+    }
+    socket
+        .set_recv_hoplimit_v6(true)
+        .context("setting IPV6_RECVHOPLIMIT")?;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live c_int; the descriptor
+    // is the open socket owned by `socket`. (socket2 has no setter for IPV6_RECVPKTINFO.)
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_RECVPKTINFO,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error()).context("setting IPV6_RECVPKTINFO");
+    }
+    Ok(socket)
 }
 
-impl Arp {
+/// The send socket of an IPv6 instance: adverts from the link-local address `primary` (of
+/// interface `ifindex`) out of `iface`, hop limit 255.
+pub fn sender_v6(iface: &str, ifindex: u32, primary: Ipv6Addr) -> Result<Socket> {
+    let socket = bind_device(raw_of(Domain::IPV6)?, iface)?;
+    let hops = u32::from(packet::TTL);
+    (socket.set_unicast_hops_v6(hops)).context("setting IPV6_UNICAST_HOPS")?;
+    (socket.set_multicast_hops_v6(hops)).context("setting IPV6_MULTICAST_HOPS")?;
+    (socket.set_multicast_loop_v6(false)).context("setting IPV6_MULTICAST_LOOP")?;
+    (socket.set_multicast_if_v6(ifindex)).context("setting IPV6_MULTICAST_IF")?;
+    // The link-local address may still be tentative (duplicate address detection) right
+    // after the link came up: bind anyway.
+    (socket.set_freebind_v6(true)).context("setting IPV6_FREEBIND")?;
+    socket
+        .set_recv_buffer_size(1)
+        .context("setting SO_RCVBUF")?;
+    socket
+        .bind(&SocketAddrV6::new(primary, 0, 0, ifindex).into())
+        .with_context(|| format!("binding to {primary}%{iface}"))?;
+    Ok(socket)
+}
+
+/// Sends one advert (the VRRP message, without IP header) to `dst`, of either family; a
+/// link-scoped IPv6 destination goes out of `ifindex`.
+pub fn send_to(socket: &Socket, msg: &[u8], dst: IpAddr, ifindex: u32) -> io::Result<()> {
+    match dst {
+        IpAddr::V4(dst) => send_advert(socket, msg, dst),
+        IpAddr::V6(dst) => {
+            let link_scoped = crate::net::addr::is_link_local(&dst)
+                || (dst.is_multicast() && dst.segments()[0] & 0x000f == 2);
+            let scope = if link_scoped { ifindex } else { 0 };
+            socket.send_to(msg, &SocketAddrV6::new(dst, 0, 0, scope).into())?;
+            Ok(())
+        }
+    }
+}
+
+/// Bytes of control messages [`receive_v6`] makes room for (a hop limit and a packet info,
+/// each well under 64).
+const CONTROL_LEN: usize = 128;
+
+/// Receives one VRRP message of an IPv6 socket into `buf` (no IP header: the kernel strips
+/// it): its length, and the source, destination and hop limit the kernel reported. A message
+/// without hop limit or destination reports hop limit 0 (refused as a TTL error) or the
+/// unspecified destination (refused by the checksum). `WouldBlock` when there is none.
+pub fn receive_v6(socket: &Socket, buf: &mut [u8]) -> io::Result<(usize, IpInfo)> {
+    let mut from: libc::sockaddr_in6 = zeroed_sockaddr_in6();
+    let mut control = [0u8; CONTROL_LEN];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain integers and pointers; all-zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut from as *mut libc::sockaddr_in6).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = CONTROL_LEN as _;
+    // SAFETY: every pointer in `msg` points at a live buffer of the length given beside it
+    // (`from`, `iov` -> `buf`, `control`), all outliving the call; the kernel writes at most
+    // those lengths and updates msg_namelen / msg_controllen.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let used = (msg.msg_controllen as usize).min(CONTROL_LEN);
+    let (hop_limit, dst) = control_messages(&control[..used]);
+    Ok((
+        n as usize,
+        IpInfo {
+            src: IpAddr::V6(Ipv6Addr::from(from.sin6_addr.s6_addr)),
+            dst: IpAddr::V6(dst.unwrap_or(Ipv6Addr::UNSPECIFIED)),
+            ttl: hop_limit.unwrap_or(0),
+        },
+    ))
+}
+
+fn zeroed_sockaddr_in6() -> libc::sockaddr_in6 {
+    // SAFETY: sockaddr_in6 is plain integers; all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+/// The hop limit (IPV6_HOPLIMIT) and destination (IPV6_PKTINFO) among the control messages
+/// `control` (Linux's layout: `struct cmsghdr` = length (a size_t), level, type (ints), then
+/// the data; each message padded to a size_t). Read field by field, never by pointer casts.
+pub fn control_messages(control: &[u8]) -> (Option<u8>, Option<Ipv6Addr>) {
+    const WORD: usize = std::mem::size_of::<usize>();
+    const HEADER: usize = WORD + 8;
+    let (mut hop_limit, mut dst) = (None, None);
+    let mut at = 0;
+    while at + HEADER <= control.len() {
+        let word = |i: usize, n: usize| control.get(at + i..at + i + n);
+        let Some(len) = word(0, WORD)
+            .and_then(|b| b.try_into().ok())
+            .map(usize::from_ne_bytes)
+        else {
+            break;
+        };
+        let int = |i: usize| {
+            word(i, 4)
+                .and_then(|b| b.try_into().ok())
+                .map(i32::from_ne_bytes)
+        };
+        let (Some(level), Some(kind)) = (int(WORD), int(WORD + 4)) else {
+            break;
+        };
+        if len < HEADER || at + len > control.len() {
+            break;
+        }
+        let data = &control[at + HEADER..at + len];
+        if level == libc::IPPROTO_IPV6 {
+            if kind == libc::IPV6_HOPLIMIT && data.len() >= 4 {
+                let v = i32::from_ne_bytes([data[0], data[1], data[2], data[3]]);
+                hop_limit = u8::try_from(v).ok();
+            } else if kind == libc::IPV6_PKTINFO && data.len() >= 16 {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(&data[..16]);
+                dst = Some(Ipv6Addr::from(a));
+            }
+        }
+        at += len.div_ceil(WORD) * WORD;
+    }
+    (hop_limit, dst)
+}
+
+/// An AF_PACKET socket that sends Ethernet frames out of one interface.
+pub struct Frames {
+    socket: Socket,
+    ifindex: u32,
+}
+
+impl Frames {
     /// Protocol 0: it sends only, and receives nothing.
-    pub fn open(ifindex: u32) -> Result<Arp> {
+    pub fn open(ifindex: u32) -> Result<Frames> {
         let socket = Socket::new(Domain::PACKET, Type::RAW, None)
-            .context("opening the ARP (AF_PACKET) socket")?;
-        Ok(Arp {
-            socket,
-            to: link_layer(ifindex),
-        })
+            .context("opening the AF_PACKET socket for gratuitous ARP / neighbour adverts")?;
+        Ok(Frames { socket, ifindex })
     }
 
-    /// Sends `frame` (Ethernet header included) as it is.
+    /// Sends `frame` (Ethernet header included, at least 14 bytes) as it is.
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
-        self.socket.send_to(frame, &self.to)?;
+        let (Some(dst), Some(proto)) = (frame.get(0..6), frame.get(12..14)) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a frame without header",
+            ));
+        };
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(dst);
+        let to = link_layer(self.ifindex, u16::from_be_bytes([proto[0], proto[1]]), mac);
+        self.socket.send_to(frame, &to)?;
         Ok(())
     }
 }
 
-/// `struct sockaddr_ll` for ARP frames out of `ifindex` to the broadcast address.
-fn link_layer(ifindex: u32) -> SockAddr {
+/// `struct sockaddr_ll` for frames of `protocol` out of `ifindex` to `dst`.
+fn link_layer(ifindex: u32, protocol: u16, dst: [u8; 6]) -> SockAddr {
     let mut sll_addr = [0u8; 8];
-    sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    sll_addr[..6].copy_from_slice(&dst);
     let ll = libc::sockaddr_ll {
         sll_family: libc::AF_PACKET as u16,
-        sll_protocol: ETH_P_ARP.to_be(),
+        sll_protocol: protocol.to_be(),
         sll_ifindex: ifindex as i32,
         sll_hatype: 0,
         sll_pkttype: 0,
@@ -133,5 +308,52 @@ fn link_layer(ifindex: u32) -> SockAddr {
             storage,
             std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One control message as Linux lays it out: length, level, type, data, padding.
+    fn cmsg(level: i32, kind: i32, data: &[u8]) -> Vec<u8> {
+        let word = std::mem::size_of::<usize>();
+        let len = word + 8 + data.len();
+        let mut out = len.to_ne_bytes().to_vec();
+        out.extend_from_slice(&level.to_ne_bytes());
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(data);
+        out.resize(len.div_ceil(word) * word, 0);
+        out
+    }
+
+    #[test]
+    fn hop_limit_and_destination_from_control_messages() {
+        let dst = packet::MULTICAST_V6;
+        let mut info = dst.octets().to_vec();
+        info.extend_from_slice(&7u32.to_ne_bytes()); // ifindex
+        let mut control = cmsg(
+            libc::IPPROTO_IPV6,
+            libc::IPV6_HOPLIMIT,
+            &255i32.to_ne_bytes(),
+        );
+        control.extend(cmsg(libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, &info));
+        assert_eq!(control_messages(&control), (Some(255), Some(dst)));
+        let routed = cmsg(
+            libc::IPPROTO_IPV6,
+            libc::IPV6_HOPLIMIT,
+            &64i32.to_ne_bytes(),
+        );
+        assert_eq!(control_messages(&routed), (Some(64), None));
+        // Other levels, nothing, a length past the end: nothing read, no panic.
+        let other = cmsg(libc::SOL_SOCKET, libc::IPV6_HOPLIMIT, &255i32.to_ne_bytes());
+        assert_eq!(control_messages(&other), (None, None));
+        assert_eq!(control_messages(&[]), (None, None));
+        assert_eq!(control_messages(&control[..12]), (None, None));
+        // The first message whole (20 bytes, its padding cut): still read.
+        assert_eq!(control_messages(&control[..20]), (Some(255), None));
+        let mut long = control.clone();
+        long[0] = 200;
+        assert_eq!(control_messages(&long), (None, None));
     }
 }

@@ -17,7 +17,7 @@
 
 use std::{
     fmt,
-    net::Ipv4Addr,
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
@@ -32,8 +32,9 @@ pub struct Params {
     /// How long after becoming backup a lower-priority master is tolerated (keepalived's
     /// `preempt_delay`).
     pub preempt_delay: Duration,
-    /// Our primary address on the interface (the tie-break between equal priorities).
-    pub primary: Ipv4Addr,
+    /// Our primary address on the interface (the tie-break between equal priorities): IPv4,
+    /// or the link-local address for IPv6 (RFC 5798 6.4.3), compared as unsigned integers.
+    pub primary: IpAddr,
     /// v3: a backup takes the master's interval (Master_Adver_Interval) from its adverts.
     pub learn_interval: bool,
 }
@@ -73,7 +74,7 @@ pub enum Event {
     Shutdown,
     /// A valid advertisement of our VRID from another router.
     Advert {
-        src: Ipv4Addr,
+        src: IpAddr,
         priority: u8,
         /// Its interval (v3's Max Adver Int; v2's equals ours, or it was discarded).
         interval: Duration,
@@ -117,7 +118,7 @@ pub struct Machine {
     /// While backup: before this, a lower-priority master is not preempted.
     preempt_after: Option<Instant>,
     /// The address of the master as last seen (ourselves when master).
-    master: Option<Ipv4Addr>,
+    master: Option<IpAddr>,
 }
 
 impl Machine {
@@ -142,7 +143,7 @@ impl Machine {
     }
 
     /// The current master's address, as far as we know.
-    pub fn master(&self) -> Option<Ipv4Addr> {
+    pub fn master(&self) -> Option<IpAddr> {
         self.master
     }
 
@@ -312,11 +313,13 @@ impl Machine {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
-    const ME: Ipv4Addr = Ipv4Addr::new(192, 168, 58, 134);
-    const LOWER_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 58, 100);
-    const HIGHER_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 58, 137);
+    const ME: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 168, 58, 134));
+    const LOWER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 168, 58, 100));
+    const HIGHER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 168, 58, 137));
 
     /// A fake clock: milliseconds after a fixed start.
     struct Clock(Instant);
@@ -344,7 +347,7 @@ mod tests {
         }
     }
 
-    fn advert(src: Ipv4Addr, priority: u8) -> Event {
+    fn advert(src: IpAddr, priority: u8) -> Event {
         Event::Advert {
             src,
             priority,

@@ -2,7 +2,7 @@
 //! them (the log line at stop, the report files for `list` and `stats`).
 
 use std::{
-    net::Ipv4Addr,
+    net::IpAddr,
     sync::{
         Mutex,
         atomic::{AtomicU64, Ordering},
@@ -15,7 +15,9 @@ use super::{report::Report, state::State};
 #[derive(Debug, Default)]
 pub struct Status {
     pub state: Mutex<Option<State>>,
-    pub master: Mutex<Option<Ipv4Addr>>,
+    pub master: Mutex<Option<IpAddr>>,
+    /// The instance's virtual addresses (`addr/len`), as configured.
+    pub virtual_addresses: Vec<String>,
     pub adverts_sent: AtomicU64,
     pub adverts_received: AtomicU64,
     /// Truncated, wrong version or type, bad length or checksum.
@@ -39,7 +41,7 @@ impl Status {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(state);
     }
 
-    pub fn set_master(&self, master: Option<Ipv4Addr>) {
+    pub fn set_master(&self, master: Option<IpAddr>) {
         *self.master.lock().unwrap_or_else(|e| e.into_inner()) = master;
     }
 
@@ -47,7 +49,7 @@ impl Status {
         *self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn master(&self) -> Option<Ipv4Addr> {
+    fn master(&self) -> Option<IpAddr> {
         *self.master.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -75,6 +77,7 @@ impl Status {
             instance: name.to_string(),
             state: self.state().map_or("init", State::as_str).to_string(),
             master: self.master().map(|a| a.to_string()),
+            virtual_addresses: self.virtual_addresses.clone(),
             adverts_sent: n(&self.adverts_sent),
             adverts_received: n(&self.adverts_received),
             errors: n(&self.malformed) + n(&self.bad_ttl) + n(&self.bad_auth) + n(&self.mismatched),
@@ -90,10 +93,13 @@ mod tests {
 
     #[test]
     fn the_report_sums_every_kind_of_error() {
-        let s = Status::default();
+        let s = Status {
+            virtual_addresses: vec!["fd00:58::133/128".into()],
+            ..Status::default()
+        };
         assert_eq!(s.report("VI_1").state, "init");
         s.set_state(State::Master);
-        s.set_master(Some(Ipv4Addr::new(192, 168, 58, 134)));
+        s.set_master(Some("fe80::2:0:0:134".parse().unwrap()));
         for (c, v) in [
             (&s.malformed, 1),
             (&s.bad_ttl, 2),
@@ -107,13 +113,14 @@ mod tests {
         let r = s.report("VI_1");
         assert_eq!(
             (r.instance.as_str(), r.state.as_str(), r.master.as_deref()),
-            ("VI_1", "master", Some("192.168.58.134"))
+            ("VI_1", "master", Some("fe80::2:0:0:134"))
         );
+        assert_eq!(r.virtual_addresses, ["fd00:58::133/128"]);
         assert_eq!((r.errors, r.adverts_sent, r.became_master), (15, 5, 1));
         assert_eq!(r.pid, std::process::id());
         assert!(
             s.summary()
-                .starts_with("state=master master=192.168.58.134 adverts_sent=5 ")
+                .starts_with("state=master master=fe80::2:0:0:134 adverts_sent=5 ")
         );
     }
 }
