@@ -101,7 +101,6 @@ pub fn receive(socket: &Socket, buf: &mut [u8]) -> io::Result<usize> {
 /// its hop limit and destination as control messages.
 pub fn receiver_v6(iface: &str, ifindex: u32, multicast: bool) -> Result<Socket> {
     let socket = bind_device(raw_of(Domain::IPV6)?, iface)?;
-    socket.set_only_v6(true).context("setting IPV6_V6ONLY")?;
     if multicast {
         socket
             .join_multicast_v6(&packet::MULTICAST_V6, ifindex)
