@@ -31,6 +31,7 @@ use std::{
 
 use lb_ctl::vrrp::packet;
 use lb_tests::{
+    keepalived::Keepalived,
     lab::{self, Host, Lab, LabSpec, Proc, http_get},
     lbctl::{LbCtl, find_lb_ctl},
 };
@@ -493,57 +494,6 @@ fn inject(host: &Host, dst: Ipv4Addr, packets: &[(u8, Vec<u8>)]) {
 
 // ---- keepalived ----
 
-/// keepalived 2.x (`apt-get install keepalived`; `cargo xtask setup` installs it).
-fn keepalived_bin() -> PathBuf {
-    for p in ["/usr/sbin/keepalived", "/usr/local/sbin/keepalived"] {
-        if Path::new(p).is_file() {
-            return PathBuf::from(p);
-        }
-    }
-    panic!(
-        "keepalived is not installed: run `cargo xtask setup` (it installs the Debian package \
-         keepalived), or `apt-get install keepalived`"
-    );
-}
-
-/// keepalived in a director's namespace, VRRP only, in the foreground.
-struct Keepalived {
-    proc: Proc,
-}
-
-impl Keepalived {
-    fn start(files: &Files, host: &Host, conf: &str) -> Keepalived {
-        let bin = keepalived_bin();
-        let name = &host.name;
-        let conf = files.write(&format!("keepalived-{name}.conf"), conf);
-        let pid = files.0.join(format!("keepalived-{name}.pid"));
-        let vrrp_pid = files.0.join(format!("keepalived-{name}-vrrp.pid"));
-        let args = [
-            bin.to_str().unwrap(),
-            "-n",
-            "-l",
-            "-D",
-            "-P",
-            "-f",
-            conf.to_str().unwrap(),
-            "-p",
-            pid.to_str().unwrap(),
-            "-r",
-            vrrp_pid.to_str().unwrap(),
-        ];
-        let proc = host.spawn(&args).unwrap_or_else(|e| panic!("{e:#}"));
-        Keepalived { proc }
-    }
-}
-
-impl Drop for Keepalived {
-    fn drop(&mut self) {
-        // SIGTERM first, so it removes its VIP; the lab's teardown kills what is left.
-        let _ = self.proc.signal(libc::SIGTERM);
-        let _ = self.proc.wait_timeout(Duration::from_secs(3));
-    }
-}
-
 fn keepalived_conf(name: &str, priority: u8, version: u8, advert_int: &str, auth: bool) -> String {
     let auth = if auth {
         "    authentication {\n        auth_type PASS\n        auth_pass 1111\n    }\n"
@@ -567,7 +517,7 @@ fn keepalived_as_backup_v2() {
     let (d1, d2) = (lab.director(0), lab.director(1));
     let interval = Duration::from_secs(1);
     let _ka = Keepalived::start(
-        &files,
+        &files.0,
         d2,
         &keepalived_conf("director-2", 100, 2, "1", true),
     );
@@ -609,7 +559,7 @@ fn keepalived_as_master_v3() {
     let (d1, d2) = (lab.director(0), lab.director(1));
     let interval = Duration::from_millis(200);
     let _ka = Keepalived::start(
-        &files,
+        &files.0,
         d1,
         &keepalived_conf("director-1", 150, 3, "0.2", false),
     );

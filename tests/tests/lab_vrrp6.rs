@@ -10,6 +10,9 @@
 //! unsolicited neighbour advertisement (override set, solicited clear), not from an answer
 //! to a solicitation of its own (which would leave it REACHABLE).
 //!
+//! keepalived 2.2.7 (Debian) is the other peer in [`keepalived_master_lbctl_backup`]: its
+//! IPv6 adverts must pass our checks (no errors counted) and its master must be followed.
+//!
 //! Every failover is measured from the event (link pulled or plugged) to the VIP on the new
 //! master and to the client's entry moving, and printed (`FAILOVER6 ...`). The test turns
 //! IPv6 on for the hosts it uses and adds its own addresses (the client's, with `nodad`); the
@@ -24,6 +27,7 @@ use std::{
 
 use lb_tests::{
     daemon::Daemon,
+    keepalived::Keepalived,
     lab::{self, Host, Lab, LabSpec, parse_mac},
     lbctl::LbCtl,
 };
@@ -204,6 +208,95 @@ fn move_vip(
     }
 }
 
+/// `lb-ctl run` on `director` with the instance at `priority` (XDP in generic mode).
+fn run_lbctl(ctl: &LbCtl, director: &Host, priority: u8) -> Daemon {
+    let file = ctl
+        .write_file(&vrrp6_yaml(priority))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    Daemon::start(
+        ctl,
+        director,
+        &file,
+        &["--mode", "generic", "--detach-on-exit"],
+    )
+}
+
+/// keepalived's equivalent of [`vrrp6_yaml`]: the instance is IPv6 (so version 3) because its
+/// virtual address is.
+fn keepalived6_conf(name: &str, priority: u8) -> String {
+    format!(
+        "global_defs {{\n    router_id {name}\n    vrrp_version 3\n    \
+         vrrp_garp_master_repeat 3\n    vrrp_garp_master_delay 1\n}}\n\
+         vrrp_instance VI_6 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 61\n    \
+         priority {priority}\n    advert_int 0.2\n    virtual_ipaddress {{\n        \
+         {VIP6}/128 dev eth0\n    }}\n}}\n"
+    )
+}
+
+/// The client resolves the VIP (one datagram): `master`'s MAC.
+fn client_resolves_to(lab: &Lab, master: &Host) {
+    poke_vip(lab);
+    assert!(
+        lab::wait_until(Duration::from_secs(3), || client_entry(lab)
+            .is_some_and(|(mac, _)| mac == master.mac)),
+        "the client did not resolve the VIP to {}: {:?}",
+        master.name,
+        client_entry(lab)
+    );
+}
+
+/// `d1` (priority 150) is master: pulls its cable (`d2`, 100, must take over within its
+/// master down interval and move the client by an unsolicited advert), then plugs it back
+/// (`d1` must preempt and move the client back). `what` names the pair in the figures.
+fn failover_and_preemption(lab: &Lab, d1: &Host, d2: &Host, what: &str) {
+    let bound = mdi(100) + SLACK;
+    let (vip, neigh, state) = move_vip(lab, d1, d2, bound + Duration::from_secs(5), || {
+        lab.set_link(d1, false).unwrap_or_else(|e| panic!("{e:#}"))
+    });
+    eprintln!(
+        "FAILOVER6 {what}, master's link down: director-2 held the VIP after {} ms, the \
+         client's entry moved to its MAC after {} ms ({state}; bound {} ms)",
+        vip.as_millis(),
+        neigh.as_millis(),
+        bound.as_millis()
+    );
+    assert!(
+        vip <= bound,
+        "the VIP moved after {vip:?}, more than {bound:?}"
+    );
+    assert!(
+        neigh <= bound,
+        "the entry moved after {neigh:?}, more than {bound:?}"
+    );
+    assert_eq!(
+        state, "STALE",
+        "an unsolicited advert leaves the entry STALE; REACHABLE means the client asked"
+    );
+    assert!(lab::wait_until(Duration::from_secs(1), || !has_vip6(d1)));
+
+    // Plugged back in: director-1 (150) preempts. The bound leaves room for duplicate
+    // address detection of its link-local address (about a second) if the kernel runs it
+    // again when the carrier returns.
+    let bound = mdi(150) + Duration::from_secs(2);
+    let (vip, neigh, state) = move_vip(lab, d2, d1, bound + Duration::from_secs(5), || {
+        lab.set_link(d1, true).unwrap_or_else(|e| panic!("{e:#}"))
+    });
+    eprintln!(
+        "FAILOVER6 {what}, preemption after link up: director-1 held the VIP after {} ms, the \
+         client's entry moved to its MAC after {} ms ({state}; bound {} ms)",
+        vip.as_millis(),
+        neigh.as_millis(),
+        bound.as_millis()
+    );
+    assert!(vip <= bound, "preemption took {vip:?}, more than {bound:?}");
+    assert!(
+        neigh <= bound,
+        "the entry moved after {neigh:?}, more than {bound:?}"
+    );
+    assert_eq!(state, "STALE");
+    only_master_holds_vip(d1, d2, Duration::from_millis(600));
+}
+
 #[test]
 fn ipv6_failover_with_unsolicited_neighbour_adverts_and_preemption() {
     let lab = lab();
@@ -212,14 +305,7 @@ fn ipv6_failover_with_unsolicited_neighbour_adverts_and_preemption() {
         .iter()
         .map(|d| LbCtl::new(&lab, d).unwrap_or_else(|e| panic!("{e:#}")))
         .collect();
-    let mut daemons = Vec::new();
-    for (i, (d, priority)) in [(d1, 150), (d2, 100)].into_iter().enumerate() {
-        let file = ctls[i]
-            .write_file(&vrrp6_yaml(priority))
-            .unwrap_or_else(|e| panic!("{e:#}"));
-        let extra = ["--mode", "generic", "--detach-on-exit"];
-        daemons.push(Daemon::start(&ctls[i], d, &file, &extra));
-    }
+    let daemons = vec![run_lbctl(&ctls[0], d1, 150), run_lbctl(&ctls[1], d2, 100)];
 
     // Both start as backup; director-1 (150) takes over after its master down interval.
     assert!(
@@ -249,65 +335,62 @@ fn ipv6_failover_with_unsolicited_neighbour_adverts_and_preemption() {
         assert!(line.contains(", errors 0"), "{line}");
     }
 
-    // The client resolves the VIP by solicitation: director-1's MAC.
-    poke_vip(&lab);
-    assert!(
-        lab::wait_until(Duration::from_secs(3), || client_entry(&lab)
-            .is_some_and(|(mac, _)| mac == d1.mac)),
-        "the client did not resolve the VIP to director-1: {:?}",
-        client_entry(&lab)
-    );
-
-    // director-1's cable pulled: director-2 takes the VIP and announces it.
-    let bound = mdi(100) + SLACK;
-    let (vip, neigh, state) = move_vip(&lab, d1, d2, bound + Duration::from_secs(5), || {
-        lab.set_link(d1, false).unwrap_or_else(|e| panic!("{e:#}"))
-    });
-    eprintln!(
-        "FAILOVER6 master's link down: director-2 held the VIP after {} ms, the client's entry \
-         moved to its MAC after {} ms ({state}; bound {} ms)",
-        vip.as_millis(),
-        neigh.as_millis(),
-        bound.as_millis()
-    );
-    assert!(
-        vip <= bound,
-        "the VIP moved after {vip:?}, more than {bound:?}"
-    );
-    assert!(
-        neigh <= bound,
-        "the entry moved after {neigh:?}, more than {bound:?}"
-    );
-    assert_eq!(
-        state, "STALE",
-        "an unsolicited advert leaves the entry STALE; REACHABLE means the client asked"
-    );
-    assert!(lab::wait_until(Duration::from_secs(1), || !has_vip6(d1)));
-
-    // Plugged back in: director-1 (150) preempts. The bound leaves room for duplicate
-    // address detection of its link-local address (about a second) if the kernel runs it
-    // again when the carrier returns.
-    let bound = mdi(150) + Duration::from_secs(2);
-    let (vip, neigh, state) = move_vip(&lab, d2, d1, bound + Duration::from_secs(5), || {
-        lab.set_link(d1, true).unwrap_or_else(|e| panic!("{e:#}"))
-    });
-    eprintln!(
-        "FAILOVER6 preemption after link up: director-1 held the VIP after {} ms, the client's \
-         entry moved to its MAC after {} ms ({state}; bound {} ms)",
-        vip.as_millis(),
-        neigh.as_millis(),
-        bound.as_millis()
-    );
-    assert!(vip <= bound, "preemption took {vip:?}, more than {bound:?}");
-    assert!(
-        neigh <= bound,
-        "the entry moved after {neigh:?}, more than {bound:?}"
-    );
-    assert_eq!(state, "STALE");
-    only_master_holds_vip(d1, d2, Duration::from_millis(600));
+    client_resolves_to(&lab, d1);
+    failover_and_preemption(&lab, d1, d2, "lb-ctl 150 / lb-ctl 100");
 
     for mut d in daemons {
         d.terminate();
     }
+    drop(ctls);
+}
+
+/// keepalived master (150) on director-1, `lb-ctl run` backup (100) on director-2: ours
+/// accepts keepalived's IPv6 adverts (no errors) and names its link-local address as the
+/// master, takes over when its link goes down, and yields when it preempts.
+#[test]
+fn keepalived_master_lbctl_backup() {
+    let lab = lab();
+    let (d1, d2) = (lab.director(0), lab.director(1));
+    // director-1's LbCtl only lends its file directory (removed with it) to keepalived.
+    let ctls: Vec<LbCtl> = [d1, d2]
+        .iter()
+        .map(|d| LbCtl::new(&lab, d).unwrap_or_else(|e| panic!("{e:#}")))
+        .collect();
+    let ka = Keepalived::start(
+        ctls[0].files_dir(),
+        d1,
+        &keepalived6_conf("director-1", 150),
+    );
+    let mut daemon = run_lbctl(&ctls[1], d2, 100);
+    assert!(
+        lab::wait_until(Duration::from_secs(10), || has_vip6(d1) && !has_vip6(d2)),
+        "keepalived on director-1 should hold the IPv6 VIP alone"
+    );
+    only_master_holds_vip(d1, d2, Duration::from_secs(1));
+    let ll1 = link_local(d1);
+    assert!(
+        lab::wait_until(Duration::from_secs(3), || list_line(&ctls[1]).starts_with(
+            &format!("VRRP VI_6: backup (master {ll1}), adverts sent ")
+        )),
+        "{}",
+        list_line(&ctls[1])
+    );
+    let line = list_line(&ctls[1]);
+    assert!(
+        line.contains(", errors 0"),
+        "keepalived's adverts were refused: {line}"
+    );
+    assert!(
+        !daemon
+            .lines()
+            .iter()
+            .any(|l| l.contains("invalid VRRP packet")),
+        "keepalived's adverts were refused:\n{}",
+        daemon.lines().join("\n")
+    );
+    client_resolves_to(&lab, d1);
+    failover_and_preemption(&lab, d1, d2, "keepalived 150 / lb-ctl 100");
+    daemon.terminate();
+    drop(ka);
     drop(ctls);
 }
