@@ -208,6 +208,13 @@ fn move_vip(
     }
 }
 
+/// An `lb-ctl` for each director (its pins and files removed when dropped: before the lab).
+fn ctls(lab: &Lab) -> Vec<LbCtl> {
+    (lab.directors().iter())
+        .map(|d| LbCtl::new(lab, d).unwrap_or_else(|e| panic!("{e:#}")))
+        .collect()
+}
+
 /// `lb-ctl run` on `director` with the instance at `priority` (XDP in generic mode).
 fn run_lbctl(ctl: &LbCtl, director: &Host, priority: u8) -> Daemon {
     let file = ctl
@@ -301,10 +308,7 @@ fn failover_and_preemption(lab: &Lab, d1: &Host, d2: &Host, what: &str) {
 fn ipv6_failover_with_unsolicited_neighbour_adverts_and_preemption() {
     let lab = lab();
     let (d1, d2) = (lab.director(0), lab.director(1));
-    let ctls: Vec<LbCtl> = [d1, d2]
-        .iter()
-        .map(|d| LbCtl::new(&lab, d).unwrap_or_else(|e| panic!("{e:#}")))
-        .collect();
+    let ctls = ctls(&lab);
     let daemons = vec![run_lbctl(&ctls[0], d1, 150), run_lbctl(&ctls[1], d2, 100)];
 
     // Both start as backup; director-1 (150) takes over after its master down interval.
@@ -352,10 +356,7 @@ fn keepalived_master_lbctl_backup() {
     let lab = lab();
     let (d1, d2) = (lab.director(0), lab.director(1));
     // director-1's LbCtl only lends its file directory (removed with it) to keepalived.
-    let ctls: Vec<LbCtl> = [d1, d2]
-        .iter()
-        .map(|d| LbCtl::new(&lab, d).unwrap_or_else(|e| panic!("{e:#}")))
-        .collect();
+    let ctls = ctls(&lab);
     let ka = Keepalived::start(
         ctls[0].files_dir(),
         d1,

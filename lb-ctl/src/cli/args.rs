@@ -296,9 +296,9 @@ notify_down (see the README).")]
 Run only the VRRP instances of FILE's `vrrp:` list (no XDP, no services), until SIGTERM or
 SIGINT; then a master hands over at once with a priority-0 advert and removes its addresses.
 The master holds the virtual addresses on its interface and announces them with gratuitous
-ARP. Transitions and invalid adverts are logged to stderr; on exit each instance logs its
-counters. Speaks VRRP v2 (RFC 3768, optional auth_type PASS) and v3 (RFC 5798) with
-keepalived.
+ARP (IPv6: unsolicited neighbour advertisements). Transitions and invalid adverts are logged
+to stderr; on exit each instance logs its counters. Speaks VRRP v2 (RFC 3768, optional
+auth_type PASS) and v3 (RFC 5798, IPv4 and IPv6) with keepalived.
 
 Instance block (see `lb-ctl run` for services):
   vrrp:
@@ -317,7 +317,14 @@ Instance block (see `lb-ctl run` for services):
       garp_delay: 1s
       notify_master: /usr/local/bin/master.sh
       notify_backup: /usr/local/bin/backup.sh
-      notify_fault: /usr/local/bin/fault.sh")]
+      notify_fault: /usr/local/bin/fault.sh
+    - name: VI_6                  # IPv6: a second instance (one family per instance)
+      interface: eth0
+      virtual_router_id: 52
+      virtual_addresses: [fd00:58::133]   # /128 by default; added nodad
+      advert_interval: 200ms      # version 3 (the default for IPv6; 2 is an error)
+      unicast_peers: []           # empty = multicast ff02::12; else the peers' link-local
+                                  # addresses (adverts come from the link-local address)")]
     Vrrp {
         /// The file with the `vrrp:` list.
         #[arg(short = 'f', long = "file", value_name = "FILE")]

@@ -1,10 +1,11 @@
-//! VRRP (RFC 3768 v2, RFC 5798 v3 for IPv4) that interoperates with keepalived: the director
-//! that is master holds the virtual addresses on its interface. Never touches the maps.
+//! VRRP (RFC 3768 v2, RFC 5798 v3 for IPv4 and IPv6) that interoperates with keepalived: the
+//! director that is master holds the virtual addresses on its interface. Never touches the
+//! maps.
 //!
 //! - [`packet`]: advertisements on the wire (encode, decode, checksums, validation).
 //! - [`state`]: the RFC state machine, pure and clock-injected.
-//! - [`instance`]: one instance on the wire (addresses, gratuitous ARP, hooks), on the
-//!   sockets of [`socket`]; its counters in [`status`].
+//! - [`instance`]: one instance on the wire (addresses, announcements of [`announce`], hooks),
+//!   on the sockets of [`socket`]; its counters in [`status`].
 //! - [`instances`]: every instance of a file, started and stopped together, writing the
 //!   [`report`] files that `list` and `stats` read.
 

@@ -560,6 +560,27 @@ mod tests {
         assert_eq!(became(&a), Some(State::Backup));
     }
 
+    /// RFC 5798 6.4.3 over IPv6: the primary addresses are the link-local sources, compared
+    /// as 128-bit unsigned integers.
+    #[test]
+    fn ipv6_tie_break_by_higher_link_local_address() {
+        let c = Clock::new();
+        let me: IpAddr = "fe80::ff:fe00:89".parse().unwrap();
+        let mut m = Machine::new(Params {
+            primary: me,
+            ..params(100)
+        });
+        m.handle(c.at(0), Event::Startup);
+        run_until(&mut m, &c, 4000);
+        assert_eq!((m.state(), m.master()), (State::Master, Some(me)));
+        let lower: IpAddr = "fe80::ff:fe00:86".parse().unwrap();
+        assert!(m.handle(c.at(4100), advert(lower, 100)).is_empty());
+        let higher: IpAddr = "fe80::1:0:0:1".parse().unwrap();
+        let a = m.handle(c.at(4200), advert(higher, 100));
+        assert_eq!(became(&a), Some(State::Backup));
+        assert_eq!(m.master(), Some(higher));
+    }
+
     #[test]
     fn master_answers_priority_zero_with_an_advert() {
         let c = Clock::new();
