@@ -10,8 +10,9 @@
 //! unsolicited neighbour advertisement (override set, solicited clear), not from an answer
 //! to a solicitation of its own (which would leave it REACHABLE).
 //!
-//! keepalived 2.2.7 (Debian) is the other peer in [`keepalived_master_lbctl_backup`]: its
-//! IPv6 adverts must pass our checks (no errors counted) and its master must be followed.
+//! keepalived 2.2.7 (Debian) is the other peer in [`keepalived_master_lbctl_backup`] (its
+//! IPv6 adverts must pass our checks, no errors counted, and its master must be followed)
+//! and [`lbctl_master_keepalived_backup`] (ours must pass its checks: it stays backup).
 //!
 //! Every failover is measured from the event (link pulled or plugged) to the VIP on the new
 //! master and to the client's entry moving, and printed (`FAILOVER6 ...`). The test turns
@@ -392,6 +393,53 @@ fn keepalived_master_lbctl_backup() {
     client_resolves_to(&lab, d1);
     failover_and_preemption(&lab, d1, d2, "keepalived 150 / lb-ctl 100");
     daemon.terminate();
+    drop(ka);
+    drop(ctls);
+}
+
+/// `lb-ctl run` master (150) on director-1, keepalived backup (100) on director-2: keepalived
+/// accepts our IPv6 adverts (it never claims the VIP while they come), and takes over when ours
+/// stops gracefully (priority 0), announcing the VIP to the client.
+#[test]
+fn lbctl_master_keepalived_backup() {
+    let lab = lab();
+    let (d1, d2) = (lab.director(0), lab.director(1));
+    let ctls = ctls(&lab);
+    let mut daemon = run_lbctl(&ctls[0], d1, 150);
+    assert!(
+        lab::wait_until(Duration::from_secs(5), || has_vip6(d1)),
+        "lb-ctl on director-1 should become master"
+    );
+    let ka = Keepalived::start(
+        ctls[1].files_dir(),
+        d2,
+        &keepalived6_conf("director-2", 100),
+    );
+    // Five times keepalived's master down interval: it would have claimed the VIP by then
+    // had it refused our adverts.
+    only_master_holds_vip(d1, d2, Duration::from_secs(4));
+    client_resolves_to(&lab, d1);
+
+    let bound = INTERVAL + SLACK;
+    let (vip, neigh, state) = move_vip(&lab, d1, d2, bound + Duration::from_secs(5), || {
+        daemon.terminate();
+    });
+    eprintln!(
+        "FAILOVER6 lb-ctl 150 / keepalived 100, graceful stop: keepalived held the VIP after \
+         {} ms, the client's entry moved to its MAC after {} ms ({state}; bound {} ms)",
+        vip.as_millis(),
+        neigh.as_millis(),
+        bound.as_millis()
+    );
+    assert!(
+        vip <= bound,
+        "the VIP moved after {vip:?}, more than {bound:?}"
+    );
+    assert!(
+        neigh <= bound,
+        "the entry moved after {neigh:?}, more than {bound:?}"
+    );
+    assert_eq!(state, "STALE");
     drop(ka);
     drop(ctls);
 }
