@@ -137,7 +137,7 @@ Example file:
         /// Print the difference and change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// How long to wait for backends to answer ARP.
+        /// How long to wait for backends to answer ARP (IPv4) or NDP (IPv6).
         #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
         resolve_timeout: Duration,
     },
@@ -268,7 +268,7 @@ notify_down (see the README).")]
         /// Detach from the interfaces on SIGTERM/SIGINT (default: keep forwarding).
         #[arg(long)]
         detach_on_exit: bool,
-        /// How long to wait for backends to answer ARP.
+        /// How long to wait for backends to answer ARP (IPv4) or NDP (IPv6).
         #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
         resolve_timeout: Duration,
         /// Checks running at the same time, at most.
@@ -328,14 +328,15 @@ Instance block (see `lb-ctl run` for services):
     },
     /// Print the MD5 of a page's body like keepalived's genhash, for a check's `digest`.
     #[command(long_about = "\
-Fetch http://SERVER:PORT/URL (https with --ssl; the certificate is not verified) the way the
-http_get and https_get checks do, and print the MD5 of the body like keepalived's genhash:
+Fetch http://SERVER:PORT/URL (https with --ssl; the certificate is not verified; SERVER is an
+IPv4 or IPv6 address, e.g. fd00:58::135) the way the http_get and https_get checks do, and
+print the MD5 of the body like keepalived's genhash:
   MD5SUM = 9b3a0c...
 Put it in the check's `digest:`. With --netns it runs inside that namespace.")]
     Genhash {
-        /// The server's address.
+        /// The server's address, IPv4 or IPv6.
         #[arg(long, short = 's', value_name = "ADDR")]
-        server: std::net::Ipv4Addr,
+        server: std::net::IpAddr,
         /// The server's port.
         #[arg(long, short = 'p', value_name = "N")]
         port: u16,
@@ -345,7 +346,7 @@ Put it in the check's `digest:`. With --netns it runs inside that namespace.")]
         /// Use TLS (https).
         #[arg(long, short = 'S')]
         ssl: bool,
-        /// The Host header (default: the server's address).
+        /// The Host header (default: the server's address, an IPv6 one in brackets).
         #[arg(long, value_name = "H")]
         host: Option<String>,
         /// Give up after this long.
