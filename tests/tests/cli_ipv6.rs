@@ -1,0 +1,209 @@
+//! `lb-ctl apply`, `list` and `stats` with an IPv4 and an IPv6 service in one file: the IPv6
+//! backends' MACs come from NDP (the real servers' own), a backend nobody answers and one off
+//! the link are reported, and the listings write IPv6 as ipvsadm does (`[addr]:port`, the
+//! bare address in JSON and Prometheus labels, persistence `mask 64`).
+//!
+//! The lab is [`CliLab`] (`lb_tests::cli`); the test gives director-1 and the two real servers
+//! addresses of fd00:58::/64 on `eth0` (`nodad`, so they are usable at once) and removes
+//! nothing by hand: dropping the lab deletes its namespaces. There is no traffic but ARP and
+//! NDP.
+
+use lb_tests::{
+    cli::{CliLab, list_rows},
+    stats::{backend, service},
+};
+
+const SERVER_1_MAC: &str = "02:00:00:00:00:87";
+const SERVER_2_MAC: &str = "02:00:00:00:00:88";
+
+const BOTH: &str = "\
+services:
+  - name: web
+    vip: 192.168.58.133
+    port: 80
+    scheduler: rr
+    backends:
+      - address: 192.168.58.135
+      - address: 192.168.58.136
+  - name: web6
+    vip: \"fd00:58::133\"
+    port: 80
+    scheduler: mh
+    table_size: 251
+    persistence: { timeout: 50s, netmask: 64 }
+    backends:
+      - address: \"fd00:58::135\"
+        weight: 2
+      - address: \"fd00:58::136\"
+      - address: \"fd00:58::199\"
+      - address: \"fd00:99::1\"
+";
+
+/// Gives `eth0` of director-1 and of both real servers IPv6 and an address of fd00:58::/64
+/// (`.134`, `.135`, `.136` as in IPv4). Duplicate address detection is off first, so the
+/// link-local address is usable at once (while it is tentative the kernel sends no neighbour
+/// solicitation). `replace`, so a lab that already has the addresses is fine.
+fn add_ipv6(net: &CliLab) {
+    let hosts = [
+        (net.director(), 134),
+        (net.server(0), 135),
+        (net.server(1), 136),
+    ];
+    for (host, last) in hosts {
+        host.exec_ok(&[
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv6.conf.eth0.accept_dad=0",
+            "net.ipv6.conf.eth0.disable_ipv6=0",
+        ])
+        .and_then(|_| host.ip_batch(&[format!("addr replace fd00:58::{last}/64 dev eth0 nodad")]))
+        .unwrap_or_else(|e| panic!("test setup failed: {e:#}"));
+    }
+}
+
+#[test]
+fn ipv4_and_ipv6_services_applied_listed_and_counted() {
+    let net = CliLab::new();
+    net.attach();
+    add_ipv6(&net);
+    let file = net.file("services.yaml", BOTH);
+    let out = net
+        .ctl(&["apply", "-f", &file, "--resolve-timeout", "500ms"])
+        .ok();
+    assert_eq!(
+        out.stdout,
+        format!(
+            "+ service web: TCP 192.168.58.133:80 rr\n\
+             +   backend 192.168.58.135:80 weight 1 (service web)\n\
+             +   backend 192.168.58.136:80 weight 1 (service web)\n\
+             + service web6: TCP [fd00:58::133]:80 mh persistent 50s mask 64\n\
+             +   backend [fd00:58::135]:80 weight 2 (service web6)\n\
+             +   backend [fd00:58::136]:80 weight 1 (service web6)\n\
+             +   backend [fd00:58::199]:80 weight 1 (service web6)\n\
+             +   backend [fd00:99::1]:80 weight 1 (service web6)\n\
+             applied {file}: 8 change(s)\n"
+        ),
+        "{out}"
+    );
+    let warnings: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(warnings.len(), 2, "two warnings expected:\n{out}");
+    assert!(
+        warnings.iter().any(|w| w.starts_with(
+            "warning: backend [fd00:58::199]:80 of service web6: no MAC address (no neighbour \
+             advertisement (NDP) from fd00:58::199 on eth0 within 500 ms"
+        )),
+        "{out}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.starts_with(
+            "warning: backend [fd00:99::1]:80 of service web6: no MAC address (backend \
+             fd00:99::1 is not on the link of eth0"
+        )),
+        "{out}"
+    );
+
+    let list = net.list();
+    assert!(
+        list.starts_with("XDP director (lb-ctl): 2 service(s), attached to eth0; "),
+        "{list}"
+    );
+    assert_eq!(
+        list_rows(&list),
+        [
+            "TCP 192.168.58.133:80 rr web",
+            "-> 192.168.58.135:80 Route 1 0 0 0 0 0 up",
+            "-> 192.168.58.136:80 Route 1 0 0 0 0 0 up",
+            "TCP [fd00:58::133]:80 mh persistent 50 mask 64 web6",
+            "-> [fd00:58::135]:80 Route 2 0 0 0 0 0 up",
+            "-> [fd00:58::136]:80 Route 1 0 0 0 0 0 up",
+            "-> [fd00:58::199]:80 Route 1 0 0 0 0 0 unresolved",
+            "-> [fd00:99::1]:80 Route 1 0 0 0 0 0 unresolved",
+        ],
+        "{list}"
+    );
+
+    // The MACs are the real servers' own, from NDP for IPv6 and ARP for IPv4.
+    let stats = net.stats_json();
+    let web6 = service(&stats, "web6");
+    assert_eq!(web6["vip"], "fd00:58::133", "{web6:#}");
+    assert_eq!(web6["persistence_timeout"], 50, "{web6:#}");
+    assert_eq!(web6["persistence_prefix_len"], 64, "{web6:#}");
+    assert_eq!(
+        web6["persistence_netmask"], "ffff:ffff:ffff:ffff::",
+        "{web6:#}"
+    );
+    for (addr, mac) in [
+        ("fd00:58::135", SERVER_1_MAC),
+        ("fd00:58::136", SERVER_2_MAC),
+    ] {
+        let b = backend(web6, addr);
+        assert_eq!(
+            (&b["mac"], &b["usable"]),
+            (&mac.into(), &true.into()),
+            "{b:#}"
+        );
+    }
+    for addr in ["fd00:58::199", "fd00:99::1"] {
+        assert_eq!(backend(web6, addr)["usable"], false, "{web6:#}");
+    }
+    let web = service(&stats, "web");
+    assert_eq!(
+        backend(web, "192.168.58.135")["mac"],
+        SERVER_1_MAC,
+        "{web:#}"
+    );
+    assert_eq!(web["persistence_prefix_len"], 0, "no persistence: {web:#}");
+
+    let prometheus = net.ctl(&["stats", "--prometheus"]).ok().stdout;
+    assert!(
+        prometheus.lines().any(|l| l
+            == "lb_backend_usable{service=\"web6\",vip=\"fd00:58::133\",port=\"80\",\
+                protocol=\"tcp\",backend=\"[fd00:58::135]:80\"} 1"),
+        "{prometheus}"
+    );
+
+    // The same file again: nothing to do, the same two warnings.
+    let out = net
+        .ctl(&["apply", "-f", &file, "--resolve-timeout", "200ms"])
+        .ok();
+    assert_eq!(
+        out.stdout,
+        format!("no changes: the data path already matches {file}\n"),
+        "{out}"
+    );
+    assert_eq!(out.stderr.lines().count(), 2, "{out}");
+}
+
+#[test]
+fn a_mixed_family_service_applies_nothing() {
+    let net = CliLab::new();
+    net.attach();
+    let file = net.file(
+        "mixed.yaml",
+        "services:\n  - name: web6\n    vip: \"fd00:58::133\"\n    port: 80\n    backends:\n      \
+         - address: 192.168.58.135\n",
+    );
+    let out = net.ctl(&["apply", "-f", &file]).fails();
+    let diagnostics: Vec<&str> = out
+        .stderr
+        .lines()
+        .map(|l| l.strip_prefix("lb-ctl: ").unwrap_or(l))
+        .filter(|l| l.starts_with(&file))
+        .collect();
+    assert_eq!(
+        diagnostics,
+        [format!(
+            "{file}:6: services[0].backends[0].address: 192.168.58.135 is an IPv4 address but \
+             the service's VIP fd00:58::133 is IPv6; a backend must have the VIP's family, \
+             since direct routing forwards the packet unchanged (mixed families need a tunnel \
+             mode, which this director does not have)"
+        )],
+        "{out}"
+    );
+    assert!(
+        out.stderr.ends_with("1 error; nothing was applied\n"),
+        "{out}"
+    );
+    assert_eq!(list_rows(&net.list()), Vec::<String>::new());
+}
