@@ -1,12 +1,13 @@
 //! `lb-ctl apply`, `list` and `stats` with an IPv4 and an IPv6 service in one file: the IPv6
 //! backends' MACs come from NDP (the real servers' own), a backend nobody answers and one off
 //! the link are reported, and the listings write IPv6 as ipvsadm does (`[addr]:port`, the
-//! bare address in JSON and Prometheus labels, persistence `mask 64`).
+//! bare address in JSON and Prometheus labels, persistence `mask 64`); `genhash` fetches a
+//! page from an IPv6 real server the way the http_get check does.
 //!
 //! The lab is [`CliLab`] (`lb_tests::cli`); the test gives director-1 and the two real servers
 //! addresses of fd00:58::/64 on `eth0` (`nodad`, so they are usable at once) and removes
-//! nothing by hand: dropping the lab deletes its namespaces. There is no traffic but ARP and
-//! NDP.
+//! nothing by hand: dropping the lab deletes its namespaces. There is no traffic but ARP,
+//! NDP and one HTTP request.
 
 use lb_tests::{
     cli::{CliLab, list_rows},
@@ -206,4 +207,46 @@ fn a_mixed_family_service_applies_nothing() {
         "{out}"
     );
     assert_eq!(list_rows(&net.list()), Vec::<String>::new());
+}
+
+/// `genhash` over IPv6, the http_get check's own client: the page of a server bound only to
+/// fd00:58::135, with the default Host header `[fd00:58::135]`.
+#[test]
+fn genhash_fetches_from_an_ipv6_server() {
+    let net = CliLab::new();
+    add_ipv6(&net);
+    let bin = env!("CARGO_BIN_EXE_lab-server");
+    let args = [
+        bin,
+        "http",
+        "--name",
+        "six",
+        "--port",
+        "8080",
+        "--addr",
+        "fd00:58::135",
+    ];
+    let _server = net
+        .server(0)
+        .spawn(&args)
+        .unwrap_or_else(|e| panic!("test setup failed: {e:#}"));
+    let out = net
+        .ctl(&[
+            "genhash",
+            "--server",
+            "fd00:58::135",
+            "--port",
+            "8080",
+            "--url",
+            "/",
+            "-v",
+        ])
+        .ok();
+    // The body is `six\n`.
+    assert!(
+        out.stdout
+            .ends_with("MD5SUM = 5d2dfbea120f23e84e689374aa2ba84f\n"),
+        "{out}"
+    );
+    assert!(out.stdout.starts_with("HTTP/1."), "{out}");
 }
