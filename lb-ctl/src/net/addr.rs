@@ -1,4 +1,4 @@
-//! IPv4 addresses of an interface (`ip addr add/del/show`), over rtnetlink, in the calling
+//! Addresses of an interface (`ip addr add/del/show`), over rtnetlink, in the calling
 //! thread's network namespace.
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -52,31 +52,13 @@ pub fn del(ifindex: u32, addr: Ipv4Addr, prefix_len: u8) -> Result<bool> {
 /// The IPv4 addresses of the interface with their prefix lengths, in the kernel's order
 /// (the primary address of each subnet first).
 pub fn list(ifindex: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
-    let mut req = AddressMessage::default();
-    req.header.family = AddressFamily::Inet;
-    let answers = rtnl::request(RouteNetlinkMessage::GetAddress(req), NLM_F_DUMP)
-        .context("listing IPv4 addresses")?;
-    let mut out = Vec::new();
-    for answer in answers {
-        let RouteNetlinkMessage::NewAddress(msg) = answer else {
-            continue;
-        };
-        if msg.header.index != ifindex || msg.header.family != AddressFamily::Inet {
-            continue;
-        }
-        let local = msg.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
-            _ => None,
-        });
-        let address = msg.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
-            _ => None,
-        });
-        if let Some(ip) = local.or(address) {
-            out.push((ip, msg.header.prefix_len));
-        }
-    }
-    Ok(out)
+    Ok(list_all(ifindex)?
+        .into_iter()
+        .filter_map(|(ip, len)| match ip {
+            IpAddr::V4(ip) => Some((ip, len)),
+            IpAddr::V6(_) => None,
+        })
+        .collect())
 }
 
 /// The IPv4 and IPv6 addresses of the interface with their prefix lengths (one dump of every
