@@ -9,8 +9,12 @@
 //! nothing by hand: dropping the lab deletes its namespaces. There is no traffic but ARP,
 //! NDP and one HTTP request.
 
+use std::time::{Duration, Instant};
+
 use lb_tests::{
     cli::{CliLab, list_rows},
+    env::Env,
+    lab::{Host, LabSpec, Proc},
     stats::{backend, service},
 };
 
@@ -45,11 +49,15 @@ services:
 /// link-local address is usable at once (while it is tentative the kernel sends no neighbour
 /// solicitation). `replace`, so a lab that already has the addresses is fine.
 fn add_ipv6(net: &CliLab) {
-    let hosts = [
+    add_ipv6_to(&[
         (net.director(), 134),
         (net.server(0), 135),
         (net.server(1), 136),
-    ];
+    ]);
+}
+
+/// [`add_ipv6`] for these hosts, each with `fd00:58::LAST/64`.
+fn add_ipv6_to(hosts: &[(&Host, u16)]) {
     for (host, last) in hosts {
         host.exec_ok(&[
             "sysctl",
@@ -61,6 +69,16 @@ fn add_ipv6(net: &CliLab) {
         .and_then(|_| host.ip_batch(&[format!("addr replace fd00:58::{last}/64 dev eth0 nodad")]))
         .unwrap_or_else(|e| panic!("test setup failed: {e:#}"));
     }
+}
+
+/// An HTTP server on `host` answering `NAME\n` at `[addr]:8080` only.
+fn http6(host: &Host, name: &str, addr: &str) -> Proc {
+    let bin = env!("CARGO_BIN_EXE_lab-server");
+    let args = [
+        bin, "http", "--name", name, "--port", "8080", "--addr", addr,
+    ];
+    host.spawn(&args)
+        .unwrap_or_else(|e| panic!("test setup failed: {e:#}"))
 }
 
 #[test]
@@ -215,21 +233,7 @@ fn a_mixed_family_service_applies_nothing() {
 fn genhash_fetches_from_an_ipv6_server() {
     let net = CliLab::new();
     add_ipv6(&net);
-    let bin = env!("CARGO_BIN_EXE_lab-server");
-    let args = [
-        bin,
-        "http",
-        "--name",
-        "six",
-        "--port",
-        "8080",
-        "--addr",
-        "fd00:58::135",
-    ];
-    let _server = net
-        .server(0)
-        .spawn(&args)
-        .unwrap_or_else(|e| panic!("test setup failed: {e:#}"));
+    let _server = http6(net.server(0), "six", "fd00:58::135");
     let out = net
         .ctl(&[
             "genhash",
@@ -249,4 +253,98 @@ fn genhash_fetches_from_an_ipv6_server() {
         "{out}"
     );
     assert!(out.stdout.starts_with("HTTP/1."), "{out}");
+}
+
+/// `lb-ctl run` with an IPv6 service: both backends resolved over NDP and checked over IPv6
+/// (`http_get` to `[addr]:8080`); one server killed is marked down within interval x retries
+/// and comes back up when it is started again; the listing follows.
+#[test]
+fn the_daemon_checks_ipv6_backends() {
+    let mut env = Env::attached(
+        &LabSpec {
+            start_servers: false,
+            ..LabSpec::default()
+        },
+        &[],
+    );
+    add_ipv6_to(&[
+        (env.lab.director(0), 134),
+        (env.server(0), 135),
+        (env.server(1), 136),
+    ]);
+    let one = http6(env.server(0), "one", "fd00:58::135");
+    let _two = http6(env.server(1), "two", "fd00:58::136");
+    let file = env.file(
+        "services:
+  - name: web6
+    vip: \"fd00:58::133\"
+    port: 8080
+    scheduler: rr
+    check: {type: http_get, path: /, interval: 200ms, timeout: 200ms, retries: 2, retry_delay: 100ms}
+    backends:
+      - address: \"fd00:58::135\"
+      - address: \"fd00:58::136\"
+",
+    );
+    env.start_daemon(&file, &[]);
+    let rows_with = |state1: &str| {
+        vec![
+            "TCP [fd00:58::133]:8080 rr web6".to_string(),
+            format!("-> [fd00:58::135]:8080 Route 1 0 0 0 0 0 {state1}"),
+            "-> [fd00:58::136]:8080 Route 1 0 0 0 0 0 up".to_string(),
+        ]
+    };
+    let wait_rows = |env: &Env, want: Vec<String>| {
+        let start = Instant::now();
+        loop {
+            let rows = list_rows(&env.list());
+            if rows == want {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the listing never became {want:#?}; it is {rows:#?}\nlog:\n{}",
+                env.daemon().lines().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let took = wait_rows(&env, rows_with("up"));
+    eprintln!("both IPv6 backends up in the listing after {took:?}");
+
+    let about =
+        |what: &'static str| move |l: &str| l.contains(what) && l.contains("backend=fd00:58::135");
+    let skip = env.daemon().lines().len();
+    drop(one);
+    let (line, took) = env.daemon().wait_log_after(
+        skip,
+        Duration::from_secs(3),
+        about("backend down"),
+        "backend down",
+    );
+    eprintln!("fd00:58::135 down after {took:?}: {line}");
+    assert!(
+        line.contains("from=up") && line.contains("to=down"),
+        "{line}"
+    );
+    wait_rows(&env, rows_with("down"));
+
+    let skip = env.daemon().lines().len();
+    let _one = http6(env.server(0), "one", "fd00:58::135");
+    let (line, took) = env.daemon().wait_log_after(
+        skip,
+        Duration::from_secs(3),
+        about("backend up"),
+        "backend up",
+    );
+    eprintln!("fd00:58::135 up again after {took:?}: {line}");
+    wait_rows(&env, rows_with("up"));
+    let stats = env.stats();
+    let web6 = service(&stats, "web6");
+    for (addr, mac) in [
+        ("fd00:58::135", SERVER_1_MAC),
+        ("fd00:58::136", SERVER_2_MAC),
+    ] {
+        assert_eq!(backend(web6, addr)["mac"], mac, "{web6:#}");
+    }
 }
