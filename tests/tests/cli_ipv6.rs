@@ -257,7 +257,8 @@ fn genhash_fetches_from_an_ipv6_server() {
 
 /// `lb-ctl run` with an IPv6 service: both backends resolved over NDP and checked over IPv6
 /// (`http_get` to `[addr]:8080`); one server killed is marked down within interval x retries
-/// and comes back up when it is started again; the listing follows.
+/// and comes back up when it is started again; the listing follows; a new MAC announced by
+/// NDP reaches the data path.
 #[test]
 fn the_daemon_checks_ipv6_backends() {
     let mut env = Env::attached(
@@ -346,5 +347,37 @@ fn the_daemon_checks_ipv6_backends() {
         ("fd00:58::136", SERVER_2_MAC),
     ] {
         assert_eq!(backend(web6, addr)["mac"], mac, "{web6:#}");
+    }
+
+    // real-server-1 gets a new MAC and announces it (an unsolicited neighbour advertisement,
+    // `ndisc_notify`): the daemon follows the IPv6 neighbour table.
+    let skip = env.daemon().lines().len();
+    env.server(0)
+        .exec_ok(&["sysctl", "-q", "-w", "net.ipv6.conf.eth0.ndisc_notify=1"])
+        .and_then(|_| {
+            env.server(0)
+                .ip_batch(&["link set eth0 address 02:00:00:00:00:97".into()])
+        })
+        .unwrap_or_else(|e| panic!("test setup failed: {e:#}"));
+    let (line, took) = env.daemon().wait_log_after(
+        skip,
+        Duration::from_secs(3),
+        |l| l.contains("backend MAC changed") && l.contains("backend=fd00:58::135"),
+        "backend MAC changed",
+    );
+    eprintln!("new MAC of fd00:58::135 followed after {took:?}: {line}");
+    assert!(line.contains("new=02:00:00:00:00:97"), "{line}");
+    let start = Instant::now();
+    loop {
+        let stats = env.stats();
+        let mac = backend(service(&stats, "web6"), "fd00:58::135")["mac"].clone();
+        if mac == "02:00:00:00:00:97" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "the data path kept {mac} for fd00:58::135"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
