@@ -6,7 +6,8 @@ use std::{collections::HashMap, net::IpAddr, time::Duration};
 
 use anyhow::{Context as _, Result};
 use lb_common::{
-    BACKEND_DOWN, BACKEND_USABLE, Backend, Counters, Reason, Service, ServiceKey, TcpState,
+    BACKEND_DOWN, BACKEND_USABLE, Backend, Counters, Flow, FlowKey, Reason, Service, ServiceKey,
+    TcpState,
 };
 use serde::Serialize;
 
@@ -247,15 +248,72 @@ pub fn connections(maps: &Maps) -> Result<Vec<ConnView>> {
                 b
             }
         };
-        out.push(ConnView {
-            protocol: Protocol::from_number(key.proto).map_or("?", |p| p.as_str()),
-            expires_in: Duration::from_nanos(remaining_ns).as_secs(),
-            state: state_name(key.proto, flow.state()),
-            client: host_port(addr_ip(&key.src), u16::from_be(key.sport)),
-            virtual_address: host_port(addr_ip(&key.dst), u16::from_be(key.dport)),
-            backend: host_port(addr_ip(&b.addr), u16::from_be(key.dport)),
-        });
+        out.push(conn_view(&key, &flow, &b, remaining_ns));
     }
     out.sort_by_key(|c| c.expires_in);
     Ok(out)
+}
+
+/// One connection-table entry for people: addresses as ipvsadm writes them
+/// (`192.168.58.100:40000`, `[fd00:58::100]:40000`), the backend with the flow's port.
+fn conn_view(key: &FlowKey, flow: &Flow, b: &Backend, remaining_ns: u64) -> ConnView {
+    ConnView {
+        protocol: Protocol::from_number(key.proto).map_or("?", |p| p.as_str()),
+        expires_in: Duration::from_nanos(remaining_ns).as_secs(),
+        state: state_name(key.proto, flow.state()),
+        client: host_port(addr_ip(&key.src), u16::from_be(key.sport)),
+        virtual_address: host_port(addr_ip(&key.dst), u16::from_be(key.dport)),
+        backend: host_port(addr_ip(&b.addr), u16::from_be(key.dport)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::convert::addr_of;
+
+    #[test]
+    fn connection_rows_of_both_families() {
+        let ip = |s: &str| addr_of(s.parse().expect("address"));
+        let row = |src: &str, dst: &str, backend: &str| {
+            let key = FlowKey {
+                src: ip(src),
+                dst: ip(dst),
+                sport: 40000u16.to_be(),
+                dport: 80u16.to_be(),
+                proto: lb_common::PROTO_TCP,
+                _pad: [0; 3],
+            };
+            let flow = Flow {
+                state: TcpState::Established as u8,
+                ..Flow::default()
+            };
+            let b = Backend {
+                addr: ip(backend),
+                ..Backend::default()
+            };
+            let c = conn_view(&key, &flow, &b, 899_500_000_000);
+            assert_eq!(
+                (c.protocol, c.expires_in, c.state),
+                ("tcp", 899, "ESTABLISHED")
+            );
+            [c.client, c.virtual_address, c.backend]
+        };
+        assert_eq!(
+            row("192.168.58.100", "192.168.58.133", "192.168.58.135"),
+            [
+                "192.168.58.100:40000",
+                "192.168.58.133:80",
+                "192.168.58.135:80"
+            ]
+        );
+        assert_eq!(
+            row("fd00:58::100", "fd00:58::133", "fd00:58::135"),
+            [
+                "[fd00:58::100]:40000",
+                "[fd00:58::133]:80",
+                "[fd00:58::135]:80"
+            ]
+        );
+    }
 }
