@@ -225,8 +225,9 @@ running config keeps forwarding: the daemon never stops because of the file.
 
 The daemon is the only writer of the pin directory while it runs: it holds its lock, and
 `lb-ctl apply`, `attach` and `detach` are refused (change FILE instead). It reconciles: a
-backend's MAC follows the kernel's neighbour table as soon as it changes (a gratuitous ARP),
-a backend whose neighbour entry FAILED gets no traffic, and every --reconcile-interval the
+backend's MAC follows the kernel's neighbour tables as soon as it changes (a gratuitous ARP;
+for IPv6 an unsolicited neighbour advertisement), a backend whose neighbour entry FAILED
+gets no traffic, and every --reconcile-interval the
 pins (a detached interface, a removed pin) and the maps (anything written by hand) are put
 back to what it wants, each repair logged. The data path's records (a drop_bad_backend's
 service, slot and backend, at most once per CPU per second) are logged with target datapath.
