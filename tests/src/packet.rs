@@ -2,7 +2,10 @@
 //! filled by `lb_ctl::maps::apply` (the code `lb-ctl apply` runs), frames run with
 //! BPF_PROG_TEST_RUN.
 
-use std::{collections::HashMap, net::Ipv4Addr};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr},
+};
 
 use anyhow::{Context as _, Result, bail};
 use aya::{
@@ -89,9 +92,16 @@ fn macs_for(config: &lb_ctl::config::Config) -> Macs {
     let mut macs = HashMap::new();
     for s in &config.services {
         for b in &s.backends {
-            let [a, b2, c, d] = b.address.octets();
-            let mac = match (a, b2, c, d) {
-                (192, 168, 58, 135..=138) => Ok(BACKEND_MACS[(d - 135) as usize]),
+            // .135-.138 of 192.168.58.0/24 or fd00:58::/64 (the lab's IPv6 subnet).
+            let last = match b.address {
+                IpAddr::V4(a) if a.octets()[..3] == [192, 168, 58] => Some(a.octets()[3]),
+                IpAddr::V6(a) if a.segments()[..7] == [0xfd00, 0x58, 0, 0, 0, 0, 0] => {
+                    format!("{:x}", a.segments()[7]).parse::<u8>().ok()
+                }
+                _ => None,
+            };
+            let mac = match last {
+                Some(d @ 135..=138) => Ok(BACKEND_MACS[(d - 135) as usize]),
                 _ => Err("no neighbour entry".to_string()),
             };
             macs.insert(b.address, mac);
@@ -158,7 +168,7 @@ impl Harness {
             .unwrap_or_else(|e| panic!("test config does not parse:\n{e}"));
         let down: plan::Down = down
             .iter()
-            .map(|(s, a)| ((s.to_string(), *a), "test".to_string()))
+            .map(|(s, a)| ((s.to_string(), IpAddr::V4(*a)), "test".to_string()))
             .collect();
         let plan = maps::apply(&mut self.maps, &config, &macs_for(&config), &down, false)
             .expect("applying the test config");

@@ -104,8 +104,10 @@ Apply a YAML service file to the running data path.
 The whole file is validated first; any error (named by file, line and field) applies
 nothing. FILE must be a regular file (after symlinks) of at most 16 MiB, nested at most 64
 deep; values quoted in errors are cut to 64 characters and control characters escaped.
-Addresses must be unicast: not in 0.0.0.0/8, 127.0.0.0/8, 224.0.0.0/4, 240.0.0.0/4 or
-255.255.255.255. A backend or sorry server that is an address of an attached interface,
+Addresses are IPv4 or IPv6; a service's VIP, backends and sorry server have one family
+(direct routing forwards packets unchanged). Addresses must be unicast: not in 0.0.0.0/8,
+127.0.0.0/8, 224.0.0.0/4, 240.0.0.0/4 or 255.255.255.255; for IPv6 not ::, ::1, ff00::/8,
+fe80::/10 or IPv4-mapped (::ffff:a.b.c.d). A backend or sorry server that is an address of an attached interface,
 or the broadcast address of one of its subnets, is an error too. One writer at a time:
 apply waits (at most --wait) for another apply, attach or detach of the same pin
 directory, and is refused while `lb-ctl run` owns it (the daemon applies its own file,
@@ -115,8 +117,8 @@ in an order that never shows a packet a half-written service: a changed service'
 backend table is written into an idle region and the service switched to it in one
 update. Applying the same file twice changes nothing the second time.
 
-Backend MACs come from the kernel's neighbour table of the attached interfaces (the
-kernel is asked to resolve missing ones). A backend that cannot be resolved, or is not on
+Backend MACs come from the kernel's neighbour tables of the attached interfaces, ARP for
+IPv4 and NDP for IPv6 (the kernel is asked to resolve missing ones). A backend that cannot be resolved, or is not on
 the director's link, gets no traffic and is reported; it does not block the rest.
 
 Example file:
@@ -129,7 +131,15 @@ Example file:
       backends:
         - address: 192.168.58.135
           weight: 1       # 0 = drain: existing flows stay, no new ones
-        - address: 192.168.58.136")]
+        - address: 192.168.58.136
+    - name: web6
+      vip: \"fd00:58::133\"
+      port: 80
+      persistence:
+        timeout: 50s
+        netmask: 64       # IPv6: a prefix length (IPv4: a dotted mask, 255.255.255.0)
+      backends:
+        - address: \"fd00:58::135\"")]
     Apply {
         /// The service file.
         #[arg(short = 'f', long = "file", value_name = "FILE")]
@@ -137,7 +147,7 @@ Example file:
         /// Print the difference and change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// How long to wait for backends to answer ARP.
+        /// How long to wait for backends to answer ARP (IPv4) or NDP (IPv6).
         #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
         resolve_timeout: Duration,
     },
@@ -147,7 +157,8 @@ List the services and their backends like `ipvsadm -L -n`: protocol, VIP:port, s
 and for each backend its address:port, forwarding method (always Route: direct routing),
 weight, ActiveConn (live TCP entries in SYN or ESTABLISHED: what lc and wlc compare) and
 InActConn (the other live entries: FIN, RST, UDP), the connections, packets and bytes it was
-sent, and its state (up, draining, unresolved).
+sent, and its state (up, draining, unresolved). IPv6 is written as ipvsadm writes it,
+[fd00:58::133]:80; persistence shows `mask 255.255.255.0` for IPv4, `mask 64` for IPv6.
 
 With --connections, lists the connection table instead, like `ipvsadm -L -n -c`: protocol,
 time until the entry expires (IPVS's timeouts: 900 s established, 120 s after a FIN, 30 s
@@ -214,8 +225,9 @@ running config keeps forwarding: the daemon never stops because of the file.
 
 The daemon is the only writer of the pin directory while it runs: it holds its lock, and
 `lb-ctl apply`, `attach` and `detach` are refused (change FILE instead). It reconciles: a
-backend's MAC follows the kernel's neighbour table as soon as it changes (a gratuitous ARP),
-a backend whose neighbour entry FAILED gets no traffic, and every --reconcile-interval the
+backend's MAC follows the kernel's neighbour tables as soon as it changes (a gratuitous ARP;
+for IPv6 an unsolicited neighbour advertisement), a backend whose neighbour entry FAILED
+gets no traffic, and every --reconcile-interval the
 pins (a detached interface, a removed pin) and the maps (anything written by hand) are put
 back to what it wants, each repair logged. The data path's records (a drop_bad_backend's
 service, slot and backend, at most once per CPU per second) are logged with target datapath.
@@ -268,7 +280,7 @@ notify_down (see the README).")]
         /// Detach from the interfaces on SIGTERM/SIGINT (default: keep forwarding).
         #[arg(long)]
         detach_on_exit: bool,
-        /// How long to wait for backends to answer ARP.
+        /// How long to wait for backends to answer ARP (IPv4) or NDP (IPv6).
         #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
         resolve_timeout: Duration,
         /// Checks running at the same time, at most.
@@ -335,14 +347,15 @@ Instance block (see `lb-ctl run` for services):
     },
     /// Print the MD5 of a page's body like keepalived's genhash, for a check's `digest`.
     #[command(long_about = "\
-Fetch http://SERVER:PORT/URL (https with --ssl; the certificate is not verified) the way the
-http_get and https_get checks do, and print the MD5 of the body like keepalived's genhash:
+Fetch http://SERVER:PORT/URL (https with --ssl; the certificate is not verified; SERVER is an
+IPv4 or IPv6 address, e.g. fd00:58::135) the way the http_get and https_get checks do, and
+print the MD5 of the body like keepalived's genhash:
   MD5SUM = 9b3a0c...
 Put it in the check's `digest:`. With --netns it runs inside that namespace.")]
     Genhash {
-        /// The server's address.
+        /// The server's address, IPv4 or IPv6.
         #[arg(long, short = 's', value_name = "ADDR")]
-        server: std::net::Ipv4Addr,
+        server: std::net::IpAddr,
         /// The server's port.
         #[arg(long, short = 'p', value_name = "N")]
         port: u16,
@@ -352,7 +365,7 @@ Put it in the check's `digest:`. With --netns it runs inside that namespace.")]
         /// Use TLS (https).
         #[arg(long, short = 'S')]
         ssl: bool,
-        /// The Host header (default: the server's address).
+        /// The Host header (default: the server's address, an IPv6 one in brackets).
         #[arg(long, value_name = "H")]
         host: Option<String>,
         /// Give up after this long.

@@ -3,7 +3,7 @@
 
 use std::{
     fmt::Write as _,
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     time::Duration,
 };
 
@@ -14,7 +14,7 @@ use crate::health::http;
 /// What to fetch.
 #[derive(Clone, Debug)]
 pub struct Request {
-    pub server: Ipv4Addr,
+    pub server: IpAddr,
     pub port: u16,
     pub url: String,
     pub ssl: bool,

@@ -1,9 +1,11 @@
 //! `lb-ctl list`: services and backends the way `ipvsadm -L -n` shows them, with the
-//! traffic columns of `ipvsadm -L -n --stats` and each backend's state.
+//! traffic columns of `ipvsadm -L -n --stats` and each backend's state. IPv6 addresses are
+//! written as ipvsadm writes them, `[fd00:58::133]:80`.
 
 use std::fmt::Write as _;
 
 use super::director::Director;
+use crate::plan::convert::host_port;
 use crate::vrrp::report::Report;
 
 /// Renders the listing; `interfaces` are the attached interface names.
@@ -29,12 +31,13 @@ pub fn render(shown: &Director, interfaces: &[String]) -> String {
         "Conns", "InPkts", "InBytes"
     );
     for s in &snap.services {
-        let local = format!("{}:{}", s.vip, s.port);
+        let local = host_port(s.vip, s.port);
         let flags = if s.persistence_timeout > 0 {
-            let mask = if s.persistence_netmask == std::net::Ipv4Addr::BROADCAST {
-                String::new()
-            } else {
-                format!(" mask {}", s.persistence_netmask)
+            // ipvsadm: a dotted mask for IPv4, a prefix length for IPv6; none when whole.
+            let mask = match s.vip {
+                _ if u32::from(s.persistence_prefix_len) == whole_prefix(s.vip) => String::new(),
+                std::net::IpAddr::V4(_) => format!(" mask {}", s.persistence_netmask),
+                std::net::IpAddr::V6(_) => format!(" mask {}", s.persistence_prefix_len),
             };
             format!("{} persistent {}{mask}", s.scheduler, s.persistence_timeout)
         } else {
@@ -49,7 +52,7 @@ pub fn render(shown: &Director, interfaces: &[String]) -> String {
             s.name
         );
         for b in &s.backends {
-            let remote = format!("{}:{}", b.address, b.port);
+            let remote = host_port(b.address, b.port);
             let state = match (b.usable, b.weight) {
                 _ if b.down => "down",
                 (false, _) => "unresolved",
@@ -72,6 +75,11 @@ pub fn render(shown: &Director, interfaces: &[String]) -> String {
     }
     out.push_str(&render_vrrp(&shown.vrrp));
     out
+}
+
+/// 32 or 128: the prefix length of one whole address of `addr`'s family.
+fn whole_prefix(addr: std::net::IpAddr) -> u32 {
+    if addr.is_ipv4() { 32 } else { 128 }
 }
 
 /// One line per VRRP instance, e.g. `VRRP VI_1: master (master 192.168.58.134), adverts sent

@@ -19,6 +19,7 @@ use serde::Serialize;
 use super::director::Director;
 use crate::{
     maps::view::{BackendView, ServiceView, Snapshot},
+    plan::convert::host_port,
     vrrp::report::Report,
 };
 
@@ -85,7 +86,7 @@ pub fn render_text(shown: &Director, rates: Option<&Rates>) -> String {
             out,
             "{:<4} {:<30} {:>9} {:>11} {:>14}",
             s.protocol.to_uppercase(),
-            format!("{}:{} ({})", s.vip, s.port, s.name),
+            format!("{} ({})", host_port(s.vip, s.port), s.name),
             s.connections,
             s.packets,
             s.bytes
@@ -99,7 +100,7 @@ pub fn render_text(shown: &Director, rates: Option<&Rates>) -> String {
             let _ = write!(
                 out,
                 "  -> {:<30} {:>9} {:>11} {:>14}",
-                format!("{}:{}", b.address, b.port),
+                host_port(b.address, b.port),
                 b.connections,
                 b.packets,
                 b.bytes
@@ -189,7 +190,7 @@ fn service_labels(s: &ServiceView) -> Labels {
 
 fn backend_labels(s: &ServiceView, b: &BackendView) -> Labels {
     let mut labels = service_labels(s);
-    labels.push(("backend", format!("{}:{}", b.address, b.port)));
+    labels.push(("backend", host_port(b.address, b.port)));
     labels
 }
 
@@ -279,7 +280,7 @@ fn families(shown: &Director) -> Vec<Family> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     use super::*;
     use crate::maps::view::ReasonCount;
@@ -287,7 +288,7 @@ mod tests {
     fn backend(id: u32, last: u8, packets: u64, usable: bool, down: bool) -> BackendView {
         BackendView {
             id,
-            address: Ipv4Addr::new(192, 168, 58, last),
+            address: Ipv4Addr::new(192, 168, 58, last).into(),
             port: 80,
             weight: u32::from(last) - 133,
             mac: "02:00:00:00:00:86".into(),
@@ -301,16 +302,27 @@ mod tests {
         }
     }
 
-    /// Two services (one with a name that needs escaping), three backends, two reasons.
+    /// `backend` at fd00:58::`last` (written in hex as the decimal `last`: ::135).
+    fn backend6(id: u32, last: u8, packets: u64, usable: bool, down: bool) -> BackendView {
+        let low = u16::from_str_radix(&last.to_string(), 16).expect("digits");
+        BackendView {
+            address: Ipv6Addr::new(0xfd00, 0x58, 0, 0, 0, 0, 0, low).into(),
+            ..backend(id, last, packets, usable, down)
+        }
+    }
+
+    /// Two IPv4 services (one with a name that needs escaping) and an IPv6 one with
+    /// persistence by /64, five backends, two reasons.
     fn sample() -> Director {
         let service = |id: u32, name: &str, port: u16, backends: Vec<BackendView>| ServiceView {
             name: name.into(),
-            vip: Ipv4Addr::new(192, 168, 58, 133),
+            vip: Ipv4Addr::new(192, 168, 58, 133).into(),
             port,
             protocol: "tcp",
             scheduler: "wrr",
             persistence_timeout: 0,
-            persistence_netmask: Ipv4Addr::BROADCAST,
+            persistence_netmask: Ipv4Addr::BROADCAST.into(),
+            persistence_prefix_len: 32,
             packets: backends.iter().map(|b| b.packets).sum(),
             bytes: backends.iter().map(|b| b.bytes).sum(),
             connections: backends.iter().map(|b| b.connections).sum(),
@@ -335,6 +347,22 @@ mod tests {
                     443,
                     vec![backend(3, 137, 7, true, false)],
                 ),
+                ServiceView {
+                    vip: IpAddr::from([0xfd00, 0x58, 0, 0, 0, 0, 0, 0x133]),
+                    scheduler: "mh",
+                    persistence_timeout: 50,
+                    persistence_netmask: IpAddr::from([0xffff, 0xffff, 0xffff, 0xffff, 0, 0, 0, 0]),
+                    persistence_prefix_len: 64,
+                    ..service(
+                        2,
+                        "web6",
+                        80,
+                        vec![
+                            backend6(4, 135, 30, true, false),
+                            backend6(5, 136, 0, false, false),
+                        ],
+                    )
+                },
             ],
             datapath: vec![
                 ReasonCount {
@@ -381,7 +409,9 @@ mod tests {
     }
 
     /// The bytes `lb-ctl` printed before the Prometheus writer moved to prometheus-client and
-    /// VRRP left the map snapshot: scrapers and scripts see the same output.
+    /// VRRP left the map snapshot: scrapers and scripts see the same output for IPv4 services
+    /// (JSON gained `persistence_prefix_len`). The IPv6 service pins ipvsadm's `[addr]:port`
+    /// in the table and listing, and the bare address in the `vip` label and JSON.
     #[test]
     fn output_is_byte_for_byte_what_it_was() {
         let mut with_vrrp = sample();

@@ -33,11 +33,12 @@
 //! never marked down.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use super::fields::{
-    Diags, Field, Fields, address, boolean, choice, command, duration, integer, string, u32_value,
+    Diags, Field, Fields, address, boolean, choice, command, duration, integer, same_family,
+    string, u32_value,
 };
 use super::services::BackendCheck;
 use super::shown::shown;
@@ -144,9 +145,9 @@ pub struct Health {
     /// The service's `check:`.
     pub check: Option<CheckConfig>,
     /// Backends with their own `check:` (merged over the service's), by address.
-    pub backend_checks: BTreeMap<Ipv4Addr, CheckConfig>,
+    pub backend_checks: BTreeMap<IpAddr, CheckConfig>,
     /// Gets the service's traffic when it has failed (every backend down, or quorum lost).
-    pub sorry_server: Option<Ipv4Addr>,
+    pub sorry_server: Option<IpAddr>,
     /// A failed backend gets weight 0 (its flows stay) instead of being marked down.
     pub inhibit_on_failure: bool,
     /// The least total weight of up backends for the service to be up; `None`: not used
@@ -161,7 +162,7 @@ pub struct Health {
 
 impl Health {
     /// The check of the backend at `addr`: its own, else the service's.
-    pub fn check_for(&self, addr: Ipv4Addr) -> Option<&CheckConfig> {
+    pub fn check_for(&self, addr: IpAddr) -> Option<&CheckConfig> {
         self.backend_checks.get(&addr).or(self.check.as_ref())
     }
 }
@@ -436,7 +437,7 @@ pub(super) fn check_health(
     service: &Fields,
     backend_checks: Vec<BackendCheck>,
     backends: Option<&[BackendConfig]>,
-    vip: Option<Ipv4Addr>,
+    vip: Option<IpAddr>,
     port: Option<u16>,
     d: &mut Diags,
 ) -> Option<Health> {
@@ -489,6 +490,7 @@ pub(super) fn check_health(
 
     let sorry = service.optional("sorry_server").map(|f| {
         let r = address(f.node, "a sorry server").and_then(|addr| {
+            same_family(addr, vip, "a sorry server")?;
             if Some(addr) == vip {
                 Err(format!(
                     "{addr} is the service's VIP; a sorry server must be a real server"
@@ -800,9 +802,18 @@ mod tests {
             &d,
             5,
             "services[0].sorry_server",
-            "not a valid IPv4 address",
+            "not a valid IPv4 or IPv6 address",
         );
         has(&d, 7, "services[0].hysteresis", "smaller than the quorum 2");
+        // The VIP is IPv4 (10.0.0.100): an IPv6 sorry server is of the other family.
+        let d = errs(&svc("    sorry_server: \"fd00::9\"\n", ""));
+        has(
+            &d,
+            5,
+            "services[0].sorry_server",
+            "fd00::9 is an IPv6 address but the service's VIP 10.0.0.100 is IPv4; a sorry server \
+             must have the VIP's family",
+        );
         let d = errs(&svc("", "        chek: {type: tcp}\n"));
         has(
             &d,

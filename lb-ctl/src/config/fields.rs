@@ -6,7 +6,7 @@
 //! value or a message; [`Diags::ok`] files the message at the field's line and path. Nothing
 //! stops at the first problem: a field that is wrong is reported and the others are still read.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lb_common::limits::NAME_LEN;
 
@@ -312,11 +312,14 @@ pub(crate) fn choice<T>(
     }
 }
 
-/// A unicast IPv4 address that can be `role` (`a VIP`, ...), see [`check_address`].
-pub(crate) fn address(n: &Node, role: &str) -> Result<Ipv4Addr, String> {
+/// A unicast IPv4 or IPv6 address that can be `role` (`a VIP`, ...), see [`check_ip`].
+pub(crate) fn address(n: &Node, role: &str) -> Result<IpAddr, String> {
     match &n.value {
-        Value::Str(s) => check_address(s, role),
-        _ => Err(format!("expected an IPv4 address, found {}", n.describe())),
+        Value::Str(s) => check_ip(s, role),
+        _ => Err(format!(
+            "expected an IPv4 or IPv6 address, found {}",
+            n.describe()
+        )),
     }
 }
 
@@ -365,6 +368,61 @@ pub(crate) fn check_address(s: &str, role: &str) -> Result<Ipv4Addr, String> {
         )),
         None => Ok(addr),
     }
+}
+
+/// An error when `addr` (a `role`, "a backend") and the service's `vip` differ in family: in
+/// direct routing the packet reaches the real server unchanged, addressed to the VIP.
+pub(crate) fn same_family(addr: IpAddr, vip: Option<IpAddr>, role: &str) -> Result<(), String> {
+    let family = |a: IpAddr| if a.is_ipv4() { "IPv4" } else { "IPv6" };
+    match vip {
+        Some(vip) if vip.is_ipv4() != addr.is_ipv4() => Err(format!(
+            "{addr} is an {} address but the service's VIP {vip} is {}; {role} must have the \
+             VIP's family, since direct routing forwards the packet unchanged (mixed families \
+             need a tunnel mode, which this director does not have)",
+            family(addr),
+            family(vip)
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// An IPv4 address as [`check_address`] takes it, or an IPv6 unicast address that can be a VIP
+/// or a backend: not the unspecified address, loopback, multicast (ff00::/8), an IPv4-mapped
+/// address (`::ffff:a.b.c.d`: write the IPv4 address itself) or link-local (fe80::/10, which
+/// needs a zone the file cannot give).
+pub(crate) fn check_ip(s: &str, role: &str) -> Result<IpAddr, String> {
+    let Ok(addr) = s.parse::<Ipv6Addr>() else {
+        return match s.parse::<Ipv4Addr>() {
+            Ok(_) => check_address(s, role).map(IpAddr::V4),
+            Err(_) => Err(format!(
+                "`{}` is not a valid IPv4 or IPv6 address",
+                shown(s)
+            )),
+        };
+    };
+    match not_unicast_v6(addr) {
+        Some(what) => Err(format!(
+            "{addr} is {what} and cannot be {role}; give a unicast address"
+        )),
+        None => Ok(IpAddr::V6(addr)),
+    }
+}
+
+/// What an IPv6 `addr` is when it is no unicast host address a service can use, or None.
+pub(crate) fn not_unicast_v6(addr: Ipv6Addr) -> Option<&'static str> {
+    Some(if addr.is_unspecified() {
+        "the unspecified address (::)"
+    } else if addr.is_loopback() {
+        "the loopback address (::1)"
+    } else if addr.is_multicast() {
+        "a multicast address (ff00::/8)"
+    } else if addr.to_ipv4_mapped().is_some() {
+        "an IPv4-mapped address (write the IPv4 address itself)"
+    } else if addr.is_unicast_link_local() {
+        "a link-local address (fe80::/10, which needs an interface zone)"
+    } else {
+        return None;
+    })
 }
 
 /// What `addr` is when it is no unicast host address, or None when it is one.

@@ -272,7 +272,7 @@ fn quoted_text_is_cut_and_escaped() {
     assert!(d.message.starts_with("`1.2.3.4\\x1b[31mzzz"), "{d}");
     assert!(
         d.message
-            .contains("… (1012 bytes in all)` is not a valid IPv4 address"),
+            .contains("… (1012 bytes in all)` is not a valid IPv4 or IPv6 address"),
         "{d}"
     );
 }

@@ -3,16 +3,17 @@
 //! ```yaml
 //! services:
 //!   - name: web                     # unique, required; 1..=32 bytes of [A-Za-z0-9_.-]
-//!     vip: 192.168.58.133           # IPv4; required
+//!     vip: 192.168.58.133           # IPv4 or IPv6 ("fd00:58::133"); required
 //!     port: 80                      # required; 0 = all ports of the VIP
 //!     protocol: tcp                 # tcp | udp; default tcp
 //!     scheduler: wrr                # rr | wrr | sh | mh | lc | wlc; default wrr
 //!     table_size: 65537             # sh, mh: Maglev table entries, a prime; default 65537
 //!     persistence:                  # optional
 //!       timeout: 50s                # same client network -> same backend within this
-//!       netmask: 255.255.255.0      # client granularity; default 255.255.255.255
+//!       netmask: 255.255.255.0      # client granularity; default 255.255.255.255; an IPv6
+//!                                   # service gives a prefix length (64 or "/64"), default 128
 //!     backends:                     # may be empty (the service then drops, counted)
-//!       - address: 192.168.58.135   # required
+//!       - address: 192.168.58.135   # required; the VIP's family
 //!         weight: 1                 # default 1; 0 = drain; max 65535
 //!       - address: 192.168.58.136
 //!         port: 80                  # optional; must equal the service port (DR mode)
@@ -36,10 +37,12 @@ mod vrrp_addr;
 #[cfg(test)]
 mod input_tests;
 #[cfg(test)]
+mod ipv6_tests;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::Path;
 
 pub use check::{CheckConfig, CheckKind, Health};
@@ -62,7 +65,8 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceConfig {
     pub name: String,
-    pub vip: Ipv4Addr,
+    /// IPv4 or IPv6; every backend and the sorry server have its family.
+    pub vip: IpAddr,
     /// 0 = every port of the VIP.
     pub port: u16,
     pub protocol: Protocol,
@@ -81,7 +85,7 @@ pub struct ServiceConfig {
 /// One entry of a service's `backends:`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// Always the service's port (DR mode cannot rewrite ports): filled in when omitted.
     pub port: u16,
     /// 0..=65535; 0 drains the backend (no new flows).
@@ -202,7 +206,20 @@ pub const DEFAULT_TABLE_SIZE: u32 = 65537;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Persistence {
     pub timeout: std::time::Duration,
-    pub netmask: Ipv4Addr,
+    /// The client granularity as a prefix length of the service's family: 0..=32 for IPv4
+    /// (written as a dotted `netmask`), 0..=128 for IPv6 (written as a prefix length).
+    pub prefix_len: u8,
+}
+
+impl Persistence {
+    /// The dotted IPv4 netmask of `prefix_len` (0..=32): `24` is 255.255.255.0.
+    pub fn v4_netmask(prefix_len: u8) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::from(
+            u32::MAX
+                .checked_shl(32 - u32::from(prefix_len.min(32)))
+                .unwrap_or(0),
+        )
+    }
 }
 
 /// Parses and validates the text of a service file; `file` is the name shown in diagnostics.

@@ -2,11 +2,11 @@
 //! each problem a [`Diagnostic`] at its line and field path, all of them at once.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use lb_common::limits::{MAX_BACKENDS, MAX_SERVICES};
 
-use super::fields::{Diags, Field, Fields, address, choice, name, string, u16_value};
+use super::fields::{Diags, Field, Fields, address, choice, name, same_family, string, u16_value};
 use super::shown::shown;
 use super::tree::{self, DuplicateKey, Node, Refusal, Value, join_index, join_key};
 use super::{
@@ -97,7 +97,7 @@ struct Seen {
     /// Service name -> line of its entry.
     names: HashMap<String, usize>,
     /// (VIP, port, protocol) -> (description of the service, line of its entry).
-    listeners: HashMap<(Ipv4Addr, u16, Protocol), (String, usize)>,
+    listeners: HashMap<(IpAddr, u16, Protocol), (String, usize)>,
     /// Backend entries so far, over all services.
     backends: usize,
 }
@@ -228,7 +228,7 @@ fn check_service(i: usize, item: &Field, seen: &mut Seen, d: &mut Diags) -> Opti
         }
         Ok(size as u32)
     });
-    let persistence = check_persistence(&f, d);
+    let persistence = check_persistence(&f, vip, d);
 
     // Across services: names and listeners are unique.
     if let (Some(name), Some(field)) = (&name, f.get("name")) {
@@ -252,8 +252,9 @@ fn check_service(i: usize, item: &Field, seen: &mut Seen, d: &mut Diags) -> Opti
                 line,
                 &path,
                 format!(
-                    "{vip}:{port}/{protocol} is already served by {first} (line {first_line}); \
-                     each (vip, port, protocol) may appear only once"
+                    "{}/{protocol} is already served by {first} (line {first_line}); \
+                     each (vip, port, protocol) may appear only once",
+                    std::net::SocketAddr::new(vip, port)
                 ),
             ),
             None => {
@@ -307,7 +308,7 @@ pub(super) struct BackendCheck<'n> {
 fn check_backends<'n, 'p>(
     items: impl Iterator<Item = Field<'n, 'p>>,
     path: &'p str,
-    vip: Option<Ipv4Addr>,
+    vip: Option<IpAddr>,
     port: Option<u16>,
     seen: &mut Seen,
     d: &mut Diags,
@@ -316,7 +317,7 @@ fn check_backends<'n, 'p>(
     let mut checks = Vec::new();
     let mut ok = true;
     // Backend address -> line of its entry.
-    let mut addresses: HashMap<Ipv4Addr, usize> = HashMap::new();
+    let mut addresses: HashMap<IpAddr, usize> = HashMap::new();
     for (j, item) in items.enumerate() {
         seen.backends += 1;
         if seen.backends == MAX_BACKENDS as usize + 1 {
@@ -343,8 +344,13 @@ fn check_backends<'n, 'p>(
     (ok.then_some(backends), checks)
 }
 
-/// `Some(None)`: no persistence; `None`: invalid (reported).
-fn check_persistence(service: &Fields, d: &mut Diags) -> Option<Option<Persistence>> {
+/// `Some(None)`: no persistence; `None`: invalid (reported). `vip` (None when invalid) says
+/// how `netmask` is written: a dotted mask for IPv4, a prefix length for IPv6.
+fn check_persistence(
+    service: &Fields,
+    vip: Option<IpAddr>,
+    d: &mut Diags,
+) -> Option<Option<Persistence>> {
     let Some(field) = service.optional("persistence") else {
         return Some(None);
     };
@@ -364,20 +370,62 @@ fn check_persistence(service: &Fields, d: &mut Diags) -> Option<Option<Persisten
             )),
         }
     });
-    let netmask = f.or("netmask", Ipv4Addr::BROADCAST, d, |n| {
-        let m = string(n)?;
-        match m.parse::<Ipv4Addr>() {
-            Ok(mask) if (!u32::from(mask)).wrapping_add(1).is_power_of_two() => Ok(mask),
-            _ => Err(format!(
-                "`{}` is not a netmask (like 255.255.255.0)",
-                shown(&m)
-            )),
-        }
-    });
+    let v6 = vip.is_some_and(|v| v.is_ipv6());
+    let whole = if v6 { 128 } else { 32 };
+    let prefix_len = f.or("netmask", whole, d, |n| netmask(n, vip));
     Some(Some(Persistence {
         timeout: timeout?,
-        netmask: netmask?,
+        prefix_len: prefix_len?,
     }))
+}
+
+/// A persistence `netmask` as a prefix length: for an IPv4 service a dotted mask
+/// (`255.255.255.0`), for an IPv6 one a prefix length (`64` or `"/64"`, 0..=128), as
+/// ipvsadm's `-M` takes them. With an invalid VIP either form is taken.
+fn netmask(n: &Node, vip: Option<IpAddr>) -> Result<u8, String> {
+    let prefix = match &n.value {
+        Value::Int(len) => Some(Ok(*len)),
+        Value::Str(s) => s
+            .strip_prefix('/')
+            .map(|len| len.parse::<i128>().map_err(|_| s.clone())),
+        _ => None,
+    };
+    let hint_v6 = "an IPv6 service takes a prefix length such as `64` or \"/64\" (0..=128)";
+    match (prefix, vip) {
+        (Some(Ok(len)), Some(IpAddr::V6(_)) | None) if (0..=128).contains(&len) => Ok(len as u8),
+        (Some(Ok(len)), Some(IpAddr::V6(_)) | None) => {
+            Err(format!("prefix length {len} is out of range; {hint_v6}"))
+        }
+        (Some(_), Some(IpAddr::V4(vip))) => Err(format!(
+            "the VIP {vip} is IPv4, whose persistence netmask is a dotted mask such as \
+             255.255.255.0, not a prefix length"
+        )),
+        (Some(Err(s)), _) => Err(format!("`{}` is not a prefix length; {hint_v6}", shown(&s))),
+        (None, Some(IpAddr::V6(vip))) => Err(format!(
+            "{} is not a prefix length; the VIP {vip} is IPv6, and {hint_v6}",
+            describe_mask(n)
+        )),
+        (None, _) => {
+            let m = string(n)?;
+            match m.parse::<std::net::Ipv4Addr>() {
+                Ok(mask) if (!u32::from(mask)).wrapping_add(1).is_power_of_two() => {
+                    Ok(u32::from(mask).leading_ones() as u8)
+                }
+                _ => Err(format!(
+                    "`{}` is not a netmask (like 255.255.255.0)",
+                    shown(&m)
+                )),
+            }
+        }
+    }
+}
+
+/// `` `255.255.255.0` `` for a string node, else what the node is.
+fn describe_mask(n: &Node) -> String {
+    match &n.value {
+        Value::Str(s) => format!("`{}`", shown(s)),
+        _ => n.describe(),
+    }
 }
 
 fn is_prime(n: u64) -> bool {
@@ -391,9 +439,9 @@ fn is_prime(n: u64) -> bool {
 fn check_backend<'n, 'p>(
     path: &'p str,
     item: &Field<'n, '_>,
-    vip: Option<Ipv4Addr>,
+    vip: Option<IpAddr>,
     service_port: Option<u16>,
-    addresses: &mut HashMap<Ipv4Addr, usize>,
+    addresses: &mut HashMap<IpAddr, usize>,
     d: &mut Diags,
 ) -> (Option<BackendConfig>, Option<Field<'n, 'p>>) {
     let line = item.line;
@@ -407,6 +455,7 @@ fn check_backend<'n, 'p>(
 
     let address = f.req("address", d, |n| {
         let addr = address(n, "a backend address")?;
+        same_family(addr, vip, "a backend")?;
         if Some(addr) == vip {
             return Err(format!(
                 "{addr} is the service's VIP; a backend must be a real server's own address"

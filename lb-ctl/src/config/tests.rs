@@ -2,7 +2,6 @@
 //! line and field path.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
 
 use super::*;
 
@@ -50,7 +49,7 @@ fn service(extra: &str, backends: &str) -> String {
     )
 }
 
-fn ip(s: &str) -> Ipv4Addr {
+fn ip(s: &str) -> std::net::IpAddr {
     s.parse().unwrap_or_else(|_| unreachable!())
 }
 
@@ -331,7 +330,7 @@ fn type_errors() {
         &d,
         3,
         "services[0].vip",
-        "expected an IPv4 address, found a list",
+        "expected an IPv4 or IPv6 address, found a list",
     );
 
     let d = one("services:\n  - name: a\n    vip: 10.0.0.1\n    port: 1\n    backends: 10.0.0.2\n");
@@ -454,18 +453,14 @@ fn persistence_block() {
     .unwrap_or_else(|e| panic!("{e}"));
     let p = c.services[0].persistence.expect("persistence");
     assert_eq!(p.timeout, std::time::Duration::from_secs(50));
-    assert_eq!(p.netmask, std::net::Ipv4Addr::new(255, 255, 255, 0));
+    assert_eq!(p.prefix_len, 24);
     let c = parse(
         &format!("{base}    persistence:\n      timeout: 1m\n"),
         "s.yaml",
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let p = c.services[0].persistence.expect("persistence");
-    assert_eq!(
-        p.netmask,
-        std::net::Ipv4Addr::BROADCAST,
-        "default: per client address"
-    );
+    assert_eq!(p.prefix_len, 32, "default: per client address");
 
     let d = one(&format!(
         "{base}    persistence:\n      timeout: 50s\n      netmask: 255.0.255.0\n"
@@ -658,13 +653,21 @@ services:
 #[test]
 fn bad_addresses() {
     let cases = [
-        ("10.0.0", "is not a valid IPv4 address"),
-        ("web.example.com", "is not a valid IPv4 address"),
-        ("10.0.0.256", "is not a valid IPv4 address"),
+        ("10.0.0", "is not a valid IPv4 or IPv6 address"),
+        ("web.example.com", "is not a valid IPv4 or IPv6 address"),
+        ("10.0.0.256", "is not a valid IPv4 or IPv6 address"),
+        ("\"::\"", ":: is the unspecified address (::)"),
+        ("\"::1\"", "::1 is the loopback address (::1)"),
+        ("\"ff02::1\"", "ff02::1 is a multicast address (ff00::/8)"),
         (
-            "\"2001:db8::1\"",
-            "is an IPv6 address; only IPv4 is supported",
+            "\"::ffff:10.0.0.9\"",
+            "::ffff:10.0.0.9 is an IPv4-mapped address (write the IPv4 address itself)",
         ),
+        (
+            "\"fe80::1\"",
+            "fe80::1 is a link-local address (fe80::/10, which needs an interface zone)",
+        ),
+        ("\"fd00:58::1::2\"", "is not a valid IPv4 or IPv6 address"),
         ("0.0.0.0", "0.0.0.0 is the unspecified address"),
         (
             "255.255.255.255",
@@ -682,7 +685,7 @@ fn bad_addresses() {
         let text = format!("services:\n  - name: a\n    port: 80\n    vip: {addr}\n");
         let d = one(&text);
         check(&d, 4, "services[0].vip", message);
-        if !message.contains("valid") && !message.contains("IPv6") {
+        if !message.contains("valid") {
             assert!(
                 d.message
                     .ends_with("cannot be a VIP; give a unicast address"),
@@ -696,7 +699,7 @@ fn bad_addresses() {
         );
         let d = one(&text);
         check(&d, 8, "services[0].backends[1].address", message);
-        if !message.contains("valid") && !message.contains("IPv6") {
+        if !message.contains("valid") {
             assert!(
                 d.message
                     .ends_with("cannot be a backend address; give a unicast address"),
@@ -939,7 +942,7 @@ services:
         &diags[1],
         8,
         "services[0].backends[1].address",
-        "`10.0.0.300` is not a valid IPv4 address",
+        "`10.0.0.300` is not a valid IPv4 or IPv6 address",
     );
     check(
         &diags[2],

@@ -93,14 +93,17 @@ impl Daemon {
                         true
                     }
                     None if state == NeighState::Failed && current.is_ok() => {
+                        let by = neigh::protocol(addr);
                         warn!(
                             backend = %addr,
-                            "backend does not answer ARP (neighbour entry FAILED): no traffic \
+                            "backend does not answer {by} (neighbour entry FAILED): no traffic \
                              until it does"
                         );
                         self.macs.insert(
                             addr,
-                            Err("no answer to ARP (the kernel's neighbour entry FAILED)".into()),
+                            Err(format!(
+                                "no answer to {by} (the kernel's neighbour entry FAILED)"
+                            )),
                         );
                         true
                     }

@@ -59,6 +59,16 @@ mod tests {
             5000,
         );
         assert_eq!(block_on(check(&ok, &target())), Ok("exit status 0".into()));
+        // An IPv6 backend: the bare address (a command adds brackets where a URL needs them).
+        let six = Target {
+            address: "fd00:58::135".parse().unwrap_or_else(|_| unreachable!()),
+            ..target()
+        };
+        let ok = exec_check(
+            r#"test "$LB_BACKEND_ADDRESS|$LB_BACKEND_PORT" = "fd00:58::135|80""#,
+            5000,
+        );
+        assert_eq!(block_on(check(&ok, &six)), Ok("exit status 0".into()));
         let bad = exec_check("exit 3", 5000);
         let err = block_on(check(&bad, &target())).unwrap_err();
         assert!(err.contains("exited with status 3"), "{err}");

@@ -4,7 +4,7 @@
 //! "does it answer", not "is it who it claims to be").
 
 use std::{
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     sync::Arc,
     time::Duration,
 };
@@ -43,13 +43,16 @@ pub fn md5_hex(body: &[u8]) -> String {
         .collect()
 }
 
-/// The Host header for `addr:port` when none is configured: the address, and the port when it
-/// is not the scheme's default.
-pub fn default_host(addr: Ipv4Addr, port: u16, tls: bool) -> String {
+/// The Host header for `addr:port` when none is configured: the address (an IPv6 one in
+/// brackets, as RFC 3986 writes it in a URI), and the port when it is not the scheme's default.
+pub fn default_host(addr: IpAddr, port: u16, tls: bool) -> String {
     if port == if tls { 443 } else { 80 } {
-        addr.to_string()
+        match addr {
+            IpAddr::V4(a) => a.to_string(),
+            IpAddr::V6(a) => format!("[{a}]"),
+        }
     } else {
-        format!("{addr}:{port}")
+        SocketAddr::new(addr, port).to_string()
     }
 }
 
@@ -174,10 +177,7 @@ pub async fn check(check: &CheckConfig, target: &Target) -> Outcome {
     let addr = SocketAddr::from((target.address, target.port));
     let scheme = if tls { "https" } else { "http" };
     let r = get(addr, &host, &check.path, tls, check.timeout).await?;
-    let what = format!(
-        "{scheme} GET {}:{}{}",
-        target.address, target.port, check.path
-    );
+    let what = format!("{scheme} GET {}{}", target.shown(), check.path);
     if !check.status.contains(&r.status) {
         return Err(format!(
             "{what}: status {} (expected {})",
@@ -202,7 +202,10 @@ pub async fn check(check: &CheckConfig, target: &Target) -> Outcome {
 
 /// The TLS name to present: the Host header's name when it is one, else the address.
 fn server_name(host: &str, addr: SocketAddr) -> ServerName<'static> {
-    let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or(v6, |(h, _)| h),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
     ServerName::try_from(name.to_string()).unwrap_or_else(|_| ServerName::from(addr.ip()))
 }
 
@@ -269,6 +272,8 @@ impl ServerCertVerifier for NoVerification {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     #[test]
@@ -298,10 +303,14 @@ mod tests {
 
     #[test]
     fn host_header_default() {
-        let a = Ipv4Addr::new(10, 0, 0, 1);
+        let a = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(default_host(a, 80, false), "10.0.0.1");
         assert_eq!(default_host(a, 8080, false), "10.0.0.1:8080");
         assert_eq!(default_host(a, 443, true), "10.0.0.1");
+        let v6: IpAddr = "fd00:58::135".parse().expect("address");
+        assert_eq!(default_host(v6, 80, false), "[fd00:58::135]");
+        assert_eq!(default_host(v6, 8080, false), "[fd00:58::135]:8080");
+        assert_eq!(default_host(v6, 443, true), "[fd00:58::135]");
     }
 
     #[test]
@@ -316,5 +325,12 @@ mod tests {
             server_name("10.0.0.1", addr),
             ServerName::IpAddress(_)
         ));
+        let v6 = SocketAddr::from((IpAddr::from([0xfd00, 0x58, 0, 0, 0, 0, 0, 0x135]), 443));
+        match server_name("[fd00:58::135]:8443", v6) {
+            ServerName::IpAddress(ip) => {
+                assert_eq!(IpAddr::from(ip), v6.ip())
+            }
+            other => panic!("expected the IPv6 address, got {other:?}"),
+        }
     }
 }

@@ -8,7 +8,10 @@ pub mod http;
 pub mod probes;
 pub mod state;
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use crate::config::{CheckConfig, CheckKind};
 
@@ -19,11 +22,18 @@ pub use state::{Outcome, State, Tracker, Transition};
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Target {
     pub service: String,
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// The port checked: the check's `port`, else the backend's.
     pub port: u16,
     /// The backend's own port (for exec's `LB_BACKEND_PORT`).
     pub backend_port: u16,
+}
+
+impl Target {
+    /// `10.0.0.1:80` or `[fd00::1]:80`: the address and port checked.
+    pub fn shown(&self) -> String {
+        SocketAddr::new(self.address, self.port).to_string()
+    }
 }
 
 /// Runs one check of `target`, bounded by the check's timeout.
@@ -45,12 +55,11 @@ pub async fn run_check(check: &CheckConfig, target: &Target) -> Outcome {
 async fn tcp(target: &Target, limit: Duration) -> Outcome {
     let addr = (target.address, target.port);
     match tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr)).await {
-        Ok(Ok(_)) => Ok(format!("tcp {}:{} connected", target.address, target.port)),
-        Ok(Err(e)) => Err(format!("tcp {}:{}: {e}", target.address, target.port)),
+        Ok(Ok(_)) => Ok(format!("tcp {} connected", target.shown())),
+        Ok(Err(e)) => Err(format!("tcp {}: {e}", target.shown())),
         Err(_) => Err(format!(
-            "tcp {}:{}: no connection within {}",
-            target.address,
-            target.port,
+            "tcp {}: no connection within {}",
+            target.shown(),
             show(limit)
         )),
     }

@@ -40,7 +40,7 @@ impl ProbeId {
     /// only they are kept apart by them.
     pub fn new(
         service: &str,
-        address: std::net::Ipv4Addr,
+        address: std::net::IpAddr,
         backend_port: u16,
         check: &CheckConfig,
     ) -> Self {
@@ -233,7 +233,7 @@ mod tests {
     #[test]
     fn probes_are_shared_except_by_exec_checks() {
         use crate::config::CheckKind;
-        let a: std::net::Ipv4Addr = "10.0.0.1".parse().unwrap_or_else(|_| unreachable!());
+        let a: std::net::IpAddr = "10.0.0.1".parse().unwrap_or_else(|_| unreachable!());
         let tcp = CheckConfig::new(CheckKind::Tcp);
         assert_eq!(
             ProbeId::new("web", a, 80, &tcp),

@@ -8,7 +8,7 @@ use std::{
     collections::{HashMap, HashSet},
     fmt,
     hash::{Hash, Hasher as _},
-    net::Ipv4Addr,
+    net::IpAddr,
     time::Duration,
 };
 
@@ -199,7 +199,7 @@ impl Quorum {
 }
 
 /// (service name, backend address).
-pub type Key = (String, Ipv4Addr);
+pub type Key = (String, IpAddr);
 
 /// What health reports: the backends it holds out of the data path, each with why. The
 /// daemon decides what that means for the maps.
@@ -426,7 +426,10 @@ mod tests {
     }
 
     fn key(last: u8) -> Key {
-        ("web".to_string(), Ipv4Addr::new(10, 0, 0, last))
+        (
+            "web".to_string(),
+            std::net::Ipv4Addr::new(10, 0, 0, last).into(),
+        )
     }
 
     #[test]

@@ -2,11 +2,12 @@
 //! counters summed over CPUs, connection counts, and the data path's per-reason counters.
 //! `list` and `stats` both render a [`Snapshot`].
 
-use std::{collections::HashMap, net::Ipv4Addr, time::Duration};
+use std::{collections::HashMap, net::IpAddr, time::Duration};
 
 use anyhow::{Context as _, Result};
 use lb_common::{
-    BACKEND_DOWN, BACKEND_USABLE, Backend, Counters, Reason, Service, ServiceKey, TcpState,
+    BACKEND_DOWN, BACKEND_USABLE, Backend, Counters, Flow, FlowKey, Reason, Service, ServiceKey,
+    TcpState,
 };
 use serde::Serialize;
 
@@ -14,7 +15,7 @@ use crate::{
     config::Protocol,
     maps::Maps,
     plan::convert::format_mac,
-    plan::convert::{addr_v4, scheduler_of, service_name},
+    plan::convert::{addr_ip, host_port, mask_of, persist_prefix_len, scheduler_of, service_name},
 };
 
 /// ipvsadm's name for a state.
@@ -47,7 +48,8 @@ pub struct ConnView {
 pub struct BackendView {
     #[serde(skip)]
     pub id: u32,
-    pub address: Ipv4Addr,
+    /// IPv4 or IPv6, the service's family.
+    pub address: IpAddr,
     pub port: u16,
     pub weight: u32,
     pub mac: String,
@@ -68,13 +70,17 @@ pub struct BackendView {
 #[derive(Clone, Debug, Serialize)]
 pub struct ServiceView {
     pub name: String,
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
     pub protocol: &'static str,
     pub scheduler: &'static str,
     /// Persistence timeout in seconds; 0 = off.
     pub persistence_timeout: u32,
-    pub persistence_netmask: Ipv4Addr,
+    /// The client granularity as a mask in the VIP's family (`255.255.255.0`,
+    /// `ffff:ffff:ffff:ffff::`) ...
+    pub persistence_netmask: IpAddr,
+    /// ... and as a prefix length (`24`, `64`).
+    pub persistence_prefix_len: u8,
     pub packets: u64,
     pub bytes: u64,
     pub connections: u64,
@@ -129,7 +135,7 @@ impl Snapshot {
             .iter()
             .collect::<Result<_, _>>()
             .context("reading SERVICES")?;
-        services.sort_by_key(|(k, _)| (addr_v4(&k.addr), u16::from_be(k.port), k.proto));
+        services.sort_by_key(|(k, _)| (addr_ip(&k.addr), u16::from_be(k.port), k.proto));
 
         let mut backends: HashMap<u32, Vec<(u32, Backend)>> = HashMap::new();
         let all = maps.backend_slots()?;
@@ -170,7 +176,7 @@ impl Snapshot {
                 let (active, inactive) = conns.get(&id).copied().unwrap_or_default();
                 bs.push(BackendView {
                     id,
-                    address: addr_v4(&b.addr),
+                    address: addr_ip(&b.addr),
                     port: u16::from_be(b.port),
                     weight: b.weight,
                     mac: format_mac(&b.mac),
@@ -184,14 +190,17 @@ impl Snapshot {
                 });
             }
             bs.sort_by_key(|b| (b.address, b.port));
+            let vip = addr_ip(&key.addr);
+            let prefix_len = persist_prefix_len(vip, &s.persist_mask);
             out.push(ServiceView {
                 name: service_name(&s),
-                vip: addr_v4(&key.addr),
+                vip,
                 port: u16::from_be(key.port),
                 protocol: Protocol::from_number(key.proto).map_or("?", |p| p.as_str()),
                 scheduler: scheduler_of(&s).map_or("?", |s| s.as_str()),
                 persistence_timeout: s.persist_timeout_s,
-                persistence_netmask: addr_v4(&s.persist_mask),
+                persistence_netmask: mask_of(vip, prefix_len),
+                persistence_prefix_len: prefix_len,
                 packets: total.packets,
                 bytes: total.bytes,
                 connections: total.new_flows,
@@ -239,15 +248,72 @@ pub fn connections(maps: &Maps) -> Result<Vec<ConnView>> {
                 b
             }
         };
-        out.push(ConnView {
-            protocol: Protocol::from_number(key.proto).map_or("?", |p| p.as_str()),
-            expires_in: Duration::from_nanos(remaining_ns).as_secs(),
-            state: state_name(key.proto, flow.state()),
-            client: format!("{}:{}", addr_v4(&key.src), u16::from_be(key.sport)),
-            virtual_address: format!("{}:{}", addr_v4(&key.dst), u16::from_be(key.dport)),
-            backend: format!("{}:{}", addr_v4(&b.addr), u16::from_be(key.dport)),
-        });
+        out.push(conn_view(&key, &flow, &b, remaining_ns));
     }
     out.sort_by_key(|c| c.expires_in);
     Ok(out)
+}
+
+/// One connection-table entry for people: addresses as ipvsadm writes them
+/// (`192.168.58.100:40000`, `[fd00:58::100]:40000`), the backend with the flow's port.
+fn conn_view(key: &FlowKey, flow: &Flow, b: &Backend, remaining_ns: u64) -> ConnView {
+    ConnView {
+        protocol: Protocol::from_number(key.proto).map_or("?", |p| p.as_str()),
+        expires_in: Duration::from_nanos(remaining_ns).as_secs(),
+        state: state_name(key.proto, flow.state()),
+        client: host_port(addr_ip(&key.src), u16::from_be(key.sport)),
+        virtual_address: host_port(addr_ip(&key.dst), u16::from_be(key.dport)),
+        backend: host_port(addr_ip(&b.addr), u16::from_be(key.dport)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::convert::addr_of;
+
+    #[test]
+    fn connection_rows_of_both_families() {
+        let ip = |s: &str| addr_of(s.parse().expect("address"));
+        let row = |src: &str, dst: &str, backend: &str| {
+            let key = FlowKey {
+                src: ip(src),
+                dst: ip(dst),
+                sport: 40000u16.to_be(),
+                dport: 80u16.to_be(),
+                proto: lb_common::PROTO_TCP,
+                _pad: [0; 3],
+            };
+            let flow = Flow {
+                state: TcpState::Established as u8,
+                ..Flow::default()
+            };
+            let b = Backend {
+                addr: ip(backend),
+                ..Backend::default()
+            };
+            let c = conn_view(&key, &flow, &b, 899_500_000_000);
+            assert_eq!(
+                (c.protocol, c.expires_in, c.state),
+                ("tcp", 899, "ESTABLISHED")
+            );
+            [c.client, c.virtual_address, c.backend]
+        };
+        assert_eq!(
+            row("192.168.58.100", "192.168.58.133", "192.168.58.135"),
+            [
+                "192.168.58.100:40000",
+                "192.168.58.133:80",
+                "192.168.58.135:80"
+            ]
+        );
+        assert_eq!(
+            row("fd00:58::100", "fd00:58::133", "fd00:58::135"),
+            [
+                "[fd00:58::100]:40000",
+                "[fd00:58::133]:80",
+                "[fd00:58::135]:80"
+            ]
+        );
+    }
 }

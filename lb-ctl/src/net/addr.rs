@@ -58,24 +58,37 @@ pub fn del(ifindex: u32, addr: IpAddr, prefix_len: u8) -> Result<bool> {
 /// The IPv4 addresses of the interface with their prefix lengths, in the kernel's order
 /// (the primary address of each subnet first).
 pub fn list(ifindex: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
+    Ok(list_all(ifindex)?
+        .into_iter()
+        .filter_map(|(ip, len)| match ip {
+            IpAddr::V4(ip) => Some((ip, len)),
+            IpAddr::V6(_) => None,
+        })
+        .collect())
+}
+
+/// The IPv4 and IPv6 addresses of the interface with their prefix lengths (one dump of every
+/// family), in the kernel's order.
+pub fn list_all(ifindex: u32) -> Result<Vec<(IpAddr, u8)>> {
     let mut req = AddressMessage::default();
-    req.header.family = AddressFamily::Inet;
+    req.header.family = AddressFamily::Unspec;
     let answers = rtnl::request(RouteNetlinkMessage::GetAddress(req), NLM_F_DUMP)
-        .context("listing IPv4 addresses")?;
+        .context("listing IPv4 and IPv6 addresses")?;
     let mut out = Vec::new();
     for answer in answers {
         let RouteNetlinkMessage::NewAddress(msg) = answer else {
             continue;
         };
-        if msg.header.index != ifindex || msg.header.family != AddressFamily::Inet {
+        if msg.header.index != ifindex {
             continue;
         }
+        // IFA_LOCAL is the address itself where it differs from IFA_ADDRESS (a peer's).
         let local = msg.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+            AddressAttribute::Local(ip) => Some(*ip),
             _ => None,
         });
         let address = msg.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+            AddressAttribute::Address(ip) => Some(*ip),
             _ => None,
         });
         if let Some(ip) = local.or(address) {

@@ -1,20 +1,21 @@
-//! Backend MACs from the kernel's neighbour (ARP) table, and the check that a backend is on
-//! the director's own L2 segment.
+//! Backend MACs from the kernel's neighbour tables (ARP for IPv4, NDP for IPv6), and the check
+//! that a backend is on the director's own L2 segment.
 //!
 //! All of it is rtnetlink on a socket opened by the calling thread, so it works on the network
 //! namespace the thread is in (also after `netns::enter`).
 //!
 //! Resolution is the kernel's own: for an address without a usable entry we send one
 //! `RTM_NEWNEIGH` with `NTF_USE` (what `ip neigh replace ADDR dev DEV use nud none` does), which
-//! creates the entry if needed and makes the kernel start ARP for it exactly as if a packet
-//! were waiting (state INCOMPLETE, probes at `retrans_time`, FAILED after `mcast_probes`).
-//! Nothing but ARP goes on the wire, and no route is consulted, so the probe leaves through the
-//! given interface. Then the table is polled every [`POLL_INTERVAL`].
+//! creates the entry if needed and makes the kernel start ARP (IPv4) or neighbour solicitation
+//! (IPv6) for it exactly as if a packet were waiting (state INCOMPLETE, probes at
+//! `retrans_time`, FAILED after `mcast_probes`). The same request works for both families.
+//! Nothing but ARP or NDP goes on the wire, and no route is consulted, so the probe leaves
+//! through the given interface. Then the table is polled every [`POLL_INTERVAL`].
 
 use std::{
     collections::HashMap,
     fmt,
-    net::Ipv4Addr,
+    net::IpAddr,
     thread,
     time::{Duration, Instant},
 };
@@ -31,7 +32,7 @@ use netlink_packet_route::{
 
 use super::{link, rtnl};
 
-/// How often the neighbour table is read while waiting for ARP answers.
+/// How often the neighbour table is read while waiting for ARP or NDP answers.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// Resolution requests sent to the kernel at once, before a pause of [`POLL_INTERVAL`].
 pub const TRIGGER_BURST: usize = 256;
@@ -137,7 +138,7 @@ pub enum Resolution {
 
 /// The entry for `addr` on interface `ifindex` if it holds a unicast MAC (see
 /// [`NeighState::has_mac`]); `None` when there is no entry or it is INCOMPLETE, FAILED or NONE.
-pub fn lookup(ifindex: u32, addr: Ipv4Addr) -> Result<Option<Neighbour>> {
+pub fn lookup(ifindex: u32, addr: IpAddr) -> Result<Option<Neighbour>> {
     let table = read_table(ifindex)?;
     Ok(table.get(&addr).and_then(Entry::usable))
 }
@@ -145,8 +146,8 @@ pub fn lookup(ifindex: u32, addr: Ipv4Addr) -> Result<Option<Neighbour>> {
 /// The MAC of `addr` on interface `ifindex`: at once from the neighbour table if it has a usable
 /// entry, otherwise after asking the kernel to resolve it and polling the table until it is
 /// resolved or `timeout` has passed. Errors are failures to talk to the kernel (or an unknown
-/// interface); an address that does not answer ARP is `Ok(Unresolved(reason))`.
-pub fn resolve(ifindex: u32, addr: Ipv4Addr, timeout: Duration) -> Result<Resolution> {
+/// interface); an address that does not answer ARP (or NDP) is `Ok(Unresolved(reason))`.
+pub fn resolve(ifindex: u32, addr: IpAddr, timeout: Duration) -> Result<Resolution> {
     let mut results = resolve_many(ifindex, &[addr], timeout)?;
     Ok(results.pop().expect("one result per address"))
 }
@@ -155,11 +156,7 @@ pub fn resolve(ifindex: u32, addr: Ipv4Addr, timeout: Duration) -> Result<Resolu
 /// then the table is polled for all together, so the whole call takes at most about `timeout`.
 /// The results are in the order of `addrs`; a failure to talk to the kernel makes every address
 /// not yet resolved `Unresolved` with that error as the reason.
-pub fn resolve_all(
-    ifindex: u32,
-    addrs: &[Ipv4Addr],
-    timeout: Duration,
-) -> Vec<(Ipv4Addr, Resolution)> {
+pub fn resolve_all(ifindex: u32, addrs: &[IpAddr], timeout: Duration) -> Vec<(IpAddr, Resolution)> {
     match resolve_many(ifindex, addrs, timeout) {
         Ok(results) => addrs.iter().copied().zip(results).collect(),
         Err(err) => {
@@ -174,17 +171,21 @@ pub fn resolve_all(
 
 /// Checks that `addr` is on the L2 segment of interface `ifindex`, as direct routing needs: the
 /// kernel's route to it (RTM_GETROUTE, like `ip route get ADDR`) must go out of that interface
-/// without a gateway.
-pub fn check_on_link(ifindex: u32, addr: Ipv4Addr) -> Result<()> {
+/// without a gateway. The same for IPv4 and IPv6.
+pub fn check_on_link(ifindex: u32, addr: IpAddr) -> Result<()> {
     let dev = link::name(ifindex)?;
     const NEED: &str = "direct routing needs every backend on the director's segment";
 
     let mut request = RouteMessage::default();
-    request.header.address_family = AddressFamily::Inet;
-    request.header.destination_prefix_length = 32;
+    let (family, len, destination) = match addr {
+        IpAddr::V4(a) => (AddressFamily::Inet, 32, RouteAddress::Inet(a)),
+        IpAddr::V6(a) => (AddressFamily::Inet6, 128, RouteAddress::Inet6(a)),
+    };
+    request.header.address_family = family;
+    request.header.destination_prefix_length = len;
     request
         .attributes
-        .push(RouteAttribute::Destination(RouteAddress::Inet(addr)));
+        .push(RouteAttribute::Destination(destination));
     let answers = match rtnl::request(RouteNetlinkMessage::GetRoute(request), 0) {
         Ok(answers) => answers,
         Err(err) => match rtnl::errno(&err) {
@@ -282,15 +283,25 @@ fn is_unicast_mac(mac: &[u8; 6]) -> bool {
     mac[0] & 1 == 0 && *mac != [0; 6]
 }
 
-/// Whether `addr` can be a backend's address at all (and so is worth an ARP request).
-fn is_unicast(addr: Ipv4Addr) -> bool {
-    !(addr.is_broadcast() || addr.is_multicast() || addr.is_unspecified() || addr.is_loopback())
+/// Whether `addr` can be a backend's address at all (and so is worth an ARP or NDP request).
+fn is_unicast(addr: IpAddr) -> bool {
+    let broadcast = matches!(addr, IpAddr::V4(a) if a.is_broadcast());
+    !(broadcast || addr.is_multicast() || addr.is_unspecified() || addr.is_loopback())
 }
 
-/// The IPv4 neighbour table of one interface (RTM_GETNEIGH dump, filtered here).
-fn read_table(ifindex: u32) -> Result<HashMap<Ipv4Addr, Entry>> {
+/// How the kernel resolves `addr`, for people: `ARP` or `NDP`.
+pub fn protocol(addr: IpAddr) -> &'static str {
+    match addr {
+        IpAddr::V4(_) => "ARP",
+        IpAddr::V6(_) => "NDP",
+    }
+}
+
+/// The IPv4 and IPv6 neighbour tables of one interface (one RTM_GETNEIGH dump of every
+/// family, filtered here).
+fn read_table(ifindex: u32) -> Result<HashMap<IpAddr, Entry>> {
     let mut request = NeighbourMessage::default();
-    request.header.family = AddressFamily::Inet;
+    request.header.family = AddressFamily::Unspec;
     let answers = rtnl::request(RouteNetlinkMessage::GetNeighbour(request), NLM_F_DUMP)
         .context("reading the kernel's neighbour table")?;
     let mut table = HashMap::new();
@@ -307,16 +318,25 @@ fn read_table(ifindex: u32) -> Result<HashMap<Ipv4Addr, Entry>> {
     Ok(table)
 }
 
-/// The interface, IPv4 address and entry of a neighbour message; `None` for other families.
-fn parse_entry(msg: &NeighbourMessage) -> Option<(u32, Ipv4Addr, Entry)> {
-    if msg.header.family != AddressFamily::Inet {
+/// The interface, IP address and entry of an IPv4 or IPv6 neighbour message; `None` for other
+/// families (the bridge's forwarding database, say).
+fn parse_entry(msg: &NeighbourMessage) -> Option<(u32, IpAddr, Entry)> {
+    if !matches!(
+        msg.header.family,
+        AddressFamily::Inet | AddressFamily::Inet6
+    ) {
         return None;
     }
     let mut addr = None;
     let mut mac = None;
     for attr in &msg.attributes {
         match attr {
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => addr = Some(*ip),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => {
+                addr = Some(IpAddr::V4(*ip))
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => {
+                addr = Some(IpAddr::V6(*ip))
+            }
             NeighbourAttribute::LinkLayerAddress(bytes) => {
                 mac = <[u8; 6]>::try_from(bytes.as_slice()).ok();
             }
@@ -335,18 +355,19 @@ pub enum NeighEvent {
     /// MAC ([`lookup`]'s rule); `state` is its state either way.
     Changed {
         ifindex: u32,
-        addr: Ipv4Addr,
+        addr: IpAddr,
         state: NeighState,
         usable: Option<Neighbour>,
     },
     /// An entry was removed (garbage collection, a flush, its interface going down).
-    Deleted { ifindex: u32, addr: Ipv4Addr },
+    Deleted { ifindex: u32, addr: IpAddr },
     /// The socket's buffer overran: events were lost, the table must be read again.
     Overrun,
 }
 
 /// Follows the kernel's neighbour table: a thread reads RTNLGRP_NEIGH announcements of the
-/// calling thread's network namespace and hands each IPv4 one to `on_event`, until `on_event`
+/// calling thread's network namespace (the group carries both families) and hands each IPv4
+/// and IPv6 one to `on_event`, until `on_event`
 /// returns false. The socket is subscribed before this returns, so nothing announced after
 /// the call is missed (except on [`NeighEvent::Overrun`]).
 pub fn watch(
@@ -406,18 +427,21 @@ pub fn watch(
 }
 
 /// Asks the kernel to resolve `addr` on `ifindex`: RTM_NEWNEIGH with NTF_USE creates the entry
-/// if needed and starts ARP as if a packet were queued for it.
-pub fn trigger(ifindex: u32, addr: Ipv4Addr) -> Result<()> {
+/// if needed and starts ARP (IPv4) or a neighbour solicitation (IPv6) as if a packet were
+/// queued for it.
+pub fn trigger(ifindex: u32, addr: IpAddr) -> Result<()> {
+    let (family, destination) = match addr {
+        IpAddr::V4(a) => (AddressFamily::Inet, NeighbourAddress::Inet(a)),
+        IpAddr::V6(a) => (AddressFamily::Inet6, NeighbourAddress::Inet6(a)),
+    };
     let mut request = NeighbourMessage::default();
-    request.header.family = AddressFamily::Inet;
+    request.header.family = family;
     request.header.ifindex = ifindex;
     request.header.state = NeighbourState::None;
     request.header.flags = NeighbourFlags::Use;
     request
         .attributes
-        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
-            addr,
-        )));
+        .push(NeighbourAttribute::Destination(destination));
     rtnl::request(
         RouteNetlinkMessage::NewNeighbour(request),
         NLM_F_CREATE | NLM_F_REPLACE,
@@ -432,7 +456,7 @@ pub fn trigger(ifindex: u32, addr: Ipv4Addr) -> Result<()> {
     })
 }
 
-fn resolve_many(ifindex: u32, addrs: &[Ipv4Addr], timeout: Duration) -> Result<Vec<Resolution>> {
+fn resolve_many(ifindex: u32, addrs: &[IpAddr], timeout: Duration) -> Result<Vec<Resolution>> {
     let dev = link::name(ifindex)?;
     let deadline = Instant::now() + timeout;
     let mut results: Vec<Option<Resolution>> = vec![None; addrs.len()];
@@ -452,8 +476,8 @@ fn resolve_many(ifindex: u32, addrs: &[Ipv4Addr], timeout: Duration) -> Result<V
     // The requests go out in bursts of TRIGGER_BURST, a poll interval apart, so that a
     // thousand backends do not put a thousand ARP requests on the wire in one instant. Once
     // the kernel's table is full, nothing more is asked: every later request would fail too.
-    let mut last_state: HashMap<Ipv4Addr, NeighState> = HashMap::new();
-    let mut trigger_failed: HashMap<Ipv4Addr, String> = HashMap::new();
+    let mut last_state: HashMap<IpAddr, NeighState> = HashMap::new();
+    let mut trigger_failed: HashMap<IpAddr, String> = HashMap::new();
     let missing = results.iter().filter(|r| r.is_none()).count();
     let mut table_full: Option<String> = None;
     let mut sent = 0usize;
@@ -471,7 +495,7 @@ fn resolve_many(ifindex: u32, addrs: &[Ipv4Addr], timeout: Duration) -> Result<V
                     sent += 1;
                     trigger(ifindex, *addr).map_err(|err| {
                         if rtnl::errno(&err) == Some(libc::ENOBUFS) {
-                            let reason = table_full_reason(missing);
+                            let reason = table_full_reason(missing, addr.is_ipv6());
                             table_full = Some(reason.clone());
                             reason
                         } else {
@@ -538,22 +562,33 @@ fn resolve_many(ifindex: u32, addrs: &[Ipv4Addr], timeout: Duration) -> Result<V
                     Some(entry) => format!("neighbour entry {}", entry.state),
                     None => "no neighbour entry".to_owned(),
                 };
+                let reply = match addr {
+                    IpAddr::V4(_) => "ARP reply",
+                    IpAddr::V6(_) => "neighbour advertisement (NDP)",
+                };
                 Resolution::Unresolved(format!(
-                    "no ARP reply from {addr} on {dev} within {millis} ms ({state})"
+                    "no {reply} from {addr} on {dev} within {millis} ms ({state})"
                 ))
             })
         })
         .collect())
 }
 
-/// The kernel's limit on neighbour entries, and where it is set.
+/// The kernel's limit on IPv4 neighbour entries, and where it is set.
 pub const GC_THRESH3: &str = "/proc/sys/net/ipv4/neigh/default/gc_thresh3";
+/// The same limit of the IPv6 neighbour table.
+pub const GC_THRESH3_V6: &str = "/proc/sys/net/ipv6/neigh/default/gc_thresh3";
 
 /// Why an address could not be resolved when the kernel refuses a new neighbour entry
-/// (ENOBUFS): its table is full. Names the limit, its value where this process can read it,
-/// and a value to raise it to for `wanted` more addresses.
-pub fn table_full_reason(wanted: usize) -> String {
-    let current = std::fs::read_to_string(GC_THRESH3)
+/// (ENOBUFS): its table (the IPv6 one when `v6`) is full. Names the limit, its value where
+/// this process can read it, and a value to raise it to for `wanted` more addresses.
+pub fn table_full_reason(wanted: usize, v6: bool) -> String {
+    let (path, ip) = if v6 {
+        (GC_THRESH3_V6, "ipv6")
+    } else {
+        (GC_THRESH3, "ipv4")
+    };
+    let current = std::fs::read_to_string(path)
         .ok()
         .and_then(|t| t.trim().parse::<usize>().ok());
     let limit = match current {
@@ -563,18 +598,18 @@ pub fn table_full_reason(wanted: usize) -> String {
     let suggest = (current.unwrap_or(1024) + wanted).next_power_of_two();
     format!(
         "the kernel's neighbour table is full (no buffer space for a new entry): \
-         net.ipv4.neigh.default.gc_thresh3 {limit}, shared by every network namespace of the \
+         net.{ip}.neigh.default.gc_thresh3 {limit}, shared by every network namespace of the \
          host, and {wanted} backend address(es) still need an entry; raise it to at least \
-         {suggest} on the host: `sysctl -w net.ipv4.neigh.default.gc_thresh3={suggest} \
-         net.ipv4.neigh.default.gc_thresh2={}`",
+         {suggest} on the host: `sysctl -w net.{ip}.neigh.default.gc_thresh3={suggest} \
+         net.{ip}.neigh.default.gc_thresh2={}`",
         suggest / 2
     )
 }
 
 /// What a table entry settles for `addr`: its MAC if usable; `Unresolved` if the kernel holds a
-/// broadcast or multicast MAC for it (a subnet's broadcast address, say), which no ARP request
+/// broadcast or multicast MAC for it (a subnet's broadcast address, say), which no request
 /// would change; `None` while there is nothing to go on yet.
-fn settled(addr: Ipv4Addr, entry: Option<&Entry>) -> Option<Resolution> {
+fn settled(addr: IpAddr, entry: Option<&Entry>) -> Option<Resolution> {
     let entry = entry?;
     if let Some(n) = entry.usable() {
         return Some(Resolution::Resolved(n.mac));
@@ -592,18 +627,22 @@ fn settled(addr: Ipv4Addr, entry: Option<&Entry>) -> Option<Resolution> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
     use crate::net::{netns, testlab::Lab};
 
-    const UNUSED_A: Ipv4Addr = Ipv4Addr::new(192, 168, 58, 99);
-    const UNUSED_B: Ipv4Addr = Ipv4Addr::new(192, 168, 58, 98);
-    const UNUSED_C: Ipv4Addr = Ipv4Addr::new(192, 168, 58, 97);
+    const fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    }
+    const UNUSED_A: IpAddr = v4(192, 168, 58, 99);
+    const UNUSED_B: IpAddr = v4(192, 168, 58, 98);
+    const UNUSED_C: IpAddr = v4(192, 168, 58, 97);
+    const UNUSED_6: IpAddr = IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0x58, 0, 0, 0, 0, 0, 0x99));
 
     #[test]
     fn a_full_table_names_the_limit_and_a_value() {
-        let why = table_full_reason(2000);
+        let why = table_full_reason(2000, false);
         assert!(why.contains("net.ipv4.neigh.default.gc_thresh3"), "{why}");
         assert!(why.contains("2000 backend address(es)"), "{why}");
         // At least the default plus what is wanted, as a power of two.
@@ -722,7 +761,7 @@ mod tests {
 
             // Broadcast addresses are no backends, and are said to be so without waiting.
             let start = Instant::now();
-            let bcast = [Ipv4Addr::BROADCAST, Ipv4Addr::new(192, 168, 58, 255)];
+            let bcast = [IpAddr::V4(Ipv4Addr::BROADCAST), v4(192, 168, 58, 255)];
             let results = resolve_all(index, &bcast, Duration::from_secs(2));
             assert!(start.elapsed() < Duration::from_millis(500));
             assert!(
@@ -773,14 +812,14 @@ mod tests {
             // On the link even though nothing answers there: the route is what counts.
             check_on_link(index, UNUSED_A)?;
 
-            let err = check_on_link(index, Ipv4Addr::new(10, 58, 1, 2)).unwrap_err();
+            let err = check_on_link(index, v4(10, 58, 1, 2)).unwrap_err();
             assert_eq!(
                 err.to_string(),
                 "backend 10.58.1.2 is not on the link of lbnt-dir0: the route goes via \
                  192.168.58.2; direct routing needs every backend on the director's segment"
             );
 
-            let err = check_on_link(index, Ipv4Addr::new(192, 168, 59, 5)).unwrap_err();
+            let err = check_on_link(index, v4(192, 168, 59, 5)).unwrap_err();
             assert_eq!(
                 err.to_string(),
                 "backend 192.168.59.5 is not on the link of lbnt-dir0: the route goes out of \
@@ -792,11 +831,117 @@ mod tests {
                 .to_string();
             assert!(err.contains("is an address of this host"), "{err}");
 
-            let err = check_on_link(index, Ipv4Addr::new(172, 31, 0, 1))
+            let err = check_on_link(index, v4(172, 31, 0, 1))
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("there is no route to it"), "{err}");
             Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_full_ipv6_table_names_the_ipv6_limit() {
+        let why = table_full_reason(10, true);
+        assert!(why.contains("net.ipv6.neigh.default.gc_thresh3"), "{why}");
+        assert!(!why.contains("ipv4"), "{why}");
+    }
+
+    /// NDP as ARP: a missing entry is solicited (RTM_NEWNEIGH with NTF_USE on AF_INET6) and
+    /// answered; an unanswered one is reported after the timeout; the route check follows
+    /// IPv6 routes.
+    #[test]
+    fn ndp_resolution_and_on_link_check_in_a_namespace() {
+        let lab = Lab::new("six");
+        lab.ip(
+            &lab.director,
+            &["-6", "route", "add", "fd00:59::/64", "via", "fd00:58::2"],
+        );
+        netns::run_in(&lab.director, || {
+            let index = link::ifindex(Lab::DIRECTOR_DEV)?;
+            assert_eq!(lookup(index, Lab::PEER_IP6)?, None, "not yet resolved");
+
+            let start = Instant::now();
+            let got = resolve(index, Lab::PEER_IP6, Duration::from_secs(2))?;
+            assert_eq!(got, Resolution::Resolved(Lab::PEER_MAC));
+            assert!(
+                start.elapsed() < Duration::from_secs(1),
+                "{:?}",
+                start.elapsed()
+            );
+            let entry = lookup(index, Lab::PEER_IP6)?.expect("an IPv6 entry after resolve");
+            assert_eq!(entry.mac, Lab::PEER_MAC);
+
+            // Both families in one call, and nobody at fd00:58::99.
+            let timeout = Duration::from_millis(300);
+            let start = Instant::now();
+            let results = resolve_all(index, &[Lab::PEER_IP, UNUSED_6, Lab::PEER_IP6], timeout);
+            let took = start.elapsed();
+            assert_eq!(
+                results[0],
+                (Lab::PEER_IP, Resolution::Resolved(Lab::PEER_MAC))
+            );
+            assert_eq!(
+                results[2],
+                (Lab::PEER_IP6, Resolution::Resolved(Lab::PEER_MAC))
+            );
+            match &results[1].1 {
+                Resolution::Unresolved(r) => assert!(
+                    r.starts_with("no neighbour advertisement (NDP) from fd00:58::99 on lbnt-dir0"),
+                    "{r}"
+                ),
+                other => panic!("expected Unresolved, got {other:?}"),
+            }
+            assert!(took >= timeout && took < timeout * 2, "{took:?}");
+
+            check_on_link(index, Lab::PEER_IP6)?;
+            check_on_link(index, UNUSED_6)?;
+            let err = check_on_link(index, "fd00:59::5".parse()?).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "backend fd00:59::5 is not on the link of lbnt-dir0: the route goes via \
+                 fd00:58::2; direct routing needs every backend on the director's segment"
+            );
+            let err = check_on_link(index, Lab::DIRECTOR_IP6)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("is an address of this host"), "{err}");
+            let err = check_on_link(index, "fd00:60::1".parse()?)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("there is no route to it"), "{err}");
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    /// The neighbour watch reports IPv6 entries too: resolving the peer's IPv6 address is
+    /// announced as a usable entry with its MAC.
+    #[test]
+    fn watch_reports_ipv6_entries() {
+        let lab = Lab::new("w");
+        netns::run_in(&lab.director, || {
+            let index = link::ifindex(Lab::DIRECTOR_DEV)?;
+            let (tx, rx) = std::sync::mpsc::channel();
+            let _thread = watch(move |ev| tx.send(ev).is_ok())?;
+            trigger(index, Lab::PEER_IP6)?;
+            let deadline = Instant::now() + Duration::from_secs(2);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(NeighEvent::Changed {
+                        ifindex,
+                        addr,
+                        usable: Some(n),
+                        ..
+                    }) if addr == Lab::PEER_IP6 => {
+                        assert_eq!((ifindex, n.mac), (index, Lab::PEER_MAC));
+                        return Ok(());
+                    }
+                    Ok(_) => continue,
+                    Err(e) => anyhow::bail!("no usable IPv6 neighbour event within 2 s: {e}"),
+                }
+            }
         })
         .unwrap();
     }

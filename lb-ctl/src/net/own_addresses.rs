@@ -1,39 +1,43 @@
 //! The check that no backend (or sorry server) is the director itself: an address of one of the
-//! attached interfaces, or the broadcast address of one of their subnets. Such a file is an
+//! attached interfaces (IPv4 or IPv6), or the broadcast address of one of their IPv4 subnets. Such a file is an
 //! error that applies nothing; `apply` and the daemon run this before any write.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{Context as _, Result, anyhow};
 
 use crate::config::{Config, ConfigError, Diagnostic};
 use crate::net::{addr, link};
 
-/// An IPv4 address of an attached interface.
+/// An IPv4 or IPv6 address of an attached interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnAddress {
     pub iface: String,
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub prefix_len: u8,
 }
 
 impl OwnAddress {
-    /// The broadcast address of its subnet; none for /31 and /32, which have none.
-    pub fn broadcast(&self) -> Option<Ipv4Addr> {
+    /// The broadcast address of its IPv4 subnet; none for /31 and /32, which have none, and
+    /// for IPv6, which has no broadcast.
+    pub fn broadcast(&self) -> Option<IpAddr> {
+        let IpAddr::V4(addr) = self.addr else {
+            return None;
+        };
         if self.prefix_len >= 31 {
             return None;
         }
         let host_bits = u32::MAX >> self.prefix_len;
-        Some(Ipv4Addr::from(u32::from(self.addr) | host_bits))
+        Some(IpAddr::V4(Ipv4Addr::from(u32::from(addr) | host_bits)))
     }
 }
 
-/// The IPv4 addresses of the interfaces `ifindexes` (in the calling thread's namespace).
+/// The IPv4 and IPv6 addresses of the interfaces `ifindexes` (in the calling thread's namespace).
 pub fn of_interfaces(ifindexes: &[u32]) -> Result<Vec<OwnAddress>> {
     let mut out = Vec::new();
     for &i in ifindexes {
         let iface = link::name(i).unwrap_or_else(|_| format!("interface index {i}"));
-        let addrs = addr::list(i)
+        let addrs = addr::list_all(i)
             .with_context(|| format!("listing the addresses of {iface} to check the backends"))?;
         out.extend(addrs.into_iter().map(|(addr, prefix_len)| OwnAddress {
             iface: iface.clone(),
@@ -50,7 +54,7 @@ pub fn of_interfaces(ifindexes: &[u32]) -> Result<Vec<OwnAddress>> {
 pub fn conflicts(config: &Config, file: &str, own: &[OwnAddress]) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for (i, s) in config.services.iter().enumerate() {
-        let mut targets: Vec<(Ipv4Addr, usize, String)> = s
+        let mut targets: Vec<(IpAddr, usize, String)> = s
             .backends
             .iter()
             .enumerate()
@@ -77,7 +81,7 @@ pub fn conflicts(config: &Config, file: &str, own: &[OwnAddress]) -> Vec<Diagnos
     out
 }
 
-fn conflict(address: Ipv4Addr, own: &[OwnAddress]) -> Option<String> {
+fn conflict(address: IpAddr, own: &[OwnAddress]) -> Option<String> {
     const WHAT: &str = "a backend must be a real server's own unicast address on the link";
     if let Some(o) = own.iter().find(|o| o.addr == address) {
         return Some(format!(
@@ -86,16 +90,15 @@ fn conflict(address: Ipv4Addr, own: &[OwnAddress]) -> Option<String> {
             o.addr, o.prefix_len, o.iface
         ));
     }
-    own.iter()
-        .find(|o| o.broadcast() == Some(address))
-        .map(|o| {
-            format!(
-                "{address} is the broadcast address of the director's subnet {}/{} on {}; {WHAT}",
-                Ipv4Addr::from(u32::from(o.addr) & !(u32::MAX >> o.prefix_len)),
-                o.prefix_len,
-                o.iface
-            )
-        })
+    own.iter().find_map(|o| match (o.addr, o.broadcast()) {
+        (IpAddr::V4(a), Some(b)) if b == address => Some(format!(
+            "{address} is the broadcast address of the director's subnet {}/{} on {}; {WHAT}",
+            Ipv4Addr::from(u32::from(a) & !(u32::MAX >> o.prefix_len)),
+            o.prefix_len,
+            o.iface
+        )),
+        _ => None,
+    })
 }
 
 /// Refuses `config` (read from `file`) when a backend or sorry server is the director itself
@@ -119,13 +122,18 @@ mod tests {
         vec![
             OwnAddress {
                 iface: "eth0".into(),
-                addr: Ipv4Addr::new(192, 168, 58, 134),
+                addr: Ipv4Addr::new(192, 168, 58, 134).into(),
                 prefix_len: 24,
             },
             OwnAddress {
                 iface: "eth0".into(),
-                addr: Ipv4Addr::new(10, 9, 0, 1),
+                addr: Ipv4Addr::new(10, 9, 0, 1).into(),
                 prefix_len: 32,
+            },
+            OwnAddress {
+                iface: "eth0".into(),
+                addr: "fd00:58::134".parse().expect("address"),
+                prefix_len: 64,
             },
         ]
     }
@@ -186,6 +194,25 @@ services:
         let config = parse(text, "s.yaml").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(conflicts(&config, "s.yaml", &own()), vec![]);
         assert_eq!(own()[1].broadcast(), None);
-        assert_eq!(own()[0].broadcast(), Some(Ipv4Addr::new(192, 168, 58, 255)));
+        assert_eq!(
+            own()[0].broadcast(),
+            Some(Ipv4Addr::new(192, 168, 58, 255).into())
+        );
+        assert_eq!(own()[2].broadcast(), None);
+    }
+
+    /// An IPv6 backend that is the director's own IPv6 address is refused like an IPv4 one.
+    #[test]
+    fn the_directors_ipv6_address_is_refused() {
+        let text = "services:\n  - name: web6\n    vip: fd00:58::133\n    port: 80\n    backends:\n      - address: fd00:58::135\n      - address: fd00:58::134\n";
+        let config = parse(text, "s.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let d = conflicts(&config, "s.yaml", &own());
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(
+            d[0].to_string(),
+            "s.yaml:7: services[0].backends[1].address: fd00:58::134 is an address of this \
+             director (fd00:58::134/64 on eth0); a backend must be a real server's own unicast \
+             address on the link, not the director itself"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Backend MACs for `apply`: from the kernel's neighbour table of the attached interfaces,
 //! asking the kernel to resolve the ones it does not know yet.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
+use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
 use crate::{
     config::Config,
@@ -11,9 +11,9 @@ use crate::{
 
 /// Resolves every backend address of `config` on the attached interfaces `ifindexes`: each
 /// address on the first interface whose link it is on. An address on no interface's link, or
-/// that does not answer ARP within `timeout`, is unresolved, with the reason.
+/// that does not answer ARP (IPv4) or NDP (IPv6) within `timeout`, is unresolved, with the reason.
 pub fn backend_macs(config: &Config, ifindexes: &[u32], timeout: Duration) -> Macs {
-    let mut addrs: Vec<Ipv4Addr> = config
+    let mut addrs: Vec<IpAddr> = config
         .services
         .iter()
         .flat_map(|s| s.backends.iter().map(|b| b.address))
@@ -21,7 +21,7 @@ pub fn backend_macs(config: &Config, ifindexes: &[u32], timeout: Duration) -> Ma
     addrs.sort();
     addrs.dedup();
     let mut macs = Macs::new();
-    let mut by_iface: BTreeMap<u32, Vec<Ipv4Addr>> = BTreeMap::new();
+    let mut by_iface: BTreeMap<u32, Vec<IpAddr>> = BTreeMap::new();
     for a in addrs {
         let mut first_err = None;
         let found = ifindexes

@@ -4,7 +4,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    net::Ipv4Addr,
+    net::IpAddr,
 };
 
 use lb_common::{BACKEND_CONFIGURED, BACKEND_DOWN, BACKEND_USABLE, Backend, limits};
@@ -13,19 +13,19 @@ use super::{Change, Current, Down, Macs, Plan, Write, Writes, ids::Ids};
 use crate::{
     config::{BackendConfig, ServiceConfig},
     plan::convert::format_mac,
-    plan::convert::{addr_mapped, addr_v4, describe_backend},
+    plan::convert::{addr_ip, addr_of, describe_backend, host_port},
 };
 
 /// A service's configured backends in the maps, found by address and taken once each.
 #[derive(Default)]
 pub(super) struct Existing {
     /// `(address, id, entry)` in order of address; `None` once taken.
-    entries: Vec<(Ipv4Addr, Option<(u32, Backend)>)>,
+    entries: Vec<(IpAddr, Option<(u32, Backend)>)>,
 }
 
 impl Existing {
     /// The backend of this address, unless already taken.
-    fn take(&mut self, addr: Ipv4Addr) -> Option<(u32, Backend)> {
+    fn take(&mut self, addr: IpAddr) -> Option<(u32, Backend)> {
         let i = self.entries.binary_search_by_key(&addr, |e| e.0).ok()?;
         self.entries[i].1.take()
     }
@@ -46,7 +46,7 @@ impl ByService {
         all.resize_with(limits::MAX_SERVICES as usize + 1, Existing::default);
         for (&id, b) in &current.backends {
             let at = (b.service_id as usize).min(limits::MAX_SERVICES as usize);
-            all[at].entries.push((addr_v4(&b.addr), Some((id, *b))));
+            all[at].entries.push((addr_ip(&b.addr), Some((id, *b))));
         }
         for e in &mut all {
             e.entries.sort_by_key(|e| e.0);
@@ -76,11 +76,11 @@ impl ByService {
 }
 
 /// [`Down`] by service name, so a lookup needs no key built per backend.
-pub(super) struct DownSet<'a>(HashMap<&'a str, HashSet<Ipv4Addr>>);
+pub(super) struct DownSet<'a>(HashMap<&'a str, HashSet<IpAddr>>);
 
 impl<'a> DownSet<'a> {
     pub(super) fn new(down: &'a Down) -> DownSet<'a> {
-        let mut by_name: HashMap<&str, HashSet<Ipv4Addr>> = HashMap::new();
+        let mut by_name: HashMap<&str, HashSet<IpAddr>> = HashMap::new();
         for (service, addr) in down.keys() {
             by_name.entry(service.as_str()).or_default().insert(*addr);
         }
@@ -88,7 +88,7 @@ impl<'a> DownSet<'a> {
     }
 
     /// The addresses held down in one service.
-    pub(super) fn of(&self, service: &str) -> Option<&HashSet<Ipv4Addr>> {
+    pub(super) fn of(&self, service: &str) -> Option<&HashSet<IpAddr>> {
         self.0.get(service)
     }
 }
@@ -97,7 +97,7 @@ impl<'a> DownSet<'a> {
 pub(super) struct Context<'a> {
     pub macs: &'a Macs,
     /// The service's backends that health checks hold down.
-    pub down: Option<&'a HashSet<Ipv4Addr>>,
+    pub down: Option<&'a HashSet<IpAddr>>,
     pub service: &'a ServiceConfig,
     /// The service's id.
     pub id: u32,
@@ -189,7 +189,7 @@ fn desired(ctx: &Context, bc: &BackendConfig, warnings: &mut Vec<String>) -> (Ba
     let is_down = ctx.down.is_some_and(|d| d.contains(&bc.address));
     let usable = mac.is_some() && !is_down;
     let want = Backend {
-        addr: addr_mapped(bc.address),
+        addr: addr_of(bc.address),
         mac: mac.unwrap_or([0; 6]),
         flags: BACKEND_CONFIGURED
             | if usable { BACKEND_USABLE } else { 0 }
@@ -204,8 +204,8 @@ fn desired(ctx: &Context, bc: &BackendConfig, warnings: &mut Vec<String>) -> (Ba
 
 fn unresolved(bc: &BackendConfig, service: &str, why: &str) -> String {
     format!(
-        "backend {}:{} of service {service}: no MAC address ({why}); it gets no traffic",
-        bc.address, bc.port
+        "backend {} of service {service}: no MAC address ({why}); it gets no traffic",
+        host_port(bc.address, bc.port)
     )
 }
 

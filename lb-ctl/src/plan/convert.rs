@@ -2,7 +2,7 @@
 //! (`lb_common`): keys, addresses, names, schedulers, and how each is written for people.
 //! Pure functions: no map is touched here.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use lb_common::{Backend, Sched, Service, ServiceKey, limits, v4_mapped};
 
@@ -11,11 +11,25 @@ use crate::config::{Protocol, Scheduler, ServiceConfig};
 /// The key of a configured service.
 pub fn service_key(s: &ServiceConfig) -> ServiceKey {
     ServiceKey {
-        addr: addr_mapped(s.vip),
+        addr: addr_of(s.vip),
         port: s.port.to_be(),
         proto: s.protocol.number(),
         _pad: 0,
     }
+}
+
+/// The map address of an address: IPv4 as `::ffff:a.b.c.d`, IPv6 as its own 16 bytes, both in
+/// network byte order (what the data path reads from the header).
+pub fn addr_of(addr: IpAddr) -> lb_common::Addr {
+    match addr {
+        IpAddr::V4(v4) => addr_mapped(v4),
+        IpAddr::V6(v6) => words(v6.octets()),
+    }
+}
+
+/// The address a map address stands for: an IPv4-mapped one is IPv4, any other IPv6.
+pub fn addr_ip(addr: &lb_common::Addr) -> IpAddr {
+    Ipv6Addr::from(bytes(addr)).to_canonical()
 }
 
 /// The v4-mapped map address of an IPv4 address.
@@ -23,19 +37,87 @@ pub fn addr_mapped(addr: Ipv4Addr) -> lb_common::Addr {
     v4_mapped(u32::from_ne_bytes(addr.octets()))
 }
 
-/// The IPv4 address of a v4-mapped map address.
+/// The IPv4 address of a v4-mapped map address (its last four bytes).
 pub fn addr_v4(addr: &lb_common::Addr) -> Ipv4Addr {
     Ipv4Addr::from(addr[3].to_ne_bytes())
 }
 
-/// `TCP 192.168.58.133:80`, as ipvsadm writes a service.
+/// The persistence mask of a service of `vip`'s family whose client granularity is
+/// `prefix_len` leading bits of the address (at most 32 for IPv4, 128 for IPv6). An IPv4 mask
+/// is all ones but for its last four bytes (the dotted mask), so a client's `::ffff:` prefix
+/// survives the masking; an IPv6 mask is the prefix itself. The two overlap (an IPv6 /112 is
+/// an IPv4 /16), so reading one back needs the service's family.
+pub fn persist_mask(vip: IpAddr, prefix_len: u8) -> lb_common::Addr {
+    match vip {
+        IpAddr::V4(_) => {
+            let mask = crate::config::Persistence::v4_netmask(prefix_len);
+            [
+                u32::MAX,
+                u32::MAX,
+                u32::MAX,
+                u32::from_ne_bytes(mask.octets()),
+            ]
+        }
+        IpAddr::V6(_) => {
+            let len = u32::from(prefix_len.min(128));
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            words(mask.to_be_bytes())
+        }
+    }
+}
+
+/// The prefix length of a service's persistence mask, `vip` giving the family: the leading
+/// ones of the last four bytes for IPv4, of all sixteen for IPv6.
+pub fn persist_prefix_len(vip: IpAddr, mask: &lb_common::Addr) -> u8 {
+    match vip {
+        IpAddr::V4(_) => u32::from(addr_v4(mask)).leading_ones() as u8,
+        IpAddr::V6(_) => u128::from_be_bytes(bytes(mask)).leading_ones() as u8,
+    }
+}
+
+/// The mask of `prefix_len` leading bits as an address of `vip`'s family (`255.255.255.0`,
+/// `ffff:ffff:ffff:ffff::`).
+pub fn mask_of(vip: IpAddr, prefix_len: u8) -> IpAddr {
+    match vip {
+        IpAddr::V4(_) => IpAddr::V4(crate::config::Persistence::v4_netmask(prefix_len)),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(bytes(&persist_mask(vip, prefix_len)))),
+    }
+}
+
+/// A service's persistence mask as ipvsadm shows it: the dotted mask for IPv4
+/// (`255.255.255.0`), the prefix length for IPv6 (`64`).
+pub fn describe_mask(vip: IpAddr, mask: &lb_common::Addr) -> String {
+    match vip {
+        IpAddr::V4(_) => addr_v4(mask).to_string(),
+        IpAddr::V6(_) => persist_prefix_len(vip, mask).to_string(),
+    }
+}
+
+/// `192.168.58.133:80` or `[fd00:58::133]:80`, as ipvsadm writes an address and port.
+pub fn host_port(addr: IpAddr, port: u16) -> String {
+    SocketAddr::new(addr, port).to_string()
+}
+
+fn words(b: [u8; 16]) -> lb_common::Addr {
+    let w = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    [w(0), w(4), w(8), w(12)]
+}
+
+fn bytes(addr: &lb_common::Addr) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (chunk, w) in out.chunks_exact_mut(4).zip(addr) {
+        chunk.copy_from_slice(&w.to_ne_bytes());
+    }
+    out
+}
+
+/// `TCP 192.168.58.133:80` or `TCP [fd00:58::133]:80`, as ipvsadm writes a service.
 pub fn describe_key(k: &ServiceKey) -> String {
     let proto = Protocol::from_number(k.proto).map_or("?", |p| p.as_str());
     format!(
-        "{} {}:{}",
+        "{} {}",
         proto.to_uppercase(),
-        addr_v4(&k.addr),
-        u16::from_be(k.port)
+        host_port(addr_ip(&k.addr), u16::from_be(k.port))
     )
 }
 
@@ -79,17 +161,17 @@ pub fn sched_id(s: Scheduler) -> (u8, u8) {
     (sched as u8, sched.pick() as u8)
 }
 
-/// `50s mask 255.255.255.0`, or `off`.
-pub fn describe_persistence(timeout_s: u32, mask: &lb_common::Addr) -> String {
+/// `50s mask 255.255.255.0` (IPv4), `50s mask 64` (IPv6), or `off`.
+pub fn describe_persistence(vip: IpAddr, timeout_s: u32, mask: &lb_common::Addr) -> String {
     if timeout_s == 0 {
         return "off".to_string();
     }
-    format!("{timeout_s}s mask {}", addr_v4(mask))
+    format!("{timeout_s}s mask {}", describe_mask(vip, mask))
 }
 
-/// `192.168.58.135:80`.
+/// `192.168.58.135:80` or `[fd00:58::135]:80`.
 pub fn describe_backend(b: &Backend) -> String {
-    format!("{}:{}", addr_v4(&b.addr), u16::from_be(b.port))
+    host_port(addr_ip(&b.addr), u16::from_be(b.port))
 }
 
 /// `02:00:00:00:00:01`: six lower-case hex pairs separated by colons.
@@ -152,5 +234,54 @@ mod tests {
         }
         let round = [0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc];
         assert_eq!(parse_mac(&format_mac(&round)), Some(round));
+    }
+
+    #[test]
+    fn addresses_both_ways() {
+        let v4: IpAddr = "192.168.58.133".parse().expect("v4");
+        let v6: IpAddr = "fd00:58::133".parse().expect("v6");
+        let mapped = addr_of(v4);
+        assert_eq!(mapped, addr_mapped("192.168.58.133".parse().expect("v4")));
+        assert_eq!(
+            bytes(&mapped)[..12],
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]
+        );
+        assert_eq!(addr_ip(&mapped), v4);
+        let a6 = addr_of(v6);
+        assert_eq!(
+            bytes(&a6),
+            [0xfd, 0, 0, 0x58, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x33]
+        );
+        assert_eq!(addr_ip(&a6), v6);
+        assert_eq!(host_port(v4, 80), "192.168.58.133:80");
+        assert_eq!(host_port(v6, 80), "[fd00:58::133]:80");
+    }
+
+    #[test]
+    fn persistence_masks_both_ways() {
+        let v4: IpAddr = "10.0.0.1".parse().expect("v4");
+        let v6: IpAddr = "fd00::1".parse().expect("v6");
+        for len in [0u8, 1, 8, 24, 31, 32] {
+            let m = persist_mask(v4, len);
+            assert_eq!(&m[..3], &[u32::MAX; 3], "/{len}");
+            assert_eq!(persist_prefix_len(v4, &m), len);
+            assert_eq!(describe_mask(v4, &m), mask_of(v4, len).to_string());
+        }
+        assert_eq!(describe_mask(v4, &persist_mask(v4, 24)), "255.255.255.0");
+        for len in [0u8, 1, 48, 64, 96, 112, 127, 128] {
+            let m = persist_mask(v6, len);
+            assert_eq!(persist_prefix_len(v6, &m), len);
+            assert_eq!(describe_mask(v6, &m), len.to_string());
+        }
+        assert_eq!(persist_mask(v6, 64), [u32::MAX, u32::MAX, 0, 0]);
+        assert_eq!(
+            mask_of(v6, 64).to_string(),
+            "ffff:ffff:ffff:ffff::",
+            "the /64 mask as an address"
+        );
+        assert_eq!(
+            describe_persistence(v6, 50, &persist_mask(v6, 48)),
+            "50s mask 48"
+        );
     }
 }

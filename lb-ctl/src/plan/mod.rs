@@ -24,7 +24,7 @@ mod tables;
 use std::{
     collections::{BTreeMap, HashMap},
     fmt,
-    net::Ipv4Addr,
+    net::IpAddr,
 };
 
 use anyhow::Result;
@@ -33,12 +33,12 @@ use lb_common::{Backend, Service, ServiceKey};
 use crate::{config::Config, plan::convert::service_key};
 
 /// Backend MACs by address: `Err` holds why one could not be resolved.
-pub type Macs = HashMap<Ipv4Addr, Result<[u8; 6], String>>;
+pub type Macs = HashMap<IpAddr, Result<[u8; 6], String>>;
 
 /// Backends that health checks hold down, by (service name, address), with the reason. A
 /// down backend stays configured (its counters and id are kept) but is not usable: it gets no
 /// new flows and its existing flows are rescheduled, as IPVS's `expire_nodest_conn` does.
-pub type Down = HashMap<(String, Ipv4Addr), String>;
+pub type Down = HashMap<(String, IpAddr), String>;
 
 /// What the maps hold now (`maps::current` reads it).
 #[derive(Clone, Debug, Default)]
@@ -180,7 +180,9 @@ pub fn plan(current: &Current, config: &Config, macs: &Macs, down: &Down) -> Res
 
 #[cfg(test)]
 mod tests {
-    use lb_common::{BACKEND_DOWN, BACKEND_USABLE};
+    use lb_common::{BACKEND_CONFIGURED, BACKEND_DOWN, BACKEND_USABLE};
+
+    use std::net::Ipv4Addr;
 
     use super::*;
     use crate::config::parse;
@@ -190,9 +192,12 @@ mod tests {
 
     fn macs() -> Macs {
         [
-            (Ipv4Addr::new(10, 0, 0, 1), Ok(MAC1)),
-            (Ipv4Addr::new(10, 0, 0, 2), Ok(MAC2)),
-            (Ipv4Addr::new(10, 0, 0, 9), Err("no ARP reply".to_string())),
+            (Ipv4Addr::new(10, 0, 0, 1).into(), Ok(MAC1)),
+            (Ipv4Addr::new(10, 0, 0, 2).into(), Ok(MAC2)),
+            (
+                Ipv4Addr::new(10, 0, 0, 9).into(),
+                Err("no ARP reply".to_string()),
+            ),
         ]
         .into()
     }
@@ -388,7 +393,7 @@ mod tests {
         let cfg = web(&[(1, 1), (2, 1)], "web", "rr");
         let (_, cur) = apply_to(&empty(), &cfg);
         let down: Down = [(
-            ("web".to_string(), Ipv4Addr::new(10, 0, 0, 1)),
+            ("web".to_string(), Ipv4Addr::new(10, 0, 0, 1).into()),
             "HTTP 500".to_string(),
         )]
         .into();
@@ -420,5 +425,101 @@ mod tests {
         )
         .expect_err("4 entries do not fit in 3");
         assert!(format!("{err:#}").contains("--table-entries"), "{err:#}");
+    }
+
+    /// An IPv6 service beside an IPv4 one: its key and backends hold the 16 bytes of the
+    /// address (not IPv4-mapped), its persistence mask is the /64 prefix, and every change
+    /// line writes the address as ipvsadm does.
+    #[test]
+    fn an_ipv6_service_beside_an_ipv4_one() {
+        let cfg = config(
+            "services:
+  - name: web
+    vip: 10.0.0.100
+    port: 80
+    persistence: { timeout: 30s, netmask: 255.255.0.0 }
+    backends: [{address: 10.0.0.1}]
+  - name: web6
+    vip: \"fd00:58::133\"
+    port: 80
+    scheduler: mh
+    table_size: 7
+    persistence: { timeout: 50s, netmask: 64 }
+    backends: [{address: \"fd00:58::135\"}, {address: \"fd00:58::136\"}]
+",
+        );
+        let v6 = |s: &str| -> std::net::IpAddr { s.parse().expect("address") };
+        let mut macs = macs();
+        macs.insert(v6("fd00:58::135"), Ok(MAC1));
+        macs.insert(v6("fd00:58::136"), Err("no neighbour advertisement".into()));
+        let p = plan(&empty(), &cfg, &macs, &Down::new()).expect("plan");
+        assert_eq!(
+            lines(&p),
+            [
+                "+ service web: TCP 10.0.0.100:80 wrr persistent 30s mask 255.255.0.0",
+                "+   backend 10.0.0.1:80 weight 1 (service web)",
+                "+ service web6: TCP [fd00:58::133]:80 mh persistent 50s mask 64",
+                "+   backend [fd00:58::135]:80 weight 1 (service web6)",
+                "+   backend [fd00:58::136]:80 weight 1 (service web6)",
+            ]
+        );
+        assert_eq!(
+            p.warnings,
+            [
+                "backend [fd00:58::136]:80 of service web6: no MAC address (no neighbour \
+              advertisement); it gets no traffic"
+            ]
+        );
+        let cur = simulate(&empty(), &p);
+        let word = |b: [u8; 4]| u32::from_ne_bytes(b);
+        let (key, svc) = cur
+            .services
+            .iter()
+            .find(|(_, s)| convert::service_name(s) == "web6")
+            .expect("web6");
+        // fd00:0058:0000:0000:0000:0000:0000:0133, word by word in network order.
+        assert_eq!(
+            key.addr,
+            [word([0xfd, 0, 0, 0x58]), 0, 0, word([0, 0, 0x01, 0x33])]
+        );
+        assert_eq!(svc.persist_timeout_s, 50);
+        assert_eq!(svc.persist_mask, [u32::MAX, u32::MAX, 0, 0]);
+        let (_, svc4) = cur
+            .services
+            .iter()
+            .find(|(_, s)| convert::service_name(s) == "web")
+            .expect("web");
+        assert_eq!(
+            svc4.persist_mask,
+            [u32::MAX, u32::MAX, u32::MAX, word([255, 255, 0, 0])]
+        );
+        let addrs: Vec<(String, u16)> = cur
+            .backends
+            .values()
+            .filter(|b| b.service_id == svc.id)
+            .map(|b| (convert::describe_backend(b), b.flags))
+            .collect();
+        assert_eq!(
+            addrs,
+            [
+                (
+                    "[fd00:58::135]:80".to_string(),
+                    BACKEND_CONFIGURED | BACKEND_USABLE
+                ),
+                ("[fd00:58::136]:80".to_string(), BACKEND_CONFIGURED),
+            ]
+        );
+        // Only the usable backend is in the Maglev table, all 7 slots.
+        let b135 = cur
+            .backends
+            .iter()
+            .find(|(_, b)| b.flags & BACKEND_USABLE != 0 && b.service_id == svc.id)
+            .map(|(id, _)| *id)
+            .expect("the usable backend");
+        assert_eq!(cur.tables[&svc.id], vec![b135; 7]);
+
+        // The same file again: nothing to do.
+        let again = plan(&cur, &cfg, &macs, &Down::new()).expect("plan");
+        assert!(again.is_empty(), "{:?}", again.changes);
     }
 }

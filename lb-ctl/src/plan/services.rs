@@ -10,8 +10,8 @@ use super::{Change, Current, Write, Writes, ids::Ids};
 use crate::{
     config::{Config, ServiceConfig},
     plan::convert::{
-        describe_key, describe_persistence, name_bytes, sched_id, scheduler_of, service_key,
-        service_name,
+        describe_key, describe_persistence, name_bytes, persist_mask, sched_id, scheduler_of,
+        service_key, service_name,
     },
 };
 
@@ -25,12 +25,7 @@ pub(super) fn entry(sc: &ServiceConfig, old: Option<&Service>, ids: &mut Ids) ->
     let (persist_timeout_s, persist_mask) = match sc.persistence {
         Some(p) => (
             p.timeout.as_secs().min(u32::MAX as u64) as u32,
-            [
-                u32::MAX,
-                u32::MAX,
-                u32::MAX,
-                u32::from_ne_bytes(p.netmask.octets()),
-            ],
+            persist_mask(sc.vip, p.prefix_len),
         ),
         None => (0, [0; 4]),
     };
@@ -56,7 +51,8 @@ pub(super) fn describe(
     want: &Service,
     old: Option<&Service>,
 ) {
-    let persistence = |s: &Service| describe_persistence(s.persist_timeout_s, &s.persist_mask);
+    let persistence =
+        |s: &Service| describe_persistence(sc.vip, s.persist_timeout_s, &s.persist_mask);
     let changed = |what: String| Change::ChangeService {
         name: sc.name.clone(),
         what,

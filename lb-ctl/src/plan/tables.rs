@@ -10,6 +10,7 @@ use lb_common::{Service, limits};
 use super::{Current, Write, Writes, backends::Member};
 use crate::{
     config::{Scheduler, ServiceConfig},
+    plan::convert::host_port,
     sched::{maglev, table},
 };
 
@@ -26,7 +27,8 @@ pub(super) fn sequence(
         Scheduler::Sh | Scheduler::Mh => {
             let names: Vec<String> = members
                 .iter()
-                .map(|m| format!("{}:{}", m.config.address, m.config.port))
+                // `address:port`, `[v6]:port`: the names every director hashes alike.
+                .map(|m| host_port(m.config.address, m.config.port))
                 .collect();
             let m: Vec<maglev::Member> = members
                 .iter()

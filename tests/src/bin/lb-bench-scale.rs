@@ -130,7 +130,10 @@ fn macs_for(config: &Config) -> Macs {
     let mut macs = HashMap::new();
     for s in &config.services {
         for b in &s.backends {
-            let [_, _, c, d] = b.address.octets();
+            let (c, d) = match b.address {
+                std::net::IpAddr::V4(a) => (a.octets()[2], a.octets()[3]),
+                std::net::IpAddr::V6(a) => (a.octets()[14], a.octets()[15]),
+            };
             macs.insert(b.address, Ok([0x02, 0, 0x0a, 0x01, c, d]));
         }
     }
