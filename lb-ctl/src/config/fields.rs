@@ -391,6 +391,12 @@ pub(crate) fn same_family(addr: IpAddr, vip: Option<IpAddr>, role: &str) -> Resu
 /// address (`::ffff:a.b.c.d`: write the IPv4 address itself) or link-local (fe80::/10, which
 /// needs a zone the file cannot give).
 pub(crate) fn check_ip(s: &str, role: &str) -> Result<IpAddr, String> {
+    check_ip_in(s, role, false)
+}
+
+/// As [`check_ip`]; `link_local`: an IPv6 link-local address is allowed (VRRP peers and
+/// virtual addresses live on one link; a service's addresses need no zone).
+pub(crate) fn check_ip_in(s: &str, role: &str, link_local: bool) -> Result<IpAddr, String> {
     let Ok(addr) = s.parse::<Ipv6Addr>() else {
         return match s.parse::<Ipv4Addr>() {
             Ok(_) => check_address(s, role).map(IpAddr::V4),
@@ -400,7 +406,9 @@ pub(crate) fn check_ip(s: &str, role: &str) -> Result<IpAddr, String> {
             )),
         };
     };
-    match not_unicast_v6(addr) {
+    let zoned = (!link_local && addr.is_unicast_link_local())
+        .then_some("a link-local address (fe80::/10, which needs an interface zone)");
+    match not_unicast_v6(addr).or(zoned) {
         Some(what) => Err(format!(
             "{addr} is {what} and cannot be {role}; give a unicast address"
         )),
@@ -408,7 +416,7 @@ pub(crate) fn check_ip(s: &str, role: &str) -> Result<IpAddr, String> {
     }
 }
 
-/// What an IPv6 `addr` is when it is no unicast host address a service can use, or None.
+/// What an IPv6 `addr` is when it is no unicast host address, or None.
 pub(crate) fn not_unicast_v6(addr: Ipv6Addr) -> Option<&'static str> {
     Some(if addr.is_unspecified() {
         "the unspecified address (::)"
@@ -418,8 +426,6 @@ pub(crate) fn not_unicast_v6(addr: Ipv6Addr) -> Option<&'static str> {
         "a multicast address (ff00::/8)"
     } else if addr.to_ipv4_mapped().is_some() {
         "an IPv4-mapped address (write the IPv4 address itself)"
-    } else if addr.is_unicast_link_local() {
-        "a link-local address (fe80::/10, which needs an interface zone)"
     } else {
         return None;
     })

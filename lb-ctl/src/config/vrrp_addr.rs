@@ -7,9 +7,9 @@
 //! - [`family_of`]: the one family of an instance's addresses, or the message that names the
 //!   first address of the other family and suggests two instances.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 
-use super::fields::check_address;
+use super::fields::check_ip_in;
 use super::shown::shown;
 
 /// The family of an address, as the messages name it.
@@ -20,33 +20,10 @@ pub fn family_name(a: &IpAddr) -> &'static str {
     }
 }
 
-/// A unicast address of either family that can be `role` (`a virtual address`, ...).
+/// A unicast address of either family that can be `role` (`a virtual address`, ...);
+/// IPv6 link-local addresses included.
 pub fn address(s: &str, role: &str) -> Result<IpAddr, String> {
-    match s.parse::<Ipv6Addr>() {
-        Ok(a) => match not_unicast_v6(a) {
-            Some(what) => Err(format!(
-                "{a} is {what} and cannot be {role}; give a unicast address"
-            )),
-            None => Ok(IpAddr::V6(a)),
-        },
-        Err(_) if s.contains(':') => Err(format!("`{}` is not a valid IPv6 address", shown(s))),
-        Err(_) => check_address(s, role).map(IpAddr::V4),
-    }
-}
-
-/// What `a` is when it is no unicast host address, or None when it is one.
-fn not_unicast_v6(a: Ipv6Addr) -> Option<&'static str> {
-    Some(if a.is_unspecified() {
-        "the unspecified address"
-    } else if a.is_loopback() {
-        "the loopback address"
-    } else if a.is_multicast() {
-        "a multicast address (ff00::/8)"
-    } else if a.to_ipv4_mapped().is_some() {
-        "an IPv4-mapped address (write the IPv4 address)"
-    } else {
-        return None;
-    })
+    check_ip_in(s, role, true)
 }
 
 /// `addr` or `addr/len`: len 0..=32 (IPv4) or 0..=128 (IPv6), default the full length.
@@ -121,7 +98,7 @@ mod tests {
             ("::", "unspecified"),
             ("::1", "loopback"),
             ("::ffff:10.0.0.1", "IPv4-mapped"),
-            ("fd00::zz", "not a valid IPv6"),
+            ("fd00::zz", "not a valid IPv4 or IPv6"),
             ("224.0.0.18", "multicast"),
         ] {
             let e = cidr(bad).unwrap_err();
