@@ -26,11 +26,13 @@
 //! that is no reply of a VIP flow (`pass_not_vip`). An ICMP error is never dropped.
 
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
-use lb_common::{Addr, Backend, Counters, FlowKey, PROTO_TCP, PROTO_UDP, Reason, Service, v4_mapped};
+use lb_common::{
+    Addr, Backend, Counters, FlowKey, PROTO_TCP, PROTO_UDP, Reason, Service, v4_mapped,
+};
 
 use crate::{
-    FLOWS, IPV4_MIN_HLEN, Packet, addressed_to_us, find_service, forward,
-    place_without_entry, ptr_at, usable_backend,
+    FLOWS, IPV4_MIN_HLEN, Packet, addressed_to_us, find_service, forward, place_without_entry,
+    ptr_at, usable_backend,
 };
 
 const PROTO_ICMP: u8 = 1;
@@ -258,11 +260,7 @@ fn to_backend(ctx: &XdpContext, flow: &FlowKey, ip_len: u64) -> Reason {
 /// The backend of a live connection-table entry of `flow`, if it is a usable backend of the
 /// service. Read only: the entry is neither refreshed nor moved to another state.
 #[inline(always)]
-fn entry_backend(
-    flow: &FlowKey,
-    service: &Service,
-    now: u64,
-) -> Option<(u32, &'static Backend)> {
+fn entry_backend(flow: &FlowKey, service: &Service, now: u64) -> Option<(u32, &'static Backend)> {
     let entry = unsafe { FLOWS.get(flow) }?;
     if !entry.is_live(flow.proto, now) {
         return None;
@@ -285,5 +283,10 @@ fn word<const N: usize>(b: &[u8; N], at: usize) -> u32 {
 /// The 16-byte address at `at`, as `FlowKey` stores it.
 #[inline(always)]
 fn addr<const N: usize>(b: &[u8; N], at: usize) -> Addr {
-    [word(b, at), word(b, at + 4), word(b, at + 8), word(b, at + 12)]
+    [
+        word(b, at),
+        word(b, at + 4),
+        word(b, at + 8),
+        word(b, at + 12),
+    ]
 }

@@ -184,7 +184,13 @@ fn process(ctx: &XdpContext) -> Reason {
 
 /// Steps 6 and 7 for a packet sent to a backend: the MACs, then the counters.
 #[inline(always)]
-fn forward(ctx: &XdpContext, service_id: u32, backend_id: u32, backend: &Backend, delta: &Counters) {
+fn forward(
+    ctx: &XdpContext,
+    service_id: u32,
+    backend_id: u32,
+    backend: &Backend,
+    delta: &Counters,
+) {
     rewrite(ctx, backend);
     count(&SERVICE_STATS, service_id, delta);
     count(&BACKEND_STATS, backend_id, delta);
