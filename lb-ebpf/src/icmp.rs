@@ -96,39 +96,27 @@ pub fn from_ipv6(ctx: &XdpContext, l3: usize) -> Reason {
 /// header checked: version, length within the frame, not a fragment).
 #[inline(always)]
 pub fn v4_error(ctx: &XdpContext, l3: usize, icmp: usize, ip_end: usize) -> Reason {
-    // Each read is bounded by the frame, then by the IP packet. The caller proved that the
-    // packet fits in the frame; were `ip_end` not opaque, the compiler would fold the frame
-    // checks into the packet's, which the verifier cannot follow.
     let ip_end = opaque(ip_end);
-    let Some(h) = ptr_at::<[u8; ICMP_HLEN]>(ctx, icmp) else {
+    let Some(h) = read::<ICMP_HLEN>(ctx, icmp, ip_end) else {
         return Reason::PassMalformed;
     };
-    if icmp + ICMP_HLEN > ip_end {
-        return Reason::PassMalformed;
-    }
-    let kind = unsafe { (*h)[0] };
-    if kind != ICMP_DEST_UNREACH && kind != ICMP_TIME_EXCEEDED {
+    if h[0] != ICMP_DEST_UNREACH && h[0] != ICMP_TIME_EXCEEDED {
         return Reason::PassNotTcpUdp;
     }
-    let Some(outer) = ptr_at::<[u8; IPV4_MIN_HLEN]>(ctx, l3) else {
+    let Some(outer) = read::<IPV4_MIN_HLEN>(ctx, l3, ip_end) else {
         return Reason::PassMalformed;
     };
-    let outer_dst = unsafe { word(&*outer, 16) };
     // The quoted IPv4 header.
     let inner = icmp + ICMP_HLEN;
-    let Some(ip) = ptr_at::<[u8; IPV4_MIN_HLEN]>(ctx, inner) else {
+    let Some(ip) = read::<IPV4_MIN_HLEN>(ctx, inner, ip_end) else {
         return Reason::PassIcmpNoFlow;
     };
-    if inner + IPV4_MIN_HLEN > ip_end {
-        return Reason::PassIcmpNoFlow;
-    }
-    let ip = unsafe { &*ip };
     let hlen = ((ip[0] & 0x0f) as usize) * 4;
     if ip[0] >> 4 != 4 || hlen < IPV4_MIN_HLEN {
         return Reason::PassIcmpNoFlow;
     }
     let (src, dst, proto) = (word(ip, 12), word(ip, 16), ip[9]);
-    if src != outer_dst || (proto != PROTO_TCP && proto != PROTO_UDP) {
+    if src != word(outer, 16) || (proto != PROTO_TCP && proto != PROTO_UDP) {
         return Reason::PassNotVip;
     }
     // A non-first fragment quotes no ports.
@@ -146,37 +134,27 @@ pub fn v4_error(ctx: &XdpContext, l3: usize, icmp: usize, ip_end: usize) -> Reas
 /// header checked: version, length within the frame; `icmp` is where its header chain ends).
 #[inline(always)]
 pub fn v6_error(ctx: &XdpContext, l3: usize, icmp: usize, ip_end: usize) -> Reason {
-    // Frame, then IP packet (see `v4_error`).
     let ip_end = opaque(ip_end);
-    let Some(h) = ptr_at::<[u8; ICMP_HLEN]>(ctx, icmp) else {
+    let Some(h) = read::<ICMP_HLEN>(ctx, icmp, ip_end) else {
         return Reason::PassMalformed;
     };
-    if icmp + ICMP_HLEN > ip_end {
-        return Reason::PassMalformed;
-    }
-    let kind = unsafe { (*h)[0] };
-    if kind != ICMPV6_DEST_UNREACH && kind != ICMPV6_PACKET_TOO_BIG && kind != ICMPV6_TIME_EXCEEDED
+    if h[0] != ICMPV6_DEST_UNREACH && h[0] != ICMPV6_PACKET_TOO_BIG && h[0] != ICMPV6_TIME_EXCEEDED
     {
         return Reason::PassNotTcpUdp;
     }
-    let Some(outer) = ptr_at::<[u8; IPV6_HLEN]>(ctx, l3) else {
+    let Some(outer) = read::<IPV6_HLEN>(ctx, l3, ip_end) else {
         return Reason::PassMalformed;
     };
-    let outer_dst = unsafe { addr(&*outer, 24) };
     // The quoted IPv6 header.
     let inner = icmp + ICMP_HLEN;
-    let Some(ip) = ptr_at::<[u8; IPV6_HLEN]>(ctx, inner) else {
+    let Some(ip) = read::<IPV6_HLEN>(ctx, inner, ip_end) else {
         return Reason::PassIcmpNoFlow;
     };
-    if inner + IPV6_HLEN > ip_end {
-        return Reason::PassIcmpNoFlow;
-    }
-    let ip = unsafe { &*ip };
     if ip[0] >> 4 != 6 {
         return Reason::PassIcmpNoFlow;
     }
     let (src, dst, proto) = (addr(ip, 8), addr(ip, 24), ip[6]);
-    if src != outer_dst {
+    if src != addr(outer, 24) {
         return Reason::PassNotVip;
     }
     if proto != PROTO_TCP && proto != PROTO_UDP {
@@ -194,14 +172,24 @@ pub fn v6_error(ctx: &XdpContext, l3: usize, icmp: usize, ip_end: usize) -> Reas
     to_backend(ctx, &flow, (ip_end - l3) as u64)
 }
 
+/// The `N` bytes at `at`, if the frame holds them and they lie within the IP packet, which
+/// ends at `ip_end`. The frame is checked first, and `ip_end` must be [`opaque`]: the caller
+/// proved that the packet fits in the frame, and from that the compiler would otherwise fold
+/// the frame check into the packet's, which the verifier cannot follow.
+#[inline(always)]
+fn read<const N: usize>(ctx: &XdpContext, at: usize, ip_end: usize) -> Option<&[u8; N]> {
+    let p = ptr_at::<[u8; N]>(ctx, at)?;
+    if at + N > ip_end {
+        return None;
+    }
+    Some(unsafe { &*p })
+}
+
 /// The quoted source and destination ports (network byte order), if the quote holds the first
 /// 8 bytes of TCP or UDP within the IP packet.
 #[inline(always)]
 fn quoted_ports(ctx: &XdpContext, l4: usize, ip_end: usize) -> Option<[u16; 2]> {
-    let p = unsafe { &*ptr_at::<[u8; QUOTED_L4]>(ctx, l4)? };
-    if l4 + QUOTED_L4 > ip_end {
-        return None;
-    }
+    let p = read::<QUOTED_L4>(ctx, l4, ip_end)?;
     Some([
         u16::from_ne_bytes([p[0], p[1]]),
         u16::from_ne_bytes([p[2], p[3]]),

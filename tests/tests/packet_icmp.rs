@@ -18,7 +18,7 @@ use lb_tests::{
         flow_key, icmpv4_errors, icmpv6_errors, insert_flow, move_to_ipv6, reply, service_entry,
         table_pick,
     },
-    packet::{BACKEND_MACS, CLIENT_MAC, DIRECTOR_MAC, Harness, Output, XDP_PASS, XDP_TX},
+    packet::{CLIENT_MAC, DIRECTOR_MAC, Harness, Output, XDP_PASS, backend_of},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -136,20 +136,6 @@ fn service_of(proto: u8) -> (&'static str, u16) {
     } else {
         ("dns", DNS_PORT)
     }
-}
-
-/// Which of BACKEND_MACS a forwarded frame went to; asserts that only the MACs changed.
-fn backend_of(input: &[u8], out: &Output) -> usize {
-    assert_eq!(out.action, XDP_TX, "frame {input:02x?}");
-    let b = BACKEND_MACS
-        .iter()
-        .position(|m| m[..] == out.data[0..6])
-        .expect("a known backend MAC");
-    let mut want = input.to_vec();
-    want[0..6].copy_from_slice(&BACKEND_MACS[b]);
-    want[6..12].copy_from_slice(&DIRECTOR_MAC);
-    assert_eq!(out.data, want, "only the MACs may change");
-    b
 }
 
 /// Asserts that the frame passed to the kernel untouched.
