@@ -2,8 +2,11 @@
 //!
 //! Per packet, a short pipeline of named steps (the shape of Katran's `balancer_kern.c`):
 //!
-//! 1. [`parse_ethernet`]: Ethernet with up to two 802.1Q / 802.1ad tags; only IPv4 goes on.
+//! 1. [`parse_ethernet`]: Ethernet with up to two 802.1Q / 802.1ad tags; IPv4 goes on, IPv6
+//!    only as far as ICMPv6 errors ([`icmp`]).
 //! 2. [`parse_ipv4`] and [`parse_ports`]: IPv4 with options, TCP or UDP, every length checked.
+//!    An ICMP error whose quoted packet is a reply of a VIP flow goes to that flow's backend
+//!    instead ([`icmp`]: steps 3 to 7 for the quoted flow, read-only on the connection table).
 //! 3. [`find_service`]: (VIP, port, protocol), then (VIP, 0, protocol) for all-ports services.
 //! 4. [`addressed_to_us`]: the frame's destination MAC must be the interface's own.
 //! 5. [`known_flow`] or [`schedule`]: the connection table; else persistence, else the
@@ -26,6 +29,7 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod icmp;
 mod rare;
 
 use core::{
@@ -86,6 +90,7 @@ const BPF_F_MMAPABLE: u32 = 1 << 10;
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
 const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const IPV4_MIN_HLEN: usize = 20;
@@ -125,12 +130,18 @@ struct Packet {
 
 #[inline(always)]
 fn process(ctx: &XdpContext) -> Reason {
-    let l3 = match parse_ethernet(ctx) {
+    let (l3, ethertype) = match parse_ethernet(ctx) {
         Ok(l3) => l3,
         Err(reason) => return reason,
     };
+    if ethertype == ETH_P_IPV6.to_be() {
+        // IPv6: only ICMPv6 errors about VIP flows so far.
+        return icmp::from_ipv6(ctx, l3);
+    }
     let pkt = match parse_ipv4(ctx, l3) {
         Ok(pkt) => pkt,
+        // ICMP errors about VIP flows go to the flow's backend.
+        Err(Reason::PassNotTcpUdp) => return icmp::from_ipv4(ctx, l3),
         Err(reason) => return reason,
     };
     let Some(service) = find_service(&pkt.flow) else {
@@ -162,15 +173,27 @@ fn process(ctx: &XdpContext) -> Reason {
             }
         }
     };
-    rewrite(ctx, backend);
     let delta = Counters {
         packets: 1,
         bytes: pkt.ip_len as u64,
         new_flows: new_flow,
     };
-    count(&SERVICE_STATS, service.id, &delta);
-    count(&BACKEND_STATS, backend_id, &delta);
+    forward(ctx, service.id, backend_id, backend, &delta);
     reason
+}
+
+/// Steps 6 and 7 for a packet sent to a backend: the MACs, then the counters.
+#[inline(always)]
+fn forward(
+    ctx: &XdpContext,
+    service_id: u32,
+    backend_id: u32,
+    backend: &Backend,
+    delta: &Counters,
+) {
+    rewrite(ctx, backend);
+    count(&SERVICE_STATS, service_id, delta);
+    count(&BACKEND_STATS, backend_id, delta);
 }
 
 /// A pointer to a `T` at `offset` bytes into the frame, if the frame holds all of it.
@@ -183,9 +206,10 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
     Some((start + offset) as *mut T)
 }
 
-/// Step 1: the offset of the IPv4 header, skipping up to two VLAN tags.
+/// Step 1: the offset of the IP header, skipping up to two VLAN tags, and its EtherType
+/// (IPv4 or IPv6, network byte order).
 #[inline(always)]
-fn parse_ethernet(ctx: &XdpContext) -> Result<usize, Reason> {
+fn parse_ethernet(ctx: &XdpContext) -> Result<(usize, u16), Reason> {
     let mut proto: u16 = unsafe { *ptr_at::<u16>(ctx, 12).ok_or(Reason::PassMalformed)? };
     let mut offset = ETH_HLEN;
     // Two rounds, unrolled: an outer 802.1ad (or 802.1Q) tag and an inner 802.1Q tag.
@@ -197,10 +221,10 @@ fn parse_ethernet(ctx: &XdpContext) -> Result<usize, Reason> {
             offset += VLAN_HLEN;
         }
     }
-    if proto != ETH_P_IP.to_be() {
+    if proto != ETH_P_IP.to_be() && proto != ETH_P_IPV6.to_be() {
         return Err(Reason::PassNotIp);
     }
-    Ok(offset)
+    Ok((offset, proto))
 }
 
 /// Step 2: the IPv4 header (any IHL), then the transport ports.

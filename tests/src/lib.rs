@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod daemon;
 pub mod env;
+pub mod icmp;
 pub mod keepalived;
 pub mod lab;
 pub mod lbctl;

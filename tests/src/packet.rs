@@ -64,6 +64,20 @@ pub fn tcp_frame(
     v
 }
 
+/// Which of [`BACKEND_MACS`] a forwarded frame went to; asserts that only the MACs changed.
+pub fn backend_of(input: &[u8], out: &Output) -> usize {
+    assert_eq!(out.action, XDP_TX, "frame {input:02x?}");
+    let b = BACKEND_MACS
+        .iter()
+        .position(|m| m[..] == out.data[0..6])
+        .expect("a known backend MAC");
+    let mut want = input.to_vec();
+    want[0..6].copy_from_slice(&BACKEND_MACS[b]);
+    want[6..12].copy_from_slice(&DIRECTOR_MAC);
+    assert_eq!(out.data, want, "only the MACs may change");
+    b
+}
+
 /// Fails the test, saying what is missing, unless this process may load BPF programs.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.

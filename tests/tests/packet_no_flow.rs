@@ -7,9 +7,7 @@
 use std::{net::Ipv4Addr, thread, time::Duration};
 
 use lb_common::{Flow, FlowKey, PROTO_TCP, PersistKey, Reason, v4_mapped};
-use lb_tests::packet::{
-    BACKEND_MACS, CLIENT_MAC, DIRECTOR_MAC, Harness, Output, XDP_DROP, XDP_TX, tcp_frame,
-};
+use lb_tests::packet::{CLIENT_MAC, DIRECTOR_MAC, Harness, XDP_DROP, backend_of, tcp_frame};
 
 const VIP: [u8; 4] = [192, 168, 58, 133];
 /// Flag sets of packets that do not open a connection: a bare ACK, data, FIN, RST, and a
@@ -28,20 +26,6 @@ fn tcp(client: [u8; 4], sport: u16, flags: &str) -> Vec<u8> {
 
 fn client(i: u32) -> [u8; 4] {
     [10, 1, (i >> 8) as u8, i as u8]
-}
-
-/// Which of BACKEND_MACS a forwarded frame went to; asserts that only the MACs changed.
-fn backend_of(input: &[u8], out: &Output) -> usize {
-    assert_eq!(out.action, XDP_TX, "frame {input:02x?}");
-    let b = BACKEND_MACS
-        .iter()
-        .position(|m| m[..] == out.data[0..6])
-        .expect("a known backend MAC");
-    let mut want = input.to_vec();
-    want[0..6].copy_from_slice(&BACKEND_MACS[b]);
-    want[6..12].copy_from_slice(&DIRECTOR_MAC);
-    assert_eq!(out.data, want, "only the MACs may change");
-    b
 }
 
 /// A service `web` on VIP:80 over backends .135 to .138 (weight 1 each).

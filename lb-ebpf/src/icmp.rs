@@ -1,0 +1,280 @@
+//! ICMP and ICMPv6 errors about VIP flows, sent to the flow's backend.
+//!
+//! In direct routing a real server answers with the VIP as its source. A router that cannot
+//! forward such a reply (too big for the next link, TTL exhausted, no route) sends its error to
+//! the VIP, so it arrives here. The real server, not the director, holds the connection, so the
+//! error goes to it: this is what keeps path-MTU discovery working for the real servers.
+//!
+//! Handled: ICMPv4 destination unreachable (type 3, every code; "fragmentation needed" is code
+//! 4) and time exceeded (11); ICMPv6 destination unreachable (1), packet too big (2) and time
+//! exceeded (3). Every other ICMP message (echo requests to a VIP, neighbour discovery, ...)
+//! passes to the kernel (`pass_not_tcp_udp`).
+//!
+//! The quoted packet (the inner IP header and the first 8 bytes of TCP or UDP) must be a reply
+//! of a VIP flow: its source is the outer destination, and a service exists for (its source,
+//! its source port, its protocol), an all-ports service too. The quote reversed is the key of
+//! the client's packets in `FLOWS`, which is only read: no entry is made, refreshed or moved
+//! to another state, and no connection is counted. A live entry whose backend is usable of
+//! the service gets the error; without one the error is placed as a packet of the flow without
+//! an entry would be (`place_without_entry`: persistence, else the mh/sh hash); rr, wrr, lc
+//! and wlc cannot place it and pass it (`pass_icmp_no_flow`). Only the MACs change
+//! (`rewrite`), and it is counted as a packet of the service and the backend, not a new flow.
+//!
+//! What passes, and as what: a broken outer packet (`pass_malformed`); a quote that is
+//! truncated, malformed or of a non-first fragment, or an ICMPv6 quote whose IPv6 header is
+//! followed by an extension header (the quote is not walked) (`pass_icmp_no_flow`); a quote
+//! that is no reply of a VIP flow (`pass_not_vip`). An ICMP error is never dropped.
+
+use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
+use lb_common::{
+    Addr, Backend, Counters, FlowKey, PROTO_TCP, PROTO_UDP, Reason, Service, v4_mapped,
+};
+
+use crate::{
+    FLOWS, IPV4_MIN_HLEN, Packet, addressed_to_us, find_service, forward, place_without_entry,
+    ptr_at, usable_backend,
+};
+
+const PROTO_ICMP: u8 = 1;
+const PROTO_ICMPV6: u8 = 58;
+/// The ICMP and ICMPv6 header: type, code, checksum and 4 bytes (unused, MTU or pointer).
+const ICMP_HLEN: usize = 8;
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMPV6_DEST_UNREACH: u8 = 1;
+const ICMPV6_PACKET_TOO_BIG: u8 = 2;
+const ICMPV6_TIME_EXCEEDED: u8 = 3;
+const IPV6_HLEN: usize = 40;
+/// IPv6 extension headers a quote may carry before TCP or UDP, which are not walked: hop-by-hop
+/// options, routing, fragment, destination options.
+const IPV6_EXT_HEADERS: [u8; 4] = [0, 43, 44, 60];
+/// The part of TCP or UDP an ICMP error quotes at least (RFC 792): the ports are its first 4.
+const QUOTED_L4: usize = 8;
+/// The IPv4 fragment offset: a first fragment (offset 0, "more fragments" or not) quotes the
+/// ports, a later one does not.
+const IP_OFFSET_MASK: u16 = 0x1fff;
+
+/// An IPv4 packet that `parse_ipv4` found whole, unfragmented and neither TCP nor UDP: an
+/// ICMP error goes to [`v4_error`], anything else passes (`pass_not_tcp_udp`).
+#[inline(always)]
+pub fn from_ipv4(ctx: &XdpContext, l3: usize) -> Reason {
+    let Some(ip) = ptr_at::<[u8; IPV4_MIN_HLEN]>(ctx, l3) else {
+        return Reason::PassMalformed;
+    };
+    let ip = unsafe { &*ip };
+    if ip[9] != PROTO_ICMP {
+        return Reason::PassNotTcpUdp;
+    }
+    let hlen = ((ip[0] & 0x0f) as usize) * 4;
+    let total_len = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    v4_error(ctx, l3, l3 + hlen, l3 + total_len)
+}
+
+/// An IPv6 packet: an ICMPv6 message right after the fixed header goes to [`v6_error`]; every
+/// other IPv6 packet passes (`pass_not_ip`).
+#[inline(always)]
+pub fn from_ipv6(ctx: &XdpContext, l3: usize) -> Reason {
+    let Some(ip) = ptr_at::<[u8; IPV6_HLEN]>(ctx, l3) else {
+        return Reason::PassMalformed;
+    };
+    let ip = unsafe { &*ip };
+    if ip[0] >> 4 != 6 {
+        return Reason::PassMalformed;
+    }
+    if ip[6] != PROTO_ICMPV6 {
+        return Reason::PassNotIp;
+    }
+    let ip_end = l3 + IPV6_HLEN + u16::from_be_bytes([ip[4], ip[5]]) as usize;
+    // The IPv6 packet must fit in the frame (trailing Ethernet padding is allowed).
+    if ctx.data() + ip_end > ctx.data_end() {
+        return Reason::PassMalformed;
+    }
+    v6_error(ctx, l3, l3 + IPV6_HLEN, ip_end)
+}
+
+/// An ICMPv4 message at `icmp` in the IPv4 packet at `l3` that ends at `ip_end` (the outer
+/// header checked: version, length within the frame, not a fragment).
+#[inline(always)]
+pub fn v4_error(ctx: &XdpContext, l3: usize, icmp: usize, ip_end: usize) -> Reason {
+    let ip_end = opaque(ip_end);
+    let Some(h) = read::<ICMP_HLEN>(ctx, icmp, ip_end) else {
+        return Reason::PassMalformed;
+    };
+    if h[0] != ICMP_DEST_UNREACH && h[0] != ICMP_TIME_EXCEEDED {
+        return Reason::PassNotTcpUdp;
+    }
+    let Some(outer) = read::<IPV4_MIN_HLEN>(ctx, l3, ip_end) else {
+        return Reason::PassMalformed;
+    };
+    // The quoted IPv4 header.
+    let inner = icmp + ICMP_HLEN;
+    let Some(ip) = read::<IPV4_MIN_HLEN>(ctx, inner, ip_end) else {
+        return Reason::PassIcmpNoFlow;
+    };
+    let hlen = ((ip[0] & 0x0f) as usize) * 4;
+    if ip[0] >> 4 != 4 || hlen < IPV4_MIN_HLEN {
+        return Reason::PassIcmpNoFlow;
+    }
+    let (src, dst, proto) = (word(ip, 12), word(ip, 16), ip[9]);
+    if src != word(outer, 16) || (proto != PROTO_TCP && proto != PROTO_UDP) {
+        return Reason::PassNotVip;
+    }
+    // A non-first fragment quotes no ports.
+    if u16::from_be_bytes([ip[6], ip[7]]) & IP_OFFSET_MASK != 0 {
+        return Reason::PassIcmpNoFlow;
+    }
+    let Some(ports) = quoted_ports(ctx, inner + hlen, ip_end) else {
+        return Reason::PassIcmpNoFlow;
+    };
+    let flow = client_flow(v4_mapped(src), v4_mapped(dst), ports, proto);
+    to_backend(ctx, &flow, (ip_end - l3) as u64)
+}
+
+/// An ICMPv6 message at `icmp` in the IPv6 packet at `l3` that ends at `ip_end` (the outer
+/// header checked: version, length within the frame; `icmp` is where its header chain ends).
+#[inline(always)]
+pub fn v6_error(ctx: &XdpContext, l3: usize, icmp: usize, ip_end: usize) -> Reason {
+    let ip_end = opaque(ip_end);
+    let Some(h) = read::<ICMP_HLEN>(ctx, icmp, ip_end) else {
+        return Reason::PassMalformed;
+    };
+    if h[0] != ICMPV6_DEST_UNREACH && h[0] != ICMPV6_PACKET_TOO_BIG && h[0] != ICMPV6_TIME_EXCEEDED
+    {
+        return Reason::PassNotTcpUdp;
+    }
+    let Some(outer) = read::<IPV6_HLEN>(ctx, l3, ip_end) else {
+        return Reason::PassMalformed;
+    };
+    // The quoted IPv6 header.
+    let inner = icmp + ICMP_HLEN;
+    let Some(ip) = read::<IPV6_HLEN>(ctx, inner, ip_end) else {
+        return Reason::PassIcmpNoFlow;
+    };
+    if ip[0] >> 4 != 6 {
+        return Reason::PassIcmpNoFlow;
+    }
+    let (src, dst, proto) = (addr(ip, 8), addr(ip, 24), ip[6]);
+    if src != addr(outer, 24) {
+        return Reason::PassNotVip;
+    }
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        // An extension header may hide TCP or UDP behind it: not walked inside a quote.
+        return if IPV6_EXT_HEADERS.contains(&proto) {
+            Reason::PassIcmpNoFlow
+        } else {
+            Reason::PassNotVip
+        };
+    }
+    let Some(ports) = quoted_ports(ctx, inner + IPV6_HLEN, ip_end) else {
+        return Reason::PassIcmpNoFlow;
+    };
+    let flow = client_flow(src, dst, ports, proto);
+    to_backend(ctx, &flow, (ip_end - l3) as u64)
+}
+
+/// The `N` bytes at `at`, if the frame holds them and they lie within the IP packet, which
+/// ends at `ip_end`. The frame is checked first, and `ip_end` must be [`opaque`]: the caller
+/// proved that the packet fits in the frame, and from that the compiler would otherwise fold
+/// the frame check into the packet's, which the verifier cannot follow.
+#[inline(always)]
+fn read<const N: usize>(ctx: &XdpContext, at: usize, ip_end: usize) -> Option<&[u8; N]> {
+    let p = ptr_at::<[u8; N]>(ctx, at)?;
+    if at + N > ip_end {
+        return None;
+    }
+    Some(unsafe { &*p })
+}
+
+/// The quoted source and destination ports (network byte order), if the quote holds the first
+/// 8 bytes of TCP or UDP within the IP packet.
+#[inline(always)]
+fn quoted_ports(ctx: &XdpContext, l4: usize, ip_end: usize) -> Option<[u16; 2]> {
+    let p = read::<QUOTED_L4>(ctx, l4, ip_end)?;
+    Some([
+        u16::from_ne_bytes([p[0], p[1]]),
+        u16::from_ne_bytes([p[2], p[3]]),
+    ])
+}
+
+/// The key of the client's packets of the flow whose reply (`src` -> `dst`) was quoted.
+#[inline(always)]
+fn client_flow(src: Addr, dst: Addr, ports: [u16; 2], proto: u8) -> FlowKey {
+    FlowKey {
+        src: dst,
+        dst: src,
+        sport: ports[1],
+        dport: ports[0],
+        proto,
+        _pad: [0; 3],
+    }
+}
+
+/// The error goes to the backend of the client flow `flow`, if it is one of a VIP's; `ip_len`
+/// is what the counters count as bytes. One BPF function for both families: it carries the
+/// lookups and placement that each caller would otherwise repeat.
+#[inline(never)]
+fn to_backend(ctx: &XdpContext, flow: &FlowKey, ip_len: u64) -> Reason {
+    let Some(service) = find_service(flow) else {
+        return Reason::PassNotVip;
+    };
+    if let Err(reason) = addressed_to_us(ctx) {
+        return reason;
+    }
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let (id, backend) = match entry_backend(flow, service, now) {
+        Some(hit) => hit,
+        None => {
+            let pkt = Packet {
+                flow: *flow,
+                ip_len: 0,
+                tcp_flags: 0,
+            };
+            // No entry to place it by, or no backend: the kernel gets it, as before.
+            match place_without_entry(ctx, &pkt, service, now) {
+                Ok(hit) => hit,
+                Err(_) => return Reason::PassIcmpNoFlow,
+            }
+        }
+    };
+    let delta = Counters {
+        packets: 1,
+        bytes: ip_len,
+        new_flows: 0,
+    };
+    forward(ctx, service.id, id, backend, &delta);
+    Reason::ForwardedIcmp
+}
+
+/// The backend of a live connection-table entry of `flow`, if it is a usable backend of the
+/// service. Read only: the entry is neither refreshed nor moved to another state.
+#[inline(always)]
+fn entry_backend(flow: &FlowKey, service: &Service, now: u64) -> Option<(u32, &'static Backend)> {
+    let entry = unsafe { FLOWS.get(flow) }?;
+    if !entry.is_live(flow.proto, now) {
+        return None;
+    }
+    Some((entry.backend, usable_backend(entry.backend, service)?))
+}
+
+/// `v`, as a value the compiler knows nothing about (a stack store and load).
+#[inline(always)]
+fn opaque(v: usize) -> usize {
+    unsafe { core::ptr::read_volatile(&v) }
+}
+
+/// The 4 bytes at `at` as a word read from memory (network byte order kept).
+#[inline(always)]
+fn word<const N: usize>(b: &[u8; N], at: usize) -> u32 {
+    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// The 16-byte address at `at`, as `FlowKey` stores it.
+#[inline(always)]
+fn addr<const N: usize>(b: &[u8; N], at: usize) -> Addr {
+    [
+        word(b, at),
+        word(b, at + 4),
+        word(b, at + 8),
+        word(b, at + 12),
+    ]
+}
