@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
-    address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope},
+    address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope, CacheInfo},
 };
 
 use super::rtnl;
@@ -32,8 +32,21 @@ fn message(ifindex: u32, addr: IpAddr, prefix_len: u8) -> AddressMessage {
 }
 
 /// Adds `addr/prefix_len` to the interface. `Ok(false)` when it was already there.
+///
+/// An IPv6 address is added deprecated (preferred lifetime 0, valid forever, as
+/// `ip addr add ... preferred_lft 0`): it answers neighbour solicitations and takes packets,
+/// but Linux never picks it as the source of the director's own connections. A VIP picked as
+/// the source of a health check would make every real server, which holds the VIP itself,
+/// keep the answer.
 pub fn add(ifindex: u32, addr: IpAddr, prefix_len: u8) -> Result<bool> {
-    let msg = RouteNetlinkMessage::NewAddress(message(ifindex, addr, prefix_len));
+    let mut msg = message(ifindex, addr, prefix_len);
+    if addr.is_ipv6() {
+        let mut lifetimes = CacheInfo::default();
+        lifetimes.ifa_preferred = 0;
+        lifetimes.ifa_valid = u32::MAX;
+        msg.attributes.push(AddressAttribute::CacheInfo(lifetimes));
+    }
+    let msg = RouteNetlinkMessage::NewAddress(msg);
     match rtnl::request(msg, NLM_F_CREATE | NLM_F_EXCL) {
         Ok(_) => Ok(true),
         Err(e) if rtnl::errno(&e) == Some(libc::EEXIST) => Ok(false),
