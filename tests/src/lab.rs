@@ -83,6 +83,7 @@
 //! # anyhow::Ok(())
 //! ```
 
+mod capture;
 mod client;
 pub mod icmp;
 mod proc;
@@ -106,8 +107,10 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 
+pub use capture::Capture;
 pub use client::{
-    Connect, HttpConn, http_get, send_frames, tcp_connect, tcp_stream, udp_request, udp_socket,
+    Connect, HttpConn, http_get, send_frames, tcp_connect, tcp_stream, tcp_stream_from,
+    udp_request, udp_socket,
 };
 /// MACs are written and read as lb-ctl does (`02:00:00:00:00:87`).
 pub use lb_ctl::plan::convert::{format_mac, parse_mac};

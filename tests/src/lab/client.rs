@@ -19,11 +19,35 @@ pub fn tcp_stream(
     port: u16,
     timeout: Duration,
 ) -> Result<TcpStream> {
-    let target = SocketAddr::new(addr.into(), port);
+    tcp_stream_from(host, None, SocketAddr::new(addr.into(), port), timeout)
+}
+
+/// [`tcp_stream`] from the source address `src` (one of `host`'s addresses), or the one the
+/// kernel picks for `None`.
+pub fn tcp_stream_from(
+    host: &Host,
+    src: Option<IpAddr>,
+    target: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream> {
     let stream = host
         .run_in(move || {
-            TcpStream::connect_timeout(&target, timeout)
-                .with_context(|| format!("connecting to {target}"))
+            let Some(src) = src else {
+                return TcpStream::connect_timeout(&target, timeout)
+                    .with_context(|| format!("connecting to {target}"));
+            };
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(target),
+                socket2::Type::STREAM,
+                None,
+            )?;
+            socket
+                .bind(&SocketAddr::new(src, 0).into())
+                .with_context(|| format!("binding {src} (is it an address of the host?)"))?;
+            socket
+                .connect_timeout(&target.into(), timeout)
+                .with_context(|| format!("connecting from {src} to {target}"))?;
+            Ok(TcpStream::from(socket))
         })
         .with_context(|| format!("from {}", host.name))?;
     stream.set_read_timeout(Some(timeout))?;
@@ -105,8 +129,17 @@ impl HttpConn {
         port: u16,
         timeout: Duration,
     ) -> Result<HttpConn> {
-        let target = SocketAddr::new(addr.into(), port);
-        let stream = tcp_stream(host, target.ip(), port, timeout)?;
+        Self::connect_from(host, None, SocketAddr::new(addr.into(), port), timeout)
+    }
+
+    /// [`HttpConn::connect`] from the source address `src` (`None`: the kernel picks).
+    pub fn connect_from(
+        host: &Host,
+        src: Option<IpAddr>,
+        target: SocketAddr,
+        timeout: Duration,
+    ) -> Result<HttpConn> {
+        let stream = tcp_stream_from(host, src, target, timeout)?;
         Ok(HttpConn {
             reader: BufReader::new(stream),
             timeout,
