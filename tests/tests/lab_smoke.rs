@@ -2,7 +2,7 @@
 //! `ethtool`; without them they fail with a message saying what is missing.
 
 use std::{
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     process::Command,
@@ -119,6 +119,32 @@ fn one_director_two_servers() {
         "fd00:58::135".parse::<Ipv6Addr>().unwrap()
     );
     assert_eq!(client.addr6, lab::CLIENT_ADDR6);
+    // Datagrams of any size come back whole: fragmented (4,000 bytes), the largest that still
+    // carries the name in front, and the largest UDP datagram (65,507 bytes over IPv4: no room
+    // for the name, echoed alone).
+    let rs1 = lab.server(0);
+    let named = 65_507 - "real-server-1 ".len();
+    for (to, size, with_name) in [
+        (IpAddr::from(rs1.addr), 4000, true),
+        (rs1.addr6.into(), 4000, true),
+        (rs1.addr.into(), named, true),
+        (rs1.addr.into(), 65_507, false),
+        (rs1.addr6.into(), 65_507, true),
+    ] {
+        let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let reply = udp_request(client, to, 5353, &payload, T)
+            .unwrap_or_else(|e| panic!("echo of {size} bytes from {to}: {e:#}"));
+        let want = if with_name {
+            [b"real-server-1 ".as_slice(), &payload].concat()
+        } else {
+            payload
+        };
+        assert!(
+            reply == want,
+            "echo of {size} bytes from {to}: {} bytes back",
+            reply.len()
+        );
+    }
     assert_eq!(lab.vip6(), "fd00:58::133".parse::<Ipv6Addr>().unwrap());
     assert_eq!(lab.server(0).addr, Ipv4Addr::new(192, 168, 58, 135));
     assert_eq!(lab.server(1).addr, Ipv4Addr::new(192, 168, 58, 136));
