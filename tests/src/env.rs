@@ -71,6 +71,15 @@ impl Env {
         env
     }
 
+    /// [`Env::build`], then `lb-ctl run` on director-1 with the service file `yaml` writes for
+    /// the lab, and `extra` arguments (the production path: the daemon attaches and applies).
+    pub fn running(spec: &LabSpec, yaml: impl FnOnce(&Lab) -> String, extra: &[&str]) -> Env {
+        let mut env = Env::build(spec);
+        let file = env.file(&yaml(&env.lab));
+        env.start_daemon(&file, extra);
+        env
+    }
+
     /// The client.
     pub fn client(&self) -> &Host {
         self.lab.client()

@@ -3,6 +3,8 @@
 
 use std::net::IpAddr;
 
+use crate::lab::Lab;
+
 /// One service of a service file.
 #[derive(Clone, Debug)]
 pub struct Service {
@@ -43,6 +45,22 @@ impl Service {
         }
         y
     }
+}
+
+/// A UDP service on `lab`'s VIP of one family (`echo4` on the IPv4 VIP, `echo6` on the IPv6
+/// VIP), on the port of the lab's UDP echo servers, over every real server, with `scheduler`.
+pub fn udp_echo(lab: &Lab, v6: bool, scheduler: &'static str) -> Service {
+    let (name, vip, backends): (_, IpAddr, Vec<IpAddr>) = if v6 {
+        let b = lab.servers().iter().map(|s| s.addr6.into()).collect();
+        ("echo6", lab.vip6().into(), b)
+    } else {
+        let b = lab.servers().iter().map(|s| s.addr.into()).collect();
+        ("echo4", lab.vip().into(), b)
+    };
+    let mut s = Service::new(name, vip, lab.spec().udp_port, &backends);
+    s.protocol = "udp";
+    s.scheduler = scheduler;
+    s
 }
 
 /// A service file of `services`.

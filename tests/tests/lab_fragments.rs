@@ -17,8 +17,7 @@ use std::{
 use lb_tests::{
     env::Env,
     lab::{Host, icmp::snmp_counter, udp_socket},
-    lab_spec,
-    services::{self, Service},
+    lab_spec, services,
     stats::{self, service},
 };
 
@@ -32,29 +31,20 @@ const T: Duration = Duration::from_secs(2);
 
 /// `lb-ctl run` with the UDP service `echo4` (IPv4) or `echo6` (IPv6) on the VIP of that
 /// family, `mh` over both real servers; the service's name and VIP.
-fn env(v6: bool) -> (Env, &'static str, IpAddr) {
-    let mut env = Env::build(&lab_spec!());
-    let lab = &env.lab;
-    let (rs1, rs2) = (lab.server(0), lab.server(1));
-    let (name, vip, backends): (_, IpAddr, [IpAddr; 2]) = if v6 {
-        (
-            "echo6",
-            lab.vip6().into(),
-            [rs1.addr6.into(), rs2.addr6.into()],
-        )
-    } else {
-        (
-            "echo4",
-            lab.vip().into(),
-            [rs1.addr.into(), rs2.addr.into()],
-        )
-    };
-    let mut service = Service::new(name, vip, PORT, &backends);
-    service.protocol = "udp";
-    service.scheduler = "mh";
-    let file = env.file(&services::file(&[service]));
-    env.start_daemon(&file, &[]);
-    (env, name, vip)
+fn env(v6: bool) -> (Env, String, IpAddr) {
+    let mut service = None;
+    let env = Env::running(
+        &lab_spec!(),
+        |lab| {
+            let s = services::udp_echo(lab, v6, "mh");
+            let yaml = services::file(std::slice::from_ref(&s));
+            service = Some(s);
+            yaml
+        },
+        &[],
+    );
+    let service = service.unwrap_or_else(|| panic!("no service was written"));
+    (env, service.name, service.vip)
 }
 
 /// Kernel counters of `host`, by name.
@@ -174,11 +164,11 @@ fn echoes_whole(env: &Env, service_name: &str, vip: IpAddr) {
 #[test]
 fn udp_datagrams_of_4000_bytes_are_echoed_whole_over_ipv4() {
     let (env, name, vip) = env(false);
-    echoes_whole(&env, name, vip);
+    echoes_whole(&env, &name, vip);
 }
 
 #[test]
 fn udp_datagrams_of_4000_bytes_are_echoed_whole_over_ipv6() {
     let (env, name, vip) = env(true);
-    echoes_whole(&env, name, vip);
+    echoes_whole(&env, &name, vip);
 }

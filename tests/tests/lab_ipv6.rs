@@ -30,12 +30,9 @@ fn ips(hosts: &[&lab::Host]) -> Vec<IpAddr> {
     hosts.iter().map(|h| IpAddr::V6(h.addr6)).collect()
 }
 
-/// `lb-ctl run` on director-1 with `file`'s services, in a new lab with two real servers.
-fn daemon_env(yaml: impl Fn(&Lab) -> String) -> Env {
-    let mut env = Env::build(&lab_spec!());
-    let file = env.file(&yaml(&env.lab));
-    env.start_daemon(&file, &[]);
-    env
+/// `lb-ctl run` on director-1 with `yaml`'s services, in a new lab with two real servers.
+fn daemon_env(yaml: impl FnOnce(&Lab) -> String) -> Env {
+    Env::running(&lab_spec!(), yaml, &[])
 }
 
 /// A GET / from `src` (one of the client's addresses; `None`: the kernel picks) to the IPv6
