@@ -50,6 +50,13 @@ fn get_from(env: &Env, src: Option<Ipv6Addr>) -> String {
     try_get_from(env, src).unwrap_or_else(|e| panic!("GET / from {src:?} to the VIP6: {e:#}"))
 }
 
+/// The solicited-node multicast group of `a` (RFC 4291): ff02::1:ffXX:XXXX, as `ip maddr` prints it.
+fn addr6_group(a: Ipv6Addr) -> String {
+    let o = a.octets();
+    let low = u16::from_be_bytes([o[14], o[15]]);
+    Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00 | u16::from(o[13]), low).to_string()
+}
+
 /// Linux answers a neighbour solicitation only for an address of the interface it arrives on,
 /// so real servers holding the VIP6 on `lo` stay silent without any sysctl (IPv4 needs
 /// `arp_ignore`/`arp_announce` for the same). Shown on the wire: with the VIP6 only on the real
@@ -60,7 +67,23 @@ fn real_servers_leave_neighbour_solicitations_for_the_vip6_unanswered() {
     let lab = Lab::build(&lab_spec!()).unwrap_or_else(|e| panic!("building the lab: {e:#}"));
     let (client, d1, rs1) = (lab.client(), lab.director(0), lab.server(0));
     let vip6 = lab.vip6();
+    // The VIP6's solicited-node group (ff02::1:ff00:133) is joined on lo, not on eth0.
+    let group = addr6_group(vip6);
     for s in lab.servers() {
+        let groups = s
+            .exec_ok(&["ip", "-6", "maddr", "show", "dev", "eth0"])
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let own = addr6_group(s.addr6);
+        assert!(
+            groups.contains(&own),
+            "{} has not joined {own}: {groups}",
+            s.name
+        );
+        assert!(
+            !groups.contains(&group),
+            "{} joined {group} on eth0: {groups}",
+            s.name
+        );
         let sysctls = s
             .exec_ok(&["sh", "-c", "cat /proc/sys/net/ipv6/conf/*/proxy_ndp"])
             .unwrap_or_else(|e| panic!("{e:#}"));
