@@ -22,7 +22,7 @@ use std::{
 use lb_tests::{
     env::Env,
     lab::{
-        self, Host, Lab,
+        self, Capture, Host, Lab,
         icmp::{path_mtu, send_icmp, snmp_counter, too_big_message},
         udp_socket,
     },
@@ -148,8 +148,26 @@ fn reaches_the_flows_server(v6: bool) {
     let (client_end, server) = open_flow(lab, f.vip);
     let director = lab.director(0);
     let director_before = counter(director, f.counter);
+    // Captured on every real server: the error as it arrives, with its MACs.
+    let filter = if v6 {
+        "icmp6 and ip6[40] == 2"
+    } else {
+        "icmp and icmp[0] == 3"
+    };
+    let captures: Vec<Capture> = lab
+        .servers()
+        .iter()
+        .map(|s| Capture::start(s, "eth0", filter).unwrap_or_else(|e| panic!("{e:#}")))
+        .collect();
     let (rose, mtu) = send_too_big(lab, &f, client_end, server, f.vip);
     let director_rose = counter(director, f.counter) - director_before;
+    let seen: Vec<Vec<String>> = captures
+        .into_iter()
+        .map(|c| c.stop().unwrap_or_else(|e| panic!("{e:#}")))
+        .collect();
+    for (s, lines) in lab.servers().iter().zip(&seen) {
+        eprintln!("captured on {}'s eth0: {lines:#?}", s.name);
+    }
     eprintln!(
         "flow {client_end} -> [{}]:{PORT} on {}; after the error (MTU {}) sent to the VIP: \
          {} rose by {rose:?} on the real servers, by {director_rose} on the director; the \
@@ -166,6 +184,19 @@ fn reaches_the_flows_server(v6: bool) {
         "the error did not reach (only) the flow's real server"
     );
     assert_eq!(director_rose, 0, "the director's own kernel took the error");
+    // On the wire: one frame at the flow's server, from the director's MAC to the server's,
+    // addressed to the VIP; nothing at the other.
+    let rs = lab.server(server);
+    let macs = format!("{} > {}", director.mac_string(), rs.mac_string());
+    for (i, lines) in seen.iter().enumerate() {
+        if i == server {
+            assert_eq!(lines.len(), 1, "{lines:#?}");
+            assert!(lines[0].contains(&macs), "not {macs}: {}", lines[0]);
+            assert!(lines[0].contains(&format!("> {}", f.vip)), "{}", lines[0]);
+        } else {
+            assert!(lines.is_empty(), "{}: {lines:#?}", lab.server(i).name);
+        }
+    }
     assert_eq!(
         mtu,
         Some(u32::from(f.mtu)),
@@ -196,8 +227,8 @@ fn the_errors_sent_straight_to_a_real_server_lower_its_path_mtu() {
         let client_end = SocketAddr::new(f.client, 40000);
         let (rose, mtu) = send_too_big(&lab, &f, client_end, 1, rip);
         eprintln!(
-            "{} sent to {rip}: {} rose by {rose:?}; path MTU {mtu:?}",
-            f.counter, f.counter
+            "the error (MTU {}) sent to {rip}: {} rose by {rose:?}; path MTU {mtu:?}",
+            f.mtu, f.counter
         );
         assert_eq!(rose, vec![0, 1], "{}", f.counter);
         assert_eq!(mtu, Some(u32::from(f.mtu)));
