@@ -1048,11 +1048,21 @@ fn add_host(
 }
 
 /// `ip addr add|del` of both VIPs on `dev`: the IPv4 VIP `/32`, the IPv6 VIP `/128 nodad`.
+/// On a director's `eth0` the IPv6 VIP is also `preferred_lft 0` (deprecated): still valid, so
+/// the director answers neighbour solicitations for it and takes packets to it, but never
+/// chosen as the source of the director's own connections. Otherwise IPv6 source selection
+/// may pick the VIP (it did here, for connections to the real servers), and a real server
+/// answers a health check sent from the VIP to itself, the VIP being on its `lo`. (IPv4 takes
+/// the subnet's primary address, never the `/32`.)
 fn vip_commands(op: &str, spec: &LabSpec, dev: &str) -> Vec<String> {
-    let nodad = if op == "add" { " nodad" } else { "" };
+    let flags = match (op, dev) {
+        ("add", HOST_IFACE) => " nodad preferred_lft 0",
+        ("add", _) => " nodad",
+        _ => "",
+    };
     vec![
         format!("addr {op} {}/32 dev {dev}", spec.vip),
-        format!("addr {op} {}/128 dev {dev}{nodad}", spec.vip6),
+        format!("addr {op} {}/128 dev {dev}{flags}", spec.vip6),
     ]
 }
 

@@ -228,6 +228,16 @@ fn one_director_two_servers() {
     ] {
         assert!(eth0.contains(a), "{a} not on director-1's eth0: {eth0}");
     }
+    // The director's own IPv6 connections (health checks) leave from its DIP6, never from the
+    // VIP6, which the real servers would take for their own: the VIP6 is deprecated there.
+    let route = lab
+        .director(0)
+        .exec_ok(&["ip", "-6", "route", "get", &rs1.addr6.to_string()])
+        .unwrap();
+    assert!(route.contains("src fd00:58::134 "), "{route}");
+    let (_, whoami) = http_get(lab.director(0), rs1.addr6, 80, "/whoami", T).unwrap();
+    assert!(whoami.contains("peer=[fd00:58::134]:"), "{whoami}");
+    assert_eq!(lab.reset_count(rs1).unwrap(), 1);
     let port = lab.switch_port_of(lab.director(0));
     assert_eq!(port, "sw-director-1");
     let features = lab.switch_exec_ok(&["ethtool", "-k", port]).unwrap();
