@@ -44,8 +44,11 @@ impl Capture {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
         thread::spawn(move || {
+            // One line per packet; tcpdump ends with an empty line, which is none.
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                if !line.trim().is_empty() {
+                    sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
             }
         });
         let (tx, rx) = mpsc::channel();
