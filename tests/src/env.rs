@@ -9,6 +9,7 @@
 //! ```
 
 use std::{
+    net::IpAddr,
     path::{Path, PathBuf},
     thread,
     time::{Duration, Instant},
@@ -68,6 +69,15 @@ impl Env {
             .attach_with("eth0", "native", extra)
             .unwrap_or_else(|e| panic!("lb-ctl attach eth0 {extra:?} failed: {e:#}"));
         assert!(out.contains("native"), "attach said: {out}");
+        env
+    }
+
+    /// [`Env::build`], then `lb-ctl run` on director-1 with the service file `yaml` writes for
+    /// the lab, and `extra` arguments (the production path: the daemon attaches and applies).
+    pub fn running(spec: &LabSpec, yaml: impl FnOnce(&Lab) -> String, extra: &[&str]) -> Env {
+        let mut env = Env::build(spec);
+        let file = env.file(&yaml(&env.lab));
+        env.start_daemon(&file, extra);
         env
     }
 
@@ -133,7 +143,12 @@ impl Env {
     /// One HTTP request from the client to the VIP's HTTP port on a new connection, within
     /// `timeout`; the answering server's name (the body, trimmed). Fails on a status not 200.
     pub fn request(&self, timeout: Duration) -> anyhow::Result<String> {
-        let (vip, port) = (self.lab.vip(), self.lab.spec().http_port);
+        self.request_to(self.lab.vip().into(), timeout)
+    }
+
+    /// [`Env::request`] to `vip` (e.g. the IPv6 VIP).
+    pub fn request_to(&self, vip: IpAddr, timeout: Duration) -> anyhow::Result<String> {
+        let port = self.lab.spec().http_port;
         let (status, body) = http_get(self.client(), vip, port, "/", timeout)?;
         anyhow::ensure!(status == 200, "status {status}: {body}");
         Ok(body.trim().to_string())
@@ -141,10 +156,15 @@ impl Env {
 
     /// `n` requests as [`Env::request`], each within 2 s; panics on any failure.
     pub fn requests(&self, n: usize) -> Vec<String> {
+        self.requests_to(self.lab.vip().into(), n)
+    }
+
+    /// `n` requests as [`Env::request_to`] `vip`, each within 2 s; panics on any failure.
+    pub fn requests_to(&self, vip: IpAddr, n: usize) -> Vec<String> {
         (0..n)
             .map(|k| {
-                self.request(Duration::from_secs(2))
-                    .unwrap_or_else(|e| panic!("request {k} of {n} to the VIP failed: {e:#}"))
+                self.request_to(vip, Duration::from_secs(2))
+                    .unwrap_or_else(|e| panic!("request {k} of {n} to {vip} failed: {e:#}"))
             })
             .collect()
     }

@@ -11,7 +11,10 @@
 //! ```
 //!
 //! # Addresses and names
-//! Everything is in 192.168.58.0/24 (`/24` on every host's `eth0`). Addresses: client `.100`,
+//! Everything is in 192.168.58.0/24 (`/24` on every host's `eth0`) and, for IPv6, in the ULA
+//! prefix fd00:58::/64 (`/64` on every `eth0`, added `nodad`), where each host's address
+//! mirrors its IPv4 one ([`addr6_of`]: `.135` -> `fd00:58::135`, VIP [`DEFAULT_VIP6`]
+//! `fd00:58::133`). Addresses: client `.100`,
 //! director-1 `.134`, director-2 `.137`, real-server-1 `.135`, real-server-2 `.136`,
 //! real-server-k `.(135 + k)` for k >= 3 (`.138`, `.139`, ...: `.137` stays director-2's even
 //! in labs without it), at most [`MAX_SERVERS`] servers. The VIP is [`DEFAULT_VIP`]
@@ -28,18 +31,22 @@
 //! namespace has a link to it.
 //!
 //! # What each host gets
-//! - all: IPv6 off (no router solicitations or ND noise on the wire), `rp_filter`,
-//!   `arp_ignore`, `arp_announce` reset to 0 (new namespaces inherit the host's IPv4 settings).
-//! - director-1: the VIP as `/32` on `eth0`, so it answers ARP for it. director-2 has no VIP
+//! - all: IPv6 on but quiet (no router solicitations, no RAs taken, no duplicate address
+//!   detection; link-local addresses as usual), `rp_filter`, `arp_ignore`, `arp_announce` reset
+//!   to 0 (new namespaces inherit the host's IPv4 settings).
+//! - director-1: the VIP as `/32` and the IPv6 VIP as `/128` on `eth0`, so it answers ARP and
+//!   neighbour solicitations for them. director-2 has no VIP
 //!   ([`Lab::add_vip`] / [`Lab::del_vip`], or keepalived, move it). On the switch side of each
 //!   director's link: TX checksum offload off (`ethtool -K sw-director-N tx off`) and a
 //!   pass-through XDP program (`lb_ctl::maps::loader::attach_pass_through`), both needed for
 //!   native-mode XDP_TX on veth (docs/lab.md).
 //! - client: TX checksum offload off on its `eth0`.
-//! - real servers: the VIP `/32` on `lo`, `arp_ignore=1` and `arp_announce=2` for `all` and
-//!   `eth0`, and two servers from the `lab-server` binary of this crate: HTTP on
-//!   [`LabSpec::http_port`] (80) answering `real-server-N\n`, and a UDP echo on
-//!   [`LabSpec::udp_port`] (5353) answering `real-server-N PAYLOAD`. See
+//! - real servers: the VIP `/32` and the IPv6 VIP `/128` on `lo`, `arp_ignore=1` and
+//!   `arp_announce=2` for `all` and `eth0` (IPv6 needs no sysctl: Linux answers neighbour
+//!   solicitations only for addresses of the interface they arrive on), and two servers from
+//!   the `lab-server` binary of this crate: HTTP on [`LabSpec::http_port`] (80, both families)
+//!   answering `real-server-N\n`, and a UDP echo on [`LabSpec::udp_port`] (5353, bound to the
+//!   RIP, the VIP and loopback of both families) answering `real-server-N PAYLOAD`. See
 //!   `src/bin/lab-server.rs` for the paths (`/count`, `/reset`, `/hold?ms=N`, `/whoami`).
 //!
 //! # Finding `lab-server`
@@ -76,14 +83,16 @@
 //! # anyhow::Ok(())
 //! ```
 
+mod capture;
 mod client;
+pub mod icmp;
 mod proc;
 mod teardown;
 
 use std::{
     env, fs,
     io::{BufRead as _, BufReader, Write as _},
-    net::{Ipv4Addr, TcpStream},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpStream},
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
@@ -98,7 +107,11 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 
-pub use client::{Connect, HttpConn, http_get, send_frames, tcp_connect, tcp_stream, udp_request};
+pub use capture::Capture;
+pub use client::{
+    Connect, HttpConn, http_get, send_frames, tcp_connect, tcp_stream, tcp_stream_from,
+    udp_request, udp_socket,
+};
 /// MACs are written and read as lb-ctl does (`02:00:00:00:00:87`).
 pub use lb_ctl::plan::convert::{format_mac, parse_mac};
 pub use proc::{Proc, spawn_child};
@@ -116,6 +129,14 @@ pub const SUBNET_LEN: u8 = 24;
 pub const DEFAULT_VIP: Ipv4Addr = Ipv4Addr::new(192, 168, 58, 133);
 /// The client's address.
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 58, 100);
+/// The lab's IPv6 prefix (a ULA /64): every host's `eth0` also has an address in it.
+pub const SUBNET6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x58, 0, 0, 0, 0, 0, 0);
+/// Prefix length of [`SUBNET6`].
+pub const SUBNET6_LEN: u8 = 64;
+/// The IPv6 VIP of the seed topology (`fd00:58::133`, [`addr6_of`] of [`DEFAULT_VIP`]).
+pub const DEFAULT_VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x58, 0, 0, 0, 0, 0, 0x133);
+/// The client's IPv6 address (`fd00:58::100`).
+pub const CLIENT_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x58, 0, 0, 0, 0, 0, 0x100);
 /// Most real servers a lab can have.
 pub const MAX_SERVERS: usize = 100;
 /// The bridge inside the switch namespace.
@@ -132,6 +153,8 @@ pub struct LabSpec {
     pub servers: usize,
     /// The VIP (on director-1's `eth0` and on every real server's `lo`).
     pub vip: Ipv4Addr,
+    /// The IPv6 VIP (`/128`, the same places as [`LabSpec::vip`]).
+    pub vip6: Ipv6Addr,
     /// Start the HTTP and UDP servers on the real servers.
     pub start_servers: bool,
     /// The `lab-server` binary; `None` searches for it (see the module doc).
@@ -153,6 +176,7 @@ impl Default for LabSpec {
             directors: 1,
             servers: 2,
             vip: DEFAULT_VIP,
+            vip6: DEFAULT_VIP6,
             start_servers: true,
             server_bin: None,
             http_port: 80,
@@ -183,6 +207,8 @@ pub struct Host {
     pub iface: String,
     /// Its address on `eth0` (client address, DIP or RIP).
     pub addr: Ipv4Addr,
+    /// Its IPv6 address on `eth0` ([`addr6_of`] of `addr`: `.135` -> `fd00:58::135`).
+    pub addr6: Ipv6Addr,
     /// The MAC of its `eth0`.
     pub mac: [u8; 6],
     /// The switch-side end of its link (inside the switch namespace).
@@ -255,9 +281,10 @@ impl Host {
         lb_ctl::net::netns::run_in(&self.netns, f)
     }
 
-    /// The MAC in this host's neighbour (ARP) table for `ip` on `eth0`, if it has a usable
-    /// entry (not FAILED/INCOMPLETE).
-    pub fn neighbour_mac(&self, ip: Ipv4Addr) -> Result<Option<[u8; 6]>> {
+    /// The MAC in this host's neighbour table (ARP, or NDP for IPv6) for `ip` on `eth0`, if it
+    /// has a usable entry (not FAILED/INCOMPLETE).
+    pub fn neighbour_mac(&self, ip: impl Into<IpAddr>) -> Result<Option<[u8; 6]>> {
+        let ip = ip.into();
         let out = run_ok(
             Command::new("ip").args(["-n", &self.netns, "neigh", "show", &ip.to_string()]),
             "ip neigh show",
@@ -275,8 +302,9 @@ impl Host {
         Ok(None)
     }
 
-    /// Forgets the neighbour entry for `ip` (so the next packet asks ARP again).
-    pub fn flush_neighbour(&self, ip: Ipv4Addr) -> Result<()> {
+    /// Forgets the neighbour entry for `ip` (so the next packet asks ARP or NDP again).
+    pub fn flush_neighbour(&self, ip: impl Into<IpAddr>) -> Result<()> {
+        let ip = ip.into();
         run_ok(
             Command::new("ip").args(["-n", &self.netns, "neigh", "flush", "to", &ip.to_string()]),
             "ip neigh flush",
@@ -467,6 +495,11 @@ impl Lab {
         self.spec.vip
     }
 
+    /// The IPv6 VIP.
+    pub fn vip6(&self) -> Ipv6Addr {
+        self.spec.vip6
+    }
+
     /// The client (`.100`).
     pub fn client(&self) -> &Host {
         &self.client
@@ -579,20 +612,16 @@ impl Lab {
             .with_context(|| format!("adding {iface} to {}", host.name))
     }
 
-    /// Adds the VIP (`/32`) to `host`'s `eth0` (a director taking over the VIP).
+    /// Adds both VIPs to `host`'s `eth0` (a director taking over the VIP): the IPv4 VIP as
+    /// `/32` (so the director answers ARP for it), the IPv6 VIP as `/128 nodad` (so it answers
+    /// neighbour solicitations for it at once).
     pub fn add_vip(&self, host: &Host) -> Result<()> {
-        ip_batch(
-            &host.netns,
-            &[format!("addr add {}/32 dev {HOST_IFACE}", self.spec.vip)],
-        )
+        ip_batch(&host.netns, &vip_commands("add", &self.spec, HOST_IFACE))
     }
 
-    /// Removes the VIP from `host`'s `eth0`.
+    /// Removes both VIPs from `host`'s `eth0`.
     pub fn del_vip(&self, host: &Host) -> Result<()> {
-        ip_batch(
-            &host.netns,
-            &[format!("addr del {}/32 dev {HOST_IFACE}", self.spec.vip)],
-        )
+        ip_batch(&host.netns, &vip_commands("del", &self.spec, HOST_IFACE))
     }
 
     /// The `lab-server` binary used (`None` when the lab started no servers).
@@ -679,6 +708,7 @@ impl Lab {
         let http_port = self.spec.http_port.to_string();
         let udp_port = self.spec.udp_port.to_string();
         let (rip, vip) = (server.addr.to_string(), self.spec.vip.to_string());
+        let (rip6, vip6) = (server.addr6.to_string(), self.spec.vip6.to_string());
         let runs: [Vec<&str>; 2] = [
             vec![bin, "http", "--name", &server.name, "--port", &http_port],
             vec![
@@ -694,6 +724,12 @@ impl Lab {
                 &vip,
                 "--addr",
                 "127.0.0.1",
+                "--addr",
+                &rip6,
+                "--addr",
+                &vip6,
+                "--addr",
+                "::1",
             ],
         ];
         for args in runs {
@@ -753,6 +789,16 @@ pub fn server_addr(s: usize) -> Ipv4Addr {
         _ => 135 + s as u8,
     };
     Ipv4Addr::new(192, 168, 58, last)
+}
+
+/// The IPv6 address of the host with the IPv4 address `addr`: in [`SUBNET6`], the last
+/// octet's decimal digits read as hex, so the two look alike: `.135` -> `fd00:58::135`.
+pub fn addr6_of(addr: Ipv4Addr) -> Ipv6Addr {
+    let last = addr.octets()[3];
+    let digits = u16::from(last / 100) << 8 | u16::from(last / 10 % 10) << 4 | u16::from(last % 10);
+    let mut segments = SUBNET6.segments();
+    segments[7] = digits;
+    Ipv6Addr::from(segments)
 }
 
 /// The MAC the lab gives the host with address `addr`: `02:00:00:00:00:<last octet>`.
@@ -925,11 +971,22 @@ fn write_sysctls(ns: &str, settings: &[(String, &'static str)]) -> Result<()> {
     })
 }
 
-/// Set in every namespace before its `eth0` exists (`default` then applies to it).
+/// Set in every namespace before its `eth0` exists (`default` then applies to it). IPv6 is on,
+/// but quiet: no router solicitations, no router advertisements taken, no duplicate address
+/// detection (the lab adds its addresses with `nodad` too), so the wire carries only the
+/// neighbour discovery and MLD reports the addresses need.
 fn base_sysctls() -> Vec<(String, &'static str)> {
     let mut v = Vec::new();
     for scope in ["all", "default"] {
-        v.push((format!("net/ipv6/conf/{scope}/disable_ipv6"), "1"));
+        for (key, value) in [
+            ("disable_ipv6", "0"),
+            ("accept_ra", "0"),
+            ("router_solicitations", "0"),
+            ("accept_dad", "0"),
+            ("dad_transmits", "0"),
+        ] {
+            v.push((format!("net/ipv6/conf/{scope}/{key}"), value));
+        }
         for key in ["rp_filter", "arp_ignore", "arp_announce"] {
             v.push((format!("net/ipv4/conf/{scope}/{key}"), "0"));
         }
@@ -954,6 +1011,7 @@ fn add_host(
         "interface name {switch_port} too long"
     );
     let mac = host_mac(addr);
+    let addr6 = addr6_of(addr);
     let port_mac = [2, 0, 0, 0, 1, addr.octets()[3]];
     ip_batch(
         switch_ns,
@@ -973,6 +1031,7 @@ fn add_host(
         &[
             "link set lo up".into(),
             format!("addr add {addr}/{SUBNET_LEN} dev {HOST_IFACE}"),
+            format!("addr add {addr6}/{SUBNET6_LEN} dev {HOST_IFACE} nodad"),
             format!("link set {HOST_IFACE} up"),
         ],
     )?;
@@ -982,23 +1041,39 @@ fn add_host(
         netns,
         iface: HOST_IFACE.to_owned(),
         addr,
+        addr6,
         mac,
         switch_port,
     })
 }
 
+/// `ip addr add|del` of both VIPs on `dev`: the IPv4 VIP `/32`, the IPv6 VIP `/128 nodad`.
+/// On a director's `eth0` the IPv6 VIP is also `preferred_lft 0` (deprecated): still valid, so
+/// the director answers neighbour solicitations for it and takes packets to it, but never
+/// chosen as the source of the director's own connections. Otherwise IPv6 source selection
+/// may pick the VIP (it did here, for connections to the real servers), and a real server
+/// answers a health check sent from the VIP to itself, the VIP being on its `lo`. (IPv4 takes
+/// the subnet's primary address, never the `/32`.)
+fn vip_commands(op: &str, spec: &LabSpec, dev: &str) -> Vec<String> {
+    let flags = match (op, dev) {
+        ("add", HOST_IFACE) => " nodad preferred_lft 0",
+        ("add", _) => " nodad",
+        _ => "",
+    };
+    vec![
+        format!("addr {op} {}/32 dev {dev}", spec.vip),
+        format!("addr {op} {}/128 dev {dev}{flags}", spec.vip6),
+    ]
+}
+
 fn configure_host(res: &Resources, switch_ns: &str, host: &Host, spec: &LabSpec) -> Result<()> {
-    let vip = spec.vip;
     match host.role {
         Role::Client => {
             ethtool_tx_off(&host.netns, HOST_IFACE)?;
         }
         Role::Director => {
             if host.name == "director-1" {
-                ip_batch(
-                    &host.netns,
-                    &[format!("addr add {vip}/32 dev {HOST_IFACE}")],
-                )?;
+                ip_batch(&host.netns, &vip_commands("add", spec, HOST_IFACE))?;
             }
             ethtool_tx_off(switch_ns, &host.switch_port)?;
             if spec.pass_through {
@@ -1010,7 +1085,9 @@ fn configure_host(res: &Resources, switch_ns: &str, host: &Host, spec: &LabSpec)
             }
         }
         Role::Server => {
-            ip_batch(&host.netns, &[format!("addr add {vip}/32 dev lo")])?;
+            // IPv6 needs no sysctl: Linux answers neighbour solicitations only for addresses
+            // of the interface they arrive on, and the VIP is on `lo` (README, real servers).
+            ip_batch(&host.netns, &vip_commands("add", spec, "lo"))?;
             let mut sysctls = Vec::new();
             for scope in ["all", HOST_IFACE] {
                 sysctls.push((format!("net/ipv4/conf/{scope}/arp_ignore"), "1"));
@@ -1075,6 +1152,17 @@ mod tests {
         assert_eq!(server_addr(MAX_SERVERS), Ipv4Addr::new(192, 168, 58, 235));
         assert_eq!(director_addr(2), Ipv4Addr::new(192, 168, 58, 137));
         assert_eq!(host_mac(server_addr(1)), [2, 0, 0, 0, 0, 0x87]);
+        assert_eq!(addr6_of(server_addr(1)).to_string(), "fd00:58::135");
+        assert_eq!(
+            addr6_of(server_addr(MAX_SERVERS)).to_string(),
+            "fd00:58::235"
+        );
+        assert_eq!(addr6_of(CLIENT_ADDR), CLIENT_ADDR6);
+        assert_eq!(addr6_of(DEFAULT_VIP), DEFAULT_VIP6);
+        assert_eq!(
+            addr6_of(Ipv4Addr::new(10, 0, 0, 7)).to_string(),
+            "fd00:58::7"
+        );
         let spec = LabSpec {
             directors: 2,
             servers: MAX_SERVERS,

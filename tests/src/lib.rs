@@ -10,6 +10,7 @@ pub mod lbctl;
 pub mod packet;
 pub mod procs;
 pub mod scale;
+pub mod services;
 pub mod stats;
 
 /// Where `cargo xtask bench` writes its results: `<workspace>/bench/results`.

@@ -11,7 +11,7 @@
 
 use std::{
     fs,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -20,6 +20,7 @@ use lb_tests::{
     daemon::Daemon,
     env::Env,
     lab::{self, LabSpec, Proc},
+    services::{self, Service},
 };
 
 /// Deadline of one request.
@@ -130,11 +131,13 @@ impl Health {
         self.env.requests(n)
     }
 
-    /// The state column of backend `addr` in `lb-ctl list`.
-    fn state_of(&self, addr: Ipv4Addr) -> String {
+    /// The state column of backend `addr` in `lb-ctl list` (`192.168.58.135:80`,
+    /// `[fd00:58::135]:80`).
+    fn state_of(&self, addr: impl Into<IpAddr>) -> String {
+        let addr = SocketAddr::new(addr.into(), 80);
         let list = self.env.list();
         list.lines()
-            .find(|l| l.contains(&format!("{addr}:80")))
+            .find(|l| l.contains(&addr.to_string()))
             .and_then(|l| l.split_whitespace().last())
             .unwrap_or_else(|| panic!("no backend {addr} in:\n{list}"))
             .to_string()
@@ -149,8 +152,8 @@ fn names(v: &[String]) -> Vec<&str> {
 }
 
 /// A log line about `addr` saying `what` ("backend down" / "backend up").
-fn about(addr: Ipv4Addr, what: &'static str) -> impl Fn(&str) -> bool {
-    let addr = addr.to_string();
+fn about(addr: impl Into<IpAddr>, what: &'static str) -> impl Fn(&str) -> bool {
+    let addr = addr.into().to_string();
     move |l: &str| l.contains(what) && l.contains(&format!("backend={addr}"))
 }
 
@@ -215,6 +218,50 @@ fn a_dead_server_is_taken_out_and_comes_back() {
         names(&env.requests(10)),
         vec!["real-server-1", "real-server-2"]
     );
+}
+
+/// The same over IPv6: an `http_get` checked IPv6 backend whose server is killed is marked
+/// down, gets no requests, and comes back up when the server returns.
+#[test]
+fn a_dead_ipv6_server_is_taken_out_and_comes_back() {
+    let mut env = Health::new(2);
+    let lab = &env.env.lab;
+    let (vip6, rs1, rs2) = (
+        IpAddr::from(lab.vip6()),
+        lab.server(0).addr6,
+        lab.server(1).addr6,
+    );
+    let mut web6 = Service::new("web6", vip6, 80, &[rs1.into(), rs2.into()]);
+    web6.extra = CHECK.to_owned();
+    let file = env.env.file(&services::file(&[web6]));
+    env.start_daemon(&file, &[]);
+    let both = vec!["real-server-1", "real-server-2"];
+    assert_eq!(names(&env.env.requests_to(vip6, 10)), both);
+    assert_eq!(env.state_of(rs1), "up");
+
+    let skip = env.daemon().lines().len();
+    env.kill_http(0);
+    let (line, down_after) =
+        env.daemon()
+            .wait_log_after(skip, DETECT, about(rs1, "backend down"), "backend down");
+    assert!(
+        line.contains("from=up") && line.contains("to=down"),
+        "{line}"
+    );
+    assert_eq!(names(&env.env.requests_to(vip6, 20)), vec!["real-server-2"]);
+    assert_eq!(env.state_of(rs1), "down");
+    assert_eq!(env.state_of(rs2), "up");
+
+    let skip = env.daemon().lines().len();
+    env.start_http(0);
+    let (line, up_after) =
+        env.daemon()
+            .wait_log_after(skip, DETECT, about(rs1, "backend up"), "backend up");
+    eprintln!(
+        "IPv6 backend {rs1}: down {down_after:?} after its server was killed, up          {up_after:?} after it was restarted ({line})"
+    );
+    assert_eq!(names(&env.env.requests_to(vip6, 10)), both);
+    assert_eq!(env.state_of(rs1), "up");
 }
 
 #[test]

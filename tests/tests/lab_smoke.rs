@@ -2,7 +2,7 @@
 //! `ethtool`; without them they fail with a message saying what is missing.
 
 use std::{
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     process::Command,
@@ -49,7 +49,7 @@ fn netns_names() -> Vec<String> {
 
 fn root_ns_addresses() -> String {
     let out = Command::new("ip")
-        .args(["-4", "-o", "addr", "show"])
+        .args(["-o", "addr", "show"])
         .output()
         .expect("ip addr show");
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -88,8 +88,9 @@ fn one_director_two_servers() {
     assert_eq!(vip, Ipv4Addr::new(192, 168, 58, 133));
 
     // Nothing of the lab is in the root namespace.
+    let root = root_ns_addresses();
     assert!(
-        !root_ns_addresses().contains("192.168.58."),
+        !root.contains("192.168.58.") && !root.contains("fd00:58:"),
         "a lab address showed up in the root namespace"
     );
 
@@ -104,7 +105,47 @@ fn one_director_two_servers() {
 
         let reply = udp_request(client, server.addr, 5353, b"hello", T).expect("UDP echo");
         assert_eq!(reply, format!("{} hello", server.name).into_bytes());
+
+        // The same over IPv6, on the RIP6.
+        let (status, body) =
+            http_get(client, server.addr6, 80, "/", T).expect("GET / on a real server's RIP6");
+        assert_eq!((status, body), (200, format!("{}\n", server.name)));
+        let reply = udp_request(client, server.addr6, 5353, b"hello6", T).expect("UDP echo v6");
+        assert_eq!(reply, format!("{} hello6", server.name).into_bytes());
+        assert_eq!(lab.reset_count(server).unwrap(), 2, "{}", server.name);
     }
+    assert_eq!(
+        lab.server(0).addr6,
+        "fd00:58::135".parse::<Ipv6Addr>().unwrap()
+    );
+    assert_eq!(client.addr6, lab::CLIENT_ADDR6);
+    // Datagrams of any size come back whole: fragmented (4,000 bytes), the largest that still
+    // carries the name in front, and the largest UDP datagram (65,507 bytes over IPv4: no room
+    // for the name, echoed alone).
+    let rs1 = lab.server(0);
+    let named = 65_507 - "real-server-1 ".len();
+    for (to, size, with_name) in [
+        (IpAddr::from(rs1.addr), 4000, true),
+        (rs1.addr6.into(), 4000, true),
+        (rs1.addr.into(), named, true),
+        (rs1.addr.into(), 65_507, false),
+        (rs1.addr6.into(), 65_507, true),
+    ] {
+        let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let reply = udp_request(client, to, 5353, &payload, T)
+            .unwrap_or_else(|e| panic!("echo of {size} bytes from {to}: {e:#}"));
+        let want = if with_name {
+            [b"real-server-1 ".as_slice(), &payload].concat()
+        } else {
+            payload
+        };
+        assert!(
+            reply == want,
+            "echo of {size} bytes from {to}: {} bytes back",
+            reply.len()
+        );
+    }
+    assert_eq!(lab.vip6(), "fd00:58::133".parse::<Ipv6Addr>().unwrap());
     assert_eq!(lab.server(0).addr, Ipv4Addr::new(192, 168, 58, 135));
     assert_eq!(lab.server(1).addr, Ipv4Addr::new(192, 168, 58, 136));
 
@@ -124,6 +165,11 @@ fn one_director_two_servers() {
         "{whoami}"
     );
     drop(conn);
+    let (_, whoami) = http_get(client, rs1.addr6, 80, "/whoami", T).unwrap();
+    assert!(
+        whoami.starts_with("real-server-1 local=[fd00:58::135]:80 peer=[fd00:58::100]:"),
+        "{whoami}"
+    );
     assert_eq!(lab.request_count(rs1).unwrap(), 6);
     assert_eq!(lab.reset_count(rs1).unwrap(), 6);
     assert_eq!(lab.request_count(rs1).unwrap(), 0);
@@ -138,6 +184,16 @@ fn one_director_two_servers() {
     );
     assert_eq!(client.neighbour_mac(rs1.addr).unwrap(), Some(rs1.mac));
     assert_eq!(lab.director(0).mac_string(), "02:00:00:00:00:86");
+    // The same for the IPv6 VIP over NDP (lab_ipv6.rs shows the real servers stay silent).
+    assert_eq!(
+        tcp_connect(client, lab.vip6(), 22, T).unwrap(),
+        Connect::Refused
+    );
+    assert_eq!(
+        client.neighbour_mac(lab.vip6()).unwrap(),
+        Some(lab.director(0).mac),
+        "the client's neighbour entry for the IPv6 VIP is not the director's MAC"
+    );
 
     // Host setup as documented.
     let sysctl = |h: &lab::Host, key: &str| {
@@ -154,11 +210,34 @@ fn one_director_two_servers() {
     }
     assert_eq!(sysctl(lab.director(0), "eth0/arp_ignore"), "0");
     let ipv6 = client.exec_ok(&["cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6"]);
-    assert_eq!(ipv6.unwrap().trim(), "1", "IPv6 is on in the client");
+    assert_eq!(ipv6.unwrap().trim(), "0", "IPv6 is off in the client");
     let lo = rs1
-        .exec_ok(&["ip", "-4", "-o", "addr", "show", "dev", "lo"])
+        .exec_ok(&["ip", "-o", "addr", "show", "dev", "lo"])
         .unwrap();
     assert!(lo.contains("192.168.58.133/32"), "{lo}");
+    assert!(lo.contains("fd00:58::133/128"), "{lo}");
+    let eth0 = lab
+        .director(0)
+        .exec_ok(&["ip", "-o", "addr", "show", "dev", "eth0"])
+        .unwrap();
+    for a in [
+        "192.168.58.134/24",
+        "192.168.58.133/32",
+        "fd00:58::134/64",
+        "fd00:58::133/128",
+    ] {
+        assert!(eth0.contains(a), "{a} not on director-1's eth0: {eth0}");
+    }
+    // The director's own IPv6 connections (health checks) leave from its DIP6, never from the
+    // VIP6, which the real servers would take for their own: the VIP6 is deprecated there.
+    let route = lab
+        .director(0)
+        .exec_ok(&["ip", "-6", "route", "get", &rs1.addr6.to_string()])
+        .unwrap();
+    assert!(route.contains("src fd00:58::134 "), "{route}");
+    let (_, whoami) = http_get(lab.director(0), rs1.addr6, 80, "/whoami", T).unwrap();
+    assert!(whoami.contains("peer=[fd00:58::134]:"), "{whoami}");
+    assert_eq!(lab.reset_count(rs1).unwrap(), 1);
     let port = lab.switch_port_of(lab.director(0));
     assert_eq!(port, "sw-director-1");
     let features = lab.switch_exec_ok(&["ethtool", "-k", port]).unwrap();
@@ -190,12 +269,16 @@ fn two_directors_three_servers_and_link_down() {
     assert_eq!(rs3.mac, [2, 0, 0, 0, 0, 0x8a]);
 
     // director-2 has no VIP until given one.
-    let addrs = d2.exec_ok(&["ip", "-4", "-o", "addr"]).unwrap();
+    let addrs = d2.exec_ok(&["ip", "-o", "addr"]).unwrap();
     assert!(!addrs.contains("192.168.58.133"), "{addrs}");
+    assert!(!addrs.contains("fd00:58::133"), "{addrs}");
     lab.add_vip(d2).unwrap();
-    let addrs = d2.exec_ok(&["ip", "-4", "-o", "addr"]).unwrap();
+    let addrs = d2.exec_ok(&["ip", "-o", "addr"]).unwrap();
     assert!(addrs.contains("192.168.58.133/32"), "{addrs}");
+    assert!(addrs.contains("fd00:58::133/128"), "{addrs}");
     lab.del_vip(d2).unwrap();
+    let addrs = d2.exec_ok(&["ip", "-o", "addr"]).unwrap();
+    assert!(!addrs.contains("fd00:58::133"), "{addrs}");
 
     assert_eq!(
         http_get(client, rs3.addr, 80, "/", T).unwrap(),

@@ -1,4 +1,4 @@
-//! The servers that run on the lab's real servers (std only).
+//! The servers that run on the lab's real servers (std, and socket2 for IPv6-only sockets).
 //!
 //! ```text
 //! lab-server http     --name NAME [--port 80]   [--addr IP]...
@@ -18,8 +18,12 @@
 //!
 //! Every answer carries `Content-Length` and the header `X-Server: NAME`.
 //!
-//! `udp-echo`: answers every datagram with `NAME ` followed by the datagram's payload.
-//! Without `--addr` it binds 0.0.0.0; a socket bound to a wildcard address answers from the
+//! `udp-echo`: answers every datagram with `NAME ` followed by the datagram's payload, whole
+//! (any size a UDP datagram can have: 65,507 bytes over IPv4, 65,527 over IPv6). A datagram so
+//! large that the name no longer fits in front of it is echoed alone, unchanged.
+//!
+//! Without `--addr` both servers bind `0.0.0.0` and `::` (the IPv6 socket IPv6-only, so the two
+//! coexist and IPv4 peers show as IPv4); a socket bound to a wildcard address answers from the
 //! address the route to the client picks, not necessarily the one the datagram was sent to, so
 //! a real server that has the VIP on `lo` is given `--addr RIP --addr VIP` (one socket each).
 //! The HTTP server binds the same way (TCP answers from the address the client connected to).
@@ -27,7 +31,7 @@
 use std::{
     env,
     io::{self, BufRead, BufReader, Read, Write},
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     process::ExitCode,
     sync::{
         Arc,
@@ -50,6 +54,9 @@ const MAX_BODY: u64 = 1 << 20;
 const IDLE: Duration = Duration::from_secs(120);
 /// Longest wait `/hold` accepts.
 const MAX_HOLD_MS: u64 = 600_000;
+/// The largest UDP payload over IPv4 (65,535 - 20 - 8) and over IPv6 (65,535 - 8).
+const MAX_UDP4: usize = 65_507;
+const MAX_UDP6: usize = 65_527;
 
 struct Args {
     mode: String,
@@ -84,6 +91,7 @@ fn parse_args() -> Result<Args, String> {
     };
     if addrs.is_empty() {
         addrs.push(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        addrs.push(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
     }
     Ok(Args {
         mode,
@@ -128,6 +136,25 @@ fn ready(args: &Args) -> io::Result<()> {
     out.flush()
 }
 
+/// A socket of `kind` bound to `ip:port` (listening, for a stream socket). An IPv6 socket is
+/// IPv6-only, so `::` and `0.0.0.0` can both be bound on one port.
+fn bind(ip: IpAddr, port: u16, kind: socket2::Type) -> io::Result<socket2::Socket> {
+    let addr = SocketAddr::new(ip, port);
+    let with = |e: io::Error| io::Error::new(e.kind(), format!("binding {addr}: {e}"));
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), kind, None)?;
+    if ip.is_ipv6() {
+        socket.set_only_v6(true).map_err(with)?;
+    }
+    if kind == socket2::Type::STREAM {
+        socket.set_reuse_address(true).map_err(with)?;
+    }
+    socket.bind(&addr.into()).map_err(with)?;
+    if kind == socket2::Type::STREAM {
+        socket.listen(1024).map_err(with)?;
+    }
+    Ok(socket)
+}
+
 // ---------------------------------------------------------------------------------------------
 // HTTP
 
@@ -140,10 +167,7 @@ fn http(args: &Args) -> io::Result<()> {
     let listeners = args
         .addrs
         .iter()
-        .map(|&ip| {
-            TcpListener::bind(SocketAddr::new(ip, args.port))
-                .map_err(|e| io::Error::new(e.kind(), format!("binding {ip}:{}: {e}", args.port)))
-        })
+        .map(|&ip| bind(ip, args.port, socket2::Type::STREAM).map(TcpListener::from))
         .collect::<io::Result<Vec<_>>>()?;
     let shared = Arc::new(Shared {
         name: args.name.clone(),
@@ -319,10 +343,7 @@ fn udp_echo(args: &Args) -> io::Result<()> {
     let sockets = args
         .addrs
         .iter()
-        .map(|&ip| {
-            UdpSocket::bind(SocketAddr::new(ip, args.port))
-                .map_err(|e| io::Error::new(e.kind(), format!("binding {ip}:{}: {e}", args.port)))
-        })
+        .map(|&ip| bind(ip, args.port, socket2::Type::DGRAM).map(UdpSocket::from))
         .collect::<io::Result<Vec<_>>>()?;
     ready(args)?;
     let mut threads = Vec::new();
@@ -336,9 +357,12 @@ fn udp_echo(args: &Args) -> io::Result<()> {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
                 };
+                let max = if from.is_ipv4() { MAX_UDP4 } else { MAX_UDP6 };
                 let mut reply = Vec::with_capacity(name.len() + 1 + n);
-                reply.extend_from_slice(name.as_bytes());
-                reply.push(b' ');
+                if name.len() + 1 + n <= max {
+                    reply.extend_from_slice(name.as_bytes());
+                    reply.push(b' ');
+                }
                 reply.extend_from_slice(&buf[..n]);
                 // A failed send (e.g. no route while a link is down) drops that one reply.
                 let _ = socket.send_to(&reply, from);

@@ -4,7 +4,7 @@
 
 use std::{
     io::{self, BufRead as _, BufReader, Read as _, Write as _},
-    net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, UdpSocket},
     time::{Duration, Instant},
 };
 
@@ -13,12 +13,41 @@ use anyhow::{Context as _, Result, bail, ensure};
 use super::Host;
 
 /// Opens a TCP connection from inside `host`'s namespace, waiting at most `timeout`.
-pub fn tcp_stream(host: &Host, addr: Ipv4Addr, port: u16, timeout: Duration) -> Result<TcpStream> {
-    let target = SocketAddr::V4(SocketAddrV4::new(addr, port));
+pub fn tcp_stream(
+    host: &Host,
+    addr: impl Into<IpAddr>,
+    port: u16,
+    timeout: Duration,
+) -> Result<TcpStream> {
+    tcp_stream_from(host, None, SocketAddr::new(addr.into(), port), timeout)
+}
+
+/// [`tcp_stream`] from the source address `src` (one of `host`'s addresses), or the one the
+/// kernel picks for `None`.
+pub fn tcp_stream_from(
+    host: &Host,
+    src: Option<IpAddr>,
+    target: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream> {
     let stream = host
         .run_in(move || {
-            TcpStream::connect_timeout(&target, timeout)
-                .with_context(|| format!("connecting to {target}"))
+            let Some(src) = src else {
+                return TcpStream::connect_timeout(&target, timeout)
+                    .with_context(|| format!("connecting to {target}"));
+            };
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(target),
+                socket2::Type::STREAM,
+                None,
+            )?;
+            socket
+                .bind(&SocketAddr::new(src, 0).into())
+                .with_context(|| format!("binding {src} (is it an address of the host?)"))?;
+            socket
+                .connect_timeout(&target.into(), timeout)
+                .with_context(|| format!("connecting from {src} to {target}"))?;
+            Ok(TcpStream::from(socket))
         })
         .with_context(|| format!("from {}", host.name))?;
     stream.set_read_timeout(Some(timeout))?;
@@ -40,8 +69,13 @@ pub enum Connect {
 }
 
 /// Tries a TCP connection from inside `host` and reports how it ended.
-pub fn tcp_connect(host: &Host, addr: Ipv4Addr, port: u16, timeout: Duration) -> Result<Connect> {
-    let target = SocketAddr::V4(SocketAddrV4::new(addr, port));
+pub fn tcp_connect(
+    host: &Host,
+    addr: impl Into<IpAddr>,
+    port: u16,
+    timeout: Duration,
+) -> Result<Connect> {
+    let target = SocketAddr::new(addr.into(), port);
     host.run_in(move || {
         Ok(match TcpStream::connect_timeout(&target, timeout) {
             Ok(stream) => {
@@ -66,14 +100,15 @@ pub fn tcp_connect(host: &Host, addr: Ipv4Addr, port: u16, timeout: Duration) ->
 /// status code and the body. The whole exchange takes at most about `timeout`.
 pub fn http_get(
     host: &Host,
-    addr: Ipv4Addr,
+    addr: impl Into<IpAddr>,
     port: u16,
     path: &str,
     timeout: Duration,
 ) -> Result<(u16, String)> {
-    let mut conn = HttpConn::connect(host, addr, port, timeout)?;
+    let target = SocketAddr::new(addr.into(), port);
+    let mut conn = HttpConn::connect(host, target.ip(), port, timeout)?;
     conn.request(path, false)
-        .with_context(|| format!("GET http://{addr}:{port}{path} from {}", host.name))
+        .with_context(|| format!("GET http://{target}{path} from {}", host.name))
 }
 
 /// An HTTP/1.1 connection that stays open for several requests (keep-alive), opened from
@@ -88,12 +123,28 @@ pub struct HttpConn {
 impl HttpConn {
     /// Connects from inside `host` to `addr:port`; `timeout` bounds the connect and each later
     /// request.
-    pub fn connect(host: &Host, addr: Ipv4Addr, port: u16, timeout: Duration) -> Result<HttpConn> {
-        let stream = tcp_stream(host, addr, port, timeout)?;
+    pub fn connect(
+        host: &Host,
+        addr: impl Into<IpAddr>,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<HttpConn> {
+        Self::connect_from(host, None, SocketAddr::new(addr.into(), port), timeout)
+    }
+
+    /// [`HttpConn::connect`] from the source address `src` (`None`: the kernel picks).
+    pub fn connect_from(
+        host: &Host,
+        src: Option<IpAddr>,
+        target: SocketAddr,
+        timeout: Duration,
+    ) -> Result<HttpConn> {
+        let stream = tcp_stream_from(host, src, target, timeout)?;
         Ok(HttpConn {
             reader: BufReader::new(stream),
             timeout,
-            host_header: format!("{addr}:{port}"),
+            // `192.168.58.133:80`, `[fd00:58::133]:80`.
+            host_header: target.to_string(),
         })
     }
 
@@ -101,11 +152,12 @@ impl HttpConn {
     /// must answer 200; returns the connections, still open, and the bodies, in order.
     pub fn open_many(
         host: &Host,
-        addr: Ipv4Addr,
+        addr: impl Into<IpAddr>,
         port: u16,
         n: usize,
         timeout: Duration,
     ) -> Result<(Vec<HttpConn>, Vec<String>)> {
+        let addr = addr.into();
         let mut conns = Vec::new();
         let mut bodies = Vec::new();
         for i in 0..n {
@@ -229,17 +281,13 @@ fn remaining(deadline: Instant) -> Result<Duration> {
 /// fails after `timeout`. The lab's echo server answers `NAME PAYLOAD`.
 pub fn udp_request(
     host: &Host,
-    addr: Ipv4Addr,
+    addr: impl Into<IpAddr>,
     port: u16,
     payload: &[u8],
     timeout: Duration,
 ) -> Result<Vec<u8>> {
-    let target = SocketAddr::V4(SocketAddrV4::new(addr, port));
-    let socket = host.run_in(move || {
-        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).context("binding a UDP socket")?;
-        socket.connect(target)?;
-        Ok(socket)
-    })?;
+    let target = SocketAddr::new(addr.into(), port);
+    let socket = udp_socket(host, target)?;
     socket.set_read_timeout(Some(timeout))?;
     socket
         .send(payload)
@@ -250,6 +298,24 @@ pub fn udp_request(
         .with_context(|| format!("waiting for a UDP reply from {target} in {}", host.name))?;
     buf.truncate(n);
     Ok(buf)
+}
+
+/// A UDP socket made inside `host`, bound to a new ephemeral port of `target`'s family and
+/// connected to `target` (so only replies from `target` are taken).
+pub fn udp_socket(host: &Host, target: SocketAddr) -> Result<UdpSocket> {
+    host.run_in(move || {
+        let any: IpAddr = if target.is_ipv4() {
+            Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            Ipv6Addr::UNSPECIFIED.into()
+        };
+        let socket = UdpSocket::bind((any, 0)).context("binding a UDP socket")?;
+        socket
+            .connect(target)
+            .with_context(|| format!("connecting a UDP socket to {target}"))?;
+        Ok(socket)
+    })
+    .with_context(|| format!("in {}", host.name))
 }
 
 /// Sends `count` whole Ethernet frames, `frame(n)` for n = 0, 1, ..., out of `iface` inside

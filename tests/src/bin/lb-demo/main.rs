@@ -4,9 +4,10 @@
 //! Ctrl-C (`docs/lab.md` has the rules kept here).
 //!
 //! 1. **Balancing** (`examples/services.yaml`): builds the seed topology (client, switch,
-//!    director .134 with the VIP .133, real servers .135 and .136), attaches the director
-//!    program in native mode, applies the file, sends a bounded stream of HTTP requests (and a
-//!    few UDP ones) from the client while showing live counters, then shows `lb-ctl list`.
+//!    director .134 with the VIP .133, real servers .135 and .136; the same over IPv6 in
+//!    fd00:58::/64), attaches the director program in native mode, applies the file, sends a
+//!    bounded stream of HTTP requests (and a few UDP ones) from the client while showing live
+//!    counters, then HTTP requests to the IPv6 VIP, then shows `lb-ctl list`.
 //! 2. **Health checks** (`examples/health.yaml`, [`health`]): on a second lab (two directors;
 //!    the demo runs the real servers' HTTP servers itself), `lb-ctl run` on director-1; kills
 //!    real-server-1's HTTP server while requests go on, shows it marked `down` and every later
@@ -27,6 +28,7 @@ mod vrrp;
 
 use std::{
     collections::BTreeMap,
+    net::IpAddr,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -36,6 +38,8 @@ use lb_tests::lab::{self, Lab, LabSpec, Proc, http_get, udp_request};
 use support::{leftovers, section, step};
 
 const REQUESTS: usize = 200;
+/// HTTP requests to the IPv6 VIP in part 1.
+const REQUESTS6: usize = 20;
 const PACE: Duration = Duration::from_millis(25);
 const TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -181,7 +185,8 @@ fn balance(args: &Args, summary: &mut Summary) -> Result<()> {
          rewriting\nthe destination MAC; the real server answers the client directly (LVS-DR).",
     );
     step(
-        "building the lab: client .100, switch, director .134 (VIP .133), real servers .135 and .136",
+        "building the lab: client .100, switch, director .134 (VIP .133), real servers .135 and \
+         .136;\n    in IPv6 the same hosts are fd00:58::100, ::134 (VIP6 fd00:58::133), ::135, ::136",
     );
     let lab = Lab::build(&LabSpec {
         install_signal_handler: false,
@@ -211,25 +216,15 @@ fn balance(args: &Args, summary: &mut Summary) -> Result<()> {
     let mut last_report = Instant::now();
     for i in 0..args.requests {
         support::halt_if_interrupted();
-        match http_get(lab.client(), lab.vip(), 80, "/", TIMEOUT) {
-            Ok((200, body)) => *by_server.entry(body.trim().to_string()).or_default() += 1,
-            Ok((status, _)) => {
-                failed += 1;
-                eprintln!("    request {i}: HTTP {status}");
-            }
-            Err(e) => {
-                failed += 1;
-                eprintln!("    request {i}: {e:#}");
-            }
-        }
+        let answer = http_get(lab.client(), lab.vip(), 80, "/", TIMEOUT);
+        tally(&mut by_server, &mut failed, &format!("request {i}"), answer);
         if last_report.elapsed() >= Duration::from_secs(1) || i + 1 == args.requests {
             last_report = Instant::now();
-            let split: Vec<String> = by_server.iter().map(|(s, n)| format!("{s}: {n}")).collect();
             println!(
                 "    {:>4}/{} answered, {failed} failed   {}",
                 i + 1,
                 args.requests,
-                split.join(", ")
+                split(&by_server)
             );
             // Live counters, as an operator would watch them.
             let stats = lb_ctl(args, &lab, &["stats"])?;
@@ -252,6 +247,8 @@ fn balance(args: &Args, summary: &mut Summary) -> Result<()> {
         println!("    {}", String::from_utf8_lossy(&reply).trim());
     }
 
+    let (by_server6, failed6) = http_round6(&lab)?;
+
     step("lb-ctl list and lb-ctl stats");
     print!("{}", lb_ctl(args, &lab, &["list"])?);
     print!("{}", lb_ctl(args, &lab, &["stats"])?);
@@ -268,16 +265,76 @@ fn balance(args: &Args, summary: &mut Summary) -> Result<()> {
     if servers < 2 {
         bail!("only {servers} real server answered; traffic was not balanced");
     }
+    if failed6 > 0 {
+        bail!("{failed6} of {REQUESTS6} requests to the IPv6 VIP failed");
+    }
+    if by_server6.len() < 2 {
+        bail!("over IPv6 only {by_server6:?} answered; traffic was not balanced");
+    }
     println!(
         "\nall {} requests answered, balanced over {servers} real servers",
         args.requests
     );
     summary.add(format!(
         "part 1  balancing: {} HTTP requests, none failed, over {servers} real servers; 5 UDP \
-         echoes",
-        args.requests
+         echoes; {REQUESTS6} HTTP requests over IPv6, none failed ({})",
+        args.requests,
+        split(&by_server6)
     ));
     Ok(())
+}
+
+/// Counts one request's `answer`: the answering server (the body), or a failure (logged).
+fn tally(
+    by_server: &mut BTreeMap<String, usize>,
+    failed: &mut usize,
+    what: &str,
+    answer: Result<(u16, String)>,
+) {
+    match answer {
+        Ok((200, body)) => *by_server.entry(body.trim().to_string()).or_default() += 1,
+        Ok((status, _)) => {
+            *failed += 1;
+            eprintln!("    {what}: HTTP {status}");
+        }
+        Err(e) => {
+            *failed += 1;
+            eprintln!("    {what}: {e:#}");
+        }
+    }
+}
+
+/// `real-server-1: 10, real-server-2: 10`.
+fn split(by_server: &BTreeMap<String, usize>) -> String {
+    let parts: Vec<String> = by_server.iter().map(|(s, n)| format!("{s}: {n}")).collect();
+    parts.join(", ")
+}
+
+/// [`REQUESTS6`] HTTP requests from the client to the IPv6 VIP (the `web6` service), a new
+/// connection each; who answered, and how many failed.
+fn http_round6(lab: &Lab) -> Result<(BTreeMap<String, usize>, usize)> {
+    let vip6 = IpAddr::from(lab.vip6());
+    step(&format!(
+        "{REQUESTS6} HTTP requests from the client to [{vip6}]:80 (the web6 service)"
+    ));
+    let mut by_server: BTreeMap<String, usize> = BTreeMap::new();
+    let mut failed = 0;
+    for i in 0..REQUESTS6 {
+        support::halt_if_interrupted();
+        let answer = http_get(lab.client(), vip6, 80, "/", TIMEOUT);
+        tally(
+            &mut by_server,
+            &mut failed,
+            &format!("request {i} over IPv6"),
+            answer,
+        );
+    }
+    println!(
+        "    {}/{REQUESTS6} answered, {failed} failed   {}",
+        REQUESTS6 - failed,
+        split(&by_server)
+    );
+    Ok((by_server, failed))
 }
 
 /// The lab of parts 2 and 3: two directors, two real servers whose HTTP servers the demo runs
