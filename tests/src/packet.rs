@@ -1,8 +1,18 @@
 //! The packet-level harness: the real XDP program loaded without attaching it, its maps
 //! filled by `lb_ctl::maps::apply` (the code `lb-ctl apply` runs), frames run with
-//! BPF_PROG_TEST_RUN.
+//! BPF_PROG_TEST_RUN. IPv6 services are written into the maps directly ([`direct`]); frames
+//! of both families, with extension headers and fragments, come from [`frames`].
 
-use std::{collections::HashMap, net::Ipv4Addr};
+mod direct;
+mod frames;
+
+pub use direct::{Service6, addr_words, prefix_mask};
+pub use frames::*;
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr},
+};
 
 use anyhow::{Context as _, Result, bail};
 use aya::{
@@ -11,7 +21,7 @@ use aya::{
     programs::{TestRun, TestRunOptions},
     util::nr_cpus,
 };
-use lb_common::{Counters, FlowKey, Iface, Reason, names, v4_mapped};
+use lb_common::{Counters, FlowKey, Frag, FragKey, Iface, Reason, names, v4_mapped};
 use lb_ctl::{
     maps::loader::{self, Sizes},
     maps::{self, Maps},
@@ -271,7 +281,9 @@ impl Harness {
             .expect("service counters")
     }
 
-    pub fn backend_counters(&self, service: &str, addr: Ipv4Addr) -> Counters {
+    pub fn backend_counters(&self, service: &str, addr: impl Into<IpAddr>) -> Counters {
+        let addr = addr.into();
+        let want = addr_words(addr);
         let sid = self.service_id(service);
         let id = self
             .maps
@@ -279,9 +291,8 @@ impl Harness {
             .iter()
             .enumerate()
             .find(|(_, b)| {
-                b.as_ref().is_ok_and(|b| {
-                    b.service_id == sid && convert::addr_v4(&b.addr) == addr && b.flags != 0
-                })
+                b.as_ref()
+                    .is_ok_and(|b| b.service_id == sid && b.addr == want && b.flags != 0)
             })
             .map(|(i, _)| i as u32)
             .unwrap_or_else(|| panic!("no backend {addr} in {service}"));
@@ -304,11 +315,12 @@ impl Harness {
     pub fn assert_backend(
         &self,
         service: &str,
-        addr: Ipv4Addr,
+        addr: impl Into<IpAddr>,
         packets: u64,
         bytes: u64,
         new_flows: u64,
     ) {
+        let addr = addr.into();
         let want = Counters {
             packets,
             bytes,
@@ -329,6 +341,19 @@ impl Harness {
                 .find(|(r, _)| *r == reason)
                 .map_or(0, |(_, n)| *n);
             assert_eq!(n, want, "packets counted as {}", reason.name());
+        }
+    }
+
+    /// The fragmented datagrams the data path remembers.
+    pub fn frag_entries(&self) -> Vec<(FragKey, Frag)> {
+        self.maps.frags.iter().filter_map(|e| e.ok()).collect()
+    }
+
+    /// Makes every remembered datagram `secs` seconds older, as if that much time had passed.
+    pub fn age_frags(&mut self, secs: u64) {
+        for (k, mut f) in self.frag_entries() {
+            f.last_seen_ns = f.last_seen_ns.saturating_sub(secs * 1_000_000_000);
+            self.maps.frags.insert(k, f, 0).expect("writing FRAGS");
         }
     }
 
