@@ -11,9 +11,9 @@ use etherparse::{PacketBuilder, VlanId};
 use lb_common::{PROTO_TCP, PROTO_UDP, Reason};
 use lb_ctl::config::Scheduler;
 use lb_tests::packet::{
-    BACKEND_MACS, CLIENT_MAC, DEST_OPTS, DIRECTOR_MAC, HOP_BY_HOP, Harness, Output, ROUTING,
-    Service6, XDP_DROP, XDP_PASS, XDP_TX, extension, fragment_header, tcp6_frame, udp6_frame,
-    with_extensions,
+    BACKEND_MACS, CLIENT_MAC, DEST_OPTS, DIRECTOR_MAC, Extension, HOP_BY_HOP, Harness, Output,
+    ROUTING, Service6, XDP_DROP, XDP_PASS, XDP_TX, extension, fragment_header, tcp6_frame,
+    udp6_frame, with_extensions,
 };
 
 const VIP: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x58, 0, 0, 0, 0, 0, 0x133);
@@ -302,7 +302,7 @@ fn malformed_ipv6_headers_pass_untouched() {
 #[test]
 fn each_extension_header_is_walked_and_the_frame_forwarded_unchanged() {
     let mut h = two_services();
-    let cases: Vec<(&str, Vec<(u8, Vec<u8>)>)> = vec![
+    let cases: Vec<(&str, Vec<Extension>)> = vec![
         ("hop-by-hop", vec![extension(HOP_BY_HOP, 0)]),
         ("hop-by-hop, 24 bytes", vec![extension(HOP_BY_HOP, 2)]),
         ("routing", vec![extension(ROUTING, 2)]),
@@ -356,7 +356,7 @@ fn a_chain_too_long_to_walk_passes_untouched() {
     );
     assert_passed(&mut h, &five, Reason::PassHeaderChain);
     // Four fragment headers then a fifth header: the same.
-    let frags: Vec<(u8, Vec<u8>)> = (0..5).map(|i| fragment_header(0, false, i)).collect();
+    let frags: Vec<Extension> = (0..5).map(|i| fragment_header(0, false, i)).collect();
     assert_passed(
         &mut h,
         &with_extensions(&syn(40001), &frags),

@@ -68,9 +68,13 @@ pub const ROUTING: u8 = 43;
 pub const FRAGMENT: u8 = 44;
 pub const DEST_OPTS: u8 = 60;
 
-/// One extension header to splice in: its type and its bytes after the next-header and
-/// length fields (options, routing data; padded here to a multiple of 8 with PadN).
-pub fn extension(kind: u8, len_units: u8) -> (u8, Vec<u8>) {
+/// An extension header to splice in: its type, and its bytes after the next-header and
+/// length (or reserved) fields.
+pub type Extension = (u8, Vec<u8>);
+
+/// One extension header of `(len_units + 1) * 8` bytes: options padded with PadN, routing
+/// data with nothing left to do.
+pub fn extension(kind: u8, len_units: u8) -> Extension {
     // (len_units + 1) * 8 bytes in all, 2 of them the next-header and length fields.
     let total = (len_units as usize + 1) * 8;
     let mut body = vec![0u8; total - 2];
@@ -91,7 +95,7 @@ pub fn extension(kind: u8, len_units: u8) -> (u8, Vec<u8>) {
 
 /// `frame` (an untagged IPv6 frame) with `headers` spliced in between the fixed header and
 /// the upper layer, chained in order; the payload length grows by their size.
-pub fn with_extensions(frame: &[u8], headers: &[(u8, Vec<u8>)]) -> Vec<u8> {
+pub fn with_extensions(frame: &[u8], headers: &[Extension]) -> Vec<u8> {
     let l3 = 14;
     let upper = frame[l3 + 6];
     let mut out = frame[..l3 + 40].to_vec();
@@ -119,7 +123,7 @@ pub fn with_extensions(frame: &[u8], headers: &[(u8, Vec<u8>)]) -> Vec<u8> {
 
 /// The body of an IPv6 fragment header (after next header and reserved): offset in bytes (a
 /// multiple of 8), more fragments, identification.
-pub fn fragment_header(offset: usize, more: bool, id: u32) -> (u8, Vec<u8>) {
+pub fn fragment_header(offset: usize, more: bool, id: u32) -> Extension {
     assert_eq!(offset % 8, 0, "fragment offsets are multiples of 8");
     let field = (offset as u16) | u16::from(more);
     let mut body = field.to_be_bytes().to_vec();
