@@ -52,9 +52,21 @@ pub fn tcp_frame(
     dst: ([u8; 4], u16),
     flags: &str,
 ) -> Vec<u8> {
-    let mut b = etherparse::PacketBuilder::ethernet2(macs.0, macs.1)
+    let b = etherparse::PacketBuilder::ethernet2(macs.0, macs.1)
         .ipv4(src.0, dst.0, 64)
         .tcp(src.1, dst.1, 1, 64240);
+    let b = with_tcp_flags(b, flags);
+    let mut v = Vec::with_capacity(54);
+    b.write(&mut v, &[])
+        .expect("a TCP frame without payload always fits");
+    v
+}
+
+/// Sets the TCP flags named in `flags`: any of `S`, `A`, `F`, `R`, `P`.
+pub fn with_tcp_flags(
+    mut b: etherparse::PacketBuilderStep<etherparse::TcpHeader>,
+    flags: &str,
+) -> etherparse::PacketBuilderStep<etherparse::TcpHeader> {
     for f in flags.chars() {
         b = match f {
             'S' => b.syn(),
@@ -65,10 +77,28 @@ pub fn tcp_frame(
             _ => panic!("TCP flag {f:?}: use S, A, F, R or P"),
         };
     }
-    let mut v = Vec::with_capacity(54);
-    b.write(&mut v, &[])
-        .expect("a TCP frame without payload always fits");
-    v
+    b
+}
+
+/// The frame the director must send for `input`: only the MACs differ, the destination set to
+/// the backend's `mac` and the source to the director's.
+pub fn forwarded(input: &[u8], mac: [u8; 6]) -> Vec<u8> {
+    let mut out = input.to_vec();
+    out[0..6].copy_from_slice(&mac);
+    out[6..12].copy_from_slice(&DIRECTOR_MAC);
+    out
+}
+
+/// Which of [`BACKEND_MACS`] `input` was sent to; asserts it was forwarded (XDP_TX) with only
+/// its MACs changed.
+pub fn backend_of(input: &[u8], out: &Output) -> usize {
+    assert_eq!(out.action, XDP_TX, "forwarded");
+    let i = BACKEND_MACS
+        .iter()
+        .position(|m| m[..] == out.data[0..6])
+        .expect("a known backend MAC");
+    assert_eq!(out.data, forwarded(input, BACKEND_MACS[i]));
+    i
 }
 
 /// Fails the test, saying what is missing, unless this process may load BPF programs.
@@ -355,6 +385,20 @@ impl Harness {
             f.last_seen_ns = f.last_seen_ns.saturating_sub(secs * 1_000_000_000);
             self.maps.frags.insert(k, f, 0).expect("writing FRAGS");
         }
+    }
+
+    /// Runs `frame` and asserts it went to the kernel untouched, counted under `reason` alone
+    /// (the reason counters are zeroed before and after).
+    pub fn assert_passed(&mut self, frame: &[u8], reason: Reason) {
+        self.reset_reasons();
+        let out = self.run(frame);
+        assert_eq!(out.action, XDP_PASS, "{reason:?}: frame {frame:02x?}");
+        assert_eq!(
+            out.data, frame,
+            "{reason:?}: a passed frame must not change"
+        );
+        self.assert_reasons(&[(reason, 1)]);
+        self.reset_reasons();
     }
 
     pub fn reset_reasons(&mut self) {

@@ -10,8 +10,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use lb_common::{PROTO_UDP, Reason, frag_timeouts};
 use lb_ctl::config::Scheduler;
 use lb_tests::packet::{
-    BACKEND_MACS, CLIENT_MAC, DIRECTOR_MAC, Harness, Output, Service6, XDP_PASS, XDP_TX,
-    fragments_v4, fragments_v6, udp4_frame, udp6_frame,
+    CLIENT_MAC, DIRECTOR_MAC, Harness, Service6, backend_of, fragments_v4, fragments_v6,
+    udp4_frame, udp6_frame,
 };
 
 const VIP4: [u8; 4] = [192, 168, 58, 133];
@@ -86,36 +86,6 @@ fn datagram6(n: u16) -> Vec<Vec<u8>> {
         &payload(n as u8),
     );
     fragments_v6(&d, 0x0010_0000 + n as u32, 1448)
-}
-
-fn forwarded(input: &[u8], mac: [u8; 6]) -> Vec<u8> {
-    let mut out = input.to_vec();
-    out[0..6].copy_from_slice(&mac);
-    out[6..12].copy_from_slice(&DIRECTOR_MAC);
-    out
-}
-
-/// Which of BACKEND_MACS a frame went to; asserts only its MACs changed.
-fn backend_of(input: &[u8], out: &Output) -> usize {
-    assert_eq!(out.action, XDP_TX, "forwarded");
-    let i = BACKEND_MACS
-        .iter()
-        .position(|m| m[..] == out.data[0..6])
-        .expect("a known backend MAC");
-    assert_eq!(out.data, forwarded(input, BACKEND_MACS[i]));
-    i
-}
-
-fn assert_passed(h: &mut Harness, frame: &[u8], reason: Reason) {
-    h.reset_reasons();
-    let out = h.run(frame);
-    assert_eq!(out.action, XDP_PASS, "{reason:?}");
-    assert_eq!(
-        out.data, frame,
-        "{reason:?}: a passed frame must not change"
-    );
-    h.assert_reasons(&[(reason, 1)]);
-    h.reset_reasons();
 }
 
 /// IP bytes of a fragment: IPv4 total length, or 40 + IPv6 payload length.
@@ -206,8 +176,8 @@ fn out_of_order_fragments_and_a_later_one_before_its_first() {
     for frags in [datagram4(7), datagram6(7)] {
         h.reset_reasons();
         // Last and middle before the first: no entry yet, they pass untouched.
-        assert_passed(&mut h, &frags[2], Reason::PassFragment);
-        assert_passed(&mut h, &frags[1], Reason::PassFragment);
+        h.assert_passed(&frags[2], Reason::PassFragment);
+        h.assert_passed(&frags[1], Reason::PassFragment);
         // The first is scheduled; then last before middle both follow it.
         let to = backend_of(&frags[0], &h.run(&frags[0]));
         assert_eq!(backend_of(&frags[2], &h.run(&frags[2])), to);
@@ -233,7 +203,7 @@ fn an_entry_expires_after_the_reassembly_timeout_each_fragment_refreshes() {
         // ... past it, the entry is dead: the fragment passes to the kernel.
         h.age_frags(timeout + 2);
         h.assert_reasons(&[(Reason::Forwarded, 1), (Reason::ForwardedFragment, 2)]);
-        assert_passed(&mut h, &frags[2], Reason::PassFragment);
+        h.assert_passed(&frags[2], Reason::PassFragment);
     }
 }
 
@@ -243,7 +213,7 @@ fn a_fragment_whose_backend_went_down_passes() {
     let frags = datagram6(5);
     let to = backend_of(&frags[0], &h.run(&frags[0]));
     h.set_backend6_usable(v6(0x135 + to as u16), false);
-    assert_passed(&mut h, &frags[1], Reason::PassFragment);
+    h.assert_passed(&frags[1], Reason::PassFragment);
     // Back up: the datagram's fragments go to it again.
     h.set_backend6_usable(v6(0x135 + to as u16), true);
     assert_eq!(backend_of(&frags[2], &h.run(&frags[2])), to);
@@ -252,7 +222,7 @@ fn a_fragment_whose_backend_went_down_passes() {
     let frags = datagram4(5);
     let to = backend_of(&frags[0], &h.run(&frags[0]));
     h.apply_with_down(DNS4, &[("dns", v4(135 + to as u8))]);
-    assert_passed(&mut h, &frags[1], Reason::PassFragment);
+    h.assert_passed(&frags[1], Reason::PassFragment);
     h.apply(DNS4);
     assert_eq!(backend_of(&frags[2], &h.run(&frags[2])), to);
 }
@@ -269,9 +239,9 @@ fn fragments_of_no_vip_service_pass() {
             14 + 20 + 2
         };
         other[0][dport..dport + 2].copy_from_slice(&54u16.to_be_bytes());
-        assert_passed(&mut h, &other[0], Reason::PassNotVip);
-        assert_passed(&mut h, &other[1], Reason::PassFragment);
-        assert_passed(&mut h, &other[2], Reason::PassFragment);
+        h.assert_passed(&other[0], Reason::PassNotVip);
+        h.assert_passed(&other[1], Reason::PassFragment);
+        h.assert_passed(&other[2], Reason::PassFragment);
     }
     assert!(h.frag_entries().is_empty());
     h.assert_service("dns", 0, 0, 0);
@@ -291,12 +261,12 @@ fn a_first_fragment_too_short_for_its_ports_passes_and_a_later_one_to_another_ma
     tcp.truncate(14 + 20 + 20);
     let tiny = &fragments_v4(&tcp, 77, 8)[0];
     assert_eq!(tiny.len(), 14 + 20 + 8);
-    assert_passed(&mut h, tiny, Reason::PassMalformed);
+    h.assert_passed(tiny, Reason::PassMalformed);
     // A later fragment of a remembered datagram, flooded to another MAC: not ours.
     let frags = datagram4(11);
     backend_of(&frags[0], &h.run(&frags[0]));
     let mut flooded = frags[1].clone();
     flooded[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x99]);
-    assert_passed(&mut h, &flooded, Reason::PassOtherMac);
+    h.assert_passed(&flooded, Reason::PassOtherMac);
     h.assert_service("dns", 1, ip_len(&frags[0]), 1);
 }

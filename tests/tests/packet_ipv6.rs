@@ -11,9 +11,9 @@ use etherparse::{PacketBuilder, VlanId};
 use lb_common::{PROTO_TCP, PROTO_UDP, Reason};
 use lb_ctl::config::Scheduler;
 use lb_tests::packet::{
-    BACKEND_MACS, CLIENT_MAC, DEST_OPTS, DIRECTOR_MAC, Extension, HOP_BY_HOP, Harness, Output,
-    ROUTING, Service6, XDP_DROP, XDP_PASS, XDP_TX, extension, fragment_header, tcp6_frame,
-    udp6_frame, with_extensions,
+    BACKEND_MACS, CLIENT_MAC, DEST_OPTS, DIRECTOR_MAC, Extension, HOP_BY_HOP, Harness, ROUTING,
+    Service6, XDP_DROP, XDP_PASS, XDP_TX, backend_of, extension, forwarded, fragment_header,
+    tcp6_frame, udp6_frame, with_extensions,
 };
 
 const VIP: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x58, 0, 0, 0, 0, 0, 0x133);
@@ -75,43 +75,16 @@ fn syn(sport: u16) -> Vec<u8> {
     tcp(CLIENT, sport, 80, "S")
 }
 
-/// The frame the director must send: only the MACs differ from the input.
-fn forwarded(input: &[u8], mac: [u8; 6]) -> Vec<u8> {
-    let mut out = input.to_vec();
-    out[0..6].copy_from_slice(&mac);
-    out[6..12].copy_from_slice(&DIRECTOR_MAC);
-    out
-}
-
 /// IP bytes of an IPv6 packet at `l3`: 40 + the payload length.
 fn ip_len(frame: &[u8], l3: usize) -> u64 {
     40 + u16::from_be_bytes([frame[l3 + 4], frame[l3 + 5]]) as u64
 }
 
-/// Which of BACKEND_MACS a frame went to; asserts it was forwarded with only its MACs changed.
-fn backend_of(input: &[u8], out: &Output) -> usize {
-    assert_eq!(out.action, XDP_TX);
-    let i = BACKEND_MACS
-        .iter()
-        .position(|m| m[..] == out.data[0..6])
-        .expect("a known backend MAC");
-    assert_eq!(out.data, forwarded(input, BACKEND_MACS[i]));
-    i
-}
-
 /// Runs `frame` and asserts it went to the kernel untouched, counted under `reason` alone,
 /// with no service counting it.
 fn assert_passed(h: &mut Harness, frame: &[u8], reason: Reason) {
-    h.reset_reasons();
-    let out = h.run(frame);
-    assert_eq!(out.action, XDP_PASS, "{reason:?}: frame {frame:02x?}");
-    assert_eq!(
-        out.data, frame,
-        "{reason:?}: a passed frame must not change"
-    );
-    h.assert_reasons(&[(reason, 1)]);
+    h.assert_passed(frame, reason);
     h.assert_service("web6", 0, 0, 0);
-    h.reset_reasons();
 }
 
 #[test]

@@ -11,19 +11,10 @@ pub fn tcp6_frame(
     dst: (Ipv6Addr, u16),
     flags: &str,
 ) -> Vec<u8> {
-    let mut b = etherparse::PacketBuilder::ethernet2(macs.0, macs.1)
+    let b = etherparse::PacketBuilder::ethernet2(macs.0, macs.1)
         .ipv6(src.0.octets(), dst.0.octets(), 64)
         .tcp(src.1, dst.1, 1, 64240);
-    for f in flags.chars() {
-        b = match f {
-            'S' => b.syn(),
-            'A' => b.ack(1),
-            'F' => b.fin(),
-            'R' => b.rst(),
-            'P' => b.psh(),
-            _ => panic!("TCP flag {f:?}: use S, A, F, R or P"),
-        };
-    }
+    let b = super::with_tcp_flags(b, flags);
     let mut v = Vec::with_capacity(74);
     b.write(&mut v, &[])
         .expect("a TCP frame without payload always fits");
