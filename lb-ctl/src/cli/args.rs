@@ -171,10 +171,13 @@ dropped, by reason.
 
 Reasons: forwarded (tx, by the connection table or the scheduler), forwarded_stateless (tx:
 a TCP non-SYN of no known connection to an mh or sh service, sent to the backend its hash
-picks without making an entry), pass_not_ip, pass_not_tcp_udp, pass_not_vip,
-pass_other_mac, pass_unknown_iface, pass_fragment, pass_malformed (passed to the kernel),
-drop_no_backend (no usable backend), drop_bad_backend (an empty table slot), drop_no_flow (a
-TCP non-SYN of no known connection to an rr, wrr, lc or wlc service: no RST is sent back).
+picks without making an entry), forwarded_fragment (tx: a later fragment of a datagram, to
+the backend its first fragment went to), pass_not_ip, pass_not_tcp_udp, pass_not_vip,
+pass_other_mac, pass_unknown_iface, pass_fragment (a later fragment of no datagram whose
+first fragment was forwarded), pass_malformed, pass_header_chain (more than four IPv6
+extension headers): passed to the kernel; drop_no_backend (no usable backend),
+drop_bad_backend (an empty table slot), drop_no_flow (a TCP non-SYN of no known connection
+to an rr, wrr, lc or wlc service: no RST is sent back).
 
 --json prints an object with services[] (name, vip, port, protocol, scheduler, packets,
 bytes, connections, backends[] with address, port, weight, usable, packets, bytes,
