@@ -131,6 +131,10 @@ struct Packet {
     /// length.
     ip_len: u32,
     tcp_flags: u8,
+    /// The family: a datagram's fragments are remembered for the family's reassembly time.
+    /// (Kept as its own field rather than derived from the addresses: branching on the
+    /// address words made the verifier track them and explore the rest of the program per
+    /// family, past its limit of 1,000,000 instructions.)
     ipv6: bool,
     fragment: Fragment,
     /// The fragment id (IPv4: 16 bits; IPv6: 32 bits), as read.
