@@ -7,13 +7,15 @@
 //! fails to compile on both.
 //!
 //! Addresses are stored as 16 bytes in network byte order; an IPv4 address is IPv4-mapped
-//! (`::ffff:a.b.c.d`), so IPv6 can use the same maps later. Ports are in network byte order.
+//! (`::ffff:a.b.c.d`), so IPv4 and IPv6 share every map. Ports are in network byte order.
 #![no_std]
 
 mod flow;
+mod frag;
 mod pick;
 
 pub use flow::{Flow, TcpState, age_ns, tcp_flags, timeouts};
+pub use frag::{Frag, FragKey, frag_timeouts};
 pub use pick::{Pick, Sched};
 
 /// Names of the maps and programs, as the ELF object declares them and as they are pinned.
@@ -31,9 +33,10 @@ pub mod names {
     pub const REASONS: &str = "REASONS";
     pub const CONNS: &str = "CONNS";
     pub const PERSIST: &str = "PERSIST";
+    pub const FRAGS: &str = "FRAGS";
 
     /// Every map of the program, in the order they are pinned.
-    pub const MAPS: [&str; 11] = [
+    pub const MAPS: [&str; 12] = [
         SERVICES,
         BACKENDS,
         TABLE,
@@ -45,6 +48,7 @@ pub mod names {
         REASONS,
         CONNS,
         PERSIST,
+        FRAGS,
     ];
 }
 
@@ -62,6 +66,8 @@ pub mod limits {
     pub const FLOWS: u32 = 1 << 18;
     /// Persistence entries (LRU, load-time): one per (client network, service).
     pub const PERSIST: u32 = 1 << 16;
+    /// Fragmented datagrams in flight whose first fragment was forwarded (LRU).
+    pub const FRAGS: u32 = 1 << 14;
     /// Backends of an lc/wlc service the data path compares for each new flow.
     pub const LC_MAX_BACKENDS: u32 = 64;
     /// Interfaces the program can be attached to at once.
@@ -73,6 +79,8 @@ pub mod limits {
 /// IP protocol numbers the data path serves.
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_ICMPV6: u8 = 58;
 
 /// A 16-byte address in network byte order, as four words read from memory.
 pub type Addr = [u32; 4];
@@ -238,7 +246,7 @@ pub struct Iface {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     pub packets: u64,
-    /// IP bytes (the IPv4 total length), as IPVS counts them.
+    /// IP bytes (the IPv4 total length; 40 + the payload length for IPv6), as IPVS counts them.
     pub bytes: u64,
     /// Flows that were scheduled (connection-table entries created).
     pub new_flows: u64,
@@ -388,6 +396,9 @@ const _: () = assert!(core::mem::size_of::<Flow>() == 24);
 const _: () = assert!(core::mem::size_of::<Iface>() == 8);
 const _: () = assert!(core::mem::size_of::<Counters>() == 24);
 const _: () = assert!(core::mem::size_of::<BenchFrame>() == 16);
+const _: () = assert!(core::mem::size_of::<FragKey>() == 40);
+const _: () = assert!(core::mem::size_of::<Frag>() == 24);
+const _: () = assert!(core::mem::align_of::<Frag>() == 8);
 const _: () = assert!(core::mem::align_of::<Flow>() == 8);
 const _: () = assert!(core::mem::align_of::<Counters>() == 8);
 
@@ -406,6 +417,8 @@ mod pod {
     unsafe impl aya::Pod for BenchFrame {}
     unsafe impl aya::Pod for Persist {}
     unsafe impl aya::Pod for Counters {}
+    unsafe impl aya::Pod for FragKey {}
+    unsafe impl aya::Pod for Frag {}
 }
 
 #[cfg(test)]

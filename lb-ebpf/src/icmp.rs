@@ -27,16 +27,15 @@
 
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use lb_common::{
-    Addr, Backend, Counters, FlowKey, PROTO_TCP, PROTO_UDP, Reason, Service, v4_mapped,
+    Addr, Backend, Counters, FlowKey, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason,
+    Service, v4_mapped,
 };
 
 use crate::{
-    FLOWS, IPV4_MIN_HLEN, Packet, addressed_to_us, find_service, forward, place_without_entry,
-    ptr_at, usable_backend,
+    FLOWS, Fragment, IPV4_MIN_HLEN, Packet, addressed_to_us, find_service, forward,
+    place_without_entry, ptr_at, usable_backend,
 };
 
-const PROTO_ICMP: u8 = 1;
-const PROTO_ICMPV6: u8 = 58;
 /// The ICMP and ICMPv6 header: type, code, checksum and 4 bytes (unused, MTU or pointer).
 const ICMP_HLEN: usize = 8;
 const ICMP_DEST_UNREACH: u8 = 3;
@@ -54,42 +53,20 @@ const QUOTED_L4: usize = 8;
 /// ports, a later one does not.
 const IP_OFFSET_MASK: u16 = 0x1fff;
 
-/// An IPv4 packet that `parse_ipv4` found whole, unfragmented and neither TCP nor UDP: an
-/// ICMP error goes to [`v4_error`], anything else passes (`pass_not_tcp_udp`).
+/// An ICMP (IPv4) or ICMPv6 (IPv6) message that the parsing step found whole: an error
+/// goes to [`v4_error`] or [`v6_error`]; ICMP in the other family, and a fragment of an ICMP
+/// message, pass.
 #[inline(always)]
-pub fn from_ipv4(ctx: &XdpContext, l3: usize) -> Reason {
-    let Some(ip) = ptr_at::<[u8; IPV4_MIN_HLEN]>(ctx, l3) else {
-        return Reason::PassMalformed;
-    };
-    let ip = unsafe { &*ip };
-    if ip[9] != PROTO_ICMP {
-        return Reason::PassNotTcpUdp;
+pub fn error(ctx: &XdpContext, l3: usize, pkt: &Packet) -> Reason {
+    if pkt.fragment != Fragment::None {
+        return Reason::PassFragment;
     }
-    let hlen = ((ip[0] & 0x0f) as usize) * 4;
-    let total_len = u16::from_be_bytes([ip[2], ip[3]]) as usize;
-    v4_error(ctx, l3, l3 + hlen, l3 + total_len)
-}
-
-/// An IPv6 packet: an ICMPv6 message right after the fixed header goes to [`v6_error`]; every
-/// other IPv6 packet passes (`pass_not_ip`).
-#[inline(always)]
-pub fn from_ipv6(ctx: &XdpContext, l3: usize) -> Reason {
-    let Some(ip) = ptr_at::<[u8; IPV6_HLEN]>(ctx, l3) else {
-        return Reason::PassMalformed;
-    };
-    let ip = unsafe { &*ip };
-    if ip[0] >> 4 != 6 {
-        return Reason::PassMalformed;
+    let (icmp, ip_end) = (pkt.l4 as usize, l3 + pkt.ip_len as usize);
+    match (pkt.ipv6, pkt.flow.proto) {
+        (false, PROTO_ICMP) => v4_error(ctx, l3, icmp, ip_end),
+        (true, PROTO_ICMPV6) => v6_error(ctx, l3, icmp, ip_end),
+        _ => Reason::PassNotTcpUdp,
     }
-    if ip[6] != PROTO_ICMPV6 {
-        return Reason::PassNotIp;
-    }
-    let ip_end = l3 + IPV6_HLEN + u16::from_be_bytes([ip[4], ip[5]]) as usize;
-    // The IPv6 packet must fit in the frame (trailing Ethernet padding is allowed).
-    if ctx.data() + ip_end > ctx.data_end() {
-        return Reason::PassMalformed;
-    }
-    v6_error(ctx, l3, l3 + IPV6_HLEN, ip_end)
 }
 
 /// An ICMPv4 message at `icmp` in the IPv4 packet at `l3` that ends at `ip_end` (the outer
@@ -224,13 +201,8 @@ fn to_backend(ctx: &XdpContext, flow: &FlowKey, ip_len: u64) -> Reason {
     let (id, backend) = match entry_backend(flow, service, now) {
         Some(hit) => hit,
         None => {
-            let pkt = Packet {
-                flow: *flow,
-                ip_len: 0,
-                tcp_flags: 0,
-            };
             // No entry to place it by, or no backend: the kernel gets it, as before.
-            match place_without_entry(ctx, &pkt, service, now) {
+            match place_without_entry(ctx, flow, service, now) {
                 Ok(hit) => hit,
                 Err(_) => return Reason::PassIcmpNoFlow,
             }

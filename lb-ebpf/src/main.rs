@@ -2,11 +2,12 @@
 //!
 //! Per packet, a short pipeline of named steps (the shape of Katran's `balancer_kern.c`):
 //!
-//! 1. [`parse_ethernet`]: Ethernet with up to two 802.1Q / 802.1ad tags; IPv4 goes on, IPv6
-//!    only as far as ICMPv6 errors ([`icmp`]).
-//! 2. [`parse_ipv4`] and [`parse_ports`]: IPv4 with options, TCP or UDP, every length checked.
-//!    An ICMP error whose quoted packet is a reply of a VIP flow goes to that flow's backend
-//!    instead ([`icmp`]: steps 3 to 7 for the quoted flow, read-only on the connection table).
+//! 1. [`parse_ethernet`]: Ethernet with up to two 802.1Q / 802.1ad tags; IPv4 and IPv6 go on.
+//! 2. [`parse_ipv4`] or [`ipv6::parse`] (a bounded walk of extension headers), then
+//!    [`parse_l4`]: TCP or UDP, every length checked. A later fragment (no ports) goes to its
+//!    first fragment's backend ([`frag`]) or passes. An ICMP or ICMPv6 error whose quoted
+//!    packet is a reply of a VIP flow goes to that flow's backend ([`icmp`]: steps 3 to 7 for
+//!    the quoted flow, read-only on the connection table).
 //! 3. [`find_service`]: (VIP, port, protocol), then (VIP, 0, protocol) for all-ports services.
 //! 4. [`addressed_to_us`]: the frame's destination MAC must be the interface's own.
 //! 5. [`known_flow`] or [`schedule`]: the connection table; else persistence, else the
@@ -29,7 +30,9 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod frag;
 mod icmp;
+mod ipv6;
 mod rare;
 
 use core::{
@@ -45,10 +48,12 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    BACKEND_USABLE, Backend, Counters, Flow, FlowKey, Iface, PROTO_TCP, PROTO_UDP, Persist,
-    PersistKey, Pick, Reason, Service, ServiceKey, TcpState, age_ns, hash_addr, hash_flow, limits,
-    tcp_flags, v4_mapped,
+    BACKEND_USABLE, Backend, Counters, Flow, FlowKey, Iface, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
+    PROTO_UDP, Persist, PersistKey, Pick, Reason, Service, ServiceKey, TcpState, age_ns, hash_addr,
+    hash_flow, limits, tcp_flags, v4_mapped,
 };
+
+use crate::frag::Fragment;
 
 #[map]
 static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(limits::MAX_SERVICES, 0);
@@ -96,8 +101,9 @@ const ETH_P_8021AD: u16 = 0x88a8;
 const IPV4_MIN_HLEN: usize = 20;
 const TCP_MIN_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
-/// IPv4 flags and fragment offset: MF and the offset; DF does not matter.
-const IP_MF_OFFSET_MASK: u16 = 0x3fff;
+/// IPv4 flags and fragment offset: the offset (in 8-byte units) and more-fragments (MF).
+const IP_OFFSET_MASK: u16 = 0x1fff;
+const IP_MF: u16 = 0x2000;
 
 /// The director's XDP program.
 #[xdp]
@@ -120,30 +126,50 @@ pub fn lb_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// What the parsing steps learned about a packet to a VIP.
+/// What the parsing steps learned about a packet.
 struct Packet {
+    /// Ports are 0 for a later fragment and for ICMP.
     flow: FlowKey,
-    /// IPv4 total length: what the counters count as bytes.
-    ip_len: u16,
+    /// IP bytes, what the counters count: the IPv4 total length, or 40 + the IPv6 payload
+    /// length.
+    ip_len: u32,
     tcp_flags: u8,
+    /// The family: a datagram's fragments are remembered for the family's reassembly time.
+    /// (Kept as its own field rather than derived from the addresses: branching on the
+    /// address words made the verifier track them and explore the rest of the program per
+    /// family, past its limit of 1,000,000 instructions.)
+    ipv6: bool,
+    fragment: Fragment,
+    /// The fragment id (IPv4: 16 bits; IPv6: 32 bits), as read.
+    frag_id: u32,
+    /// The protocol that identifies a fragment's datagram (`FragKey::proto`).
+    frag_proto: u8,
+    /// Offset of the transport header (or ICMP header) in the frame.
+    l4: u32,
 }
 
 #[inline(always)]
 fn process(ctx: &XdpContext) -> Reason {
-    let (l3, ethertype) = match parse_ethernet(ctx) {
+    let (l3, ipv6) = match parse_ethernet(ctx) {
         Ok(l3) => l3,
         Err(reason) => return reason,
     };
-    if ethertype == ETH_P_IPV6.to_be() {
-        // IPv6: only ICMPv6 errors about VIP flows so far.
-        return icmp::from_ipv6(ctx, l3);
-    }
-    let pkt = match parse_ipv4(ctx, l3) {
+    let parsed = if ipv6 {
+        ipv6::parse(ctx, l3)
+    } else {
+        parse_ipv4(ctx, l3)
+    };
+    let pkt = match parsed {
         Ok(pkt) => pkt,
-        // ICMP errors about VIP flows go to the flow's backend.
-        Err(Reason::PassNotTcpUdp) => return icmp::from_ipv4(ctx, l3),
         Err(reason) => return reason,
     };
+    if pkt.fragment == Fragment::Later {
+        return frag::forward_later(ctx, &pkt);
+    }
+    if pkt.flow.proto == PROTO_ICMP || pkt.flow.proto == PROTO_ICMPV6 {
+        // ICMP errors about VIP flows go to the flow's backend; other ICMP to the kernel.
+        return icmp::error(ctx, l3, &pkt);
+    }
     let Some(service) = find_service(&pkt.flow) else {
         return Reason::PassNotVip;
     };
@@ -158,7 +184,7 @@ fn process(ctx: &XdpContext) -> Reason {
             // Only a live entry or a packet that can open a flow may make an entry (and count
             // a connection); anything else is placed statelessly or dropped (sloppy_tcp off).
             if !live && !opens_flow(&pkt) {
-                match place_without_entry(ctx, &pkt, service, now) {
+                match place_without_entry(ctx, &pkt.flow, service, now) {
                     Ok((id, backend)) => (id, backend, 0, Reason::ForwardedStateless),
                     Err(reason) => return reason,
                 }
@@ -173,6 +199,9 @@ fn process(ctx: &XdpContext) -> Reason {
             }
         }
     };
+    if pkt.fragment == Fragment::First {
+        frag::remember(&pkt, backend_id, service.id, now);
+    }
     let delta = Counters {
         packets: 1,
         bytes: pkt.ip_len as u64,
@@ -206,10 +235,23 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
     Some((start + offset) as *mut T)
 }
 
-/// Step 1: the offset of the IP header, skipping up to two VLAN tags, and its EtherType
-/// (IPv4 or IPv6, network byte order).
+/// As [`ptr_at`], for an offset known only at run time (after IP options or extension
+/// headers). The verifier ties a bounds check to the pointer register it was made on; left
+/// alone, LLVM may check `data + (offset + size)` and read through `data + offset`, another
+/// register, which the verifier refuses. The volatile read keeps one pointer for both.
 #[inline(always)]
-fn parse_ethernet(ctx: &XdpContext) -> Result<(usize, u16), Reason> {
+fn ptr_at_var<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
+    let p = ctx.data() + offset;
+    let p = unsafe { core::ptr::read_volatile(&p) };
+    if p + size_of::<T>() > ctx.data_end() {
+        return None;
+    }
+    Some(p as *mut T)
+}
+
+/// Step 1: the offset of the IP header, skipping up to two VLAN tags, and whether it is IPv6.
+#[inline(always)]
+fn parse_ethernet(ctx: &XdpContext) -> Result<(usize, bool), Reason> {
     let mut proto: u16 = unsafe { *ptr_at::<u16>(ctx, 12).ok_or(Reason::PassMalformed)? };
     let mut offset = ETH_HLEN;
     // Two rounds, unrolled: an outer 802.1ad (or 802.1Q) tag and an inner 802.1Q tag.
@@ -221,10 +263,13 @@ fn parse_ethernet(ctx: &XdpContext) -> Result<(usize, u16), Reason> {
             offset += VLAN_HLEN;
         }
     }
-    if proto != ETH_P_IP.to_be() && proto != ETH_P_IPV6.to_be() {
-        return Err(Reason::PassNotIp);
+    if proto == ETH_P_IP.to_be() {
+        Ok((offset, false))
+    } else if proto == ETH_P_IPV6.to_be() {
+        Ok((offset, true))
+    } else {
+        Err(Reason::PassNotIp)
     }
-    Ok((offset, proto))
 }
 
 /// Step 2: the IPv4 header (any IHL), then the transport ports.
@@ -242,40 +287,66 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<Packet, Reason> {
     if ctx.data() + l3 + total_len as usize > ctx.data_end() {
         return Err(Reason::PassMalformed);
     }
-    if u16::from_be_bytes([ip[6], ip[7]]) & IP_MF_OFFSET_MASK != 0 {
-        return Err(Reason::PassFragment);
-    }
-    let proto = ip[9];
-    let l4_len = match proto {
-        PROTO_TCP => TCP_MIN_HLEN,
-        PROTO_UDP => UDP_HLEN,
-        _ => return Err(Reason::PassNotTcpUdp),
+    let frag = u16::from_be_bytes([ip[6], ip[7]]);
+    let fragment = if frag & IP_OFFSET_MASK != 0 {
+        Fragment::Later
+    } else if frag & IP_MF != 0 {
+        Fragment::First
+    } else {
+        Fragment::None
     };
-    if hlen + l4_len > total_len as usize {
-        return Err(Reason::PassMalformed);
-    }
+    let proto = ip[9];
     let src = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
     let dst = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
-    let (ports, tcp_flags) = parse_ports(ctx, l3 + hlen, proto)?;
-    Ok(Packet {
+    let mut pkt = Packet {
         flow: FlowKey {
             src: v4_mapped(src),
             dst: v4_mapped(dst),
-            sport: ports[0],
-            dport: ports[1],
+            sport: 0,
+            dport: 0,
             proto,
             _pad: [0; 3],
         },
-        ip_len: total_len,
-        tcp_flags,
-    })
+        ip_len: total_len as u32,
+        tcp_flags: 0,
+        ipv6: false,
+        fragment,
+        frag_id: u16::from_ne_bytes([ip[4], ip[5]]) as u32,
+        frag_proto: proto,
+        l4: (l3 + hlen) as u32,
+    };
+    // A later fragment has no transport header: only its datagram's key matters.
+    if fragment != Fragment::Later {
+        let (ports, tcp_flags) = parse_l4(ctx, l3 + hlen, total_len as usize - hlen, proto)?;
+        pkt.flow.sport = ports[0];
+        pkt.flow.dport = ports[1];
+        pkt.tcp_flags = tcp_flags;
+    }
+    Ok(pkt)
+}
+
+/// The transport header at `l4`, with `room` bytes of the IP packet left for it: TCP or UDP
+/// ports and TCP flags. ICMP and ICMPv6 have no ports (`process` handles them); any other
+/// protocol passes.
+#[inline(always)]
+fn parse_l4(ctx: &XdpContext, l4: usize, room: usize, proto: u8) -> Result<([u16; 2], u8), Reason> {
+    let l4_len = match proto {
+        PROTO_TCP => TCP_MIN_HLEN,
+        PROTO_UDP => UDP_HLEN,
+        PROTO_ICMP | PROTO_ICMPV6 => return Ok(([0, 0], 0)),
+        _ => return Err(Reason::PassNotTcpUdp),
+    };
+    if l4_len > room {
+        return Err(Reason::PassMalformed);
+    }
+    parse_ports(ctx, l4, proto)
 }
 
 /// The source and destination ports (network byte order) and, for TCP, the flags byte.
 #[inline(always)]
 fn parse_ports(ctx: &XdpContext, l4: usize, proto: u8) -> Result<([u16; 2], u8), Reason> {
     if proto == PROTO_TCP {
-        let tcp: *const [u8; TCP_MIN_HLEN] = ptr_at(ctx, l4).ok_or(Reason::PassMalformed)?;
+        let tcp: *const [u8; TCP_MIN_HLEN] = ptr_at_var(ctx, l4).ok_or(Reason::PassMalformed)?;
         let tcp = unsafe { &*tcp };
         if tcp[12] >> 4 < 5 {
             return Err(Reason::PassMalformed);
@@ -286,7 +357,7 @@ fn parse_ports(ctx: &XdpContext, l4: usize, proto: u8) -> Result<([u16; 2], u8),
         ];
         Ok((ports, tcp[13]))
     } else {
-        let udp: *const [u8; UDP_HLEN] = ptr_at(ctx, l4).ok_or(Reason::PassMalformed)?;
+        let udp: *const [u8; UDP_HLEN] = ptr_at_var(ctx, l4).ok_or(Reason::PassMalformed)?;
         let udp = unsafe { &*udp };
         let ports = [
             u16::from_ne_bytes([udp[0], udp[1]]),
@@ -374,12 +445,9 @@ fn known_flow(pkt: &Packet, now: u64) -> Known {
         release,
         live: true,
     };
-    let Some(backend) = BACKENDS.get(flow.backend) else {
+    let Some(backend) = usable_backend_of(flow.backend, flow.service_id) else {
         return stale;
     };
-    if backend.flags & BACKEND_USABLE == 0 || backend.service_id != flow.service_id {
-        return stale;
-    }
     flow.last_seen_ns = now;
     // States only move forward: SYN, ESTABLISHED, FIN, RST.
     if signalled > state {
@@ -393,8 +461,8 @@ fn known_flow(pkt: &Packet, now: u64) -> Known {
 
 /// The client address masked with the service's persistence granularity.
 #[inline(always)]
-fn persist_key(pkt: &Packet, service: &Service) -> PersistKey {
-    let (a, m) = (&pkt.flow.src, &service.persist_mask);
+fn persist_key(flow: &FlowKey, service: &Service) -> PersistKey {
+    let (a, m) = (&flow.src, &service.persist_mask);
     PersistKey {
         client: [a[0] & m[0], a[1] & m[1], a[2] & m[2], a[3] & m[3]],
         service_id: service.id,
@@ -404,8 +472,14 @@ fn persist_key(pkt: &Packet, service: &Service) -> PersistKey {
 /// A usable backend of `service` by id.
 #[inline(always)]
 fn usable_backend(id: u32, service: &Service) -> Option<&'static Backend> {
+    usable_backend_of(id, service.id)
+}
+
+/// Backend `id`, if it is usable and belongs to service `service_id`.
+#[inline(always)]
+fn usable_backend_of(id: u32, service_id: u32) -> Option<&'static Backend> {
     let b = BACKENDS.get(id)?;
-    (b.flags & BACKEND_USABLE != 0 && b.service_id == service.id).then_some(b)
+    (b.flags & BACKEND_USABLE != 0 && b.service_id == service_id).then_some(b)
 }
 
 /// A packet that may open a connection-table entry: any UDP datagram, or a TCP SYN without
@@ -430,7 +504,7 @@ fn schedule(
         return Err(Reason::DropNoBackend);
     }
     let persist = service.persist_timeout_s != 0;
-    let key = persist_key(pkt, service);
+    let key = persist_key(&pkt.flow, service);
     let sticky = if persist {
         remembered(&key, service, now)
     } else {
@@ -482,11 +556,11 @@ fn remembered(key: &PersistKey, service: &Service, now: u64) -> Option<(u32, &'s
 #[inline(always)]
 fn place_without_entry(
     ctx: &XdpContext,
-    pkt: &Packet,
+    flow: &FlowKey,
     service: &Service,
     now: u64,
 ) -> Result<(u32, &'static Backend), Reason> {
-    let Some(hash) = table_hash(pkt, service) else {
+    let Some(hash) = table_hash(flow, service) else {
         return Err(Reason::DropNoFlow);
     };
     let len = service.table_len;
@@ -494,7 +568,7 @@ fn place_without_entry(
         return Err(Reason::DropNoBackend);
     }
     if service.persist_timeout_s != 0
-        && let Some(hit) = remembered(&persist_key(pkt, service), service, now)
+        && let Some(hit) = remembered(&persist_key(flow, service), service, now)
     {
         return Ok(hit);
     }
@@ -503,10 +577,10 @@ fn place_without_entry(
 
 /// The hash that indexes the table of an `mh` (5-tuple) or `sh` (client address) service.
 #[inline(always)]
-fn table_hash(pkt: &Packet, service: &Service) -> Option<u32> {
+fn table_hash(flow: &FlowKey, service: &Service) -> Option<u32> {
     match Pick::from_u8(service.pick) {
-        Some(Pick::FlowHash) => Some(hash_flow(&pkt.flow)),
-        Some(Pick::SourceHash) => Some(hash_addr(&pkt.flow.src)),
+        Some(Pick::FlowHash) => Some(hash_flow(flow)),
+        Some(Pick::SourceHash) => Some(hash_addr(&flow.src)),
         _ => None,
     }
 }
@@ -523,7 +597,7 @@ fn pick_backend(
         // Checked by the caller; repeated so the compiler sees no division by zero.
         return Err(Reason::DropNoBackend);
     }
-    if let Some(hash) = table_hash(pkt, service) {
+    if let Some(hash) = table_hash(&pkt.flow, service) {
         return table_slot(ctx, service, hash % len);
     }
     let n: u32 = match Pick::from_u8(service.pick) {

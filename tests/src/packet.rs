@@ -1,6 +1,13 @@
 //! The packet-level harness: the real XDP program loaded without attaching it, its maps
 //! filled by `lb_ctl::maps::apply` (the code `lb-ctl apply` runs), frames run with
-//! BPF_PROG_TEST_RUN.
+//! BPF_PROG_TEST_RUN. IPv6 services are written into the maps directly ([`direct`]); frames
+//! of both families, with extension headers and fragments, come from [`frames`].
+
+mod direct;
+mod frames;
+
+pub use direct::{Service6, addr_words, prefix_mask};
+pub use frames::*;
 
 use std::{
     collections::HashMap,
@@ -14,7 +21,7 @@ use aya::{
     programs::{TestRun, TestRunOptions},
     util::nr_cpus,
 };
-use lb_common::{Counters, FlowKey, Iface, Reason, names, v4_mapped};
+use lb_common::{Counters, FlowKey, Frag, FragKey, Iface, Reason, names, v4_mapped};
 use lb_ctl::{
     maps::loader::{self, Sizes},
     maps::{self, Maps},
@@ -45,9 +52,21 @@ pub fn tcp_frame(
     dst: ([u8; 4], u16),
     flags: &str,
 ) -> Vec<u8> {
-    let mut b = etherparse::PacketBuilder::ethernet2(macs.0, macs.1)
+    let b = etherparse::PacketBuilder::ethernet2(macs.0, macs.1)
         .ipv4(src.0, dst.0, 64)
         .tcp(src.1, dst.1, 1, 64240);
+    let b = with_tcp_flags(b, flags);
+    let mut v = Vec::with_capacity(54);
+    b.write(&mut v, &[])
+        .expect("a TCP frame without payload always fits");
+    v
+}
+
+/// Sets the TCP flags named in `flags`: any of `S`, `A`, `F`, `R`, `P`.
+pub fn with_tcp_flags(
+    mut b: etherparse::PacketBuilderStep<etherparse::TcpHeader>,
+    flags: &str,
+) -> etherparse::PacketBuilderStep<etherparse::TcpHeader> {
     for f in flags.chars() {
         b = match f {
             'S' => b.syn(),
@@ -58,24 +77,28 @@ pub fn tcp_frame(
             _ => panic!("TCP flag {f:?}: use S, A, F, R or P"),
         };
     }
-    let mut v = Vec::with_capacity(54);
-    b.write(&mut v, &[])
-        .expect("a TCP frame without payload always fits");
-    v
+    b
 }
 
-/// Which of [`BACKEND_MACS`] a forwarded frame went to; asserts that only the MACs changed.
+/// The frame the director must send for `input`: only the MACs differ, the destination set to
+/// the backend's `mac` and the source to the director's.
+pub fn forwarded(input: &[u8], mac: [u8; 6]) -> Vec<u8> {
+    let mut out = input.to_vec();
+    out[0..6].copy_from_slice(&mac);
+    out[6..12].copy_from_slice(&DIRECTOR_MAC);
+    out
+}
+
+/// Which of [`BACKEND_MACS`] `input` was sent to; asserts it was forwarded (XDP_TX) with only
+/// its MACs changed.
 pub fn backend_of(input: &[u8], out: &Output) -> usize {
-    assert_eq!(out.action, XDP_TX, "frame {input:02x?}");
-    let b = BACKEND_MACS
+    assert_eq!(out.action, XDP_TX, "forwarded");
+    let i = BACKEND_MACS
         .iter()
         .position(|m| m[..] == out.data[0..6])
         .expect("a known backend MAC");
-    let mut want = input.to_vec();
-    want[0..6].copy_from_slice(&BACKEND_MACS[b]);
-    want[6..12].copy_from_slice(&DIRECTOR_MAC);
-    assert_eq!(out.data, want, "only the MACs may change");
-    b
+    assert_eq!(out.data, forwarded(input, BACKEND_MACS[i]));
+    i
 }
 
 /// Fails the test, saying what is missing, unless this process may load BPF programs.
@@ -295,7 +318,9 @@ impl Harness {
             .expect("service counters")
     }
 
-    pub fn backend_counters(&self, service: &str, addr: Ipv4Addr) -> Counters {
+    pub fn backend_counters(&self, service: &str, addr: impl Into<IpAddr>) -> Counters {
+        let addr = addr.into();
+        let want = addr_words(addr);
         let sid = self.service_id(service);
         let id = self
             .maps
@@ -303,9 +328,8 @@ impl Harness {
             .iter()
             .enumerate()
             .find(|(_, b)| {
-                b.as_ref().is_ok_and(|b| {
-                    b.service_id == sid && convert::addr_v4(&b.addr) == addr && b.flags != 0
-                })
+                b.as_ref()
+                    .is_ok_and(|b| b.service_id == sid && b.addr == want && b.flags != 0)
             })
             .map(|(i, _)| i as u32)
             .unwrap_or_else(|| panic!("no backend {addr} in {service}"));
@@ -328,11 +352,12 @@ impl Harness {
     pub fn assert_backend(
         &self,
         service: &str,
-        addr: Ipv4Addr,
+        addr: impl Into<IpAddr>,
         packets: u64,
         bytes: u64,
         new_flows: u64,
     ) {
+        let addr = addr.into();
         let want = Counters {
             packets,
             bytes,
@@ -354,6 +379,33 @@ impl Harness {
                 .map_or(0, |(_, n)| *n);
             assert_eq!(n, want, "packets counted as {}", reason.name());
         }
+    }
+
+    /// The fragmented datagrams the data path remembers.
+    pub fn frag_entries(&self) -> Vec<(FragKey, Frag)> {
+        self.maps.frags.iter().filter_map(|e| e.ok()).collect()
+    }
+
+    /// Makes every remembered datagram `secs` seconds older, as if that much time had passed.
+    pub fn age_frags(&mut self, secs: u64) {
+        for (k, mut f) in self.frag_entries() {
+            f.last_seen_ns = f.last_seen_ns.saturating_sub(secs * 1_000_000_000);
+            self.maps.frags.insert(k, f, 0).expect("writing FRAGS");
+        }
+    }
+
+    /// Runs `frame` and asserts it went to the kernel untouched, counted under `reason` alone
+    /// (the reason counters are zeroed before and after).
+    pub fn assert_passed(&mut self, frame: &[u8], reason: Reason) {
+        self.reset_reasons();
+        let out = self.run(frame);
+        assert_eq!(out.action, XDP_PASS, "{reason:?}: frame {frame:02x?}");
+        assert_eq!(
+            out.data, frame,
+            "{reason:?}: a passed frame must not change"
+        );
+        self.assert_reasons(&[(reason, 1)]);
+        self.reset_reasons();
     }
 
     pub fn reset_reasons(&mut self) {

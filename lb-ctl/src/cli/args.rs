@@ -184,12 +184,15 @@ Reasons: forwarded (tx, by the connection table or the scheduler), forwarded_sta
 a TCP non-SYN of no known connection to an mh or sh service, sent to the backend its hash
 picks without making an entry), forwarded_icmp (tx: an ICMP or ICMPv6 error, such as
 \"fragmentation needed\" or \"packet too big\", about a VIP flow, sent to that flow's
-backend so that path-MTU discovery works for the real servers), pass_not_ip,
-pass_not_tcp_udp (echo requests and other ICMP too), pass_not_vip, pass_other_mac,
-pass_unknown_iface, pass_fragment, pass_malformed, pass_icmp_no_flow (passed to the kernel;
-pass_icmp_no_flow: an ICMP error about a VIP flow with no entry under rr, wrr, lc or wlc, or
-whose quote is truncated), drop_no_backend (no usable backend), drop_bad_backend (an empty table slot), drop_no_flow (a
-TCP non-SYN of no known connection to an rr, wrr, lc or wlc service: no RST is sent back).
+backend so that path-MTU discovery works for the real servers), forwarded_fragment (tx: a
+later fragment of a datagram, to the backend its first fragment went to); passed to the
+kernel: pass_not_ip, pass_not_tcp_udp (echo requests and other ICMP too), pass_not_vip,
+pass_other_mac, pass_unknown_iface, pass_fragment (a later fragment of no datagram whose
+first fragment was forwarded), pass_malformed, pass_header_chain (more than four IPv6
+extension headers), pass_icmp_no_flow (an ICMP error about a VIP flow with no entry under
+rr, wrr, lc or wlc, or whose quote is truncated); dropped: drop_no_backend (no usable
+backend), drop_bad_backend (an empty table slot), drop_no_flow (a TCP non-SYN of no known
+connection to an rr, wrr, lc or wlc service: no RST is sent back).
 
 --json prints an object with services[] (name, vip, port, protocol, scheduler, packets,
 bytes, connections, backends[] with address, port, weight, usable, packets, bytes,

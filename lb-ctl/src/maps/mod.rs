@@ -27,8 +27,8 @@ use aya::{
     util::nr_cpus,
 };
 use lb_common::{
-    Backend, Counters, Flow, FlowKey, Iface, Persist, PersistKey, Reason, Service, ServiceKey,
-    names,
+    Backend, Counters, Flow, FlowKey, Frag, FragKey, Iface, Persist, PersistKey, Reason, Service,
+    ServiceKey, names,
 };
 
 /// Every map of the data path.
@@ -45,6 +45,8 @@ pub struct Maps {
     /// Active connections per backend, as the data path counts them for lc/wlc.
     pub conns: Array<MapData, u64>,
     pub persist: HashMap<MapData, PersistKey, Persist>,
+    /// The backend of each fragmented datagram whose first fragment was forwarded.
+    pub frags: HashMap<MapData, FragKey, Frag>,
 }
 
 impl Maps {
@@ -100,11 +102,12 @@ impl Maps {
             reasons: typed!(names::REASONS),
             conns: typed!(names::CONNS),
             persist: typed!(names::PERSIST),
+            frags: typed!(names::FRAGS),
         })
     }
 
     /// Every map with its name, in [`names::MAPS`] order.
-    pub fn all(&self) -> [(&'static str, &MapData); 11] {
+    pub fn all(&self) -> [(&'static str, &MapData); 12] {
         [
             (names::SERVICES, self.services.map()),
             (names::BACKENDS, self.backends.map()),
@@ -117,6 +120,7 @@ impl Maps {
             (names::REASONS, self.reasons.map()),
             (names::CONNS, self.conns.map()),
             (names::PERSIST, self.persist.map()),
+            (names::FRAGS, self.frags.map()),
         ]
     }
 

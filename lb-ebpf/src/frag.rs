@@ -1,0 +1,95 @@
+//! Fragments of datagrams to a VIP, both families.
+//!
+//! Only a datagram's first fragment carries the ports, so only it can be scheduled. When it
+//! is forwarded, [`remember`] notes (source, destination, protocol, fragment id) -> backend;
+//! a later fragment of that datagram ([`forward_later`]) goes to the same backend while the
+//! entry is younger than the family's reassembly timeout (each fragment refreshes it) and the
+//! backend is still usable. A later fragment of no remembered datagram (not to a VIP, or
+//! ahead of its first fragment, or after its entry expired) passes to the kernel, which holds
+//! it until its reassembly timer expires and then drops it. The director never reassembles.
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_coarse_ns, macros::map, maps::LruHashMap, programs::XdpContext,
+};
+use lb_common::{Counters, Frag, FragKey, Reason, age_ns, frag_timeouts, limits};
+
+use crate::{
+    BACKEND_STATS, NS_PER_S, Packet, SERVICE_STATS, addressed_to_us, count, rewrite,
+    usable_backend_of,
+};
+
+/// The backend of each fragmented datagram whose first fragment was forwarded.
+#[map]
+static FRAGS: LruHashMap<FragKey, Frag> = LruHashMap::with_max_entries(limits::FRAGS, 0);
+
+/// Where a packet is in its datagram.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Fragment {
+    /// A whole datagram (IPv6: also an atomic fragment, offset 0 without more fragments).
+    None,
+    /// Offset 0 with more fragments to come: it holds the transport header.
+    First,
+    /// Offset > 0: no transport header.
+    Later,
+}
+
+#[inline(always)]
+fn key(pkt: &Packet) -> FragKey {
+    FragKey {
+        src: pkt.flow.src,
+        dst: pkt.flow.dst,
+        id: pkt.frag_id,
+        proto: pkt.frag_proto,
+        _pad: [0; 3],
+    }
+}
+
+/// A first fragment went to `backend` of service `service_id`: its datagram's later fragments
+/// follow it. A full table evicts its least recently used datagram.
+#[inline(always)]
+pub fn remember(pkt: &Packet, backend: u32, service_id: u32, now: u64) {
+    let timeout_s = if pkt.ipv6 {
+        frag_timeouts::IPV6_S
+    } else {
+        frag_timeouts::IPV4_S
+    };
+    let f = Frag {
+        last_seen_ns: now,
+        backend,
+        service_id,
+        timeout_s,
+        _pad: 0,
+    };
+    let _ = FRAGS.insert(&key(pkt), &f, 0);
+}
+
+/// A later fragment: to its first fragment's backend (`forwarded_fragment`), or to the kernel
+/// (`pass_fragment`).
+#[inline(always)]
+pub fn forward_later(ctx: &XdpContext, pkt: &Packet) -> Reason {
+    let Some(f) = FRAGS.get_ptr_mut(&key(pkt)) else {
+        return Reason::PassFragment;
+    };
+    let f = unsafe { &mut *f };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if age_ns(now, f.last_seen_ns) > f.timeout_s as u64 * NS_PER_S {
+        return Reason::PassFragment;
+    }
+    let (backend_id, service_id) = (f.backend, f.service_id);
+    let Some(backend) = usable_backend_of(backend_id, service_id) else {
+        return Reason::PassFragment;
+    };
+    if let Err(reason) = addressed_to_us(ctx) {
+        return reason;
+    }
+    f.last_seen_ns = now;
+    rewrite(ctx, backend);
+    let delta = Counters {
+        packets: 1,
+        bytes: pkt.ip_len as u64,
+        new_flows: 0,
+    };
+    count(&SERVICE_STATS, service_id, &delta);
+    count(&BACKEND_STATS, backend_id, &delta);
+    Reason::ForwardedFragment
+}
