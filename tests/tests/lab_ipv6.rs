@@ -194,6 +194,30 @@ fn http_over_ipv6_round_robin_through_the_director() {
     for s in env.lab.servers() {
         assert_eq!(num(backend(web6, s.addr6), "connections"), 10, "{}", s.name);
     }
+    // The listings in ipvsadm's IPv6 form: the service and its backends, then every one of
+    // the 20 connections from the client's address to the VIP, 10 at each server.
+    let vip = format!("[{}]:80", env.lab.vip6());
+    let listed = env.list();
+    eprintln!("lb-ctl list:\n{listed}");
+    assert!(listed.contains(&format!("TCP  {vip}")), "{listed}");
+    for s in env.lab.servers() {
+        assert!(listed.contains(&format!("-> [{}]:80", s.addr6)), "{listed}");
+    }
+    let conns = env
+        .ctl
+        .run_ok(&["list", "--connections"])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let rows: Vec<&str> = conns.lines().filter(|l| l.starts_with("TCP ")).collect();
+    assert_eq!(rows.len(), 20, "list --connections:\n{conns}");
+    let client = format!("[{}]:", env.client().addr6);
+    for s in env.lab.servers() {
+        let to_server = format!("[{}]:80", s.addr6);
+        let n = rows
+            .iter()
+            .filter(|r| r.contains(&client) && r.contains(&vip) && r.ends_with(&to_server))
+            .count();
+        assert_eq!(n, 10, "{} in list --connections:\n{conns}", s.name);
+    }
 }
 
 /// Persistence by /64 over IPv6: every connection from four addresses of the client's /64
