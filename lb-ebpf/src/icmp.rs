@@ -32,8 +32,8 @@ use lb_common::{
 };
 
 use crate::{
-    FLOWS, Fragment, IPV4_MIN_HLEN, Packet, addressed_to_us, find_service, forward,
-    place_without_entry, ptr_at, usable_backend,
+    FLOWS, Fragment, IP_OFFSET_MASK, IPV4_MIN_HLEN, IPV6_HLEN, Packet, addr_at, addressed_to_us,
+    find_service, forward, ipv6, place_without_entry, ptr_at, usable_backend, word_at,
 };
 
 /// The ICMP and ICMPv6 header: type, code, checksum and 4 bytes (unused, MTU or pointer).
@@ -43,15 +43,8 @@ const ICMP_TIME_EXCEEDED: u8 = 11;
 const ICMPV6_DEST_UNREACH: u8 = 1;
 const ICMPV6_PACKET_TOO_BIG: u8 = 2;
 const ICMPV6_TIME_EXCEEDED: u8 = 3;
-const IPV6_HLEN: usize = 40;
-/// IPv6 extension headers a quote may carry before TCP or UDP, which are not walked: hop-by-hop
-/// options, routing, fragment, destination options.
-const IPV6_EXT_HEADERS: [u8; 4] = [0, 43, 44, 60];
 /// The part of TCP or UDP an ICMP error quotes at least (RFC 792): the ports are its first 4.
 const QUOTED_L4: usize = 8;
-/// The IPv4 fragment offset: a first fragment (offset 0, "more fragments" or not) quotes the
-/// ports, a later one does not.
-const IP_OFFSET_MASK: u16 = 0x1fff;
 
 /// An ICMP (IPv4) or ICMPv6 (IPv6) message that the parsing step found whole: an error
 /// goes to [`v4_error`] or [`v6_error`]; ICMP in the other family, and a fragment of an ICMP
@@ -92,8 +85,8 @@ pub fn v4_error(ctx: &XdpContext, l3: usize, icmp: usize, ip_end: usize) -> Reas
     if ip[0] >> 4 != 4 || hlen < IPV4_MIN_HLEN {
         return Reason::PassIcmpNoFlow;
     }
-    let (src, dst, proto) = (word(ip, 12), word(ip, 16), ip[9]);
-    if src != word(outer, 16) || (proto != PROTO_TCP && proto != PROTO_UDP) {
+    let (src, dst, proto) = (word_at(ip, 12), word_at(ip, 16), ip[9]);
+    if src != word_at(outer, 16) || (proto != PROTO_TCP && proto != PROTO_UDP) {
         return Reason::PassNotVip;
     }
     // A non-first fragment quotes no ports.
@@ -130,13 +123,13 @@ pub fn v6_error(ctx: &XdpContext, l3: usize, icmp: usize, ip_end: usize) -> Reas
     if ip[0] >> 4 != 6 {
         return Reason::PassIcmpNoFlow;
     }
-    let (src, dst, proto) = (addr(ip, 8), addr(ip, 24), ip[6]);
-    if src != addr(outer, 24) {
+    let (src, dst, proto) = (addr_at(ip, 8), addr_at(ip, 24), ip[6]);
+    if src != addr_at(outer, 24) {
         return Reason::PassNotVip;
     }
     if proto != PROTO_TCP && proto != PROTO_UDP {
         // An extension header may hide TCP or UDP behind it: not walked inside a quote.
-        return if IPV6_EXT_HEADERS.contains(&proto) {
+        return if ipv6::is_extension(proto) {
             Reason::PassIcmpNoFlow
         } else {
             Reason::PassNotVip
@@ -232,21 +225,4 @@ fn entry_backend(flow: &FlowKey, service: &Service, now: u64) -> Option<(u32, &'
 #[inline(always)]
 fn opaque(v: usize) -> usize {
     unsafe { core::ptr::read_volatile(&v) }
-}
-
-/// The 4 bytes at `at` as a word read from memory (network byte order kept).
-#[inline(always)]
-fn word<const N: usize>(b: &[u8; N], at: usize) -> u32 {
-    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-/// The 16-byte address at `at`, as `FlowKey` stores it.
-#[inline(always)]
-fn addr<const N: usize>(b: &[u8; N], at: usize) -> Addr {
-    [
-        word(b, at),
-        word(b, at + 4),
-        word(b, at + 8),
-        word(b, at + 12),
-    ]
 }

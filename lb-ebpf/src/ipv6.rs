@@ -9,9 +9,8 @@
 use aya_ebpf::programs::XdpContext;
 use lb_common::{FlowKey, Reason};
 
-use crate::{Fragment, Packet, parse_l4, ptr_at, ptr_at_var};
+use crate::{Fragment, IPV6_HLEN, Packet, parse_l4, ptr_at, ptr_at_var};
 
-const IPV6_HLEN: usize = 40;
 /// Extension headers the walk reads; a longer chain passes (`pass_header_chain`).
 const MAX_EXT_HEADERS: usize = 4;
 const NEXTHDR_HOP: u8 = 0;
@@ -101,8 +100,10 @@ fn addr(ip: &[u8; IPV6_HLEN], at: usize) -> lb_common::Addr {
     [w(0), w(4), w(8), w(12)]
 }
 
+/// An extension header the walk follows (hop-by-hop, routing, destination options,
+/// fragment).
 #[inline(always)]
-fn is_extension(next: u8) -> bool {
+pub fn is_extension(next: u8) -> bool {
     matches!(
         next,
         NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_FRAGMENT

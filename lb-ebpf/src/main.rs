@@ -48,9 +48,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    BACKEND_USABLE, Backend, Counters, Flow, FlowKey, Iface, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
-    PROTO_UDP, Persist, PersistKey, Pick, Reason, Service, ServiceKey, TcpState, age_ns, hash_addr,
-    hash_flow, limits, tcp_flags, v4_mapped,
+    Addr, BACKEND_USABLE, Backend, Counters, Flow, FlowKey, Iface, PROTO_ICMP, PROTO_ICMPV6,
+    PROTO_TCP, PROTO_UDP, Persist, PersistKey, Pick, Reason, Service, ServiceKey, TcpState, age_ns,
+    hash_addr, hash_flow, limits, tcp_flags, v4_mapped,
 };
 
 use crate::frag::Fragment;
@@ -99,6 +99,7 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const IPV4_MIN_HLEN: usize = 20;
+const IPV6_HLEN: usize = 40;
 const TCP_MIN_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
 /// IPv4 flags and fragment offset: the offset (in 8-byte units) and more-fragments (MF).
@@ -247,6 +248,23 @@ fn ptr_at_var<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
         return None;
     }
     Some(p as *mut T)
+}
+
+/// The 4 bytes at `at` as a word read from memory (network byte order kept).
+#[inline(always)]
+fn word_at<const N: usize>(b: &[u8; N], at: usize) -> u32 {
+    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// The 16-byte address at `at`, as `FlowKey` stores it.
+#[inline(always)]
+fn addr_at<const N: usize>(b: &[u8; N], at: usize) -> Addr {
+    [
+        word_at(b, at),
+        word_at(b, at + 4),
+        word_at(b, at + 8),
+        word_at(b, at + 12),
+    ]
 }
 
 /// Step 1: the offset of the IP header, skipping up to two VLAN tags, and whether it is IPv6.
