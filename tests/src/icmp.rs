@@ -1,15 +1,13 @@
 //! ICMP and ICMPv6 error frames about a real server's reply, for the packet-level tests, and
-//! what those tests need of the maps beyond what `packet::Harness` offers: an IPv6 service
-//! (written by re-keying a service the plan made), connection-table entries written directly,
-//! and backends by id.
+//! what those tests need of the maps beyond what `packet::Harness` offers: connection-table
+//! entries written directly (an expired or stale entry, which no packet can make), and
+//! backends by id.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use etherparse::{IpHeaders, IpNumber, Ipv4Header, PacketBuilder, PacketBuilderStep};
-use lb_common::{
-    Addr, Backend, Flow, FlowKey, PROTO_TCP, Service, ServiceKey, TcpState, v4_mapped,
-};
-use lb_ctl::plan::convert;
+use lb_common::{Backend, Flow, FlowKey, PROTO_TCP, Service, ServiceKey, TcpState};
+use lb_ctl::plan::convert::{self, addr_of};
 
 use crate::packet::{BACKEND_MACS, DIRECTOR_MAC, Harness};
 
@@ -154,24 +152,11 @@ impl<'a> IcmpFrame<'a> {
     }
 }
 
-/// An address as the maps hold it (IPv4-mapped for IPv4).
-pub fn addr16(ip: IpAddr) -> Addr {
-    match ip {
-        IpAddr::V4(a) => v4_mapped(u32::from_ne_bytes(a.octets())),
-        IpAddr::V6(a) => {
-            let o = a.octets();
-            std::array::from_fn(|i| {
-                u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
-            })
-        }
-    }
-}
-
 /// The connection-table key of the client's packets `client` -> `vip`.
 pub fn flow_key(client: SocketAddr, vip: SocketAddr, proto: u8) -> FlowKey {
     FlowKey {
-        src: addr16(client.ip()),
-        dst: addr16(vip.ip()),
+        src: addr_of(client.ip()),
+        dst: addr_of(vip.ip()),
         sport: client.port().to_be(),
         dport: vip.port().to_be(),
         proto,
@@ -208,39 +193,6 @@ pub fn backend_ids(h: &mut Harness, sid: u32) -> Vec<u32> {
                 .map(|(id, _)| *id)
         })
         .collect()
-}
-
-/// Moves the service `name` (made by `apply` from an IPv4 file) to the IPv6 VIP `vip`, same
-/// port and protocol, its backends to `fd00:58::<last octet of their IPv4 address>`, and its
-/// persistence granularity to a /64. The data path reads only the key, the table and the
-/// backends' MACs, so it then serves the IPv6 service as it served the IPv4 one. Returns the
-/// service id.
-pub fn move_to_ipv6(h: &mut Harness, name: &str, vip: Ipv6Addr) -> u32 {
-    let (key, mut service) = service_entry(h, name);
-    h.maps()
-        .services
-        .remove(&key)
-        .expect("removing the IPv4 key");
-    service.persist_mask = [u32::MAX, u32::MAX, 0, 0];
-    let key6 = ServiceKey {
-        addr: addr16(IpAddr::V6(vip)),
-        ..key
-    };
-    h.maps()
-        .services
-        .insert(key6, service, 0)
-        .expect("writing the IPv6 service");
-    for id in backend_ids(h, service.id) {
-        let mut b = h.maps().backends.get(&id, 0).expect("the backend");
-        let last = convert::addr_v4(&b.addr).octets()[3];
-        let v6: Ipv6Addr = format!("fd00:58::{last}").parse().expect("an IPv6 address");
-        b.addr = addr16(IpAddr::V6(v6));
-        h.maps()
-            .backends
-            .set(id, b, 0)
-            .expect("writing the backend");
-    }
-    service.id
 }
 
 /// Writes a connection-table entry, as a packet of the flow `now` would have: `backend` of

@@ -1,18 +1,14 @@
 //! The packet-level harness: the real XDP program loaded without attaching it, its maps
 //! filled by `lb_ctl::maps::apply` (the code `lb-ctl apply` runs), frames run with
-//! BPF_PROG_TEST_RUN. IPv6 services are written into the maps directly ([`direct`]); frames
-//! of both families, with extension headers and fragments, come from [`frames`].
+//! BPF_PROG_TEST_RUN. Services of both families come from a service file, as `lb-ctl apply`
+//! reads it; frames of both families, with extension headers and fragments, come from
+//! [`frames`].
 
-mod direct;
 mod frames;
 
-pub use direct::{Service6, addr_words, prefix_mask};
 pub use frames::*;
 
-use std::{
-    collections::HashMap,
-    net::{IpAddr, Ipv4Addr},
-};
+use std::{collections::HashMap, net::IpAddr};
 
 use anyhow::{Context as _, Result, bail};
 use aya::{
@@ -35,8 +31,8 @@ pub const XDP_TX: u32 = 3;
 /// The director's MAC: frames to a VIP must be addressed to it.
 pub const DIRECTOR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 134];
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 100];
-/// The MACs of backends 192.168.58.135 to .138, in that order. Other addresses are
-/// unresolved.
+/// The MACs of backends 192.168.58.135 to .138 (and fd00:58::135 to ::138), in that order.
+/// Other addresses are unresolved.
 pub const BACKEND_MACS: [[u8; 6]; 4] = [
     [0x02, 0, 0, 0, 0, 135],
     [0x02, 0, 0, 0, 0, 136],
@@ -199,13 +195,18 @@ impl Harness {
         plan
     }
 
-    /// Applies a service file with some backends held down, as the health checker does.
-    pub fn apply_with_down(&mut self, yaml: &str, down: &[(&str, Ipv4Addr)]) -> Plan {
+    /// Applies a service file with some backends (of either family) held down, as the health
+    /// checker does.
+    pub fn apply_with_down<A: Into<IpAddr> + Copy>(
+        &mut self,
+        yaml: &str,
+        down: &[(&str, A)],
+    ) -> Plan {
         let config = lb_ctl::config::parse(yaml, "test.yaml")
             .unwrap_or_else(|e| panic!("test config does not parse:\n{e}"));
         let down: plan::Down = down
             .iter()
-            .map(|(s, a)| ((s.to_string(), IpAddr::V4(*a)), "test".to_string()))
+            .map(|(s, a)| ((s.to_string(), (*a).into()), "test".to_string()))
             .collect();
         let plan = maps::apply(&mut self.maps, &config, &macs_for(&config), &down, false)
             .expect("applying the test config");
@@ -246,10 +247,10 @@ impl Harness {
             .is_ok()
     }
 
-    /// Active connections as the data path counts them, for backends .135 to .138 in order
-    /// (the configured ones).
+    /// Active connections as the data path counts them, for the configured backends in the
+    /// order of their addresses (.135 to .138, fd00:58::135 to ::138).
     pub fn active_connections(&self) -> Vec<u64> {
-        let mut by_addr: Vec<(Ipv4Addr, u64)> = self
+        let mut by_addr: Vec<(IpAddr, u64)> = self
             .maps
             .backends
             .iter()
@@ -257,7 +258,7 @@ impl Harness {
             .filter_map(|(id, b)| {
                 let b = b.ok().filter(|b| b.flags != 0)?;
                 let n = self.maps.conns.get(&(id as u32), 0).ok()?;
-                Some((convert::addr_v4(&b.addr), n))
+                Some((convert::addr_ip(&b.addr), n))
             })
             .collect();
         by_addr.sort();
@@ -320,7 +321,7 @@ impl Harness {
 
     pub fn backend_counters(&self, service: &str, addr: impl Into<IpAddr>) -> Counters {
         let addr = addr.into();
-        let want = addr_words(addr);
+        let want = convert::addr_of(addr);
         let sid = self.service_id(service);
         let id = self
             .maps

@@ -4,10 +4,9 @@
 //! bare address in JSON and Prometheus labels, persistence `mask 64`); `genhash` fetches a
 //! page from an IPv6 real server the way the http_get check does.
 //!
-//! The lab is [`CliLab`] (`lb_tests::cli`); the test gives director-1 and the two real servers
-//! addresses of fd00:58::/64 on `eth0` (`nodad`, so they are usable at once) and removes
-//! nothing by hand: dropping the lab deletes its namespaces. There is no traffic but ARP,
-//! NDP and one HTTP request.
+//! The lab is [`CliLab`] (`lb_tests::cli`), whose hosts have their addresses of fd00:58::/64
+//! on `eth0` already (`lb_tests::lab`); the test removes nothing by hand: dropping the lab
+//! deletes its namespaces. There is no traffic but ARP, NDP and one HTTP request.
 
 use std::time::{Duration, Instant};
 
@@ -44,33 +43,6 @@ services:
       - address: \"fd00:99::1\"
 ";
 
-/// Gives `eth0` of director-1 and of both real servers IPv6 and an address of fd00:58::/64
-/// (`.134`, `.135`, `.136` as in IPv4). Duplicate address detection is off first, so the
-/// link-local address is usable at once (while it is tentative the kernel sends no neighbour
-/// solicitation). `replace`, so a lab that already has the addresses is fine.
-fn add_ipv6(net: &CliLab) {
-    add_ipv6_to(&[
-        (net.director(), 134),
-        (net.server(0), 135),
-        (net.server(1), 136),
-    ]);
-}
-
-/// [`add_ipv6`] for these hosts, each with `fd00:58::LAST/64`.
-fn add_ipv6_to(hosts: &[(&Host, u16)]) {
-    for (host, last) in hosts {
-        host.exec_ok(&[
-            "sysctl",
-            "-q",
-            "-w",
-            "net.ipv6.conf.eth0.accept_dad=0",
-            "net.ipv6.conf.eth0.disable_ipv6=0",
-        ])
-        .and_then(|_| host.ip_batch(&[format!("addr replace fd00:58::{last}/64 dev eth0 nodad")]))
-        .unwrap_or_else(|e| panic!("test setup failed: {e:#}"));
-    }
-}
-
 /// An HTTP server on `host` answering `NAME\n` at `[addr]:8080` only.
 fn http6(host: &Host, name: &str, addr: &str) -> Proc {
     let bin = env!("CARGO_BIN_EXE_lab-server");
@@ -85,7 +57,6 @@ fn http6(host: &Host, name: &str, addr: &str) -> Proc {
 fn ipv4_and_ipv6_services_applied_listed_and_counted() {
     let net = CliLab::new();
     net.attach();
-    add_ipv6(&net);
     let file = net.file("services.yaml", BOTH);
     let out = net
         .ctl(&["apply", "-f", &file, "--resolve-timeout", "500ms"])
@@ -232,7 +203,6 @@ fn a_mixed_family_service_applies_nothing() {
 #[test]
 fn genhash_fetches_from_an_ipv6_server() {
     let net = CliLab::new();
-    add_ipv6(&net);
     let _server = http6(net.server(0), "six", "fd00:58::135");
     let out = net
         .ctl(&[
@@ -268,11 +238,6 @@ fn the_daemon_checks_ipv6_backends() {
         },
         &[],
     );
-    add_ipv6_to(&[
-        (env.lab.director(0), 134),
-        (env.server(0), 135),
-        (env.server(1), 136),
-    ]);
     let one = http6(env.server(0), "one", "fd00:58::135");
     let _two = http6(env.server(1), "two", "fd00:58::136");
     let file = env.file(

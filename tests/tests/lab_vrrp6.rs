@@ -15,10 +15,10 @@
 //! and [`lbctl_master_keepalived_backup`] (ours must pass its checks: it stays backup).
 //!
 //! Every failover is measured from the event (link pulled or plugged) to the VIP on the new
-//! master and to the client's entry moving, and printed (`FAILOVER6 ...`). The test turns
-//! IPv6 on for the hosts it uses and adds its own addresses (the client's, with `nodad`); the
-//! VRRP VIP is one no other part of the lab uses. Everything is dropped at the end, also on failure: the
-//! daemons, the `lb-ctl` pins, then the lab.
+//! master and to the client's entry moving, and printed (`FAILOVER6 ...`). Every lab host has
+//! IPv6 and its address of fd00:58::/64 already; the VRRP VIP is one of that prefix that no
+//! other part of the lab uses, so it is on the client's link. Everything is dropped at the
+//! end, also on failure: the daemons, the `lb-ctl` pins, then the lab.
 
 use std::{
     net::{Ipv6Addr, SocketAddrV6, UdpSocket},
@@ -33,10 +33,8 @@ use lb_tests::{
     lbctl::LbCtl,
 };
 
-/// The instance's virtual address.
+/// The instance's virtual address (in the lab's fd00:58::/64).
 const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x58, 0, 0, 0, 0, 1, 0x133);
-/// The client's address on the VIP's subnet (so the VIP is on its link).
-const CLIENT6: &str = "fd00:58::1:100/64";
 /// Slack on top of a protocol bound for polling and a loaded machine.
 const SLACK: Duration = Duration::from_millis(700);
 const INTERVAL: Duration = Duration::from_millis(200);
@@ -54,8 +52,9 @@ fn vrrp6_yaml(priority: u8) -> String {
     )
 }
 
-/// The lab: two directors, one real server (unused), the client on the VIP's IPv6 subnet;
-/// waits until every host's link-local address is past duplicate address detection.
+/// The lab: two directors, one real server (unused), the client; waits until the link-local
+/// address of the client's and each director's `eth0` (the source of VRRP adverts and of
+/// neighbour advertisements) is there and usable.
 fn lab() -> Lab {
     let lab = Lab::build(&LabSpec {
         directors: 2,
@@ -66,12 +65,6 @@ fn lab() -> Lab {
     })
     .unwrap_or_else(|e| panic!("building the lab: {e:#}"));
     for host in [lab.client(), lab.director(0), lab.director(1)] {
-        enable_ipv6(host);
-    }
-    lab.client()
-        .ip_batch(&[format!("addr replace {CLIENT6} dev eth0 nodad")])
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    for host in [lab.client(), lab.director(0), lab.director(1)] {
         assert!(
             lab::wait_until(Duration::from_secs(5), || link_local_ready(host)),
             "{}: no usable IPv6 link-local address within 5 s",
@@ -79,15 +72,6 @@ fn lab() -> Lab {
         );
     }
     lab
-}
-
-/// Turns IPv6 on for `host`'s eth0 (the lab builds hosts without it).
-fn enable_ipv6(host: &Host) {
-    host.run_in(|| {
-        std::fs::write("/proc/sys/net/ipv6/conf/eth0/disable_ipv6", "0")?;
-        Ok(())
-    })
-    .unwrap_or_else(|e| panic!("enabling IPv6 on {}: {e:#}", host.name));
 }
 
 fn link_local_ready(host: &Host) -> bool {

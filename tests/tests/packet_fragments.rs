@@ -7,11 +7,10 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use lb_common::{PROTO_UDP, Reason, frag_timeouts};
-use lb_ctl::config::Scheduler;
+use lb_common::{Reason, frag_timeouts};
 use lb_tests::packet::{
-    CLIENT_MAC, DIRECTOR_MAC, Harness, Service6, backend_of, fragments_v4, fragments_v6,
-    udp4_frame, udp6_frame,
+    CLIENT_MAC, DIRECTOR_MAC, Harness, backend_of, fragments_v4, fragments_v6, udp4_frame,
+    udp6_frame,
 };
 
 const VIP4: [u8; 4] = [192, 168, 58, 133];
@@ -19,8 +18,9 @@ const CLIENT4: [u8; 4] = [192, 168, 58, 100];
 const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x58, 0, 0, 0, 0, 0, 0x133);
 const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x58, 0, 0, 0, 0, 0, 0x100);
 
-/// UDP port 53 over four backends with mh, so a wrong backend shows.
-const DNS4: &str = "
+/// `dns` (IPv4) and `dns6` (IPv6): UDP port 53 over four backends each with mh, so a wrong
+/// backend shows.
+const DNS: &str = "
 services:
   - name: dns
     vip: 192.168.58.133
@@ -33,32 +33,22 @@ services:
       - address: 192.168.58.136
       - address: 192.168.58.137
       - address: 192.168.58.138
+  - name: dns6
+    vip: \"fd00:58::133\"
+    port: 53
+    protocol: udp
+    scheduler: mh
+    table_size: 4093
+    backends:
+      - address: \"fd00:58::135\"
+      - address: \"fd00:58::136\"
+      - address: \"fd00:58::137\"
+      - address: \"fd00:58::138\"
 ";
 
-fn v6_backends() -> Vec<(Ipv6Addr, u32)> {
-    (0..4u16)
-        .map(|i| (Ipv6Addr::new(0xfd00, 0x58, 0, 0, 0, 0, 0, 0x135 + i), 1))
-        .collect()
-}
-
-/// A harness with `dns` (IPv4, from the file) and `dns6` (IPv6): UDP 53, mh, four backends.
+/// A harness with [`DNS`] applied.
 fn harness() -> Harness {
-    let mut h = Harness::with_config(DNS4);
-    let b = v6_backends();
-    h.set_service6(
-        0,
-        &Service6 {
-            name: "dns6",
-            vip: VIP6,
-            port: 53,
-            proto: PROTO_UDP,
-            scheduler: Scheduler::Mh,
-            table_size: 4093,
-            backends: &b,
-            persistence: None,
-        },
-    );
-    h
+    Harness::with_config(DNS)
 }
 
 /// 4,000 bytes of UDP payload: three fragments at a 1,500-byte MTU.
@@ -210,20 +200,19 @@ fn an_entry_expires_after_the_reassembly_timeout_each_fragment_refreshes() {
 #[test]
 fn a_fragment_whose_backend_went_down_passes() {
     let mut h = harness();
+    // In both families the backend is held down by the health checker's apply; back up, the
+    // datagram's later fragments go to it again.
     let frags = datagram6(5);
     let to = backend_of(&frags[0], &h.run(&frags[0]));
-    h.set_backend6_usable(v6(0x135 + to as u16), false);
+    h.apply_with_down(DNS, &[("dns6", v6(0x135 + to as u16))]);
     h.assert_passed(&frags[1], Reason::PassFragment);
-    // Back up: the datagram's fragments go to it again.
-    h.set_backend6_usable(v6(0x135 + to as u16), true);
+    h.apply(DNS);
     assert_eq!(backend_of(&frags[2], &h.run(&frags[2])), to);
-    // IPv4, with the backend held down by the health checker's apply (which, the file having
-    // no IPv6 service, also removes dns6).
     let frags = datagram4(5);
     let to = backend_of(&frags[0], &h.run(&frags[0]));
-    h.apply_with_down(DNS4, &[("dns", v4(135 + to as u8))]);
+    h.apply_with_down(DNS, &[("dns", v4(135 + to as u8))]);
     h.assert_passed(&frags[1], Reason::PassFragment);
-    h.apply(DNS4);
+    h.apply(DNS);
     assert_eq!(backend_of(&frags[2], &h.run(&frags[2])), to);
 }
 

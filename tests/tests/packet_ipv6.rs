@@ -1,19 +1,18 @@
-//! Packet-level tests of the IPv6 data path: the real XDP program, IPv6 services written into
-//! its maps as `apply` writes IPv4 ones, crafted frames run with BPF_PROG_TEST_RUN. Each test
-//! asserts the action, every byte that comes out and the counters, as packet_datapath.rs,
-//! packet_schedulers.rs and packet_no_flow.rs do for IPv4.
+//! Packet-level tests of the IPv6 data path: the real XDP program, IPv6 services applied from
+//! a service file as `lb-ctl apply` applies it (config, plan, maps), crafted frames run with
+//! BPF_PROG_TEST_RUN. Each test asserts the action, every byte that comes out and the
+//! counters, as packet_datapath.rs, packet_schedulers.rs and packet_no_flow.rs do for IPv4.
 //!
 //! Needs root (or CAP_BPF + CAP_NET_ADMIN); without it every test fails and says so.
 
 use std::net::Ipv6Addr;
 
 use etherparse::{PacketBuilder, VlanId};
-use lb_common::{PROTO_TCP, PROTO_UDP, Reason};
-use lb_ctl::config::Scheduler;
+use lb_common::Reason;
 use lb_tests::packet::{
     BACKEND_MACS, CLIENT_MAC, DEST_OPTS, DIRECTOR_MAC, Extension, HOP_BY_HOP, Harness, ROUTING,
-    Service6, XDP_DROP, XDP_PASS, XDP_TX, backend_of, extension, forwarded, fragment_header,
-    tcp6_frame, udp6_frame, with_extensions,
+    XDP_DROP, XDP_PASS, XDP_TX, backend_of, extension, forwarded, fragment_header, tcp6_frame,
+    udp6_frame, with_extensions,
 };
 
 const VIP: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x58, 0, 0, 0, 0, 0, 0x133);
@@ -23,43 +22,58 @@ fn backend(n: u16) -> Ipv6Addr {
     Ipv6Addr::new(0xfd00, 0x58, 0, 0, 0, 0, 0, n)
 }
 
-/// `count` backends fd00:58::135 onwards with these weights.
-fn backends(weights: &[u32]) -> Vec<(Ipv6Addr, u32)> {
+/// Backends fd00:58::135 onwards with these weights: (last group, weight).
+fn backends(weights: &[u32]) -> Vec<(u16, u32)> {
     (0..weights.len())
-        .map(|i| (backend(0x135 + i as u16), weights[i]))
+        .map(|i| (0x135 + i as u16, weights[i]))
         .collect()
 }
 
-fn service<'a>(scheduler: Scheduler, b: &'a [(Ipv6Addr, u32)]) -> Service6<'a> {
-    Service6 {
-        name: "web6",
-        vip: VIP,
-        port: 80,
-        proto: PROTO_TCP,
-        scheduler,
-        table_size: 4093,
-        backends: b,
-        persistence: None,
+/// One service of a service file: `name` on the VIP at `port`/`protocol`, with `scheduler`
+/// (mh and sh over a 4093-slot table), the `extra` lines, and the backends
+/// `fd00:58::<last>` with their weights.
+fn service(
+    name: &str,
+    port: u16,
+    protocol: &str,
+    scheduler: &str,
+    extra: &str,
+    backends: &[(u16, u32)],
+) -> String {
+    let mut s = format!(
+        "  - name: {name}\n    vip: \"{VIP}\"\n    port: {port}\n    protocol: {protocol}\n    \
+         scheduler: {scheduler}\n{extra}"
+    );
+    if matches!(scheduler, "mh" | "sh") {
+        s += "    table_size: 4093\n";
     }
+    s += "    backends:\n";
+    for (last, weight) in backends {
+        s += &format!(
+            "      - address: \"{}\"\n        weight: {weight}\n",
+            backend(*last)
+        );
+    }
+    s
+}
+
+/// `web6`: TCP port 80 over `backends` with `scheduler`.
+fn web6(scheduler: &str, backends: &[(u16, u32)]) -> String {
+    service("web6", 80, "tcp", scheduler, "", backends)
+}
+
+/// A harness with these services applied from one file.
+fn harness(services: &[String]) -> Harness {
+    Harness::with_config(&format!("services:\n{}", services.concat()))
 }
 
 /// A harness with `web6` (TCP port 80, rr over ::135 and ::136) and `dns6` (UDP port 53, rr
 /// over ::136).
 fn two_services() -> Harness {
-    let mut h = Harness::new();
-    let web = backends(&[1, 1]);
-    h.set_service6(0, &service(Scheduler::Rr, &web));
-    let dns = [(backend(0x136), 1)];
-    h.set_service6(
-        1,
-        &Service6 {
-            name: "dns6",
-            port: 53,
-            proto: PROTO_UDP,
-            ..service(Scheduler::Rr, &dns)
-        },
-    );
-    h
+    harness(&[
+        web6("rr", &backends(&[1, 1])),
+        service("dns6", 53, "udp", "rr", "", &[(0x136, 1)]),
+    ])
 }
 
 fn tcp(client: Ipv6Addr, sport: u16, dport: u16, flags: &str) -> Vec<u8> {
@@ -372,26 +386,12 @@ fn vlan_tagged_ipv6_is_forwarded_with_its_tags() {
 
 #[test]
 fn every_action_over_ipv6_drop_stateless_and_no_flow() {
-    let mut h = Harness::new();
-    let none = backends(&[0]);
-    h.set_service6(0, &service(Scheduler::Rr, &none));
     let two = backends(&[1, 1]);
-    h.set_service6(
-        1,
-        &Service6 {
-            name: "mh6",
-            port: 81,
-            ..service(Scheduler::Mh, &two)
-        },
-    );
-    h.set_service6(
-        2,
-        &Service6 {
-            name: "rr6",
-            port: 82,
-            ..service(Scheduler::Rr, &two)
-        },
-    );
+    let mut h = harness(&[
+        web6("rr", &backends(&[0])),
+        service("mh6", 81, "tcp", "mh", "", &two),
+        service("rr6", 82, "tcp", "rr", "", &two),
+    ]);
     // No usable backend: dropped and counted.
     assert_eq!(h.run(&syn(40000)).action, XDP_DROP);
     h.assert_reasons(&[(Reason::DropNoBackend, 1)]);
@@ -408,11 +408,10 @@ fn every_action_over_ipv6_drop_stateless_and_no_flow() {
 
 #[test]
 fn ipv4_and_ipv6_services_share_the_maps() {
-    let mut h = Harness::with_config(
-        "services:\n  - name: web\n    vip: 192.168.58.133\n    port: 80\n    scheduler: rr\n    backends:\n      - address: 192.168.58.137\n",
-    );
-    let web = backends(&[1]);
-    h.set_service6(0, &service(Scheduler::Rr, &web));
+    let mut h = harness(&[
+        "  - name: web\n    vip: 192.168.58.133\n    port: 80\n    scheduler: rr\n    backends:\n      - address: 192.168.58.137\n".to_string(),
+        web6("rr", &backends(&[1])),
+    ]);
     let v4 = lb_tests::packet::tcp_frame(
         (CLIENT_MAC, DIRECTOR_MAC),
         ([192, 168, 58, 100], 40000),
@@ -444,18 +443,10 @@ fn picks(h: &mut Harness, n: u32, port: u16) -> Vec<usize> {
 
 #[test]
 fn rr_and_wrr_follow_their_sequences_over_ipv6() {
-    let mut h = Harness::new();
-    let three = backends(&[1, 1, 1]);
-    h.set_service6(0, &service(Scheduler::Rr, &three));
-    let w = backends(&[5, 3, 1]);
-    h.set_service6(
-        1,
-        &Service6 {
-            name: "wrr6",
-            port: 81,
-            ..service(Scheduler::Wrr, &w)
-        },
-    );
+    let mut h = harness(&[
+        web6("rr", &backends(&[1, 1, 1])),
+        service("wrr6", 81, "tcp", "wrr", "", &backends(&[5, 3, 1])),
+    ]);
     for (i, p) in picks(&mut h, 300, 80).iter().enumerate() {
         assert_eq!(*p, i % 3, "rr flow {i}");
     }
@@ -471,8 +462,7 @@ fn rr_and_wrr_follow_their_sequences_over_ipv6() {
 #[test]
 fn mh_over_ipv6_matches_weights_and_every_director() {
     let w = backends(&[1, 2, 3, 4]);
-    let mut a = Harness::new();
-    a.set_service6(0, &service(Scheduler::Mh, &w));
+    let mut a = harness(&[web6("mh", &w)]);
     let counts = picks(&mut a, 10_000, 80)
         .into_iter()
         .fold([0u32; 4], |mut c, p| {
@@ -488,9 +478,8 @@ fn mh_over_ipv6_matches_weights_and_every_director() {
         );
     }
     // A second director, its backends listed in reverse: the same backend for every flow.
-    let reversed: Vec<(Ipv6Addr, u32)> = w.iter().rev().copied().collect();
-    let mut b = Harness::new();
-    b.set_service6(0, &service(Scheduler::Mh, &reversed));
+    let reversed: Vec<(u16, u32)> = w.iter().rev().copied().collect();
+    let mut b = harness(&[web6("mh", &reversed)]);
     a.clear_flows();
     for i in 0..2000u32 {
         let f = tcp(client(i), 40000 + i as u16, 80, "S");
@@ -504,9 +493,7 @@ fn mh_over_ipv6_matches_weights_and_every_director() {
 
 #[test]
 fn sh_over_ipv6_sends_a_source_to_one_backend_on_every_port() {
-    let mut h = Harness::new();
-    let three = backends(&[1, 1, 1]);
-    h.set_service6(0, &service(Scheduler::Sh, &three));
+    let mut h = harness(&[web6("sh", &backends(&[1, 1, 1]))]);
     let mut per_backend = [0; 4];
     for c in 0..300u32 {
         let f = tcp(client(c), 20000, 80, "S");
@@ -524,9 +511,7 @@ fn sh_over_ipv6_sends_a_source_to_one_backend_on_every_port() {
 
 #[test]
 fn lc_and_wlc_over_ipv6_follow_active_connections() {
-    let mut h = Harness::new();
-    let three = backends(&[1, 1, 1]);
-    h.set_service6(0, &service(Scheduler::Lc, &three));
+    let mut h = harness(&[web6("lc", &backends(&[1, 1, 1]))]);
     let picks: Vec<usize> = (0..6u16)
         .map(|p| {
             let f = tcp(client(1), 1000 + p, 80, "S");
@@ -547,9 +532,7 @@ fn lc_and_wlc_over_ipv6_follow_active_connections() {
         .collect();
     assert_eq!(next, vec![1, 1]);
 
-    let mut h = Harness::new();
-    let two = backends(&[2, 1]);
-    h.set_service6(0, &service(Scheduler::Wlc, &two));
+    let mut h = harness(&[web6("wlc", &backends(&[2, 1]))]);
     let mut counts = [0; 2];
     for p in 0..30u16 {
         let f = tcp(client(3), 3000 + p, 80, "S");
@@ -560,15 +543,14 @@ fn lc_and_wlc_over_ipv6_follow_active_connections() {
 
 #[test]
 fn persistence_by_a_64_bit_prefix_keeps_a_network_on_one_backend() {
-    let mut h = Harness::new();
-    let two = backends(&[1, 1]);
-    h.set_service6(
-        0,
-        &Service6 {
-            persistence: Some((300, 64)),
-            ..service(Scheduler::Rr, &two)
-        },
-    );
+    let mut h = harness(&[service(
+        "web6",
+        80,
+        "tcp",
+        "rr",
+        "    persistence: { timeout: 300s, netmask: 64 }\n",
+        &backends(&[1, 1]),
+    )]);
     let net_a = |host: u16| Ipv6Addr::new(0xfd00, 0x99, 0, 1, 0xaaaa, 0, 0, host);
     let net_b = |host: u16| Ipv6Addr::new(0xfd00, 0x99, 0, 2, 0, 0, 0, host);
     // Two clients of one /64, several connections each: one backend, though rr alternates.
@@ -589,6 +571,7 @@ fn persistence_by_a_64_bit_prefix_keeps_a_network_on_one_backend() {
     let entries: Vec<_> = h.maps().persist.keys().filter_map(|k| k.ok()).collect();
     assert_eq!(entries.len(), 2, "one entry a /64: {entries:?}");
     // The key is the client masked to its /64.
-    let masked = lb_tests::packet::addr_words(Ipv6Addr::new(0xfd00, 0x99, 0, 1, 0, 0, 0, 0).into());
+    let masked =
+        lb_ctl::plan::convert::addr_of(Ipv6Addr::new(0xfd00, 0x99, 0, 1, 0, 0, 0, 0).into());
     assert!(entries.iter().any(|k| k.client == masked), "{entries:?}");
 }

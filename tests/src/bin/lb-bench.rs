@@ -22,14 +22,10 @@ use aya::{
     programs::{ProgramFd, TestRun, TestRunOptions, Xdp},
 };
 use etherparse::{PacketBuilder, VlanId};
-use lb_common::{BenchFrame, PROTO_TCP};
-use lb_ctl::{
-    config::Scheduler,
-    maps::loader::{self, BENCH_OBJECT},
-};
+use lb_common::BenchFrame;
+use lb_ctl::maps::loader::{self, BENCH_OBJECT};
 use lb_tests::packet::{
-    CLIENT_MAC, DIRECTOR_MAC, Harness, Service6, XDP_DROP, XDP_PASS, XDP_TX, require_root,
-    tcp6_frame,
+    CLIENT_MAC, DIRECTOR_MAC, Harness, XDP_DROP, XDP_PASS, XDP_TX, require_root, tcp6_frame,
 };
 
 const CONFIG: &str = "
@@ -51,6 +47,10 @@ services:
       backends: [ { address: 192.168.58.135 }, { address: 192.168.58.136 } ] }
   - { name: dns, vip: 192.168.58.133, port: 53, protocol: udp, scheduler: rr,
       backends: [ { address: 192.168.58.135 } ] }
+  - { name: wrr6, vip: \"fd00:58::133\", port: 80, scheduler: wrr,
+      backends: [ { address: \"fd00:58::135\", weight: 3 }, { address: \"fd00:58::136\" } ] }
+  - { name: rr6, vip: \"fd00:58::133\", port: 81, scheduler: rr,
+      backends: [ { address: \"fd00:58::135\" }, { address: \"fd00:58::136\" } ] }
 ";
 
 /// One measured path.
@@ -122,30 +122,6 @@ const SPORT6: u16 = 14 + 40;
 
 fn v6(last: u16) -> Ipv6Addr {
     Ipv6Addr::new(0xfd00, 0x58, 0, 0, 0, 0, 0, last)
-}
-
-/// The IPv6 twins of the `wrr` (port 80) and `rr` (port 81) services, written into the maps
-/// directly (the harness's IPv6 services).
-fn add_ipv6_services(h: &mut Harness) {
-    let backends = [(v6(0x135), 3), (v6(0x136), 1)];
-    for (index, name, port, scheduler) in [
-        (0, "wrr6", 80, Scheduler::Wrr),
-        (1, "rr6", 81, Scheduler::Rr),
-    ] {
-        h.set_service6(
-            index,
-            &Service6 {
-                name,
-                vip: v6(0x133),
-                port,
-                proto: PROTO_TCP,
-                scheduler,
-                table_size: 0,
-                backends: &backends,
-                persistence: None,
-            },
-        );
-    }
 }
 
 fn tcp6(dst: Ipv6Addr, dport: u16, syn: bool) -> Vec<u8> {
@@ -274,7 +250,6 @@ fn main() -> Result<()> {
     require_root();
     let started = Instant::now();
     let mut h = Harness::with_config(CONFIG);
-    add_ipv6_services(&mut h);
     let insns = h
         .program()
         .info()
