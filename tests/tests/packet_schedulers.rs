@@ -294,7 +294,11 @@ fn a_down_backend_releases_its_flows() {
 #[test]
 fn a_full_connection_table_keeps_mh_flows_on_their_backend() {
     // The harness's connection table holds 4096 flows; 12,000 more evict the first ones, and
-    // mh still sends them where they were.
+    // mh still sends them where they were. FLOWS keeps one LRU list per CPU and a test run
+    // inserts on the CPU its thread is on: pinned to one CPU, every flow shares one list, as
+    // one CPU's traffic does (a thread moved between CPUs midway evicted none of the early
+    // flows from the other CPU's list).
+    pin_to_one_cpu();
     let mut h = Harness::with_config(&service("mh", &[1, 1, 1, 1], ""));
     let early: Vec<usize> = (0..200u32)
         .map(|i| backend_of(&h.run(&tcp(client(i), 47000, 80, "S"))))
@@ -355,4 +359,27 @@ fn a_recount_drops_connections_that_vanished_silently() {
         lb_ctl::maps::recount_connections(h.maps(), lb_ctl::maps::view::now_ns()).expect("recount");
     assert_eq!(changed, 0);
     assert_eq!(backend_of(&h.run(&tcp(client(7), 48010, 80, "S"))), 0);
+}
+
+/// Pins the calling thread to the first CPU it may run on.
+fn pin_to_one_cpu() {
+    // SAFETY: cpu_set_t is plain data; the calls get a valid pointer and its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+            0,
+            "sched_getaffinity"
+        );
+        let cpu = (0..libc::CPU_SETSIZE as usize)
+            .find(|&c| libc::CPU_ISSET(c, &set))
+            .expect("a CPU this thread may run on");
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "sched_setaffinity"
+        );
+    }
 }
