@@ -197,7 +197,7 @@ fn desired(ctx: &Context, bc: &BackendConfig, warnings: &mut Vec<String>) -> (Ba
         service_id: ctx.id,
         weight: bc.weight,
         port: bc.port.to_be(),
-        _pad: [0; 2],
+        ..Backend::default()
     };
     (want, usable)
 }
