@@ -5,8 +5,10 @@
 //! [`frames`].
 
 mod frames;
+mod tunnel;
 
 pub use frames::*;
+pub use tunnel::*;
 
 use std::{collections::HashMap, net::IpAddr};
 
@@ -303,7 +305,7 @@ impl Harness {
             .expect("running a frame through the program")
     }
 
-    fn service_id(&self, name: &str) -> u32 {
+    pub(crate) fn service_id(&self, name: &str) -> u32 {
         self.maps
             .services
             .iter()
