@@ -17,8 +17,8 @@
 //! to another state, and no connection is counted. A live entry whose backend is usable of
 //! the service gets the error; without one the error is placed as a packet of the flow without
 //! an entry would be (`place_without_entry`: persistence, else the mh/sh hash); rr, wrr, lc
-//! and wlc cannot place it and pass it (`pass_icmp_no_flow`). Only the MACs change
-//! (`rewrite`), and it is counted as a packet of the service and the backend, not a new flow.
+//! and wlc cannot place it and pass it (`pass_icmp_no_flow`). `process` forwards it as any
+//! packet (`rewrite`: the MACs, or a tunnel backend's encapsulation), and it is counted as a packet of the service and the backend, not a new flow.
 //!
 //! What passes, and as what: a broken outer packet (`pass_malformed`); a quote that is
 //! truncated, malformed or of a non-first fragment, or an ICMPv6 quote whose IPv6 header is
