@@ -265,3 +265,23 @@ services:
          route to the backend then gives it)"
     );
 }
+
+/// The README's tunnel example is a valid file, with the values its comments give.
+#[test]
+fn the_readme_example_parses() {
+    let readme = include_str!("../../../README.md");
+    let section = &readme[readme.find("### Tunnels").expect("the tunnels section")..];
+    let start = section.find("```yaml\n").expect("an example") + "```yaml\n".len();
+    let example = &section[start..start + section[start..].find("```").expect("its end")];
+    let c = ok(example);
+    let b = &c.services[0].backends;
+    assert_eq!(
+        b[0].forward,
+        tunnel(TunnelKind::Gue, 6080, Some("192.168.58.134"))
+    );
+    assert_eq!(
+        b[1].forward,
+        tunnel(TunnelKind::Ipip, 0, Some("fd00:58::134"))
+    );
+    assert_eq!(b[2].forward, Forwarding::Route);
+}
