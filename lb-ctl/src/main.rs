@@ -265,10 +265,10 @@ fn run_apply(dir: &Path, file: &Path, dry_run: bool, timeout: Duration) -> Resul
         .context("reading IFACES")?;
     // Before anything is written: a backend that is the director itself applies nothing.
     lb_ctl::net::own_addresses::check(&config, &file.display().to_string(), &ifindexes)?;
-    let macs = resolve::backend_macs(&config, &ifindexes, timeout);
+    let resolved = resolve::backends(&config, &ifindexes, timeout);
     let down = plan::Down::new();
     let plan =
-        lb_ctl::maps::write::apply_read(&mut maps, &current, &config, &macs, &down, dry_run)?;
+        lb_ctl::maps::write::apply_read(&mut maps, &current, &config, &resolved, &down, dry_run)?;
     for w in &plan.warnings {
         eprintln!("warning: {w}");
     }

@@ -23,7 +23,7 @@ use lb_common::{Counters, FlowKey, Frag, FragKey, Iface, Reason, names, v4_mappe
 use lb_ctl::{
     maps::loader::{self, Sizes},
     maps::{self, Maps},
-    plan::{self, Macs, Plan, convert},
+    plan::{self, Macs, Plan, Resolved, convert},
 };
 
 pub const XDP_DROP: u32 = 1;
@@ -123,6 +123,33 @@ pub struct Harness {
     last_plan: Plan,
 }
 
+/// The outer source of a test's tunnel backends that configure none (as the kernel's route
+/// would give it): the director's address of the backend's family.
+pub const TUNNEL_SOURCES: [IpAddr; 2] = [
+    IpAddr::V4(std::net::Ipv4Addr::new(192, 168, 58, 134)),
+    IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0x58, 0, 0, 0, 0, 0, 0x134)),
+];
+
+/// Route backends' MACs ([`BACKEND_MACS`]) and tunnel backends' sources ([`TUNNEL_SOURCES`]).
+fn resolved_for(config: &lb_ctl::config::Config) -> Resolved {
+    let sources = config
+        .services
+        .iter()
+        .flat_map(|s| &s.backends)
+        .filter(|b| b.forward.tunnel().is_some())
+        .map(|b| {
+            (
+                b.address,
+                Ok(TUNNEL_SOURCES[usize::from(b.address.is_ipv6())]),
+            )
+        })
+        .collect();
+    Resolved {
+        macs: macs_for(config),
+        sources,
+    }
+}
+
 fn macs_for(config: &lb_ctl::config::Config) -> Macs {
     let mut macs = HashMap::new();
     for s in &config.services {
@@ -188,7 +215,7 @@ impl Harness {
         let plan = maps::apply(
             &mut self.maps,
             &config,
-            &macs_for(&config),
+            &resolved_for(&config),
             &plan::Down::new(),
             false,
         )
@@ -210,8 +237,14 @@ impl Harness {
             .iter()
             .map(|(s, a)| ((s.to_string(), (*a).into()), "test".to_string()))
             .collect();
-        let plan = maps::apply(&mut self.maps, &config, &macs_for(&config), &down, false)
-            .expect("applying the test config");
+        let plan = maps::apply(
+            &mut self.maps,
+            &config,
+            &resolved_for(&config),
+            &down,
+            false,
+        )
+        .expect("applying the test config");
         self.last_plan = plan.clone();
         plan
     }

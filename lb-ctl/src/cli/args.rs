@@ -104,8 +104,8 @@ Apply a YAML service file to the running data path.
 The whole file is validated first; any error (named by file, line and field) applies
 nothing. FILE must be a regular file (after symlinks) of at most 16 MiB, nested at most 64
 deep; values quoted in errors are cut to 64 characters and control characters escaped.
-Addresses are IPv4 or IPv6; a service's VIP, backends and sorry server have one family
-(direct routing forwards packets unchanged). Addresses must be unicast: not in 0.0.0.0/8,
+Addresses are IPv4 or IPv6; a service's VIP, its route backends and its sorry server have
+one family (direct routing forwards packets unchanged); a tunnel backend may have either. Addresses must be unicast: not in 0.0.0.0/8,
 127.0.0.0/8, 224.0.0.0/4, 240.0.0.0/4 or 255.255.255.255; for IPv6 not ::, ::1, ff00::/8,
 fe80::/10 or IPv4-mapped (::ffff:a.b.c.d). A backend or sorry server that is an address of an attached interface,
 or the broadcast address of one of its subnets, is an error too. One writer at a time:
@@ -120,6 +120,13 @@ update. Applying the same file twice changes nothing the second time.
 Backend MACs come from the kernel's neighbour tables of the attached interfaces, ARP for
 IPv4 and NDP for IPv6 (the kernel is asked to resolve missing ones). A backend that cannot be resolved, or is not on
 the director's link, gets no traffic and is reported; it does not block the rest.
+
+Tunnels (`forward: tunnel`, LVS -i): the packet goes inside an outer header (IPIP, or GUE
+over UDP) to a real server anywhere routable, of either family; the data path asks the
+kernel's FIB for the next hop per packet, so a tunnel backend needs no MAC of its own. Its
+outer source is `tunnel.source`, else the source of the kernel's route to the backend (`ip
+route get BACKEND`); a backend without a route gets no traffic and is reported. `lb-ctl
+run` looks the routes up again at every reconcile tick.
 
 Example file:
   services:
@@ -139,7 +146,21 @@ Example file:
         timeout: 50s
         netmask: 64       # IPv6: a prefix length (IPv4: a dotted mask, 255.255.255.0)
       backends:
-        - address: \"fd00:58::135\"")]
+        - address: \"fd00:58::135\"
+    - name: tunnelled
+      vip: 192.168.58.133
+      port: 8080
+      forward: tunnel     # route (default) | tunnel; a backend may override it
+      tunnel:             # optional: IPIP from the route's source by default
+        type: gue         # ipip (default) | gue
+        port: 6080        # gue only; default 6080
+        source: 192.168.58.134   # optional outer source (the backend's family)
+      backends:
+        - address: 10.20.0.11       # behind a router
+        - address: \"fd00:20::11\"   # IPv4 in IPv6, in a tunnel only
+          tunnel: { type: ipip, source: \"fd00:58::134\" }
+        - address: 192.168.58.135
+          forward: route  # on the segment")]
     Apply {
         /// The service file.
         #[arg(short = 'f', long = "file", value_name = "FILE")]
@@ -154,7 +175,8 @@ Example file:
     /// List services and backends like `ipvsadm -L -n`.
     #[command(long_about = "\
 List the services and their backends like `ipvsadm -L -n`: protocol, VIP:port, scheduler,
-and for each backend its address:port, forwarding method (always Route: direct routing),
+and for each backend its address:port, forwarding method (Route: direct routing; Tunnel:
+IPIP or GUE, as ipvsadm shows -i),
 weight, ActiveConn (live TCP entries in SYN or ESTABLISHED: what lc and wlc compare) and
 InActConn (the other live entries: FIN, RST, UDP), the connections, packets and bytes it was
 sent, and its state (up, draining, unresolved). IPv6 is written as ipvsadm writes it,
@@ -195,8 +217,9 @@ backend), drop_bad_backend (an empty table slot), drop_no_flow (a TCP non-SYN of
 connection to an rr, wrr, lc or wlc service: no RST is sent back).
 
 --json prints an object with services[] (name, vip, port, protocol, scheduler, packets,
-bytes, connections, backends[] with address, port, weight, usable, packets, bytes,
-connections, active_connections, inactive_connections) and datapath[] (reason, action,
+bytes, connections, backends[] with address, port, weight, forward (route, ipip or gue;
+tunnels add tunnel_source, and GUE tunnel_port), usable, packets, bytes, connections,
+active_connections, inactive_connections) and datapath[] (reason, action,
 packets). --prometheus prints the text exposition format with metrics named lb_*.
 --watch SECONDS redraws every SECONDS with per-second rates (like ipvsadm --rate).")]
     Stats {
