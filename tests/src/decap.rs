@@ -35,6 +35,16 @@ impl DecapHarness {
         );
     }
 
+    /// The instructions the verifier processed when it loaded the program.
+    pub fn verified_instructions(&mut self) -> u32 {
+        loader::program(&mut self.ebpf, names::PROGRAM)
+            .expect("the program")
+            .info()
+            .expect("the program's info")
+            .verified_instruction_count()
+            .expect("this kernel reports the verifier's count")
+    }
+
     /// Runs `frame` once; returns what came out and the one reason it was counted under.
     pub fn run(&mut self, frame: &[u8]) -> (Output, DecapReason) {
         let before = self.maps.counts().expect("reading DECAP_STATS");

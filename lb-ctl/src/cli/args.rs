@@ -33,6 +33,8 @@ Typical use:
   lb-ctl run -f services.yaml --iface eth0
                                        all of it as a daemon, with keepalived's health
                                        checks and VRRP (see `lb-ctl run --help`)
+  lb-ctl decap attach eth0             on a real server of a tunnel service: take off the
+                                       director's IPIP or GUE header (`lb-ctl decap --help`)
 
 The program and its maps are pinned under --pin-dir, so the data path keeps forwarding
 after each command exits. Every command but genhash needs root (or CAP_BPF and
