@@ -3,7 +3,8 @@
 //! server's stack then receives what the client sends it inside IPIP (over IPv4 and over
 //! IPv6) and GUE, addressed to the VIP it holds on `lo`; before attach and after detach the
 //! same packets reach nothing. Status prints the settings and the counters; detach removes
-//! the link, the pins and the program.
+//! the link, the pins and the program. A director's program on the same host shares the pin
+//! directory, and each one's last detach leaves the other's pins.
 //!
 //! The client sends the tunnel packets itself (a raw IPIP or IPv6-in-IPv6 socket, a UDP
 //! socket to the GUE port): this kernel cannot decapsulate them, so only the program can
@@ -262,4 +263,38 @@ fn decap_attach_delivers_tunnelled_packets_and_detach_removes_everything() {
         )),
         "{out}"
     );
+}
+
+#[test]
+fn a_director_and_decapsulation_share_a_pin_directory_and_detach_apart() {
+    let lab = Lab::build(&LabSpec {
+        start_servers: false,
+        servers: 1,
+        ..LabSpec::default()
+    })
+    .unwrap_or_else(|e| panic!("building the lab: {e:#}"));
+    let server = lab.server(0);
+    let ctl = LbCtl::new(&lab, server).unwrap_or_else(|e| panic!("{e:#}"));
+    let dir = ctl.pin_dir().to_path_buf();
+
+    // A second interface for the director's program: a veth pair inside the server.
+    server
+        .ip_batch(&["link add dir0 type veth peer name dir1".to_string()])
+        .unwrap_or_else(|e| panic!("test setup failed: {e:#}"));
+    ctl.out(&["decap", "attach", "eth0"]).ok();
+    ctl.out(&["attach", "dir0", "--mode", "generic"]).ok();
+    // The director's last detach removes its own pins and leaves decapsulation's.
+    let out = ctl.out(&["detach", "dir0"]).ok();
+    assert!(out.stdout.contains("no interface left"), "{out}");
+    assert!(!dir.join(lb_common::names::SERVICES).exists());
+    assert!(dir.join("decap").join("link-eth0").exists());
+    let out = ctl.out(&["decap"]).ok();
+    assert!(
+        out.stdout
+            .starts_with("decapsulation (lb_decap): attached to eth0;"),
+        "{out}"
+    );
+    // And decapsulation's last detach removes the pin directory, now empty.
+    ctl.out(&["decap", "detach", "eth0"]).ok();
+    assert!(!dir.exists(), "{} is still there", dir.display());
 }
