@@ -10,6 +10,7 @@
 //! (`::ffff:a.b.c.d`), so IPv4 and IPv6 share every map. Ports are in network byte order.
 #![no_std]
 
+pub mod decap;
 mod flow;
 mod forward;
 mod frag;

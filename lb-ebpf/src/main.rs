@@ -30,6 +30,7 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod bounds;
 mod fib;
 mod frag;
 mod icmp;
@@ -37,10 +38,7 @@ mod ipv6;
 mod rare;
 mod tunnel;
 
-use core::{
-    intrinsics::{AtomicOrdering, atomic_xadd},
-    mem::size_of,
-};
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -55,7 +53,10 @@ use lb_common::{
     TcpState, age_ns, hash_addr, hash_flow, limits, tcp_flags, v4_mapped,
 };
 
-use crate::frag::Fragment;
+use crate::{
+    bounds::{ptr_at, ptr_at_var},
+    frag::Fragment,
+};
 
 #[map]
 static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(limits::MAX_SERVICES, 0);
@@ -260,30 +261,6 @@ fn forward(
     count(&SERVICE_STATS, service_id, delta);
     count(&BACKEND_STATS, backend_id, delta);
     Ok(())
-}
-
-/// A pointer to a `T` at `offset` bytes into the frame, if the frame holds all of it.
-#[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
-    let start = ctx.data();
-    if start + offset + size_of::<T>() > ctx.data_end() {
-        return None;
-    }
-    Some((start + offset) as *mut T)
-}
-
-/// As [`ptr_at`], for an offset known only at run time (after IP options or extension
-/// headers). The verifier ties a bounds check to the pointer register it was made on; left
-/// alone, LLVM may check `data + (offset + size)` and read through `data + offset`, another
-/// register, which the verifier refuses. The volatile read keeps one pointer for both.
-#[inline(always)]
-fn ptr_at_var<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
-    let p = ctx.data() + offset;
-    let p = unsafe { core::ptr::read_volatile(&p) };
-    if p + size_of::<T>() > ctx.data_end() {
-        return None;
-    }
-    Some(p as *mut T)
 }
 
 /// The 4 bytes at `at` as a word read from memory (network byte order kept).

@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod decap;
 pub mod env;
 pub mod icmp;
 pub mod keepalived;

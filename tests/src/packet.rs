@@ -117,6 +117,26 @@ pub struct Output {
     pub data: Vec<u8>,
 }
 
+/// Runs `frame` through `prog` once with BPF_PROG_TEST_RUN.
+pub fn test_run(prog: &mut aya::programs::Xdp, frame: &[u8]) -> Result<Output> {
+    let mut out = vec![0u8; frame.len() + 4096];
+    let res = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::new()
+        })
+        .context("BPF_PROG_TEST_RUN")?;
+    if res.data_size_out as usize > out.len() {
+        bail!("the kernel wrote {} bytes", res.data_size_out);
+    }
+    out.truncate(res.data_size_out as usize);
+    Ok(Output {
+        action: res.return_value,
+        data: out,
+    })
+}
+
 pub struct Harness {
     ebpf: Ebpf,
     maps: Maps,
@@ -314,23 +334,7 @@ impl Harness {
     }
 
     pub fn try_run(&mut self, frame: &[u8]) -> Result<Output> {
-        let prog = loader::program(&mut self.ebpf, names::PROGRAM)?;
-        let mut out = vec![0u8; frame.len() + 4096];
-        let res = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..TestRunOptions::new()
-            })
-            .context("BPF_PROG_TEST_RUN")?;
-        if res.data_size_out as usize > out.len() {
-            bail!("the kernel wrote {} bytes", res.data_size_out);
-        }
-        out.truncate(res.data_size_out as usize);
-        Ok(Output {
-            action: res.return_value,
-            data: out,
-        })
+        test_run(loader::program(&mut self.ebpf, names::PROGRAM)?, frame)
     }
 
     pub fn run(&mut self, frame: &[u8]) -> Output {

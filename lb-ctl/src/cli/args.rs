@@ -33,6 +33,8 @@ Typical use:
   lb-ctl run -f services.yaml --iface eth0
                                        all of it as a daemon, with keepalived's health
                                        checks and VRRP (see `lb-ctl run --help`)
+  lb-ctl decap attach eth0             on a real server of a tunnel service: take off the
+                                       director's IPIP or GUE header (`lb-ctl decap --help`)
 
 The program and its maps are pinned under --pin-dir, so the data path keeps forwarding
 after each command exits. Every command but genhash needs root (or CAP_BPF and
@@ -375,6 +377,42 @@ Instance block (see `lb-ctl run` for services):
         #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
         hook_timeout: Duration,
     },
+    /// On a real server: take off the tunnel headers of tunnel-mode services (status, attach,
+    /// detach).
+    #[command(long_about = "\
+On a real server of a tunnel-mode service (`forward: tunnel`): attach an XDP program that
+takes off the outer header the director put on, for kernels without the ipip, ip6tnl or
+fou modules. Without a subcommand, prints where it is attached, its settings and its
+counters.
+
+It decapsulates, behind Ethernet and up to two VLAN tags: IP in IPv4 (protocol 4 or 41;
+any IHL, header checksum verified), IP in IPv6 (next header 4 or 41 right after the fixed
+header) and GUE (outer IPv4 or IPv6, UDP to --gue-port; variant 1, the inner IP header right
+after UDP, or variant 0 with a 4-byte header without extension fields, flags or control).
+The inner header must be whole, of the family the outer header names, and end within the
+outer packet; then the frame goes to the stack as the inner packet, behind the same L2
+header with the inner family's EtherType. Everything else passes untouched: the server's
+own traffic, other UDP, fragments of tunnel packets (they cannot be reassembled here), IPv6
+extension headers before the tunnel, malformed tunnel packets (the kernel drops them).
+
+The real server then needs, as for direct routing, the VIP on lo and arp_ignore=1 /
+arp_announce=2 (IPv4), and, because the inner source is the client and arrives on this
+interface: rp_filter loose (2) or off (0) on it and on `all` (the kernel uses the higher).
+The program and its maps are pinned under PIN_DIR/decap, so decapsulation goes on after
+the command exits.
+
+Counters (`lb-ctl decap`): decap_ipip, decap_ip6, decap_gue (decapsulated, by outer
+header); pass_not_tunnel, pass_other_dst (not one of --accept-dst), pass_fragment,
+pass_malformed.
+
+Typical use:
+  lb-ctl decap attach eth0             IPIP, IPv6 and GUE on UDP 6080, any destination
+  lb-ctl decap                         where, settings, counters
+  lb-ctl decap detach eth0")]
+    Decap {
+        #[command(subcommand)]
+        action: Option<Decap>,
+    },
     /// Print the MD5 of a page's body like keepalived's genhash, for a check's `digest`.
     #[command(long_about = "\
 Fetch http://SERVER:PORT/URL (https with --ssl; the certificate is not verified; SERVER is an
@@ -404,6 +442,38 @@ Put it in the check's `digest:`. With --netns it runs inside that namespace.")]
         /// Print the response headers too.
         #[arg(long, short = 'v')]
         verbose: bool,
+    },
+}
+
+/// What `lb-ctl decap` does.
+#[derive(Subcommand)]
+pub enum Decap {
+    /// Print where decapsulation is attached, its settings and its counters (the default).
+    Status,
+    /// Attach the decapsulation program to an interface and pin it.
+    #[command(long_about = "\
+Load the decapsulation program, attach it to IFACE and pin the program, the link and its
+maps under PIN_DIR/decap. The settings (--gue-port, --accept-dst) hold for every interface
+it is attached to; attaching again (also an interface already attached) writes them anew.")]
+    Attach {
+        /// The interface tunnel packets arrive on.
+        iface: String,
+        /// native: in the driver (default); generic: in the kernel's generic path.
+        #[arg(long, value_enum, default_value_t = Mode::Native)]
+        mode: Mode,
+        /// The UDP port of GUE packets (the services' `tunnel.port`); 0 turns GUE off.
+        #[arg(long, value_name = "N", default_value_t = lb_common::decap::DEFAULT_GUE_PORT)]
+        gue_port: u16,
+        /// Decapsulate only packets whose outer destination is ADDR (repeat for more, at
+        /// most 64; IPv4 or IPv6), e.g. this server's own address on IFACE. Default: any
+        /// outer destination, as an ipip device without a local address.
+        #[arg(long = "accept-dst", value_name = "ADDR")]
+        accept_dst: Vec<std::net::IpAddr>,
+    },
+    /// Detach the decapsulation program from an interface; with none left, remove its pins.
+    Detach {
+        /// An interface given to `decap attach`.
+        iface: String,
     },
 }
 
