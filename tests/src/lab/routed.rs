@@ -22,9 +22,11 @@
 //!   the remote servers' default routes (both families) go via router-1, so their replies to
 //!   the client pass router-1 and never the director. Router-2 is only used once a host's
 //!   route is moved to it.
-//! - Remote servers: both VIPs on `lo` (as on the local real servers), `rp_filter` loose (2),
+//! - Remote servers: both VIPs on `lo`, `arp_ignore=1`, `arp_announce=2` (as on the local real
+//!   servers), `rp_filter` loose (2: the inner source, the client, arrives on `eth0`),
 //!   the same `lab-server` HTTP and UDP servers. They cannot take tunnelled packets by
-//!   themselves (this kernel has no IPIP device): the test attaches a decapsulation program.
+//!   themselves without the kernel's tunnel modules: a test attaches the project's decapsulation
+//!   program (`lb-ctl decap attach eth0`, `lb_tests::tunnel::Decap`).
 //! - Wire: TX checksum offload off on both legs of each router (forwarded packets leave
 //!   complete, as on a physical wire), and a pass-through XDP program on the switch-side port
 //!   of each remote server (native XDP on the server's `eth0` needs it, as for directors).
@@ -186,6 +188,11 @@ pub(super) fn build(
         let mut sysctls = Vec::new();
         for scope in ["all", "default", HOST_IFACE] {
             sysctls.push((format!("net/ipv4/conf/{scope}/rp_filter"), "2"));
+        }
+        // As on any real server with the VIP on lo (README): never answer ARP for it.
+        for scope in ["all", HOST_IFACE] {
+            sysctls.push((format!("net/ipv4/conf/{scope}/arp_ignore"), "1"));
+            sysctls.push((format!("net/ipv4/conf/{scope}/arp_announce"), "2"));
         }
         write_sysctls(&netns, &sysctls)?;
         if spec.pass_through {
