@@ -478,6 +478,9 @@ impl Lab {
                 for host in std::iter::once(&client).chain(&directors) {
                     ip_batch(&host.netns, &routed::route_commands(1))?;
                 }
+                for director in &directors {
+                    write_sysctls(&director.netns, &routed::director_sysctls(&director.iface))?;
+                }
                 built
             }
             None => (Vec::new(), Vec::new()),

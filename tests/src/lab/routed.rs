@@ -21,7 +21,8 @@
 //!   10.20.0.0/24 and fd00:20::/64 via router-1 ([`super::Lab::route_remote_via`] moves that);
 //!   the remote servers' default routes (both families) go via router-1, so their replies to
 //!   the client pass router-1 and never the director. Router-2 is only used once a host's
-//!   route is moved to it.
+//!   route is moved to it. The directors' `eth0` forwards (both families): the data path's
+//!   next-hop lookup for tunnel backends needs it.
 //! - Remote servers: both VIPs on `lo`, `arp_ignore=1`, `arp_announce=2` (as on the local real
 //!   servers), `rp_filter` loose (2: the inner source, the client, arrives on `eth0`),
 //!   the same `lab-server` HTTP and UDP servers. They cannot take tunnelled packets by
@@ -309,6 +310,16 @@ fn plug(switch_ns: &str, leg: Leg<'_>) -> Result<Host> {
         mac,
         switch_port: leg.switch_port,
     })
+}
+
+/// What a director of a routed lab needs for tunnel backends: the kernel's FIB answers the
+/// data path's next-hop lookups (`bpf_fib_lookup`) only for an interface that forwards, for
+/// IPv4 and IPv6 outer headers alike.
+pub(super) fn director_sysctls(iface: &str) -> Vec<(String, &'static str)> {
+    vec![
+        (format!("net/ipv4/conf/{iface}/forwarding"), "1"),
+        (format!("net/ipv6/conf/{iface}/forwarding"), "1"),
+    ]
 }
 
 /// The `ip` commands that route the remote subnets (both families) of `host` via router `r`
