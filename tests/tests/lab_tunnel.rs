@@ -297,7 +297,7 @@ fn a_route_change_moves_the_next_hop_without_a_reload() {
         &[],
     );
     let lab = &env.lab;
-    let _decap = Decap::attach(lab, lab.remote_servers(), None).unwrap_or_else(|e| panic!("{e:#}"));
+    let decap = Decap::attach(lab, lab.remote_servers(), None).unwrap_or_else(|e| panic!("{e:#}"));
     let director = lab.director(0);
     let vip: IpAddr = lab.vip().into();
     let filter = outer_filter(director, false, false, Encap::Ipip);
@@ -318,6 +318,8 @@ fn a_route_change_moves_the_next_hop_without_a_reload() {
     let second = requests(&env, vip, REQUESTS / 2);
     let via_second: Vec<usize> = caps.into_iter().map(|c| stop(c).len()).collect();
     let after = env.settled_stats("forwarded", Duration::from_secs(2));
+    // Detached while the lab stands: `env` moves below and would be torn down first.
+    drop(decap);
     let mut env = env;
     let still_running = env.daemon_mut().exit_status().is_none();
     eprintln!(
