@@ -1,10 +1,11 @@
 //! Builds the XDP object from `../lb-ebpf` with the nightly toolchain for `bpfel-unknown-none`
-//! and leaves it in `OUT_DIR/lb-ebpf` (and the bench programs in `OUT_DIR/lb-bench`), where
-//! `src/maps/loader.rs` embeds them. One binary is then all a user installs.
+//! and leaves it in `OUT_DIR/lb-ebpf` (and the bench programs in `OUT_DIR/lb-bench`, the real
+//! servers' decapsulation program in `OUT_DIR/lb-decap`), where `src/maps/loader.rs` embeds
+//! them. One binary is then all a user installs.
 //!
 //! Needs `bpf-linker` on PATH and the nightly's `rust-src` (`cargo xtask setup` installs both).
-//! `LB_EBPF_OBJECT=PATH` uses a prebuilt object instead (the bench programs are then empty:
-//! `cargo xtask bench` needs a full build).
+//! `LB_EBPF_OBJECT=PATH` uses a prebuilt object instead (the bench and decapsulation programs
+//! are then empty: `cargo xtask bench` and `lb-ctl decap` need a full build).
 //!
 //! This is what `aya_build::build_ebpf` (aya-build 0.2.0) runs, written out, because that
 //! function cannot build this crate: it runs `cargo build --package lb-ebpf` in the outer
@@ -19,8 +20,9 @@ use std::{env, fs, path::PathBuf, process::Command};
 
 use anyhow::{Context as _, bail};
 
-/// The objects lb-ebpf builds: the data path, and the programs `cargo xtask bench` uses.
-const OBJECTS: [&str; 2] = ["lb-ebpf", "lb-bench"];
+/// The objects lb-ebpf builds: the data path, the programs `cargo xtask bench` uses, and the
+/// real servers' decapsulation program.
+const OBJECTS: [&str; 3] = ["lb-ebpf", "lb-bench", "lb-decap"];
 
 fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
@@ -33,8 +35,10 @@ fn main() -> anyhow::Result<()> {
     if let Some(prebuilt) = env::var_os("LB_EBPF_OBJECT") {
         fs::copy(&prebuilt, &dest)
             .with_context(|| format!("copying LB_EBPF_OBJECT {prebuilt:?}"))?;
-        let bench = out_dir.join("lb-bench");
-        fs::write(&bench, b"").with_context(|| format!("writing {}", bench.display()))?;
+        for name in &OBJECTS[1..] {
+            let empty = out_dir.join(name);
+            fs::write(&empty, b"").with_context(|| format!("writing {}", empty.display()))?;
+        }
         return Ok(());
     }
     for dir in [

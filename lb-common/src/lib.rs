@@ -10,11 +10,14 @@
 //! (`::ffff:a.b.c.d`), so IPv4 and IPv6 share every map. Ports are in network byte order.
 #![no_std]
 
+pub mod decap;
 mod flow;
+mod forward;
 mod frag;
 mod pick;
 
 pub use flow::{Flow, TcpState, age_ns, tcp_flags, timeouts};
+pub use forward::Forward;
 pub use frag::{Frag, FragKey, frag_timeouts};
 pub use pick::{Pick, Sched};
 
@@ -198,7 +201,14 @@ pub struct Backend {
     pub weight: u32,
     /// Network byte order (equals the service's port in DR mode, 0 for all-ports services).
     pub port: u16,
-    pub _pad: [u8; 2],
+    /// A [`Forward`] as a byte: direct routing (0) or a tunnel.
+    pub forward: u8,
+    pub _pad: u8,
+    /// Tunnels: the outer source address (16 bytes as `addr`; the family of `addr`).
+    pub tunnel_src: Addr,
+    /// GUE: the UDP destination port the backend decapsulates on (network byte order).
+    pub tunnel_port: u16,
+    pub _pad2: [u8; 2],
 }
 
 /// Key of `FLOWS`: one direction of a connection, client to VIP.
@@ -307,10 +317,18 @@ pub enum Reason {
     ForwardedFragment = 14,
     /// Passed: an IPv6 header chain longer than the data path walks.
     PassHeaderChain = 15,
+    /// Passed: a packet for a tunnel backend whose outer destination has no route or no
+    /// resolved next hop in the kernel's FIB (`bpf_fib_lookup`); the kernel resolves it, and a
+    /// later packet is encapsulated.
+    PassNoRoute = 16,
+    /// Sent back (XDP_TX): the encapsulated packet would exceed the egress MTU and the client
+    /// forbade fragmentation; the client got ICMP "fragmentation needed" / ICMPv6 "packet too
+    /// big" from the VIP, with the MTU minus the tunnel's overhead.
+    AnsweredTooBig = 17,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 18;
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::Forwarded,
         Reason::PassNotIp,
@@ -328,6 +346,8 @@ impl Reason {
         Reason::PassIcmpNoFlow,
         Reason::ForwardedFragment,
         Reason::PassHeaderChain,
+        Reason::PassNoRoute,
+        Reason::AnsweredTooBig,
     ];
 
     /// A stable snake_case name, used as a JSON key and Prometheus label.
@@ -349,6 +369,8 @@ impl Reason {
             Reason::PassIcmpNoFlow => "pass_icmp_no_flow",
             Reason::ForwardedFragment => "forwarded_fragment",
             Reason::PassHeaderChain => "pass_header_chain",
+            Reason::PassNoRoute => "pass_no_route",
+            Reason::AnsweredTooBig => "answered_too_big",
         }
     }
 
@@ -368,6 +390,7 @@ impl Reason {
                 | Reason::ForwardedStateless
                 | Reason::ForwardedIcmp
                 | Reason::ForwardedFragment
+                | Reason::AnsweredTooBig
         )
     }
 }
@@ -390,7 +413,7 @@ const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
 const _: () = assert!(core::mem::size_of::<Service>() == 68);
 const _: () = assert!(core::mem::size_of::<PersistKey>() == 20);
 const _: () = assert!(core::mem::size_of::<Persist>() == 16);
-const _: () = assert!(core::mem::size_of::<Backend>() == 36);
+const _: () = assert!(core::mem::size_of::<Backend>() == 56);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<Flow>() == 24);
 const _: () = assert!(core::mem::size_of::<Iface>() == 8);

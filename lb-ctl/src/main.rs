@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser as _;
-use lb_ctl::cli::args::{Cli, Command};
+use lb_ctl::cli::args::{Cli, Command, Decap};
 use lb_ctl::{
     cli::director::Director,
     cli::list,
@@ -183,6 +183,7 @@ fn run(cli: Cli) -> Result<()> {
                     hook_timeout,
                 ))?;
         }
+        Command::Decap { action } => run_decap(dir, action, cli.global.wait)?,
         Command::Genhash {
             server,
             port,
@@ -207,6 +208,68 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             print!("{}", fetched.render(verbose));
+        }
+    }
+    Ok(())
+}
+
+/// `lb-ctl decap`: its pins live under `PIN_DIR/decap`, with a write lock of their own.
+fn run_decap(global_dir: &Path, action: Option<Decap>, wait: Duration) -> Result<()> {
+    use lb_ctl::maps::decap::{self, Attached, Settings};
+    let dir = decap::pin_dir(global_dir);
+    match action.unwrap_or(Decap::Status) {
+        Decap::Status => {
+            privileges::require("decap")?;
+            let status = decap::status(&dir)?;
+            print!("{}", lb_ctl::cli::decap::render(status.as_ref(), &dir));
+        }
+        Decap::Attach {
+            iface,
+            mode,
+            gue_port,
+            mut accept_dst,
+        } => {
+            privileges::require("decap attach")?;
+            accept_dst.sort();
+            accept_dst.dedup();
+            let max = lb_common::decap::MAX_DSTS as usize;
+            if accept_dst.len() > max {
+                bail!(
+                    "--accept-dst was given {} addresses; at most {max} are kept",
+                    accept_dst.len()
+                );
+            }
+            let _lock = write_lock(&dir, wait)?;
+            let settings = Settings {
+                gue_port,
+                dsts: accept_dst,
+            };
+            let done = decap::attach(&dir, &iface, mode, &settings)?;
+            let what = match done {
+                Attached::New => format!(
+                    "decapsulation attached to {iface} in {} mode; pinned under {}",
+                    mode.as_str(),
+                    dir.display()
+                ),
+                Attached::Already => format!(
+                    "{iface} is already attached (pinned under {}); settings written",
+                    dir.display()
+                ),
+            };
+            println!("{what}\n{}", settings.describe());
+        }
+        Decap::Detach { iface } => {
+            privileges::require("decap detach")?;
+            let _lock = write_lock(&dir, wait)?;
+            if decap::detach(&dir, &iface)? {
+                println!(
+                    "decapsulation detached from {iface}; no interface left, removed the pins \
+                     under {}",
+                    dir.display()
+                );
+            } else {
+                println!("decapsulation detached from {iface}");
+            }
         }
     }
     Ok(())
@@ -265,10 +328,10 @@ fn run_apply(dir: &Path, file: &Path, dry_run: bool, timeout: Duration) -> Resul
         .context("reading IFACES")?;
     // Before anything is written: a backend that is the director itself applies nothing.
     lb_ctl::net::own_addresses::check(&config, &file.display().to_string(), &ifindexes)?;
-    let macs = resolve::backend_macs(&config, &ifindexes, timeout);
+    let resolved = resolve::backends(&config, &ifindexes, timeout);
     let down = plan::Down::new();
     let plan =
-        lb_ctl::maps::write::apply_read(&mut maps, &current, &config, &macs, &down, dry_run)?;
+        lb_ctl::maps::write::apply_read(&mut maps, &current, &config, &resolved, &down, dry_run)?;
     for w in &plan.warnings {
         eprintln!("warning: {w}");
     }

@@ -11,12 +11,9 @@
 use aya_ebpf::{
     helpers::bpf_ktime_get_coarse_ns, macros::map, maps::LruHashMap, programs::XdpContext,
 };
-use lb_common::{Counters, Frag, FragKey, Reason, age_ns, frag_timeouts, limits};
+use lb_common::{Frag, FragKey, Reason, age_ns, frag_timeouts, limits};
 
-use crate::{
-    BACKEND_STATS, NS_PER_S, Packet, SERVICE_STATS, addressed_to_us, count, rewrite,
-    usable_backend_of,
-};
+use crate::{NS_PER_S, Packet, Target, addressed_to_us, usable_backend_of};
 
 /// The backend of each fragmented datagram whose first fragment was forwarded.
 #[map]
@@ -66,30 +63,26 @@ pub fn remember(pkt: &Packet, backend: u32, service_id: u32, now: u64) {
 /// A later fragment: to its first fragment's backend (`forwarded_fragment`), or to the kernel
 /// (`pass_fragment`).
 #[inline(always)]
-pub fn forward_later(ctx: &XdpContext, pkt: &Packet) -> Reason {
+pub fn forward_later(ctx: &XdpContext, pkt: &Packet) -> Result<Target, Reason> {
     let Some(f) = FRAGS.get_ptr_mut(&key(pkt)) else {
-        return Reason::PassFragment;
+        return Err(Reason::PassFragment);
     };
     let f = unsafe { &mut *f };
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     if age_ns(now, f.last_seen_ns) > f.timeout_s as u64 * NS_PER_S {
-        return Reason::PassFragment;
+        return Err(Reason::PassFragment);
     }
     let (backend_id, service_id) = (f.backend, f.service_id);
     let Some(backend) = usable_backend_of(backend_id, service_id) else {
-        return Reason::PassFragment;
+        return Err(Reason::PassFragment);
     };
-    if let Err(reason) = addressed_to_us(ctx) {
-        return reason;
-    }
+    addressed_to_us(ctx)?;
     f.last_seen_ns = now;
-    rewrite(ctx, backend);
-    let delta = Counters {
-        packets: 1,
-        bytes: pkt.ip_len as u64,
+    Ok(Target {
+        service_id,
+        backend_id,
+        backend,
         new_flows: 0,
-    };
-    count(&SERVICE_STATS, service_id, &delta);
-    count(&BACKEND_STATS, backend_id, &delta);
-    Reason::ForwardedFragment
+        reason: Reason::ForwardedFragment,
+    })
 }

@@ -17,8 +17,8 @@
 //! to another state, and no connection is counted. A live entry whose backend is usable of
 //! the service gets the error; without one the error is placed as a packet of the flow without
 //! an entry would be (`place_without_entry`: persistence, else the mh/sh hash); rr, wrr, lc
-//! and wlc cannot place it and pass it (`pass_icmp_no_flow`). Only the MACs change
-//! (`rewrite`), and it is counted as a packet of the service and the backend, not a new flow.
+//! and wlc cannot place it and pass it (`pass_icmp_no_flow`). `process` forwards it as any
+//! packet (`rewrite`: the MACs, or a tunnel backend's encapsulation), and it is counted as a packet of the service and the backend, not a new flow.
 //!
 //! What passes, and as what: a broken outer packet (`pass_malformed`); a quote that is
 //! truncated, malformed or of a non-first fragment, or an ICMPv6 quote whose IPv6 header is
@@ -27,13 +27,14 @@
 
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use lb_common::{
-    Addr, Backend, Counters, FlowKey, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason,
-    Service, v4_mapped,
+    Addr, Backend, FlowKey, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, Service,
+    v4_mapped,
 };
 
 use crate::{
-    FLOWS, Fragment, IP_OFFSET_MASK, IPV4_MIN_HLEN, IPV6_HLEN, Packet, addr_at, addressed_to_us,
-    find_service, forward, ipv6, place_without_entry, ptr_at, usable_backend, word_at,
+    FLOWS, Fragment, IP_OFFSET_MASK, IPV4_MIN_HLEN, IPV6_HLEN, Packet, Target, addr_at,
+    addressed_to_us, find_service, ipv6, place_without_entry, ptr_at, usable_backend,
+    usable_backend_of, word_at,
 };
 
 /// The ICMP and ICMPv6 header: type, code, checksum and 4 bytes (unused, MTU or pointer).
@@ -50,96 +51,126 @@ const QUOTED_L4: usize = 8;
 /// goes to [`v4_error`] or [`v6_error`]; ICMP in the other family, and a fragment of an ICMP
 /// message, pass.
 #[inline(always)]
-pub fn error(ctx: &XdpContext, l3: usize, pkt: &Packet) -> Reason {
+pub fn error(ctx: &XdpContext, l3: usize, pkt: &Packet) -> Result<Target, Reason> {
     if pkt.fragment != Fragment::None {
-        return Reason::PassFragment;
+        return Err(Reason::PassFragment);
     }
     let (icmp, ip_end) = (pkt.l4 as usize, l3 + pkt.ip_len as usize);
-    match (pkt.ipv6, pkt.flow.proto) {
+    let placed = match (pkt.ipv6, pkt.flow.proto) {
         (false, PROTO_ICMP) => v4_error(ctx, l3, icmp, ip_end),
         (true, PROTO_ICMPV6) => v6_error(ctx, l3, icmp, ip_end),
-        _ => Reason::PassNotTcpUdp,
+        _ => Err(Reason::PassNotTcpUdp),
+    }?;
+    target(placed)
+}
+
+/// What [`to_backend`] found, as one word: its reason, or `PLACED` with the service id in
+/// bits 32..62 and the backend id in bits 0..32.
+const PLACED: u64 = 1 << 63;
+
+/// The backend [`to_backend`] placed the error on, looked up again (a BPF function returns
+/// one scalar).
+#[inline(always)]
+fn target(placed: u64) -> Result<Target, Reason> {
+    if placed & PLACED == 0 {
+        // The reasons `to_backend` gives.
+        return Err(match placed as u32 {
+            r if r == Reason::PassNotVip as u32 => Reason::PassNotVip,
+            r if r == Reason::PassUnknownIface as u32 => Reason::PassUnknownIface,
+            r if r == Reason::PassOtherMac as u32 => Reason::PassOtherMac,
+            r if r == Reason::PassMalformed as u32 => Reason::PassMalformed,
+            _ => Reason::PassIcmpNoFlow,
+        });
     }
+    let (service_id, backend_id) = (((placed & !PLACED) >> 32) as u32, placed as u32);
+    let backend = usable_backend_of(backend_id, service_id).ok_or(Reason::PassIcmpNoFlow)?;
+    Ok(Target {
+        service_id,
+        backend_id,
+        backend,
+        new_flows: 0,
+        reason: Reason::ForwardedIcmp,
+    })
 }
 
 /// An ICMPv4 message at `icmp` in the IPv4 packet at `l3` that ends at `ip_end` (the outer
 /// header checked: version, length within the frame, not a fragment).
 #[inline(always)]
-pub fn v4_error(ctx: &XdpContext, l3: usize, icmp: usize, ip_end: usize) -> Reason {
+pub fn v4_error(ctx: &XdpContext, l3: usize, icmp: usize, ip_end: usize) -> Result<u64, Reason> {
     let ip_end = opaque(ip_end);
     let Some(h) = read::<ICMP_HLEN>(ctx, icmp, ip_end) else {
-        return Reason::PassMalformed;
+        return Err(Reason::PassMalformed);
     };
     if h[0] != ICMP_DEST_UNREACH && h[0] != ICMP_TIME_EXCEEDED {
-        return Reason::PassNotTcpUdp;
+        return Err(Reason::PassNotTcpUdp);
     }
     let Some(outer) = read::<IPV4_MIN_HLEN>(ctx, l3, ip_end) else {
-        return Reason::PassMalformed;
+        return Err(Reason::PassMalformed);
     };
     // The quoted IPv4 header.
     let inner = icmp + ICMP_HLEN;
     let Some(ip) = read::<IPV4_MIN_HLEN>(ctx, inner, ip_end) else {
-        return Reason::PassIcmpNoFlow;
+        return Err(Reason::PassIcmpNoFlow);
     };
     let hlen = ((ip[0] & 0x0f) as usize) * 4;
     if ip[0] >> 4 != 4 || hlen < IPV4_MIN_HLEN {
-        return Reason::PassIcmpNoFlow;
+        return Err(Reason::PassIcmpNoFlow);
     }
     let (src, dst, proto) = (word_at(ip, 12), word_at(ip, 16), ip[9]);
     if src != word_at(outer, 16) || (proto != PROTO_TCP && proto != PROTO_UDP) {
-        return Reason::PassNotVip;
+        return Err(Reason::PassNotVip);
     }
     // A non-first fragment quotes no ports.
     if u16::from_be_bytes([ip[6], ip[7]]) & IP_OFFSET_MASK != 0 {
-        return Reason::PassIcmpNoFlow;
+        return Err(Reason::PassIcmpNoFlow);
     }
     let Some(ports) = quoted_ports(ctx, inner + hlen, ip_end) else {
-        return Reason::PassIcmpNoFlow;
+        return Err(Reason::PassIcmpNoFlow);
     };
     let flow = client_flow(v4_mapped(src), v4_mapped(dst), ports, proto);
-    to_backend(ctx, &flow, (ip_end - l3) as u64)
+    Ok(to_backend(ctx, &flow))
 }
 
 /// An ICMPv6 message at `icmp` in the IPv6 packet at `l3` that ends at `ip_end` (the outer
 /// header checked: version, length within the frame; `icmp` is where its header chain ends).
 #[inline(always)]
-pub fn v6_error(ctx: &XdpContext, l3: usize, icmp: usize, ip_end: usize) -> Reason {
+pub fn v6_error(ctx: &XdpContext, l3: usize, icmp: usize, ip_end: usize) -> Result<u64, Reason> {
     let ip_end = opaque(ip_end);
     let Some(h) = read::<ICMP_HLEN>(ctx, icmp, ip_end) else {
-        return Reason::PassMalformed;
+        return Err(Reason::PassMalformed);
     };
     if h[0] != ICMPV6_DEST_UNREACH && h[0] != ICMPV6_PACKET_TOO_BIG && h[0] != ICMPV6_TIME_EXCEEDED
     {
-        return Reason::PassNotTcpUdp;
+        return Err(Reason::PassNotTcpUdp);
     }
     let Some(outer) = read::<IPV6_HLEN>(ctx, l3, ip_end) else {
-        return Reason::PassMalformed;
+        return Err(Reason::PassMalformed);
     };
     // The quoted IPv6 header.
     let inner = icmp + ICMP_HLEN;
     let Some(ip) = read::<IPV6_HLEN>(ctx, inner, ip_end) else {
-        return Reason::PassIcmpNoFlow;
+        return Err(Reason::PassIcmpNoFlow);
     };
     if ip[0] >> 4 != 6 {
-        return Reason::PassIcmpNoFlow;
+        return Err(Reason::PassIcmpNoFlow);
     }
     let (src, dst, proto) = (addr_at(ip, 8), addr_at(ip, 24), ip[6]);
     if src != addr_at(outer, 24) {
-        return Reason::PassNotVip;
+        return Err(Reason::PassNotVip);
     }
     if proto != PROTO_TCP && proto != PROTO_UDP {
         // An extension header may hide TCP or UDP behind it: not walked inside a quote.
-        return if ipv6::is_extension(proto) {
+        return Err(if ipv6::is_extension(proto) {
             Reason::PassIcmpNoFlow
         } else {
             Reason::PassNotVip
-        };
+        });
     }
     let Some(ports) = quoted_ports(ctx, inner + IPV6_HLEN, ip_end) else {
-        return Reason::PassIcmpNoFlow;
+        return Err(Reason::PassIcmpNoFlow);
     };
     let flow = client_flow(src, dst, ports, proto);
-    to_backend(ctx, &flow, (ip_end - l3) as u64)
+    Ok(to_backend(ctx, &flow))
 }
 
 /// The `N` bytes at `at`, if the frame holds them and they lie within the IP packet, which
@@ -179,35 +210,29 @@ fn client_flow(src: Addr, dst: Addr, ports: [u16; 2], proto: u8) -> FlowKey {
     }
 }
 
-/// The error goes to the backend of the client flow `flow`, if it is one of a VIP's; `ip_len`
-/// is what the counters count as bytes. One BPF function for both families: it carries the
-/// lookups and placement that each caller would otherwise repeat.
+/// The backend of the client flow `flow`, if it is one of a VIP's (see [`target`] for the
+/// word it returns). One BPF function for both families: it carries the lookups and placement
+/// that each caller would otherwise repeat.
 #[inline(never)]
-fn to_backend(ctx: &XdpContext, flow: &FlowKey, ip_len: u64) -> Reason {
+fn to_backend(ctx: &XdpContext, flow: &FlowKey) -> u64 {
     let Some(service) = find_service(flow) else {
-        return Reason::PassNotVip;
+        return Reason::PassNotVip as u64;
     };
     if let Err(reason) = addressed_to_us(ctx) {
-        return reason;
+        return reason as u64;
     }
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let (id, backend) = match entry_backend(flow, service, now) {
-        Some(hit) => hit,
+    let id = match entry_backend(flow, service, now) {
+        Some((id, _)) => id,
         None => {
             // No entry to place it by, or no backend: the kernel gets it, as before.
             match place_without_entry(ctx, flow, service, now) {
-                Ok(hit) => hit,
-                Err(_) => return Reason::PassIcmpNoFlow,
+                Ok((id, _)) => id,
+                Err(_) => return Reason::PassIcmpNoFlow as u64,
             }
         }
     };
-    let delta = Counters {
-        packets: 1,
-        bytes: ip_len,
-        new_flows: 0,
-    };
-    forward(ctx, service.id, id, backend, &delta);
-    Reason::ForwardedIcmp
+    PLACED | (service.id as u64) << 32 | id as u64
 }
 
 /// The backend of a live connection-table entry of `flow`, if it is a usable backend of the
@@ -223,6 +248,6 @@ fn entry_backend(flow: &FlowKey, service: &Service, now: u64) -> Option<(u32, &'
 
 /// `v`, as a value the compiler knows nothing about (a stack store and load).
 #[inline(always)]
-fn opaque(v: usize) -> usize {
+pub fn opaque(v: usize) -> usize {
     unsafe { core::ptr::read_volatile(&v) }
 }

@@ -30,15 +30,15 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod bounds;
+mod fib;
 mod frag;
 mod icmp;
 mod ipv6;
 mod rare;
+mod tunnel;
 
-use core::{
-    intrinsics::{AtomicOrdering, atomic_xadd},
-    mem::size_of,
-};
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -48,12 +48,15 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    Addr, BACKEND_USABLE, Backend, Counters, Flow, FlowKey, Iface, PROTO_ICMP, PROTO_ICMPV6,
-    PROTO_TCP, PROTO_UDP, Persist, PersistKey, Pick, Reason, Service, ServiceKey, TcpState, age_ns,
-    hash_addr, hash_flow, limits, tcp_flags, v4_mapped,
+    Addr, BACKEND_USABLE, Backend, Counters, Flow, FlowKey, Forward, Iface, PROTO_ICMP,
+    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Persist, PersistKey, Pick, Reason, Service, ServiceKey,
+    TcpState, age_ns, hash_addr, hash_flow, limits, tcp_flags, v4_mapped,
 };
 
-use crate::frag::Fragment;
+use crate::{
+    bounds::{ptr_at, ptr_at_var},
+    frag::Fragment,
+};
 
 #[map]
 static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(limits::MAX_SERVICES, 0);
@@ -149,6 +152,17 @@ struct Packet {
     l4: u32,
 }
 
+/// Where a packet goes: a backend of a service, and what the counters say about it.
+struct Target {
+    service_id: u32,
+    backend_id: u32,
+    backend: &'static Backend,
+    /// 1 if the packet made a connection-table entry.
+    new_flows: u64,
+    /// The reason a packet that reaches the backend is counted under.
+    reason: Reason,
+}
+
 #[inline(always)]
 fn process(ctx: &XdpContext) -> Reason {
     let (l3, ipv6) = match parse_ethernet(ctx) {
@@ -164,90 +178,89 @@ fn process(ctx: &XdpContext) -> Reason {
         Ok(pkt) => pkt,
         Err(reason) => return reason,
     };
-    if pkt.fragment == Fragment::Later {
-        return frag::forward_later(ctx, &pkt);
-    }
-    if pkt.flow.proto == PROTO_ICMP || pkt.flow.proto == PROTO_ICMPV6 {
+    let target = if pkt.fragment == Fragment::Later {
+        frag::forward_later(ctx, &pkt)
+    } else if pkt.flow.proto == PROTO_ICMP || pkt.flow.proto == PROTO_ICMPV6 {
         // ICMP errors about VIP flows go to the flow's backend; other ICMP to the kernel.
-        return icmp::error(ctx, l3, &pkt);
-    }
-    let Some(service) = find_service(&pkt.flow) else {
-        return Reason::PassNotVip;
+        icmp::error(ctx, l3, &pkt)
+    } else {
+        place(ctx, &pkt)
     };
-    if let Err(reason) = addressed_to_us(ctx) {
-        return reason;
+    let t = match target {
+        Ok(t) => t,
+        Err(reason) => return reason,
+    };
+    let delta = Counters {
+        packets: 1,
+        bytes: pkt.ip_len as u64,
+        new_flows: t.new_flows,
+    };
+    match forward(
+        ctx,
+        &pkt.flow,
+        t.service_id,
+        t.backend_id,
+        t.backend,
+        &delta,
+    ) {
+        Ok(()) => t.reason,
+        Err(reason) => reason,
     }
+}
+
+/// Steps 3 to 5 for a TCP or UDP packet (a whole datagram or a first fragment): its service,
+/// then its backend.
+#[inline(always)]
+fn place(ctx: &XdpContext, pkt: &Packet) -> Result<Target, Reason> {
+    let service = find_service(&pkt.flow).ok_or(Reason::PassNotVip)?;
+    addressed_to_us(ctx)?;
     // Timeouts are in seconds: the coarse clock (a tick's resolution) is enough and cheaper.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let (backend_id, backend, new_flow, reason) = match known_flow(&pkt, now) {
+    let (backend_id, backend, new_flows, reason) = match known_flow(pkt, now) {
         Known::Hit(id, backend) => (id, backend, 0, Reason::Forwarded),
         Known::Miss { release, live } => {
             // Only a live entry or a packet that can open a flow may make an entry (and count
             // a connection); anything else is placed statelessly or dropped (sloppy_tcp off).
-            if !live && !opens_flow(&pkt) {
-                match place_without_entry(ctx, &pkt.flow, service, now) {
-                    Ok((id, backend)) => (id, backend, 0, Reason::ForwardedStateless),
-                    Err(reason) => return reason,
-                }
+            if !live && !opens_flow(pkt) {
+                let (id, backend) = place_without_entry(ctx, &pkt.flow, service, now)?;
+                (id, backend, 0, Reason::ForwardedStateless)
             } else {
                 if let Some(old) = release {
                     count_conn(old, 1u64.wrapping_neg());
                 }
-                match schedule(ctx, &pkt, service, now) {
-                    Ok((id, backend)) => (id, backend, 1, Reason::Forwarded),
-                    Err(reason) => return reason,
-                }
+                let (id, backend) = schedule(ctx, pkt, service, now)?;
+                (id, backend, 1, Reason::Forwarded)
             }
         }
     };
     if pkt.fragment == Fragment::First {
-        frag::remember(&pkt, backend_id, service.id, now);
+        frag::remember(pkt, backend_id, service.id, now);
     }
-    let delta = Counters {
-        packets: 1,
-        bytes: pkt.ip_len as u64,
-        new_flows: new_flow,
-    };
-    forward(ctx, service.id, backend_id, backend, &delta);
-    reason
+    Ok(Target {
+        service_id: service.id,
+        backend_id,
+        backend,
+        new_flows,
+        reason,
+    })
 }
 
-/// Steps 6 and 7 for a packet sent to a backend: the MACs, then the counters.
+/// Steps 6 and 7 for a packet sent to a backend: the MACs (or the tunnel), then the counters.
+/// A packet that does not go out to the backend (a tunnel backend without a route, or too big
+/// for it) counts only under its reason.
 #[inline(always)]
 fn forward(
     ctx: &XdpContext,
+    flow: &FlowKey,
     service_id: u32,
     backend_id: u32,
     backend: &Backend,
     delta: &Counters,
-) {
-    rewrite(ctx, backend);
+) -> Result<(), Reason> {
+    rewrite(ctx, flow, backend)?;
     count(&SERVICE_STATS, service_id, delta);
     count(&BACKEND_STATS, backend_id, delta);
-}
-
-/// A pointer to a `T` at `offset` bytes into the frame, if the frame holds all of it.
-#[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
-    let start = ctx.data();
-    if start + offset + size_of::<T>() > ctx.data_end() {
-        return None;
-    }
-    Some((start + offset) as *mut T)
-}
-
-/// As [`ptr_at`], for an offset known only at run time (after IP options or extension
-/// headers). The verifier ties a bounds check to the pointer register it was made on; left
-/// alone, LLVM may check `data + (offset + size)` and read through `data + offset`, another
-/// register, which the verifier refuses. The volatile read keeps one pointer for both.
-#[inline(always)]
-fn ptr_at_var<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
-    let p = ctx.data() + offset;
-    let p = unsafe { core::ptr::read_volatile(&p) };
-    if p + size_of::<T>() > ctx.data_end() {
-        return None;
-    }
-    Some(p as *mut T)
+    Ok(())
 }
 
 /// The 4 bytes at `at` as a word read from memory (network byte order kept).
@@ -694,15 +707,20 @@ fn least_conn(service: &Service) -> Result<(u32, &'static Backend), Reason> {
     best.map(|b| (best_id, b)).ok_or(Reason::DropNoBackend)
 }
 
-/// Step 6: direct routing: only the MACs change.
+/// Step 6: direct routing changes only the MACs; a tunnel backend gets the packet inside an
+/// outer header, to the FIB's next hop ([`tunnel`]).
 #[inline(always)]
-fn rewrite(ctx: &XdpContext, backend: &Backend) {
+fn rewrite(ctx: &XdpContext, flow: &FlowKey, backend: &Backend) -> Result<(), Reason> {
+    if backend.forward != Forward::Route as u8 {
+        return tunnel::send(ctx, backend, hash_flow(flow));
+    }
     if let Some(eth) = ptr_at::<[u8; 12]>(ctx, 0) {
         let eth = unsafe { &mut *eth };
         // Source := the address the frame was sent to, which step 4 proved is ours.
         eth.copy_within(0..6, 6);
         eth[..6].copy_from_slice(&backend.mac);
     }
+    Ok(())
 }
 
 /// Step 7: per-CPU counters, summed by user space.

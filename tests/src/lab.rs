@@ -87,6 +87,7 @@ mod capture;
 mod client;
 pub mod icmp;
 mod proc;
+mod routed;
 mod teardown;
 
 use std::{
@@ -109,12 +110,17 @@ use anyhow::{Context as _, Result, bail, ensure};
 
 pub use capture::Capture;
 pub use client::{
-    Connect, HttpConn, http_get, send_frames, tcp_connect, tcp_stream, tcp_stream_from,
+    Connect, HttpConn, http_get, http_post, send_frames, tcp_connect, tcp_stream, tcp_stream_from,
     udp_request, udp_socket,
 };
 /// MACs are written and read as lb-ctl does (`02:00:00:00:00:87`).
 pub use lb_ctl::plan::convert::{format_mac, parse_mac};
 pub use proc::{Proc, spawn_child};
+pub use routed::{
+    MAX_REMOTE_SERVERS, REMOTE_BRIDGE, REMOTE_SUBNET, REMOTE_SUBNET_LEN, REMOTE_SUBNET6,
+    REMOTE_SUBNET6_LEN, ROUTER_INNER_IFACE, RoutedSpec, Router, addr6_in_plan, remote_server_addr,
+    router_addr, router_inner_addr,
+};
 pub(crate) use teardown::BPFFS;
 use teardown::NETNS_DIR;
 pub use teardown::{
@@ -168,6 +174,9 @@ pub struct LabSpec {
     pub pass_through: bool,
     /// Install the SIGINT/SIGTERM/SIGHUP handler that tears labs down ([`install_signal_handler`]).
     pub install_signal_handler: bool,
+    /// Routers and a second subnet behind them with real servers of its own (module
+    /// `routed`: [`RoutedSpec`]); `None`, the default, builds the switch's subnet only.
+    pub routed: Option<RoutedSpec>,
 }
 
 impl Default for LabSpec {
@@ -183,6 +192,7 @@ impl Default for LabSpec {
             udp_port: 5353,
             pass_through: true,
             install_signal_handler: true,
+            routed: None,
         }
     }
 }
@@ -193,6 +203,8 @@ pub enum Role {
     Client,
     Director,
     Server,
+    /// A router of a routed lab ([`LabSpec::routed`]).
+    Router,
 }
 
 /// One host of the lab: a network namespace with one link (`eth0`) to the switch.
@@ -327,6 +339,8 @@ pub struct Lab {
     client: Host,
     directors: Vec<Host>,
     servers: Vec<Host>,
+    routers: Vec<Router>,
+    remote_servers: Vec<Host>,
     server_bin: Option<PathBuf>,
     // Last: dropped after the rest.
     res: Resources,
@@ -402,6 +416,9 @@ impl Lab {
             "the VIP {} must be in {SUBNET}/{SUBNET_LEN} and not a host's address",
             spec.vip
         );
+        if let Some(routed) = &spec.routed {
+            routed::validate(routed)?;
+        }
         check_prerequisites()?;
         let server_bin = if spec.start_servers {
             Some(find_server_bin(spec.server_bin.as_deref())?)
@@ -455,6 +472,19 @@ impl Lab {
         let client = hosts.remove(0);
         let directors: Vec<Host> = hosts.drain(..spec.directors).collect();
         let servers = hosts;
+        let (routers, remote_servers) = match &spec.routed {
+            Some(routed) => {
+                let built = routed::build(&mut res, &switch_ns, &prefix, spec, routed)?;
+                for host in std::iter::once(&client).chain(&directors) {
+                    ip_batch(&host.netns, &routed::route_commands(1))?;
+                }
+                for director in &directors {
+                    write_sysctls(&director.netns, &routed::director_sysctls(&director.iface))?;
+                }
+                built
+            }
+            None => (Vec::new(), Vec::new()),
+        };
 
         let lab = Lab {
             spec: spec.clone(),
@@ -463,11 +493,13 @@ impl Lab {
             client,
             directors,
             servers,
+            routers,
+            remote_servers,
             server_bin,
             res,
         };
         if let Some(bin) = &lab.server_bin {
-            for server in &lab.servers {
+            for server in lab.servers.iter().chain(&lab.remote_servers) {
                 lab.start_servers(bin, server)?;
             }
         }
@@ -535,7 +567,53 @@ impl Lab {
         &self.servers
     }
 
-    /// Every host: client, directors, real servers.
+    /// The routers of a routed lab (none otherwise), router-1 first.
+    pub fn routers(&self) -> &[Router] {
+        &self.routers
+    }
+
+    /// Router `i`, counted from 0: `router(0)` is router-1.
+    pub fn router(&self, i: usize) -> &Router {
+        self.routers.get(i).unwrap_or_else(|| {
+            panic!(
+                "router({i}): the lab has {} router(s), counted from 0 (LabSpec::routed)",
+                self.routers.len()
+            )
+        })
+    }
+
+    /// The real servers behind the routers (none unless [`LabSpec::routed`]).
+    pub fn remote_servers(&self) -> &[Host] {
+        &self.remote_servers
+    }
+
+    /// Remote server `i`, counted from 0: `remote_server(0)` is remote-server-1 (10.20.0.11).
+    pub fn remote_server(&self, i: usize) -> &Host {
+        self.remote_servers.get(i).unwrap_or_else(|| {
+            panic!(
+                "remote_server({i}): the lab has {} remote server(s), counted from 0 \
+                 (LabSpec::routed)",
+                self.remote_servers.len()
+            )
+        })
+    }
+
+    /// Routes the remote subnets (both families) of `host` via router `i` (counted from 0),
+    /// replacing the route it had: the next hop of every remote server moves.
+    pub fn route_remote_via(&self, host: &Host, i: usize) -> Result<()> {
+        let r = self.router(i);
+        host.ip_batch(&routed::route_commands(i + 1))
+            .with_context(|| {
+                format!(
+                    "routing the remote subnet of {} via {}",
+                    host.name,
+                    r.name()
+                )
+            })
+    }
+
+    /// Every host: client, directors, real servers (not the routers and remote servers of a
+    /// routed lab: [`Lab::routers`], [`Lab::remote_servers`]).
     pub fn hosts(&self) -> impl Iterator<Item = &Host> {
         std::iter::once(&self.client)
             .chain(&self.directors)
@@ -858,6 +936,9 @@ fn host_octets(spec: &LabSpec) -> Vec<u8> {
     v.extend((1..=spec.directors).map(|d| director_addr(d).octets()[3]));
     v.extend((1..=spec.servers).map(|s| server_addr(s).octets()[3]));
     v.extend([0, 1, 255]);
+    if spec.routed.as_ref().is_some_and(|r| r.routers > 1) {
+        v.push(router_addr(2).octets()[3]);
+    }
     v
 }
 
@@ -1084,6 +1165,7 @@ fn configure_host(res: &Resources, switch_ns: &str, host: &Host, spec: &LabSpec)
                     .push(guard);
             }
         }
+        Role::Router => {}
         Role::Server => {
             // IPv6 needs no sysctl: Linux answers neighbour solicitations only for addresses
             // of the interface they arrive on, and the VIP is on `lo` (README, real servers).

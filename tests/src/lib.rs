@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod decap;
 pub mod env;
 pub mod icmp;
 pub mod keepalived;
@@ -12,6 +13,7 @@ pub mod procs;
 pub mod scale;
 pub mod services;
 pub mod stats;
+pub mod tunnel;
 
 /// Where `cargo xtask bench` writes its results: `<workspace>/bench/results`.
 pub fn bench_results_dir() -> std::path::PathBuf {

@@ -5,8 +5,10 @@
 //! [`frames`].
 
 mod frames;
+mod tunnel;
 
 pub use frames::*;
+pub use tunnel::*;
 
 use std::{collections::HashMap, net::IpAddr};
 
@@ -21,7 +23,7 @@ use lb_common::{Counters, FlowKey, Frag, FragKey, Iface, Reason, names, v4_mappe
 use lb_ctl::{
     maps::loader::{self, Sizes},
     maps::{self, Maps},
-    plan::{self, Macs, Plan, convert},
+    plan::{self, Macs, Plan, Resolved, convert},
 };
 
 pub const XDP_DROP: u32 = 1;
@@ -115,10 +117,57 @@ pub struct Output {
     pub data: Vec<u8>,
 }
 
+/// Runs `frame` through `prog` once with BPF_PROG_TEST_RUN.
+pub fn test_run(prog: &mut aya::programs::Xdp, frame: &[u8]) -> Result<Output> {
+    let mut out = vec![0u8; frame.len() + 4096];
+    let res = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::new()
+        })
+        .context("BPF_PROG_TEST_RUN")?;
+    if res.data_size_out as usize > out.len() {
+        bail!("the kernel wrote {} bytes", res.data_size_out);
+    }
+    out.truncate(res.data_size_out as usize);
+    Ok(Output {
+        action: res.return_value,
+        data: out,
+    })
+}
+
 pub struct Harness {
     ebpf: Ebpf,
     maps: Maps,
     last_plan: Plan,
+}
+
+/// The outer source of a test's tunnel backends that configure none (as the kernel's route
+/// would give it): the director's address of the backend's family.
+pub const TUNNEL_SOURCES: [IpAddr; 2] = [
+    IpAddr::V4(std::net::Ipv4Addr::new(192, 168, 58, 134)),
+    IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0x58, 0, 0, 0, 0, 0, 0x134)),
+];
+
+/// Route backends' MACs ([`BACKEND_MACS`]) and tunnel backends' sources ([`TUNNEL_SOURCES`]).
+fn resolved_for(config: &lb_ctl::config::Config) -> Resolved {
+    let sources = config
+        .services
+        .iter()
+        .flat_map(|s| &s.backends)
+        .filter(|b| b.forward.tunnel().is_some())
+        .map(|b| {
+            (
+                b.address,
+                Ok(TUNNEL_SOURCES[usize::from(b.address.is_ipv6())]),
+            )
+        })
+        .collect();
+    Resolved {
+        macs: macs_for(config),
+        sources,
+    }
 }
 
 fn macs_for(config: &lb_ctl::config::Config) -> Macs {
@@ -186,7 +235,7 @@ impl Harness {
         let plan = maps::apply(
             &mut self.maps,
             &config,
-            &macs_for(&config),
+            &resolved_for(&config),
             &plan::Down::new(),
             false,
         )
@@ -208,8 +257,14 @@ impl Harness {
             .iter()
             .map(|(s, a)| ((s.to_string(), (*a).into()), "test".to_string()))
             .collect();
-        let plan = maps::apply(&mut self.maps, &config, &macs_for(&config), &down, false)
-            .expect("applying the test config");
+        let plan = maps::apply(
+            &mut self.maps,
+            &config,
+            &resolved_for(&config),
+            &down,
+            false,
+        )
+        .expect("applying the test config");
         self.last_plan = plan.clone();
         plan
     }
@@ -279,23 +334,7 @@ impl Harness {
     }
 
     pub fn try_run(&mut self, frame: &[u8]) -> Result<Output> {
-        let prog = loader::program(&mut self.ebpf, names::PROGRAM)?;
-        let mut out = vec![0u8; frame.len() + 4096];
-        let res = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..TestRunOptions::new()
-            })
-            .context("BPF_PROG_TEST_RUN")?;
-        if res.data_size_out as usize > out.len() {
-            bail!("the kernel wrote {} bytes", res.data_size_out);
-        }
-        out.truncate(res.data_size_out as usize);
-        Ok(Output {
-            action: res.return_value,
-            data: out,
-        })
+        test_run(loader::program(&mut self.ebpf, names::PROGRAM)?, frame)
     }
 
     pub fn run(&mut self, frame: &[u8]) -> Output {
@@ -303,7 +342,7 @@ impl Harness {
             .expect("running a frame through the program")
     }
 
-    fn service_id(&self, name: &str) -> u32 {
+    pub(crate) fn service_id(&self, name: &str) -> u32 {
         self.maps
             .services
             .iter()

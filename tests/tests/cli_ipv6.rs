@@ -186,8 +186,8 @@ fn a_mixed_family_service_applies_nothing() {
         [format!(
             "{file}:6: services[0].backends[0].address: 192.168.58.135 is an IPv4 address but \
              the service's VIP fd00:58::133 is IPv6; a backend must have the VIP's family, \
-             since direct routing forwards the packet unchanged (mixed families need a tunnel \
-             mode, which this director does not have)"
+             since direct routing forwards the packet unchanged; a backend of the other \
+             family needs `forward: tunnel`"
         )],
         "{out}"
     );

@@ -33,6 +33,8 @@ Typical use:
   lb-ctl run -f services.yaml --iface eth0
                                        all of it as a daemon, with keepalived's health
                                        checks and VRRP (see `lb-ctl run --help`)
+  lb-ctl decap attach eth0             on a real server of a tunnel service: take off the
+                                       director's IPIP or GUE header (`lb-ctl decap --help`)
 
 The program and its maps are pinned under --pin-dir, so the data path keeps forwarding
 after each command exits. Every command but genhash needs root (or CAP_BPF and
@@ -104,8 +106,8 @@ Apply a YAML service file to the running data path.
 The whole file is validated first; any error (named by file, line and field) applies
 nothing. FILE must be a regular file (after symlinks) of at most 16 MiB, nested at most 64
 deep; values quoted in errors are cut to 64 characters and control characters escaped.
-Addresses are IPv4 or IPv6; a service's VIP, backends and sorry server have one family
-(direct routing forwards packets unchanged). Addresses must be unicast: not in 0.0.0.0/8,
+Addresses are IPv4 or IPv6; a service's VIP, its route backends and its sorry server have
+one family (direct routing forwards packets unchanged); a tunnel backend may have either. Addresses must be unicast: not in 0.0.0.0/8,
 127.0.0.0/8, 224.0.0.0/4, 240.0.0.0/4 or 255.255.255.255; for IPv6 not ::, ::1, ff00::/8,
 fe80::/10 or IPv4-mapped (::ffff:a.b.c.d). A backend or sorry server that is an address of an attached interface,
 or the broadcast address of one of its subnets, is an error too. One writer at a time:
@@ -120,6 +122,13 @@ update. Applying the same file twice changes nothing the second time.
 Backend MACs come from the kernel's neighbour tables of the attached interfaces, ARP for
 IPv4 and NDP for IPv6 (the kernel is asked to resolve missing ones). A backend that cannot be resolved, or is not on
 the director's link, gets no traffic and is reported; it does not block the rest.
+
+Tunnels (`forward: tunnel`, LVS -i): the packet goes inside an outer header (IPIP, or GUE
+over UDP) to a real server anywhere routable, of either family; the data path asks the
+kernel's FIB for the next hop per packet, so a tunnel backend needs no MAC of its own. Its
+outer source is `tunnel.source`, else the source of the kernel's route to the backend (`ip
+route get BACKEND`); a backend without a route gets no traffic and is reported. `lb-ctl
+run` looks the routes up again at every reconcile tick.
 
 Example file:
   services:
@@ -139,7 +148,21 @@ Example file:
         timeout: 50s
         netmask: 64       # IPv6: a prefix length (IPv4: a dotted mask, 255.255.255.0)
       backends:
-        - address: \"fd00:58::135\"")]
+        - address: \"fd00:58::135\"
+    - name: tunnelled
+      vip: 192.168.58.133
+      port: 8080
+      forward: tunnel     # route (default) | tunnel; a backend may override it
+      tunnel:             # optional: IPIP from the route's source by default
+        type: gue         # ipip (default) | gue
+        port: 6080        # gue only; default 6080
+        source: 192.168.58.134   # optional outer source (the backend's family)
+      backends:
+        - address: 10.20.0.11       # behind a router
+        - address: \"fd00:20::11\"   # IPv4 in IPv6, in a tunnel only
+          tunnel: { type: ipip, source: \"fd00:58::134\" }
+        - address: 192.168.58.135
+          forward: route  # on the segment")]
     Apply {
         /// The service file.
         #[arg(short = 'f', long = "file", value_name = "FILE")]
@@ -154,7 +177,8 @@ Example file:
     /// List services and backends like `ipvsadm -L -n`.
     #[command(long_about = "\
 List the services and their backends like `ipvsadm -L -n`: protocol, VIP:port, scheduler,
-and for each backend its address:port, forwarding method (always Route: direct routing),
+and for each backend its address:port, forwarding method (Route: direct routing; Tunnel:
+IPIP or GUE, as ipvsadm shows -i),
 weight, ActiveConn (live TCP entries in SYN or ESTABLISHED: what lc and wlc compare) and
 InActConn (the other live entries: FIN, RST, UDP), the connections, packets and bytes it was
 sent, and its state (up, draining, unresolved). IPv6 is written as ipvsadm writes it,
@@ -195,8 +219,9 @@ backend), drop_bad_backend (an empty table slot), drop_no_flow (a TCP non-SYN of
 connection to an rr, wrr, lc or wlc service: no RST is sent back).
 
 --json prints an object with services[] (name, vip, port, protocol, scheduler, packets,
-bytes, connections, backends[] with address, port, weight, usable, packets, bytes,
-connections, active_connections, inactive_connections) and datapath[] (reason, action,
+bytes, connections, backends[] with address, port, weight, forward (route, ipip or gue;
+tunnels add tunnel_source, and GUE tunnel_port), usable, packets, bytes, connections,
+active_connections, inactive_connections) and datapath[] (reason, action,
 packets). --prometheus prints the text exposition format with metrics named lb_*.
 --watch SECONDS redraws every SECONDS with per-second rates (like ipvsadm --rate).")]
     Stats {
@@ -352,6 +377,42 @@ Instance block (see `lb-ctl run` for services):
         #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
         hook_timeout: Duration,
     },
+    /// On a real server: take off the tunnel headers of tunnel-mode services (status, attach,
+    /// detach).
+    #[command(long_about = "\
+On a real server of a tunnel-mode service (`forward: tunnel`): attach an XDP program that
+takes off the outer header the director put on, for kernels without the ipip, ip6tnl or
+fou modules. Without a subcommand, prints where it is attached, its settings and its
+counters.
+
+It decapsulates, behind Ethernet and up to two VLAN tags: IP in IPv4 (protocol 4 or 41;
+any IHL, header checksum verified), IP in IPv6 (next header 4 or 41 right after the fixed
+header) and GUE (outer IPv4 or IPv6, UDP to --gue-port; variant 1, the inner IP header right
+after UDP, or variant 0 with a 4-byte header without extension fields, flags or control).
+The inner header must be whole, of the family the outer header names, and end within the
+outer packet; then the frame goes to the stack as the inner packet, behind the same L2
+header with the inner family's EtherType. Everything else passes untouched: the server's
+own traffic, other UDP, fragments of tunnel packets (they cannot be reassembled here), IPv6
+extension headers before the tunnel, malformed tunnel packets (the kernel drops them).
+
+The real server then needs, as for direct routing, the VIP on lo and arp_ignore=1 /
+arp_announce=2 (IPv4), and, because the inner source is the client and arrives on this
+interface: rp_filter loose (2) or off (0) on it and on `all` (the kernel uses the higher).
+The program and its maps are pinned under PIN_DIR/decap, so decapsulation goes on after
+the command exits.
+
+Counters (`lb-ctl decap`): decap_ipip, decap_ip6, decap_gue (decapsulated, by outer
+header); pass_not_tunnel, pass_other_dst (not one of --accept-dst), pass_fragment,
+pass_malformed.
+
+Typical use:
+  lb-ctl decap attach eth0             IPIP, IPv6 and GUE on UDP 6080, any destination
+  lb-ctl decap                         where, settings, counters
+  lb-ctl decap detach eth0")]
+    Decap {
+        #[command(subcommand)]
+        action: Option<Decap>,
+    },
     /// Print the MD5 of a page's body like keepalived's genhash, for a check's `digest`.
     #[command(long_about = "\
 Fetch http://SERVER:PORT/URL (https with --ssl; the certificate is not verified; SERVER is an
@@ -381,6 +442,38 @@ Put it in the check's `digest:`. With --netns it runs inside that namespace.")]
         /// Print the response headers too.
         #[arg(long, short = 'v')]
         verbose: bool,
+    },
+}
+
+/// What `lb-ctl decap` does.
+#[derive(Subcommand)]
+pub enum Decap {
+    /// Print where decapsulation is attached, its settings and its counters (the default).
+    Status,
+    /// Attach the decapsulation program to an interface and pin it.
+    #[command(long_about = "\
+Load the decapsulation program, attach it to IFACE and pin the program, the link and its
+maps under PIN_DIR/decap. The settings (--gue-port, --accept-dst) hold for every interface
+it is attached to; attaching again (also an interface already attached) writes them anew.")]
+    Attach {
+        /// The interface tunnel packets arrive on.
+        iface: String,
+        /// native: in the driver (default); generic: in the kernel's generic path.
+        #[arg(long, value_enum, default_value_t = Mode::Native)]
+        mode: Mode,
+        /// The UDP port of GUE packets (the services' `tunnel.port`); 0 turns GUE off.
+        #[arg(long, value_name = "N", default_value_t = lb_common::decap::DEFAULT_GUE_PORT)]
+        gue_port: u16,
+        /// Decapsulate only packets whose outer destination is ADDR (repeat for more, at
+        /// most 64; IPv4 or IPv6), e.g. this server's own address on IFACE. Default: any
+        /// outer destination, as an ipip device without a local address.
+        #[arg(long = "accept-dst", value_name = "ADDR")]
+        accept_dst: Vec<std::net::IpAddr>,
+    },
+    /// Detach the decapsulation program from an interface; with none left, remove its pins.
+    Detach {
+        /// An interface given to `decap attach`.
+        iface: String,
     },
 }
 

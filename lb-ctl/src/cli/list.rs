@@ -4,6 +4,8 @@
 
 use std::fmt::Write as _;
 
+use lb_common::Forward;
+
 use super::director::Director;
 use crate::plan::convert::host_port;
 use crate::vrrp::report::Report;
@@ -63,7 +65,7 @@ pub fn render(shown: &Director, interfaces: &[String]) -> String {
                 out,
                 "  -> {:<28} {:<7} {:<6} {:<10} {:<9} {:>9} {:>10} {:>12}  {state}",
                 remote,
-                "Route",
+                b.forward.map_or("?", Forward::listed),
                 b.weight,
                 b.active_connections,
                 b.inactive_connections,

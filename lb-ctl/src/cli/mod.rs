@@ -1,7 +1,8 @@
-//! The command line: the views that `list` and `stats` print, `genhash`, and the privilege
-//! check every command but `genhash` makes first.
+//! The command line: the views that `list`, `stats` and `decap` print, `genhash`, and the
+//! privilege check every command but `genhash` makes first.
 
 pub mod args;
+pub mod decap;
 pub mod director;
 pub mod genhash;
 pub mod list;

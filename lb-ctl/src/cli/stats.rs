@@ -213,7 +213,7 @@ const BACKEND: [(&str, MetricType, &str, PickB); 8] = [
     ("lb_backend_active_connections", Gauge, "Live TCP connections in SYN or ESTABLISHED, as lc/wlc count them (ipvsadm ActiveConn).", |b| b.active_connections),
     ("lb_backend_inactive_connections", Gauge, "Other live connections (ipvsadm InActConn).", |b| b.inactive_connections),
     ("lb_backend_weight", Gauge, "Configured weight (0 = draining).", |b| u64::from(b.weight)),
-    ("lb_backend_usable", Gauge, "1 when the backend's MAC is known and it takes traffic.", |b| u64::from(b.usable)),
+    ("lb_backend_usable", Gauge, "1 when the backend takes traffic: its MAC (or tunnel source) is known and it is not down.", |b| u64::from(b.usable)),
     ("lb_backend_up", Gauge, "Health: 1 unless health checks (lb-ctl run) hold the backend down.", |b| u64::from(!b.down)),
 ];
 
@@ -292,6 +292,9 @@ mod tests {
             port: 80,
             weight: u32::from(last) - 133,
             mac: "02:00:00:00:00:86".into(),
+            forward: Some(lb_common::Forward::Route),
+            tunnel_source: None,
+            tunnel_port: None,
             usable,
             down,
             packets,
@@ -346,6 +349,29 @@ mod tests {
                     "a \"quoted\\\" name",
                     443,
                     vec![backend(3, 137, 7, true, false)],
+                ),
+                // Tunnels: GUE to an IPv4 backend behind a router, IPIP to an IPv6 one.
+                service(
+                    3,
+                    "tunnel",
+                    8080,
+                    vec![
+                        BackendView {
+                            address: Ipv4Addr::new(10, 20, 0, 11).into(),
+                            mac: "00:00:00:00:00:00".into(),
+                            forward: Some(lb_common::Forward::Gue),
+                            tunnel_source: Some(Ipv4Addr::new(192, 168, 58, 134).into()),
+                            tunnel_port: Some(6080),
+                            ..backend(6, 138, 20, true, false)
+                        },
+                        BackendView {
+                            address: IpAddr::from([0xfd00, 0x20, 0, 0, 0, 0, 0, 0x11]),
+                            mac: "00:00:00:00:00:00".into(),
+                            forward: Some(lb_common::Forward::Ipip),
+                            tunnel_source: Some(IpAddr::from([0xfd00, 0x58, 0, 0, 0, 0, 0, 0x134])),
+                            ..backend(7, 139, 10, true, false)
+                        },
+                    ],
                 ),
                 ServiceView {
                     vip: IpAddr::from([0xfd00, 0x58, 0, 0, 0, 0, 0, 0x133]),
@@ -410,7 +436,9 @@ mod tests {
 
     /// The bytes `lb-ctl` printed before the Prometheus writer moved to prometheus-client and
     /// VRRP left the map snapshot: scrapers and scripts see the same output for IPv4 services
-    /// (JSON gained `persistence_prefix_len`). The IPv6 service pins ipvsadm's `[addr]:port`
+    /// (JSON gained `persistence_prefix_len`, and `forward` per backend with, for tunnels,
+    /// `tunnel_source` and `tunnel_port`). The tunnel service shows `Tunnel` in `list`'s
+    /// Forward column. The IPv6 service pins ipvsadm's `[addr]:port`
     /// in the table and listing, and the bare address in the `vip` label and JSON.
     #[test]
     fn output_is_byte_for_byte_what_it_was() {

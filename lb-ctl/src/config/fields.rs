@@ -377,8 +377,7 @@ pub(crate) fn same_family(addr: IpAddr, vip: Option<IpAddr>, role: &str) -> Resu
     match vip {
         Some(vip) if vip.is_ipv4() != addr.is_ipv4() => Err(format!(
             "{addr} is an {} address but the service's VIP {vip} is {}; {role} must have the \
-             VIP's family, since direct routing forwards the packet unchanged (mixed families \
-             need a tunnel mode, which this director does not have)",
+             VIP's family, since direct routing forwards the packet unchanged",
             family(addr),
             family(vip)
         )),

@@ -109,12 +109,12 @@ services:
         [
             "7 services[0].backends[1].address: 192.168.58.136 is an IPv4 address but the \
              service's VIP fd00:58::133 is IPv6; a backend must have the VIP's family, since \
-             direct routing forwards the packet unchanged (mixed families need a tunnel mode, \
-             which this director does not have)",
+             direct routing forwards the packet unchanged; a backend of the other family needs \
+             `forward: tunnel`",
             "12 services[1].backends[0].address: fd00:58::135 is an IPv6 address but the \
              service's VIP 192.168.58.133 is IPv4; a backend must have the VIP's family, since \
-             direct routing forwards the packet unchanged (mixed families need a tunnel mode, \
-             which this director does not have)",
+             direct routing forwards the packet unchanged; a backend of the other family needs \
+             `forward: tunnel`",
         ]
     );
 }

@@ -12,11 +12,14 @@
 //!       timeout: 50s                # same client network -> same backend within this
 //!       netmask: 255.255.255.0      # client granularity; default 255.255.255.255; an IPv6
 //!                                   # service gives a prefix length (64 or "/64"), default 128
+//!     forward: tunnel               # route | tunnel; default route (forward.rs)
+//!     tunnel: { type: gue, port: 6080, source: 192.168.58.134 }   # optional
 //!     backends:                     # may be empty (the service then drops, counted)
-//!       - address: 192.168.58.135   # required; the VIP's family
+//!       - address: 10.20.0.11       # required; the VIP's family unless tunnelled
 //!         weight: 1                 # default 1; 0 = drain; max 65535
 //!       - address: 192.168.58.136
-//!         port: 80                  # optional; must equal the service port (DR mode)
+//!         port: 80                  # optional; must equal the service port
+//!         forward: route            # overrides the service's (so may `tunnel:`)
 //! ```
 //!
 //! [`parse`] checks the whole file and returns either a [`Config`] or a [`ConfigError`] holding
@@ -26,6 +29,7 @@
 mod check;
 mod duration;
 mod fields;
+mod forward;
 mod guard;
 mod read;
 mod services;
@@ -34,6 +38,8 @@ mod tree;
 mod vrrp;
 mod vrrp_addr;
 
+#[cfg(test)]
+mod forward_tests;
 #[cfg(test)]
 mod input_tests;
 #[cfg(test)]
@@ -47,6 +53,7 @@ use std::path::Path;
 
 pub use check::{CheckConfig, CheckKind, Health};
 pub use duration::parse_duration;
+pub use forward::DEFAULT_GUE_PORT;
 pub use guard::{MAX_DEPTH, MAX_EXPANDED_NODES};
 pub use read::{FileText, MAX_FILE_BYTES, read};
 pub use shown::{SHOWN_CHARS, shown};
@@ -78,6 +85,9 @@ pub struct ServiceConfig {
     pub backends: Vec<BackendConfig>,
     /// Health checks and keepalived's service options (`check:`, `sorry_server`, ...).
     pub health: Health,
+    /// The service's own `forward`/`tunnel` (a backend may override them; its sorry server
+    /// takes them).
+    pub forward: Forwarding,
     /// 1-based line of the service entry.
     pub line: usize,
 }
@@ -90,8 +100,71 @@ pub struct BackendConfig {
     pub port: u16,
     /// 0..=65535; 0 drains the backend (no new flows).
     pub weight: u32,
+    /// How packets reach it: its own `forward`/`tunnel`, else its service's.
+    pub forward: Forwarding,
     /// 1-based line of the backend entry.
     pub line: usize,
+}
+
+/// How the director sends a backend its packets (`forward:`, `tunnel:`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Forwarding {
+    /// Direct routing (LVS `-g`): only the MACs change; the backend is on the director's link
+    /// and has the VIP's family.
+    #[default]
+    Route,
+    /// A tunnel (LVS `-i`): the packet inside an outer header to the backend's address, which
+    /// may be anywhere routable and of either family.
+    Tunnel(Tunnel),
+}
+
+/// A backend's tunnel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tunnel {
+    pub kind: TunnelKind,
+    /// GUE: the UDP port the backend decapsulates on; 0 for IPIP.
+    pub port: u16,
+    /// The outer source address as configured (the backend's family); None: the source of
+    /// the kernel's route to the backend.
+    pub source: Option<IpAddr>,
+}
+
+/// `tunnel.type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TunnelKind {
+    /// IP in IP (protocol 4 for IPv4 inside, 41 for IPv6 inside), in IPv4 or IPv6.
+    Ipip,
+    /// Generic UDP Encapsulation to `Tunnel::port`.
+    Gue,
+}
+
+impl Forwarding {
+    /// The tunnel, for a tunnel backend.
+    pub fn tunnel(&self) -> Option<&Tunnel> {
+        match self {
+            Forwarding::Route => None,
+            Forwarding::Tunnel(t) => Some(t),
+        }
+    }
+}
+
+impl fmt::Display for Forwarding {
+    /// `route`, `ipip`, `gue 6080`, with ` from SOURCE` when one is configured.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Forwarding::Route => f.write_str("route"),
+            Forwarding::Tunnel(t) => {
+                match t.kind {
+                    TunnelKind::Ipip => f.write_str("ipip")?,
+                    TunnelKind::Gue => write!(f, "gue {}", t.port)?,
+                }
+                match t.source {
+                    Some(s) => write!(f, " from {s}"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
 }
 
 /// The transport protocol of a service.

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use lb_common::limits::{MAX_BACKENDS, MAX_SERVICES};
 
 use super::fields::{Diags, Field, Fields, address, choice, name, same_family, string, u16_value};
+use super::forward::{self, Written};
 use super::shown::shown;
 use super::tree::{self, DuplicateKey, Node, Refusal, Value, join_index, join_key};
 use super::{
@@ -24,6 +25,8 @@ const SERVICE_FIELDS: &[&str] = &[
     "table_size",
     "persistence",
     "backends",
+    "forward",
+    "tunnel",
     // Health (check.rs).
     "check",
     "sorry_server",
@@ -34,7 +37,7 @@ const SERVICE_FIELDS: &[&str] = &[
     "notify_down",
 ];
 const PERSISTENCE_FIELDS: &[&str] = &["timeout", "netmask"];
-const BACKEND_FIELDS: &[&str] = &["address", "port", "weight", "check"];
+const BACKEND_FIELDS: &[&str] = &["address", "port", "weight", "check", "forward", "tunnel"];
 
 const DEFAULT_WEIGHT: u32 = 1;
 
@@ -229,6 +232,7 @@ fn check_service(i: usize, item: &Field, seen: &mut Seen, d: &mut Diags) -> Opti
         Ok(size as u32)
     });
     let persistence = check_persistence(&f, vip, d);
+    let forwarding = forward::read(&f, false, d);
 
     // Across services: names and listeners are unique.
     if let (Some(name), Some(field)) = (&name, f.get("name")) {
@@ -277,9 +281,18 @@ fn check_service(i: usize, item: &Field, seen: &mut Seen, d: &mut Diags) -> Opti
                 );
                 return None;
             };
-            check_backends(items, &backends_path, vip, port, seen, d)
+            check_backends(items, &backends_path, vip, port, &forwarding, seen, d)
         }
     };
+    let any_tunnel = forwarding.tunnel == Some(true)
+        || backends
+            .iter()
+            .flatten()
+            .any(|b| b.forward != super::Forwarding::Route);
+    if backends.is_some() {
+        forward::unused_block(&forwarding, any_tunnel, d);
+    }
+    let service_forward = forward::service(&forwarding);
     let health = check::check_health(&f, backend_checks, backends.as_deref(), vip, port, d);
 
     Some(ServiceConfig {
@@ -292,6 +305,7 @@ fn check_service(i: usize, item: &Field, seen: &mut Seen, d: &mut Diags) -> Opti
         table_size: table_size?,
         persistence: persistence?,
         backends: backends?,
+        forward: service_forward?,
         line,
     })
 }
@@ -310,6 +324,7 @@ fn check_backends<'n, 'p>(
     path: &'p str,
     vip: Option<IpAddr>,
     port: Option<u16>,
+    service_forward: &Written,
     seen: &mut Seen,
     d: &mut Diags,
 ) -> (Option<Vec<BackendConfig>>, Vec<BackendCheck<'n>>) {
@@ -330,7 +345,13 @@ fn check_backends<'n, 'p>(
             );
         }
         let backend_path = join_index(path, j);
-        let (backend, check) = check_backend(&backend_path, &item, vip, port, &mut addresses, d);
+        let (backend, check) = check_backend(
+            &backend_path,
+            &item,
+            (vip, port, service_forward),
+            &mut addresses,
+            d,
+        );
         checks.extend(check.map(|c| BackendCheck {
             index: j,
             node: c.node,
@@ -439,8 +460,7 @@ fn is_prime(n: u64) -> bool {
 fn check_backend<'n, 'p>(
     path: &'p str,
     item: &Field<'n, '_>,
-    vip: Option<IpAddr>,
-    service_port: Option<u16>,
+    (vip, service_port, service_forward): (Option<IpAddr>, Option<u16>, &Written),
     addresses: &mut HashMap<IpAddr, usize>,
     d: &mut Diags,
 ) -> (Option<BackendConfig>, Option<Field<'n, 'p>>) {
@@ -453,9 +473,19 @@ fn check_backend<'n, 'p>(
         return (None, None);
     };
 
+    let own_forward = forward::read(&f, true, d);
+    // A tunnel backend may have the other family (the outer header is the backend's).
+    let tunnels = own_forward
+        .tunnel
+        .or(service_forward.tunnel)
+        .unwrap_or(false);
     let address = f.req("address", d, |n| {
         let addr = address(n, "a backend address")?;
-        same_family(addr, vip, "a backend")?;
+        if !tunnels {
+            same_family(addr, vip, "a backend").map_err(|e| {
+                format!("{e}; a backend of the other family needs `forward: tunnel`")
+            })?;
+        }
         if Some(addr) == vip {
             return Err(format!(
                 "{addr} is the service's VIP; a backend must be a real server's own address"
@@ -499,12 +529,14 @@ fn check_backend<'n, 'p>(
         }
     };
     let weight = f.or("weight", DEFAULT_WEIGHT, d, |n| u16_value(n).map(u32::from));
+    let forward = forward::backend(service_forward, &own_forward, address, path, line, d);
 
     let backend = (|| {
         Some(BackendConfig {
             address: address?,
             port: port?,
             weight: weight?,
+            forward: forward?,
             line,
         })
     })();

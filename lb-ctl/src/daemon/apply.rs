@@ -45,7 +45,7 @@ impl Daemon {
 
     /// The daemon's only write to the maps.
     fn write(&mut self, config: &Config, down: &plan::Down) -> Result<plan::Plan> {
-        crate::maps::apply(&mut self.maps, config, &self.macs, down, false)
+        crate::maps::apply(&mut self.maps, config, &self.resolved, down, false)
     }
 
     /// Logs the services that failed or recovered since the last apply, and remembers `failed`.

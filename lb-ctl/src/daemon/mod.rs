@@ -67,7 +67,7 @@ use crate::{
     maps::loader::Sizes,
     maps::pins::{self, Mode},
     net::neigh::{self, NeighEvent},
-    plan::Macs,
+    plan::Resolved,
 };
 
 /// How `run` was asked to run.
@@ -100,7 +100,8 @@ const BATCH: Duration = Duration::from_millis(100);
 /// Transitions (map changes, failed services) logged one line each at once, and per second;
 /// more are summarized.
 const TRANSITIONS_NAMED: usize = 8;
-/// Unresolved MACs are asked for again after RESOLVE_MIN, doubling up to RESOLVE_MAX.
+/// Unresolved MACs (and tunnel sources) are asked for again after RESOLVE_MIN, doubling up to
+/// RESOLVE_MAX.
 const RESOLVE_MIN: Duration = Duration::from_secs(5);
 const RESOLVE_MAX: Duration = Duration::from_secs(60);
 
@@ -136,7 +137,10 @@ struct Daemon {
     config: Config,
     maps: Maps,
     ifindexes: Vec<u32>,
-    macs: Macs,
+    /// Route backends' MACs and tunnel backends' outer sources.
+    resolved: Resolved,
+    /// Tunnel backends without a route now, whose last source is kept (logged once).
+    unrouted: HashSet<std::net::IpAddr>,
     probes: HashMap<ProbeId, health::Probe>,
     /// Transitions received and not applied yet (applied in batches).
     pending: Vec<health::Pending>,
@@ -186,7 +190,8 @@ async fn main_loop(opts: Options) -> Result<()> {
 
     let (tx, mut rx) = mpsc::channel(1024);
     let mut d = Daemon {
-        macs: Macs::new(),
+        resolved: Resolved::default(),
+        unrouted: HashSet::new(),
         config,
         maps,
         ifindexes,

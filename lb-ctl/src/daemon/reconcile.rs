@@ -7,12 +7,14 @@ use tracing::{error, info, warn};
 
 use super::{Daemon, RECONCILE, RESOLVE_MAX, RESOLVE_MIN, attached_ifindexes};
 use crate::{
+    config::Config,
     health::state::sorry_backend,
     maps::repair,
     net::{
         neigh::{self, NeighEvent, NeighState},
         resolve,
     },
+    plan::Sources,
     plan::convert::format_mac,
 };
 
@@ -37,15 +39,20 @@ impl Daemon {
         }
         // Unresolved MACs are asked for again with a backoff (5 s doubling to 60 s), so that
         // a dead address or a full neighbour table is not hammered every period.
-        if self.macs.values().any(Result::is_err) && Instant::now() >= self.resolve_due {
-            let before = self.macs.clone();
+        // Tunnel backends' sources follow the kernel's routes: a route that moved changes
+        // the source at this tick (the data path's FIB lookup follows next hops by itself).
+        if self.follow_routes() {
+            self.apply("route change");
+        }
+        if self.resolved.macs.values().any(Result::is_err) && Instant::now() >= self.resolve_due {
+            let before = self.resolved.macs.clone();
             self.resolve();
             // Only a newly resolved (or lost) MAC is an apply of its own; otherwise the
             // reconcile apply below is the only one this tick.
-            if self.macs != before {
+            if self.resolved.macs != before {
                 self.apply("MAC resolution");
             }
-            self.resolve_backoff = if self.macs.values().any(Result::is_err) {
+            self.resolve_backoff = if self.resolved.macs.values().any(Result::is_err) {
                 (self.resolve_backoff * 2).min(RESOLVE_MAX)
             } else {
                 RESOLVE_MIN
@@ -74,7 +81,7 @@ impl Daemon {
                 if !self.ifindexes.contains(&ifindex) {
                     return false;
                 }
-                let Some(current) = self.macs.get(&addr) else {
+                let Some(current) = self.resolved.macs.get(&addr) else {
                     return false;
                 };
                 match usable {
@@ -89,7 +96,7 @@ impl Daemon {
                             ),
                             Err(_) => info!(backend = %addr, mac = %mac, "backend MAC resolved"),
                         }
-                        self.macs.insert(addr, Ok(n.mac));
+                        self.resolved.macs.insert(addr, Ok(n.mac));
                         true
                     }
                     None if state == NeighState::Failed && current.is_ok() => {
@@ -99,7 +106,7 @@ impl Daemon {
                             "backend does not answer {by} (neighbour entry FAILED): no traffic \
                              until it does"
                         );
-                        self.macs.insert(
+                        self.resolved.macs.insert(
                             addr,
                             Err(format!(
                                 "no answer to {by} (the kernel's neighbour entry FAILED)"
@@ -114,7 +121,7 @@ impl Daemon {
                 // The kernel forgot it (garbage collection): have it resolved again, so that a
                 // later change of MAC (a gratuitous ARP) updates an entry that exists.
                 if self.ifindexes.contains(&ifindex)
-                    && self.macs.contains_key(&addr)
+                    && self.resolved.macs.contains_key(&addr)
                     && let Err(e) = neigh::trigger(ifindex, addr)
                 {
                     tracing::debug!(backend = %addr, error = %format!("{e:#}"), "resolving again");
@@ -129,14 +136,73 @@ impl Daemon {
         }
     }
 
-    pub(super) fn resolve(&mut self) {
-        // Sorry servers need MACs too.
+    /// Every backend of the file with the sorry servers, which need MACs (or sources) too.
+    fn with_sorry_servers(&self) -> Config {
         let mut all = self.config.clone();
         for s in &mut all.services {
             s.backends.extend(sorry_backend(s));
         }
-        let (ifindexes, timeout) = (self.ifindexes.clone(), self.opts.resolve_timeout);
-        self.macs =
-            tokio::task::block_in_place(|| resolve::backend_macs(&all, &ifindexes, timeout));
+        all
     }
+
+    pub(super) fn resolve(&mut self) {
+        let all = self.with_sorry_servers();
+        let (ifindexes, timeout) = (self.ifindexes.clone(), self.opts.resolve_timeout);
+        let old = std::mem::take(&mut self.resolved.sources);
+        let mut fresh =
+            tokio::task::block_in_place(|| resolve::backends(&all, &ifindexes, timeout));
+        fresh.sources = self.merge_sources(old, fresh.sources);
+        self.resolved = fresh;
+    }
+
+    /// Looks up the tunnel backends' sources again; true when one changed.
+    pub(super) fn follow_routes(&mut self) -> bool {
+        let all = self.with_sorry_servers();
+        if self.resolved.sources.is_empty() && !all.services.iter().any(has_tunnel_lookup) {
+            return false;
+        }
+        let fresh = tokio::task::block_in_place(|| resolve::tunnel_sources(&all));
+        let old = std::mem::take(&mut self.resolved.sources);
+        let merged = self.merge_sources(old.clone(), fresh);
+        let changed = merged != old;
+        self.resolved.sources = merged;
+        changed
+    }
+
+    /// The new lookups over the old, logged: a changed source is followed; a lookup that
+    /// fails where one succeeded before keeps the last source (the data path asks the FIB per
+    /// packet and passes what it cannot route to the kernel, counted as `pass_no_route`),
+    /// rather than taking the backend out of service for a route that flaps.
+    fn merge_sources(&mut self, old: Sources, fresh: Sources) -> Sources {
+        let mut merged = Sources::new();
+        for (addr, now) in fresh {
+            let kept = match (old.get(&addr), &now) {
+                (Some(Ok(was)), Ok(src)) if was != src => {
+                    info!(backend = %addr, old = %was, new = %src, "tunnel source changed with the route: following it");
+                    None
+                }
+                (Some(Ok(was)), Err(why)) => {
+                    // Said once, when it starts; the periodic summary does not repeat it.
+                    if self.unrouted.insert(addr) {
+                        warn!(backend = %addr, source = %was, error = %why, "no route to a tunnel backend now: keeping its last source");
+                    }
+                    Some(Ok(*was))
+                }
+                _ => None,
+            };
+            if now.is_ok() && self.unrouted.remove(&addr) {
+                info!(backend = %addr, "tunnel backend routed again");
+            }
+            merged.insert(addr, kept.unwrap_or(now));
+        }
+        self.unrouted.retain(|a| merged.contains_key(a));
+        merged
+    }
+}
+
+/// Whether a service has a tunnel backend whose source is looked up.
+fn has_tunnel_lookup(s: &crate::config::ServiceConfig) -> bool {
+    s.backends
+        .iter()
+        .any(|b| b.forward.tunnel().is_some_and(|t| t.source.is_none()))
 }

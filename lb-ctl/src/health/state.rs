@@ -272,6 +272,7 @@ pub fn sorry_backend(s: &ServiceConfig) -> Option<BackendConfig> {
         address,
         port: s.port,
         weight: 1,
+        forward: s.forward,
         line: s.line,
     })
 }

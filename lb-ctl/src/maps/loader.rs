@@ -10,7 +10,7 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{Xdp, XdpMode},
 };
-use lb_common::{limits, names};
+use lb_common::{decap, limits, names};
 
 /// The XDP object, as built for `bpfel-unknown-none`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
@@ -18,6 +18,10 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// The measuring programs of `cargo xtask bench` (a MAC-swapping XDP_TX baseline, and a
 /// program that restores a frame's MACs before tail-calling the program under test).
 pub static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-bench"));
+
+/// The real servers' decapsulation program (`lb-ctl decap`), an object of its own: a real
+/// server loads none of the director's maps.
+pub static DECAP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-decap"));
 
 /// Map sizes chosen when the program is loaded (the others are fixed in `lb_common::limits`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +71,31 @@ pub fn load(sizes: &Sizes, pin_dir: Option<&Path>) -> Result<Ebpf> {
     program(&mut ebpf, names::PROGRAM)?
         .load()
         .context("the kernel's verifier rejected the XDP program")?;
+    Ok(ebpf)
+}
+
+/// Loads the decapsulation object and its program (the verifier runs here). With `pin_dir`,
+/// its maps are opened from their pins there, or created and pinned there.
+pub fn load_decap(pin_dir: Option<&Path>) -> Result<Ebpf> {
+    if DECAP_OBJECT.is_empty() {
+        bail!(
+            "this lb-ctl was built without its decapsulation program (LB_EBPF_OBJECT was set); \
+             rebuild it with `cargo xtask build`"
+        );
+    }
+    let mut loader = EbpfLoader::new();
+    if let Some(dir) = pin_dir {
+        for name in decap::names::MAPS {
+            loader.map_pin_path(name, dir.join(name));
+        }
+    }
+    let mut ebpf = loader.load(DECAP_OBJECT).context(
+        "loading the decapsulation object into the kernel (needs root or CAP_BPF + \
+         CAP_NET_ADMIN)",
+    )?;
+    program(&mut ebpf, decap::names::PROGRAM)?
+        .load()
+        .context("the kernel's verifier rejected the decapsulation program")?;
     Ok(ebpf)
 }
 

@@ -2,11 +2,13 @@
 //! ([`pins`]), the one-writer lock ([`lock`]), their repair ([`repair`]), typed access to the
 //! maps (here) and the batch syscalls ([`batch`]), reading the state a plan starts from
 //! ([`current`]), writing a plan ([`write`]), one consistent read for people ([`view`]) and
-//! the data path's log records ([`datapath_log`]).
+//! the data path's log records ([`datapath_log`]); the real servers' decapsulation program
+//! ([`decap`]).
 
 pub mod batch;
 pub mod current;
 pub mod datapath_log;
+pub mod decap;
 pub mod loader;
 pub mod lock;
 pub mod mapped;

@@ -6,8 +6,8 @@ use std::{collections::HashMap, net::IpAddr, time::Duration};
 
 use anyhow::{Context as _, Result};
 use lb_common::{
-    BACKEND_DOWN, BACKEND_USABLE, Backend, Counters, Flow, FlowKey, Reason, Service, ServiceKey,
-    TcpState,
+    BACKEND_DOWN, BACKEND_USABLE, Backend, Counters, Flow, FlowKey, Forward, Reason, Service,
+    ServiceKey, TcpState,
 };
 use serde::Serialize;
 
@@ -53,7 +53,17 @@ pub struct BackendView {
     pub port: u16,
     pub weight: u32,
     pub mac: String,
-    /// The MAC is known, it is not down, and it takes traffic.
+    /// How it is forwarded to: `route`, `ipip` or `gue` in JSON (`?`: a byte no lb-ctl
+    /// writes); `list` shows `Route` or `Tunnel`, as ipvsadm does.
+    #[serde(serialize_with = "forward_name")]
+    pub forward: Option<Forward>,
+    /// Tunnels: the outer source address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel_source: Option<IpAddr>,
+    /// GUE: the UDP port the backend decapsulates on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel_port: Option<u16>,
+    /// It takes traffic: its MAC (route) or outer source (tunnel) is known and it is not down.
     pub usable: bool,
     /// Health checks hold it down.
     pub down: bool,
@@ -180,6 +190,11 @@ impl Snapshot {
                     port: u16::from_be(b.port),
                     weight: b.weight,
                     mac: format_mac(&b.mac),
+                    forward: Forward::from_u8(b.forward),
+                    tunnel_source: (b.forward != Forward::Route as u8 && b.tunnel_src != [0; 4])
+                        .then(|| addr_ip(&b.tunnel_src)),
+                    tunnel_port: (b.forward == Forward::Gue as u8)
+                        .then(|| u16::from_be(b.tunnel_port)),
                     usable: b.flags & BACKEND_USABLE != 0,
                     down: b.flags & BACKEND_DOWN != 0,
                     packets: c.packets,
@@ -265,6 +280,16 @@ fn conn_view(key: &FlowKey, flow: &Flow, b: &Backend, remaining_ns: u64) -> Conn
         virtual_address: host_port(addr_ip(&key.dst), u16::from_be(key.dport)),
         backend: host_port(addr_ip(&b.addr), u16::from_be(key.dport)),
     }
+}
+
+/// `route`, `ipip`, `gue`, or `?` for a method no lb-ctl writes.
+fn forward_name<S: serde::Serializer>(f: &Option<Forward>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match f {
+        Some(Forward::Route) => "route",
+        Some(Forward::Ipip) => "ipip",
+        Some(Forward::Gue) => "gue",
+        None => "?",
+    })
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use lb_common::Backend;
 use super::{Maps, array_update_batch};
 use crate::{
     config::Config,
-    plan::{self, Current, Down, Macs, Plan, Write},
+    plan::{self, Current, Down, Plan, Resolved, Write},
 };
 
 impl Plan {
@@ -43,12 +43,12 @@ impl Plan {
 pub fn apply(
     maps: &mut Maps,
     config: &Config,
-    macs: &Macs,
+    resolved: &Resolved,
     down: &Down,
     dry_run: bool,
 ) -> Result<Plan> {
     let current = Current::read(maps)?;
-    apply_read(maps, &current, config, macs, down, dry_run)
+    apply_read(maps, &current, config, resolved, down, dry_run)
 }
 
 /// [`apply`] with the maps already read: `lb-ctl apply -f` reads them while the file is
@@ -57,11 +57,11 @@ pub fn apply_read(
     maps: &mut Maps,
     current: &Current,
     config: &Config,
-    macs: &Macs,
+    resolved: &Resolved,
     down: &Down,
     dry_run: bool,
 ) -> Result<Plan> {
-    let plan = plan::plan(current, config, macs, down)?;
+    let plan = plan::plan(current, config, resolved, down)?;
     if !dry_run {
         plan.execute(maps)?;
     }

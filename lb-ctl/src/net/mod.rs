@@ -7,6 +7,7 @@ pub mod neigh;
 pub mod netns;
 pub mod own_addresses;
 pub mod resolve;
+pub mod route;
 mod rtnl;
 #[cfg(test)]
 mod testlab;

@@ -27,10 +27,10 @@ use netlink_packet_route::{
     neighbour::{
         NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
     },
-    route::{RouteAddress, RouteAttribute, RouteMessage, RouteType, RouteVia},
+    route::RouteType,
 };
 
-use super::{link, rtnl};
+use super::{link, route, rtnl};
 
 /// How often the neighbour table is read while waiting for ARP or NDP answers.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -176,35 +176,13 @@ pub fn check_on_link(ifindex: u32, addr: IpAddr) -> Result<()> {
     let dev = link::name(ifindex)?;
     const NEED: &str = "direct routing needs every backend on the director's segment";
 
-    let mut request = RouteMessage::default();
-    let (family, len, destination) = match addr {
-        IpAddr::V4(a) => (AddressFamily::Inet, 32, RouteAddress::Inet(a)),
-        IpAddr::V6(a) => (AddressFamily::Inet6, 128, RouteAddress::Inet6(a)),
+    let Some(route) = route::get(addr)? else {
+        bail!(
+            "backend {addr} is not on the link of {dev}: there is no route to it in this \
+             network namespace; {NEED}"
+        );
     };
-    request.header.address_family = family;
-    request.header.destination_prefix_length = len;
-    request
-        .attributes
-        .push(RouteAttribute::Destination(destination));
-    let answers = match rtnl::request(RouteNetlinkMessage::GetRoute(request), 0) {
-        Ok(answers) => answers,
-        Err(err) => match rtnl::errno(&err) {
-            Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EACCES | libc::EINVAL) => bail!(
-                "backend {addr} is not on the link of {dev}: there is no route to it in this \
-                 network namespace ({err}); {NEED}"
-            ),
-            _ => return Err(err.context(format!("asking the kernel for the route to {addr}"))),
-        },
-    };
-    let route = answers
-        .into_iter()
-        .find_map(|m| match m {
-            RouteNetlinkMessage::NewRoute(route) => Some(route),
-            _ => None,
-        })
-        .with_context(|| format!("the kernel answered no route for {addr}"))?;
-
-    match route.header.kind {
+    match route.kind {
         RouteType::Unicast => {}
         RouteType::Local => bail!(
             "backend {addr} is an address of this host itself, not a real server on the link \
@@ -213,7 +191,7 @@ pub fn check_on_link(ifindex: u32, addr: IpAddr) -> Result<()> {
         RouteType::Broadcast | RouteType::Multicast | RouteType::Anycast => {
             bail!(
                 "backend {addr} is not a unicast address (the kernel routes it as {:?})",
-                route.header.kind
+                route.kind
             )
         }
         other => bail!(
@@ -221,19 +199,7 @@ pub fn check_on_link(ifindex: u32, addr: IpAddr) -> Result<()> {
              {other:?}; {NEED}"
         ),
     }
-
-    let mut gateway = None;
-    let mut oif = None;
-    for attr in &route.attributes {
-        match attr {
-            RouteAttribute::Gateway(RouteAddress::Inet(gw)) => gateway = Some(gw.to_string()),
-            RouteAttribute::Gateway(RouteAddress::Inet6(gw)) => gateway = Some(gw.to_string()),
-            RouteAttribute::Via(RouteVia::Inet(gw)) => gateway = Some(gw.to_string()),
-            RouteAttribute::Via(RouteVia::Inet6(gw)) => gateway = Some(gw.to_string()),
-            RouteAttribute::Oif(index) => oif = Some(*index),
-            _ => {}
-        }
-    }
+    let (gateway, oif) = (route.gateway, route.oif);
     let other_dev = match oif {
         Some(index) if index != ifindex => {
             Some(link::name(index).unwrap_or_else(|_| format!("interface index {index}")))

@@ -1,22 +1,55 @@
-//! Backend MACs for `apply`: from the kernel's neighbour table of the attached interfaces,
-//! asking the kernel to resolve the ones it does not know yet.
+//! What `apply` needs of the kernel for the backends of a config: route backends' MACs, from
+//! the kernel's neighbour table of the attached interfaces (asking the kernel to resolve the
+//! ones it does not know yet), and the outer source of tunnel backends that configure none,
+//! from the kernel's route to each.
 
 use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
 use crate::{
-    config::Config,
-    net::neigh::{self, Resolution},
-    plan::Macs,
+    config::{Config, Forwarding},
+    net::{
+        neigh::{self, Resolution},
+        route,
+    },
+    plan::{Macs, Resolved, Sources},
 };
 
-/// Resolves every backend address of `config` on the attached interfaces `ifindexes`: each
-/// address on the first interface whose link it is on. An address on no interface's link, or
+/// [`backend_macs`] and [`tunnel_sources`] of `config`.
+pub fn backends(config: &Config, ifindexes: &[u32], timeout: Duration) -> Resolved {
+    Resolved {
+        macs: backend_macs(config, ifindexes, timeout),
+        sources: tunnel_sources(config),
+    }
+}
+
+/// The outer source of every tunnel backend of `config` without a configured `source`: the
+/// preferred source of the kernel's route to it (`Err`: why there is none).
+pub fn tunnel_sources(config: &Config) -> Sources {
+    let mut addrs: Vec<IpAddr> = config
+        .services
+        .iter()
+        .flat_map(|s| s.backends.iter())
+        .filter(|b| b.forward.tunnel().is_some_and(|t| t.source.is_none()))
+        .map(|b| b.address)
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    addrs
+        .into_iter()
+        .map(|a| (a, route::tunnel_source(a).map_err(|e| format!("{e:#}"))))
+        .collect()
+}
+
+/// Resolves every route backend's address of `config` on the attached interfaces `ifindexes`:
+/// each address on the first interface whose link it is on. Tunnel backends need no MAC. An address on no interface's link, or
 /// that does not answer ARP (IPv4) or NDP (IPv6) within `timeout`, is unresolved, with the reason.
 pub fn backend_macs(config: &Config, ifindexes: &[u32], timeout: Duration) -> Macs {
     let mut addrs: Vec<IpAddr> = config
         .services
         .iter()
-        .flat_map(|s| s.backends.iter().map(|b| b.address))
+        .flat_map(|s| s.backends.iter())
+        .filter(|b| b.forward == Forwarding::Route)
+        .map(|b| b.address)
         .collect();
     addrs.sort();
     addrs.dedup();

@@ -9,11 +9,12 @@ use std::{
 
 use lb_common::{BACKEND_CONFIGURED, BACKEND_DOWN, BACKEND_USABLE, Backend, limits};
 
-use super::{Change, Current, Down, Macs, Plan, Write, Writes, ids::Ids};
+use super::{Change, Current, Down, Plan, Resolved, Write, Writes, ids::Ids};
 use crate::{
-    config::{BackendConfig, ServiceConfig},
-    plan::convert::format_mac,
-    plan::convert::{addr_ip, addr_of, describe_backend, host_port},
+    config::{BackendConfig, Forwarding, ServiceConfig},
+    plan::convert::{
+        addr_ip, addr_of, describe_backend, describe_forward, format_mac, forward_of, host_port,
+    },
 };
 
 /// A service's configured backends in the maps, found by address and taken once each.
@@ -95,7 +96,7 @@ impl<'a> DownSet<'a> {
 
 /// What a service's backends are planned against.
 pub(super) struct Context<'a> {
-    pub macs: &'a Macs,
+    pub resolved: &'a Resolved,
     /// The service's backends that health checks hold down.
     pub down: Option<&'a HashSet<IpAddr>>,
     pub service: &'a ServiceConfig,
@@ -142,9 +143,13 @@ pub(super) fn plan<'a>(
             }
             None => {
                 let id = ids.new_backend()?;
+                let via = match bc.forward {
+                    Forwarding::Route => String::new(),
+                    Forwarding::Tunnel(_) => format!(" {}", describe_forward(&want)),
+                };
                 p.changes.push(Change::AddBackend {
                     service: sc.name.clone(),
-                    what: format!("{} weight {}", describe_backend(&want), bc.weight),
+                    what: format!("{} weight {}{via}", describe_backend(&want), bc.weight),
                 });
                 w.pre.push(Write::ResetBackendCounters(id));
                 w.pre.push(Write::SetBackend(id, want));
@@ -170,35 +175,66 @@ pub(super) fn plan<'a>(
     Ok(members)
 }
 
-/// The entry a configured backend wants, and whether it is usable. An unresolved MAC is a
-/// warning: the backend is configured but gets no traffic.
+/// The entry a configured backend wants, and whether it is usable. A route backend needs its
+/// MAC, a tunnel backend an outer source (configured, else the kernel's route's); without it
+/// the backend is configured but gets no traffic, and a warning says why.
 fn desired(ctx: &Context, bc: &BackendConfig, warnings: &mut Vec<String>) -> (Backend, bool) {
     let sc = ctx.service;
-    let mac = match ctx.macs.get(&bc.address) {
-        Some(Ok(mac)) => Some(*mac),
-        Some(Err(why)) => {
-            warnings.push(unresolved(bc, &sc.name, why));
-            None
-        }
-        None => {
-            let why = "not resolved (no neighbour lookup was made)";
-            warnings.push(unresolved(bc, &sc.name, why));
-            None
-        }
-    };
-    let is_down = ctx.down.is_some_and(|d| d.contains(&bc.address));
-    let usable = mac.is_some() && !is_down;
-    let want = Backend {
+    let mut want = Backend {
         addr: addr_of(bc.address),
-        mac: mac.unwrap_or([0; 6]),
-        flags: BACKEND_CONFIGURED
-            | if usable { BACKEND_USABLE } else { 0 }
-            | if is_down { BACKEND_DOWN } else { 0 },
         service_id: ctx.id,
         weight: bc.weight,
         port: bc.port.to_be(),
-        _pad: [0; 2],
+        forward: forward_of(&bc.forward) as u8,
+        ..Backend::default()
     };
+    let found = match &bc.forward {
+        Forwarding::Route => match ctx.resolved.macs.get(&bc.address) {
+            Some(Ok(mac)) => {
+                want.mac = *mac;
+                true
+            }
+            Some(Err(why)) => {
+                warnings.push(unresolved(bc, &sc.name, why));
+                false
+            }
+            None => {
+                let why = "not resolved (no neighbour lookup was made)";
+                warnings.push(unresolved(bc, &sc.name, why));
+                false
+            }
+        },
+        Forwarding::Tunnel(t) => {
+            want.tunnel_port = t.port.to_be();
+            let source = match t.source {
+                Some(configured) => Ok(configured),
+                None => match ctx.resolved.sources.get(&bc.address) {
+                    Some(r) => r.clone(),
+                    None => Err("no route lookup was made".to_string()),
+                },
+            };
+            match source {
+                Ok(src) => {
+                    want.tunnel_src = addr_of(src);
+                    true
+                }
+                Err(why) => {
+                    warnings.push(format!(
+                        "backend {} of service {}: no tunnel source address ({why}); it gets \
+                         no traffic",
+                        host_port(bc.address, bc.port),
+                        sc.name
+                    ));
+                    false
+                }
+            }
+        }
+    };
+    let is_down = ctx.down.is_some_and(|d| d.contains(&bc.address));
+    let usable = found && !is_down;
+    want.flags = BACKEND_CONFIGURED
+        | if usable { BACKEND_USABLE } else { 0 }
+        | if is_down { BACKEND_DOWN } else { 0 };
     (want, usable)
 }
 
@@ -230,6 +266,15 @@ fn delta(have: &Backend, want: &Backend) -> String {
     } else if flipped & BACKEND_USABLE != 0 {
         let now_usable = want.flags & BACKEND_USABLE != 0;
         parts.push(if now_usable { "resolved" } else { "unresolved" }.to_string());
+    }
+    if (have.forward, have.tunnel_src, have.tunnel_port)
+        != (want.forward, want.tunnel_src, want.tunnel_port)
+    {
+        parts.push(format!(
+            "forward {} -> {}",
+            describe_forward(have),
+            describe_forward(want)
+        ));
     }
     if have.port != want.port {
         parts.push(format!(

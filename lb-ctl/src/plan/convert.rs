@@ -4,9 +4,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use lb_common::{Backend, Sched, Service, ServiceKey, limits, v4_mapped};
+use lb_common::{Backend, Forward, Sched, Service, ServiceKey, limits, v4_mapped};
 
-use crate::config::{Protocol, Scheduler, ServiceConfig};
+use crate::config::{Forwarding, Protocol, Scheduler, ServiceConfig, TunnelKind};
 
 /// The key of a configured service.
 pub fn service_key(s: &ServiceConfig) -> ServiceKey {
@@ -172,6 +172,30 @@ pub fn describe_persistence(vip: IpAddr, timeout_s: u32, mask: &lb_common::Addr)
 /// `192.168.58.135:80` or `[fd00:58::135]:80`.
 pub fn describe_backend(b: &Backend) -> String {
     host_port(addr_ip(&b.addr), u16::from_be(b.port))
+}
+
+/// How a backend entry forwards, as the file writes it: `route`, `ipip from SOURCE`, `gue PORT
+/// from SOURCE` (`without a source` when it has none); a byte no `lb-ctl` writes as `forward N`.
+pub fn describe_forward(b: &Backend) -> String {
+    let from = match b.tunnel_src {
+        [0, 0, 0, 0] => " without a source".to_string(),
+        src => format!(" from {}", addr_ip(&src)),
+    };
+    match Forward::from_u8(b.forward) {
+        Some(Forward::Route) => "route".to_string(),
+        Some(Forward::Ipip) => format!("ipip{from}"),
+        Some(Forward::Gue) => format!("gue {}{from}", u16::from_be(b.tunnel_port)),
+        None => format!("forward {}", b.forward),
+    }
+}
+
+/// The data path's method for a configured one.
+pub fn forward_of(f: &Forwarding) -> Forward {
+    match f.tunnel().map(|t| t.kind) {
+        None => Forward::Route,
+        Some(TunnelKind::Ipip) => Forward::Ipip,
+        Some(TunnelKind::Gue) => Forward::Gue,
+    }
 }
 
 /// `02:00:00:00:00:01`: six lower-case hex pairs separated by colons.

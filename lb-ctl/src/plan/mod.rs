@@ -35,6 +35,36 @@ use crate::{config::Config, plan::convert::service_key};
 /// Backend MACs by address: `Err` holds why one could not be resolved.
 pub type Macs = HashMap<IpAddr, Result<[u8; 6], String>>;
 
+/// The outer source of tunnel backends that configure none, by backend address: the source
+/// the kernel's route to the backend has (`net::route`); `Err` holds why there is none.
+pub type Sources = HashMap<IpAddr, Result<IpAddr, String>>;
+
+/// What the kernel says of the backends, looked up in `net/` and passed in so that the plan
+/// stays pure: route backends' MACs, tunnel backends' outer sources. A tunnel backend needs
+/// no MAC of its own (the data path asks the kernel's FIB for the next hop per packet).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resolved {
+    pub macs: Macs,
+    pub sources: Sources,
+}
+
+impl From<Macs> for Resolved {
+    /// Route backends only (tunnel backends without a configured source get none).
+    fn from(macs: Macs) -> Resolved {
+        Resolved {
+            macs,
+            sources: Sources::new(),
+        }
+    }
+}
+
+impl Resolved {
+    /// Whether any lookup failed (the daemon asks again later).
+    pub fn any_unresolved(&self) -> bool {
+        self.macs.values().any(Result::is_err) || self.sources.values().any(Result::is_err)
+    }
+}
+
 /// Backends that health checks hold down, by (service name, address), with the reason. A
 /// down backend stays configured (its counters and id are kept) but is not usable: it gets no
 /// new flows and its existing flows are rescheduled, as IPVS's `expire_nodest_conn` does.
@@ -99,7 +129,8 @@ pub enum Write {
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
     pub changes: Vec<Change>,
-    /// Backends that get no traffic because their MAC could not be resolved.
+    /// Backends that get no traffic because their MAC (or tunnel source) could not be
+    /// resolved.
     pub warnings: Vec<String>,
     pub(crate) writes: Vec<Write>,
 }
@@ -139,7 +170,7 @@ impl Writes {
 }
 
 /// Computes what `config` needs written over `current`. Nothing is written.
-pub fn plan(current: &Current, config: &Config, macs: &Macs, down: &Down) -> Result<Plan> {
+pub fn plan(current: &Current, config: &Config, resolved: &Resolved, down: &Down) -> Result<Plan> {
     let mut p = Plan::default();
     let mut w = Writes::default();
     let mut ids = ids::Ids::of(current);
@@ -157,7 +188,7 @@ pub fn plan(current: &Current, config: &Config, macs: &Macs, down: &Down) -> Res
             None => backends::Existing::default(),
         };
         let ctx = backends::Context {
-            macs,
+            resolved,
             down: down.of(&sc.name),
             service: sc,
             id: want.id,
@@ -269,7 +300,7 @@ mod tests {
     }
 
     fn apply_to(cur: &Current, cfg: &Config) -> (Plan, Current) {
-        let p = plan(cur, cfg, &macs(), &Down::new()).expect("plan");
+        let p = plan(cur, cfg, &macs().into(), &Down::new()).expect("plan");
         let next = simulate(cur, &p);
         (p, next)
     }
@@ -397,7 +428,7 @@ mod tests {
             "HTTP 500".to_string(),
         )]
         .into();
-        let p = plan(&cur, &cfg, &macs(), &down).expect("plan");
+        let p = plan(&cur, &cfg, &macs().into(), &down).expect("plan");
         assert_eq!(lines(&p), ["~   backend 10.0.0.1:80 down (service web)"]);
         let next = simulate(&cur, &p);
         let id = next.services.values().next().expect("service").id;
@@ -420,7 +451,7 @@ mod tests {
         let err = plan(
             &small,
             &web(&[(1, 3), (2, 1)], "web", "wrr"),
-            &macs(),
+            &macs().into(),
             &Down::new(),
         )
         .expect_err("4 entries do not fit in 3");
@@ -452,6 +483,7 @@ mod tests {
         let mut macs = macs();
         macs.insert(v6("fd00:58::135"), Ok(MAC1));
         macs.insert(v6("fd00:58::136"), Err("no neighbour advertisement".into()));
+        let macs = macs.into();
         let p = plan(&empty(), &cfg, &macs, &Down::new()).expect("plan");
         assert_eq!(
             lines(&p),
@@ -521,5 +553,171 @@ mod tests {
         // The same file again: nothing to do.
         let again = plan(&cur, &cfg, &macs, &Down::new()).expect("plan");
         assert!(again.is_empty(), "{:?}", again.changes);
+    }
+
+    /// Tunnel backends: the method, the GUE port in network order and the outer source in the
+    /// 16-byte form (configured, else the route's), no MAC needed; an IPv6 backend of an IPv4
+    /// VIP; a route backend beside them unchanged; a backend without a source unusable.
+    #[test]
+    fn tunnel_backends_carry_method_port_and_source() {
+        let cfg = config(
+            "services:
+  - name: web
+    vip: 10.0.0.100
+    port: 80
+    scheduler: rr
+    forward: tunnel
+    tunnel: {type: gue, port: 6081}
+    backends:
+      - address: 10.20.0.11
+      - address: \"fd00:20::11\"
+        tunnel: {type: ipip, source: \"fd00:58::134\"}
+      - address: 10.0.0.1
+        forward: route
+      - address: 10.20.0.12
+      - address: 10.20.0.13
+        tunnel: {source: 10.0.0.34}
+",
+        );
+        let ip = |s: &str| -> IpAddr { s.parse().expect("address") };
+        let mut resolved = Resolved::from(macs());
+        resolved
+            .sources
+            .insert(ip("10.20.0.11"), Ok(ip("10.0.0.50")));
+        resolved
+            .sources
+            .insert(ip("10.20.0.12"), Err("no route to 10.20.0.12".into()));
+        // A looked-up source is not used where one is configured.
+        resolved
+            .sources
+            .insert(ip("10.20.0.13"), Ok(ip("10.0.0.50")));
+        let p = plan(&empty(), &cfg, &resolved, &Down::new()).expect("plan");
+        assert_eq!(
+            lines(&p),
+            [
+                "+ service web: TCP 10.0.0.100:80 rr",
+                "+   backend 10.20.0.11:80 weight 1 gue 6081 from 10.0.0.50 (service web)",
+                "+   backend [fd00:20::11]:80 weight 1 ipip from fd00:58::134 (service web)",
+                "+   backend 10.0.0.1:80 weight 1 (service web)",
+                "+   backend 10.20.0.12:80 weight 1 gue 6081 without a source (service web)",
+                "+   backend 10.20.0.13:80 weight 1 gue 6081 from 10.0.0.34 (service web)",
+            ]
+        );
+        assert_eq!(
+            p.warnings,
+            [
+                "backend 10.20.0.12:80 of service web: no tunnel source address (no route to \
+              10.20.0.12); it gets no traffic"
+            ]
+        );
+        let cur = simulate(&empty(), &p);
+        let by_addr = |a: &str| {
+            *cur.backends
+                .values()
+                .find(|b| convert::addr_ip(&b.addr) == ip(a))
+                .expect("the backend")
+        };
+        let usable = BACKEND_CONFIGURED | BACKEND_USABLE;
+        let gue = by_addr("10.20.0.11");
+        assert_eq!(gue.forward, lb_common::Forward::Gue as u8);
+        assert_eq!(gue.tunnel_port, 6081u16.to_be());
+        assert_eq!(gue.tunnel_port.to_ne_bytes(), [0x17, 0xc1]);
+        // ::ffff:10.0.0.50, word by word in network order.
+        assert_eq!(
+            gue.tunnel_src,
+            [
+                0,
+                0,
+                u32::from_ne_bytes([0, 0, 0xff, 0xff]),
+                u32::from_ne_bytes([10, 0, 0, 50])
+            ]
+        );
+        assert_eq!((gue.mac, gue.flags), ([0; 6], usable));
+        let v6 = by_addr("fd00:20::11");
+        assert_eq!(v6.forward, lb_common::Forward::Ipip as u8);
+        assert_eq!(v6.tunnel_port, 0);
+        assert_eq!(
+            convert::addr_ip(&v6.tunnel_src),
+            ip("fd00:58::134"),
+            "the IPv6 source of an IPv6 backend of an IPv4 VIP"
+        );
+        assert_eq!(v6.tunnel_src[0], u32::from_ne_bytes([0xfd, 0, 0, 0x58]));
+        assert_eq!(v6.flags, usable);
+        let route = by_addr("10.0.0.1");
+        assert_eq!(
+            (
+                route.forward,
+                route.mac,
+                route.tunnel_src,
+                route.tunnel_port
+            ),
+            (lb_common::Forward::Route as u8, MAC1, [0; 4], 0)
+        );
+        assert_eq!(by_addr("10.20.0.12").flags, BACKEND_CONFIGURED);
+        assert_eq!(
+            convert::addr_ip(&by_addr("10.20.0.13").tunnel_src),
+            ip("10.0.0.34")
+        );
+        let id = cur.services.values().next().expect("service").id;
+        let in_table: Vec<IpAddr> = cur.tables[&id]
+            .iter()
+            .map(|b| convert::addr_ip(&cur.backends[b].addr))
+            .collect();
+        assert_eq!(
+            in_table,
+            [
+                ip("10.20.0.11"),
+                ip("fd00:20::11"),
+                ip("10.0.0.1"),
+                ip("10.20.0.13")
+            ]
+        );
+
+        // The route moves: the source follows, as a change of that backend only.
+        resolved
+            .sources
+            .insert(ip("10.20.0.11"), Ok(ip("10.0.0.51")));
+        let next = plan(&cur, &cfg, &resolved, &Down::new()).expect("plan");
+        assert_eq!(
+            lines(&next),
+            [
+                "~   backend 10.20.0.11:80 forward gue 6081 from 10.0.0.50 -> gue 6081 from \
+              10.0.0.51 (service web)"
+            ]
+        );
+        // A health check's down still holds a tunnel backend down.
+        let down: Down = [(
+            ("web".to_string(), ip("fd00:20::11")),
+            "HTTP 500".to_string(),
+        )]
+        .into();
+        let held = plan(&cur, &cfg, &resolved, &down).expect("plan");
+        assert!(
+            lines(&held).contains(&"~   backend [fd00:20::11]:80 down (service web)".to_string()),
+            "{:?}",
+            held.changes
+        );
+    }
+
+    /// A backend that switches from route to tunnel is one change line naming both.
+    #[test]
+    fn switching_a_backend_to_a_tunnel_is_a_change() {
+        let route = web(&[(1, 1)], "web", "rr");
+        let (_, cur) = apply_to(&empty(), &route);
+        let tunnel = config(
+            "services:\n  - name: web\n    vip: 10.0.0.100\n    port: 80\n    scheduler: rr\n    \
+             backends:\n      - address: 10.0.0.1\n        forward: tunnel\n        tunnel: \
+             {source: 10.0.0.34}\n",
+        );
+        let (p, next) = apply_to(&cur, &tunnel);
+        assert_eq!(
+            lines(&p),
+            [
+                "~   backend 10.0.0.1:80 mac 02:00:00:00:00:87 -> 00:00:00:00:00:00, forward \
+                 route -> ipip from 10.0.0.34 (service web)"
+            ]
+        );
+        assert_eq!(next.backends[&0].forward, lb_common::Forward::Ipip as u8);
+        assert_eq!(next.backends[&0].flags & BACKEND_USABLE, BACKEND_USABLE);
     }
 }

@@ -189,7 +189,7 @@ fn timed_apply(maps: &mut Maps, yaml: &str) -> Result<(plan::Plan, Phases)> {
     });
     let (config, parse) = parsed?;
     let (current, read) = read?;
-    let macs = macs_for(&config);
+    let macs = macs_for(&config).into();
     let (plan, plan_ms) = time(|| plan::plan(&current, &config, &macs, &Down::new()))?;
     let ((), execute) = time(|| plan.execute(maps))?;
     if !plan.warnings.is_empty() {
@@ -345,7 +345,7 @@ fn plan_scaling(maps: &mut Maps, table_entries: u32) -> Result<Value> {
     for n in [250, 500, 1000] {
         let cfg = config::parse(&config_yaml(n, BACKENDS_PER_SERVICE, None), "s.yaml")
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let macs = macs_for(&cfg);
+        let macs = macs_for(&cfg).into();
         let empty = Current {
             table_entries,
             ..Current::default()
@@ -378,7 +378,7 @@ fn plan_scaling(maps: &mut Maps, table_entries: u32) -> Result<Value> {
     lb_ctl::maps::apply(
         maps,
         &config::parse("services: []\n", "e.yaml").map_err(|e| anyhow::anyhow!("{e}"))?,
-        &Macs::new(),
+        &Macs::new().into(),
         &Down::new(),
         false,
     )?;

@@ -107,8 +107,31 @@ pub fn http_get(
 ) -> Result<(u16, String)> {
     let target = SocketAddr::new(addr.into(), port);
     let mut conn = HttpConn::connect(host, target.ip(), port, timeout)?;
-    conn.request(path, false)
+    conn.request(path, false, None)
         .with_context(|| format!("GET http://{target}{path} from {}", host.name))
+}
+
+/// One `POST path` of a body of `len` bytes (`x`), with `Connection: close`, from inside
+/// `host` to `addr:port`; returns the status code and the body of the answer. The whole
+/// exchange, upload included, takes at most about `timeout`: an upload that stalls fails
+/// with a timeout.
+pub fn http_post(
+    host: &Host,
+    addr: impl Into<IpAddr>,
+    port: u16,
+    path: &str,
+    len: usize,
+    timeout: Duration,
+) -> Result<(u16, String)> {
+    let target = SocketAddr::new(addr.into(), port);
+    let mut conn = HttpConn::connect(host, target.ip(), port, timeout)?;
+    conn.request(path, false, Some(&vec![b'x'; len]))
+        .with_context(|| {
+            format!(
+                "POST of {len} bytes to http://{target}{path} from {}",
+                host.name
+            )
+        })
 }
 
 /// An HTTP/1.1 connection that stays open for several requests (keep-alive), opened from
@@ -175,7 +198,7 @@ impl HttpConn {
 
     /// `GET path`, keeping the connection open; returns the status code and the body.
     pub fn get(&mut self, path: &str) -> Result<(u16, String)> {
-        self.request(path, true)
+        self.request(path, true, None)
     }
 
     /// The connection's local address (the client's address and port).
@@ -183,10 +206,20 @@ impl HttpConn {
         Ok(self.reader.get_ref().local_addr()?)
     }
 
-    fn request(&mut self, path: &str, keep_alive: bool) -> Result<(u16, String)> {
+    fn request(
+        &mut self,
+        path: &str,
+        keep_alive: bool,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, String)> {
         let deadline = Instant::now() + self.timeout;
+        let (method, length) = match body {
+            Some(b) => ("POST", format!("Content-Length: {}\r\n", b.len())),
+            None => ("GET", String::new()),
+        };
         let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: {}\r\nUser-Agent: lb-tests\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: {}\r\nUser-Agent: \
+             lb-tests\r\n{length}\r\n",
             self.host_header,
             if keep_alive { "keep-alive" } else { "close" }
         );
@@ -195,6 +228,14 @@ impl HttpConn {
         stream
             .write_all(req.as_bytes())
             .context("sending the request")?;
+        let mut sent = 0;
+        for chunk in body.unwrap_or_default().chunks(16 * 1024) {
+            stream.set_write_timeout(Some(remaining(deadline)?))?;
+            stream
+                .write_all(chunk)
+                .with_context(|| format!("sending the body ({sent} bytes sent)"))?;
+            sent += chunk.len();
+        }
         stream.flush()?;
 
         let mut line = String::new();

@@ -1,5 +1,5 @@
 //! `cargo xtask demo`: the whole thing working, on labs of network namespaces, as an operator
-//! walkthrough in three parts. Needs root. Every phase's traffic is a bounded number of
+//! walkthrough in four parts. Needs root. Every phase's traffic is a bounded number of
 //! requests, each with a deadline; everything is torn down at the end, on failure and on
 //! Ctrl-C (`docs/lab.md` has the rules kept here).
 //!
@@ -16,6 +16,10 @@
 //!    run `lb-ctl run` with a `vrrp:` block; pulls director-1's cable while requests go on,
 //!    measures the gap until director-2 serves and the requests that failed meanwhile, plugs it
 //!    back in and shows director-1 preempting.
+//! 4. **Tunnel mode** (`examples/tunnel.yaml`, [`tunnel`]): a lab whose real servers sit
+//!    behind a router on 10.20.0.0/24; each takes the outer header off with `lb-ctl decap
+//!    attach eth0`; `lb-ctl run` on the director sends HTTP requests to them over IPIP, and the
+//!    replies go from the servers through the router to the client, none through the director.
 //!
 //! Exits non-zero if something that must work did not: a failed request where none may fail
 //! (phase 1; after the health check noticed; after the failover or the preemption), traffic
@@ -24,6 +28,7 @@
 
 mod health;
 mod support;
+mod tunnel;
 mod vrrp;
 
 use std::{
@@ -71,7 +76,7 @@ fn parse_args() -> Result<Args> {
         lb_ctl: exe.with_file_name("lb-ctl"),
         services: workspace().join("examples/services.yaml"),
         examples: workspace().join("examples"),
-        phases: vec![1, 2, 3],
+        phases: vec![1, 2, 3, 4],
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -85,21 +90,23 @@ fn parse_args() -> Result<Args> {
                 args.phases = value()?
                     .split(',')
                     .map(|p| match p.trim() {
-                        p @ ("1" | "2" | "3") => Ok(p.as_bytes()[0] - b'0'),
-                        other => bail!("--phases: {other:?} is not 1, 2 or 3"),
+                        p @ ("1" | "2" | "3" | "4") => Ok(p.as_bytes()[0] - b'0'),
+                        other => bail!("--phases: {other:?} is not 1, 2, 3 or 4"),
                     })
                     .collect::<Result<_>>()?
             }
             "--help" | "-h" => {
                 println!(
                     "lb-demo [--requests N ({REQUESTS})] [--lb-ctl PATH] [--services FILE] \
-                     [--examples DIR] [--phases 1,2,3]\n\
+                     [--examples DIR] [--phases 1,2,3,4]\n\
                      1: builds a namespace lab, balances HTTP and UDP through the XDP director, \
                      shows list and stats.\n\
                      2: `lb-ctl run` with a health check: a real server dies and comes back \
                      (DIR/health.yaml).\n\
                      3: two directors with VRRP: the master's link goes down and comes back \
                      (DIR/vrrp-director-1.yaml, DIR/vrrp-director-2.yaml).\n\
+                     4: tunnel mode: real servers behind a router, reached over IPIP \
+                     (DIR/tunnel.yaml).\n\
                      Tears everything down. Needs root."
                 );
                 std::process::exit(0);
@@ -122,7 +129,7 @@ fn lb_ctl(args: &Args, lab: &Lab, cmd: &[&str]) -> Result<String> {
 }
 
 /// Drops the lab and checks that nothing of it is left on the machine.
-fn teardown(lab: Lab) -> Result<()> {
+pub fn teardown(lab: Lab) -> Result<()> {
     let (prefix, pins) = (lab.prefix().to_owned(), lab.pin_dir());
     drop(lab);
     let left = leftovers(&prefix, &pins);
@@ -169,6 +176,9 @@ fn demo() -> Result<()> {
     if args.phases.contains(&2) || args.phases.contains(&3) {
         two_directors(&args, &mut summary)?;
     }
+    if args.phases.contains(&4) {
+        tunnel::run(&args, &mut summary)?;
+    }
     section(
         &format!("Done in {:.1?}: everything worked", started.elapsed()),
         &summary.lines.join("\n"),
@@ -180,7 +190,7 @@ fn demo() -> Result<()> {
 fn balance(args: &Args, summary: &mut Summary) -> Result<()> {
     let started = Instant::now();
     section(
-        "Part 1 of 3: balancing (lb-ctl attach, apply, list, stats)",
+        "Part 1 of 4: balancing (lb-ctl attach, apply, list, stats)",
         "The director's XDP program sends each new connection to VIP:80 to a real server by \
          rewriting\nthe destination MAC; the real server answers the client directly (LVS-DR).",
     );
@@ -285,7 +295,7 @@ fn balance(args: &Args, summary: &mut Summary) -> Result<()> {
 }
 
 /// Counts one request's `answer`: the answering server (the body), or a failure (logged).
-fn tally(
+pub fn tally(
     by_server: &mut BTreeMap<String, usize>,
     failed: &mut usize,
     what: &str,
@@ -305,7 +315,7 @@ fn tally(
 }
 
 /// `real-server-1: 10, real-server-2: 10`.
-fn split(by_server: &BTreeMap<String, usize>) -> String {
+pub fn split(by_server: &BTreeMap<String, usize>) -> String {
     let parts: Vec<String> = by_server.iter().map(|(s, n)| format!("{s}: {n}")).collect();
     parts.join(", ")
 }
