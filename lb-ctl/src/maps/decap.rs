@@ -22,7 +22,7 @@ use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf,
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
-    programs::links::{FdLink, PinnedLink},
+    programs::links::PinnedLink,
 };
 use lb_common::{
     Addr,
@@ -215,33 +215,15 @@ fn attach_new(dir: &Path, iface: &str, mode: Mode, settings: &Settings) -> Resul
     let mut ebpf = loader::load_decap(Some(dir))?;
     DecapMaps::from_ebpf(&mut ebpf)?.write(settings)?;
     let prog = loader::program(&mut ebpf, names::PROGRAM)?;
-    let prog_pin = dir.join(names::PROGRAM);
-    if !prog_pin.exists() {
-        prog.pin(&prog_pin)
-            .with_context(|| format!("pinning the program at {}", prog_pin.display()))?;
-    }
-    let id = prog.attach(iface, mode.xdp()).map_err(|e| {
-        let hint = match mode {
-            Mode::Native => format!(
-                " (the driver of {iface} may not run XDP natively: try `lb-ctl decap attach \
-                 {iface} --mode generic`)"
-            ),
-            Mode::Generic => String::new(),
-        };
-        anyhow::Error::new(e).context(format!(
-            "attaching the decapsulation program to {iface} in {} mode failed{hint}",
-            mode.as_str()
-        ))
-    })?;
-    let link = prog.take_link(id).context("taking the XDP link")?;
-    let fd_link = FdLink::try_from(link).context(
-        "the kernel attached the program without a BPF link (too old for pinning links)",
-    )?;
-    let link_path = pins::link_pin(dir, iface);
-    fd_link
-        .pin(&link_path)
-        .with_context(|| format!("pinning the link at {}", link_path.display()))?;
-    Ok(())
+    pins::attach_and_pin(
+        prog,
+        dir,
+        names::PROGRAM,
+        iface,
+        mode,
+        " the decapsulation program",
+        "lb-ctl decap attach",
+    )
 }
 
 /// Detaches the decapsulation program from `iface`; with no interface left, removes its

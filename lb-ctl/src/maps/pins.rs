@@ -19,7 +19,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use aya::programs::{
-    XdpMode,
+    Xdp, XdpMode,
     links::{FdLink, PinnedLink},
 };
 use lb_common::{Iface, names};
@@ -229,7 +229,23 @@ fn attach_new(
             .context("registering the interface in IFACES")?;
     }
     let prog = loader::program(&mut ebpf, names::PROGRAM)?;
-    let prog_pin = dir.join(names::PROGRAM);
+    attach_and_pin(prog, dir, names::PROGRAM, iface, mode, "", "lb-ctl attach")
+}
+
+/// Pins `prog` at `dir/name` (once), attaches it to `iface` in `mode` and pins the link
+/// under `dir`: what keeps it attached after the command exits. `subject` names the program
+/// in the error (` the decapsulation program`, or empty for the director's), `command` the
+/// command to retry with in generic mode.
+pub(crate) fn attach_and_pin(
+    prog: &mut Xdp,
+    dir: &Path,
+    name: &str,
+    iface: &str,
+    mode: Mode,
+    subject: &str,
+    command: &str,
+) -> Result<()> {
+    let prog_pin = dir.join(name);
     if !prog_pin.exists() {
         prog.pin(&prog_pin)
             .with_context(|| format!("pinning the program at {}", prog_pin.display()))?;
@@ -237,12 +253,13 @@ fn attach_new(
     let id = prog.attach(iface, mode.xdp()).map_err(|e| {
         let hint = match mode {
             Mode::Native => format!(
-                " (the driver of {iface} may not run XDP natively: try `lb-ctl attach {iface} --mode generic`)"
+                " (the driver of {iface} may not run XDP natively: try `{command} {iface} \
+                 --mode generic`)"
             ),
             Mode::Generic => String::new(),
         };
         anyhow::Error::new(e).context(format!(
-            "attaching to {iface} in {} mode failed{hint}",
+            "attaching{subject} to {iface} in {} mode failed{hint}",
             mode.as_str()
         ))
     })?;
