@@ -401,9 +401,13 @@ interface: rp_filter loose (2) or off (0) on it and on `all` (the kernel uses th
 The program and its maps are pinned under PIN_DIR/decap, so decapsulation goes on after
 the command exits.
 
+ECN (RFC 6040, normal mode): an outer header marked CE (congestion experienced) marks an
+ECN-capable inner packet CE; an inner packet that is not ECN-capable is then dropped
+(drop_ce_not_ect). Every other combination leaves the inner packet as it was.
+
 Counters (`lb-ctl decap`): decap_ipip, decap_ip6, decap_gue (decapsulated, by outer
 header); pass_not_tunnel, pass_other_dst (not one of --accept-dst), pass_fragment,
-pass_malformed.
+pass_malformed; drop_ce_not_ect (dropped: CE outside, Not-ECT inside).
 
 Typical use:
   lb-ctl decap attach eth0             IPIP, IPv6 and GUE on UDP 6080, any destination
