@@ -105,9 +105,12 @@ fn decap(ctx: &XdpContext) -> Verdict {
         outer_ipv4(ctx, l2, &config)?
     };
     let inner_ecn = inner_whole(ctx, l2 + t.outer, t.inner_v6, t.end)?;
-    // RFC 6040 4.2: CE outside goes on inside; a Not-ECT packet cannot carry it.
-    let mark = outer_ecn(ctx, l2, ipv6)? == ECN_CE && inner_ecn != ECN_CE;
-    if mark && inner_ecn == ECN_NOT_ECT {
+    // RFC 6040 4.2: CE outside goes on inside; a Not-ECT packet cannot carry it. `ce` is
+    // the bits to set (3 or 0), computed without a branch: the verifier walks what follows
+    // once, not once for each.
+    let outer = outer_ecn(ctx, l2, ipv6)?;
+    let ce = ((outer + 1) >> 2) * ECN_CE;
+    if ce != 0 && inner_ecn == ECN_NOT_ECT {
         return Err(DecapReason::DropCeNotEct);
     }
     let ethertype = if t.inner_v6 { ETH_P_IPV6 } else { ETH_P_IP };
@@ -116,9 +119,7 @@ fn decap(ctx: &XdpContext) -> Verdict {
         18 => strip::<18>(ctx, t.outer, ethertype)?,
         _ => strip::<22>(ctx, t.outer, ethertype)?,
     }
-    if mark {
-        set_ce(ctx, l2, t.inner_v6);
-    }
+    set_ecn_bits(ctx, l2, t.inner_v6, ce);
     Ok(t.reason)
 }
 
@@ -130,26 +131,27 @@ fn outer_ecn(ctx: &XdpContext, l3: usize, v6: bool) -> Result<u8, DecapReason> {
     Ok(if v6 { (b >> 4) & 3 } else { b & 3 })
 }
 
-/// Marks the inner IP header at `l3` (after the outer headers are off) CE: the ECN bits of
-/// the IPv6 traffic class, or of the IPv4 TOS with the header checksum updated as RFC 1624
-/// (eqn. 3) does: HC' = ~(~HC + ~m + m'), m the 16-bit word holding the TOS.
+/// Sets `bits` (CE, or 0: no change) in the ECN field of the inner IP header at `l3` (after
+/// the outer headers are off): in the IPv6 traffic class, or in the IPv4 TOS with the header
+/// checksum updated as RFC 1624 (eqn. 3) does: HC' = ~(~HC + ~m + m'), m the 16-bit word
+/// holding the TOS (with m' = m the checksum stays as it was).
 #[inline(always)]
-fn set_ce(ctx: &XdpContext, l3: usize, v6: bool) {
+fn set_ecn_bits(ctx: &XdpContext, l3: usize, v6: bool, bits: u8) {
     let Some(ip) = ptr_at_var::<[u8; IPV4_HLEN]>(ctx, l3) else {
         return;
     };
     let ip = unsafe { &mut *ip };
     if v6 {
-        ip[1] |= ECN_CE << 4;
+        ip[1] |= bits << 4;
         return;
     }
     let old = u16::from_be_bytes([ip[0], ip[1]]);
-    let new = old | ECN_CE as u16;
+    let new = old | bits as u16;
     let check = u16::from_be_bytes([ip[10], ip[11]]);
     let mut sum = (!check) as u32 + (!old) as u32 + new as u32;
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
-    ip[1] |= ECN_CE;
+    ip[1] |= bits;
     ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
 }
 
