@@ -1,7 +1,7 @@
 //! End to end: tunnel mode. The real servers are not on the director's segment but behind a
 //! router, on 10.20.0.0/24 and fd00:20::/64 (the lab's routed part, `LabSpec::routed`); the
 //! director (`lb-ctl run`) encapsulates each packet to the VIP (IPIP, IPv6-in-IPv6, GUE,
-//! IPv4-in-IPv6) and sends it to the next hop its kernel's FIB names; each real server strips
+//! IPv4-in-IPv6, IPv6-in-IPv4) and sends it to the next hop its kernel's FIB names; each real server strips
 //! the outer header with the project's decapsulation program (`lb-ctl decap attach eth0`) and
 //! answers the client itself, from the VIP on its `lo`, through the router: the director's
 //! interface sees none of the replies.
@@ -280,6 +280,13 @@ fn http_over_gue_reaches_routed_servers() {
 #[test]
 fn an_ipv4_vip_over_ipv6_backends_works() {
     balance(false, true, Encap::Ipip);
+}
+
+/// The other way round: an IPv6 VIP whose real servers are reached over IPv4 (IPv6 in IPv4,
+/// protocol 41), the outer header to 10.20.0.11/.12, the replies IPv6 from the VIP.
+#[test]
+fn an_ipv6_vip_over_ipv4_backends_works() {
+    balance(true, false, Encap::Ipip);
 }
 
 /// The next hop to the real servers moves (the director's route to 10.20.0.0/24 is replaced,
