@@ -24,7 +24,7 @@ use lb_tests::{
     env::Env,
     lab::{self, Capture, Host, Lab, RoutedSpec, http_get, http_post, icmp::path_mtu},
     lab_spec, services, stats,
-    tunnel::{Decap, Encap, GUE_PORT, IcmpBlackhole, tunnel_service},
+    tunnel::{Decap, Encap, GUE_PORT, IcmpBlackhole, neighbour_entry, tunnel_service},
 };
 
 /// Requests per balancing test: 20 per remote server.
@@ -204,6 +204,62 @@ fn balance(vip6: bool, backends6: bool, encap: Encap) {
         "replies reached the director: {at_director:#?}"
     );
     assert!(rose("forwarded") >= 3 * REQUESTS as u64);
+}
+
+/// Nothing makes the director talk to the router (no health check): `lb-ctl run` gives the
+/// next hop of the tunnel backends' route a managed neighbour entry, which the kernel resolves
+/// by itself, so the very first SYN through the tunnel finds its next hop: forwarded, not
+/// passed to the director's kernel (which holds the VIP and would answer it with a RST).
+#[test]
+fn the_first_syn_finds_its_next_hop_resolved() {
+    let env = Env::running(
+        &lab_spec!(routed: routed(1)),
+        |lab| {
+            let backends: Vec<IpAddr> =
+                lab.remote_servers().iter().map(|s| s.addr.into()).collect();
+            let mut web = services::Service::new("web", lab.vip(), 80, &backends);
+            web.extra = "    forward: tunnel\n".to_owned();
+            services::file(&[web])
+        },
+        &[],
+    );
+    let lab = &env.lab;
+    let _decap = Decap::attach(lab, lab.remote_servers(), None).unwrap_or_else(|e| panic!("{e:#}"));
+    let (director, router) = (lab.director(0), IpAddr::from(lab.router(0).outer.addr));
+    let start = Instant::now();
+    let entry = || neighbour_entry(director, router).unwrap_or_else(|e| panic!("{e:#}"));
+    let resolved = lab::wait_until(RESOLVE, || {
+        let e = entry();
+        e.contains("managed") && e.contains("REACHABLE")
+    });
+    let took = start.elapsed();
+    assert!(
+        resolved,
+        "the director's entry for its next hop {router}: `{}`",
+        entry()
+    );
+
+    let before = env.stats();
+    let answer = env.request_to(lab.vip().into(), Duration::from_secs(2));
+    let after = env.settled_stats("forwarded", Duration::from_secs(2));
+    let rose = |reason: &str| stats::datapath(&after, reason) - stats::datapath(&before, reason);
+    eprintln!(
+        "next hop {router}: `{}` {took:?} after the daemon was up; the first request: \
+         {answer:?}; data path: forwarded +{}, pass_no_route +{}",
+        entry(),
+        rose("forwarded"),
+        rose("pass_no_route")
+    );
+    let names: Vec<&str> = lab
+        .remote_servers()
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    let answer = answer.unwrap_or_else(|e| panic!("the first request failed: {e:#}"));
+    assert!(names.contains(&answer.as_str()), "answered by {answer}");
+    assert_eq!(rose("pass_no_route"), 0);
+    // SYN, ACK, request, FIN at least.
+    assert!(rose("forwarded") >= 3, "forwarded +{}", rose("forwarded"));
 }
 
 /// The routed lab itself, without a director: the client reaches both remote servers (both

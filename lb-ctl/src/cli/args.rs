@@ -128,7 +128,12 @@ over UDP) to a real server anywhere routable, of either family; the data path as
 kernel's FIB for the next hop per packet, so a tunnel backend needs no MAC of its own. Its
 outer source is `tunnel.source`, else the source of the kernel's route to the backend (`ip
 route get BACKEND`); a backend without a route gets no traffic and is reported. `lb-ctl
-run` looks the routes up again at every reconcile tick.
+run` looks the routes up again at every reconcile tick, and keeps each route's next hop
+resolved with a managed neighbour entry (`ip neigh replace HOP dev IFACE managed`). The
+attached interfaces must forward the outer family (net.ipv4.conf.IFACE.forwarding=1,
+net.ipv6.conf.IFACE.forwarding=1 for IPv6 backends): else the kernel's FIB answers no
+next hop and tunnel packets pass to the kernel (pass_no_route). `apply`, `run`, `list` and
+`stats --json` (forwarding_off) warn about it; lb-ctl never changes these sysctls.
 
 Example file:
   services:
@@ -222,7 +227,9 @@ connection to an rr, wrr, lc or wlc service: no RST is sent back).
 bytes, connections, backends[] with address, port, weight, forward (route, ipip or gue;
 tunnels add tunnel_source, and GUE tunnel_port), usable, packets, bytes, connections,
 active_connections, inactive_connections) and datapath[] (reason, action,
-packets). --prometheus prints the text exposition format with metrics named lb_*.
+packets), and forwarding_off[] (interface, family, sysctl) when an attached interface does
+not forward a family the tunnel backends need. --prometheus prints the text exposition
+format with metrics named lb_*; backend series carry a forward label (route, ipip, gue).
 --watch SECONDS redraws every SECONDS with per-second rates (like ipvsadm --rate).")]
     Stats {
         /// JSON instead of a table.
@@ -261,7 +268,9 @@ backend's MAC follows the kernel's neighbour tables as soon as it changes (a gra
 for IPv6 an unsolicited neighbour advertisement), a backend whose neighbour entry FAILED
 gets no traffic, and every --reconcile-interval the
 pins (a detached interface, a removed pin) and the maps (anything written by hand) are put
-back to what it wants, each repair logged. The data path's records (a drop_bad_backend's
+back to what it wants, each repair logged. Tunnel backends' next hops get managed neighbour
+entries (removed when no backend uses them, and on exit with --detach-on-exit); an attached
+interface that does not forward what they need is logged when that starts and when it ends. The data path's records (a drop_bad_backend's
 service, slot and backend, at most once per CPU per second) are logged with target datapath.
 
 SIGTERM or SIGINT stops the checks and leaves the data path forwarding, unless

@@ -76,6 +76,9 @@ pub fn render(shown: &Director, interfaces: &[String]) -> String {
         }
     }
     out.push_str(&render_vrrp(&shown.vrrp));
+    for off in &shown.forwarding_off {
+        let _ = writeln!(out, "warning: {off}");
+    }
     out
 }
 

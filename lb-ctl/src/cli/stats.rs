@@ -4,6 +4,7 @@
 use std::{collections::HashMap, fmt::Write as _, time::Duration};
 
 use anyhow::{Context as _, Result};
+use lb_common::Forward;
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric as _, prometheus_text},
@@ -128,12 +129,16 @@ struct JsonOut<'a> {
     /// VRRP instances of a running daemon for these pins.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     vrrp: &'a Vec<Report>,
+    /// Attached interfaces that do not forward a family the tunnel backends need.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    forwarding_off: &'a Vec<crate::net::forwarding::Off>,
 }
 
 pub fn render_json(shown: &Director) -> Result<String> {
     Ok(serde_json::to_string_pretty(&JsonOut {
         snap: &shown.maps,
         vrrp: &shown.vrrp,
+        forwarding_off: &shown.forwarding_off,
     })?)
 }
 
@@ -191,6 +196,7 @@ fn service_labels(s: &ServiceView) -> Labels {
 fn backend_labels(s: &ServiceView, b: &BackendView) -> Labels {
     let mut labels = service_labels(s);
     labels.push(("backend", host_port(b.address, b.port)));
+    labels.push(("forward", b.forward.map_or("?", Forward::name).to_string()));
     labels
 }
 
@@ -408,6 +414,7 @@ mod tests {
         Director {
             maps,
             vrrp: Vec::new(),
+            forwarding_off: Vec::new(),
         }
     }
 

@@ -96,7 +96,8 @@ pub struct ServiceConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
     pub address: IpAddr,
-    /// Always the service's port (DR mode cannot rewrite ports): filled in when omitted.
+    /// Always the service's port (neither direct routing nor a tunnel rewrites ports): filled
+    /// in when omitted.
     pub port: u16,
     /// 0..=65535; 0 drains the backend (no new flows).
     pub weight: u32,

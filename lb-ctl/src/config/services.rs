@@ -509,14 +509,16 @@ fn check_backend<'n, 'p>(
             let r = u16_value(field.node).and_then(|p| match service_port {
                 Some(sp) if sp != p => {
                     let why = if sp == 0 {
-                        "the service takes every port of its VIP (port 0), and in DR mode the \
-                         director forwards packets unchanged, so it cannot rewrite ports; omit \
-                         `port` or set it to 0"
+                        "the service takes every port of its VIP (port 0), and the director \
+                         forwards packets unchanged (direct routing rewrites only MACs, a tunnel \
+                         only wraps the packet in an outer header), so it cannot rewrite ports; \
+                         omit `port` or set it to 0"
                             .to_string()
                     } else {
                         format!(
-                            "in DR mode the director forwards packets unchanged, so it cannot \
-                             rewrite ports; omit `port` or set it to {sp}"
+                            "the director forwards packets unchanged (direct routing rewrites \
+                             only MACs, a tunnel only wraps the packet in an outer header), so it \
+                             cannot rewrite ports; omit `port` or set it to {sp}"
                         )
                     };
                     Err(format!(

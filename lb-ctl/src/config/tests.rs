@@ -764,7 +764,9 @@ fn backend_port_must_be_the_service_port() {
         "port 8080 differs from the service port 80",
     );
     assert!(
-        d.message.contains("DR mode") && d.message.contains("cannot rewrite ports"),
+        d.message
+            .contains("direct routing rewrites only MACs, a tunnel only wraps the packet")
+            && d.message.contains("cannot rewrite ports"),
         "{d}"
     );
 

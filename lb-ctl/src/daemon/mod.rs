@@ -22,6 +22,9 @@
 //!   again, missing pins pinned again) and the maps compared with the desired state (file +
 //!   health + MACs), every difference written back and logged. Unresolved backend MACs are
 //!   retried then too, with a backoff;
+//! - [`tunnels`]: what tunnel backends need of the kernel: interfaces that forward (checked
+//!   at every apply, logged when it starts and ends) and their next hops kept resolved
+//!   (managed neighbour entries, followed at every reconcile tick);
 //! - [`conditions`]: apply warnings logged when they start and end; [`tasks`]: stopping tasks
 //!   so that what they own is dropped before the exit.
 //!
@@ -38,6 +41,7 @@ mod health;
 mod reconcile;
 mod reload;
 pub mod tasks;
+mod tunnels;
 pub mod watch;
 
 use std::{
@@ -148,6 +152,12 @@ struct Daemon {
     delays: Arc<Delays>,
     /// What the last apply warned about (backends without a MAC...), logged as it changes.
     warnings: Conditions,
+    /// Attached interfaces that do not forward a family the tunnel backends need.
+    forwarding: Conditions,
+    /// The tunnel next hops given a managed neighbour entry (or resolution requests).
+    next_hops: std::collections::BTreeMap<crate::net::nexthop::NextHop, crate::net::nexthop::Kept>,
+    /// Tunnel next hops the kernel refused to keep resolved, with why.
+    next_hop_errors: Conditions,
     /// One line per transition, map change or failed service while few; summaries past it.
     budgets: [Budget; 3],
     /// When unresolved MACs are next asked for, and the wait after that.
@@ -199,6 +209,9 @@ async fn main_loop(opts: Options) -> Result<()> {
         pending: Vec::new(),
         delays: Arc::new(Delays::default()),
         warnings: Conditions::new("apply warnings"),
+        forwarding: Conditions::new("interfaces that do not forward for tunnel backends"),
+        next_hops: std::collections::BTreeMap::new(),
+        next_hop_errors: Conditions::new("tunnel next hops not kept resolved"),
         budgets: [(); 3].map(|()| Budget::new(TRANSITIONS_NAMED)),
         resolve_due: Instant::now() + RESOLVE_MIN,
         resolve_backoff: RESOLVE_MIN,
@@ -305,6 +318,7 @@ async fn main_loop(opts: Options) -> Result<()> {
         warn!(tasks = left, "checks or hooks did not stop within 2 s");
     }
     if d.opts.detach_on_exit {
+        d.release_next_hops();
         for iface in &d.opts.ifaces {
             match pins::detach(dir, iface) {
                 Ok(_) => info!(iface = %iface, "detached"),

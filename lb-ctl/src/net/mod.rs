@@ -2,9 +2,11 @@
 
 pub mod addr;
 pub mod carrier;
+pub mod forwarding;
 pub mod link;
 pub mod neigh;
 pub mod netns;
+pub mod nexthop;
 pub mod own_addresses;
 pub mod resolve;
 pub mod route;
