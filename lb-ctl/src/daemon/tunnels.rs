@@ -52,6 +52,11 @@ impl Daemon {
                                  a tunnel next hop: asking it to resolve at every reconcile tick \
                                  instead"
                             ),
+                            Kept::Static => info!(
+                                next_hop = %hop.addr,
+                                dev = %dev,
+                                "tunnel next hop has a static neighbour entry: left as it is"
+                            ),
                         }
                     }
                 }

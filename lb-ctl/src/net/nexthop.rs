@@ -21,7 +21,11 @@ use netlink_packet_route::{
     route::RouteType,
 };
 
-use super::{neigh, route::Route, rtnl};
+use super::{
+    neigh::{self, NeighState},
+    route::Route,
+    rtnl,
+};
 
 /// A neighbour the data path sends tunnel packets to: the route's gateway, or the backend
 /// itself when it is on the link.
@@ -51,11 +55,20 @@ pub enum Kept {
     /// The kernel refused a managed entry; resolution was started (NTF_USE) and has to be
     /// asked for again (each reconcile tick).
     Used,
+    /// The next hop has a static entry (PERMANENT or NOARP) of the user's: left as it is,
+    /// never converted nor removed.
+    Static,
 }
 
-/// Makes `hop`'s neighbour entry a managed one (created if missing, an existing entry
-/// converted, resolution started); a kernel that refuses it gets a plain NTF_USE request.
+/// Makes `hop`'s neighbour entry a managed one (created if missing, an existing dynamic entry
+/// converted, resolution started); a kernel that refuses it gets a plain NTF_USE request. A
+/// static entry (PERMANENT, NOARP) is the user's and is left alone.
 pub fn keep(hop: NextHop) -> Result<Kept> {
+    if let Some(n) = neigh::lookup(hop.ifindex, hop.addr)?
+        && matches!(n.state, NeighState::Permanent | NeighState::NoArp)
+    {
+        return Ok(Kept::Static);
+    }
     let mut request = message(hop);
     request.header.flags = NeighbourFlags::Use;
     request
@@ -171,5 +184,40 @@ mod tests {
         })
         .expect("release");
         assert_eq!(shown(&lab, hop.addr), "");
+    }
+
+    #[test]
+    fn a_static_entry_of_the_user_is_left_alone() {
+        let lab = Lab::new("s");
+        let d = &lab.director;
+        let mac = "02:00:00:00:99:01";
+        lab.ip(
+            d,
+            &[
+                "neigh",
+                "replace",
+                "192.168.58.2",
+                "lladdr",
+                mac,
+                "dev",
+                Lab::DIRECTOR_DEV,
+                "nud",
+                "permanent",
+            ],
+        );
+        let hop = netns::run_in(d, || {
+            let hop = NextHop {
+                ifindex: link::ifindex(Lab::DIRECTOR_DEV)?,
+                addr: Lab::PEER_IP.into(),
+            };
+            assert_eq!(keep(hop)?, Kept::Static);
+            Ok(hop)
+        })
+        .expect("keep");
+        let s = shown(&lab, hop.addr);
+        assert!(
+            s.contains(mac) && s.contains("PERMANENT") && !s.contains("managed"),
+            "{s}"
+        );
     }
 }
