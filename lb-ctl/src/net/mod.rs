@@ -1,6 +1,7 @@
 //! Interfaces, neighbours (backend MACs), network namespaces and the host's own addresses.
 
 pub mod addr;
+pub mod announce;
 pub mod carrier;
 pub mod link;
 pub mod neigh;
