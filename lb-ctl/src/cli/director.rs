@@ -1,5 +1,6 @@
 //! What `list` and `stats` show of this director: one read of the maps, and the VRRP
-//! instances of a daemon running for the same pins (from their report files).
+//! instances and the announced VIPs of a daemon running for the same pins (from their report
+//! files).
 
 use std::path::Path;
 
@@ -7,6 +8,7 @@ use anyhow::Result;
 
 use crate::{
     maps::{Maps, view::Snapshot},
+    net::announced,
     vrrp::report::{self, Report},
 };
 
@@ -14,6 +16,8 @@ pub struct Director {
     pub maps: Snapshot,
     /// By instance name; empty when no daemon runs VRRP for these pins.
     pub vrrp: Vec<Report>,
+    /// The services with `announce:` of a daemon running for these pins; empty when none.
+    pub announce: Vec<announced::Report>,
 }
 
 impl Director {
@@ -21,6 +25,7 @@ impl Director {
         Ok(Director {
             maps: Snapshot::read(maps)?,
             vrrp: report::read_all(&crate::maps::lock::vrrp_reports_dir(pin_dir)),
+            announce: announced::read(&crate::maps::lock::announce_report(pin_dir)),
         })
     }
 }

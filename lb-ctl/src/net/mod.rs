@@ -2,6 +2,7 @@
 
 pub mod addr;
 pub mod announce;
+pub mod announced;
 pub mod carrier;
 pub mod link;
 pub mod neigh;
