@@ -217,8 +217,8 @@ pub(super) fn service(
 mod tests {
     use std::time::Duration;
 
-    use super::super::{Config, Diagnostic, parse};
     use super::*;
+    use crate::config::{Config, Diagnostic, parse};
 
     fn ok(text: &str) -> Config {
         parse(text, "f.yaml").unwrap_or_else(|e| panic!("{e}"))
