@@ -506,6 +506,7 @@ fn main() -> Result<()> {
         let shown = Director {
             maps: snap,
             vrrp: Vec::new(),
+            announce: Vec::new(),
         };
         let (text, j) = time(|| stats::render_json(&shown))?;
         json_bytes = text.len();
