@@ -110,7 +110,16 @@ fn the_route_follows_health_reloads_hand_edits_and_a_draining_stop() {
     let d = env.lab.director(0).clone();
     // A leftover of a crashed run: a route of protocol 250 that the config does not announce.
     d.exec_ok(&[
-        "ip", "route", "add", "10.9.9.9/32", "dev", "lo", "table", "100", "proto", "250",
+        "ip",
+        "route",
+        "add",
+        "10.9.9.9/32",
+        "dev",
+        "lo",
+        "table",
+        "100",
+        "proto",
+        "250",
     ])
     .unwrap_or_else(|e| panic!("{e:#}"));
 
@@ -144,7 +153,10 @@ fn the_route_follows_health_reloads_hand_edits_and_a_draining_stop() {
     let started = Instant::now();
     http = Some(start_http(&env));
     wait_route(&env, true, DETECT, "backend up");
-    eprintln!("announced again {:?} after the server was started", started.elapsed());
+    eprintln!(
+        "announced again {:?} after the server was started",
+        started.elapsed()
+    );
 
     // Deleted by hand: back at the next reconcile tick (500 ms).
     let skip = env.daemon().lines().len();
@@ -163,7 +175,12 @@ fn the_route_follows_health_reloads_hand_edits_and_a_draining_stop() {
     // A reload without `announce` withdraws; with it again, announces.
     fs::write(&file, web(rs1, "")).unwrap_or_else(|e| panic!("{e}"));
     env.daemon_mut().signal(libc::SIGHUP);
-    wait_route(&env, false, Duration::from_secs(2), "reload without announce");
+    wait_route(
+        &env,
+        false,
+        Duration::from_secs(2),
+        "reload without announce",
+    );
     assert!(!env.list().contains("Announce "), "{}", env.list());
     fs::write(&file, web(rs1, ANNOUNCE)).unwrap_or_else(|e| panic!("{e}"));
     env.daemon_mut().signal(libc::SIGHUP);
@@ -182,7 +199,10 @@ fn the_route_follows_health_reloads_hand_edits_and_a_draining_stop() {
         |l| l.contains("withdrawn; draining for 2s"),
         "withdrawn; draining",
     );
-    assert!(env.daemon_mut().exit_status().is_none(), "exited before the drain");
+    assert!(
+        env.daemon_mut().exit_status().is_none(),
+        "exited before the drain"
+    );
     assert_eq!(
         env.request(Duration::from_secs(1))
             .unwrap_or_else(|e| panic!("a request during the drain failed: {e:#}")),

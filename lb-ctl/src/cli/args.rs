@@ -275,8 +275,8 @@ not count; below_quorum: its quorum holds) the daemon keeps the route `VIP/32` (
 A VIP shared by several services is announced while any of them is healthy enough. The
 daemon owns protocol-250 routes in those tables: at start it removes leftovers, a reload
 follows the file, and every --reconcile-interval a route deleted or changed by hand is put
-back (logged). With `announce`, SIGTERM/SIGINT first withdraws every route ("withdrawn;
-draining for N"), keeps running (checks, forwarding) for the longest `drain`, then stops; a
+back (logged). With `announce`, SIGTERM/SIGINT first withdraws every route (`withdrawn;
+draining for N`), keeps running (checks, forwarding) for the longest `drain`, then stops; a
 second signal stops at once. `list` and `stats` show each service's state.
   announce:
     via: bird                  # bird | frr | kernel (the same route; names the speaker)
