@@ -276,6 +276,23 @@ service, slot and backend, at most once per CPU per second) are logged with targ
 SIGTERM or SIGINT stops the checks and leaves the data path forwarding, unless
 --detach-on-exit.
 
+Scale-out (`announce:`, per service or at the top level): while a service is healthy enough
+(withdraw_when: no_backend, the default: a backend up with weight > 0, a sorry server does
+not count; below_quorum: its quorum holds) the daemon keeps the route `VIP/32` (IPv6 /128)
+`dev lo proto 250` in routing table `table` (default 100), which the local BGP speaker
+(BIRD, FRR, GoBGP/ExaBGP) imports and announces; otherwise the route is deleted (withdrawn).
+A VIP shared by several services is announced while any of them is healthy enough. The
+daemon owns protocol-250 routes in those tables: at start it removes leftovers, a reload
+follows the file, and every --reconcile-interval a route deleted or changed by hand is put
+back (logged). With `announce`, SIGTERM/SIGINT first withdraws every route (`withdrawn;
+draining for N`), keeps running (checks, forwarding) for the longest `drain`, then stops; a
+second signal stops at once. `list` and `stats` show each service's state.
+  announce:
+    via: bird                  # bird | frr | kernel (the same route; names the speaker)
+    table: 100                 # 1..=4294967295, not 253/254/255
+    withdraw_when: no_backend  # no_backend | below_quorum (needs `quorum`)
+    drain: 5s                  # default 0s
+
 Backends checked the same way (address, port, check settings; exec also service and port)
 share one probe, so a real server listed by many services is checked once per interval.
 Transitions are applied in batches (one apply per 100 ms at most) and, when many, logged as

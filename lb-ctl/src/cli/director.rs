@@ -1,6 +1,6 @@
 //! What `list` and `stats` show of this director: one read of the maps, the VRRP instances
-//! of a daemon running for the same pins (from their report files), and the attached
-//! interfaces that do not forward a family the tunnel backends need.
+//! and the announced VIPs of a daemon running for the same pins (from their report files), and
+//! the attached interfaces that do not forward a family the tunnel backends need.
 
 use std::path::Path;
 
@@ -10,6 +10,7 @@ use lb_common::Forward;
 
 use crate::{
     maps::{Maps, pins, view::Snapshot},
+    net::announced,
     net::forwarding::{self, Families, Off},
     vrrp::report::{self, Report},
 };
@@ -20,6 +21,8 @@ pub struct Director {
     pub vrrp: Vec<Report>,
     /// Attached interfaces that do not forward a family some tunnel backend needs.
     pub forwarding_off: Vec<Off>,
+    /// The services with `announce:` of a daemon running for these pins; empty when none.
+    pub announce: Vec<announced::Report>,
 }
 
 impl Director {
@@ -46,6 +49,7 @@ impl Director {
             maps,
             vrrp: report::read_all(&crate::maps::lock::vrrp_reports_dir(pin_dir)),
             forwarding_off,
+            announce: announced::read(&crate::maps::lock::announce_report(pin_dir)),
         })
     }
 }

@@ -124,6 +124,7 @@ services:
                     ],
                     health: Health::default(),
                     forward: Forwarding::Route,
+                    announce: None,
                     line: 3,
                 },
                 ServiceConfig {
@@ -152,6 +153,7 @@ services:
                     ],
                     health: Health::default(),
                     forward: Forwarding::Route,
+                    announce: None,
                     line: 15,
                 },
                 ServiceConfig {
@@ -171,6 +173,7 @@ services:
                     }],
                     health: Health::default(),
                     forward: Forwarding::Route,
+                    announce: None,
                     line: 23,
                 },
                 ServiceConfig {
@@ -184,6 +187,7 @@ services:
                     backends: vec![],
                     health: Health::default(),
                     forward: Forwarding::Route,
+                    announce: None,
                     line: 29,
                 },
                 ServiceConfig {
@@ -197,6 +201,7 @@ services:
                     backends: vec![],
                     health: Health::default(),
                     forward: Forwarding::Route,
+                    announce: None,
                     line: 33,
                 },
             ],

@@ -35,6 +35,7 @@
 //! timeout. SIGTERM/SIGINT stop the checks (aborted and waited for), kill the hooks that still
 //! run, and leave the data path forwarding as it is, unless `--detach-on-exit`.
 
+mod announce;
 mod apply;
 pub mod conditions;
 mod health;
@@ -175,6 +176,8 @@ struct Daemon {
     hooks: Hooks,
     /// When the file is to be reloaded.
     watch: crate::daemon::watch::Watch,
+    /// The VIP routes for the local BGP speaker (`announce:`).
+    announce: announce::Announcer,
 }
 
 async fn main_loop(opts: Options) -> Result<()> {
@@ -223,6 +226,7 @@ async fn main_loop(opts: Options) -> Result<()> {
         tx,
         hooks: Hooks::new(opts.hook_timeout),
         watch,
+        announce: announce::Announcer::new(crate::maps::lock::announce_report(dir)),
         opts,
     };
     let mut datapath_log = crate::maps::datapath_log::DataPathLog::default();
@@ -261,6 +265,9 @@ async fn main_loop(opts: Options) -> Result<()> {
     // BATCH after the last one, so a burst is one apply and a lone failure waits for nothing.
     let mut flush_at: Option<Instant> = None;
     let mut last_flush = Instant::now();
+    // With `announce`, a stop withdraws first and keeps forwarding until then.
+    let mut drain_until: Option<Instant> = None;
+    let mut stopping = "SIGTERM";
 
     let why = loop {
         tokio::select! {
@@ -304,10 +311,18 @@ async fn main_loop(opts: Options) -> Result<()> {
                 d.reconcile();
                 datapath_log.follow(&d.maps);
             }
-            _ = term.recv() => break "SIGTERM",
-            _ = int.recv() => break "SIGINT",
+            _ = sleep_until_opt(drain_until) => break stopping,
+            _ = term.recv() => match d.drain(&mut drain_until) {
+                true => stopping = "SIGTERM",
+                false => break "SIGTERM",
+            },
+            _ = int.recv() => match d.drain(&mut drain_until) {
+                true => stopping = "SIGINT",
+                false => break "SIGINT",
+            },
         }
     };
+    d.stop_announce();
     // Waited for, so that every check's process group is killed before the exit.
     let checkers = d.take_checkers();
     let left = crate::daemon::tasks::abort_and_wait(checkers, STOP_WAIT).await;
@@ -330,6 +345,25 @@ async fn main_loop(opts: Options) -> Result<()> {
         info!(signal = why, "stopped; the data path keeps forwarding");
     }
     Ok(())
+}
+
+impl Daemon {
+    /// A stop signal: true when the daemon is to keep running until `until` (set here) after
+    /// withdrawing its VIPs; false when it stops now (no `announce`, a drain of 0 s, or a
+    /// second signal during the drain).
+    fn drain(&mut self, until: &mut Option<Instant>) -> bool {
+        if until.is_some() {
+            info!("a second stop signal: stopping now");
+            return false;
+        }
+        match self.start_drain() {
+            Some(drain) if !drain.is_zero() => {
+                *until = Some(Instant::now() + drain);
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Sleeps until `at`, or forever without one (a `select!` branch that is off).

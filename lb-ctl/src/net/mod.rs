@@ -1,6 +1,8 @@
 //! Interfaces, neighbours (backend MACs), network namespaces and the host's own addresses.
 
 pub mod addr;
+pub mod announce;
+pub mod announced;
 pub mod carrier;
 pub mod forwarding;
 pub mod link;

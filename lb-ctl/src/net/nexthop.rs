@@ -208,7 +208,7 @@ mod tests {
         let hop = netns::run_in(d, || {
             let hop = NextHop {
                 ifindex: link::ifindex(Lab::DIRECTOR_DEV)?,
-                addr: Lab::PEER_IP.into(),
+                addr: Lab::PEER_IP,
             };
             assert_eq!(keep(hop)?, Kept::Static);
             Ok(hop)

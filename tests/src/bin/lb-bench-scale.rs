@@ -507,6 +507,7 @@ fn main() -> Result<()> {
             maps: snap,
             vrrp: Vec::new(),
             forwarding_off: Vec::new(),
+            announce: Vec::new(),
         };
         let (text, j) = time(|| stats::render_json(&shown))?;
         json_bytes = text.len();
