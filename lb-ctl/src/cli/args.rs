@@ -313,15 +313,15 @@ Check block (per service; a backend may carry its own `check:` overriding keys):
     path: /               # http(s)_get
     status: [200]         # http(s)_get
     digest: <md5>         # http(s)_get, optional; `lb-ctl genhash` prints it
-    pub host: www.example.com # http(s)_get, optional Host header
-    pub port: 80              # default: the backend's port
-    pub command: /path/chk    # exec; LB_BACKEND_ADDRESS, LB_BACKEND_PORT, LB_SERVICE in env
-    pub interval: 1s          # keepalived delay_loop
-    pub timeout: 1s
-    pub retries: 2            # failures in a row before down
-    pub retry_delay: 500ms    # wait before retrying after a failure
-    pub rise: 1               # successes in a row before up
-    pub warmup: 0s            # the first check comes up to this late (0s: within the
+    host: www.example.com # http(s)_get, optional Host header
+    port: 80              # default: the backend's port
+    command: /path/chk    # exec; LB_BACKEND_ADDRESS, LB_BACKEND_PORT, LB_SERVICE in env
+    interval: 1s          # keepalived delay_loop
+    timeout: 1s
+    retries: 2            # failures in a row before down
+    retry_delay: 500ms    # wait before retrying after a failure
+    rise: 1               # successes in a row before up
+    warmup: 0s            # the first check comes up to this late (0s: within the
                           # first interval, spread over the backends)
 Service options: sorry_server, inhibit_on_failure, quorum, hysteresis, notify_up,
 notify_down (see the README).")]
