@@ -78,88 +78,78 @@ fn grew(before: Counters, after: Counters) -> (u64, u64, u64) {
     )
 }
 
+/// A known flow of one of the bench's tunnel services.
+struct Case {
+    service: &'static str,
+    /// Client -> VIP, TCP from port 40000 to `dport`.
+    client: IpAddr,
+    vip: IpAddr,
+    dport: u16,
+    /// The outer source and destination, and GUE's port.
+    src: IpAddr,
+    backend: IpAddr,
+    gue: Option<u16>,
+}
+
+impl Case {
+    fn frame(&self, flags: &str) -> Vec<u8> {
+        let macs = (CLIENT_MAC, DIRECTOR_MAC);
+        match (self.client, self.vip) {
+            (IpAddr::V4(c), IpAddr::V4(v)) => {
+                tcp_frame(macs, (c.octets(), 40000), (v.octets(), self.dport), flags)
+            }
+            (IpAddr::V6(c), IpAddr::V6(v)) => tcp6_frame(macs, (c, 40000), (v, self.dport), flags),
+            _ => panic!("client and VIP of one family"),
+        }
+    }
+}
+
 #[test]
 fn repeat_n_of_a_known_flow_encapsulates_the_same_packet_n_times() {
     let mut b = Bench::new();
-    let src4 = v4(DIRECTOR_V4);
-    let src6 = IpAddr::V6(DIRECTOR_V6.parse().unwrap());
-    let cases: [(
-        &str,
-        Vec<u8>,
-        Vec<u8>,
-        IpAddr,
-        IpAddr,
-        Option<u16>,
-        IpAddr,
-        IpAddr,
-    ); 3] = [
-        (
-            "ipip",
-            tcp_frame((CLIENT_MAC, DIRECTOR_MAC), (CLIENT, 40000), (VIP, 90), "A"),
-            tcp_frame((CLIENT_MAC, DIRECTOR_MAC), (CLIENT, 40000), (VIP, 90), "S"),
-            src4,
-            v4([10, 20, 0, 11]),
-            None,
-            v4(CLIENT),
-            v4(VIP),
-        ),
-        (
-            "gue",
-            tcp_frame((CLIENT_MAC, DIRECTOR_MAC), (CLIENT, 40000), (VIP, 92), "A"),
-            tcp_frame((CLIENT_MAC, DIRECTOR_MAC), (CLIENT, 40000), (VIP, 92), "S"),
-            src4,
-            v4([10, 20, 0, 13]),
-            Some(6080),
-            v4(CLIENT),
-            v4(VIP),
-        ),
-        (
-            "ipip6",
-            tcp6_frame(
-                (CLIENT_MAC, DIRECTOR_MAC),
-                (client6(), 40000),
-                (vip6(), 90),
-                "A",
-            ),
-            tcp6_frame(
-                (CLIENT_MAC, DIRECTOR_MAC),
-                (client6(), 40000),
-                (vip6(), 90),
-                "S",
-            ),
-            src6,
-            IpAddr::V6("fd20::11".parse().unwrap()),
-            None,
-            IpAddr::V6(client6()),
-            IpAddr::V6(vip6()),
-        ),
+    let ipv4 = |service, dport, backend, gue| Case {
+        service,
+        client: v4(CLIENT),
+        vip: v4(VIP),
+        dport,
+        src: v4(DIRECTOR_V4),
+        backend: v4(backend),
+        gue,
+    };
+    let cases = [
+        ipv4("ipip", 90, [10, 20, 0, 11], None),
+        ipv4("gue", 92, [10, 20, 0, 13], Some(6080)),
+        Case {
+            service: "ipip6",
+            client: IpAddr::V6(client6()),
+            vip: IpAddr::V6(vip6()),
+            dport: 90,
+            src: IpAddr::V6(DIRECTOR_V6.parse().unwrap()),
+            backend: IpAddr::V6("fd20::11".parse().unwrap()),
+            gue: None,
+        },
     ];
-    for (service, frame, syn, src, backend, gue, client, vip) in cases {
-        let dport = u16::from_be_bytes([frame[frame.len() - 18], frame[frame.len() - 17]]);
-        b.open(&syn);
+    for c in cases {
+        let (service, frame) = (c.service, c.frame("A"));
+        b.open(&c.frame("S"));
         b.progs
             .set_frame(bench_frame(&frame, None, true).unwrap())
             .unwrap();
-        let before = b.h.backend_counters(service, backend);
+        let before = b.h.backend_counters(service, c.backend);
         let r = b
             .progs
             .run(Some(&b.director), &frame, N, Some(b.ns.ifindex))
             .expect("the test run");
         assert_eq!(r.action, XDP_TX, "{service}: encapsulated and sent");
-        let want = encapsulated(
-            &frame,
-            src,
-            backend,
-            gue,
-            flow_hash(client, vip, 40000, dport),
-        );
+        let hash = flow_hash(c.client, c.vip, 40000, c.dport);
         assert_eq!(
-            r.data, want,
+            r.data,
+            encapsulated(&frame, c.src, c.backend, c.gue, hash),
             "{service}: the frame of the last run is the packet encapsulated once"
         );
         let inner = (frame.len() - 14) as u64;
         assert_eq!(
-            grew(before, b.h.backend_counters(service, backend)),
+            grew(before, b.h.backend_counters(service, c.backend)),
             (N as u64, N as u64 * inner, 0),
             "{service}: packets, bytes and new flows of the backend during the {N} runs"
         );
