@@ -251,6 +251,28 @@ fn the_daemon_warns_about_forwarding_and_keeps_next_hops_resolved() {
     let tunnel = "services:\n  - name: tun\n    vip: 192.168.58.133\n    port: 80\n    \
                   forward: tunnel\n    backends:\n      - address: 10.20.0.11\n";
     let file = env.file(tunnel);
+    // A managed entry an earlier daemon left (the project's protocol number) for a next hop
+    // no backend uses any more: the daemon removes it when it starts.
+    let stale: std::net::IpAddr = "192.168.58.140".parse().expect("address");
+    director
+        .exec_ok(&[
+            "ip",
+            "neigh",
+            "replace",
+            "192.168.58.140",
+            "dev",
+            "eth0",
+            "managed",
+            "protocol",
+            "250",
+        ])
+        .unwrap_or_else(|e| panic!("test setup failed: {e:#}"));
+    assert!(
+        neighbour_entry(&director, stale)
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .contains("managed"),
+        "test setup: the stale entry is managed"
+    );
     env.start_daemon(&file, &["--reconcile-interval", "300ms"]);
     let warning = "interfaces that do not forward for tunnel backends: eth0 does not forward \
                    IPv4 (net.ipv4.conf.eth0.forwarding=0)";
@@ -271,6 +293,11 @@ fn the_daemon_warns_about_forwarding_and_keeps_next_hops_resolved() {
         e.contains("managed") && e.contains("REACHABLE")
     });
     assert!(resolved, "the next hop's entry: `{}`", entry());
+    let stale_entry = neighbour_entry(&director, stale).unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        !stale_entry.contains("managed"),
+        "the left-over entry: `{stale_entry}`"
+    );
 
     // Several reconcile ticks later, still one warning; fixed, one line says so.
     std::thread::sleep(Duration::from_millis(1000));

@@ -201,6 +201,12 @@ async fn main_loop(opts: Options) -> Result<()> {
     let (neigh_tx, mut neigh_rx) = mpsc::channel::<NeighEvent>(4096);
     let _neigh_thread = neigh::watch(move |ev| neigh_tx.blocking_send(ev).is_ok())?;
 
+    // Managed next-hop entries an earlier daemon left: the first resolution keeps those still
+    // wanted and removes the others.
+    let left_over = crate::net::nexthop::left_over(&ifindexes).unwrap_or_else(|e| {
+        warn!(error = %format!("{e:#}"), "reading the managed neighbour entries an earlier daemon left");
+        Vec::new()
+    });
     let (tx, mut rx) = mpsc::channel(1024);
     let mut d = Daemon {
         resolved: Resolved::default(),
@@ -213,7 +219,9 @@ async fn main_loop(opts: Options) -> Result<()> {
         delays: Arc::new(Delays::default()),
         warnings: Conditions::new("apply warnings"),
         forwarding: Conditions::new("interfaces that do not forward for tunnel backends"),
-        next_hops: std::collections::BTreeMap::new(),
+        next_hops: (left_over.into_iter())
+            .map(|hop| (hop, crate::net::nexthop::Kept::Managed))
+            .collect(),
         next_hop_errors: Conditions::new("tunnel next hops not kept resolved"),
         budgets: [(); 3].map(|()| Budget::new(TRANSITIONS_NAMED)),
         resolve_due: Instant::now() + RESOLVE_MIN,

@@ -6,22 +6,27 @@
 //! entry (NTF_EXT_MANAGED, Linux 5.16+, what `ip neigh replace ADDR dev IF managed` makes),
 //! which the kernel resolves at once and keeps REACHABLE without traffic. The same request
 //! carries NTF_USE, so a kernel without managed entries (which ignores the flag) still starts
-//! resolving at each request, as `ip neigh replace ADDR dev IF use` does.
+//! resolving at each request, as `ip neigh replace ADDR dev IF use` does. The entries carry
+//! the project's protocol number (`proto 250`, as its announced routes do), so a daemon that
+//! starts finds the managed entries an earlier one left ([`left_over`]) and removes those it
+//! no longer needs.
 
 use std::net::IpAddr;
 
+use anyhow::Context as _;
 use anyhow::Result;
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE};
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
     neighbour::{
         NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourFlags, NeighbourMessage,
         NeighbourState,
     },
-    route::RouteType,
+    route::{RouteProtocol, RouteType},
 };
 
 use super::{
+    announce::PROTO_LB,
     neigh::{self, NeighState},
     route::Route,
     rtnl,
@@ -74,6 +79,9 @@ pub fn keep(hop: NextHop) -> Result<Kept> {
     request
         .attributes
         .push(NeighbourAttribute::ExtFlags(NeighbourExtFlags::Managed));
+    request
+        .attributes
+        .push(NeighbourAttribute::Protocol(RouteProtocol::from(PROTO_LB)));
     match rtnl::request(
         RouteNetlinkMessage::NewNeighbour(request),
         NLM_F_CREATE | NLM_F_REPLACE,
@@ -105,6 +113,47 @@ pub fn release(hop: NextHop) -> Result<()> {
             hop.addr
         ))),
     }
+}
+
+/// The managed entries marked with the project's protocol number on `ifindexes`: what
+/// [`keep`] made, in this process or an earlier one.
+pub fn left_over(ifindexes: &[u32]) -> Result<Vec<NextHop>> {
+    let mut request = NeighbourMessage::default();
+    request.header.family = AddressFamily::Unspec;
+    let answers = rtnl::request(RouteNetlinkMessage::GetNeighbour(request), NLM_F_DUMP)
+        .context("reading the kernel's neighbour table")?;
+    let mut found = Vec::new();
+    for answer in answers {
+        let RouteNetlinkMessage::NewNeighbour(msg) = answer else {
+            continue;
+        };
+        if !ifindexes.contains(&msg.header.ifindex) {
+            continue;
+        }
+        let mut addr = None;
+        let mut ours = false;
+        let mut managed = false;
+        for attr in &msg.attributes {
+            match attr {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => {
+                    addr = Some(IpAddr::V4(*ip))
+                }
+                NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => {
+                    addr = Some(IpAddr::V6(*ip))
+                }
+                NeighbourAttribute::Protocol(p) => ours = u8::from(*p) == PROTO_LB,
+                NeighbourAttribute::ExtFlags(f) => managed = f.contains(NeighbourExtFlags::Managed),
+                _ => {}
+            }
+        }
+        if let (Some(addr), true, true) = (addr, ours, managed) {
+            found.push(NextHop {
+                ifindex: msg.header.ifindex,
+                addr,
+            });
+        }
+    }
+    Ok(found)
 }
 
 fn message(hop: NextHop) -> NeighbourMessage {
@@ -177,6 +226,15 @@ mod tests {
             });
             assert!(ok, "{}: {}", hop.addr, shown(&lab, hop.addr));
         }
+        // And one made by hand, as an earlier daemon would have left it.
+        lab.ip(
+            d,
+            &["neigh", "replace", "192.168.58.9", "dev", Lab::DIRECTOR_DEV, "managed", "protocol", "250"],
+        );
+        let ifindex = hops[0].ifindex;
+        let found = netns::run_in(d, move || left_over(&[ifindex])).expect("left_over");
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(hops.iter().all(|h| found.contains(h)), "{found:?}");
         let hop = hops[0];
         netns::run_in(d, move || {
             release(hop)?;
