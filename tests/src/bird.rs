@@ -126,12 +126,11 @@ impl Bird {
             socket,
             files: vec![conf_path, pid],
         };
-        let up = wait_until(Duration::from_secs(5), || bird.birdc(&["show", "status"]).is_ok());
+        let up = wait_until(Duration::from_secs(5), || {
+            bird.birdc(&["show", "status"]).is_ok()
+        });
         if !up {
-            let exited = bird
-                .proc
-                .as_mut()
-                .and_then(|p| p.try_wait().ok().flatten());
+            let exited = bird.proc.as_mut().and_then(|p| p.try_wait().ok().flatten());
             bail!(
                 "BIRD on {name} does not answer on {} within 5 s ({}; its errors are on stderr)",
                 bird.socket.display(),
@@ -184,9 +183,7 @@ impl Bird {
     /// long that took.
     pub fn wait_established(&self, n: usize, timeout: Duration) -> Result<Duration> {
         let start = Instant::now();
-        let ok = wait_until(timeout, || {
-            self.established().is_ok_and(|e| e.len() >= n)
-        });
+        let ok = wait_until(timeout, || self.established().is_ok_and(|e| e.len() >= n));
         ensure!(
             ok,
             "BIRD on {}: {n} BGP session(s) not Established within {timeout:?}:\n{}",

@@ -111,15 +111,15 @@ use anyhow::{Context as _, Result, bail, ensure};
 
 pub use capture::Capture;
 pub use client::{
-    Connect, HttpConn, http_get, http_get_from, http_post, send_frames, tcp_connect, tcp_stream, tcp_stream_from,
-    udp_request, udp_socket,
+    Connect, HttpConn, http_get, http_get_from, http_post, send_frames, tcp_connect, tcp_stream,
+    tcp_stream_from, udp_request, udp_socket,
 };
-/// MACs are written and read as lb-ctl does (`02:00:00:00:00:87`).
-pub use lb_ctl::plan::convert::{format_mac, parse_mac};
 pub use ecmp::{
     CLIENT_BRIDGE, CLIENT_SUBNET, CLIENT_SUBNET_LEN, EcmpSpec, MAX_CLIENTS, ROUTER_CLIENT_ADDR,
     ROUTER_CLIENT_IFACE, client_addr, client_addrs,
 };
+/// MACs are written and read as lb-ctl does (`02:00:00:00:00:87`).
+pub use lb_ctl::plan::convert::{format_mac, parse_mac};
 pub use proc::{Proc, spawn_child};
 pub use routed::{
     MAX_REMOTE_SERVERS, REMOTE_BRIDGE, REMOTE_SUBNET, REMOTE_SUBNET_LEN, REMOTE_SUBNET6,

@@ -140,10 +140,13 @@ impl ScaleOut {
 
     /// The router's route to the VIP as `ip route show VIP` prints it.
     pub fn route_text(&self) -> Result<String> {
-        self.lab
-            .router(0)
-            .outer
-            .exec_ok(&["ip", "-4", "route", "show", &self.lab.vip().to_string()])
+        self.lab.router(0).outer.exec_ok(&[
+            "ip",
+            "-4",
+            "route",
+            "show",
+            &self.lab.vip().to_string(),
+        ])
     }
 
     /// Director `i`'s `lb-ctl stats --json`.
@@ -200,10 +203,7 @@ mod tests {
             ]
         );
         let single = "192.168.58.133 via 192.168.58.134 dev eth0 proto bird metric 32 \n";
-        assert_eq!(
-            parse_next_hops(single),
-            [Ipv4Addr::new(192, 168, 58, 134)]
-        );
+        assert_eq!(parse_next_hops(single), [Ipv4Addr::new(192, 168, 58, 134)]);
         assert!(parse_next_hops("").is_empty());
     }
 }

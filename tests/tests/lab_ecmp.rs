@@ -9,6 +9,14 @@
 //!   (SIGKILL) and its link pulled: the router drops it within BFD's detection time; 20 kept
 //!   connections (mh) all continue on the same real server, 0 failed requests, the dead
 //!   director's ones through a survivor's stateless path.
+//! - `a_withdrawn_director_gets_no_new_connections_and_comes_back`: director-3's VIP route
+//!   withdrawn: the router drops it, it forwards nothing more, a client loop sees 0 failures;
+//!   announced again, it forwards again.
+//! - `sigterm_withdraws_drains_and_exits`: withdraw, 1 s of drain, SIGTERM: the daemon exits 0,
+//!   a client loop sees 0 failures.
+//!
+//! The VIP routes in the directors' table 100 are added and deleted by the harness
+//! (`ScaleOut::announce`), exactly as `lb-ctl run` keeps them with an `announce:` block.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -74,8 +82,8 @@ fn scale_out() -> ScaleOut {
     so.wait_next_hops(&all, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e:#}"));
     eprintln!(
-        "lab, daemons and BGP sessions up in {:.1?} (sessions Established {:.1?} after the \
-         speakers started); router-1's route:\n{}",
+        "lab, speakers and daemons up in {:.1?} (router-1's 3 sessions Established {:.1?} \
+         after the daemons were running); router-1's route:\n{}",
         started.elapsed(),
         sessions,
         so.route_text().unwrap_or_default()
@@ -170,7 +178,10 @@ fn a_dead_director_is_withdrawn_and_its_flows_continue() {
     let victim = (0..3)
         .max_by_key(|&i| per_director[i])
         .unwrap_or_else(|| unreachable!());
-    eprintln!("20 kept connections per director {per_director:?}; director-{} dies", victim + 1);
+    eprintln!(
+        "20 kept connections per director {per_director:?}; director-{} dies",
+        victim + 1
+    );
     assert!(per_director[victim] > 0);
     let stateless_before: Vec<u64> = (0..3)
         .map(|i| stats::datapath(&so.stats(i).unwrap(), "forwarded_stateless"))
@@ -234,4 +245,102 @@ fn a_dead_director_is_withdrawn_and_its_flows_continue() {
         stateless.iter().sum::<u64>() >= per_director[victim] as u64,
         "the survivors forwarded {stateless:?} packets statelessly"
     );
+}
+
+/// Requests from the client addresses in turn, one after another, until `stop` is set;
+/// returns (answered, failures).
+fn client_loop(
+    so: &ScaleOut,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(usize, Vec<String>)> {
+    let clients = so.lab.ecmp_clients().clone();
+    std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0, Vec::new());
+        let mut c = 0;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let src: IpAddr = client_addr(c % CLIENTS).into();
+            match http_get_from(&clients, src, target(), "/", REQUEST) {
+                Ok((200, _)) => ok += 1,
+                other => failed.push(format!("{src}: {other:?}")),
+            }
+            c += 1;
+        }
+        (ok, failed)
+    })
+}
+
+/// Runs `steps` while a client loop makes requests; returns (answered, failures).
+fn with_client_loop(so: &mut ScaleOut, steps: impl FnOnce(&mut ScaleOut)) -> (usize, Vec<String>) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handle = client_loop(so, stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    steps(so);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    handle
+        .join()
+        .unwrap_or_else(|_| panic!("the client loop panicked"))
+}
+
+#[test]
+fn a_withdrawn_director_gets_no_new_connections_and_comes_back() {
+    let mut so = scale_out();
+    let all: Vec<Ipv4Addr> = so.lab.directors().iter().map(|d| d.addr).collect();
+    let (ok, failed) = with_client_loop(&mut so, |so| {
+        so.announce(2, false).unwrap_or_else(|e| panic!("{e:#}"));
+        let withdrawn = so
+            .wait_next_hops(&all[..2], Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let quiet_from = so.forwarded(2).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        let while_out = so.forwarded(2).unwrap() - quiet_from;
+        so.announce(2, true).unwrap_or_else(|e| panic!("{e:#}"));
+        let back = so
+            .wait_next_hops(&all, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let from = so.forwarded(2).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        let after = so.forwarded(2).unwrap() - from;
+        eprintln!(
+            "director-3 withdrawn: router-1 dropped it in {withdrawn:.2?}, it forwarded \
+             {while_out} packets in the next second; announced again: back in {back:.2?}, \
+             {after} packets in the next second"
+        );
+        assert_eq!(while_out, 0, "director-3 got traffic while withdrawn");
+        assert!(
+            after > 0,
+            "director-3 got no traffic after it announced again"
+        );
+    });
+    eprintln!("client loop: {ok} answered, {} failed", failed.len());
+    assert!(failed.is_empty(), "failed requests: {failed:#?}");
+    assert!(ok > 50, "only {ok} requests in the loop");
+}
+
+#[test]
+fn sigterm_withdraws_drains_and_exits() {
+    let mut so = scale_out();
+    let all: Vec<Ipv4Addr> = so.lab.directors().iter().map(|d| d.addr).collect();
+    let (ok, failed) = with_client_loop(&mut so, |so| {
+        // What `lb-ctl run` does on SIGTERM with `announce: { drain: 1s }`: withdraw at
+        // once, keep forwarding for the drain, exit.
+        let t0 = Instant::now();
+        so.announce(1, false).unwrap_or_else(|e| panic!("{e:#}"));
+        let withdrawn = so
+            .wait_next_hops(&[all[0], all[2]], Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        std::thread::sleep(Duration::from_secs(1).saturating_sub(t0.elapsed()));
+        let d = so.daemons[1]
+            .as_mut()
+            .unwrap_or_else(|| panic!("no daemon on director-2"));
+        let status = d.terminate();
+        eprintln!(
+            "director-2 withdrawn in {withdrawn:.2?}, drained, exited {status} {:.2?} after \
+             the withdrawal began",
+            t0.elapsed()
+        );
+    });
+    eprintln!("client loop: {ok} answered, {} failed", failed.len());
+    assert!(failed.is_empty(), "failed requests: {failed:#?}");
+    assert!(ok > 50, "only {ok} requests in the loop");
 }

@@ -58,7 +58,10 @@ impl Default for EcmpSpec {
 
 /// Client address `i`, counted from 0: 10.30.0.(10 + i).
 pub fn client_addr(i: usize) -> Ipv4Addr {
-    assert!(i < MAX_CLIENTS, "client addresses are 0 to {MAX_CLIENTS}, not {i}");
+    assert!(
+        i < MAX_CLIENTS,
+        "client addresses are 0 to {MAX_CLIENTS}, not {i}"
+    );
     Ipv4Addr::new(10, 30, 0, 10 + i as u8)
 }
 
