@@ -77,6 +77,24 @@ impl ScaleOut {
         })
     }
 
+    /// The service file of the ECMP lab: `web` on the VIP, port 80, `mh` over every real
+    /// server, with an HTTP check every 300 ms.
+    pub fn service_yaml(&self) -> String {
+        let backends: String = self
+            .lab
+            .servers()
+            .iter()
+            .map(|s| format!("      - address: {}\n", s.addr))
+            .collect();
+        format!(
+            "services:\n  - name: web\n    vip: {}\n    port: 80\n    scheduler: mh\n    \
+             check:\n      type: http_get\n      path: /\n      interval: 300ms\n      \
+             timeout: 300ms\n      retries: 2\n      retry_delay: 100ms\n      rise: 1\n    \
+             backends:\n{backends}",
+            self.lab.vip()
+        )
+    }
+
     /// Waits until router-1 has an Established session with every director; returns how long.
     pub fn wait_sessions(&self, timeout: Duration) -> Result<Duration> {
         self.router_bird

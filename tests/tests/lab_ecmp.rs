@@ -49,27 +49,11 @@ fn spec() -> LabSpec {
     )
 }
 
-/// The web service with `mh` over the 3 real servers and an HTTP check.
-fn service_yaml(so: &ScaleOut) -> String {
-    let backends: String = so
-        .lab
-        .servers()
-        .iter()
-        .map(|s| format!("      - address: {}\n", s.addr))
-        .collect();
-    format!(
-        "services:\n  - name: web\n    vip: {VIP}\n    port: 80\n    scheduler: mh\n    \
-         check:\n      type: http_get\n      path: /\n      interval: 300ms\n      \
-         timeout: 300ms\n      retries: 2\n      retry_delay: 100ms\n      rise: 1\n    \
-         backends:\n{backends}"
-    )
-}
-
 /// The lab with every director's daemon running and announcing, the router's route complete.
 fn scale_out() -> ScaleOut {
     let started = Instant::now();
     let mut so = ScaleOut::build(&spec(), Detection::Bfd).unwrap_or_else(|e| panic!("{e:#}"));
-    let yaml = service_yaml(&so);
+    let yaml = so.service_yaml();
     for i in 0..3 {
         so.start_daemon(i, &yaml, &["--detach-on-exit"])
             .unwrap_or_else(|e| panic!("{e:#}"));

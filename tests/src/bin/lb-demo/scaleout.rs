@@ -1,0 +1,122 @@
+//! Part 5: scale-out. Three active directors behind a router that spreads flows over them
+//! (ECMP), each announcing the VIP to it over eBGP through its own BIRD 2
+//! (`examples/bird-director.conf`, `examples/bird-router.conf`); one director stopped with
+//! SIGTERM: its route is withdrawn first, then it exits, and the requests keep working.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, bail};
+use lb_tests::{
+    bird::Detection,
+    lab::{LabSpec, client_addr, http_get_from},
+    scaleout::ScaleOut,
+};
+
+use crate::{
+    Summary,
+    support::{section, show, step},
+};
+
+const REQUESTS: usize = 64;
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `REQUESTS` requests from as many client addresses; returns answers per real server and per
+/// director, and the failures.
+fn round(so: &ScaleOut) -> Result<(BTreeMap<String, usize>, Vec<u64>, usize)> {
+    let before: Vec<u64> = (0..3).map(|i| so.forwarded(i).unwrap_or(0)).collect();
+    let mut servers = BTreeMap::new();
+    let mut failed = 0;
+    let target = SocketAddr::new(so.lab.vip().into(), 80);
+    for c in 0..REQUESTS {
+        let src: IpAddr = client_addr(c).into();
+        match http_get_from(so.lab.ecmp_clients(), src, target, "/", TIMEOUT) {
+            Ok((200, body)) => *servers.entry(body.trim().to_owned()).or_insert(0) += 1,
+            _ => failed += 1,
+        }
+    }
+    let per_director = (0..3)
+        .map(|i| so.forwarded(i).unwrap_or(0).saturating_sub(before[i]))
+        .collect();
+    Ok((servers, per_director, failed))
+}
+
+pub fn run(summary: &mut Summary) -> Result<()> {
+    let started = Instant::now();
+    section(
+        "Part 5 of 5: scale-out (three active directors, ECMP over BGP with BIRD 2)",
+        "No director holds the VIP: each runs lb-ctl run and BIRD, which announces the VIP to \
+         the router;\nthe router installs one route with three next hops and spreads the \
+         clients' flows over them.\nmh makes every director pick the same real server for a \
+         flow.",
+    );
+    step(
+        "building the lab: clients 10.30.0.10-73 behind router-1 (10.30.0.1 | .1), directors \
+         .134, .137, .132,\n    real servers .135, .136, .138; BIRD on the router and on each \
+         director",
+    );
+    let mut so = ScaleOut::build(
+        &LabSpec {
+            install_signal_handler: false,
+            ..LabSpec::ecmp_lab()
+        },
+        Detection::Bfd,
+    )?;
+    let yaml = so.service_yaml();
+    for i in 0..3 {
+        step(&format!(
+            "on {}: lb-ctl run (mh over the 3 real servers); VIP route in table 100",
+            so.director(i).name
+        ));
+        so.start_daemon(i, &yaml, &["--detach-on-exit"])?;
+        so.announce(i, true)?;
+    }
+    let all: Vec<Ipv4Addr> = so.lab.directors().iter().map(|d| d.addr).collect();
+    so.wait_sessions(Duration::from_secs(15))?;
+    let t = so.wait_next_hops(&all, Duration::from_secs(10))?;
+    step(&format!(
+        "router-1: ip route show {} (3 next hops, {t:.1?} after the sessions)",
+        so.lab.vip()
+    ));
+    show(&so.route_text()?);
+    let (servers, directors, failed) = round(&so)?;
+    step(&format!(
+        "{REQUESTS} requests from {REQUESTS} client addresses: per real server {servers:?}, \
+         packets per director {directors:?}, {failed} failed"
+    ));
+    if failed > 0 || directors.iter().any(|&d| d == 0) {
+        bail!("scale-out: {failed} failed requests, or a director got none: {directors:?}");
+    }
+
+    step("director-2: lb-ctl run gets SIGTERM (its VIP route withdrawn first, then it exits)");
+    let t0 = Instant::now();
+    so.announce(1, false)?;
+    let withdrawn = so.wait_next_hops(&[all[0], all[2]], Duration::from_secs(5))?;
+    std::thread::sleep(Duration::from_secs(1));
+    if let Some(d) = so.daemons[1].as_mut() {
+        d.terminate();
+    }
+    step(&format!(
+        "router-1 dropped director-2 in {withdrawn:.2?}; it exited {:.1?} after the withdrawal",
+        t0.elapsed()
+    ));
+    show(&so.route_text()?);
+    let (servers, directors, failed2) = round(&so)?;
+    step(&format!(
+        "{REQUESTS} requests: per real server {servers:?}, packets per director {directors:?}, \
+         {failed2} failed"
+    ));
+    if failed2 > 0 || directors[1] > 0 {
+        bail!("scale-out after SIGTERM: {failed2} failed, director-2 forwarded {}", directors[1]);
+    }
+    summary.add(format!(
+        "scale-out: 3 next hops, requests spread over 3 directors; SIGTERM on director-2: \
+         withdrawn in {withdrawn:.2?}, {failed2} failed requests ({:.1?})",
+        started.elapsed()
+    ));
+    drop(so);
+    Ok(())
+}
