@@ -110,7 +110,10 @@ pub fn run(summary: &mut Summary) -> Result<()> {
          {failed2} failed"
     ));
     if failed2 > 0 || directors[1] > 0 {
-        bail!("scale-out after SIGTERM: {failed2} failed, director-2 forwarded {}", directors[1]);
+        bail!(
+            "scale-out after SIGTERM: {failed2} failed, director-2 forwarded {}",
+            directors[1]
+        );
     }
     summary.add(format!(
         "scale-out: 3 next hops, requests spread over 3 directors; SIGTERM on director-2: \
