@@ -87,7 +87,7 @@ pub fn run(summary: &mut Summary) -> Result<()> {
         "{REQUESTS} requests from {REQUESTS} client addresses: per real server {servers:?}, \
          packets per director {directors:?}, {failed} failed"
     ));
-    if failed > 0 || directors.iter().any(|&d| d == 0) {
+    if failed > 0 || directors.contains(&0) {
         bail!("scale-out: {failed} failed requests, or a director got none: {directors:?}");
     }
 
