@@ -59,10 +59,14 @@ pub enum DecapReason {
     /// inconsistent, an outer IPv4 header with a bad checksum, or a GUE header this program
     /// does not decapsulate (control messages, extension fields, another protocol).
     PassMalformed = 6,
+    /// Dropped (XDP_DROP): a tunnel packet whose outer header says congestion was experienced
+    /// (ECN CE) around a packet that is not ECN-capable (Not-ECT), which cannot carry the
+    /// mark on (RFC 6040 4.2: drop it, as a congested router would have).
+    DropCeNotEct = 7,
 }
 
 impl DecapReason {
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 8;
     pub const ALL: [DecapReason; Self::COUNT as usize] = [
         DecapReason::Ipip,
         DecapReason::Ip6,
@@ -71,6 +75,7 @@ impl DecapReason {
         DecapReason::PassOtherDst,
         DecapReason::PassFragment,
         DecapReason::PassMalformed,
+        DecapReason::DropCeNotEct,
     ];
 
     /// A stable snake_case name, as `lb-ctl decap` prints it.
@@ -83,6 +88,7 @@ impl DecapReason {
             DecapReason::PassOtherDst => "pass_other_dst",
             DecapReason::PassFragment => "pass_fragment",
             DecapReason::PassMalformed => "pass_malformed",
+            DecapReason::DropCeNotEct => "drop_ce_not_ect",
         }
     }
 }

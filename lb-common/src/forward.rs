@@ -26,6 +26,15 @@ impl Forward {
         }
     }
 
+    /// Its name in `stats`: the JSON `forward` field and the Prometheus `forward` label.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Forward::Route => "route",
+            Forward::Ipip => "ipip",
+            Forward::Gue => "gue",
+        }
+    }
+
     /// The name `lb-ctl list` shows in the Forward column, as ipvsadm does.
     pub const fn listed(self) -> &'static str {
         match self {

@@ -400,12 +400,17 @@ impl Reason {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BenchFrame {
-    /// The frame's destination and source MACs.
-    pub macs: [u8; 12],
+    /// The frame's Ethernet header: destination and source MACs, ethertype (or the first
+    /// VLAN tag's TPID).
+    pub eth: [u8; 14],
     /// Offset of the 16-bit transport source port in the frame.
     pub sport_offset: u16,
     /// Non-zero: write a new source port each run, so every packet is a new flow.
     pub vary_sport: u16,
+    /// Non-zero: the frame's length. A tunnel backend pushes an outer header in front of the
+    /// packet (`bpf_xdp_adjust_head`); the restore program takes the frame back to this length
+    /// from the front before it writes `eth`, so every run sees the original frame.
+    pub len: u16,
 }
 
 // Layouts both sides rely on. A change here must be made knowingly.
@@ -418,7 +423,7 @@ const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<Flow>() == 24);
 const _: () = assert!(core::mem::size_of::<Iface>() == 8);
 const _: () = assert!(core::mem::size_of::<Counters>() == 24);
-const _: () = assert!(core::mem::size_of::<BenchFrame>() == 16);
+const _: () = assert!(core::mem::size_of::<BenchFrame>() == 20);
 const _: () = assert!(core::mem::size_of::<FragKey>() == 40);
 const _: () = assert!(core::mem::size_of::<Frag>() == 24);
 const _: () = assert!(core::mem::align_of::<Frag>() == 8);

@@ -335,6 +335,15 @@ fn run_apply(dir: &Path, file: &Path, dry_run: bool, timeout: Duration) -> Resul
     for w in &plan.warnings {
         eprintln!("warning: {w}");
     }
+    // Tunnel backends' packets need interfaces that forward; the sysctls are the user's.
+    let names: Vec<String> = (ifindexes.iter())
+        .map(|&i| lb_ctl::net::link::name(i))
+        .collect::<Result<_>>()
+        .context("naming the attached interfaces")?;
+    let need = lb_ctl::net::forwarding::Families::of_config(&config);
+    for w in lb_ctl::net::forwarding::warnings(&names, need) {
+        eprintln!("warning: {w}");
+    }
     let name = file.display();
     if plan.is_empty() {
         println!("no changes: the data path already matches {name}");

@@ -14,7 +14,13 @@
 //! The inner header must be whole, of the family the outer header names, and its length
 //! within the outer packet. Then the L2 header is moved forward over the outer headers, its
 //! last EtherType set to the inner family, and the frame passed to the stack, which sees the
-//! inner packet (to the VIP the server holds on `lo`). With `DECAP_CONFIG.only_listed`, only
+//! inner packet (to the VIP the server holds on `lo`).
+//!
+//! ECN, as RFC 6040 "normal mode" decapsulates (and as Linux's tunnel devices do): an outer
+//! header marked CE (congestion experienced on the way) marks an ECT(0) or ECT(1) inner
+//! packet CE (IPv4: the header checksum updated incrementally; IPv6: the traffic class), and
+//! drops a Not-ECT one (`DropCeNotEct`, XDP_DROP: the only packet this program drops). Every
+//! other combination leaves the inner packet as it is. With `DECAP_CONFIG.only_listed`, only
 //! outer destinations that are keys of `DECAP_DSTS` are decapsulated. Everything else passes
 //! untouched, malformed tunnel packets too (the kernel drops what it cannot use). Every
 //! packet is counted in `DECAP_STATS` under one `DecapReason`.
@@ -59,6 +65,9 @@ const ETH_P_8021AD: u16 = 0x88a8;
 const PROTO_IPIP: u8 = 4;
 const PROTO_IPV6: u8 = 41;
 const PROTO_UDP: u8 = 17;
+/// ECN codepoints (the low two bits of the IPv4 TOS / IPv6 traffic class).
+const ECN_NOT_ECT: u8 = 0;
+const ECN_CE: u8 = 3;
 /// Fragment offset and "more fragments" of the IPv4 flags/offset field.
 const IP_FRAGMENTED: u16 = 0x3fff;
 const IP_OFFSET: u16 = 0x1fff;
@@ -71,7 +80,11 @@ pub fn lb_decap(ctx: XdpContext) -> u32 {
     if let Some(n) = DECAP_STATS.get_ptr_mut(reason as u32) {
         unsafe { *n += 1 };
     }
-    xdp_action::XDP_PASS
+    if reason as u32 == DecapReason::DropCeNotEct as u32 {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
 }
 
 /// What the outer headers say: how many bytes to take off after the L2 header, the inner
@@ -91,14 +104,55 @@ fn decap(ctx: &XdpContext) -> Verdict {
     } else {
         outer_ipv4(ctx, l2, &config)?
     };
-    inner_whole(ctx, l2 + t.outer, t.inner_v6, t.end)?;
+    let inner_ecn = inner_whole(ctx, l2 + t.outer, t.inner_v6, t.end)?;
+    // RFC 6040 4.2: CE outside goes on inside; a Not-ECT packet cannot carry it. `ce` is
+    // the bits to set (3 or 0), computed without a branch: the verifier walks what follows
+    // once, not once for each.
+    let outer = outer_ecn(ctx, l2, ipv6)?;
+    let ce = ((outer + 1) >> 2) * ECN_CE;
+    if ce != 0 && inner_ecn == ECN_NOT_ECT {
+        return Err(DecapReason::DropCeNotEct);
+    }
     let ethertype = if t.inner_v6 { ETH_P_IPV6 } else { ETH_P_IP };
     match l2 {
         ETH_HLEN => strip::<ETH_HLEN>(ctx, t.outer, ethertype)?,
         18 => strip::<18>(ctx, t.outer, ethertype)?,
         _ => strip::<22>(ctx, t.outer, ethertype)?,
     }
+    set_ecn_bits(ctx, l2, t.inner_v6, ce);
     Ok(t.reason)
+}
+
+/// The ECN codepoint of the outer IP header at `l3` (checked whole by then).
+#[inline(always)]
+fn outer_ecn(ctx: &XdpContext, l3: usize, v6: bool) -> Result<u8, DecapReason> {
+    let h: *const [u8; 2] = ptr_at_var(ctx, l3).ok_or(DecapReason::PassMalformed)?;
+    let b = unsafe { (*h)[1] };
+    Ok(if v6 { (b >> 4) & 3 } else { b & 3 })
+}
+
+/// Sets `bits` (CE, or 0: no change) in the ECN field of the inner IP header at `l3` (after
+/// the outer headers are off): in the IPv6 traffic class, or in the IPv4 TOS with the header
+/// checksum updated as RFC 1624 (eqn. 3) does: HC' = ~(~HC + ~m + m'), m the 16-bit word
+/// holding the TOS (with m' = m the checksum stays as it was).
+#[inline(always)]
+fn set_ecn_bits(ctx: &XdpContext, l3: usize, v6: bool, bits: u8) {
+    let Some(ip) = ptr_at_var::<[u8; IPV4_HLEN]>(ctx, l3) else {
+        return;
+    };
+    let ip = unsafe { &mut *ip };
+    if v6 {
+        ip[1] |= bits << 4;
+        return;
+    }
+    let old = u16::from_be_bytes([ip[0], ip[1]]);
+    let new = old | bits as u16;
+    let check = u16::from_be_bytes([ip[10], ip[11]]);
+    let mut sum = (!check) as u32 + (!old) as u32 + new as u32;
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    ip[1] |= bits;
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
 }
 
 /// The length of the L2 header (14, 18 or 22 bytes) and whether IPv6 follows; anything but
@@ -276,9 +330,9 @@ fn accepted_destination(dst: &Addr, config: &DecapConfig) -> Result<(), DecapRea
 }
 
 /// The inner IP header is whole, of the family the outer header named, and its packet ends
-/// within the outer packet.
+/// within the outer packet; its ECN codepoint.
 #[inline(always)]
-fn inner_whole(ctx: &XdpContext, at: usize, v6: bool, end: usize) -> Result<(), DecapReason> {
+fn inner_whole(ctx: &XdpContext, at: usize, v6: bool, end: usize) -> Result<u8, DecapReason> {
     let bad = DecapReason::PassMalformed;
     if v6 {
         let ip: *const [u8; IPV6_HLEN] = ptr_at_var(ctx, at).ok_or(bad)?;
@@ -287,6 +341,7 @@ fn inner_whole(ctx: &XdpContext, at: usize, v6: bool, end: usize) -> Result<(), 
         if ip[0] >> 4 != 6 || at + len > end {
             return Err(bad);
         }
+        Ok((ip[1] >> 4) & 3)
     } else {
         let ip: *const [u8; IPV4_HLEN] = ptr_at_var(ctx, at).ok_or(bad)?;
         let ip = unsafe { &*ip };
@@ -295,8 +350,8 @@ fn inner_whole(ctx: &XdpContext, at: usize, v6: bool, end: usize) -> Result<(), 
         if ip[0] >> 4 != 4 || hlen < IPV4_HLEN || total < hlen || at + total > end {
             return Err(bad);
         }
+        Ok(ip[1] & 3)
     }
-    Ok(())
 }
 
 /// Takes `outer` bytes off after the `N`-byte L2 header: the header moves forward over them,

@@ -4,9 +4,11 @@
 //! reads it; frames of both families, with extension headers and fragments, come from
 //! [`frames`].
 
+mod bench;
 mod frames;
 mod tunnel;
 
+pub use bench::*;
 pub use frames::*;
 pub use tunnel::*;
 

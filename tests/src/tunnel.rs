@@ -173,3 +173,32 @@ impl Drop for IcmpBlackhole {
         let _ = self.host.ip_batch(&["link del lbbh0".to_owned()]);
     }
 }
+
+/// Turns forwarding of both families on or off on `host`'s `eth0`
+/// (`net.ipv4.conf.eth0.forwarding`, `net.ipv6.conf.eth0.forwarding`), which a director's
+/// tunnel backends need.
+pub fn set_forwarding(host: &Host, on: bool) -> Result<()> {
+    let value = if on { "1" } else { "0" };
+    host.run_in(move || {
+        for family in ["ipv4", "ipv6"] {
+            let path = format!("/proc/sys/net/{family}/conf/eth0/forwarding");
+            std::fs::write(&path, value).with_context(|| format!("writing {value} to {path}"))?;
+        }
+        Ok(())
+    })
+}
+
+/// `host`'s neighbour entry for `addr` on `eth0` as `ip -d neigh show` prints it (empty when
+/// there is none), e.g. `192.168.58.135 lladdr 02:.. managed REACHABLE`.
+pub fn neighbour_entry(host: &Host, addr: IpAddr) -> Result<String> {
+    let out = host.exec_ok(&[
+        "ip",
+        "-d",
+        "neigh",
+        "show",
+        &addr.to_string(),
+        "dev",
+        "eth0",
+    ])?;
+    Ok(out.trim().to_owned())
+}

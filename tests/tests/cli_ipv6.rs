@@ -149,7 +149,7 @@ fn ipv4_and_ipv6_services_applied_listed_and_counted() {
     assert!(
         prometheus.lines().any(|l| l
             == "lb_backend_usable{service=\"web6\",vip=\"fd00:58::133\",port=\"80\",\
-                protocol=\"tcp\",backend=\"[fd00:58::135]:80\"} 1"),
+                protocol=\"tcp\",backend=\"[fd00:58::135]:80\",forward=\"route\"} 1"),
         "{prometheus}"
     );
 

@@ -165,11 +165,11 @@ fn stats_in_all_three_formats() {
         ),
         format!("lb_service_packets_total{{{}}} 0", labels("web", 80, "tcp")),
         format!(
-            "lb_backend_packets_total{{{},backend=\"{hit_addr}:5353\"}} {SENT}",
+            "lb_backend_packets_total{{{},backend=\"{hit_addr}:5353\",forward=\"route\"}} {SENT}",
             labels("dns", 5353, "udp")
         ),
         format!(
-            "lb_backend_weight{{{},backend=\"192.168.58.135:80\"}} 2",
+            "lb_backend_weight{{{},backend=\"192.168.58.135:80\",forward=\"route\"}} 2",
             labels("web", 80, "tcp")
         ),
         format!("lb_datapath_packets_total{{reason=\"forwarded\",action=\"tx\"}} {SENT}"),

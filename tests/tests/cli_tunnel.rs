@@ -15,6 +15,7 @@ use lb_tests::{
     env::Env,
     lab_spec,
     stats::{backend, service},
+    tunnel::{neighbour_entry, set_forwarding},
 };
 
 const TUNNELS: &str = "\
@@ -61,6 +62,8 @@ fn move_source(env: &Env) {
 fn a_tunnel_service_applied_listed_and_following_its_route() {
     let env = Env::attached(&lab_spec!(start_servers: false), &[]);
     route_subnets(&env);
+    let director = env.lab.director(0);
+    set_forwarding(director, false).unwrap_or_else(|e| panic!("test setup failed: {e:#}"));
     let file = env.file(TUNNELS);
     let file = file.display().to_string();
     let out = env
@@ -80,13 +83,49 @@ fn a_tunnel_service_applied_listed_and_following_its_route() {
         ),
         "{out}"
     );
+    // Forwarding off: one warning per family the tunnel backends need (IPv4 and IPv6 outer
+    // headers), naming the interface, the sysctl and the fix.
+    let not_forwarding = |family: &str, v: &str| {
+        format!(
+            "warning: eth0 does not forward {family} (net.{v}.conf.eth0.forwarding=0): the \
+             kernel answers the data path's next-hop lookups only for an interface that \
+             forwards, so every packet to an {family} tunnel backend passes to the kernel \
+             (pass_no_route) instead; turn it on with `sysctl -w net.{v}.conf.eth0.forwarding=1`\n"
+        )
+    };
     assert_eq!(
         out.stderr,
-        "warning: backend 10.99.0.1:80 of service tun: no tunnel source address (there is no \
-         route to 10.99.0.1 in this network namespace; add one, or give the service a `tunnel: \
-         { source: ... }`); it gets no traffic\n",
+        format!(
+            "warning: backend 10.99.0.1:80 of service tun: no tunnel source address (there is \
+             no route to 10.99.0.1 in this network namespace; add one, or give the service a \
+             `tunnel: {{ source: ... }}`); it gets no traffic\n{}{}",
+            not_forwarding("IPv4", "ipv4"),
+            not_forwarding("IPv6", "ipv6")
+        ),
         "{out}"
     );
+    // `list` ends with the same warnings, `stats --json` has them as `forwarding_off`.
+    let listed = env.list();
+    let warned: Vec<&str> = listed
+        .lines()
+        .filter(|l| l.starts_with("warning: "))
+        .collect();
+    assert_eq!(
+        warned,
+        [
+            not_forwarding("IPv4", "ipv4").trim_end(),
+            not_forwarding("IPv6", "ipv6").trim_end()
+        ],
+        "{listed}"
+    );
+    assert_eq!(
+        env.stats()["forwarding_off"],
+        serde_json::json!([
+            {"interface": "eth0", "family": "ipv4", "sysctl": "net.ipv4.conf.eth0.forwarding"},
+            {"interface": "eth0", "family": "ipv6", "sysctl": "net.ipv6.conf.eth0.forwarding"},
+        ])
+    );
+    set_forwarding(director, true).unwrap_or_else(|e| panic!("test setup failed: {e:#}"));
 
     // ipvsadm's Forward column: Tunnel for every tunnel backend, usable without a MAC.
     assert_eq!(
@@ -131,6 +170,10 @@ fn a_tunnel_service_applied_listed_and_following_its_route() {
     // The same file: nothing to write. Then the route moves: only that backend changes.
     let again = env.ctl.out(&["apply", "-f", &file]).ok();
     assert!(again.stdout.starts_with("no changes"), "{again}");
+    // Forwarding on: no warning of it anywhere.
+    assert!(!again.stderr.contains("forward"), "{again}");
+    assert!(!env.list().contains("warning"), "{}", env.list());
+    assert!(env.stats().get("forwarding_off").is_none());
     move_source(&env);
     let moved = env.ctl.out(&["apply", "-f", &file]).ok();
     assert_eq!(
@@ -192,4 +235,67 @@ fn the_daemon_follows_a_tunnel_backends_route() {
         "{}",
         lines.join("\n")
     );
+}
+
+/// `lb-ctl run` with a tunnel backend behind real server 1 (the next hop, on the link) and
+/// nothing that sends traffic (no check): a director that does not forward IPv4 is warned
+/// about once, not at every reconcile tick, and once more when it is fixed; the next hop gets
+/// a managed neighbour entry that the kernel resolves by itself (REACHABLE without a packet
+/// sent to it), removed when a reload drops the backend.
+#[test]
+fn the_daemon_warns_about_forwarding_and_keeps_next_hops_resolved() {
+    let mut env = Env::build(&lab_spec!(start_servers: false));
+    route_subnets(&env);
+    let director = env.lab.director(0).clone();
+    set_forwarding(&director, false).unwrap_or_else(|e| panic!("test setup failed: {e:#}"));
+    let tunnel = "services:\n  - name: tun\n    vip: 192.168.58.133\n    port: 80\n    \
+                  forward: tunnel\n    backends:\n      - address: 10.20.0.11\n";
+    let file = env.file(tunnel);
+    env.start_daemon(&file, &["--reconcile-interval", "300ms"]);
+    let warning = "interfaces that do not forward for tunnel backends: eth0 does not forward \
+                   IPv4 (net.ipv4.conf.eth0.forwarding=0)";
+    let (line, _) = env
+        .daemon()
+        .wait_log(Duration::from_secs(5), |l| l.contains(warning), warning);
+    assert!(
+        line.contains("turn it on with `sysctl -w net.ipv4.conf.eth0.forwarding=1`"),
+        "{line}"
+    );
+    assert!(!line.contains("IPv6"), "only IPv4 is needed: {line}");
+
+    // The next hop, real server 1: managed and resolved, though nothing was sent to it.
+    let hop: std::net::IpAddr = "192.168.58.135".parse().expect("address");
+    let entry = || neighbour_entry(&director, hop).unwrap_or_else(|e| panic!("{e:#}"));
+    let resolved = lb_tests::lab::wait_until(Duration::from_secs(3), || {
+        let e = entry();
+        e.contains("managed") && e.contains("REACHABLE")
+    });
+    assert!(resolved, "the next hop's entry: `{}`", entry());
+
+    // Several reconcile ticks later, still one warning; fixed, one line says so.
+    std::thread::sleep(Duration::from_millis(1000));
+    let warned = env.daemon().count(|l| l.contains("does not forward"));
+    assert_eq!(warned, 1, "{}", env.daemon().lines().join("\n"));
+    set_forwarding(&director, true).unwrap_or_else(|e| panic!("test setup failed: {e:#}"));
+    env.daemon().wait_log(
+        Duration::from_secs(3),
+        |l| l.contains("no longer interfaces that do not forward for tunnel backends"),
+        "forwarding fixed",
+    );
+
+    // The backend goes (a route backend instead): the managed entry goes with it.
+    std::fs::write(
+        &file,
+        tunnel
+            .replace("    forward: tunnel\n", "")
+            .replace("10.20.0.11", "192.168.58.136"),
+    )
+    .unwrap_or_else(|e| panic!("test setup failed: {e}"));
+    env.daemon_mut().signal(libc::SIGHUP);
+    env.daemon().wait_log(
+        Duration::from_secs(5),
+        |l| l.contains("its managed neighbour entry removed") && l.contains("192.168.58.135"),
+        "managed entry removed",
+    );
+    assert!(!entry().contains("managed"), "`{}`", entry());
 }

@@ -1,7 +1,7 @@
 //! End to end: tunnel mode. The real servers are not on the director's segment but behind a
 //! router, on 10.20.0.0/24 and fd00:20::/64 (the lab's routed part, `LabSpec::routed`); the
 //! director (`lb-ctl run`) encapsulates each packet to the VIP (IPIP, IPv6-in-IPv6, GUE,
-//! IPv4-in-IPv6) and sends it to the next hop its kernel's FIB names; each real server strips
+//! IPv4-in-IPv6, IPv6-in-IPv4) and sends it to the next hop its kernel's FIB names; each real server strips
 //! the outer header with the project's decapsulation program (`lb-ctl decap attach eth0`) and
 //! answers the client itself, from the VIP on its `lo`, through the router: the director's
 //! interface sees none of the replies.
@@ -24,7 +24,7 @@ use lb_tests::{
     env::Env,
     lab::{self, Capture, Host, Lab, RoutedSpec, http_get, http_post, icmp::path_mtu},
     lab_spec, services, stats,
-    tunnel::{Decap, Encap, GUE_PORT, IcmpBlackhole, tunnel_service},
+    tunnel::{Decap, Encap, GUE_PORT, IcmpBlackhole, neighbour_entry, tunnel_service},
 };
 
 /// Requests per balancing test: 20 per remote server.
@@ -206,6 +206,62 @@ fn balance(vip6: bool, backends6: bool, encap: Encap) {
     assert!(rose("forwarded") >= 3 * REQUESTS as u64);
 }
 
+/// Nothing makes the director talk to the router (no health check): `lb-ctl run` gives the
+/// next hop of the tunnel backends' route a managed neighbour entry, which the kernel resolves
+/// by itself, so the very first SYN through the tunnel finds its next hop: forwarded, not
+/// passed to the director's kernel (which holds the VIP and would answer it with a RST).
+#[test]
+fn the_first_syn_finds_its_next_hop_resolved() {
+    let env = Env::running(
+        &lab_spec!(routed: routed(1)),
+        |lab| {
+            let backends: Vec<IpAddr> =
+                lab.remote_servers().iter().map(|s| s.addr.into()).collect();
+            let mut web = services::Service::new("web", lab.vip(), 80, &backends);
+            web.extra = "    forward: tunnel\n".to_owned();
+            services::file(&[web])
+        },
+        &[],
+    );
+    let lab = &env.lab;
+    let _decap = Decap::attach(lab, lab.remote_servers(), None).unwrap_or_else(|e| panic!("{e:#}"));
+    let (director, router) = (lab.director(0), IpAddr::from(lab.router(0).outer.addr));
+    let start = Instant::now();
+    let entry = || neighbour_entry(director, router).unwrap_or_else(|e| panic!("{e:#}"));
+    let resolved = lab::wait_until(RESOLVE, || {
+        let e = entry();
+        e.contains("managed") && e.contains("REACHABLE")
+    });
+    let took = start.elapsed();
+    assert!(
+        resolved,
+        "the director's entry for its next hop {router}: `{}`",
+        entry()
+    );
+
+    let before = env.stats();
+    let answer = env.request_to(lab.vip().into(), Duration::from_secs(2));
+    let after = env.settled_stats("forwarded", Duration::from_secs(2));
+    let rose = |reason: &str| stats::datapath(&after, reason) - stats::datapath(&before, reason);
+    eprintln!(
+        "next hop {router}: `{}` {took:?} after the daemon was up; the first request: \
+         {answer:?}; data path: forwarded +{}, pass_no_route +{}",
+        entry(),
+        rose("forwarded"),
+        rose("pass_no_route")
+    );
+    let names: Vec<&str> = lab
+        .remote_servers()
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    let answer = answer.unwrap_or_else(|e| panic!("the first request failed: {e:#}"));
+    assert!(names.contains(&answer.as_str()), "answered by {answer}");
+    assert_eq!(rose("pass_no_route"), 0);
+    // SYN, ACK, request, FIN at least.
+    assert!(rose("forwarded") >= 3, "forwarded +{}", rose("forwarded"));
+}
+
 /// The routed lab itself, without a director: the client reaches both remote servers (both
 /// families) through router-1; a remote server's route back to the client goes via router-1;
 /// once the client's route is moved to router-2, its packets go through router-2 while the
@@ -280,6 +336,13 @@ fn http_over_gue_reaches_routed_servers() {
 #[test]
 fn an_ipv4_vip_over_ipv6_backends_works() {
     balance(false, true, Encap::Ipip);
+}
+
+/// The other way round: an IPv6 VIP whose real servers are reached over IPv4 (IPv6 in IPv4,
+/// protocol 41), the outer header to 10.20.0.11/.12, the replies IPv6 from the VIP.
+#[test]
+fn an_ipv6_vip_over_ipv4_backends_works() {
+    balance(true, false, Encap::Ipip);
 }
 
 /// The next hop to the real servers moves (the director's route to 10.20.0.0/24 is replaced,

@@ -1,5 +1,5 @@
 //! Tunnel backends (IPIP, GUE) at packet level: every byte of the outer headers against a
-//! reference built here with etherparse, the inner packet unchanged, the FIB's next hop; a
+//! reference built with etherparse ([`lb_tests::packet::encapsulated`]), the inner packet unchanged, the FIB's next hop; a
 //! missing route or neighbour passes the packet unchanged; a packet too big for the route is
 //! answered with ICMP / ICMPv6 from the VIP.
 //!
@@ -14,11 +14,10 @@ use etherparse::{
     IpDscp, IpEcn, IpHeaders, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, PacketBuilder,
     icmpv4::DestUnreachableHeader,
 };
-use lb_common::{FlowKey, Forward, Reason, hash_flow};
-use lb_ctl::plan::convert::addr_of;
+use lb_common::{Forward, Reason};
 use lb_tests::packet::{
     CLIENT_MAC, DIRECTOR_MAC, DIRECTOR_V4, DIRECTOR_V6, Entered, FibNs, Harness, Output, ROUTE_MTU,
-    ROUTER_MAC, Tunnel, XDP_PASS, XDP_TX,
+    Tunnel, XDP_PASS, XDP_TX, encapsulated, flow_hash,
 };
 
 const CONFIG: &str = "
@@ -134,88 +133,6 @@ fn frame6(sport: u16, tc: u8, hop: u8, payload: usize) -> Vec<u8> {
     v
 }
 
-/// The hash the data path uses for the outer UDP source port and IPv6 flow label.
-fn flow_hash(client: IpAddr, vip: IpAddr, sport: u16) -> u32 {
-    hash_flow(&FlowKey {
-        src: addr_of(client),
-        dst: addr_of(vip),
-        sport: sport.to_be(),
-        dport: 80u16.to_be(),
-        proto: 6,
-        _pad: [0; 3],
-    })
-}
-
-/// The outer header for `inner` (an IP packet): IPv4 or IPv6 by `dst`'s family, then UDP to
-/// `gue_port` if given. TOS/traffic class and TTL/hop limit are the inner's.
-fn outer(
-    inner: &[u8],
-    src: IpAddr,
-    dst: IpAddr,
-    gue_port: Option<u16>,
-    hash: u32,
-) -> (u16, Vec<u8>) {
-    let inner_v6 = inner[0] >> 4 == 6;
-    let (tos, ttl) = if inner_v6 {
-        ((inner[0] << 4) | (inner[1] >> 4), inner[7])
-    } else {
-        (inner[1], inner[8])
-    };
-    let mut udp = Vec::new();
-    if let Some(port) = gue_port {
-        let sport = 0xc000 | (hash & 0x3fff) as u16;
-        udp.extend_from_slice(&sport.to_be_bytes());
-        udp.extend_from_slice(&port.to_be_bytes());
-        udp.extend_from_slice(&((8 + inner.len()) as u16).to_be_bytes());
-        udp.extend_from_slice(&[0, 0]);
-    }
-    let proto = match (gue_port, inner_v6) {
-        (Some(_), _) => IpNumber::UDP,
-        (None, false) => IpNumber(4),
-        (None, true) => IpNumber(41),
-    };
-    let payload_len = (udp.len() + inner.len()) as u16;
-    let mut head = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let mut h = Ipv4Header::new(payload_len, ttl, proto, s.octets(), d.octets()).unwrap();
-            h.dscp = IpDscp::try_new(tos >> 2).unwrap();
-            h.ecn = IpEcn::try_new(tos & 3).unwrap();
-            h.dont_fragment = true;
-            h.identification = 0;
-            h.header_checksum = h.calc_header_checksum();
-            h.to_bytes().to_vec()
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => Ipv6Header {
-            traffic_class: tos,
-            flow_label: Ipv6FlowLabel::try_new(hash & 0xfffff).unwrap(),
-            payload_length: payload_len,
-            next_header: proto,
-            hop_limit: ttl,
-            source: s.octets(),
-            destination: d.octets(),
-        }
-        .to_bytes()
-        .to_vec(),
-        _ => panic!("outer source and destination of one family"),
-    };
-    head.extend_from_slice(&udp);
-    let ethertype = if dst.is_ipv4() { 0x0800 } else { 0x86dd };
-    (ethertype, head)
-}
-
-/// The frame the director must send: to the router, from the director, `outer` in front of
-/// the input's IP packet.
-fn encapsulated(input: &[u8], src: IpAddr, dst: IpAddr, gue: Option<u16>, hash: u32) -> Vec<u8> {
-    let (ethertype, head) = outer(&input[14..], src, dst, gue, hash);
-    let mut v = Vec::new();
-    v.extend_from_slice(&ROUTER_MAC);
-    v.extend_from_slice(&DIRECTOR_MAC);
-    v.extend_from_slice(&u16::to_be_bytes(ethertype));
-    v.extend_from_slice(&head);
-    v.extend_from_slice(&input[14..]);
-    v
-}
-
 /// Asserts `out` is `input` encapsulated as given, and that etherparse reads the outer IPv4
 /// header's checksum as correct.
 fn assert_encapsulated(
@@ -269,7 +186,7 @@ fn ipip_ipv6_in_ipv6_has_every_outer_byte() {
     let mut s = Setup::new(None, Some(tunnel(Forward::Ipip, backend, Some(src), 0)));
     let input = frame6(40000, 0xb8, 57, 60);
     let out = s.run(&input);
-    let hash = flow_hash(IpAddr::V6(client6()), IpAddr::V6(vip6()), 40000);
+    let hash = flow_hash(IpAddr::V6(client6()), IpAddr::V6(vip6()), 40000, 80);
     assert_encapsulated(&out, &input, src, backend, None, hash);
     assert_eq!(out.data[14 + 6], 41, "next header 41: IPv6 inside");
     let inner_len = (input.len() - 14) as u64;
@@ -287,12 +204,12 @@ fn gue_over_ipv4_and_ipv6_is_udp_to_the_port_with_the_inner_packet_directly() {
     for sport in [40000, 40002, 51515] {
         let input = frame4(sport, 0, 64, true, 20);
         let out = s.run(&input);
-        let hash = flow_hash(v4(CLIENT), v4(VIP), sport);
+        let hash = flow_hash(v4(CLIENT), v4(VIP), sport, 80);
         assert_encapsulated(&out, &input, v4(DIRECTOR_V4), b4, Some(6080), hash);
         assert_eq!(out.data[14 + 9], 17, "UDP");
         let input = frame6(sport, 0x10, 64, 20);
         let out = s.run(&input);
-        let hash = flow_hash(IpAddr::V6(client6()), IpAddr::V6(vip6()), sport);
+        let hash = flow_hash(IpAddr::V6(client6()), IpAddr::V6(vip6()), sport, 80);
         assert_encapsulated(&out, &input, v6(DIRECTOR_V6), b6, Some(6081), hash);
     }
     s.h.assert_reasons(&[(Reason::Forwarded, 6)]);
@@ -307,7 +224,7 @@ fn mixed_families_ipv4_in_ipv6_and_ipv6_in_ipv4() {
     );
     let input = frame4(40000, 0x2a, 64, true, 10);
     let out = s.run(&input);
-    let hash = flow_hash(v4(CLIENT), v4(VIP), 40000);
+    let hash = flow_hash(v4(CLIENT), v4(VIP), 40000, 80);
     assert_encapsulated(&out, &input, v6(DIRECTOR_V6), b4, None, hash);
     assert_eq!(out.data[14 + 6], 4, "IPv6 outer, next header 4");
     let input = frame6(40000, 0x2a, 64, 10);
@@ -327,7 +244,7 @@ fn an_unspecified_source_is_the_address_the_kernel_picks() {
     let input = frame4(40000, 0, 64, true, 0);
     assert_encapsulated(&s.run(&input), &input, v4(DIRECTOR_V4), b4, None, 0);
     let input = frame6(40000, 0, 64, 0);
-    let hash = flow_hash(IpAddr::V6(client6()), IpAddr::V6(vip6()), 40000);
+    let hash = flow_hash(IpAddr::V6(client6()), IpAddr::V6(vip6()), 40000, 80);
     assert_encapsulated(&s.run(&input), &input, v6(DIRECTOR_V6), b6, None, hash);
 }
 

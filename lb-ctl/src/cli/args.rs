@@ -128,7 +128,12 @@ over UDP) to a real server anywhere routable, of either family; the data path as
 kernel's FIB for the next hop per packet, so a tunnel backend needs no MAC of its own. Its
 outer source is `tunnel.source`, else the source of the kernel's route to the backend (`ip
 route get BACKEND`); a backend without a route gets no traffic and is reported. `lb-ctl
-run` looks the routes up again at every reconcile tick.
+run` looks the routes up again at every reconcile tick, and keeps each route's next hop
+resolved with a managed neighbour entry (`ip neigh replace HOP dev IFACE managed`). The
+attached interfaces must forward the outer family (net.ipv4.conf.IFACE.forwarding=1,
+net.ipv6.conf.IFACE.forwarding=1 for IPv6 backends): else the kernel's FIB answers no
+next hop and tunnel packets pass to the kernel (pass_no_route). `apply`, `run`, `list` and
+`stats --json` (forwarding_off) warn about it; lb-ctl never changes these sysctls.
 
 Example file:
   services:
@@ -222,7 +227,9 @@ connection to an rr, wrr, lc or wlc service: no RST is sent back).
 bytes, connections, backends[] with address, port, weight, forward (route, ipip or gue;
 tunnels add tunnel_source, and GUE tunnel_port), usable, packets, bytes, connections,
 active_connections, inactive_connections) and datapath[] (reason, action,
-packets). --prometheus prints the text exposition format with metrics named lb_*.
+packets), and forwarding_off[] (interface, family, sysctl) when an attached interface does
+not forward a family the tunnel backends need. --prometheus prints the text exposition
+format with metrics named lb_*; backend series carry a forward label (route, ipip, gue).
 --watch SECONDS redraws every SECONDS with per-second rates (like ipvsadm --rate).")]
     Stats {
         /// JSON instead of a table.
@@ -261,11 +268,30 @@ backend's MAC follows the kernel's neighbour tables as soon as it changes (a gra
 for IPv6 an unsolicited neighbour advertisement), a backend whose neighbour entry FAILED
 gets no traffic, and every --reconcile-interval the
 pins (a detached interface, a removed pin) and the maps (anything written by hand) are put
-back to what it wants, each repair logged. The data path's records (a drop_bad_backend's
+back to what it wants, each repair logged. Tunnel backends' next hops get managed neighbour
+entries (removed when no backend uses them, and on exit with --detach-on-exit); an attached
+interface that does not forward what they need is logged when that starts and when it ends. The data path's records (a drop_bad_backend's
 service, slot and backend, at most once per CPU per second) are logged with target datapath.
 
 SIGTERM or SIGINT stops the checks and leaves the data path forwarding, unless
 --detach-on-exit.
+
+Scale-out (`announce:`, per service or at the top level): while a service is healthy enough
+(withdraw_when: no_backend, the default: a backend up with weight > 0, a sorry server does
+not count; below_quorum: its quorum holds) the daemon keeps the route `VIP/32` (IPv6 /128)
+`dev lo proto 250` in routing table `table` (default 100), which the local BGP speaker
+(BIRD, FRR, GoBGP/ExaBGP) imports and announces; otherwise the route is deleted (withdrawn).
+A VIP shared by several services is announced while any of them is healthy enough. The
+daemon owns protocol-250 routes in those tables: at start it removes leftovers, a reload
+follows the file, and every --reconcile-interval a route deleted or changed by hand is put
+back (logged). With `announce`, SIGTERM/SIGINT first withdraws every route (`withdrawn;
+draining for N`), keeps running (checks, forwarding) for the longest `drain`, then stops; a
+second signal stops at once. `list` and `stats` show each service's state.
+  announce:
+    via: bird                  # bird | frr | kernel (the same route; names the speaker)
+    table: 100                 # 1..=4294967295, not 253/254/255
+    withdraw_when: no_backend  # no_backend | below_quorum (needs `quorum`)
+    drain: 5s                  # default 0s
 
 Backends checked the same way (address, port, check settings; exec also service and port)
 share one probe, so a real server listed by many services is checked once per interval.
@@ -287,15 +313,15 @@ Check block (per service; a backend may carry its own `check:` overriding keys):
     path: /               # http(s)_get
     status: [200]         # http(s)_get
     digest: <md5>         # http(s)_get, optional; `lb-ctl genhash` prints it
-    pub host: www.example.com # http(s)_get, optional Host header
-    pub port: 80              # default: the backend's port
-    pub command: /path/chk    # exec; LB_BACKEND_ADDRESS, LB_BACKEND_PORT, LB_SERVICE in env
-    pub interval: 1s          # keepalived delay_loop
-    pub timeout: 1s
-    pub retries: 2            # failures in a row before down
-    pub retry_delay: 500ms    # wait before retrying after a failure
-    pub rise: 1               # successes in a row before up
-    pub warmup: 0s            # the first check comes up to this late (0s: within the
+    host: www.example.com # http(s)_get, optional Host header
+    port: 80              # default: the backend's port
+    command: /path/chk    # exec; LB_BACKEND_ADDRESS, LB_BACKEND_PORT, LB_SERVICE in env
+    interval: 1s          # keepalived delay_loop
+    timeout: 1s
+    retries: 2            # failures in a row before down
+    retry_delay: 500ms    # wait before retrying after a failure
+    rise: 1               # successes in a row before up
+    warmup: 0s            # the first check comes up to this late (0s: within the
                           # first interval, spread over the backends)
 Service options: sorry_server, inhibit_on_failure, quorum, hysteresis, notify_up,
 notify_down (see the README).")]
@@ -401,9 +427,13 @@ interface: rp_filter loose (2) or off (0) on it and on `all` (the kernel uses th
 The program and its maps are pinned under PIN_DIR/decap, so decapsulation goes on after
 the command exits.
 
+ECN (RFC 6040, normal mode): an outer header marked CE (congestion experienced) marks an
+ECN-capable inner packet CE; an inner packet that is not ECN-capable is then dropped
+(drop_ce_not_ect). Every other combination leaves the inner packet as it was.
+
 Counters (`lb-ctl decap`): decap_ipip, decap_ip6, decap_gue (decapsulated, by outer
 header); pass_not_tunnel, pass_other_dst (not one of --accept-dst), pass_fragment,
-pass_malformed.
+pass_malformed; drop_ce_not_ect (dropped: CE outside, Not-ECT inside).
 
 Typical use:
   lb-ctl decap attach eth0             IPIP, IPv6 and GUE on UDP 6080, any destination

@@ -67,6 +67,7 @@ IPIP, IPv6 and GUE on UDP port 6080; outer destinations 10.20.0.11
   pass_other_dst   40
   pass_fragment    50
   pass_malformed   60
+  drop_ce_not_ect  70
 "
         );
         assert!(render(None, Path::new("/x/decap")).contains("nothing pinned under /x/decap"));

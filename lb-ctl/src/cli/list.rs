@@ -76,6 +76,24 @@ pub fn render(shown: &Director, interfaces: &[String]) -> String {
         }
     }
     out.push_str(&render_vrrp(&shown.vrrp));
+    out.push_str(&render_announce(&shown.announce));
+    for off in &shown.forwarding_off {
+        let _ = writeln!(out, "warning: {off}");
+    }
+    out
+}
+
+/// One line per service with `announce:`, e.g. `Announce web 192.168.58.133 table 100 (bird,
+/// withdraw when no_backend): announced`.
+pub fn render_announce(reports: &[crate::net::announced::Report]) -> String {
+    let mut out = String::new();
+    for r in reports {
+        let _ = writeln!(
+            out,
+            "Announce {} {} table {} ({}, withdraw when {}): {}",
+            r.service, r.vip, r.table, r.via, r.withdraw_when, r.state
+        );
+    }
     out
 }
 

@@ -4,6 +4,7 @@
 use std::{collections::HashMap, fmt::Write as _, time::Duration};
 
 use anyhow::{Context as _, Result};
+use lb_common::Forward;
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric as _, prometheus_text},
@@ -118,6 +119,7 @@ pub fn render_text(shown: &Director, rates: Option<&Rates>) -> String {
     }
     let _ = writeln!(out, "  connections tracked: {}", snap.flows);
     out.push_str(&super::list::render_vrrp(&shown.vrrp));
+    out.push_str(&super::list::render_announce(&shown.announce));
     out
 }
 
@@ -128,12 +130,20 @@ struct JsonOut<'a> {
     /// VRRP instances of a running daemon for these pins.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     vrrp: &'a Vec<Report>,
+    /// Attached interfaces that do not forward a family the tunnel backends need.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    forwarding_off: &'a Vec<crate::net::forwarding::Off>,
+    /// Services with `announce:` of a running daemon for these pins.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    announce: &'a Vec<crate::net::announced::Report>,
 }
 
 pub fn render_json(shown: &Director) -> Result<String> {
     Ok(serde_json::to_string_pretty(&JsonOut {
         snap: &shown.maps,
         vrrp: &shown.vrrp,
+        forwarding_off: &shown.forwarding_off,
+        announce: &shown.announce,
     })?)
 }
 
@@ -191,6 +201,7 @@ fn service_labels(s: &ServiceView) -> Labels {
 fn backend_labels(s: &ServiceView, b: &BackendView) -> Labels {
     let mut labels = service_labels(s);
     labels.push(("backend", host_port(b.address, b.port)));
+    labels.push(("forward", b.forward.map_or("?", Forward::name).to_string()));
     labels
 }
 
@@ -274,6 +285,24 @@ fn families(shown: &Director) -> Vec<Family> {
                 .collect();
             out.push(family(name, kind, help, samples));
         }
+    }
+    if !shown.announce.is_empty() {
+        let samples = (shown.announce.iter())
+            .map(|r| {
+                let labels = vec![
+                    ("service", r.service.clone()),
+                    ("vip", r.vip.clone()),
+                    ("table", r.table.to_string()),
+                ];
+                (labels, u64::from(r.announced))
+            })
+            .collect();
+        out.push(family(
+            "lb_announced",
+            Gauge,
+            "1 while the service's VIP route is in the table the BGP speaker exports (announce:).",
+            samples,
+        ));
     }
     out
 }
@@ -408,6 +437,8 @@ mod tests {
         Director {
             maps,
             vrrp: Vec::new(),
+            forwarding_off: Vec::new(),
+            announce: Vec::new(),
         }
     }
 
@@ -467,5 +498,45 @@ mod tests {
             assert_eq!(render_prometheus(&shown).expect("prometheus"), prometheus);
             assert_eq!(render_json(&shown).expect("json"), json);
         }
+    }
+
+    #[test]
+    fn announced_services_are_listed_and_exported() {
+        let mut shown = sample();
+        let report = |service: &str, announced: bool, state: &str| crate::net::announced::Report {
+            service: service.into(),
+            vip: "192.168.58.133".into(),
+            table: 100,
+            via: "bird".into(),
+            withdraw_when: "no_backend".into(),
+            announced,
+            state: state.into(),
+            pid: 42,
+        };
+        shown.announce = vec![
+            report("web", true, "announced"),
+            report("dns", false, "withdrawn: no backend"),
+        ];
+        let lines = "Announce web 192.168.58.133 table 100 (bird, withdraw when no_backend): \
+                     announced\nAnnounce dns 192.168.58.133 table 100 (bird, withdraw when \
+                     no_backend): withdrawn: no backend\n";
+        assert!(
+            crate::cli::list::render(&shown, &[]).ends_with(lines),
+            "{}",
+            crate::cli::list::render(&shown, &[])
+        );
+        assert!(render_text(&shown, None).ends_with(lines));
+        let json: serde_json::Value =
+            serde_json::from_str(&render_json(&shown).expect("json")).expect("parse");
+        assert_eq!(json["announce"][0]["state"], "announced");
+        assert_eq!(json["announce"][1]["announced"], false);
+        let prom = render_prometheus(&shown).expect("prometheus");
+        assert!(
+            prom.contains("lb_announced{service=\"web\",vip=\"192.168.58.133\",table=\"100\"} 1\n"),
+            "{prom}"
+        );
+        assert!(
+            prom.contains("lb_announced{service=\"dns\",vip=\"192.168.58.133\",table=\"100\"} 0\n")
+        );
     }
 }

@@ -20,12 +20,18 @@
 //!       - address: 192.168.58.136
 //!         port: 80                  # optional; must equal the service port
 //!         forward: route            # overrides the service's (so may `tunnel:`)
+//!     announce:                     # optional; also at the top level, for every service
+//!       via: bird                   # bird | frr | kernel (announce.rs)
+//!       table: 100                  # the kernel table the speaker imports
+//!       withdraw_when: no_backend   # no_backend | below_quorum
+//!       drain: 5s                   # on SIGTERM: withdraw, keep forwarding this long
 //! ```
 //!
 //! [`parse`] checks the whole file and returns either a [`Config`] or a [`ConfigError`] holding
 //! every problem found, each as a [`Diagnostic`] naming the file, the line and the field path
 //! (`services[1].backends[0].weight`). A file with any error is never partly applied.
 
+mod announce;
 mod check;
 mod duration;
 mod fields;
@@ -51,6 +57,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::Path;
 
+pub use announce::{Announce, DEFAULT_TABLE, Via, WithdrawWhen};
 pub use check::{CheckConfig, CheckKind, Health};
 pub use duration::parse_duration;
 pub use forward::DEFAULT_GUE_PORT;
@@ -88,6 +95,9 @@ pub struct ServiceConfig {
     /// The service's own `forward`/`tunnel` (a backend may override them; its sorry server
     /// takes them).
     pub forward: Forwarding,
+    /// `announce:` (its own block over the file's top-level one): the VIP's route for the
+    /// local BGP speaker while the service is healthy enough; None: not announced.
+    pub announce: Option<Announce>,
     /// 1-based line of the service entry.
     pub line: usize,
 }
@@ -96,7 +106,8 @@ pub struct ServiceConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
     pub address: IpAddr,
-    /// Always the service's port (DR mode cannot rewrite ports): filled in when omitted.
+    /// Always the service's port (neither direct routing nor a tunnel rewrites ports): filled
+    /// in when omitted.
     pub port: u16,
     /// 0..=65535; 0 drains the backend (no new flows).
     pub weight: u32,

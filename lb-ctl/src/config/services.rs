@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use lb_common::limits::{MAX_BACKENDS, MAX_SERVICES};
 
+use super::announce;
 use super::fields::{Diags, Field, Fields, address, choice, name, same_family, string, u16_value};
 use super::forward::{self, Written};
 use super::shown::shown;
@@ -15,7 +16,7 @@ use super::{
     Persistence, Protocol, Scheduler, ServiceConfig, check, vrrp,
 };
 
-const FILE_FIELDS: &[&str] = &["services", "vrrp"];
+const FILE_FIELDS: &[&str] = &["services", "vrrp", "announce"];
 const SERVICE_FIELDS: &[&str] = &[
     "name",
     "vip",
@@ -27,6 +28,7 @@ const SERVICE_FIELDS: &[&str] = &[
     "backends",
     "forward",
     "tunnel",
+    "announce",
     // Health (check.rs).
     "check",
     "sorry_server",
@@ -130,6 +132,7 @@ fn check_file(root: Option<&Node>, d: &mut Diags) -> Option<Config> {
     };
     let top = Fields::new(entries, "", root.line, FILE_FIELDS, d);
     let vrrp = vrrp::check_vrrp(top.optional("vrrp"), d);
+    let announce = announce::read(&top, d);
     let services = match top.get("services") {
         None => {
             d.at(root.line, "services", "missing required field `services`");
@@ -170,7 +173,7 @@ fn check_file(root: Option<&Node>, d: &mut Diags) -> Option<Config> {
     let mut out = Vec::with_capacity(items.len());
     let mut complete = true;
     for (i, item) in items.iter().enumerate() {
-        match check_service(i, item, &mut seen, d) {
+        match check_service(i, item, &announce, &mut seen, d) {
             Some(service) => out.push(service),
             None => complete = false,
         }
@@ -182,7 +185,13 @@ fn check_file(root: Option<&Node>, d: &mut Diags) -> Option<Config> {
     })
 }
 
-fn check_service(i: usize, item: &Field, seen: &mut Seen, d: &mut Diags) -> Option<ServiceConfig> {
+fn check_service(
+    i: usize,
+    item: &Field,
+    top_announce: &announce::Written,
+    seen: &mut Seen,
+    d: &mut Diags,
+) -> Option<ServiceConfig> {
     let path = join_index("services", i);
     let line = item.line;
     let what = (
@@ -233,6 +242,7 @@ fn check_service(i: usize, item: &Field, seen: &mut Seen, d: &mut Diags) -> Opti
     });
     let persistence = check_persistence(&f, vip, d);
     let forwarding = forward::read(&f, false, d);
+    let own_announce = announce::read(&f, d);
 
     // Across services: names and listeners are unique.
     if let (Some(name), Some(field)) = (&name, f.get("name")) {
@@ -293,10 +303,12 @@ fn check_service(i: usize, item: &Field, seen: &mut Seen, d: &mut Diags) -> Opti
         forward::unused_block(&forwarding, any_tunnel, d);
     }
     let service_forward = forward::service(&forwarding);
-    let health = check::check_health(&f, backend_checks, backends.as_deref(), vip, port, d);
+    let health = check::check_health(&f, backend_checks, backends.as_deref(), vip, port, d)?;
+    let announce = announce::service(top_announce, &own_announce, health.quorum, &path, line, d);
 
     Some(ServiceConfig {
-        health: health?,
+        health,
+        announce: announce?,
         name: name?,
         vip: vip?,
         port: port?,
@@ -509,14 +521,16 @@ fn check_backend<'n, 'p>(
             let r = u16_value(field.node).and_then(|p| match service_port {
                 Some(sp) if sp != p => {
                     let why = if sp == 0 {
-                        "the service takes every port of its VIP (port 0), and in DR mode the \
-                         director forwards packets unchanged, so it cannot rewrite ports; omit \
-                         `port` or set it to 0"
+                        "the service takes every port of its VIP (port 0), and the director \
+                         forwards packets unchanged (direct routing rewrites only MACs, a tunnel \
+                         only wraps the packet in an outer header), so it cannot rewrite ports; \
+                         omit `port` or set it to 0"
                             .to_string()
                     } else {
                         format!(
-                            "in DR mode the director forwards packets unchanged, so it cannot \
-                             rewrite ports; omit `port` or set it to {sp}"
+                            "the director forwards packets unchanged (direct routing rewrites \
+                             only MACs, a tunnel only wraps the packet in an outer header), so it \
+                             cannot rewrite ports; omit `port` or set it to {sp}"
                         )
                     };
                     Err(format!(

@@ -124,6 +124,7 @@ services:
                     ],
                     health: Health::default(),
                     forward: Forwarding::Route,
+                    announce: None,
                     line: 3,
                 },
                 ServiceConfig {
@@ -152,6 +153,7 @@ services:
                     ],
                     health: Health::default(),
                     forward: Forwarding::Route,
+                    announce: None,
                     line: 15,
                 },
                 ServiceConfig {
@@ -171,6 +173,7 @@ services:
                     }],
                     health: Health::default(),
                     forward: Forwarding::Route,
+                    announce: None,
                     line: 23,
                 },
                 ServiceConfig {
@@ -184,6 +187,7 @@ services:
                     backends: vec![],
                     health: Health::default(),
                     forward: Forwarding::Route,
+                    announce: None,
                     line: 29,
                 },
                 ServiceConfig {
@@ -197,6 +201,7 @@ services:
                     backends: vec![],
                     health: Health::default(),
                     forward: Forwarding::Route,
+                    announce: None,
                     line: 33,
                 },
             ],
@@ -764,7 +769,9 @@ fn backend_port_must_be_the_service_port() {
         "port 8080 differs from the service port 80",
     );
     assert!(
-        d.message.contains("DR mode") && d.message.contains("cannot rewrite ports"),
+        d.message
+            .contains("direct routing rewrites only MACs, a tunnel only wraps the packet")
+            && d.message.contains("cannot rewrite ports"),
         "{d}"
     );
 

@@ -41,6 +41,8 @@ impl Daemon {
             }
             Err(e) => error!(cause = why, error = %format!("{e:#}"), "apply failed"),
         }
+        self.check_forwarding();
+        self.sync_announce(why);
     }
 
     /// The daemon's only write to the maps.

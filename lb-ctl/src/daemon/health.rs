@@ -274,6 +274,8 @@ impl Daemon {
             );
         }
         self.warnings.summary();
+        self.forwarding.summary();
+        self.next_hop_errors.summary();
     }
 
     /// Takes every probe's task out, to be aborted and waited for when the daemon stops.

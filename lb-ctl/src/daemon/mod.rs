@@ -22,6 +22,9 @@
 //!   again, missing pins pinned again) and the maps compared with the desired state (file +
 //!   health + MACs), every difference written back and logged. Unresolved backend MACs are
 //!   retried then too, with a backoff;
+//! - [`tunnels`]: what tunnel backends need of the kernel: interfaces that forward (checked
+//!   at every apply, logged when it starts and ends) and their next hops kept resolved
+//!   (managed neighbour entries, followed at every reconcile tick);
 //! - [`conditions`]: apply warnings logged when they start and end; [`tasks`]: stopping tasks
 //!   so that what they own is dropped before the exit.
 //!
@@ -32,12 +35,14 @@
 //! timeout. SIGTERM/SIGINT stop the checks (aborted and waited for), kill the hooks that still
 //! run, and leave the data path forwarding as it is, unless `--detach-on-exit`.
 
+mod announce;
 mod apply;
 pub mod conditions;
 mod health;
 mod reconcile;
 mod reload;
 pub mod tasks;
+mod tunnels;
 pub mod watch;
 
 use std::{
@@ -148,6 +153,12 @@ struct Daemon {
     delays: Arc<Delays>,
     /// What the last apply warned about (backends without a MAC...), logged as it changes.
     warnings: Conditions,
+    /// Attached interfaces that do not forward a family the tunnel backends need.
+    forwarding: Conditions,
+    /// The tunnel next hops given a managed neighbour entry (or resolution requests).
+    next_hops: std::collections::BTreeMap<crate::net::nexthop::NextHop, crate::net::nexthop::Kept>,
+    /// Tunnel next hops the kernel refused to keep resolved, with why.
+    next_hop_errors: Conditions,
     /// One line per transition, map change or failed service while few; summaries past it.
     budgets: [Budget; 3],
     /// When unresolved MACs are next asked for, and the wait after that.
@@ -165,6 +176,8 @@ struct Daemon {
     hooks: Hooks,
     /// When the file is to be reloaded.
     watch: crate::daemon::watch::Watch,
+    /// The VIP routes for the local BGP speaker (`announce:`).
+    announce: announce::Announcer,
 }
 
 async fn main_loop(opts: Options) -> Result<()> {
@@ -199,6 +212,9 @@ async fn main_loop(opts: Options) -> Result<()> {
         pending: Vec::new(),
         delays: Arc::new(Delays::default()),
         warnings: Conditions::new("apply warnings"),
+        forwarding: Conditions::new("interfaces that do not forward for tunnel backends"),
+        next_hops: std::collections::BTreeMap::new(),
+        next_hop_errors: Conditions::new("tunnel next hops not kept resolved"),
         budgets: [(); 3].map(|()| Budget::new(TRANSITIONS_NAMED)),
         resolve_due: Instant::now() + RESOLVE_MIN,
         resolve_backoff: RESOLVE_MIN,
@@ -210,6 +226,7 @@ async fn main_loop(opts: Options) -> Result<()> {
         tx,
         hooks: Hooks::new(opts.hook_timeout),
         watch,
+        announce: announce::Announcer::new(crate::maps::lock::announce_report(dir)),
         opts,
     };
     let mut datapath_log = crate::maps::datapath_log::DataPathLog::default();
@@ -248,6 +265,9 @@ async fn main_loop(opts: Options) -> Result<()> {
     // BATCH after the last one, so a burst is one apply and a lone failure waits for nothing.
     let mut flush_at: Option<Instant> = None;
     let mut last_flush = Instant::now();
+    // With `announce`, a stop withdraws first and keeps forwarding until then.
+    let mut drain_until: Option<Instant> = None;
+    let mut stopping = "SIGTERM";
 
     let why = loop {
         tokio::select! {
@@ -291,10 +311,18 @@ async fn main_loop(opts: Options) -> Result<()> {
                 d.reconcile();
                 datapath_log.follow(&d.maps);
             }
-            _ = term.recv() => break "SIGTERM",
-            _ = int.recv() => break "SIGINT",
+            _ = sleep_until_opt(drain_until) => break stopping,
+            _ = term.recv() => match d.drain(&mut drain_until) {
+                true => stopping = "SIGTERM",
+                false => break "SIGTERM",
+            },
+            _ = int.recv() => match d.drain(&mut drain_until) {
+                true => stopping = "SIGINT",
+                false => break "SIGINT",
+            },
         }
     };
+    d.stop_announce();
     // Waited for, so that every check's process group is killed before the exit.
     let checkers = d.take_checkers();
     let left = crate::daemon::tasks::abort_and_wait(checkers, STOP_WAIT).await;
@@ -305,6 +333,7 @@ async fn main_loop(opts: Options) -> Result<()> {
         warn!(tasks = left, "checks or hooks did not stop within 2 s");
     }
     if d.opts.detach_on_exit {
+        d.release_next_hops();
         for iface in &d.opts.ifaces {
             match pins::detach(dir, iface) {
                 Ok(_) => info!(iface = %iface, "detached"),
@@ -316,6 +345,25 @@ async fn main_loop(opts: Options) -> Result<()> {
         info!(signal = why, "stopped; the data path keeps forwarding");
     }
     Ok(())
+}
+
+impl Daemon {
+    /// A stop signal: true when the daemon is to keep running until `until` (set here) after
+    /// withdrawing its VIPs; false when it stops now (no `announce`, a drain of 0 s, or a
+    /// second signal during the drain).
+    fn drain(&mut self, until: &mut Option<Instant>) -> bool {
+        if until.is_some() {
+            info!("a second stop signal: stopping now");
+            return false;
+        }
+        match self.start_drain() {
+            Some(drain) if !drain.is_zero() => {
+                *until = Some(Instant::now() + drain);
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Sleeps until `at`, or forever without one (a `select!` branch that is off).

@@ -14,8 +14,8 @@ use crate::{
         neigh::{self, NeighEvent, NeighState},
         resolve,
     },
-    plan::Sources,
     plan::convert::format_mac,
+    plan::{Resolved, Sources},
 };
 
 impl Daemon {
@@ -40,7 +40,8 @@ impl Daemon {
         // Unresolved MACs are asked for again with a backoff (5 s doubling to 60 s), so that
         // a dead address or a full neighbour table is not hammered every period.
         // Tunnel backends' sources follow the kernel's routes: a route that moved changes
-        // the source at this tick (the data path's FIB lookup follows next hops by itself).
+        // the source at this tick (the data path's FIB lookup follows next hops by itself,
+        // whose neighbour entries are kept resolved here too).
         if self.follow_routes() {
             self.apply("route change");
         }
@@ -149,21 +150,29 @@ impl Daemon {
         let all = self.with_sorry_servers();
         let (ifindexes, timeout) = (self.ifindexes.clone(), self.opts.resolve_timeout);
         let old = std::mem::take(&mut self.resolved.sources);
-        let mut fresh =
-            tokio::task::block_in_place(|| resolve::backends(&all, &ifindexes, timeout));
-        fresh.sources = self.merge_sources(old, fresh.sources);
-        self.resolved = fresh;
+        let (macs, routes) = tokio::task::block_in_place(|| {
+            (
+                resolve::backend_macs(&all, &ifindexes, timeout),
+                resolve::tunnel_routes(&all),
+            )
+        });
+        self.keep_next_hops(&routes.next_hops);
+        let sources = self.merge_sources(old, routes.sources);
+        self.resolved = Resolved { macs, sources };
     }
 
-    /// Looks up the tunnel backends' sources again; true when one changed.
+    /// Looks up the tunnel backends' routes again: their sources (true when one changed) and
+    /// next hops (kept resolved).
     pub(super) fn follow_routes(&mut self) -> bool {
         let all = self.with_sorry_servers();
-        if self.resolved.sources.is_empty() && !all.services.iter().any(has_tunnel_lookup) {
+        let tunnels = all.services.iter().any(has_tunnel);
+        if self.resolved.sources.is_empty() && self.next_hops.is_empty() && !tunnels {
             return false;
         }
-        let fresh = tokio::task::block_in_place(|| resolve::tunnel_sources(&all));
+        let fresh = tokio::task::block_in_place(|| resolve::tunnel_routes(&all));
+        self.keep_next_hops(&fresh.next_hops);
         let old = std::mem::take(&mut self.resolved.sources);
-        let merged = self.merge_sources(old.clone(), fresh);
+        let merged = self.merge_sources(old.clone(), fresh.sources);
         let changed = merged != old;
         self.resolved.sources = merged;
         changed
@@ -200,9 +209,7 @@ impl Daemon {
     }
 }
 
-/// Whether a service has a tunnel backend whose source is looked up.
-fn has_tunnel_lookup(s: &crate::config::ServiceConfig) -> bool {
-    s.backends
-        .iter()
-        .any(|b| b.forward.tunnel().is_some_and(|t| t.source.is_none()))
+/// Whether a service has a tunnel backend.
+fn has_tunnel(s: &crate::config::ServiceConfig) -> bool {
+    s.backends.iter().any(|b| b.forward.tunnel().is_some())
 }

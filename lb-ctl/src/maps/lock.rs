@@ -39,6 +39,12 @@ pub fn vrrp_reports_dir(pin_dir: &Path) -> PathBuf {
     runtime_dir(pin_dir).join("vrrp")
 }
 
+/// `<runtime dir>/announce.json`: where the daemon running for `pin_dir` writes what it
+/// announces (`announce:`), which `list` and `stats` read (`net::announced`).
+pub fn announce_report(pin_dir: &Path) -> PathBuf {
+    runtime_dir(pin_dir).join("announce.json")
+}
+
 /// `/run/lb-ctl/<pin dir with / as _>`: the runtime files (the lock, the VRRP status files)
 /// of the data path pinned under `pin_dir`.
 pub fn runtime_dir(pin_dir: &Path) -> PathBuf {

@@ -284,12 +284,7 @@ fn conn_view(key: &FlowKey, flow: &Flow, b: &Backend, remaining_ns: u64) -> Conn
 
 /// `route`, `ipip`, `gue`, or `?` for a method no lb-ctl writes.
 fn forward_name<S: serde::Serializer>(f: &Option<Forward>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(match f {
-        Some(Forward::Route) => "route",
-        Some(Forward::Ipip) => "ipip",
-        Some(Forward::Gue) => "gue",
-        None => "?",
-    })
+    s.serialize_str(f.map_or("?", Forward::name))
 }
 
 #[cfg(test)]

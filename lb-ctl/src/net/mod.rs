@@ -1,10 +1,14 @@
 //! Interfaces, neighbours (backend MACs), network namespaces and the host's own addresses.
 
 pub mod addr;
+pub mod announce;
+pub mod announced;
 pub mod carrier;
+pub mod forwarding;
 pub mod link;
 pub mod neigh;
 pub mod netns;
+pub mod nexthop;
 pub mod own_addresses;
 pub mod resolve;
 pub mod route;

@@ -3,12 +3,17 @@
 //! ones it does not know yet), and the outer source of tunnel backends that configure none,
 //! from the kernel's route to each.
 
-use std::{collections::BTreeMap, net::IpAddr, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    time::Duration,
+};
 
 use crate::{
     config::{Config, Forwarding},
     net::{
         neigh::{self, Resolution},
+        nexthop::{self, NextHop},
         route,
     },
     plan::{Macs, Resolved, Sources},
@@ -25,19 +30,45 @@ pub fn backends(config: &Config, ifindexes: &[u32], timeout: Duration) -> Resolv
 /// The outer source of every tunnel backend of `config` without a configured `source`: the
 /// preferred source of the kernel's route to it (`Err`: why there is none).
 pub fn tunnel_sources(config: &Config) -> Sources {
-    let mut addrs: Vec<IpAddr> = config
+    tunnel_routes(config).sources
+}
+
+/// What the kernel's routes say of a config's tunnel backends.
+#[derive(Clone, Debug, Default)]
+pub struct TunnelRoutes {
+    /// The sources of the backends without a configured `source` (see [`tunnel_sources`]).
+    pub sources: Sources,
+    /// The next hop of every tunnel backend that has a unicast route.
+    pub next_hops: BTreeSet<NextHop>,
+}
+
+/// One route lookup per tunnel backend address of `config`: the outer sources
+/// ([`tunnel_sources`]) and the next hops the data path will send to.
+pub fn tunnel_routes(config: &Config) -> TunnelRoutes {
+    let mut addrs: Vec<(IpAddr, bool)> = config
         .services
         .iter()
         .flat_map(|s| s.backends.iter())
-        .filter(|b| b.forward.tunnel().is_some_and(|t| t.source.is_none()))
-        .map(|b| b.address)
+        .filter_map(|b| Some((b.address, b.forward.tunnel()?.source.is_none())))
         .collect();
     addrs.sort();
     addrs.dedup();
-    addrs
-        .into_iter()
-        .map(|a| (a, route::tunnel_source(a).map_err(|e| format!("{e:#}"))))
-        .collect()
+    let mut out = TunnelRoutes::default();
+    for (addr, wants_source) in addrs {
+        let found = route::get(addr);
+        if let Ok(Some(r)) = &found
+            && let Some(hop) = nexthop::of_route(addr, r)
+        {
+            out.next_hops.insert(hop);
+        }
+        if wants_source {
+            let source = found
+                .and_then(|r| route::source_of(addr, r.as_ref()))
+                .map_err(|e| format!("{e:#}"));
+            out.sources.insert(addr, source);
+        }
+    }
+    out
 }
 
 /// Resolves every route backend's address of `config` on the attached interfaces `ifindexes`:

@@ -85,7 +85,12 @@ pub fn get(addr: IpAddr) -> Result<Option<Route>> {
 /// it, the address Linux would give its own packets to the backend (and the one the backend's
 /// replies to the director, health checks included, would go back to).
 pub fn tunnel_source(backend: IpAddr) -> Result<IpAddr> {
-    let Some(route) = get(backend)? else {
+    source_of(backend, get(backend)?.as_ref())
+}
+
+/// [`tunnel_source`] from the kernel's answer `route` for `backend` (`None`: no route).
+pub fn source_of(backend: IpAddr, route: Option<&Route>) -> Result<IpAddr> {
+    let Some(route) = route else {
         bail!(
             "there is no route to {backend} in this network namespace; add one, or give the \
              service a `tunnel: {{ source: ... }}`"

@@ -145,12 +145,20 @@ fn datapath_md(md: &mut String, d: &Value) {
          processed {} instructions of the director program.\n",
         d["rounds"], d["repeat"], d["verified_insns"]
     );
+    let rows = d["rows"].as_array().into_iter().flatten();
+    if rows.clone().any(|r| r["tunnel"].as_bool() == Some(true)) {
+        md.push_str(
+            "The tunnel rows run inside a namespace whose FIB gives the outer packet's next \
+             hop, every run arriving on its interface (`ctx_in`), their baseline runs too; the \
+             restore program takes the outer header off before each run.\n\n",
+        );
+    }
     let _ = writeln!(
         md,
         "| path | director ns/pkt (min / median / max) | XDP_TX baseline ns/pkt | ratio | target | met |\n\
          | --- | --- | --- | --- | --- | --- |"
     );
-    for r in d["rows"].as_array().into_iter().flatten() {
+    for r in rows {
         let ns = &r["director_ns"];
         let target = r["target"]
             .as_f64()

@@ -506,6 +506,8 @@ fn main() -> Result<()> {
         let shown = Director {
             maps: snap,
             vrrp: Vec::new(),
+            forwarding_off: Vec::new(),
+            announce: Vec::new(),
         };
         let (text, j) = time(|| stats::render_json(&shown))?;
         json_bytes = text.len();

@@ -8,26 +8,28 @@
 //! back, so machine noise hits all alike. The director's per-packet cost is
 //! `T(restore -> director) - T(restore -> baseline) + T(baseline alone)`: what a packet costs
 //! with the director in the baseline's place, test-run overhead included as for the baseline.
+//!
+//! Tunnel rows: a tunnel backend pushes an outer header in front of the packet and sends it to
+//! the next hop of the kernel's FIB (`bpf_fib_lookup`), which a test run looks up in the
+//! measuring thread's network namespace, for the ingress interface of `ctx_in`. So these rows
+//! run with the thread inside a [`FibNs`] (a namespace with `d0`, forwarding on, routes to the
+//! backends and a permanent neighbour as their next hop), every run arriving on `d0`: the
+//! baseline's too, in the same rounds, so that both pay the same. The restore program takes
+//! the frame back to its length from the front before it writes the Ethernet header (the
+//! inner packet is untouched by the encapsulation), and does so in front of the baseline too
+//! (a move of 0 bytes), so its cost cancels out as it does for the other rows.
 
-use std::{
-    fmt::Write as _,
-    net::Ipv6Addr,
-    time::{Duration, Instant},
-};
+use std::{fmt::Write as _, net::Ipv6Addr, time::Instant};
 
 use anyhow::{Context as _, Result, bail};
-use aya::{
-    EbpfLoader,
-    maps::{Array, MapData, ProgramArray},
-    programs::{ProgramFd, TestRun, TestRunOptions, Xdp},
-};
+use aya::programs::ProgramFd;
 use etherparse::{PacketBuilder, VlanId};
-use lb_common::BenchFrame;
-use lb_ctl::maps::loader::{self, BENCH_OBJECT};
 use lb_tests::packet::{
-    CLIENT_MAC, DIRECTOR_MAC, Harness, XDP_DROP, XDP_PASS, XDP_TX, require_root, tcp6_frame,
+    BENCH_TUNNEL_SERVICES, BenchProgs, CLIENT_MAC, DIRECTOR_MAC, FibNs, Harness, XDP_DROP,
+    XDP_PASS, XDP_TX, bench_frame, require_root, tcp6_frame,
 };
 
+/// The direct-routing services; the tunnel services ([`BENCH_TUNNEL_SERVICES`]) follow.
 const CONFIG: &str = "
 services:
   - { name: wrr, vip: 192.168.58.133, port: 80, scheduler: wrr,
@@ -67,6 +69,9 @@ struct Scenario {
     /// measurement: the new-flow rows insert millions of flows into the LRU connection table,
     /// which may evict the known flow's entry between rounds.
     opens: Option<Vec<u8>>,
+    /// A tunnel backend's row: the size of the outer header (IP, and UDP for GUE) it pushes
+    /// in front. Measured inside the [`FibNs`], arriving on its `d0`.
+    encap: Option<usize>,
 }
 
 struct Args {
@@ -155,6 +160,7 @@ fn scenarios() -> Vec<Scenario> {
         vary_sport: None,
         target: None,
         opens: Some(opens),
+        encap: None,
     };
     let new_flow = |name, port, target| Scenario {
         name,
@@ -163,6 +169,7 @@ fn scenarios() -> Vec<Scenario> {
         vary_sport: Some(SPORT),
         target,
         opens: None,
+        encap: None,
     };
     let non_vip = |name, frame| Scenario {
         name,
@@ -171,6 +178,7 @@ fn scenarios() -> Vec<Scenario> {
         vary_sport: None,
         target: None,
         opens: None,
+        encap: None,
     };
     // Each IPv6 row follows its IPv4 twin.
     vec![
@@ -224,20 +232,37 @@ fn scenarios() -> Vec<Scenario> {
             action: XDP_DROP,
             ..new_flow("ACK without a connection, rr (drop_no_flow)", 81, None)
         },
+        // Tunnel backends (BENCH_TUNNEL_SERVICES): IPv4 outer headers of 20 bytes (IPIP) and
+        // 28 (IPv4 + UDP, GUE), an IPv6 one of 40.
+        Scenario {
+            encap: Some(20),
+            ..known(
+                "tunnel IPIP known flow",
+                tcp(90, false, false),
+                tcp(90, false, true),
+            )
+        },
+        Scenario {
+            encap: Some(20),
+            ..new_flow("tunnel IPIP new flow (rr)", 91, None)
+        },
+        Scenario {
+            encap: Some(28),
+            ..known(
+                "tunnel GUE known flow",
+                tcp(92, false, false),
+                tcp(92, false, true),
+            )
+        },
+        Scenario {
+            encap: Some(40),
+            ..known(
+                "tunnel 6in6 known flow",
+                tcp6(v6(0x133), 90, false),
+                tcp6(v6(0x133), 90, true),
+            )
+        },
     ]
-}
-
-fn run(prog: &mut Xdp, data: &[u8], repeat: u32) -> Result<(u32, Duration)> {
-    let mut out = vec![0u8; data.len() + 256];
-    let r = prog
-        .test_run(TestRunOptions {
-            data_in: Some(data),
-            data_out: Some(&mut out),
-            repeat,
-            ..TestRunOptions::new()
-        })
-        .context("BPF_PROG_TEST_RUN")?;
-    Ok((r.return_value, r.duration))
 }
 
 fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
@@ -249,29 +274,18 @@ fn main() -> Result<()> {
     let args = parse_args()?;
     require_root();
     let started = Instant::now();
-    let mut h = Harness::with_config(CONFIG);
+    let mut h = Harness::with_config(&format!("{CONFIG}{BENCH_TUNNEL_SERVICES}"));
     let insns = h
         .program()
         .info()
         .context("program info")?
         .verified_instruction_count();
     let director: ProgramFd = h.program().fd()?.try_clone()?;
+    let ns = FibNs::new().context("creating the namespace of the tunnel rows")?;
+    h.register_iface(ns.ifindex);
 
-    let mut bench = EbpfLoader::new()
-        .load(BENCH_OBJECT)
-        .context("loading the bench object")?;
-    for name in ["bench_tx", "bench_restore"] {
-        loader::program(&mut bench, name)?.load()?;
-    }
-    let baseline: ProgramFd = loader::program(&mut bench, "bench_tx")?.fd()?.try_clone()?;
-    let mut slots: ProgramArray<MapData> = bench
-        .take_map("BENCH_PROGS")
-        .context("BENCH_PROGS")?
-        .try_into()?;
-    let mut restore_frame: Array<MapData, BenchFrame> = bench
-        .take_map("BENCH_FRAME")
-        .context("BENCH_FRAME")?
-        .try_into()?;
+    let mut bench = BenchProgs::load()?;
+    let baseline = bench.baseline()?;
 
     // None = the baseline alone, without restore.
     let targets: [(&str, Option<&ProgramFd>); 3] = [
@@ -292,16 +306,23 @@ fn main() -> Result<()> {
     for round in 0..args.rounds {
         for (si, sc) in scenarios.iter().enumerate() {
             let (name, data, want) = (sc.name, &sc.frame, sc.action);
-            let bf = BenchFrame {
-                macs: data[..12].try_into().context("12 bytes")?,
-                sport_offset: sc.vary_sport.unwrap_or(0),
-                vary_sport: u16::from(sc.vary_sport.is_some()),
+            // A tunnel row: this thread inside the namespace, every run arriving on its d0.
+            let _inside = match sc.encap {
+                Some(_) => Some(
+                    ns.enter()
+                        .with_context(|| format!("{name}: entering {}", ns.name))?,
+                ),
+                None => None,
             };
-            restore_frame.set(0, bf, 0)?;
+            let ifindex = sc.encap.map(|_| ns.ifindex);
+            bench.set_frame(bench_frame(data, sc.vary_sport, sc.encap.is_some())?)?;
             // A known flow's connection starts with its SYN (an ACK of no known connection
             // makes no entry), and again each round in case the LRU evicted it.
             if let Some(syn) = &sc.opens {
-                let action = h.run(syn).action;
+                let action = match ifindex {
+                    Some(i) => h.run_on(i, syn).action,
+                    None => h.run(syn).action,
+                };
                 if action != XDP_TX {
                     bail!(
                         "{name}: the SYN that opens the flow returned {action}, expected {XDP_TX}"
@@ -309,21 +330,27 @@ fn main() -> Result<()> {
                 }
             }
             for (ti, (tname, fd)) in targets.iter().enumerate() {
-                let prog: &mut Xdp = match fd {
-                    Some(fd) => {
-                        slots.set(0, fd, 0)?;
-                        loader::program(&mut bench, "bench_restore")?
+                let director = ti == 2;
+                let expect = if director { want } else { XDP_TX };
+                // What the last run leaves: the frame as it came, or encapsulated once.
+                let want_len = data.len() + if director { sc.encap.unwrap_or(0) } else { 0 };
+                // One warm-up packet first: the first packet of a flow creates its entry.
+                for repeat in [1, args.repeat] {
+                    let r = bench.run(*fd, data, repeat, ifindex)?;
+                    if r.action != expect {
+                        bail!("{name}: {tname} returned {}, expected {expect}", r.action);
                     }
-                    None => loader::program(&mut bench, "bench_tx")?,
-                };
-                // One warm-up packet: the first packet of a flow creates its entry.
-                let (action, _) = run(prog, data, 1)?;
-                let expect = if ti == 2 { want } else { XDP_TX };
-                if action != expect {
-                    bail!("{name}: {tname} returned {action}, expected {expect}");
+                    if sc.encap.is_some() && r.data.len() != want_len {
+                        bail!(
+                            "{name}: {tname} left a frame of {} bytes after {repeat} runs, \
+                             expected {want_len}",
+                            r.data.len()
+                        );
+                    }
+                    if repeat == args.repeat {
+                        times[si][ti].push(r.per_packet.as_nanos() as f64);
+                    }
                 }
-                let (_, d) = run(prog, data, args.repeat)?;
-                times[si][ti].push(d.as_nanos() as f64);
             }
         }
         eprintln!(
@@ -369,6 +396,7 @@ fn main() -> Result<()> {
             "ratio": rmed,
             "target": sc.target,
             "met": met,
+            "tunnel": sc.encap.is_some(),
         }));
     }
     println!("{table}");

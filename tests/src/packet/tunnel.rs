@@ -1,7 +1,8 @@
 //! Tunnel backends at packet level: a namespace whose FIB the data path's `bpf_fib_lookup`
 //! reads during BPF_PROG_TEST_RUN (the lookup uses the namespace of the thread that runs the
-//! test, and the ingress interface named in `ctx_in`), and a way to make a backend a tunnel
-//! backend in the maps directly.
+//! test, and the ingress interface named in `ctx_in`), a way to make a backend a tunnel
+//! backend in the maps directly, and the frame the director must send for a tunnel backend
+//! ([`encapsulated`], built with etherparse).
 //!
 //! The namespace (`lbl-<pid>-<n>-fib`, swept like a lab's) has a veth pair `d0`/`d1`, `d0`
 //! with [`super::DIRECTOR_MAC`], 10.99.0.1/24 and fd99::1/64, forwarding on, and:
@@ -23,8 +24,9 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use aya::programs::{TestRun, TestRunOptions};
-use lb_common::{Backend, Forward, Iface};
-use lb_ctl::plan::convert;
+use etherparse::{IpDscp, IpEcn, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header};
+use lb_common::{Backend, FlowKey, Forward, Iface, hash_flow};
+use lb_ctl::plan::convert::{self, addr_of};
 
 use super::{DIRECTOR_MAC, Harness, Output};
 use crate::lab::{BASE_PREFIX, sweep_leftovers};
@@ -208,9 +210,7 @@ impl Harness {
     /// in the calling thread's namespace.
     pub fn run_on(&mut self, ifindex: u32, frame: &[u8]) -> Output {
         let prog = self.program();
-        let mut ctx = [0u8; 24];
-        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        let ctx = super::xdp_md(frame.len(), ifindex);
         let mut out = vec![0u8; frame.len() + 4096];
         let res = prog
             .test_run(TestRunOptions {
@@ -227,4 +227,93 @@ impl Harness {
             data: out,
         }
     }
+}
+
+/// The hash the data path uses for the outer UDP source port and IPv6 flow label, of the TCP
+/// flow `client:sport -> vip:dport`.
+pub fn flow_hash(client: IpAddr, vip: IpAddr, sport: u16, dport: u16) -> u32 {
+    hash_flow(&FlowKey {
+        src: addr_of(client),
+        dst: addr_of(vip),
+        sport: sport.to_be(),
+        dport: dport.to_be(),
+        proto: 6,
+        _pad: [0; 3],
+    })
+}
+
+/// The outer header for `inner` (an IP packet): IPv4 or IPv6 by `dst`'s family, then UDP to
+/// `gue_port` if given. TOS/traffic class and TTL/hop limit are the inner's.
+pub fn outer(
+    inner: &[u8],
+    src: IpAddr,
+    dst: IpAddr,
+    gue_port: Option<u16>,
+    hash: u32,
+) -> (u16, Vec<u8>) {
+    let inner_v6 = inner[0] >> 4 == 6;
+    let (tos, ttl) = if inner_v6 {
+        ((inner[0] << 4) | (inner[1] >> 4), inner[7])
+    } else {
+        (inner[1], inner[8])
+    };
+    let mut udp = Vec::new();
+    if let Some(port) = gue_port {
+        let sport = 0xc000 | (hash & 0x3fff) as u16;
+        udp.extend_from_slice(&sport.to_be_bytes());
+        udp.extend_from_slice(&port.to_be_bytes());
+        udp.extend_from_slice(&((8 + inner.len()) as u16).to_be_bytes());
+        udp.extend_from_slice(&[0, 0]);
+    }
+    let proto = match (gue_port, inner_v6) {
+        (Some(_), _) => IpNumber::UDP,
+        (None, false) => IpNumber(4),
+        (None, true) => IpNumber(41),
+    };
+    let payload_len = (udp.len() + inner.len()) as u16;
+    let mut head = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut h = Ipv4Header::new(payload_len, ttl, proto, s.octets(), d.octets()).unwrap();
+            h.dscp = IpDscp::try_new(tos >> 2).unwrap();
+            h.ecn = IpEcn::try_new(tos & 3).unwrap();
+            h.dont_fragment = true;
+            h.identification = 0;
+            h.header_checksum = h.calc_header_checksum();
+            h.to_bytes().to_vec()
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => Ipv6Header {
+            traffic_class: tos,
+            flow_label: Ipv6FlowLabel::try_new(hash & 0xfffff).unwrap(),
+            payload_length: payload_len,
+            next_header: proto,
+            hop_limit: ttl,
+            source: s.octets(),
+            destination: d.octets(),
+        }
+        .to_bytes()
+        .to_vec(),
+        _ => panic!("outer source and destination of one family"),
+    };
+    head.extend_from_slice(&udp);
+    let ethertype = if dst.is_ipv4() { 0x0800 } else { 0x86dd };
+    (ethertype, head)
+}
+
+/// The frame the director must send: to the router, from the director, `outer` in front of
+/// the input's IP packet.
+pub fn encapsulated(
+    input: &[u8],
+    src: IpAddr,
+    dst: IpAddr,
+    gue: Option<u16>,
+    hash: u32,
+) -> Vec<u8> {
+    let (ethertype, head) = outer(&input[14..], src, dst, gue, hash);
+    let mut v = Vec::new();
+    v.extend_from_slice(&ROUTER_MAC);
+    v.extend_from_slice(&DIRECTOR_MAC);
+    v.extend_from_slice(&u16::to_be_bytes(ethertype));
+    v.extend_from_slice(&head);
+    v.extend_from_slice(&input[14..]);
+    v
 }
