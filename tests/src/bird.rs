@@ -45,20 +45,25 @@ pub fn director_conf(director: Ipv4Addr, detection: Detection) -> String {
 }
 
 /// The router's configuration with one eBGP session per director (`director1`, ... in the
-/// order given): the example up to its sessions, then a session line per director.
-pub fn router_conf(directors: &[Ipv4Addr], detection: Detection) -> String {
+/// order given): the example up to its sessions, then a session line per director. A director
+/// with [`Detection::HoldTimer`] gets `bfd off;` in its session (the template has `bfd on;`).
+pub fn router_conf(directors: &[(Ipv4Addr, Detection)]) -> String {
     let mut conf: String = ROUTER_EXAMPLE
         .lines()
         .filter(|l| !l.starts_with(ROUTER_SESSION_LINE))
         .map(|l| format!("{l}\n"))
         .collect();
-    for (i, d) in directors.iter().enumerate() {
+    for (i, (d, detection)) in directors.iter().enumerate() {
+        let bfd = match detection {
+            Detection::Bfd => "",
+            Detection::HoldTimer => " bfd off;",
+        };
         conf.push_str(&format!(
-            "{ROUTER_SESSION_LINE}{} from directors {{ neighbor {d} as 65100; }}\n",
+            "{ROUTER_SESSION_LINE}{} from directors {{ neighbor {d} as 65100;{bfd} }}\n",
             i + 1
         ));
     }
-    with_detection(conf, detection)
+    conf
 }
 
 fn with_detection(conf: String, detection: Detection) -> String {
@@ -239,7 +244,19 @@ mod tests {
             Ipv4Addr::new(192, 168, 58, 137),
             Ipv4Addr::new(192, 168, 58, 132),
         ];
-        assert_eq!(router_conf(&directors, Detection::Bfd), ROUTER_EXAMPLE);
+        let bfd: Vec<_> = directors.iter().map(|d| (*d, Detection::Bfd)).collect();
+        assert_eq!(router_conf(&bfd), ROUTER_EXAMPLE);
+        let mixed = router_conf(&[
+            (directors[0], Detection::Bfd),
+            (directors[2], Detection::HoldTimer),
+        ]);
+        assert!(mixed.contains(
+            "protocol bgp director1 from directors { neighbor 192.168.58.134 as 65100; }\n"
+        ));
+        assert!(mixed.contains(
+            "protocol bgp director2 from directors { neighbor 192.168.58.132 as 65100; bfd \
+             off; }\n"
+        ));
         let d2 = director_conf(directors[1], Detection::HoldTimer);
         assert!(d2.contains("local 192.168.58.137 as 65100;"));
         assert!(d2.contains("router id 192.168.58.137;"));

@@ -1,22 +1,25 @@
 //! Scale-out: three active directors behind a router that spreads flows over them with ECMP,
-//! each director announcing the VIP to the router over eBGP through its own BIRD 2
-//! (`lb_tests::scaleout`, the ECMP lab of `lb_tests::lab`). Needs root, BIRD 2 (`cargo xtask
-//! setup`) and lb-ctl built with its XDP object.
+//! each director's `lb-ctl run` announcing the VIP (`announce:` block: the route in table 100)
+//! to the router over eBGP through its own BIRD 2 (`lb_tests::scaleout`, the ECMP lab of
+//! `lb_tests::lab`). Needs root, BIRD 2 (`cargo xtask setup`) and lb-ctl built with its XDP
+//! object. No route is added or deleted by the test: the daemons do it.
 //!
-//! - `three_directors_share_new_connections`: the router's route to the VIP has 3 next hops;
-//!   new connections from 64 client addresses reach all 3 directors (each > 15%), 0 failures.
+//! - `three_directors_share_new_connections`: every daemon announces; the router's route to
+//!   the VIP has 3 next hops; new connections from 64 client addresses reach all 3 directors
+//!   (each > 15%), 0 failures.
 //! - `a_dead_director_is_withdrawn_and_its_flows_continue`: director's daemon and BIRD killed
 //!   (SIGKILL) and its link pulled: the router drops it within BFD's detection time; 20 kept
 //!   connections (mh) all continue on the same real server, 0 failed requests, the dead
 //!   director's ones through a survivor's stateless path.
-//! - `a_withdrawn_director_gets_no_new_connections_and_comes_back`: director-3's VIP route
-//!   withdrawn: the router drops it, it forwards nothing more, a client loop sees 0 failures;
-//!   announced again, it forwards again.
-//! - `sigterm_withdraws_drains_and_exits`: withdraw, 1 s of drain, SIGTERM: the daemon exits 0,
-//!   a client loop sees 0 failures.
-//!
-//! The VIP routes in the directors' table 100 are added and deleted by the harness
-//! (`ScaleOut::announce`), exactly as `lb-ctl run` keeps them with an `announce:` block.
+//! - `a_director_whose_checks_fail_withdraws_and_announces_again`: director-3 checks port
+//!   8083 of the real servers (the others port 80); those servers stopped: director-3's daemon
+//!   withdraws, the router drops it, it forwards nothing more, a client loop sees 0 failures
+//!   from the withdrawal on; restarted: it announces again and forwards again.
+//! - `sigterm_withdraws_drains_and_exits`: SIGTERM to director-2's daemon (drain 1s): the
+//!   router drops it while the daemon still runs, the daemon exits 0 about 1 s after the
+//!   signal, a client loop sees 0 failures.
+//! - `hold_timer_and_a_killed_speaker`: director-3's session without BFD: its link pulled, the
+//!   router drops it after the hold time (3 s); director-1's BIRD killed: dropped at once.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -25,9 +28,9 @@ use std::{
 
 use lb_tests::{
     bird::Detection,
-    lab::{self, HttpConn, LabSpec, client_addr, http_get_from},
+    lab::{self, HttpConn, LabSpec, Proc, client_addr, http_get_from},
     lab_spec,
-    scaleout::ScaleOut,
+    scaleout::{ClientLoop, ScaleOut},
     stats,
 };
 
@@ -36,8 +39,13 @@ const CLIENTS: usize = 64;
 /// BFD's detection time in the examples: 3 x 100 ms; the test allows scheduling slack.
 const BFD_DETECTION: Duration = Duration::from_millis(300);
 const DETECTION_BOUND: Duration = Duration::from_millis(1500);
+/// The examples' BGP hold time.
+const HOLD_TIME: Duration = Duration::from_secs(3);
 /// Deadline of one request.
 const REQUEST: Duration = Duration::from_secs(5);
+/// The longest the check of [`ScaleOut::service_yaml`] takes to see a failure or a recovery
+/// (interval 300 ms, 2 retries 100 ms apart with 300 ms timeouts), with slack.
+const CHECK_BOUND: Duration = Duration::from_millis(300 + 2 * (100 + 300) + 1500);
 
 fn spec() -> LabSpec {
     let base = LabSpec::ecmp_lab();
@@ -49,29 +57,39 @@ fn spec() -> LabSpec {
     )
 }
 
-/// The lab with every director's daemon running and announcing, the router's route complete.
-fn scale_out() -> ScaleOut {
-    let started = Instant::now();
-    let mut so = ScaleOut::build(&spec(), Detection::Bfd).unwrap_or_else(|e| panic!("{e:#}"));
-    let yaml = so.service_yaml();
-    for i in 0..3 {
-        so.start_daemon(i, &yaml, &["--detach-on-exit"])
+/// The lab with its speakers (director `i` with `detection[i]`), no daemon yet.
+fn lab(detection: &[Detection]) -> ScaleOut {
+    ScaleOut::build(&spec(), detection).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// Starts every daemon with `yamls[i]` and waits for the router's complete route.
+fn start(so: &mut ScaleOut, yamls: &[String], started: Instant) {
+    for (i, yaml) in yamls.iter().enumerate() {
+        so.start_daemon(i, yaml, &["--detach-on-exit"])
             .unwrap_or_else(|e| panic!("{e:#}"));
-        so.announce(i, true).unwrap_or_else(|e| panic!("{e:#}"));
     }
     let sessions = so
         .wait_sessions(Duration::from_secs(15))
         .unwrap_or_else(|e| panic!("{e:#}"));
-    let all: Vec<Ipv4Addr> = so.lab.directors().iter().map(|d| d.addr).collect();
+    let all = so.director_addrs();
     so.wait_next_hops(&all, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e:#}"));
     eprintln!(
-        "lab, speakers and daemons up in {:.1?} (router-1's 3 sessions Established {:.1?} \
-         after the daemons were running); router-1's route:\n{}",
+        "lab, speakers and daemons up in {:.1?} (router-1's sessions Established {:.1?} after \
+         the daemons were running); router-1's route:\n{}",
         started.elapsed(),
         sessions,
         so.route_text().unwrap_or_default()
     );
+}
+
+/// The lab with every director's daemon running and announcing (drain `drain`), the router's
+/// route complete.
+fn scale_out(drain: &str) -> ScaleOut {
+    let started = Instant::now();
+    let mut so = lab(&[Detection::Bfd; 3]);
+    let yaml = so.service_yaml(drain, None);
+    start(&mut so, &[yaml.clone(), yaml.clone(), yaml], started);
     so
 }
 
@@ -81,7 +99,12 @@ fn target() -> SocketAddr {
 
 #[test]
 fn three_directors_share_new_connections() {
-    let so = scale_out();
+    let so = scale_out("0s");
+    for i in 0..3 {
+        let s = so.stats(i).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(s["announce"][0]["announced"], true, "director-{}: {s}", i + 1);
+        assert!(so.announced(i).unwrap_or_else(|e| panic!("{e:#}")));
+    }
     let route = so.route_text().unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(
         route.matches("nexthop via").count(),
@@ -145,7 +168,7 @@ fn director_of(so: &ScaleOut, conn: &mut HttpConn) -> (usize, String) {
 
 #[test]
 fn a_dead_director_is_withdrawn_and_its_flows_continue() {
-    let mut so = scale_out();
+    let mut so = scale_out("0s");
     let clients = so.lab.ecmp_clients().clone();
     let mut conns = Vec::new();
     for c in 0..20 {
@@ -231,100 +254,179 @@ fn a_dead_director_is_withdrawn_and_its_flows_continue() {
     );
 }
 
-/// Requests from the client addresses in turn, one after another, until `stop` is set;
-/// returns (answered, failures).
-fn client_loop(
-    so: &ScaleOut,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<(usize, Vec<String>)> {
-    let clients = so.lab.ecmp_clients().clone();
-    std::thread::spawn(move || {
-        let (mut ok, mut failed) = (0, Vec::new());
-        let mut c = 0;
-        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-            let src: IpAddr = client_addr(c % CLIENTS).into();
-            match http_get_from(&clients, src, target(), "/", REQUEST) {
-                Ok((200, _)) => ok += 1,
-                other => failed.push(format!("{src}: {other:?}")),
-            }
-            c += 1;
-        }
-        (ok, failed)
-    })
+/// `lab-server http --port PORT` on every real server.
+fn extra_servers(so: &ScaleOut, port: u16) -> Vec<Proc> {
+    let bin = so
+        .lab
+        .server_bin()
+        .unwrap_or_else(|| panic!("the lab started no lab-server"))
+        .to_string_lossy()
+        .into_owned();
+    let port = port.to_string();
+    so.lab
+        .servers()
+        .iter()
+        .map(|s| {
+            s.spawn(&[&bin, "http", "--name", &s.name, "--port", &port])
+                .unwrap_or_else(|e| panic!("{e:#}"))
+        })
+        .collect()
 }
 
-/// Runs `steps` while a client loop makes requests; returns (answered, failures).
-fn with_client_loop(so: &mut ScaleOut, steps: impl FnOnce(&mut ScaleOut)) -> (usize, Vec<String>) {
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let handle = client_loop(so, stop.clone());
-    std::thread::sleep(Duration::from_millis(500));
-    steps(so);
-    std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    handle
-        .join()
-        .unwrap_or_else(|_| panic!("the client loop panicked"))
+/// The announce line of director `i`'s `lb-ctl list`.
+fn announce_line(so: &ScaleOut, i: usize) -> String {
+    let list = so.ctls[i].list().unwrap_or_else(|e| panic!("{e:#}"));
+    list.lines()
+        .find(|l| l.starts_with("Announce web "))
+        .unwrap_or_else(|| panic!("no announce line in director-{}'s list:\n{list}", i + 1))
+        .to_owned()
 }
 
 #[test]
-fn a_withdrawn_director_gets_no_new_connections_and_comes_back() {
-    let mut so = scale_out();
-    let all: Vec<Ipv4Addr> = so.lab.directors().iter().map(|d| d.addr).collect();
-    let (ok, failed) = with_client_loop(&mut so, |so| {
-        so.announce(2, false).unwrap_or_else(|e| panic!("{e:#}"));
-        let withdrawn = so
-            .wait_next_hops(&all[..2], Duration::from_secs(5))
-            .unwrap_or_else(|e| panic!("{e:#}"));
-        let quiet_from = so.forwarded(2).unwrap();
-        std::thread::sleep(Duration::from_secs(1));
-        let while_out = so.forwarded(2).unwrap() - quiet_from;
-        so.announce(2, true).unwrap_or_else(|e| panic!("{e:#}"));
-        let back = so
-            .wait_next_hops(&all, Duration::from_secs(5))
-            .unwrap_or_else(|e| panic!("{e:#}"));
-        let from = so.forwarded(2).unwrap();
-        std::thread::sleep(Duration::from_secs(1));
-        let after = so.forwarded(2).unwrap() - from;
-        eprintln!(
-            "director-3 withdrawn: router-1 dropped it in {withdrawn:.2?}, it forwarded \
-             {while_out} packets in the next second; announced again: back in {back:.2?}, \
-             {after} packets in the next second"
-        );
-        assert_eq!(while_out, 0, "director-3 got traffic while withdrawn");
-        assert!(
-            after > 0,
-            "director-3 got no traffic after it announced again"
-        );
-    });
-    eprintln!("client loop: {ok} answered, {} failed", failed.len());
-    assert!(failed.is_empty(), "failed requests: {failed:#?}");
-    assert!(ok > 50, "only {ok} requests in the loop");
+fn a_director_whose_checks_fail_withdraws_and_announces_again() {
+    const CHECK_PORT: u16 = 8083;
+    let started = Instant::now();
+    let mut so = lab(&[Detection::Bfd; 3]);
+    let mut extra = extra_servers(&so, CHECK_PORT);
+    let yaml = so.service_yaml("0s", None);
+    let yaml3 = so.service_yaml("0s", Some(CHECK_PORT));
+    start(&mut so, &[yaml.clone(), yaml, yaml3], started);
+    let all = so.director_addrs();
+
+    let requests = ClientLoop::start(&so, CLIENTS, REQUEST);
+    std::thread::sleep(Duration::from_millis(500));
+    // Only director-3's checks fail: the servers on port 8083 stop, port 80 keeps answering.
+    let failed_at = Instant::now();
+    for p in &mut extra {
+        p.kill().unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    let withdrawn = so
+        .wait_next_hops(&all[..2], CHECK_BOUND)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let withdrawn_at = Instant::now();
+    assert!(!so.announced(2).unwrap_or_else(|e| panic!("{e:#}")));
+    let line = announce_line(&so, 2);
+    assert!(line.ends_with("withdrawn: no backend"), "{line}");
+    let quiet_from = so.forwarded(2).unwrap_or_else(|e| panic!("{e:#}"));
+    std::thread::sleep(Duration::from_secs(1));
+    let while_out = so.forwarded(2).unwrap_or_else(|e| panic!("{e:#}")) - quiet_from;
+
+    let recovered_at = Instant::now();
+    extra = extra_servers(&so, CHECK_PORT);
+    let back = so
+        .wait_next_hops(&all, CHECK_BOUND)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let from = so.forwarded(2).unwrap_or_else(|e| panic!("{e:#}"));
+    std::thread::sleep(Duration::from_secs(1));
+    let after = so.forwarded(2).unwrap_or_else(|e| panic!("{e:#}")) - from;
+    let seen = requests.finish();
+    drop(extra);
+    eprintln!(
+        "director-3's checks failed: router-1 dropped it {withdrawn:.2?} later, it forwarded \
+         {while_out} packets in the next second; checks back: announced again and in router-1's \
+         route {back:.2?} after the servers restarted ({:.2?} from the failure), {after} \
+         packets in the next second",
+        recovered_at.duration_since(failed_at) + back
+    );
+    eprintln!(
+        "client loop: {} answered, {} failed ({} of them begun after the withdrawal), slowest \
+         {:.2?}",
+        seen.ok,
+        seen.failed.len(),
+        seen.failed_since(withdrawn_at).len(),
+        seen.slowest
+    );
+    assert_eq!(while_out, 0, "director-3 got traffic while withdrawn");
+    assert!(
+        after > 0,
+        "director-3 got no traffic after it announced again"
+    );
+    assert!(
+        seen.failed_since(withdrawn_at).is_empty(),
+        "failed requests after the withdrawal: {:#?}",
+        seen.failed
+    );
+    assert!(seen.ok > 50, "only {} requests in the loop", seen.ok);
 }
 
 #[test]
 fn sigterm_withdraws_drains_and_exits() {
-    let mut so = scale_out();
-    let all: Vec<Ipv4Addr> = so.lab.directors().iter().map(|d| d.addr).collect();
-    let (ok, failed) = with_client_loop(&mut so, |so| {
-        // What `lb-ctl run` does on SIGTERM with `announce: { drain: 1s }`: withdraw at
-        // once, keep forwarding for the drain, exit.
-        let t0 = Instant::now();
-        so.announce(1, false).unwrap_or_else(|e| panic!("{e:#}"));
-        let withdrawn = so
-            .wait_next_hops(&[all[0], all[2]], Duration::from_secs(5))
-            .unwrap_or_else(|e| panic!("{e:#}"));
-        std::thread::sleep(Duration::from_secs(1).saturating_sub(t0.elapsed()));
-        let d = so.daemons[1]
-            .as_mut()
-            .unwrap_or_else(|| panic!("no daemon on director-2"));
-        let status = d.terminate();
-        eprintln!(
-            "director-2 withdrawn in {withdrawn:.2?}, drained, exited {status} {:.2?} after \
-             the withdrawal began",
-            t0.elapsed()
-        );
-    });
-    eprintln!("client loop: {ok} answered, {} failed", failed.len());
-    assert!(failed.is_empty(), "failed requests: {failed:#?}");
-    assert!(ok > 50, "only {ok} requests in the loop");
+    const DRAIN: Duration = Duration::from_secs(1);
+    let mut so = scale_out("1s");
+    let all = so.director_addrs();
+    let requests = ClientLoop::start(&so, CLIENTS, REQUEST);
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    let d = so.daemons[1]
+        .as_mut()
+        .unwrap_or_else(|| panic!("no daemon on director-2"));
+    d.signal(libc::SIGTERM);
+    let withdrawn = so
+        .wait_next_hops(&[all[0], all[2]], Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let d = so.daemons[1]
+        .as_mut()
+        .unwrap_or_else(|| panic!("no daemon on director-2"));
+    assert!(
+        d.exit_status().is_none(),
+        "director-2's daemon exited before router-1 dropped it ({withdrawn:?})"
+    );
+    let status = d
+        .wait_timeout(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("lb-ctl run did not exit within 5 s of SIGTERM"));
+    let exited = t0.elapsed();
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = requests.finish();
+    eprintln!(
+        "SIGTERM to director-2's daemon (drain {DRAIN:?}): router-1 dropped it {withdrawn:.3?} \
+         later, the daemon exited ({status}) {exited:.2?} after the signal; client loop: {} \
+         answered, {} failed, slowest {:.2?}",
+        seen.ok,
+        seen.failed.len(),
+        seen.slowest
+    );
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        (DRAIN..DRAIN + Duration::from_millis(1500)).contains(&exited),
+        "exited {exited:?} after SIGTERM; the drain is {DRAIN:?}"
+    );
+    assert!(seen.failed.is_empty(), "failed requests: {:#?}", seen.failed);
+    assert!(seen.ok > 50, "only {} requests in the loop", seen.ok);
+}
+
+#[test]
+fn hold_timer_and_a_killed_speaker() {
+    let started = Instant::now();
+    let mut so = lab(&[Detection::Bfd, Detection::Bfd, Detection::HoldTimer]);
+    let yaml = so.service_yaml("0s", None);
+    start(&mut so, &[yaml.clone(), yaml.clone(), yaml], started);
+    let all = so.director_addrs();
+
+    // Director-1's speaker dies: the kernel closes its BGP session.
+    let t0 = Instant::now();
+    so.birds[0].kill().unwrap_or_else(|e| panic!("{e:#}"));
+    so.wait_next_hops(&all[1..], Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let killed = t0.elapsed();
+
+    // Director-3 (no BFD) loses its link: only the hold timer tells the router.
+    let t0 = Instant::now();
+    so.lab
+        .set_link(so.director(2), false)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    so.wait_next_hops(&all[1..2], HOLD_TIME + Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let held = t0.elapsed();
+    eprintln!(
+        "router-1 dropped director-1 {killed:.3?} after its BIRD was killed (SIGKILL), and \
+         director-3 (no BFD) {held:.2?} after its link was pulled (hold time {HOLD_TIME:?}); \
+         test {:.1?}",
+        started.elapsed()
+    );
+    assert!(killed < Duration::from_millis(500), "{killed:?}");
+    assert!(
+        (HOLD_TIME - Duration::from_secs(1)..HOLD_TIME + Duration::from_secs(1))
+            .contains(&held),
+        "the hold timer took {held:?}"
+    );
 }

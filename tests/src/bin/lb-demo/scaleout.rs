@@ -1,19 +1,21 @@
 //! Part 5: scale-out. Three active directors behind a router that spreads flows over them
 //! (ECMP), each announcing the VIP to it over eBGP through its own BIRD 2
-//! (`examples/bird-director.conf`, `examples/bird-router.conf`); one director stopped with
-//! SIGTERM: its route is withdrawn first, then it exits, and the requests keep working.
+//! (`examples/bird-director.conf`, `examples/bird-router.conf`): `lb-ctl run` keeps the VIP's
+//! route in table 100 (`announce:`) and BIRD exports it. One director stopped with SIGTERM:
+//! its daemon withdraws the route first, drains for 1 s, then exits, and a client loop's
+//! requests keep working.
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use lb_tests::{
     bird::Detection,
     lab::{LabSpec, client_addr, http_get_from},
-    scaleout::ScaleOut,
+    scaleout::{ClientLoop, ScaleOut},
 };
 
 use crate::{
@@ -63,22 +65,22 @@ pub fn run(summary: &mut Summary) -> Result<()> {
             install_signal_handler: false,
             ..LabSpec::ecmp_lab()
         },
-        Detection::Bfd,
+        &[Detection::Bfd; 3],
     )?;
-    let yaml = so.service_yaml();
-    for i in 0..3 {
-        step(&format!(
-            "on {}: lb-ctl run (mh over the 3 real servers); VIP route in table 100",
-            so.director(i).name
-        ));
-        so.start_daemon(i, &yaml, &["--detach-on-exit"])?;
-        so.announce(i, true)?;
-    }
-    let all: Vec<Ipv4Addr> = so.lab.directors().iter().map(|d| d.addr).collect();
-    so.wait_sessions(Duration::from_secs(15))?;
-    let t = so.wait_next_hops(&all, Duration::from_secs(10))?;
+    let yaml = so.service_yaml("1s", None);
+    step(
+        "on each director: lb-ctl run (mh over the 3 real servers) with announce: { via: bird, \
+         table: 100, withdraw_when: no_backend, drain: 1s }",
+    );
+    let t = so.start_all(&yaml)?;
     step(&format!(
-        "router-1: ip route show {} (3 next hops, {t:.1?} after the sessions)",
+        "director-1: ip route show table 100 proto 250 (what its BIRD exports)\n{}",
+        so.director(0)
+            .exec_ok(&["ip", "route", "show", "table", "100", "proto", "250"])?
+            .trim_end()
+    ));
+    step(&format!(
+        "router-1: ip route show {} (3 next hops, {t:.1?} after the daemons started)",
         so.lab.vip()
     ));
     show(&so.route_text()?);
@@ -91,19 +93,40 @@ pub fn run(summary: &mut Summary) -> Result<()> {
         bail!("scale-out: {failed} failed requests, or a director got none: {directors:?}");
     }
 
-    step("director-2: lb-ctl run gets SIGTERM (its VIP route withdrawn first, then it exits)");
+    step(
+        "director-2: lb-ctl run gets SIGTERM while a client loop runs (it withdraws the route, \
+         drains 1 s, exits)",
+    );
+    let all = so.director_addrs();
+    let requests = ClientLoop::start(&so, REQUESTS, TIMEOUT);
+    std::thread::sleep(Duration::from_millis(500));
     let t0 = Instant::now();
-    so.announce(1, false)?;
+    let daemon = so.daemons[1].as_mut().context("no daemon on director-2")?;
+    daemon.signal(libc::SIGTERM);
     let withdrawn = so.wait_next_hops(&[all[0], all[2]], Duration::from_secs(5))?;
-    std::thread::sleep(Duration::from_secs(1));
-    if let Some(d) = so.daemons[1].as_mut() {
-        d.terminate();
-    }
+    let daemon = so.daemons[1].as_mut().context("no daemon on director-2")?;
+    let running = daemon.exit_status().is_none();
+    let status = daemon
+        .wait_timeout(Duration::from_secs(5))
+        .context("lb-ctl run on director-2 did not exit within 5 s of SIGTERM")?;
+    let exited = t0.elapsed();
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = requests.finish();
     step(&format!(
-        "router-1 dropped director-2 in {withdrawn:.2?}; it exited {:.1?} after the withdrawal",
-        t0.elapsed()
+        "router-1 dropped director-2 {withdrawn:.2?} after the signal (the daemon still \
+         running: {running}); it exited ({status}) {exited:.2?} after the signal; client loop: \
+         {} answered, {} failed",
+        seen.ok,
+        seen.failed.len()
     ));
     show(&so.route_text()?);
+    if !running || !status.success() || !seen.failed.is_empty() {
+        bail!(
+            "scale-out SIGTERM: withdrawn before the exit {running}, exit {status}, failed \
+             requests {:?}",
+            seen.failed
+        );
+    }
     let (servers, directors, failed2) = round(&so)?;
     step(&format!(
         "{REQUESTS} requests: per real server {servers:?}, packets per director {directors:?}, \
@@ -117,7 +140,10 @@ pub fn run(summary: &mut Summary) -> Result<()> {
     }
     summary.add(format!(
         "scale-out: 3 next hops, requests spread over 3 directors; SIGTERM on director-2: \
-         withdrawn in {withdrawn:.2?}, {failed2} failed requests ({:.1?})",
+         withdrawn in {withdrawn:.2?}, exited after {exited:.2?} (drain 1s), {} failed requests \
+         of {} in the loop ({:.1?})",
+        seen.failed.len(),
+        seen.ok + seen.failed.len(),
         started.elapsed()
     ));
     drop(so);
