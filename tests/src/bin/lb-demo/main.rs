@@ -112,6 +112,9 @@ fn parse_args() -> Result<Args> {
                      (DIR/vrrp-director-1.yaml, DIR/vrrp-director-2.yaml).\n\
                      4: tunnel mode: real servers behind a router, reached over IPIP \
                      (DIR/tunnel.yaml).\n\
+                     5: scale-out: three directors behind a router running BIRD 2 (ECMP), each \
+                     lb-ctl run announcing the VIP; one stopped with SIGTERM \
+                     (DIR/bird-director.conf, DIR/bird-router.conf).\n\
                      Tears everything down. Needs root."
                 );
                 std::process::exit(0);
