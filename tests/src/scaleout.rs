@@ -69,11 +69,7 @@ impl ScaleOut {
             "the ECMP lab's router must be at the examples' address {}",
             bird::EXAMPLE_ROUTER
         );
-        let router_bird = Bird::start(
-            &dir,
-            &lab.router(0).outer,
-            &bird::router_conf(&sessions),
-        )?;
+        let router_bird = Bird::start(&dir, &lab.router(0).outer, &bird::router_conf(&sessions))?;
         let mut birds = Vec::new();
         for (d, how) in lab.directors().iter().zip(detection) {
             birds.push(Bird::start(&dir, d, &bird::director_conf(d.addr, *how))?);

@@ -106,7 +106,12 @@ fn three_directors_share_new_connections_then_lose_a_speaker_and_a_link() {
     start(&mut so, &[yaml.clone(), yaml.clone(), yaml], started);
     for i in 0..3 {
         let s = so.stats(i).unwrap_or_else(|e| panic!("{e:#}"));
-        assert_eq!(s["announce"][0]["announced"], true, "director-{}: {s}", i + 1);
+        assert_eq!(
+            s["announce"][0]["announced"],
+            true,
+            "director-{}: {s}",
+            i + 1
+        );
         assert!(so.announced(i).unwrap_or_else(|e| panic!("{e:#}")));
     }
     let route = so.route_text().unwrap_or_else(|e| panic!("{e:#}"));
@@ -395,7 +400,11 @@ fn sigterm_withdraws_drains_and_exits() {
         (DRAIN..DRAIN + Duration::from_millis(1500)).contains(&exited),
         "exited {exited:?} after SIGTERM; the drain is {DRAIN:?}"
     );
-    assert!(seen.failed.is_empty(), "failed requests: {:#?}", seen.failed);
+    assert!(
+        seen.failed.is_empty(),
+        "failed requests: {:#?}",
+        seen.failed
+    );
     assert!(seen.ok > 50, "only {} requests in the loop", seen.ok);
 }
 
@@ -425,8 +434,7 @@ fn lose_a_speaker_and_a_link(so: &mut ScaleOut) {
     );
     assert!(killed < Duration::from_millis(500), "{killed:?}");
     assert!(
-        (HOLD_TIME - Duration::from_secs(1)..HOLD_TIME + Duration::from_secs(1))
-            .contains(&held),
+        (HOLD_TIME - Duration::from_secs(1)..HOLD_TIME + Duration::from_secs(1)).contains(&held),
         "the hold timer took {held:?}"
     );
 }
