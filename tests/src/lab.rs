@@ -85,6 +85,7 @@
 
 mod capture;
 mod client;
+mod ecmp;
 pub mod icmp;
 mod proc;
 mod routed;
@@ -110,8 +111,12 @@ use anyhow::{Context as _, Result, bail, ensure};
 
 pub use capture::Capture;
 pub use client::{
-    Connect, HttpConn, http_get, http_post, send_frames, tcp_connect, tcp_stream, tcp_stream_from,
-    udp_request, udp_socket,
+    Connect, HttpConn, http_get, http_get_from, http_post, send_frames, tcp_connect, tcp_stream,
+    tcp_stream_from, udp_request, udp_socket,
+};
+pub use ecmp::{
+    CLIENT_BRIDGE, CLIENT_SUBNET, CLIENT_SUBNET_LEN, EcmpSpec, MAX_CLIENTS, ROUTER_CLIENT_ADDR,
+    ROUTER_CLIENT_IFACE, client_addr, client_addrs,
 };
 /// MACs are written and read as lb-ctl does (`02:00:00:00:00:87`).
 pub use lb_ctl::plan::convert::{format_mac, parse_mac};
@@ -153,7 +158,7 @@ pub const HOST_IFACE: &str = "eth0";
 /// What to build. `LabSpec::default()` is the seed topology: 1 director, 2 real servers.
 #[derive(Clone, Debug)]
 pub struct LabSpec {
-    /// 1 or 2 directors.
+    /// 1 or 2 directors (3 in an ECMP lab).
     pub directors: usize,
     /// 1 to [`MAX_SERVERS`] real servers.
     pub servers: usize,
@@ -177,6 +182,27 @@ pub struct LabSpec {
     /// Routers and a second subnet behind them with real servers of its own (module
     /// `routed`: [`RoutedSpec`]); `None`, the default, builds the switch's subnet only.
     pub routed: Option<RoutedSpec>,
+    /// Several active directors behind router-1 and a subnet of clients behind it (module
+    /// `ecmp`: [`EcmpSpec`]); no director holds the VIP. Needs [`LabSpec::routed`]: see
+    /// [`LabSpec::ecmp_lab`].
+    pub ecmp: Option<EcmpSpec>,
+}
+
+impl LabSpec {
+    /// The ECMP lab: 3 directors without the VIP, 3 real servers, router-1 (no remote
+    /// servers) between them and 64 client addresses (module `ecmp`).
+    pub fn ecmp_lab() -> LabSpec {
+        LabSpec {
+            directors: 3,
+            servers: 3,
+            routed: Some(RoutedSpec {
+                routers: 1,
+                servers: 0,
+            }),
+            ecmp: Some(EcmpSpec::default()),
+            ..LabSpec::default()
+        }
+    }
 }
 
 impl Default for LabSpec {
@@ -193,6 +219,7 @@ impl Default for LabSpec {
             pass_through: true,
             install_signal_handler: true,
             routed: None,
+            ecmp: None,
         }
     }
 }
@@ -341,6 +368,7 @@ pub struct Lab {
     servers: Vec<Host>,
     routers: Vec<Router>,
     remote_servers: Vec<Host>,
+    ecmp_clients: Option<Host>,
     server_bin: Option<PathBuf>,
     // Last: dropped after the rest.
     res: Resources,
@@ -401,9 +429,10 @@ impl Lab {
     /// `nsenter` or `ethtool` is missing, or when namespaces cannot be made. On failure,
     /// whatever was already built is torn down.
     pub fn build(spec: &LabSpec) -> Result<Lab> {
+        let most = if spec.ecmp.is_some() { 3 } else { 2 };
         ensure!(
-            (1..=2).contains(&spec.directors),
-            "a lab has 1 or 2 directors, not {}",
+            (1..=most).contains(&spec.directors),
+            "a lab has 1 to {most} directors (3 only with LabSpec::ecmp), not {}",
             spec.directors
         );
         ensure!(
@@ -418,6 +447,9 @@ impl Lab {
         );
         if let Some(routed) = &spec.routed {
             routed::validate(routed)?;
+        }
+        if let Some(ecmp) = &spec.ecmp {
+            ecmp::validate(spec, ecmp)?;
         }
         check_prerequisites()?;
         let server_bin = if spec.start_servers {
@@ -485,6 +517,20 @@ impl Lab {
             }
             None => (Vec::new(), Vec::new()),
         };
+        let ecmp_clients = match (&spec.ecmp, routers.first()) {
+            (Some(ecmp), Some(router)) => {
+                let on_switch: Vec<&Host> = directors.iter().chain(&servers).collect();
+                Some(ecmp::build(
+                    &mut res,
+                    &switch_ns,
+                    &prefix,
+                    ecmp,
+                    &router.outer,
+                    &on_switch,
+                )?)
+            }
+            _ => None,
+        };
 
         let lab = Lab {
             spec: spec.clone(),
@@ -495,6 +541,7 @@ impl Lab {
             servers,
             routers,
             remote_servers,
+            ecmp_clients,
             server_bin,
             res,
         };
@@ -596,6 +643,13 @@ impl Lab {
                 self.remote_servers.len()
             )
         })
+    }
+
+    /// The clients' namespace of an ECMP lab (addresses [`client_addr`]), behind router-1.
+    pub fn ecmp_clients(&self) -> &Host {
+        self.ecmp_clients
+            .as_ref()
+            .unwrap_or_else(|| panic!("ecmp_clients(): not an ECMP lab (LabSpec::ecmp_lab)"))
     }
 
     /// Routes the remote subnets (both families) of `host` via router `i` (counted from 0),
@@ -763,6 +817,12 @@ impl Lab {
         teardown::pids_in(&ids)
     }
 
+    /// Where the lab's BGP speakers keep their configuration and control sockets
+    /// (`$TMPDIR/<prefix>-bird`, `lb_tests::bird`): removed with the lab.
+    pub fn bird_dir(&self) -> PathBuf {
+        env::temp_dir().join(format!("{}-bird", self.prefix))
+    }
+
     /// Every namespace of the lab.
     pub fn namespaces(&self) -> &[String] {
         &self.res.namespaces
@@ -846,12 +906,13 @@ impl std::fmt::Debug for Lab {
     }
 }
 
-/// Director `d`'s address (1-based): `.134`, `.137`.
+/// Director `d`'s address (1-based): `.134`, `.137`, `.132` (the third only in ECMP labs).
 pub fn director_addr(d: usize) -> Ipv4Addr {
     match d {
         1 => Ipv4Addr::new(192, 168, 58, 134),
         2 => Ipv4Addr::new(192, 168, 58, 137),
-        _ => panic!("a lab has directors 1 and 2 only, not {d}"),
+        3 => Ipv4Addr::new(192, 168, 58, 132),
+        _ => panic!("a lab has directors 1 to 3 only, not {d}"),
     }
 }
 
@@ -1153,7 +1214,7 @@ fn configure_host(res: &Resources, switch_ns: &str, host: &Host, spec: &LabSpec)
             ethtool_tx_off(&host.netns, HOST_IFACE)?;
         }
         Role::Director => {
-            if host.name == "director-1" {
+            if host.name == "director-1" && spec.ecmp.is_none() {
                 ip_batch(&host.netns, &vip_commands("add", spec, HOST_IFACE))?;
             }
             ethtool_tx_off(switch_ns, &host.switch_port)?;

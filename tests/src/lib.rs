@@ -1,5 +1,6 @@
 //! Shared helpers of the integration tests.
 
+pub mod bird;
 pub mod cli;
 pub mod daemon;
 pub mod decap;
@@ -11,6 +12,7 @@ pub mod lbctl;
 pub mod packet;
 pub mod procs;
 pub mod scale;
+pub mod scaleout;
 pub mod services;
 pub mod stats;
 pub mod tunnel;

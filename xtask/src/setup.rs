@@ -23,6 +23,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "bpftool",
     "iputils-ping",
     "keepalived",
+    // The ECMP lab: the directors' and the router's BGP speaker.
+    "bird2",
     // cargo xtask bench: load generator, the HAProxy comparison, the chart's font.
     "wrk",
     "haproxy",

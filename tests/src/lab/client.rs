@@ -111,6 +111,19 @@ pub fn http_get(
         .with_context(|| format!("GET http://{target}{path} from {}", host.name))
 }
 
+/// [`http_get`] from the source address `src` (one of `host`'s addresses) to `target`.
+pub fn http_get_from(
+    host: &Host,
+    src: IpAddr,
+    target: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String)> {
+    let mut conn = HttpConn::connect_from(host, Some(src), target, timeout)?;
+    conn.request(path, false, None)
+        .with_context(|| format!("GET http://{target}{path} from {src} in {}", host.name))
+}
+
 /// One `POST path` of a body of `len` bytes (`x`), with `Connection: close`, from inside
 /// `host` to `addr:port`; returns the status code and the body of the answer. The whole
 /// exchange, upload included, takes at most about `timeout`: an upload that stalls fails

@@ -62,7 +62,7 @@ pub const MAX_REMOTE_SERVERS: usize = 50;
 pub struct RoutedSpec {
     /// 1 or 2 routers between the switch and the remote subnet.
     pub routers: usize,
-    /// 1 to [`MAX_REMOTE_SERVERS`] real servers on the remote subnet.
+    /// 0 to [`MAX_REMOTE_SERVERS`] real servers on the remote subnet.
     pub servers: usize,
 }
 
@@ -133,8 +133,8 @@ pub(super) fn validate(spec: &RoutedSpec) -> Result<()> {
         spec.routers
     );
     ensure!(
-        (1..=MAX_REMOTE_SERVERS).contains(&spec.servers),
-        "a routed lab has 1 to {MAX_REMOTE_SERVERS} remote servers, not {}",
+        (0..=MAX_REMOTE_SERVERS).contains(&spec.servers),
+        "a routed lab has 0 to {MAX_REMOTE_SERVERS} remote servers, not {}",
         spec.servers
     );
     Ok(())

@@ -232,6 +232,8 @@ pub(crate) fn destroy_namespaces(names: &[String]) -> Vec<anyhow::Error> {
             for (parent, start) in [
                 (Path::new(BPFFS).to_path_buf(), prefix.to_string()),
                 (runtime_root(), format!("{}{prefix}", runtime_key())),
+                // BGP speakers' files (`lb_tests::bird`).
+                (std::env::temp_dir(), format!("{prefix}-bird")),
             ] {
                 for dir in dirs_starting_with(&parent, &start) {
                     if let Err(e) = fs::remove_dir_all(&dir) {

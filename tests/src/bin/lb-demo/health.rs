@@ -37,7 +37,7 @@ pub fn run(args: &Args, l2: &mut Lab2, summary: &mut Summary) -> Result<()> {
     let nominal = check.interval * check.retries;
     let worst = check.interval + (check.timeout + check.retry_delay) * check.retries + SLACK;
     section(
-        "Part 2 of 4: health checks (lb-ctl run, as keepalived's HTTP_GET checker)",
+        "Part 2 of 5: health checks (lb-ctl run, as keepalived's HTTP_GET checker)",
         &format!(
             "`lb-ctl apply` alone is plain IPVS: a dead real server keeps getting its share. \
              `lb-ctl run`\nchecks every backend and takes the dead ones out. {}: GET / \

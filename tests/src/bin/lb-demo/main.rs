@@ -1,5 +1,5 @@
 //! `cargo xtask demo`: the whole thing working, on labs of network namespaces, as an operator
-//! walkthrough in four parts. Needs root. Every phase's traffic is a bounded number of
+//! walkthrough in five parts. Needs root. Every phase's traffic is a bounded number of
 //! requests, each with a deadline; everything is torn down at the end, on failure and on
 //! Ctrl-C (`docs/lab.md` has the rules kept here).
 //!
@@ -20,6 +20,10 @@
 //!    behind a router on 10.20.0.0/24; each takes the outer header off with `lb-ctl decap
 //!    attach eth0`; `lb-ctl run` on the director sends HTTP requests to them over IPIP, and the
 //!    replies go from the servers through the router to the client, none through the director.
+//! 5. **Scale-out** ([`scaleout`]): three active directors behind a router running BIRD 2 with
+//!    ECMP, each announcing the VIP over eBGP through its own BIRD; the router's 3-next-hop
+//!    route, requests from 64 client addresses spread over the directors, director-2 stopped
+//!    with SIGTERM (withdrawn first), the route down to 2 next hops, requests still answered.
 //!
 //! Exits non-zero if something that must work did not: a failed request where none may fail
 //! (phase 1; after the health check noticed; after the failover or the preemption), traffic
@@ -27,6 +31,7 @@
 //! behind after a teardown.
 
 mod health;
+mod scaleout;
 mod support;
 mod tunnel;
 mod vrrp;
@@ -76,7 +81,7 @@ fn parse_args() -> Result<Args> {
         lb_ctl: exe.with_file_name("lb-ctl"),
         services: workspace().join("examples/services.yaml"),
         examples: workspace().join("examples"),
-        phases: vec![1, 2, 3, 4],
+        phases: vec![1, 2, 3, 4, 5],
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -90,15 +95,15 @@ fn parse_args() -> Result<Args> {
                 args.phases = value()?
                     .split(',')
                     .map(|p| match p.trim() {
-                        p @ ("1" | "2" | "3" | "4") => Ok(p.as_bytes()[0] - b'0'),
-                        other => bail!("--phases: {other:?} is not 1, 2, 3 or 4"),
+                        p @ ("1" | "2" | "3" | "4" | "5") => Ok(p.as_bytes()[0] - b'0'),
+                        other => bail!("--phases: {other:?} is not 1, 2, 3, 4 or 5"),
                     })
                     .collect::<Result<_>>()?
             }
             "--help" | "-h" => {
                 println!(
                     "lb-demo [--requests N ({REQUESTS})] [--lb-ctl PATH] [--services FILE] \
-                     [--examples DIR] [--phases 1,2,3,4]\n\
+                     [--examples DIR] [--phases 1,2,3,4,5]\n\
                      1: builds a namespace lab, balances HTTP and UDP through the XDP director, \
                      shows list and stats.\n\
                      2: `lb-ctl run` with a health check: a real server dies and comes back \
@@ -107,6 +112,9 @@ fn parse_args() -> Result<Args> {
                      (DIR/vrrp-director-1.yaml, DIR/vrrp-director-2.yaml).\n\
                      4: tunnel mode: real servers behind a router, reached over IPIP \
                      (DIR/tunnel.yaml).\n\
+                     5: scale-out: three directors behind a router running BIRD 2 (ECMP), each \
+                     lb-ctl run announcing the VIP; one stopped with SIGTERM \
+                     (DIR/bird-director.conf, DIR/bird-router.conf).\n\
                      Tears everything down. Needs root."
                 );
                 std::process::exit(0);
@@ -179,6 +187,9 @@ fn demo() -> Result<()> {
     if args.phases.contains(&4) {
         tunnel::run(&args, &mut summary)?;
     }
+    if args.phases.contains(&5) {
+        scaleout::run(&mut summary)?;
+    }
     section(
         &format!("Done in {:.1?}: everything worked", started.elapsed()),
         &summary.lines.join("\n"),
@@ -190,7 +201,7 @@ fn demo() -> Result<()> {
 fn balance(args: &Args, summary: &mut Summary) -> Result<()> {
     let started = Instant::now();
     section(
-        "Part 1 of 4: balancing (lb-ctl attach, apply, list, stats)",
+        "Part 1 of 5: balancing (lb-ctl attach, apply, list, stats)",
         "The director's XDP program sends each new connection to VIP:80 to a real server by \
          rewriting\nthe destination MAC; the real server answers the client directly (LVS-DR).",
     );

@@ -29,7 +29,7 @@ pub fn run(args: &Args, summary: &mut Summary) -> Result<()> {
     let started = Instant::now();
     let file = args.examples.join("tunnel.yaml");
     section(
-        "Part 4 of 4: tunnel mode (real servers behind a router, LVS -i)",
+        "Part 4 of 5: tunnel mode (real servers behind a router, LVS -i)",
         "The real servers are on 10.20.0.0/24, behind a router: direct routing cannot reach \
          them.\nThe director wraps each packet to the VIP in an outer IPv4 header (IPIP) to \
          the real server\nand sends it to the router; the real server takes the header off \

@@ -55,7 +55,7 @@ pub fn run(args: &Args, l2: &mut Lab2, summary: &mut Summary) -> Result<()> {
     ];
     let (c1, c2) = (load(&files[0])?, load(&files[1])?);
     section(
-        "Part 3 of 4: two directors, VRRP (lb-ctl run with a `vrrp:` block, as keepalived)",
+        "Part 3 of 5: two directors, VRRP (lb-ctl run with a `vrrp:` block, as keepalived)",
         &format!(
             "Both directors run `lb-ctl run`; the VRRP master holds the VIP on its eth0 and \
              forwards, the\nbackup health-checks and listens. VRRP v{} adverts every {:?}; \
