@@ -84,19 +84,40 @@ fn mh_shares_are_within_two_percent_of_weight_shares() {
 }
 
 #[test]
-fn mh_gives_every_director_the_same_answer() {
-    // Two directors, loaded and configured independently, one with the backends listed in
-    // another order: every flow gets the same backend from both.
-    let mut a = Harness::with_config(&service("mh", &[1, 1, 1], "    table_size: 4093\n"));
-    let reversed = "services:\n  - name: web\n    vip: 192.168.58.133\n    port: 80\n    scheduler: mh\n    table_size: 4093\n    backends:\n      - address: 192.168.58.137\n      - address: 192.168.58.136\n      - address: 192.168.58.135\n";
-    let mut b = Harness::with_config(reversed);
-    for i in 0..2000u32 {
-        let frame = tcp(client(i), 40000 + i as u16, 80, "S");
-        assert_eq!(
-            backend_of(&a.run(&frame)),
-            backend_of(&b.run(&frame)),
-            "flow {i}"
+fn mh_and_sh_give_every_director_the_same_answer_even_with_an_empty_table() {
+    // ECMP: two directors, loaded and configured independently, one with the backends listed
+    // in another order. Every flow gets the same backend from both; and a director that never
+    // saw the flow's SYN (restarted with an empty connection table, or the router re-hashed
+    // the flow to it) forwards its later packets to that backend too, without an entry.
+    for sched in ["mh", "sh"] {
+        let mut a = Harness::with_config(&service(
+            sched,
+            &[1, 1, 1],
+            "    table_size: 4093
+",
+        ));
+        let reversed = format!(
+            "services:\n  - name: web\n    vip: 192.168.58.133\n    port: 80\n    scheduler: {sched}\n    table_size: 4093\n    backends:\n      - address: 192.168.58.137\n      - address: 192.168.58.136\n      - address: 192.168.58.135\n"
         );
+        let mut b = Harness::with_config(&reversed);
+        let mut fresh = Harness::with_config(&reversed);
+        for i in 0..2000u32 {
+            let syn = tcp(client(i), 40000 + i as u16, 80, "S");
+            let picked = backend_of(&a.run(&syn));
+            assert_eq!(picked, backend_of(&b.run(&syn)), "{sched} flow {i}");
+            let ack = tcp(client(i), 40000 + i as u16, 80, "A");
+            assert_eq!(
+                picked,
+                backend_of(&fresh.run(&ack)),
+                "{sched} flow {i} on a director without its entry"
+            );
+        }
+        assert_eq!(
+            fresh.flow_count(),
+            0,
+            "{sched}: the stateless path makes no entry"
+        );
+        fresh.assert_reasons(&[(Reason::ForwardedStateless, 2000)]);
     }
 }
 

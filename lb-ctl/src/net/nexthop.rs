@@ -229,7 +229,16 @@ mod tests {
         // And one made by hand, as an earlier daemon would have left it.
         lab.ip(
             d,
-            &["neigh", "replace", "192.168.58.9", "dev", Lab::DIRECTOR_DEV, "managed", "protocol", "250"],
+            &[
+                "neigh",
+                "replace",
+                "192.168.58.9",
+                "dev",
+                Lab::DIRECTOR_DEV,
+                "managed",
+                "protocol",
+                "250",
+            ],
         );
         let ifindex = hops[0].ifindex;
         let found = netns::run_in(d, move || left_over(&[ifindex])).expect("left_over");
