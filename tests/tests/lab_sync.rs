@@ -142,6 +142,11 @@ fn failover(name: &str, service: &str, persistent: bool) {
         "director-1 should hold the VIP and forward"
     );
     assert!(!has_vip(d2), "director-2 holds the VIP too");
+    assert!(
+        lab::wait_until(Duration::from_secs(10), || stats(&ctls[1])["sync"]["active"]
+            == "receiving"),
+        "director-2's sync never started receiving"
+    );
 
     let (mut conns, first) = HttpConn::open_many(lab.client(), VIP, 80, CONNECTIONS, REQUEST)
         .unwrap_or_else(|e| panic!("{e:#}"));

@@ -58,7 +58,8 @@ pub struct Syncer {
     sending: bool,
     task: JoinHandle<()>,
     report: PathBuf,
-    reported: tokio::time::Instant,
+    /// When the report was last written; None: not yet.
+    reported: Option<tokio::time::Instant>,
     /// (service id, backend address, port in network order) -> backend id, and when built.
     index: Option<(HashMap<(u32, Addr, u16), u32>, tokio::time::Instant)>,
 }
@@ -122,7 +123,8 @@ impl Syncer {
         let socket = Arc::new(socket);
         let stats = Arc::new(Stats::default());
         let sender = random_id();
-        let receiving = Arc::new(AtomicBool::new(false));
+        // Until the first tick decides: receive unless this director only sends.
+        let receiving = Arc::new(AtomicBool::new(cfg.role != SyncRole::Master));
         let task = tokio::spawn(receive(
             socket.clone(),
             key.clone(),
@@ -153,7 +155,7 @@ impl Syncer {
             sending: false,
             task,
             report,
-            reported: tokio::time::Instant::now(),
+            reported: None,
             index: None,
         })
     }
@@ -192,8 +194,8 @@ impl Syncer {
         if send && let Err(e) = self.send(maps) {
             warn!(error = %format!("{e:#}"), "sync: reading the tables to send");
         }
-        if self.reported.elapsed() >= REPORT_EVERY {
-            self.reported = tokio::time::Instant::now();
+        if self.reported.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
+            self.reported = Some(tokio::time::Instant::now());
             let active = match (send, receive) {
                 (true, true) => "sending+receiving",
                 (true, false) => "sending",

@@ -1,10 +1,11 @@
 //! What the sender sends at each scan, and how much: pure.
 //!
 //! [`Tracker`] remembers what was last sent of each entry. An entry is due when it is new,
-//! when its backend or state changed (sent first), or when only its last packet advanced and
-//! it was last sent more than its refresh time ago (an eighth of its state's timeout: the
+//! when its backend or state changed (sent first), or when it was last sent more than its
+//! refresh time ago (an eighth of its state's timeout: the
 //! peer's copy, installed with the age it had then, never comes near its timeout while the
-//! connection lives). Entries that left the table are forgotten. [`Rate`] is a token bucket
+//! connection lives; a peer that missed a datagram, or started later, has every live entry
+//! within that time). Entries that left the table are forgotten. [`Rate`] is a token bucket
 //! of `max_rate` entries a second, at most one second's worth saved up.
 
 use std::collections::HashMap;
@@ -51,12 +52,7 @@ impl<K: Hash + Eq + Copy> Tracker<K> {
                 Some(p) if p.seen.backend != s.backend || p.seen.state != s.state => {
                     changed.push(i)
                 }
-                Some(p)
-                    if s.last_seen_ns > p.seen.last_seen_ns
-                        && now_ns.saturating_sub(p.at_ns) >= s.refresh_ns =>
-                {
-                    refresh.push(i)
-                }
+                Some(p) if now_ns.saturating_sub(p.at_ns) >= s.refresh_ns => refresh.push(i),
                 Some(_) => {}
             }
         }
@@ -142,10 +138,11 @@ mod tests {
         assert_eq!(t.select(&scan, S, 100), vec![0, 1]);
         // Nothing changed.
         assert_eq!(t.select(&scan, 2 * S, 100), Vec::<usize>::new());
-        // A packet only: not before the refresh time.
+        // A packet only, or nothing: not before the refresh time.
         let moved = vec![(1u32, seen(200, 1, 1)), (2, seen(100, 2, 2))];
         assert_eq!(t.select(&moved, 5 * S, 100), Vec::<usize>::new());
-        assert_eq!(t.select(&moved, 11 * S, 100), vec![0]);
+        // Past it, every entry is sent again (a peer that missed one gets it).
+        assert_eq!(t.select(&moved, 11 * S, 100), vec![0, 1]);
         // A state change: at once.
         let state = vec![(1u32, seen(200, 1, 2)), (2, seen(100, 2, 2))];
         assert_eq!(t.select(&state, 12 * S, 100), vec![0]);
