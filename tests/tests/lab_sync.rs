@@ -143,8 +143,10 @@ fn failover(name: &str, service: &str, persistent: bool) {
     );
     assert!(!has_vip(d2), "director-2 holds the VIP too");
     assert!(
-        lab::wait_until(Duration::from_secs(10), || stats(&ctls[1])["sync"]["active"]
-            == "receiving"),
+        lab::wait_until(
+            Duration::from_secs(10),
+            || stats(&ctls[1])["sync"]["active"] == "receiving"
+        ),
         "director-2's sync never started receiving"
     );
 
@@ -207,6 +209,7 @@ fn failover(name: &str, service: &str, persistent: bool) {
         .map(|(s, b)| out_rsts(s) - b)
         .collect();
     let after = stats(&ctls[1]);
+    let master = stats(&ctls[0]);
     eprintln!(
         "SYNC FAILOVER ({name}): backup held the master's {master_flows} entries {} ms after \
          the connections opened; a new connection's entry reached it in {} ms; it installed {} \
@@ -359,10 +362,17 @@ fn untrusted_datagrams_are_counted_and_nothing_is_installed() {
     let wait_rejected = |n: u64| {
         lab::wait_until(Duration::from_secs(5), || {
             let s = stats(&ctl);
-            ["garbage", "truncated", "bad_version", "bad_hmac", "replayed", "stale"]
-                .iter()
-                .map(|w| rejected(&s, w))
-                .sum::<u64>()
+            [
+                "garbage",
+                "truncated",
+                "bad_version",
+                "bad_hmac",
+                "replayed",
+                "stale",
+            ]
+            .iter()
+            .map(|w| rejected(&s, w))
+            .sum::<u64>()
                 >= n
         })
     };
@@ -394,7 +404,12 @@ fn untrusted_datagrams_are_counted_and_nothing_is_installed() {
             && list.contains("bad_hmac 1, replayed 1, stale 1"),
         "{list}"
     );
-    eprintln!("SYNC REJECTIONS: {}", list.lines().filter(|l| l.starts_with("Sync")).collect::<String>());
+    eprintln!(
+        "SYNC REJECTIONS: {}",
+        list.lines()
+            .filter(|l| l.starts_with("Sync"))
+            .collect::<String>()
+    );
 
     let status = daemon.proc.stop(Duration::from_secs(5));
     assert!(status.as_ref().is_ok_and(|s| s.success()), "{status:?}");

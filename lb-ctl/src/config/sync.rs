@@ -200,9 +200,7 @@ pub(super) fn read(top: &Fields, d: &mut Diags) -> Option<Option<SyncConfig>> {
         integer(n, 1, MAX_BATCH.into())
             .map(|b| b as u16)
             .map_err(|e| {
-                format!(
-                    "{e}: a datagram of at most {MAX_BATCH} entries fits a 1500-byte MTU"
-                )
+                format!("{e}: a datagram of at most {MAX_BATCH} entries fits a 1500-byte MTU")
             })
     });
     let interval = f.or("interval", DEFAULT_INTERVAL, d, |n| {
@@ -261,15 +259,20 @@ mod tests {
         assert_eq!(s.max_rate, DEFAULT_MAX_RATE);
         assert_eq!(s.line, 2);
 
-        let c = ok("sync:\n  interface: eth0\n  peers: [192.168.58.137]\n  port: 9000\n  \
+        let c = ok(
+            "sync:\n  interface: eth0\n  peers: [192.168.58.137]\n  port: 9000\n  \
                     key_file: /etc/lb/sync.key\n  role: both\n  batch: 5\n  interval: 1s\n  \
-                    max_rate: 100\n");
+                    max_rate: 100\n",
+        );
         let s = c.sync.expect("a sync block");
         assert_eq!(s.peers, vec!["192.168.58.137".parse::<IpAddr>().unwrap()]);
         assert_eq!(s.port, 9000);
         assert_eq!(s.key, SyncKey::File("/etc/lb/sync.key".into(), 6));
         assert_eq!(s.role, SyncRole::Both);
-        assert_eq!((s.batch, s.interval, s.max_rate), (5, Duration::from_secs(1), 100));
+        assert_eq!(
+            (s.batch, s.interval, s.max_rate),
+            (5, Duration::from_secs(1), 100)
+        );
         assert_eq!(ok("").sync, None);
     }
 
@@ -278,14 +281,29 @@ mod tests {
         let e = err("sync:\n  interface: eth0\n  key: short\n");
         assert!(e.contains("t.yaml:4: sync.key: the key has 5 bytes"), "{e}");
         let e = err("sync:\n  interface: eth0\n");
-        assert!(e.contains("t.yaml:2: sync: missing `key` or `key_file`"), "{e}");
+        assert!(
+            e.contains("t.yaml:2: sync: missing `key` or `key_file`"),
+            "{e}"
+        );
         let e = err("sync:\n  key: 0123456789abcdef\n  batch: 64\n");
-        assert!(e.contains("t.yaml:2: sync.interface: missing required field"), "{e}");
-        assert!(e.contains("t.yaml:4: sync.batch: 64 is out of range (1..=20)"), "{e}");
+        assert!(
+            e.contains("t.yaml:2: sync.interface: missing required field"),
+            "{e}"
+        );
+        assert!(
+            e.contains("t.yaml:4: sync.batch: 64 is out of range (1..=20)"),
+            "{e}"
+        );
         let e = err("sync:\n  interface: eth0\n  key: 0123456789abcdef\n  key_file: /k\n");
-        assert!(e.contains("sync.key: give either `key` or `key_file`"), "{e}");
+        assert!(
+            e.contains("sync.key: give either `key` or `key_file`"),
+            "{e}"
+        );
         let e = err("sync:\n  interface: eth0\n  key: 0123456789abcdef\n  peers: [fd00::1]\n");
-        assert!(e.contains("t.yaml:5: sync.peers[0]: fd00::1 is IPv6"), "{e}");
+        assert!(
+            e.contains("t.yaml:5: sync.peers[0]: fd00::1 is IPv6"),
+            "{e}"
+        );
         let e = err("sync:\n  interface: eth0\n  key: 0123456789abcdef\n  role: primary\n");
         assert!(e.contains("sync.role: `primary` is not a sync role"), "{e}");
         let e = err("sync:\n  interface: eth0\n  key: 0123456789abcdef\n  interval: 1ms\n");

@@ -19,9 +19,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use lb_common::{
-    Addr, BACKEND_CONFIGURED, Flow, FlowKey, Persist, PersistKey, ServiceKey,
-};
+use lb_common::{Addr, BACKEND_CONFIGURED, Flow, FlowKey, Persist, PersistKey, ServiceKey};
 use tokio::{net::UdpSocket, sync::mpsc, task::JoinHandle};
 use tracing::{info, warn};
 
@@ -42,6 +40,9 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// How long the backend index is trusted (an apply also drops it).
 const INDEX_TTL: Duration = Duration::from_secs(1);
 
+/// (service id, backend address, port in network order) -> backend id.
+type BackendIndex = HashMap<(u32, Addr, u16), u32>;
+
 /// The running sync.
 pub struct Syncer {
     pub cfg: SyncConfig,
@@ -61,7 +62,7 @@ pub struct Syncer {
     /// When the report was last written; None: not yet.
     reported: Option<tokio::time::Instant>,
     /// (service id, backend address, port in network order) -> backend id, and when built.
-    index: Option<(HashMap<(u32, Addr, u16), u32>, tokio::time::Instant)>,
+    index: Option<(BackendIndex, tokio::time::Instant)>,
 }
 
 /// Reads the key of `cfg` (a key file is read now), checked for its length.
@@ -249,13 +250,14 @@ impl Syncer {
         let scan: Vec<(FlowKey, Seen)> = (flows.iter())
             .map(|(k, f)| {
                 let refresh_ns = f.state().timeout_s(k.proto) * NS_PER_S / 8;
-                (k.clone(), seen(f.last_seen_ns, f.backend, f.state, refresh_ns))
+                (*k, seen(f.last_seen_ns, f.backend, f.state, refresh_ns))
             })
             .collect();
         let mut out_flows = Vec::new();
         for i in self.flows.select(&scan, now, budget) {
             let (k, f) = &flows[i];
-            let (Some((sk, _)), Some((addr, port))) = (services.get(&f.service_id), backend(f.backend))
+            let (Some((sk, _)), Some((addr, port))) =
+                (services.get(&f.service_id), backend(f.backend))
             else {
                 continue;
             };
@@ -282,13 +284,19 @@ impl Syncer {
             })
             .collect();
         let scan: Vec<(PersistKey, Seen)> = (persist.iter())
-            .map(|(k, p, t)| (*k, seen(p.last_seen_ns, p.backend, 0, u64::from(*t) * NS_PER_S / 8)))
+            .map(|(k, p, t)| {
+                (
+                    *k,
+                    seen(p.last_seen_ns, p.backend, 0, u64::from(*t) * NS_PER_S / 8),
+                )
+            })
             .collect();
         let left = budget.saturating_sub(out_flows.len());
         let mut out_persist = Vec::new();
         for i in self.persist.select(&scan, now, left) {
             let (k, p, _) = &persist[i];
-            let (Some((sk, _)), Some((addr, port))) = (services.get(&k.service_id), backend(p.backend))
+            let (Some((sk, _)), Some((addr, port))) =
+                (services.get(&k.service_id), backend(p.backend))
             else {
                 continue;
             };
@@ -356,7 +364,10 @@ impl Syncer {
                 Ok(i) => self.index = Some((i, tokio::time::Instant::now())),
                 Err(e) => {
                     warn!(error = %format!("{e:#}"), "sync: reading BACKENDS");
-                    Stats::add(&self.stats.install_errors, (d.flows.len() + d.persist.len()) as u64);
+                    Stats::add(
+                        &self.stats.install_errors,
+                        (d.flows.len() + d.persist.len()) as u64,
+                    );
                     return;
                 }
             }
@@ -385,9 +396,14 @@ impl Syncer {
             }
         };
         for e in &d.flows {
-            let Some((service_id, backend)) =
-                local(maps, map_addr(e.vip), e.service_port, e.proto, map_addr(e.backend), e.backend_port)
-            else {
+            let Some((service_id, backend)) = local(
+                maps,
+                map_addr(e.vip),
+                e.service_port,
+                e.proto,
+                map_addr(e.backend),
+                e.backend_port,
+            ) else {
                 continue;
             };
             let key = FlowKey {
@@ -431,9 +447,14 @@ impl Syncer {
             }
         }
         for e in &d.persist {
-            let Some((service_id, backend)) =
-                local(maps, map_addr(e.vip), e.service_port, e.proto, map_addr(e.backend), e.backend_port)
-            else {
+            let Some((service_id, backend)) = local(
+                maps,
+                map_addr(e.vip),
+                e.service_port,
+                e.proto,
+                map_addr(e.backend),
+                e.backend_port,
+            ) else {
                 continue;
             };
             let key = PersistKey {
@@ -497,7 +518,7 @@ fn age_ms(now: u64, last_seen_ns: u64) -> u32 {
 }
 
 /// (service id, address, port) -> id of every configured backend.
-fn backend_index(maps: &Maps) -> Result<HashMap<(u32, Addr, u16), u32>> {
+fn backend_index(maps: &Maps) -> Result<BackendIndex> {
     Ok((maps.backend_slots()?.iter().enumerate())
         .filter(|(_, b)| b.flags & BACKEND_CONFIGURED != 0)
         .map(|(id, b)| ((b.service_id, b.addr, b.port), id as u32))
@@ -540,7 +561,10 @@ async fn receive(
                     continue;
                 }
                 Stats::add(&stats.received_datagrams, 1);
-                Stats::add(&stats.received_entries, (d.flows.len() + d.persist.len()) as u64);
+                Stats::add(
+                    &stats.received_entries,
+                    (d.flows.len() + d.persist.len()) as u64,
+                );
                 if tx.send(d).await.is_err() {
                     return;
                 }
@@ -574,7 +598,9 @@ impl super::Daemon {
         let report = crate::maps::lock::sync_report(&self.opts.pin_dir);
         match Syncer::start(cfg, key, report, self.sync_tx.clone()) {
             Ok(s) => self.sync = Some(s),
-            Err(e) => tracing::error!(error = %format!("{e:#}"), "reload: the sync could not start"),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "reload: the sync could not start")
+            }
         }
     }
 }

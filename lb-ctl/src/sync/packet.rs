@@ -330,7 +330,7 @@ mod tests {
     #[test]
     fn the_largest_datagram_fits_a_1500_byte_mtu() {
         assert_eq!(MAX_LEN, 1424);
-        assert!(MAX_LEN <= 1500 - 40 - 8, "IPv6 + UDP headers");
+        const { assert!(MAX_LEN <= 1500 - 40 - 8, "IPv6 + UDP headers") };
         let (h, f, _) = sample();
         let many: Vec<FlowEntry> = f.iter().cycle().take(MAX_ENTRIES).copied().collect();
         let b = encode(KEY, &h, &many, &[]);
@@ -343,7 +343,10 @@ mod tests {
         let (h, f, p) = sample();
         let b = encode(KEY, &h, &f, &p);
         // Another key.
-        assert_eq!(decode(b"another key of 16+ bytes", &b), Err(Reject::BadHmac));
+        assert_eq!(
+            decode(b"another key of 16+ bytes", &b),
+            Err(Reject::BadHmac)
+        );
         // Any altered byte: the header, an entry, the MAC.
         for at in [13, 16, HEADER_LEN + 5, b.len() - 1] {
             let mut x = b.clone();
@@ -351,8 +354,19 @@ mod tests {
             assert_eq!(decode(KEY, &x), Err(Reject::BadHmac), "byte {at}");
         }
         // Cut anywhere: truncated.
-        for len in [4, 5, 20, HEADER_LEN + MAC_LEN - 1, b.len() - 1, b.len() - 40] {
-            assert_eq!(decode(KEY, &b[..len]), Err(Reject::Truncated), "length {len}");
+        for len in [
+            4,
+            5,
+            20,
+            HEADER_LEN + MAC_LEN - 1,
+            b.len() - 1,
+            b.len() - 40,
+        ] {
+            assert_eq!(
+                decode(KEY, &b[..len]),
+                Err(Reject::Truncated),
+                "length {len}"
+            );
         }
         // A byte more than its entries: garbage.
         let mut x = b.clone();

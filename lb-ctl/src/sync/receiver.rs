@@ -129,7 +129,10 @@ mod tests {
         assert_eq!(verdict(&mut r, &dg(2, 5, NOW)), Err(Some(Reject::Replayed)));
         assert_eq!(verdict(&mut r, &dg(2, 100, NOW)), Ok(100));
         // Below the window.
-        assert_eq!(verdict(&mut r, &dg(2, 36, NOW)), Err(Some(Reject::Replayed)));
+        assert_eq!(
+            verdict(&mut r, &dg(2, 36, NOW)),
+            Err(Some(Reject::Replayed))
+        );
         assert_eq!(verdict(&mut r, &dg(2, 37, NOW)), Ok(37));
         // Sequence 0 is never sent.
         assert_eq!(verdict(&mut r, &dg(3, 0, NOW)), Err(Some(Reject::Replayed)));

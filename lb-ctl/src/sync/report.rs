@@ -148,7 +148,14 @@ mod tests {
         assert_eq!(r.rejected_total(), 1);
         write(&path, &r).expect("write");
         assert_eq!(read(&path), Some(r.clone()));
-        write(&path, &Report { pid: u32::MAX - 1, ..r }).expect("write");
+        write(
+            &path,
+            &Report {
+                pid: u32::MAX - 1,
+                ..r
+            },
+        )
+        .expect("write");
         assert_eq!(read(&path), None);
         remove(&path);
         let _ = fs::remove_dir(path.parent().expect("a parent"));

@@ -61,7 +61,13 @@ impl<K: Hash + Eq + Copy> Tracker<K> {
         let out: Vec<usize> = changed.into_iter().chain(refresh).take(limit).collect();
         for &i in &out {
             let (k, s) = scan[i];
-            self.sent.insert(k, Sent { seen: s, at_ns: now_ns });
+            self.sent.insert(
+                k,
+                Sent {
+                    seen: s,
+                    at_ns: now_ns,
+                },
+            );
         }
         out
     }
