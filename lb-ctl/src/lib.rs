@@ -11,6 +11,8 @@
 //! - [`exec`]: running commands (checks, notify hooks) in process groups, with timeouts;
 //! - [`health`]: keepalived's real-server checks, which report to the daemon;
 //! - [`vrrp`]: VRRP instances moving the VIP between directors;
+//! - [`sync`]: connection-state sync between directors: the wire format, its HMAC, what is
+//!   sent and accepted;
 //! - [`daemon`]: `lb-ctl run`, which owns the data path and decides what is written;
 //! - [`cli`]: what the commands print and their clap definitions.
 
@@ -23,4 +25,5 @@ pub mod maps;
 pub mod net;
 pub mod plan;
 pub mod sched;
+pub mod sync;
 pub mod vrrp;

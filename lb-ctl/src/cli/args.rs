@@ -293,6 +293,27 @@ second signal stops at once. `list` and `stats` show each service's state.
     withdraw_when: no_backend  # no_backend | below_quorum (needs `quorum`)
     drain: 5s                  # default 0s
 
+Connection-state sync (`sync:`, IPVS's sync daemon): the sending director reads its
+connection table and persistence entries every `interval` and sends what is new or changed
+(and every live entry again within an eighth of its timeout) to `peers` over UDP, at most
+`batch` entries a datagram and `max_rate` entries a second, each datagram signed with
+HMAC-SHA256 of the shared key, with a sender id, a sequence number and a timestamp; the
+receiving director maps each entry's service (VIP, port, protocol) and backend (address,
+port) to its own ids and installs it unless its own entry is as recent. So a VRRP takeover
+keeps every connection on its real server whatever the scheduler. Datagrams that are
+garbage, truncated, of another version, with a bad HMAC, replayed or stale (clock more
+than 60 s away) are counted and ignored. `list` and `stats` show a `Sync` line.
+  sync:
+    interface: eth0            # required
+    peers: [192.168.58.137]    # IPv4 unicast; absent = multicast 224.0.0.81
+    port: 8848                 # default 8848
+    key_file: /etc/lb/sync.key # or key: TEXT; at least 16 bytes
+    role: auto                 # auto (send while a VRRP instance on `interface` is
+                               # master, receive otherwise) | master | backup | both
+    batch: 20                  # 1..=20 entries a datagram (fits a 1500-byte MTU)
+    interval: 200ms            # 10ms..=60s
+    max_rate: 10000            # entries a second, 1..=1000000
+
 Backends checked the same way (address, port, check settings; exec also service and port)
 share one probe, so a real server listed by many services is checked once per interval.
 Transitions are applied in batches (one apply per 100 ms at most) and, when many, logged as

@@ -1,5 +1,5 @@
 //! What `list` and `stats` show of this director: one read of the maps, the VRRP instances
-//! and the announced VIPs of a daemon running for the same pins (from their report files), and
+//! the announced VIPs and the connection-state sync of a daemon running for the same pins (from their report files), and
 //! the attached interfaces that do not forward a family the tunnel backends need.
 
 use std::path::Path;
@@ -23,6 +23,8 @@ pub struct Director {
     pub forwarding_off: Vec<Off>,
     /// The services with `announce:` of a daemon running for these pins; empty when none.
     pub announce: Vec<announced::Report>,
+    /// The connection-state sync of a daemon running for these pins (`sync:`).
+    pub sync: Option<crate::sync::report::Report>,
 }
 
 impl Director {
@@ -50,6 +52,7 @@ impl Director {
             vrrp: report::read_all(&crate::maps::lock::vrrp_reports_dir(pin_dir)),
             forwarding_off,
             announce: announced::read(&crate::maps::lock::announce_report(pin_dir)),
+            sync: crate::sync::report::read(&crate::maps::lock::sync_report(pin_dir)),
         })
     }
 }

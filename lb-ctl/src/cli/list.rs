@@ -77,6 +77,7 @@ pub fn render(shown: &Director, interfaces: &[String]) -> String {
     }
     out.push_str(&render_vrrp(&shown.vrrp));
     out.push_str(&render_announce(&shown.announce));
+    out.push_str(&render_sync(shown.sync.as_ref()));
     for off in &shown.forwarding_off {
         let _ = writeln!(out, "warning: {off}");
     }
@@ -95,6 +96,40 @@ pub fn render_announce(reports: &[crate::net::announced::Report]) -> String {
         );
     }
     out
+}
+
+/// The `Sync` line, e.g. `Sync: role auto, receiving on eth0 port 8848 with 224.0.0.81; sent
+/// 0 datagrams (0 entries), received 12 (230 entries), installed 230, kept local 0, unknown
+/// service 0, unknown backend 0; rejected: garbage 0, truncated 1, bad_version 0, bad_hmac 2,
+/// replayed 1, stale 0`.
+pub fn render_sync(r: Option<&crate::sync::report::Report>) -> String {
+    let Some(r) = r else {
+        return String::new();
+    };
+    let rejected: Vec<String> = (r.rejected.iter())
+        .map(|(why, n)| format!("{why} {n}"))
+        .collect();
+    format!(
+        "Sync: role {}, {} on {} port {} with {}; sent {} datagrams ({} entries, {} errors), \
+         received {} ({} entries), installed {}, kept local {}, unknown service {}, unknown \
+         backend {}, install errors {}; rejected: {}\n",
+        r.role,
+        r.active,
+        r.interface,
+        r.port,
+        r.peers.join(" "),
+        r.sent_datagrams,
+        r.sent_entries,
+        r.send_errors,
+        r.received_datagrams,
+        r.received_entries,
+        r.installed,
+        r.kept_local,
+        r.unknown_service,
+        r.unknown_backend,
+        r.install_errors,
+        rejected.join(", ")
+    )
 }
 
 /// 32 or 128: the prefix length of one whole address of `addr`'s family.

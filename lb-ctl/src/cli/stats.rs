@@ -120,6 +120,7 @@ pub fn render_text(shown: &Director, rates: Option<&Rates>) -> String {
     let _ = writeln!(out, "  connections tracked: {}", snap.flows);
     out.push_str(&super::list::render_vrrp(&shown.vrrp));
     out.push_str(&super::list::render_announce(&shown.announce));
+    out.push_str(&super::list::render_sync(shown.sync.as_ref()));
     out
 }
 
@@ -136,6 +137,9 @@ struct JsonOut<'a> {
     /// Services with `announce:` of a running daemon for these pins.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     announce: &'a Vec<crate::net::announced::Report>,
+    /// The connection-state sync of a running daemon for these pins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sync: Option<&'a crate::sync::report::Report>,
 }
 
 pub fn render_json(shown: &Director) -> Result<String> {
@@ -144,6 +148,7 @@ pub fn render_json(shown: &Director) -> Result<String> {
         vrrp: &shown.vrrp,
         forwarding_off: &shown.forwarding_off,
         announce: &shown.announce,
+        sync: shown.sync.as_ref(),
     })?)
 }
 
@@ -228,6 +233,21 @@ const BACKEND: [(&str, MetricType, &str, PickB); 8] = [
     ("lb_backend_up", Gauge, "Health: 1 unless health checks (lb-ctl run) hold the backend down.", |b| u64::from(!b.down)),
 ];
 
+type PickSync = fn(&crate::sync::report::Report) -> u64;
+
+#[rustfmt::skip]
+const SYNC: [(&str, MetricType, &str, PickSync); 9] = [
+    ("lb_sync_sending", Gauge, "1 while this director sends its connection table (sync:).", |r| u64::from(r.active.starts_with("sending"))),
+    ("lb_sync_sent_datagrams", Counter, "Sync datagrams sent.", |r| r.sent_datagrams),
+    ("lb_sync_sent_entries", Counter, "Connection and persistence entries sent.", |r| r.sent_entries),
+    ("lb_sync_received_datagrams", Counter, "Sync datagrams accepted.", |r| r.received_datagrams),
+    ("lb_sync_received_entries", Counter, "Entries in accepted sync datagrams.", |r| r.received_entries),
+    ("lb_sync_installed_entries", Counter, "Entries written into the connection or persistence table.", |r| r.installed),
+    ("lb_sync_kept_local_entries", Counter, "Received entries not written: the local entry is as recent or more.", |r| r.kept_local),
+    ("lb_sync_unknown_service_entries", Counter, "Received entries whose service is not configured here.", |r| r.unknown_service),
+    ("lb_sync_unknown_backend_entries", Counter, "Received entries whose backend is not in the service here.", |r| r.unknown_backend),
+];
+
 #[rustfmt::skip]
 const VRRP: [(&str, MetricType, &str, PickV); 4] = [
     ("lb_vrrp_master", Gauge, "1 while this director is the VRRP master.", |r| u64::from(r.state == "master")),
@@ -301,6 +321,20 @@ fn families(shown: &Director) -> Vec<Family> {
             "lb_announced",
             Gauge,
             "1 while the service's VIP route is in the table the BGP speaker exports (announce:).",
+            samples,
+        ));
+    }
+    if let Some(r) = &shown.sync {
+        for (name, kind, help, pick) in SYNC {
+            out.push(family(name, kind, help, vec![(Vec::new(), pick(r))]));
+        }
+        let samples = (r.rejected.iter())
+            .map(|(why, n)| (vec![("reason", why.clone())], *n))
+            .collect();
+        out.push(family(
+            "lb_sync_rejected_datagrams",
+            Counter,
+            "Sync datagrams refused (garbage, truncated, bad_version, bad_hmac, replayed, stale), ignored.",
             samples,
         ));
     }
@@ -439,6 +473,7 @@ mod tests {
             vrrp: Vec::new(),
             forwarding_off: Vec::new(),
             announce: Vec::new(),
+            sync: None,
         }
     }
 

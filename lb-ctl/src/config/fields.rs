@@ -264,6 +264,23 @@ pub(crate) fn u32_value(n: &Node, min: u32) -> Result<u32, String> {
     integer(n, min.into(), u32::MAX.into()).map(|v| v as u32)
 }
 
+/// An interface name: 1-15 characters, no `/`, `:` or spaces, not `.` or `..`.
+pub(crate) fn interface(n: &Node) -> Result<String, String> {
+    let s = string(n)?;
+    if s.is_empty()
+        || s.len() >= libc::IFNAMSIZ
+        || s.contains(['/', ' ', '\t', ':'])
+        || s == "."
+        || s == ".."
+    {
+        return Err(format!(
+            "`{}` is not an interface name (1-15 characters, no `/`, `:` or spaces)",
+            shown(&s)
+        ));
+    }
+    Ok(s)
+}
+
 /// A boolean.
 pub(crate) fn boolean(n: &Node) -> Result<bool, String> {
     match n.value {

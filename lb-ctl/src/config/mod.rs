@@ -40,6 +40,7 @@ mod guard;
 mod read;
 mod services;
 mod shown;
+mod sync;
 mod tree;
 mod vrrp;
 mod vrrp_addr;
@@ -64,6 +65,10 @@ pub use forward::DEFAULT_GUE_PORT;
 pub use guard::{MAX_DEPTH, MAX_EXPANDED_NODES};
 pub use read::{FileText, MAX_FILE_BYTES, read};
 pub use shown::{SHOWN_CHARS, shown};
+pub use sync::{
+    DEFAULT_SYNC_PORT, MAX_BATCH, MIN_KEY_BYTES, SYNC_GROUP, SyncConfig, SyncKey, SyncRole,
+    key_of_file,
+};
 pub use vrrp::{Version, VrrpConfig};
 
 /// A whole service file.
@@ -73,6 +78,8 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// VRRP instances (`vrrp:`), in file order; empty when the file has none.
     pub vrrp: Vec<VrrpConfig>,
+    /// Connection-state sync between directors (`sync:`); None without one.
+    pub sync: Option<SyncConfig>,
 }
 
 /// One entry of `services:`.

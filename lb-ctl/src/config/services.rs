@@ -16,7 +16,7 @@ use super::{
     Persistence, Protocol, Scheduler, ServiceConfig, check, vrrp,
 };
 
-const FILE_FIELDS: &[&str] = &["services", "vrrp", "announce"];
+const FILE_FIELDS: &[&str] = &["services", "vrrp", "announce", "sync"];
 const SERVICE_FIELDS: &[&str] = &[
     "name",
     "vip",
@@ -133,6 +133,7 @@ fn check_file(root: Option<&Node>, d: &mut Diags) -> Option<Config> {
     let top = Fields::new(entries, "", root.line, FILE_FIELDS, d);
     let vrrp = vrrp::check_vrrp(top.optional("vrrp"), d);
     let announce = announce::read(&top, d);
+    let sync = super::sync::read(&top, d);
     let services = match top.get("services") {
         None => {
             d.at(root.line, "services", "missing required field `services`");
@@ -179,9 +180,11 @@ fn check_file(root: Option<&Node>, d: &mut Diags) -> Option<Config> {
         }
     }
     let vrrp = vrrp?;
+    let sync = sync?;
     complete.then_some(Config {
         services: out,
         vrrp,
+        sync,
     })
 }
 

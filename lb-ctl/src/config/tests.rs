@@ -206,6 +206,7 @@ services:
                 },
             ],
             vrrp: vec![],
+            sync: None,
         }
     );
 }
@@ -245,7 +246,8 @@ fn no_services_is_valid_when_said_so() {
         ok("services: []\n"),
         Config {
             services: vec![],
-            vrrp: vec![]
+            vrrp: vec![],
+            sync: None,
         }
     );
 }

@@ -31,7 +31,6 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::fields::{Diags, Field, Fields, boolean, duration, integer, name, string};
-use super::shown::shown;
 use super::tree::join_key;
 use super::vrrp_addr;
 
@@ -199,21 +198,7 @@ pub(super) fn check_vrrp(field: Option<Field>, d: &mut Diags) -> Option<Vec<Vrrp
 
 fn check_instance(f: &Fields, d: &mut Diags) -> Option<VrrpConfig> {
     let name = f.req("name", d, name);
-    let interface = f.req("interface", d, |n| {
-        let s = string(n)?;
-        if s.is_empty()
-            || s.len() >= libc::IFNAMSIZ
-            || s.contains(['/', ' ', '\t', ':'])
-            || s == "."
-            || s == ".."
-        {
-            return Err(format!(
-                "`{}` is not an interface name (1-15 characters, no `/`, `:` or spaces)",
-                shown(&s)
-            ));
-        }
-        Ok(s)
-    });
+    let interface = f.req("interface", d, super::fields::interface);
     let vrid = f.req("virtual_router_id", d, |n| byte(n, 1, 255));
     let priority = f.or("priority", DEFAULT_PRIORITY, d, |n| {
         if matches!(n.value, super::tree::Value::Int(0)) {
@@ -347,7 +332,7 @@ fn byte(n: &super::tree::Node, min: u8, max: u8) -> Result<u8, String> {
 
 /// The list of addresses `list`, each read by `parse` and listed once; None when anything is
 /// wrong (reported at the item).
-fn addresses(
+pub(super) fn addresses(
     list: &Field,
     d: &mut Diags,
     parse: impl Fn(&str) -> Result<(IpAddr, u8), String>,

@@ -41,6 +41,9 @@ impl Daemon {
             }
             Err(e) => error!(cause = why, error = %format!("{e:#}"), "apply failed"),
         }
+        if let Some(s) = self.sync.as_mut() {
+            s.backends_changed();
+        }
         self.check_forwarding();
         self.sync_announce(why);
     }

@@ -41,6 +41,7 @@ pub mod conditions;
 mod health;
 mod reconcile;
 mod reload;
+mod sync;
 pub mod tasks;
 mod tunnels;
 pub mod watch;
@@ -178,6 +179,10 @@ struct Daemon {
     watch: crate::daemon::watch::Watch,
     /// The VIP routes for the local BGP speaker (`announce:`).
     announce: announce::Announcer,
+    /// Connection-state sync (`sync:`), when configured and started.
+    sync: Option<sync::Syncer>,
+    /// Where the sync's socket task hands accepted datagrams.
+    sync_tx: mpsc::Sender<crate::sync::packet::Datagram>,
 }
 
 async fn main_loop(opts: Options) -> Result<()> {
@@ -208,6 +213,7 @@ async fn main_loop(opts: Options) -> Result<()> {
         Vec::new()
     });
     let (tx, mut rx) = mpsc::channel(1024);
+    let (sync_tx, mut sync_rx) = mpsc::channel(256);
     let mut d = Daemon {
         resolved: Resolved::default(),
         unrouted: HashSet::new(),
@@ -235,6 +241,8 @@ async fn main_loop(opts: Options) -> Result<()> {
         hooks: Hooks::new(opts.hook_timeout),
         watch,
         announce: announce::Announcer::new(crate::maps::lock::announce_report(dir)),
+        sync: None,
+        sync_tx,
         opts,
     };
     let mut datapath_log = crate::maps::datapath_log::DataPathLog::default();
@@ -256,6 +264,18 @@ async fn main_loop(opts: Options) -> Result<()> {
         &d.hooks,
         crate::maps::lock::vrrp_reports_dir(dir),
     );
+    // Connection-state sync (`sync:`): a key file that cannot be read stops the start.
+    if let Some(cfg) = d.config.sync.clone() {
+        let key = sync::key_of(&cfg, &file)?;
+        d.sync = Some(sync::Syncer::start(
+            cfg,
+            key,
+            crate::maps::lock::sync_report(dir),
+            d.sync_tx.clone(),
+        )?);
+    }
+    let mut sync_tick = tokio::time::interval(sync_interval(&d.config));
+    sync_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -294,6 +314,20 @@ async fn main_loop(opts: Options) -> Result<()> {
                 last_flush = Instant::now();
             }
             _ = summary_tick.tick() => d.summary(),
+            Some(dg) = sync_rx.recv() => {
+                if let Some(s) = d.sync.as_mut() {
+                    s.install(&mut d.maps, dg);
+                }
+            }
+            _ = sync_tick.tick() => {
+                if let Some(s) = d.sync.as_mut() {
+                    s.tick(&d.maps, vrrp.master_on(&s.cfg.interface));
+                }
+                if sync_tick.period() != sync_interval(&d.config) {
+                    sync_tick = tokio::time::interval(sync_interval(&d.config));
+                    sync_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                }
+            }
             _ = hup.recv() => {
                 info!("SIGHUP: reloading");
                 let text = d.watch.read_now();
@@ -331,6 +365,9 @@ async fn main_loop(opts: Options) -> Result<()> {
         }
     };
     d.stop_announce();
+    if let Some(s) = d.sync.take() {
+        s.stop();
+    }
     // Waited for, so that every check's process group is killed before the exit.
     let checkers = d.take_checkers();
     let left = crate::daemon::tasks::abort_and_wait(checkers, STOP_WAIT).await;
@@ -372,6 +409,14 @@ impl Daemon {
             _ => false,
         }
     }
+}
+
+/// How often the sync ticks: its `interval`, or once a second without `sync:` (nothing to do).
+fn sync_interval(config: &Config) -> Duration {
+    config
+        .sync
+        .as_ref()
+        .map_or(Duration::from_secs(1), |s| s.interval)
 }
 
 /// Sleeps until `at`, or forever without one (a `select!` branch that is off).

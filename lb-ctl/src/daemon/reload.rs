@@ -40,7 +40,11 @@ impl Daemon {
         if config.vrrp != self.config.vrrp {
             warn!("reload: changes to `vrrp:` take effect at the next start of the daemon");
         }
+        let sync_changed = config.sync != self.config.sync;
         self.config = config;
+        if sync_changed {
+            self.restart_sync();
+        }
         self.sync_probes();
         self.reset_quorum();
         self.resolve();

@@ -45,6 +45,12 @@ pub fn announce_report(pin_dir: &Path) -> PathBuf {
     runtime_dir(pin_dir).join("announce.json")
 }
 
+/// `<runtime dir>/sync.json`: where the daemon running for `pin_dir` writes its sync's state
+/// and counters (`sync:`), which `list` and `stats` read (`sync::report`).
+pub fn sync_report(pin_dir: &Path) -> PathBuf {
+    runtime_dir(pin_dir).join("sync.json")
+}
+
 /// `/run/lb-ctl/<pin dir with / as _>`: the runtime files (the lock, the VRRP status files)
 /// of the data path pinned under `pin_dir`.
 pub fn runtime_dir(pin_dir: &Path) -> PathBuf {

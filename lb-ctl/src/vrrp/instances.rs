@@ -24,6 +24,8 @@ const STOP_WAIT: Duration = Duration::from_secs(2);
 /// The running instances of one file.
 pub struct Instances {
     handles: Vec<Handle>,
+    /// Each handle's interface.
+    interfaces: Vec<String>,
     stop: watch::Sender<bool>,
     reports: PathBuf,
     writer: Option<JoinHandle<()>>,
@@ -43,10 +45,17 @@ impl Instances {
         let writer = (!shown.is_empty()).then(|| tokio::spawn(write_every(reports.clone(), shown)));
         Instances {
             handles,
+            interfaces: list.iter().map(|c| c.interface.clone()).collect(),
             stop,
             reports,
             writer,
         }
+    }
+
+    /// Whether an instance on `iface` is master now.
+    pub fn master_on(&self, iface: &str) -> bool {
+        (self.handles.iter().zip(&self.interfaces))
+            .any(|(h, i)| i == iface && h.status.state() == Some(super::state::State::Master))
     }
 
     /// Removes the reports, then tells every instance to stop (a master hands over with

@@ -45,7 +45,7 @@ impl Status {
         *self.master.lock().unwrap_or_else(|e| e.into_inner()) = master;
     }
 
-    fn state(&self) -> Option<State> {
+    pub fn state(&self) -> Option<State> {
         *self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -508,6 +508,7 @@ fn main() -> Result<()> {
             vrrp: Vec::new(),
             forwarding_off: Vec::new(),
             announce: Vec::new(),
+            sync: None,
         };
         let (text, j) = time(|| stats::render_json(&shown))?;
         json_bytes = text.len();
