@@ -1,4 +1,5 @@
-//! Health checks for `lb-ctl run`: the checkers (`http_get`, `https_get`, `tcp`, `exec`) and
+//! Health checks for `lb-ctl run`: the checkers (`http_get`, `https_get`, `tcp`, `exec`, and
+//! `tcp` with `via_vip`: a handshake with the VIP at the backend's MAC, [`via_vip`]) and
 //! the state machine ([`state`]) that turns their outcomes into up/down. Health reports which
 //! backends it holds down and why ([`state::Held`]); it never touches the plan or the maps:
 //! the daemon decides what the report means for them.
@@ -6,7 +7,9 @@
 pub mod exec;
 pub mod http;
 pub mod probes;
+pub mod segment;
 pub mod state;
+pub mod via_vip;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -27,6 +30,9 @@ pub struct Target {
     pub port: u16,
     /// The backend's own port (for exec's `LB_BACKEND_PORT`).
     pub backend_port: u16,
+    /// The service's VIP, for `via_vip` checks only (which go to VIP:port at the backend's
+    /// MAC); `None` for every other check, so that services share their probes.
+    pub vip: Option<IpAddr>,
 }
 
 impl Target {
@@ -41,7 +47,10 @@ pub async fn run_check(check: &CheckConfig, target: &Target) -> Outcome {
     let limit = check.timeout;
     let work = async {
         match check.kind {
-            CheckKind::Tcp => tcp(target, limit).await,
+            CheckKind::Tcp => match target.vip {
+                Some(vip) if check.via_vip => via_vip::check(target, vip, limit).await,
+                _ => tcp(target, limit).await,
+            },
             CheckKind::HttpGet | CheckKind::HttpsGet => http::check(check, target).await,
             CheckKind::Exec => exec::check(check, target).await,
         }
