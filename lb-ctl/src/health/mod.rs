@@ -45,12 +45,13 @@ impl Target {
 /// Runs one check of `target`, bounded by the check's timeout.
 pub async fn run_check(check: &CheckConfig, target: &Target) -> Outcome {
     let limit = check.timeout;
+    if let (CheckKind::Tcp, true, Some(vip)) = (check.kind, check.via_vip, target.vip) {
+        // It keeps its own deadline, to say what did not answer.
+        return via_vip::check(target, vip, limit).await;
+    }
     let work = async {
         match check.kind {
-            CheckKind::Tcp => match target.vip {
-                Some(vip) if check.via_vip => via_vip::check(target, vip, limit).await,
-                _ => tcp(target, limit).await,
-            },
+            CheckKind::Tcp => tcp(target, limit).await,
             CheckKind::HttpGet | CheckKind::HttpsGet => http::check(check, target).await,
             CheckKind::Exec => exec::check(check, target).await,
         }

@@ -57,14 +57,25 @@ struct Path {
     dst_mac: [u8; 6],
 }
 
+/// How long past its deadline the check's thread may take to report (a slow netlink answer)
+/// before the check fails anyway.
+const GRACE: Duration = Duration::from_millis(200);
+
 /// Checks `target` by a handshake with `vip` at the target's MAC, within `limit`. Runs on a
-/// blocking thread (netlink and socket calls), which ends by `limit` whatever happens.
+/// blocking thread (netlink and socket calls), which stops waiting for the answer at `limit`.
 pub async fn check(target: &Target, vip: IpAddr, limit: Duration) -> Outcome {
-    let target = target.clone();
+    let shown = SocketAddr::new(vip, target.port);
     let deadline = Instant::now() + limit;
-    match tokio::task::spawn_blocking(move || handshake(&target, vip, deadline)).await {
-        Ok(outcome) => outcome,
-        Err(e) => Err(format!("the via-VIP check's thread failed: {e}")),
+    let target = target.clone();
+    let thread = tokio::task::spawn_blocking(move || handshake(&target, vip, deadline));
+    match tokio::time::timeout(limit + GRACE, thread).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(e)) => Err(format!("tcp via VIP {shown}: the check's thread failed: {e}")),
+        Err(_) => Err(format!(
+            "tcp via VIP {shown}: no result within {} (the kernel's route or neighbour \
+             lookup did not answer)",
+            super::show(limit + GRACE)
+        )),
     }
 }
 
