@@ -70,7 +70,9 @@ pub async fn check(target: &Target, vip: IpAddr, limit: Duration) -> Outcome {
     let thread = tokio::task::spawn_blocking(move || handshake(&target, vip, deadline));
     match tokio::time::timeout(limit + GRACE, thread).await {
         Ok(Ok(outcome)) => outcome,
-        Ok(Err(e)) => Err(format!("tcp via VIP {shown}: the check's thread failed: {e}")),
+        Ok(Err(e)) => Err(format!(
+            "tcp via VIP {shown}: the check's thread failed: {e}"
+        )),
         Err(_) => Err(format!(
             "tcp via VIP {shown}: no result within {} (the kernel's route or neighbour \
              lookup did not answer)",
