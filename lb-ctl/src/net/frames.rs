@@ -21,7 +21,7 @@ impl Frames {
     /// Protocol 0: it sends only, and receives nothing.
     pub fn open(ifindex: u32) -> Result<Frames> {
         let socket = Socket::new(Domain::PACKET, Type::RAW, None)
-            .context("opening the AF_PACKET socket for gratuitous ARP / neighbour adverts")?;
+            .context("opening an AF_PACKET socket to send frames (needs CAP_NET_RAW)")?;
         Ok(Frames { socket, ifindex })
     }
 
