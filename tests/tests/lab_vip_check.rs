@@ -52,20 +52,11 @@ fn yaml(lab: &lab::Lab) -> String {
 
 /// The state column of backend `addr:port` in `lb-ctl list`.
 fn state_of(env: &Env, addr: IpAddr, port: u16) -> String {
-    let addr = SocketAddr::new(addr, port).to_string();
-    let list = env.list();
-    list.lines()
-        .find(|l| l.contains(&addr))
-        .and_then(|l| l.split_whitespace().last())
-        .unwrap_or_else(|| panic!("no backend {addr} in:\n{list}"))
-        .to_string()
+    env.backend_state(SocketAddr::new(addr, port))
 }
 
 fn names(v: &[String]) -> Vec<&str> {
-    let mut n: Vec<&str> = v.iter().map(String::as_str).collect();
-    n.sort();
-    n.dedup();
-    n
+    Env::names(v)
 }
 
 /// A log line saying `what` ("backend down" / "backend up") about `addr` in `service`.
