@@ -7,8 +7,9 @@ use std::{collections::BTreeSet, fs, path::Path};
 /// (folder, the other folders it may import), from the bottom up, as docs/architecture.md's
 /// layout table says. config, sched and plan are pure; maps is the only folder that makes bpf
 /// syscalls; health reports and the daemon decides, so health and vrrp reach neither the plan
-/// nor the maps; sync (the wire format, its HMAC, what is sent and accepted) is pure but for
-/// its socket, and the daemon reads and writes the maps for it; exec runs commands for health and VRRP and knows neither. daemon and cli,
+/// nor the maps (both use `net`: routes, neighbours, raw frames); sync (the wire format, its
+/// HMAC, what is sent and accepted) is pure but for its socket, and the daemon reads and writes
+/// the maps for it; exec runs commands for health and VRRP and knows neither. daemon and cli,
 /// at the top, may import every folder (cli all but daemon).
 const RULES: &[(&str, &[&str])] = &[
     ("config", &[]),
@@ -17,7 +18,7 @@ const RULES: &[(&str, &[&str])] = &[
     ("plan", &["config", "sched"]),
     ("net", &["config", "plan"]),
     ("maps", &["config", "plan", "net"]),
-    ("health", &["config", "exec"]),
+    ("health", &["config", "exec", "net"]),
     ("vrrp", &["config", "exec", "net"]),
     ("sync", &["config"]),
     (

@@ -9,7 +9,7 @@
 //! ```
 
 use std::{
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     thread,
     time::{Duration, Instant},
@@ -110,6 +110,25 @@ impl Env {
         self.ctl
             .list()
             .unwrap_or_else(|e| panic!("lb-ctl list failed: {e:#}"))
+    }
+
+    /// The state column (`up`, `down`, ...) of backend `addr` (`192.168.58.135:80`,
+    /// `[fd00:58::135]:80`) in `lb-ctl list`; panics when it is not listed.
+    pub fn backend_state(&self, addr: SocketAddr) -> String {
+        let list = self.list();
+        list.lines()
+            .find(|l| l.contains(&addr.to_string()))
+            .and_then(|l| l.split_whitespace().last())
+            .unwrap_or_else(|| panic!("no backend {addr} in:\n{list}"))
+            .to_string()
+    }
+
+    /// The distinct names in `v`, sorted (which servers answered a run of requests).
+    pub fn names(v: &[String]) -> Vec<&str> {
+        let mut n: Vec<&str> = v.iter().map(String::as_str).collect();
+        n.sort();
+        n.dedup();
+        n
     }
 
     /// `lb-ctl stats --json`, parsed.

@@ -756,6 +756,16 @@ impl Lab {
         ip_batch(&host.netns, &vip_commands("del", &self.spec, HOST_IFACE))
     }
 
+    /// Adds both VIPs to real server `host`'s `lo` again (as the lab configured it).
+    pub fn add_server_vip(&self, host: &Host) -> Result<()> {
+        ip_batch(&host.netns, &vip_commands("add", &self.spec, "lo"))
+    }
+
+    /// Removes both VIPs from real server `host`'s `lo`: it drops what clients send to them.
+    pub fn del_server_vip(&self, host: &Host) -> Result<()> {
+        ip_batch(&host.netns, &vip_commands("del", &self.spec, "lo"))
+    }
+
     /// The `lab-server` binary used (`None` when the lab started no servers).
     pub fn server_bin(&self) -> Option<&Path> {
         self.server_bin.as_deref()

@@ -134,21 +134,12 @@ impl Health {
     /// The state column of backend `addr` in `lb-ctl list` (`192.168.58.135:80`,
     /// `[fd00:58::135]:80`).
     fn state_of(&self, addr: impl Into<IpAddr>) -> String {
-        let addr = SocketAddr::new(addr.into(), 80);
-        let list = self.env.list();
-        list.lines()
-            .find(|l| l.contains(&addr.to_string()))
-            .and_then(|l| l.split_whitespace().last())
-            .unwrap_or_else(|| panic!("no backend {addr} in:\n{list}"))
-            .to_string()
+        self.env.backend_state(SocketAddr::new(addr.into(), 80))
     }
 }
 
 fn names(v: &[String]) -> Vec<&str> {
-    let mut n: Vec<&str> = v.iter().map(String::as_str).collect();
-    n.sort();
-    n.dedup();
-    n
+    Env::names(v)
 }
 
 /// A log line about `addr` saying `what` ("backend down" / "backend up").

@@ -337,6 +337,9 @@ Check block (per service; a backend may carry its own `check:` overriding keys):
     host: www.example.com # http(s)_get, optional Host header
     port: 80              # default: the backend's port
     command: /path/chk    # exec; LB_BACKEND_ADDRESS, LB_BACKEND_PORT, LB_SERVICE in env
+    via_vip: false        # tcp; true: a handshake with VIP:port sent to the backend's MAC
+                          # (as the data path sends clients' packets), so a real server
+                          # that lost the VIP on lo is down; direct-routing backends only
     interval: 1s          # keepalived delay_loop
     timeout: 1s
     retries: 2            # failures in a row before down

@@ -12,6 +12,7 @@
 //!       digest: 9b3a...           # http(s)_get; optional MD5 of the body (lb-ctl genhash)
 //!       host: www.example.com     # http(s)_get; optional Host header
 //!       port: 80                  # default: the backend's port
+//!       via_vip: false            # tcp; true: the handshake goes to VIP:port at the backend's MAC
 //!       command: /usr/local/bin/chk   # exec (run by /bin/sh -c); exit 0 = up
 //!       interval: 1s              # keepalived delay_loop
 //!       timeout: 1s
@@ -100,6 +101,9 @@ pub struct CheckConfig {
     pub port: Option<u16>,
     /// exec: the command line, run by `/bin/sh -c`.
     pub command: Option<String>,
+    /// tcp: the handshake goes to the service's VIP (at the backend's MAC, through the real
+    /// server's own stack) instead of the backend's own address.
+    pub via_vip: bool,
     pub interval: Duration,
     pub timeout: Duration,
     /// Consecutive failures before down (at least 1).
@@ -129,6 +133,7 @@ impl CheckConfig {
             host: None,
             port: None,
             command: None,
+            via_vip: false,
             interval: DEFAULT_INTERVAL,
             timeout: DEFAULT_TIMEOUT,
             retries: DEFAULT_RETRIES,
@@ -176,6 +181,7 @@ const CHECK_FIELDS: &[&str] = &[
     "host",
     "port",
     "command",
+    "via_vip",
     "interval",
     "timeout",
     "retries",
@@ -189,6 +195,7 @@ fn applies(key: &str, kind: CheckKind) -> bool {
     match key {
         "path" | "status" | "digest" | "host" => kind.is_http(),
         "command" => kind == CheckKind::Exec,
+        "via_vip" => kind == CheckKind::Tcp,
         _ => true,
     }
 }
@@ -196,6 +203,7 @@ fn applies(key: &str, kind: CheckKind) -> bool {
 fn takers(key: &str) -> &'static str {
     match key {
         "command" => "`exec`",
+        "via_vip" => "`tcp`",
         _ => "`http_get` and `https_get`",
     }
 }
@@ -365,6 +373,7 @@ fn build(
             "host" => report(d, s, host(n)).map(|h| c.host = Some(h)),
             "port" => report(d, s, integer(n, 1, u16::MAX.into())).map(|p| c.port = Some(p as u16)),
             "command" => report(d, s, text(n)).map(|v| c.command = Some(v)),
+            "via_vip" => report(d, s, boolean(n)).map(|v| c.via_vip = v),
             "interval" => report(d, s, check_duration(n, key, true)).map(|t| c.interval = t),
             "timeout" => report(d, s, check_duration(n, key, true)).map(|t| c.timeout = t),
             "retry_delay" => report(d, s, check_duration(n, key, false)).map(|t| c.retry_delay = t),
@@ -485,6 +494,24 @@ pub(super) fn check_health(
                 }
             }
             None => ok = false,
+        }
+    }
+
+    // A via-VIP check sends its SYN to the backend's MAC: only direct-routing backends have one.
+    for (i, b) in backends.into_iter().flatten().enumerate() {
+        let tunnel = matches!(b.forward, crate::config::Forwarding::Tunnel(_));
+        if tunnel && h.check_for(b.address).is_some_and(|c| c.via_vip) {
+            d.at(
+                b.line,
+                &join_index(&join_key(service.path, "backends"), i),
+                format!(
+                    "{} is a tunnel backend (`forward: tunnel`): a `via_vip` check reaches a \
+                     backend at its MAC on the director's link, which a tunnel backend does \
+                     not have; give this backend its own check without `via_vip`",
+                    b.address
+                ),
+            );
+            ok = false;
         }
     }
 
@@ -622,6 +649,7 @@ mod tests {
             host: Some("www.example.com".into()),
             port: Some(8080),
             command: None,
+            via_vip: false,
             interval: Duration::from_secs(2),
             timeout: Duration::from_millis(500),
             retries: 3,
@@ -640,6 +668,48 @@ mod tests {
         assert_eq!(h.notify_down.as_deref(), Some("/bin/down.sh x"));
         let b1 = "10.0.0.1".parse().unwrap_or_else(|_| unreachable!());
         assert_eq!(h.check_for(b1), Some(&want));
+    }
+
+    #[test]
+    fn via_vip_is_a_key_of_tcp_checks_of_direct_routing_backends() {
+        let c = ok(&svc(
+            "    check: {type: tcp, via_vip: true}\n",
+            "        check: {via_vip: false}\n",
+        ));
+        let h = &c.services[0].health;
+        let want = CheckConfig {
+            via_vip: true,
+            ..CheckConfig::new(CheckKind::Tcp)
+        };
+        assert_eq!(h.check.as_ref(), Some(&want));
+        let b2 = "10.0.0.2".parse().unwrap_or_else(|_| unreachable!());
+        assert_eq!(h.check_for(b2), Some(&CheckConfig::new(CheckKind::Tcp)));
+        // Another type, or not a boolean.
+        let d = errs(&svc("    check: {type: http_get, via_vip: true}\n", ""));
+        has(
+            &d,
+            5,
+            "services[0].check.via_vip",
+            "applies to `tcp` checks only",
+        );
+        let d = errs(&svc("    check: {type: tcp, via_vip: yes please}\n", ""));
+        has(
+            &d,
+            5,
+            "services[0].check.via_vip",
+            "expected `true` or `false`",
+        );
+        // A backend that switches to http drops the inherited key.
+        ok(&svc(
+            "    check: {type: tcp, via_vip: true}\n",
+            "        check: {type: http_get}\n",
+        ));
+        // A tunnel backend has no MAC on the director's link.
+        let d = errs(&svc(
+            "    check: {type: tcp, via_vip: true}\n",
+            "        forward: tunnel\n        tunnel: {type: ipip, source: 10.0.0.9}\n",
+        ));
+        has(&d, 8, "services[0].backends[1]", "a tunnel backend");
     }
 
     #[test]

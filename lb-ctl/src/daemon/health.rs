@@ -87,7 +87,7 @@ impl Daemon {
         for s in &self.config.services {
             for b in &s.backends {
                 if let Some(check) = s.health.check_for(b.address) {
-                    let id = ProbeId::new(&s.name, b.address, b.port, check);
+                    let id = ProbeId::new(&s.name, (b.address, b.port), s.vip, check);
                     wanted
                         .entry(id)
                         .or_default()

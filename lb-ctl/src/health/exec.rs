@@ -41,6 +41,7 @@ mod tests {
             address: "10.0.0.1".parse().unwrap_or_else(|_| unreachable!()),
             port: 8080,
             backend_port: 80,
+            vip: None,
         }
     }
 

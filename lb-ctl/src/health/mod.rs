@@ -1,4 +1,5 @@
-//! Health checks for `lb-ctl run`: the checkers (`http_get`, `https_get`, `tcp`, `exec`) and
+//! Health checks for `lb-ctl run`: the checkers (`http_get`, `https_get`, `tcp`, `exec`, and
+//! `tcp` with `via_vip`: a handshake with the VIP at the backend's MAC, [`via_vip`]) and
 //! the state machine ([`state`]) that turns their outcomes into up/down. Health reports which
 //! backends it holds down and why ([`state::Held`]); it never touches the plan or the maps:
 //! the daemon decides what the report means for them.
@@ -6,7 +7,9 @@
 pub mod exec;
 pub mod http;
 pub mod probes;
+pub mod segment;
 pub mod state;
+pub mod via_vip;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -27,6 +30,9 @@ pub struct Target {
     pub port: u16,
     /// The backend's own port (for exec's `LB_BACKEND_PORT`).
     pub backend_port: u16,
+    /// The service's VIP, for `via_vip` checks only (which go to VIP:port at the backend's
+    /// MAC); `None` for every other check, so that services share their probes.
+    pub vip: Option<IpAddr>,
 }
 
 impl Target {
@@ -39,6 +45,10 @@ impl Target {
 /// Runs one check of `target`, bounded by the check's timeout.
 pub async fn run_check(check: &CheckConfig, target: &Target) -> Outcome {
     let limit = check.timeout;
+    if let (CheckKind::Tcp, true, Some(vip)) = (check.kind, check.via_vip, target.vip) {
+        // It keeps its own deadline, to say what did not answer.
+        return via_vip::check(target, vip, limit).await;
+    }
     let work = async {
         match check.kind {
             CheckKind::Tcp => tcp(target, limit).await,

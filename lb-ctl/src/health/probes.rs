@@ -37,11 +37,11 @@ pub struct ProbeId {
 impl ProbeId {
     /// The probe for a backend of `service` at `address:backend_port` checked by `check`.
     /// Only `exec` checks see the service and the backend's port (in their environment), so
-    /// only they are kept apart by them.
+    /// only they are kept apart by them; only `via_vip` checks see the service's `vip`.
     pub fn new(
         service: &str,
-        address: std::net::IpAddr,
-        backend_port: u16,
+        (address, backend_port): (std::net::IpAddr, u16),
+        vip: std::net::IpAddr,
         check: &CheckConfig,
     ) -> Self {
         let port = check.port.unwrap_or(backend_port);
@@ -57,6 +57,7 @@ impl ProbeId {
                 address,
                 port,
                 backend_port: if exec { backend_port } else { port },
+                vip: check.via_vip.then_some(vip),
             },
         }
     }
@@ -234,22 +235,34 @@ mod tests {
     fn probes_are_shared_except_by_exec_checks() {
         use crate::config::CheckKind;
         let a: std::net::IpAddr = "10.0.0.1".parse().unwrap_or_else(|_| unreachable!());
+        let vip: std::net::IpAddr = "10.0.0.100".parse().unwrap_or_else(|_| unreachable!());
         let tcp = CheckConfig::new(CheckKind::Tcp);
         assert_eq!(
-            ProbeId::new("web", a, 80, &tcp),
-            ProbeId::new("api", a, 80, &tcp)
+            ProbeId::new("web", (a, 80), vip, &tcp),
+            ProbeId::new("api", (a, 80), vip, &tcp)
         );
         assert_ne!(
-            ProbeId::new("web", a, 80, &tcp),
-            ProbeId::new("web", a, 81, &tcp)
+            ProbeId::new("web", (a, 80), vip, &tcp),
+            ProbeId::new("web", (a, 81), vip, &tcp)
         );
         let exec = CheckConfig {
             command: Some("true".into()),
             ..CheckConfig::new(CheckKind::Exec)
         };
         assert_ne!(
-            ProbeId::new("web", a, 80, &exec),
-            ProbeId::new("api", a, 80, &exec)
+            ProbeId::new("web", (a, 80), vip, &exec),
+            ProbeId::new("api", (a, 80), vip, &exec)
         );
+        // A via-VIP check goes to its service's VIP: services of other VIPs do not share it.
+        let via = CheckConfig {
+            via_vip: true,
+            ..CheckConfig::new(CheckKind::Tcp)
+        };
+        let other: std::net::IpAddr = "10.0.0.101".parse().unwrap_or_else(|_| unreachable!());
+        let web = ProbeId::new("web", (a, 80), vip, &via);
+        assert_eq!(web, ProbeId::new("api", (a, 80), vip, &via));
+        assert_ne!(web, ProbeId::new("web", (a, 80), other, &via));
+        assert_eq!(web.target.vip, Some(vip));
+        assert_eq!(ProbeId::new("web", (a, 80), vip, &tcp).target.vip, None);
     }
 }

@@ -165,27 +165,7 @@ pub fn parse_ipv4(packet: &[u8]) -> Result<(IpInfo, &[u8]), PacketError> {
     Ok((info.check_ttl()?, &packet[ihl..total]))
 }
 
-/// The Internet checksum (RFC 1071) of `parts`, concatenated (each part of even length except
-/// possibly the last).
-pub fn checksum(parts: &[&[u8]]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut odd: Option<u8> = None;
-    for part in parts {
-        for &b in *part {
-            match odd.take() {
-                None => odd = Some(b),
-                Some(hi) => sum += u32::from(u16::from_be_bytes([hi, b])),
-            }
-        }
-    }
-    if let Some(hi) = odd {
-        sum += u32::from(u16::from_be_bytes([hi, 0]));
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
+pub use crate::net::checksum::internet as checksum;
 
 /// The multicast group of `family`'s VRRP (224.0.0.18 or ff02::12).
 pub fn multicast(family: IpAddr) -> IpAddr {

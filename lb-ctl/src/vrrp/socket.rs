@@ -12,8 +12,8 @@
 //!   A raw IPv6 socket gets no IP header, so the receiver asks for the hop limit and the
 //!   destination as control messages (IPV6_RECVHOPLIMIT, IPV6_RECVPKTINFO) and
 //!   [`receive_v6`] reads them with recvmsg, the source from the message's address.
-//! - [`Frames`]: an AF_PACKET socket that sends whole Ethernet frames (gratuitous ARP,
-//!   unsolicited neighbour advertisements) out of the interface.
+//! - [`Frames`] (from `net::frames`): an AF_PACKET socket that sends whole Ethernet frames
+//!   (gratuitous ARP, unsolicited neighbour advertisements) out of the interface.
 
 use std::{
     io,
@@ -22,7 +22,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, SockAddrStorage, Socket, Type};
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 
 use super::packet::{self, IpInfo};
 
@@ -253,62 +253,7 @@ pub fn control_messages(control: &[u8]) -> (Option<u8>, Option<Ipv6Addr>) {
     (hop_limit, dst)
 }
 
-/// An AF_PACKET socket that sends Ethernet frames out of one interface.
-pub struct Frames {
-    socket: Socket,
-    ifindex: u32,
-}
-
-impl Frames {
-    /// Protocol 0: it sends only, and receives nothing.
-    pub fn open(ifindex: u32) -> Result<Frames> {
-        let socket = Socket::new(Domain::PACKET, Type::RAW, None)
-            .context("opening the AF_PACKET socket for gratuitous ARP / neighbour adverts")?;
-        Ok(Frames { socket, ifindex })
-    }
-
-    /// Sends `frame` (Ethernet header included, at least 14 bytes) as it is.
-    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
-        let (Some(dst), Some(proto)) = (frame.get(0..6), frame.get(12..14)) else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a frame without header",
-            ));
-        };
-        let mut mac = [0u8; 6];
-        mac.copy_from_slice(dst);
-        let to = link_layer(self.ifindex, u16::from_be_bytes([proto[0], proto[1]]), mac);
-        self.socket.send_to(frame, &to)?;
-        Ok(())
-    }
-}
-
-/// `struct sockaddr_ll` for frames of `protocol` out of `ifindex` to `dst`.
-fn link_layer(ifindex: u32, protocol: u16, dst: [u8; 6]) -> SockAddr {
-    let mut sll_addr = [0u8; 8];
-    sll_addr[..6].copy_from_slice(&dst);
-    let ll = libc::sockaddr_ll {
-        sll_family: libc::AF_PACKET as u16,
-        sll_protocol: protocol.to_be(),
-        sll_ifindex: ifindex as i32,
-        sll_hatype: 0,
-        sll_pkttype: 0,
-        sll_halen: 6,
-        sll_addr,
-    };
-    let mut storage = SockAddrStorage::zeroed();
-    // SAFETY: socket2 has no constructor for link-layer addresses. `view_as` needs a type no
-    // larger than sockaddr_storage (128 bytes; sockaddr_ll is 20) that any bytes make valid
-    // (plain integers), and `SockAddr::new` needs storage initialised up to `len` bytes: the
-    // whole sockaddr_ll was written just before, and its length is what we pass.
-    unsafe {
-        *storage.view_as::<libc::sockaddr_ll>() = ll;
-        SockAddr::new(
-            storage,
-            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    }
-}
+pub use crate::net::frames::Frames;
 
 #[cfg(test)]
 mod tests {
