@@ -19,6 +19,8 @@
 //!       retry_delay: 500ms        # delay_before_retry
 //!       rise: 1                   # consecutive successes before up
 //!       warmup: 0s                # the first check comes up to this late (spreads checks)
+//!       alpha: false              # keepalived's alpha: a new backend starts down and gets
+//!                                 # no traffic until its first good check (`rise` of them)
 //!     sorry_server: 192.168.58.140
 //!     inhibit_on_failure: false
 //!     quorum: 1
@@ -110,6 +112,9 @@ pub struct CheckConfig {
     pub rise: u32,
     /// The first check comes at most this late (a fixed spread per backend).
     pub warmup: Duration,
+    /// keepalived's `alpha`: a backend new to the daemon starts down, not up, until its
+    /// first good check(s).
+    pub alpha: bool,
 }
 
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
@@ -135,6 +140,7 @@ impl CheckConfig {
             retry_delay: DEFAULT_RETRY_DELAY,
             rise: DEFAULT_RISE,
             warmup: Duration::ZERO,
+            alpha: false,
         }
     }
 }
@@ -182,6 +188,7 @@ const CHECK_FIELDS: &[&str] = &[
     "retry_delay",
     "rise",
     "warmup",
+    "alpha",
 ];
 
 /// Keys only some types take, with the types.
@@ -371,6 +378,7 @@ fn build(
             "warmup" => report(d, s, check_duration(n, key, false)).map(|t| c.warmup = t),
             "retries" => report(d, s, u32_value(n, 1)).map(|v| c.retries = v),
             "rise" => report(d, s, u32_value(n, 1)).map(|v| c.rise = v),
+            "alpha" => report(d, s, boolean(n)).map(|v| c.alpha = v),
             _ => Some(()),
         };
         ok &= good.is_some();

@@ -43,6 +43,7 @@ mod shown;
 mod tree;
 mod vrrp;
 mod vrrp_addr;
+mod vrrp_track;
 
 #[cfg(test)]
 mod forward_tests;
@@ -65,6 +66,7 @@ pub use guard::{MAX_DEPTH, MAX_EXPANDED_NODES};
 pub use read::{FileText, MAX_FILE_BYTES, read};
 pub use shown::{SHOWN_CHARS, shown};
 pub use vrrp::{Version, VrrpConfig};
+pub use vrrp_track::{MAX_WEIGHT, SyncGroup, Track, VrrpScript};
 
 /// A whole service file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +75,10 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// VRRP instances (`vrrp:`), in file order; empty when the file has none.
     pub vrrp: Vec<VrrpConfig>,
+    /// `vrrp_scripts:` (keepalived's vrrp_script), in file order.
+    pub vrrp_scripts: Vec<VrrpScript>,
+    /// `vrrp_sync_groups:` (keepalived's vrrp_sync_group), in file order.
+    pub vrrp_sync_groups: Vec<SyncGroup>,
 }
 
 /// One entry of `services:`.

@@ -206,6 +206,8 @@ services:
                 },
             ],
             vrrp: vec![],
+            vrrp_scripts: vec![],
+            vrrp_sync_groups: vec![],
         }
     );
 }
@@ -245,7 +247,9 @@ fn no_services_is_valid_when_said_so() {
         ok("services: []\n"),
         Config {
             services: vec![],
-            vrrp: vec![]
+            vrrp: vec![],
+            vrrp_scripts: vec![],
+            vrrp_sync_groups: vec![],
         }
     );
 }

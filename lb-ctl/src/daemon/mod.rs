@@ -233,8 +233,9 @@ async fn main_loop(opts: Options) -> Result<()> {
     datapath_log.follow(&d.maps);
     d.resolve();
     d.reset_quorum();
-    d.apply("start");
+    // Probes first: backends with `alpha` start down, so the first apply leaves them out.
     d.sync_probes();
+    d.apply("start");
     info!(
         file = %d.opts.file.display(),
         services = d.config.services.len(),
