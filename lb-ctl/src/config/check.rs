@@ -636,6 +636,7 @@ mod tests {
             retry_delay: Duration::from_millis(100),
             rise: 2,
             warmup: Duration::from_secs(1),
+            alpha: false,
         };
         assert_eq!(h.check.as_ref(), Some(&want));
         assert_eq!(

@@ -244,11 +244,12 @@ async fn main_loop(opts: Options) -> Result<()> {
         "running"
     );
     // VRRP (the `vrrp:` list): a task per instance; the master holds the virtual addresses.
-    let vrrp = crate::vrrp::instances::Instances::start(
-        &d.config.vrrp,
+    let mut vrrp = crate::vrrp::instances::Instances::start(
+        &d.config,
         &d.hooks,
         crate::maps::lock::vrrp_reports_dir(dir),
     );
+    vrrp.set_services(d.service_health());
 
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -284,18 +285,25 @@ async fn main_loop(opts: Options) -> Result<()> {
             _ = sleep_until_opt(flush_at) => {
                 flush_at = None;
                 d.settle_transitions();
+                vrrp.set_services(d.service_health());
                 last_flush = Instant::now();
             }
             _ = summary_tick.tick() => d.summary(),
             _ = hup.recv() => {
                 info!("SIGHUP: reloading");
                 let text = d.watch.read_now();
-                d.reload(text);
+                if d.reload(text) {
+                    vrrp.update(&d.config);
+                    vrrp.set_services(d.service_health());
+                }
             }
             _ = poll.tick() => {
                 if let Some(r) = d.watch.poll(Instant::now().into_std()) {
                     info!(file = %d.opts.file.display(), cause = r.cause, "the file changed: reloading");
-                    d.reload(r.text);
+                    if d.reload(r.text) {
+                        vrrp.update(&d.config);
+                        vrrp.set_services(d.service_health());
+                    }
                 }
             }
             Some(ev) = neigh_rx.recv() => {
