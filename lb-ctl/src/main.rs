@@ -179,6 +179,7 @@ fn run(cli: Cli) -> Result<()> {
                 .context("starting the tokio runtime")?
                 .block_on(lb_ctl::vrrp::instances::run_until_signal(
                     config,
+                    file.clone(),
                     lock::vrrp_reports_dir(dir),
                     hook_timeout,
                 ))?;

@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use tokio::{sync::watch, task::JoinHandle};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::{
     group::Group,
@@ -261,10 +261,12 @@ async fn write_every(dir: PathBuf, shown: Shown) {
 
 /// Runs every instance of `config` until SIGTERM or SIGINT; then each master hands over
 /// with priority 0 (waited for at most 2 s) and the hooks that still run are killed. Each
-/// hook may run `hook_timeout`. For `lb-ctl vrrp` (no health checks: tracked services count
-/// as healthy).
+/// hook may run `hook_timeout`. SIGHUP reads `file` again and applies its `vrrp:` part as
+/// `lb-ctl run` does on a reload (a file with errors is refused, the running one stays). For
+/// `lb-ctl vrrp` (no health checks: tracked services count as healthy).
 pub async fn run_until_signal(
     config: Config,
+    file: PathBuf,
     reports: PathBuf,
     hook_timeout: Duration,
 ) -> Result<()> {
@@ -275,10 +277,26 @@ pub async fn run_until_signal(
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let hooks = Hooks::new(hook_timeout);
-    let instances = Instances::start(&config, &hooks, reports);
-    let why = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut instances = Instances::start(&config, &hooks, reports);
+    let why = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => match crate::config::load(&file) {
+                Ok(c) if c.vrrp.is_empty() => {
+                    error!(file = %file.display(), "reload refused: the file has no `vrrp:` instances");
+                }
+                Ok(c) => {
+                    info!(file = %file.display(), "SIGHUP: reloading the VRRP instances");
+                    instances.update(&c);
+                }
+                Err(e) => {
+                    let errors: Vec<String> = e.diagnostics.iter().map(ToString::to_string).collect();
+                    error!(file = %file.display(), errors = %errors.join("; "), "reload refused: the file is not valid; the running instances stay");
+                }
+            },
+        }
     };
     info!(signal = why, "stopping VRRP");
     instances.stop().await;
