@@ -891,10 +891,8 @@ fn sync_group_moves_together() {
 
 /// The pid in `lb-ctl vrrp`'s status file of `instance` on `host`, and its state.
 fn report(host: &Host, instance: &str) -> Option<(u32, String)> {
-    let path = Path::new("/run/lb-ctl")
-        .join(&host.netns)
-        .join("vrrp")
-        .join(format!("{instance}.json"));
+    let pins = Path::new("/sys/fs/bpf").join(&host.netns);
+    let path = lb_ctl::maps::lock::vrrp_reports_dir(&pins).join(format!("{instance}.json"));
     let text = fs::read_to_string(path).ok()?;
     let r: lb_ctl::vrrp::report::Report = serde_json::from_str(&text).ok()?;
     Some((r.pid, r.state))
@@ -924,8 +922,12 @@ fn reload_changes_priority_and_interval_in_place() {
         || v2.signal(libc::SIGHUP),
     );
     eprintln!("RELOAD priority: director-2 master {} ms after SIGHUP", gap.as_millis());
-    assert!(lab::wait_until(Duration::from_secs(3), || report(d2, "VI_1")
-        .is_some_and(|(pid, state)| pid == pid2 && state == "master")));
+    assert!(
+        lab::wait_until(Duration::from_secs(3), || report(d2, "VI_1")
+            .is_some_and(|(pid, state)| pid == pid2 && state == "master")),
+        "director-2's status: {:?} (pid {pid2} expected)",
+        report(d2, "VI_1")
+    );
     assert!(v2.lines().iter().any(|l| l.contains("reconfigured")));
 
     // Interval: the master (now director-2) from 100 ms to 500 ms; its adverts on the wire.
@@ -949,7 +951,7 @@ fn reload_changes_priority_and_interval_in_place() {
     let after = adverts(&lines).len() - mark;
     eprintln!("RELOAD interval: {before} adverts in 1 s at 100ms, {after} in 2 s at 500ms");
     assert!((8..=12).contains(&before), "{before} adverts in 1 s at 100 ms");
-    assert!((3..=5).contains(&after), "{after} adverts in 2 s at 500 ms");
+    assert!((3..=6).contains(&after), "{after} adverts in 2 s at 500 ms");
     assert!(
         adverts(&lines).iter().any(|l| l.contains("intvl 50")),
         "no advert with the new interval (50 cs):\n{}",
