@@ -831,4 +831,32 @@ mod tests {
             "unknown field `chek`",
         );
     }
+
+    #[test]
+    fn alpha_at_service_and_backend_level() {
+        let c = ok("services:
+  - name: web
+    vip: 192.168.58.133
+    port: 80
+    check: {type: tcp, alpha: true}
+    backends:
+      - address: 192.168.58.135
+      - address: 192.168.58.136
+        check: {alpha: false}
+");
+        let h = &c.services[0].health;
+        assert!(h.check.as_ref().is_some_and(|c| c.alpha));
+        let own = h.check_for("192.168.58.136".parse().unwrap());
+        assert!(own.is_some_and(|c| !c.alpha && c.kind == CheckKind::Tcp));
+        assert!(!CheckConfig::new(CheckKind::Tcp).alpha, "off by default");
+        let e = errs("services:
+  - name: web
+    vip: 192.168.58.133
+    port: 80
+    check: {type: tcp, alpha: yes}
+    backends: []
+");
+        has(&e, 5, "services[0].check.alpha", "expected `true` or `false`");
+    }
 }
+

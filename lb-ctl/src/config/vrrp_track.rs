@@ -293,3 +293,192 @@ fn listed(names: &[&str]) -> String {
         names.join(", ")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::{Diagnostic, parse};
+
+    use super::*;
+
+    fn errs(text: &str) -> Vec<Diagnostic> {
+        parse(text, "f.yaml").unwrap_err().diagnostics
+    }
+
+    #[track_caller]
+    fn has(diags: &[Diagnostic], line: usize, field: &str, contains: &str) {
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.line == line && d.field == field && d.message.contains(contains)),
+            "no {line}: {field}: ...{contains}... in {diags:#?}"
+        );
+    }
+
+    const FULL: &str = "\
+services:
+  - name: web
+    vip: 192.168.58.133
+    port: 80
+    backends: []
+vrrp_scripts:
+  - name: chk_web
+    script: \"curl -sf http://127.0.0.1/\"
+    interval: 2s
+    weight: -20
+    rise: 2
+    fall: 3
+  - name: chk_zero
+    script: /bin/true
+vrrp_sync_groups:
+  - name: G1
+    instances: [VI_1, VI_2]
+vrrp:
+  - name: VI_1
+    interface: eth0
+    virtual_router_id: 51
+    virtual_addresses: [192.168.58.133]
+    garp_master_refresh: 60s
+    garp_master_refresh_repeat: 2
+    track_script: [chk_web, {name: chk_zero, weight: 10}]
+    track_interface: [eth1, {name: eth2, weight: -30}]
+    track_service: [{name: web, weight: -50}]
+  - name: VI_2
+    interface: eth0
+    virtual_router_id: 52
+    virtual_addresses: [192.168.58.134]
+";
+
+    #[test]
+    fn every_field_is_read() {
+        let c = parse(FULL, "f.yaml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.vrrp_scripts[0],
+            VrrpScript {
+                name: "chk_web".into(),
+                script: "curl -sf http://127.0.0.1/".into(),
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_secs(2),
+                weight: -20,
+                rise: 2,
+                fall: 3,
+                line: 7,
+            }
+        );
+        let z = &c.vrrp_scripts[1];
+        assert_eq!(
+            (z.interval, z.timeout, z.weight, z.rise, z.fall),
+            (Duration::from_secs(1), Duration::from_secs(1), 0, 1, 1)
+        );
+        assert_eq!(c.vrrp_sync_groups[0].name, "G1");
+        assert_eq!(c.vrrp_sync_groups[0].instances, ["VI_1", "VI_2"]);
+        let v = &c.vrrp[0];
+        assert_eq!(v.garp_master_refresh, Duration::from_secs(60));
+        assert_eq!(v.garp_master_refresh_repeat, 2);
+        let named = |l: &[Track]| -> Vec<(String, Option<i32>)> {
+            l.iter().map(|t| (t.name.clone(), t.weight)).collect()
+        };
+        assert_eq!(
+            named(&v.track_script),
+            [("chk_web".into(), None), ("chk_zero".into(), Some(10))]
+        );
+        assert_eq!(
+            named(&v.track_interface),
+            [("eth1".into(), None), ("eth2".into(), Some(-30))]
+        );
+        assert_eq!(named(&v.track_service), [("web".into(), Some(-50))]);
+        let t = crate::vrrp::track::Tracking::of(v, &c.vrrp_scripts);
+        assert_eq!(t.scripts, [("chk_web".into(), -20), ("chk_zero".into(), 10)]);
+        // Defaults.
+        let w = &c.vrrp[1];
+        assert_eq!(
+            (w.garp_master_refresh, w.garp_master_refresh_repeat),
+            (Duration::ZERO, 1)
+        );
+        assert!(w.track_script.is_empty() && w.track_service.is_empty());
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let e = errs(
+            "services:
+  - name: web
+    vip: 192.168.58.133
+    port: 80
+    backends: []
+vrrp_scripts:
+  - name: chk
+    script: \"\"
+    weight: 300
+    rise: 0
+  - name: chk
+    script: /bin/true
+vrrp_sync_groups:
+  - name: G1
+    instances: [VI_1, VI_9]
+  - name: G2
+    instances:
+      - VI_1
+      - VI_2
+  - name: G3
+    instances: [VI_2]
+vrrp:
+  - name: VI_1
+    interface: eth0
+    virtual_router_id: 51
+    virtual_addresses: [192.168.58.133]
+    track_script: [nope]
+    track_service: [{name: db, weight: 1}]
+    track_interface: [{name: eth1, weight: -255}]
+    garp_master_refresh_repeat: 0
+  - name: VI_2
+    interface: eth0
+    virtual_router_id: 52
+    virtual_addresses: [192.168.58.134]
+",
+        );
+        has(&e, 8, "vrrp_scripts[0].script", "non-empty");
+        has(&e, 9, "vrrp_scripts[0].weight", "out of range (-254..=254)");
+        has(&e, 10, "vrrp_scripts[0].rise", "out of range");
+        has(&e, 11, "vrrp_scripts[1].name", "duplicate script name");
+        has(&e, 21, "vrrp_sync_groups[2].instances", "at least two");
+        has(&e, 29, "vrrp[0].track_interface[0].weight", "out of range");
+        has(&e, 30, "vrrp[0].garp_master_refresh_repeat", "out of range");
+        // The whole-file checks run once every entry is valid.
+        let e = errs(
+            "services:
+  - name: web
+    vip: 192.168.58.133
+    port: 80
+    backends: []
+vrrp_scripts:
+  - name: chk
+    script: /bin/true
+vrrp_sync_groups:
+  - name: G1
+    instances: [VI_1, VI_9]
+  - name: G2
+    instances:
+      - VI_2
+      - VI_1
+vrrp:
+  - name: VI_1
+    interface: eth0
+    virtual_router_id: 51
+    virtual_addresses: [192.168.58.133]
+    track_script: [chk, nope]
+    track_service: [{name: db, weight: 1}]
+  - name: VI_2
+    interface: eth0
+    virtual_router_id: 52
+    virtual_addresses: [192.168.58.134]
+",
+        );
+        has(&e, 11, "vrrp_sync_groups[0].instances[1]", "no VRRP instance `VI_9`");
+        has(&e, 15, "vrrp_sync_groups[1].instances[1]", "already in sync group `G1`");
+        has(&e, 21, "vrrp[0].track_script[1]", "no script `nope`");
+        has(&e, 22, "vrrp[0].track_service[0]", "no service `db`");
+        assert_eq!(e.len(), 4, "{e:#?}");
+    }
+}

@@ -773,4 +773,74 @@ mod tests {
         assert_eq!(a.first().map(|(t, _)| *t), Some(6000 + 3414));
         assert_eq!(m.state(), State::Master);
     }
+
+    #[test]
+    fn a_fault_of_the_master_hands_over_with_priority_0() {
+        let c = Clock::new();
+        let mut m = master(150, &c);
+        let a = m.handle(c.at(5000), Event::Fault("tracked script chk failed".into()));
+        assert_eq!(sends(&a), vec![0]);
+        assert!(a.contains(&Action::Transition {
+            from: State::Master,
+            to: State::Fault,
+            reason: "tracked script chk failed".into()
+        }));
+    }
+
+    #[test]
+    fn new_params_take_effect_at_once() {
+        let c = Clock::new();
+        let mut m = master(150, &c);
+        // A lower priority (a tracked weight): advertised right away.
+        let p = Params {
+            priority: 50,
+            ..m.params().clone()
+        };
+        let a = m.handle(c.at(5000), Event::Params(p.clone()));
+        assert_eq!(sends(&a), vec![50]);
+        assert_eq!(m.state(), State::Master);
+        // The same params again: nothing.
+        assert!(m.handle(c.at(5001), Event::Params(p)).is_empty());
+        // A backup's down timer follows a new interval.
+        let mut b = Machine::new(params(100));
+        b.handle(c.at(0), Event::Startup);
+        let p = Params {
+            interval: Duration::from_millis(100),
+            ..b.params().clone()
+        };
+        b.handle(c.at(1000), Event::Params(p));
+        // 3 x 100 ms + 156/256 x 100 ms.
+        assert_eq!(
+            b.deadline(),
+            Some(c.at(1000) + Duration::from_micros(360_937) + Duration::from_nanos(500))
+        );
+    }
+
+    #[test]
+    fn a_grouped_backup_waits_for_its_group() {
+        let c = Clock::new();
+        let mut m = Machine::new(Params {
+            grouped: true,
+            ..params(100)
+        });
+        m.handle(c.at(0), Event::Startup);
+        // The timer runs out: it wants master, but stays backup with no timer.
+        let a = run_until(&mut m, &c, 10_000);
+        assert!(a.is_empty(), "{a:?}");
+        assert!(m.wants_master());
+        assert_eq!((m.state(), m.deadline()), (State::Backup, None));
+        // A master's advert: it no longer wants it.
+        m.handle(c.at(10_000), advert(HIGHER_IP, 200));
+        assert!(!m.wants_master());
+        // The group goes master: so does it; and back when a member leaves master.
+        let a = m.handle(c.at(10_100), Event::GroupMaster);
+        assert_eq!(became(&a), Some(State::Master));
+        assert!(a.contains(&Action::AddAddresses));
+        let a = m.handle(c.at(10_200), Event::GroupBackup);
+        assert_eq!(became(&a), Some(State::Backup));
+        assert!(a.contains(&Action::RemoveAddresses));
+        assert!(m.deadline().is_some());
+        // Group events in other states change nothing.
+        assert!(m.handle(c.at(10_300), Event::GroupBackup).is_empty());
+    }
 }
