@@ -990,3 +990,171 @@ fn garp_master_refresh_repeats_while_master() {
     );
     assert!(garps.iter().all(|l| l.contains(&d1.mac_string())), "{garps:?}");
 }
+
+/// `lb-ctl run` on both directors with `web` (one real server) checked by an `exec` check
+/// that succeeds while the director's own file exists; each director tracks `web` (weight 0).
+/// `extra` goes into the service's check block.
+fn run_daemons(lab: &Lab, files: &Files, check_extra: &str) -> (Vec<Vrrpd>, Vec<LbCtl>) {
+    let rs = lab.server(0);
+    let mut daemons = Vec::new();
+    let mut ctls = Vec::new();
+    for (d, priority) in [(lab.director(0), 150), (lab.director(1), 100)] {
+        let up = files.0.join(format!("up-{}", d.name));
+        fs::write(&up, "").unwrap_or_else(|e| panic!("{e}"));
+        let service = format!(
+            "services:\n  - name: web\n    vip: {VIP}\n    port: 80\n    check:\n      \
+             type: exec\n      command: \"test -e {}\"\n      interval: 100ms\n      \
+             retries: 1\n{check_extra}    backends:\n      - address: {}\n",
+            up.display(),
+            rs.addr
+        );
+        let ctl = LbCtl::new(lab, d).unwrap_or_else(|e| panic!("{e:#}"));
+        let yaml = vrrp_yaml(priority, 3, "100ms", "    track_service: [web]\n")
+            .replace("services: []\n", &service);
+        let file = files.write(&format!("{}.yaml", d.name), &yaml);
+        let args: Vec<&std::ffi::OsStr> = vec![
+            "--pin-dir".as_ref(),
+            ctl.pin_dir().as_os_str(),
+            "run".as_ref(),
+            "-f".as_ref(),
+            file.as_os_str(),
+            "--iface".as_ref(),
+            "eth0".as_ref(),
+            "--mode".as_ref(),
+            "generic".as_ref(),
+            "--detach-on-exit".as_ref(),
+        ];
+        daemons.push(Vrrpd::spawn(d, &args));
+        ctls.push(ctl);
+    }
+    (daemons, ctls)
+}
+
+fn served(lab: &Lab) -> bool {
+    matches!(
+        http_get(lab.client(), VIP, 80, "/", PROBE),
+        Ok((200, body)) if body.trim() == lab.server(0).name
+    )
+}
+
+/// `track_service`: the master's only backend fails its check there (not on the backup): the
+/// master goes to fault and the backup, whose check passes, takes the VIP and serves it.
+#[test]
+fn track_service_without_backends_moves_the_vip() {
+    let lab = Lab::build(&LabSpec {
+        directors: 2,
+        servers: 1,
+        pass_through: false,
+        ..LabSpec::default()
+    })
+    .unwrap_or_else(|e| panic!("building the lab: {e:#}"));
+    lab.del_vip(lab.director(0))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let files = Files::new(&lab);
+    let (d1, d2) = (lab.director(0), lab.director(1));
+    let (daemons, _ctls) = run_daemons(&lab, &files, "");
+    assert!(
+        lab::wait_until(Duration::from_secs(10), || has_vip(d1) && served(&lab)),
+        "director-1 should hold the VIP and serve it"
+    );
+    let interval = Duration::from_millis(100);
+    fs::remove_file(files.0.join(format!("up-{}", d1.name))).unwrap_or_else(|e| panic!("{e}"));
+    let start = Instant::now();
+    let (mut failed, mut total) = (0, 0);
+    // The check's interval, the daemon's batch of transitions (100 ms), 3 intervals, slack.
+    let bound = interval * 2 + interval * 3 + SLACK;
+    while !(has_vip(d2) && served(&lab)) {
+        failed += 1;
+        total += 1;
+        assert!(
+            start.elapsed() < bound + Duration::from_secs(5),
+            "director-2 did not take over: {failed} of {total} requests failed"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let gap = start.elapsed();
+    eprintln!(
+        "FAILOVER track_service (no healthy backend on the master), v3 100ms: served by \
+         director-2 after {} ms; {failed} of {total} probes failed (bound {} ms)",
+        gap.as_millis(),
+        bound.as_millis()
+    );
+    assert!(gap <= bound, "took {gap:?}, more than {bound:?}");
+    assert!(lab::wait_until(Duration::from_secs(1), || !has_vip(d1)));
+    let log = daemons[0].lines().join("\n");
+    assert!(
+        log.contains("tracked service web failed"),
+        "director-1 should say why it left:\n{log}"
+    );
+    for d in daemons {
+        d.stop();
+    }
+}
+
+/// `alpha`: the backend of a new daemon starts down and gets no packet (its counter stays 0,
+/// the client is not served) until its first good check; then it is served.
+#[test]
+fn alpha_backend_gets_no_traffic_before_its_first_good_check() {
+    let lab = Lab::build(&LabSpec {
+        directors: 1,
+        servers: 1,
+        pass_through: false,
+        ..LabSpec::default()
+    })
+    .unwrap_or_else(|e| panic!("building the lab: {e:#}"));
+    let files = Files::new(&lab);
+    let d1 = lab.director(0);
+    let rs = lab.server(0);
+    let up = files.0.join("up");
+    let yaml = format!(
+        "services:\n  - name: web\n    vip: {VIP}\n    port: 80\n    check:\n      type: exec\n      \
+         command: \"test -e {}\"\n      interval: 100ms\n      alpha: true\n    backends:\n      \
+         - address: {}\n",
+        up.display(),
+        rs.addr
+    );
+    let ctl = LbCtl::new(&lab, d1).unwrap_or_else(|e| panic!("{e:#}"));
+    let file = files.write("d1.yaml", &yaml);
+    let args: Vec<&std::ffi::OsStr> = vec![
+        "--pin-dir".as_ref(),
+        ctl.pin_dir().as_os_str(),
+        "run".as_ref(),
+        "-f".as_ref(),
+        file.as_os_str(),
+        "--iface".as_ref(),
+        "eth0".as_ref(),
+        "--mode".as_ref(),
+        "generic".as_ref(),
+        "--detach-on-exit".as_ref(),
+    ];
+    let daemon = Vrrpd::spawn(d1, &args);
+    let packets = |ctl: &LbCtl| {
+        let stats = lb_tests::stats::parse(&ctl.stats_json().unwrap_or_else(|e| panic!("{e:#}")));
+        let web = lb_tests::stats::service(&stats, "web");
+        lb_tests::stats::num(lb_tests::stats::backend(web, rs.addr), "packets")
+    };
+    assert!(
+        lab::wait_until(Duration::from_secs(10), || ctl
+            .stats_json()
+            .is_ok_and(|j| j.contains("\"web\""))),
+        "the daemon did not come up"
+    );
+    // Never checked good yet: 10 requests, none served, the backend's counter stays 0.
+    let served_before = (0..10).filter(|_| served(&lab)).count();
+    assert_eq!(served_before, 0, "served before the first good check");
+    assert_eq!(packets(&ctl), 0, "the alpha backend got packets before its first good check");
+    fs::write(&up, "").unwrap_or_else(|e| panic!("{e}"));
+    let start = Instant::now();
+    assert!(
+        lab::wait_until(Duration::from_secs(5), || served(&lab)),
+        "not served after the first good check"
+    );
+    eprintln!(
+        "ALPHA: 0 of 10 requests served and 0 backend packets before the first good check; \
+         served {} ms after the check could pass; backend packets then {}",
+        start.elapsed().as_millis(),
+        packets(&ctl)
+    );
+    assert!(packets(&ctl) > 0);
+    daemon.stop();
+}
