@@ -795,7 +795,10 @@ fn track_script_failure_moves_the_vip() {
     }
     let f1 = files.write("d1.yaml", &tracked_yaml(&files.0, 150, "chk", false));
     let v1 = Vrrpd::start(d1, &f1);
-    let _v2 = Vrrpd::start(d2, &files.write("d2.yaml", &tracked_yaml(&files.0, 100, "chk", false)));
+    let _v2 = Vrrpd::start(
+        d2,
+        &files.write("d2.yaml", &tracked_yaml(&files.0, 100, "chk", false)),
+    );
     wait_master(&lab, d1, d2, Duration::from_secs(5));
     // The script's period (100 ms) + 3 intervals + slack.
     let gap = failover(
@@ -808,9 +811,13 @@ fn track_script_failure_moves_the_vip() {
     eprintln!("TRACK_SCRIPT weight 0: {} ms", gap.as_millis());
     assert!(lab::wait_until(Duration::from_secs(1), || !has_vip(d1)));
     // Back: director-1 preempts.
-    failover(&lab, "track_script succeeds again", d1, Duration::from_secs(3), || {
-        script_ok(&files.0, 150, true)
-    });
+    failover(
+        &lab,
+        "track_script succeeds again",
+        d1,
+        Duration::from_secs(3),
+        || script_ok(&files.0, 150, true),
+    );
     // A graceful stop hands over (priority 0, the VIP removed), so the next start begins clean.
     v1.stop();
     wait_master(&lab, d2, d1, Duration::from_secs(3));
@@ -849,13 +856,19 @@ fn sync_group_moves_together() {
         script_ok(&files.0, p, true);
     }
     // VI_1 tracks the script with a weight of +1 (never a fault): only VI_2 can fail.
-    let y1 = tracked_yaml(&files.0, 150, "{name: chk, weight: 1}", true)
-        .replace("    virtual_addresses: [192.168.58.150/32]\n", "    virtual_addresses: [192.168.58.150/32]\n    track_script: [chk]\n");
+    let y1 = tracked_yaml(&files.0, 150, "{name: chk, weight: 1}", true).replace(
+        "    virtual_addresses: [192.168.58.150/32]\n",
+        "    virtual_addresses: [192.168.58.150/32]\n    track_script: [chk]\n",
+    );
     let y2 = tracked_yaml(&files.0, 100, "{name: chk, weight: 1}", true);
     let v1 = Vrrpd::start(d1, &files.write("d1.yaml", &y1));
     let _v2 = Vrrpd::start(d2, &files.write("d2.yaml", &y2));
     wait_master(&lab, d1, d2, Duration::from_secs(5));
-    assert!(lab::wait_until(Duration::from_secs(2), || has_addr(d1, VIP2) && !has_addr(d2, VIP2)));
+    assert!(lab::wait_until(Duration::from_secs(2), || has_addr(
+        d1, VIP2
+    ) && !has_addr(
+        d2, VIP2
+    )));
     let start = Instant::now();
     let gap = failover(
         &lab,
@@ -865,7 +878,8 @@ fn sync_group_moves_together() {
         || script_ok(&files.0, 150, false),
     );
     assert!(
-        lab::wait_until(Duration::from_secs(1), || has_addr(d2, VIP2) && !has_addr(d1, VIP2)),
+        lab::wait_until(Duration::from_secs(1), || has_addr(d2, VIP2)
+            && !has_addr(d1, VIP2)),
         "VIP2 did not move with VIP"
     );
     eprintln!(
@@ -921,7 +935,10 @@ fn reload_changes_priority_and_interval_in_place() {
         mdi(200, Duration::from_millis(100)) + SLACK,
         || v2.signal(libc::SIGHUP),
     );
-    eprintln!("RELOAD priority: director-2 master {} ms after SIGHUP", gap.as_millis());
+    eprintln!(
+        "RELOAD priority: director-2 master {} ms after SIGHUP",
+        gap.as_millis()
+    );
     assert!(
         lab::wait_until(Duration::from_secs(3), || report(d2, "VI_1")
             .is_some_and(|(pid, state)| pid == pid2 && state == "master")),
@@ -950,7 +967,10 @@ fn reload_changes_priority_and_interval_in_place() {
     let lines = cap.stop().unwrap_or_else(|e| panic!("{e:#}"));
     let after = adverts(&lines).len() - mark;
     eprintln!("RELOAD interval: {before} adverts in 1 s at 100ms, {after} in 2 s at 500ms");
-    assert!((8..=12).contains(&before), "{before} adverts in 1 s at 100 ms");
+    assert!(
+        (8..=12).contains(&before),
+        "{before} adverts in 1 s at 100 ms"
+    );
     assert!((3..=6).contains(&after), "{after} adverts in 2 s at 500 ms");
     assert!(
         adverts(&lines).iter().any(|l| l.contains("intvl 50")),
@@ -959,7 +979,10 @@ fn reload_changes_priority_and_interval_in_place() {
     );
     // Director-1 stayed backup throughout, and its process too.
     assert!(!has_vip(d1));
-    assert!(v1.proc.try_wait().is_ok_and(|s| s.is_none()), "director-1's lb-ctl exited");
+    assert!(
+        v1.proc.try_wait().is_ok_and(|s| s.is_none()),
+        "director-1's lb-ctl exited"
+    );
 }
 
 /// `garp_master_refresh: 500ms`: while master, a gratuitous ARP for the VIP every 500 ms
@@ -969,26 +992,40 @@ fn garp_master_refresh_repeats_while_master() {
     let (lab, files) = lab_with_listeners();
     let (d1, d2) = (lab.director(0), lab.director(1));
     let extra = "    garp_master_refresh: 500ms\n    garp_master_refresh_repeat: 2\n";
-    let _v1 = Vrrpd::start(d1, &files.write("d1.yaml", &vrrp_yaml(150, 3, "100ms", extra)));
-    let _v2 = Vrrpd::start(d2, &files.write("d2.yaml", &vrrp_yaml(100, 3, "100ms", extra)));
+    let _v1 = Vrrpd::start(
+        d1,
+        &files.write("d1.yaml", &vrrp_yaml(150, 3, "100ms", extra)),
+    );
+    let _v2 = Vrrpd::start(
+        d2,
+        &files.write("d2.yaml", &vrrp_yaml(100, 3, "100ms", extra)),
+    );
     wait_master(&lab, d1, d2, Duration::from_secs(5));
     // The 3 announcements of becoming master are 100 ms apart: over after 300 ms.
     thread::sleep(Duration::from_millis(500));
-    let cap = lab::Capture::start(lab.client(), "eth0", "arp")
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let cap = lab::Capture::start(lab.client(), "eth0", "arp").unwrap_or_else(|e| panic!("{e:#}"));
     thread::sleep(Duration::from_millis(2600));
     let lines = cap.stop().unwrap_or_else(|e| panic!("{e:#}"));
     let garps: Vec<&String> = lines
         .iter()
-        .filter(|l| l.contains(&format!("Request who-has {VIP} tell {VIP}")) || l.contains(&format!("Reply {VIP} is-at")))
+        .filter(|l| {
+            l.contains(&format!("Request who-has {VIP} tell {VIP}"))
+                || l.contains(&format!("Reply {VIP} is-at"))
+        })
         .collect();
-    eprintln!("GARP_REFRESH: {} gratuitous ARPs in 2.6 s (500 ms refresh, 2 each)", garps.len());
+    eprintln!(
+        "GARP_REFRESH: {} gratuitous ARPs in 2.6 s (500 ms refresh, 2 each)",
+        garps.len()
+    );
     assert!(
         (8..=12).contains(&garps.len()),
         "expected 5 refreshes of 2 gratuitous ARPs in 2.6 s:\n{}",
         lines.join("\n")
     );
-    assert!(garps.iter().all(|l| l.contains(&d1.mac_string())), "{garps:?}");
+    assert!(
+        garps.iter().all(|l| l.contains(&d1.mac_string())),
+        "{garps:?}"
+    );
 }
 
 /// `lb-ctl run` on both directors with `web` (one real server) checked by an `exec` check
@@ -1142,7 +1179,11 @@ fn alpha_backend_gets_no_traffic_before_its_first_good_check() {
     // Never checked good yet: 10 requests, none served, the backend's counter stays 0.
     let served_before = (0..10).filter(|_| served(&lab)).count();
     assert_eq!(served_before, 0, "served before the first good check");
-    assert_eq!(packets(&ctl), 0, "the alpha backend got packets before its first good check");
+    assert_eq!(
+        packets(&ctl),
+        0,
+        "the alpha backend got packets before its first good check"
+    );
     fs::write(&up, "").unwrap_or_else(|e| panic!("{e}"));
     let start = Instant::now();
     assert!(

@@ -849,14 +849,20 @@ mod tests {
         let own = h.check_for("192.168.58.136".parse().unwrap());
         assert!(own.is_some_and(|c| !c.alpha && c.kind == CheckKind::Tcp));
         assert!(!CheckConfig::new(CheckKind::Tcp).alpha, "off by default");
-        let e = errs("services:
+        let e = errs(
+            "services:
   - name: web
     vip: 192.168.58.133
     port: 80
     check: {type: tcp, alpha: yes}
     backends: []
-");
-        has(&e, 5, "services[0].check.alpha", "expected `true` or `false`");
+",
+        );
+        has(
+            &e,
+            5,
+            "services[0].check.alpha",
+            "expected `true` or `false`",
+        );
     }
 }
-

@@ -96,7 +96,10 @@ fn list_of<T>(
     };
     let path = f.path();
     let Some(items) = f.items(&path) else {
-        d.field(&f, format!("expected a list of {what}, found {}", f.node.describe()));
+        d.field(
+            &f,
+            format!("expected a list of {what}, found {}", f.node.describe()),
+        );
         return None;
     };
     let mut out = Vec::new();
@@ -119,9 +122,11 @@ pub(super) fn scripts(top: &Fields, d: &mut Diags) -> Option<Vec<VrrpScript>> {
         let f = Fields::of(item, &path, SCRIPT_FIELDS, what, d)?;
         let name = f.req("name", d, name);
         let script = f.req("script", d, command);
-        let interval = f.or("interval", Duration::from_secs(1), d, |n| match duration(n)? {
-            t if t.is_zero() => Err("`interval` must be longer than 0".to_string()),
-            t => Ok(t),
+        let interval = f.or("interval", Duration::from_secs(1), d, |n| {
+            match duration(n)? {
+                t if t.is_zero() => Err("`interval` must be longer than 0".to_string()),
+                t => Ok(t),
+            }
         });
         let timeout = f.or("timeout", None, d, |n| match duration(n)? {
             t if t.is_zero() => Err("`timeout` must be longer than 0".to_string()),
@@ -158,39 +163,46 @@ pub(super) fn scripts(top: &Fields, d: &mut Diags) -> Option<Vec<VrrpScript>> {
 /// instances by [`cross_check`]).
 pub(super) fn groups(top: &Fields, d: &mut Diags) -> Option<Vec<SyncGroup>> {
     let mut seen: HashMap<String, usize> = HashMap::new();
-    list_of(top.optional("vrrp_sync_groups"), "sync groups", d, |item, d| {
-        let path = item.path();
-        let what = ("a sync group (a mapping with `name` and `instances`)", None);
-        let f = Fields::of(item, &path, GROUP_FIELDS, what, d)?;
-        let name = f.req("name", d, name);
-        let instances = f.required("instances", d).and_then(|l| {
-            let names = list_of(Some(l), "instance names", d, |i, d| {
-                d.ok(i, string(i.node)).map(|s| (s, i.line))
-            })?;
-            if names.len() < 2 {
-                d.field(&l, "a sync group needs at least two instances");
+    list_of(
+        top.optional("vrrp_sync_groups"),
+        "sync groups",
+        d,
+        |item, d| {
+            let path = item.path();
+            let what = ("a sync group (a mapping with `name` and `instances`)", None);
+            let f = Fields::of(item, &path, GROUP_FIELDS, what, d)?;
+            let name = f.req("name", d, name);
+            let instances = f.required("instances", d).and_then(|l| {
+                let names = list_of(Some(l), "instance names", d, |i, d| {
+                    d.ok(i, string(i.node)).map(|s| (s, i.line))
+                })?;
+                if names.len() < 2 {
+                    d.field(&l, "a sync group needs at least two instances");
+                    return None;
+                }
+                Some(names)
+            });
+            let name = name?;
+            if let Some(first) = seen.insert(name.clone(), item.line) {
+                if let Some(nf) = f.get("name") {
+                    d.field(
+                        &nf,
+                        format!(
+                            "duplicate sync group name `{name}` (first defined at line {first})"
+                        ),
+                    );
+                }
                 return None;
             }
-            Some(names)
-        });
-        let name = name?;
-        if let Some(first) = seen.insert(name.clone(), item.line) {
-            if let Some(nf) = f.get("name") {
-                d.field(
-                    &nf,
-                    format!("duplicate sync group name `{name}` (first defined at line {first})"),
-                );
-            }
-            return None;
-        }
-        let (instances, lines) = instances?.into_iter().unzip();
-        Some(SyncGroup {
-            name,
-            instances,
-            lines,
-            line: item.line,
-        })
-    })
+            let (instances, lines) = instances?.into_iter().unzip();
+            Some(SyncGroup {
+                name,
+                instances,
+                lines,
+                line: item.line,
+            })
+        },
+    )
 }
 
 /// An instance's `key` list (`track_script`, ...): names, or `{name, weight}` mappings.
@@ -264,10 +276,17 @@ pub(super) fn cross_check(
     let mut member_of: HashMap<&str, &str> = HashMap::new();
     for (i, g) in groups.iter().enumerate() {
         for (j, inst) in g.instances.iter().enumerate() {
-            let field = join_key(&format!("vrrp_sync_groups[{i}]"), &format!("instances[{j}]"));
+            let field = join_key(
+                &format!("vrrp_sync_groups[{i}]"),
+                &format!("instances[{j}]"),
+            );
             if !vrrp.iter().any(|v| &v.name == inst) {
                 let line = g.lines.get(j).copied().unwrap_or(g.line);
-                d.at(line, &field, format!("no VRRP instance `{inst}` in `vrrp:`"));
+                d.at(
+                    line,
+                    &field,
+                    format!("no VRRP instance `{inst}` in `vrrp:`"),
+                );
                 ok = false;
             } else if let Some(other) = member_of.insert(inst, &g.name) {
                 let message = if other == g.name {
@@ -388,8 +407,6 @@ vrrp:
             [("eth1".into(), None), ("eth2".into(), Some(-30))]
         );
         assert_eq!(named(&v.track_service), [("web".into(), Some(-50))]);
-        let t = crate::vrrp::track::Tracking::of(v, &c.vrrp_scripts);
-        assert_eq!(t.scripts, [("chk_web".into(), -20), ("chk_zero".into(), 10)]);
         // Defaults.
         let w = &c.vrrp[1];
         assert_eq!(
@@ -475,8 +492,18 @@ vrrp:
     virtual_addresses: [192.168.58.134]
 ",
         );
-        has(&e, 11, "vrrp_sync_groups[0].instances[1]", "no VRRP instance `VI_9`");
-        has(&e, 15, "vrrp_sync_groups[1].instances[1]", "already in sync group `G1`");
+        has(
+            &e,
+            11,
+            "vrrp_sync_groups[0].instances[1]",
+            "no VRRP instance `VI_9`",
+        );
+        has(
+            &e,
+            15,
+            "vrrp_sync_groups[1].instances[1]",
+            "already in sync group `G1`",
+        );
         has(&e, 21, "vrrp[0].track_script[1]", "no script `nope`");
         has(&e, 22, "vrrp[0].track_service[0]", "no service `db`");
         assert_eq!(e.len(), 4, "{e:#?}");

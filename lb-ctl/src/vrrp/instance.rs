@@ -670,12 +670,10 @@ impl Instance {
             self.step(m, Event::Params(params), false).await;
         }
         match (fault, m.state()) {
-            (Some(why), State::Initialize) => {
-                if self.status.state() != Some(State::Fault) {
-                    warn!(instance = %self.cfg.name, reason = %why, "fault at start");
-                    self.status.set_state(State::Fault);
-                    self.notify(State::Fault, &why);
-                }
+            (Some(why), State::Initialize) if self.status.state() != Some(State::Fault) => {
+                warn!(instance = %self.cfg.name, reason = %why, "fault at start");
+                self.status.set_state(State::Fault);
+                self.notify(State::Fault, &why);
             }
             (Some(why), State::Backup | State::Master) => {
                 self.step(m, Event::Fault(why), false).await

@@ -96,9 +96,8 @@ impl Instances {
     pub fn update(&mut self, config: &Config) {
         self.update_scripts(&config.vrrp_scripts);
         let old_groups = std::mem::replace(&mut self.groups, config.vrrp_sync_groups.clone());
-        self.running_groups.retain(|name, _| {
-            config.vrrp_sync_groups.iter().any(|g| &g.name == name)
-        });
+        self.running_groups
+            .retain(|name, _| config.vrrp_sync_groups.iter().any(|g| &g.name == name));
         let mut stopping = Vec::new();
         let mut kept = Vec::new();
         for h in std::mem::take(&mut self.handles) {

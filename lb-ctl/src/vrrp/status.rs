@@ -47,7 +47,10 @@ impl Status {
 
     /// The configured virtual addresses, as shown.
     pub fn set_addresses(&self, list: &[(IpAddr, u8)]) {
-        *self.virtual_addresses.lock().unwrap_or_else(|e| e.into_inner()) =
+        *self
+            .virtual_addresses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) =
             list.iter().map(|(a, len)| format!("{a}/{len}")).collect();
     }
 

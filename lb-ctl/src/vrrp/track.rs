@@ -66,14 +66,23 @@ pub fn evaluate(
     let mut fault = None;
     let mut delta: i32 = 0;
     let checks = (t.scripts.iter())
-        .map(|(n, w)| ("script", n, *w, results.scripts.get(n).copied().unwrap_or(true)))
-        .chain(
-            (t.interfaces.iter()).map(|(n, w)| ("interface", n, *w, interface_up(n))),
-        )
-        .chain(
-            (t.services.iter())
-                .map(|(n, w)| ("service", n, *w, results.services.get(n).copied().unwrap_or(true))),
-        );
+        .map(|(n, w)| {
+            (
+                "script",
+                n,
+                *w,
+                results.scripts.get(n).copied().unwrap_or(true),
+            )
+        })
+        .chain((t.interfaces.iter()).map(|(n, w)| ("interface", n, *w, interface_up(n))))
+        .chain((t.services.iter()).map(|(n, w)| {
+            (
+                "service",
+                n,
+                *w,
+                results.services.get(n).copied().unwrap_or(true),
+            )
+        }));
     for (kind, name, weight, ok) in checks {
         match (weight, ok) {
             (0, false) => {
@@ -195,5 +204,30 @@ mod tests {
             evaluate(100, &tr, &Results::default(), |_| false),
             (None, 80)
         );
+    }
+
+    #[test]
+    fn a_script_weight_comes_from_the_entry_else_the_script() {
+        let c = crate::config::parse(
+            "services: []
+vrrp_scripts:
+  - {name: a, script: /bin/true, weight: -20}
+  - {name: b, script: /bin/true, weight: 5}
+vrrp:
+  - name: VI_1
+    interface: eth0
+    virtual_router_id: 51
+    virtual_addresses: [10.0.0.1]
+    track_script: [a, {name: b, weight: 10}]
+    track_interface: [eth1]
+    track_service: []
+",
+            "f.yaml",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let tr = Tracking::of(&c.vrrp[0], &c.vrrp_scripts);
+        assert_eq!(tr.scripts, [("a".into(), -20), ("b".into(), 10)]);
+        assert_eq!(tr.interfaces, [("eth1".into(), 0)]);
+        assert!(tr.services.is_empty());
     }
 }
