@@ -1123,6 +1123,39 @@ fn track_service_without_backends_moves_the_vip() {
         log.contains("tracked service web failed"),
         "director-1 should say why it left:\n{log}"
     );
+    // The check passes again: director-1 leaves fault and preempts.
+    fs::write(files.0.join(format!("up-{}", d1.name)), "").unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        lab::wait_until(Duration::from_secs(5), || has_vip(d1) && !has_vip(d2)),
+        "director-1 did not take the VIP back"
+    );
+    // A reload of `lb-ctl run` (SIGHUP) raising director-2's priority to 200: it becomes
+    // master, the same process (no restart of the daemon).
+    let mut daemons = daemons;
+    let f2 = files.0.join(format!("{}.yaml", d2.name));
+    let text = fs::read_to_string(&f2).unwrap_or_else(|e| panic!("{e}"));
+    fs::write(&f2, text.replace("priority: 100", "priority: 200"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pid = daemons[1].proc.pid();
+    let start = Instant::now();
+    daemons[1].signal(libc::SIGHUP);
+    assert!(
+        lab::wait_until(Duration::from_secs(3), || has_vip(d2)
+            && !has_vip(d1)
+            && served(&lab)),
+        "director-2 did not become master after the reload"
+    );
+    eprintln!(
+        "RELOAD lb-ctl run: director-2 (priority 100 -> 200) master and serving {} ms after SIGHUP",
+        start.elapsed().as_millis()
+    );
+    assert!(daemons[1].proc.try_wait().is_ok_and(|s| s.is_none()));
+    assert_eq!(daemons[1].proc.pid(), pid);
+    let log = daemons[1].lines().join("\n");
+    assert!(
+        log.contains("applied without a restart") && log.contains("reconfigured"),
+        "{log}"
+    );
     for d in daemons {
         d.stop();
     }
