@@ -38,8 +38,7 @@ impl Daemon {
             info!("reload: no changes");
             return false;
         }
-        if (config.vrrp.iter().zip(&self.config.vrrp)).any(|(a, b)| a != b)
-            || config.vrrp.len() != self.config.vrrp.len()
+        if config.vrrp != self.config.vrrp
             || config.vrrp_scripts != self.config.vrrp_scripts
             || config.vrrp_sync_groups != self.config.vrrp_sync_groups
         {
