@@ -178,7 +178,8 @@ fn run(cli: Cli) -> Result<()> {
                 .build()
                 .context("starting the tokio runtime")?
                 .block_on(lb_ctl::vrrp::instances::run_until_signal(
-                    config.vrrp,
+                    config,
+                    file.clone(),
                     lock::vrrp_reports_dir(dir),
                     hook_timeout,
                 ))?;

@@ -736,3 +736,499 @@ fn v3_unicast_peers() {
     );
     assert_no_refused_adverts(&v2);
 }
+
+// ---- tracking, sync groups, reload, refresh (keepalived's features) ----
+
+/// A second VIP, for a second instance.
+const VIP2: Ipv4Addr = Ipv4Addr::new(192, 168, 58, 150);
+
+fn has_addr(host: &Host, addr: Ipv4Addr) -> bool {
+    let out = host
+        .exec_ok(&["ip", "-4", "-o", "addr", "show", "dev", "eth0"])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    out.contains(&format!("inet {addr}/32"))
+}
+
+/// A director's file: `VI_1` (VIP) and, with `two`, `VI_2` (VIP2) in a sync group; both
+/// track `chk` (succeeds while the file `ok` exists), VI_1 with `track` (`chk`, or `chk`
+/// with a weight), VI_2 always with weight 0.
+fn tracked_yaml(dir: &Path, priority: u8, track1: &str, two: bool) -> String {
+    let ok = dir.join(format!("ok-{priority}"));
+    let mut y = format!(
+        "services: []\nvrrp_scripts:\n  - name: chk\n    script: \"test -e {}\"\n    \
+         interval: 100ms\n    timeout: 1s\nvrrp:\n  - name: VI_1\n    interface: eth0\n    \
+         virtual_router_id: 51\n    priority: {priority}\n    advert_interval: 100ms\n    \
+         version: 3\n    virtual_addresses: [{VIP}/32]\n    garp_count: 2\n    \
+         garp_delay: 100ms\n    track_script: [{track1}]\n",
+        ok.display()
+    );
+    if two {
+        y.push_str(&format!(
+            "  - name: VI_2\n    interface: eth0\n    virtual_router_id: 52\n    \
+             priority: {priority}\n    advert_interval: 100ms\n    version: 3\n    \
+             virtual_addresses: [{VIP2}/32]\n    garp_count: 2\n    garp_delay: 100ms\n\
+             vrrp_sync_groups:\n  - name: G\n    instances: [VI_1, VI_2]\n"
+        ));
+    }
+    y
+}
+
+fn script_ok(dir: &Path, priority: u8, ok: bool) {
+    let path = dir.join(format!("ok-{priority}"));
+    if ok {
+        fs::write(&path, "").unwrap_or_else(|e| panic!("{e}"));
+    } else {
+        fs::remove_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// `track_script` of weight 0 failing on the master: it goes to fault (priority-0 advert) and
+/// the backup takes over within 3 advert intervals of the failure being seen; with a weight
+/// of -100 the master's priority drops below the backup's, which preempts.
+#[test]
+fn track_script_failure_moves_the_vip() {
+    let (lab, files) = lab_with_listeners();
+    let (d1, d2) = (lab.director(0), lab.director(1));
+    let interval = Duration::from_millis(100);
+    for p in [150, 100] {
+        script_ok(&files.0, p, true);
+    }
+    let f1 = files.write("d1.yaml", &tracked_yaml(&files.0, 150, "chk", false));
+    let v1 = Vrrpd::start(d1, &f1);
+    let _v2 = Vrrpd::start(
+        d2,
+        &files.write("d2.yaml", &tracked_yaml(&files.0, 100, "chk", false)),
+    );
+    wait_master(&lab, d1, d2, Duration::from_secs(5));
+    // The script's period (100 ms) + 3 intervals + slack.
+    let gap = failover(
+        &lab,
+        "track_script (weight 0) fails on the master, v3 100ms",
+        d2,
+        interval + interval * 3 + SLACK,
+        || script_ok(&files.0, 150, false),
+    );
+    eprintln!("TRACK_SCRIPT weight 0: {} ms", gap.as_millis());
+    assert!(lab::wait_until(Duration::from_secs(1), || !has_vip(d1)));
+    // Back: director-1 preempts.
+    failover(
+        &lab,
+        "track_script succeeds again",
+        d1,
+        Duration::from_secs(3),
+        || script_ok(&files.0, 150, true),
+    );
+    // A graceful stop hands over (priority 0, the VIP removed), so the next start begins clean.
+    v1.stop();
+    wait_master(&lab, d2, d1, Duration::from_secs(3));
+
+    // A weight: 150 - 100 = 50 < 100 while failing; director-1 stays backup-capable (no fault).
+    let f1 = files.write(
+        "d1w.yaml",
+        &tracked_yaml(&files.0, 150, "{name: chk, weight: -100}", false),
+    );
+    let v1 = Vrrpd::start(d1, &f1);
+    wait_master(&lab, d1, d2, Duration::from_secs(5));
+    let gap = failover(
+        &lab,
+        "track_script (weight -100) fails on the master, v3 100ms",
+        d2,
+        interval + mdi(100, interval) + SLACK,
+        || script_ok(&files.0, 150, false),
+    );
+    eprintln!("TRACK_SCRIPT weight -100: {} ms", gap.as_millis());
+    let log = v1.lines().join("\n");
+    assert!(
+        log.contains("VRRP priority changed") && log.contains("to=50"),
+        "director-1 should have logged its priority falling to 50:\n{log}"
+    );
+    assert!(!log.contains("to=fault"), "a weight is no fault:\n{log}");
+}
+
+/// Two instances in a sync group on each director: a failure that only VI_2 tracks (weight 0)
+/// on the master moves both VIPs; they come back together.
+#[test]
+fn sync_group_moves_together() {
+    let (lab, files) = lab_with_listeners();
+    let (d1, d2) = (lab.director(0), lab.director(1));
+    let interval = Duration::from_millis(100);
+    for p in [150, 100] {
+        script_ok(&files.0, p, true);
+    }
+    // VI_1 tracks the script with a weight of +1 (never a fault): only VI_2 can fail.
+    let y1 = tracked_yaml(&files.0, 150, "{name: chk, weight: 1}", true).replace(
+        "    virtual_addresses: [192.168.58.150/32]\n",
+        "    virtual_addresses: [192.168.58.150/32]\n    track_script: [chk]\n",
+    );
+    let y2 = tracked_yaml(&files.0, 100, "{name: chk, weight: 1}", true);
+    let v1 = Vrrpd::start(d1, &files.write("d1.yaml", &y1));
+    let _v2 = Vrrpd::start(d2, &files.write("d2.yaml", &y2));
+    wait_master(&lab, d1, d2, Duration::from_secs(5));
+    assert!(lab::wait_until(Duration::from_secs(2), || has_addr(
+        d1, VIP2
+    ) && !has_addr(
+        d2, VIP2
+    )));
+    let start = Instant::now();
+    let gap = failover(
+        &lab,
+        "sync group: VI_2's script fails on the master",
+        d2,
+        interval + interval * 3 + SLACK,
+        || script_ok(&files.0, 150, false),
+    );
+    assert!(
+        lab::wait_until(Duration::from_secs(1), || has_addr(d2, VIP2)
+            && !has_addr(d1, VIP2)),
+        "VIP2 did not move with VIP"
+    );
+    eprintln!(
+        "SYNC_GROUP: VIP answered by director-2 after {} ms, VIP2 held by it after {} ms",
+        gap.as_millis(),
+        start.elapsed().as_millis()
+    );
+    let log = v1.lines().join("\n");
+    assert!(
+        log.contains("sync group G: VI_2 is in fault"),
+        "VI_1 should have followed VI_2 into fault:\n{log}"
+    );
+    // Both come back to director-1 together.
+    script_ok(&files.0, 150, true);
+    assert!(
+        lab::wait_until(Duration::from_secs(3), || has_addr(d1, VIP)
+            && has_addr(d1, VIP2)
+            && !has_addr(d2, VIP)
+            && !has_addr(d2, VIP2)),
+        "the group did not return to director-1"
+    );
+}
+
+/// The pid in `lb-ctl vrrp`'s status file of `instance` on `host`, and its state.
+fn report(host: &Host, instance: &str) -> Option<(u32, String)> {
+    let pins = Path::new("/sys/fs/bpf").join(&host.netns);
+    let path = lb_ctl::maps::lock::vrrp_reports_dir(&pins).join(format!("{instance}.json"));
+    let text = fs::read_to_string(path).ok()?;
+    let r: lb_ctl::vrrp::report::Report = serde_json::from_str(&text).ok()?;
+    Some((r.pid, r.state))
+}
+
+/// A reload (SIGHUP) that raises the backup's priority above the master's makes it master
+/// (same process); one that changes the master's advert interval shows in its adverts on
+/// the wire (captured on the client).
+#[test]
+fn reload_changes_priority_and_interval_in_place() {
+    let (lab, files) = lab_with_listeners();
+    let (d1, d2) = (lab.director(0), lab.director(1));
+    let f1 = files.write("d1.yaml", &vrrp_yaml(150, 3, "100ms", ""));
+    let f2 = files.write("d2.yaml", &vrrp_yaml(100, 3, "100ms", ""));
+    let mut v1 = Vrrpd::start(d1, &f1);
+    let mut v2 = Vrrpd::start(d2, &f2);
+    wait_master(&lab, d1, d2, Duration::from_secs(5));
+    let pid2 = v2.proc.pid();
+
+    // Priority: director-2 from 100 to 200, then SIGHUP.
+    files.write("d2.yaml", &vrrp_yaml(200, 3, "100ms", ""));
+    let gap = failover(
+        &lab,
+        "reload raises the backup's priority to 200",
+        d2,
+        mdi(200, Duration::from_millis(100)) + SLACK,
+        || v2.signal(libc::SIGHUP),
+    );
+    eprintln!(
+        "RELOAD priority: director-2 master {} ms after SIGHUP",
+        gap.as_millis()
+    );
+    assert!(
+        lab::wait_until(Duration::from_secs(3), || report(d2, "VI_1")
+            .is_some_and(|(pid, state)| pid == pid2 && state == "master")),
+        "director-2's status: {:?} (pid {pid2} expected)",
+        report(d2, "VI_1")
+    );
+    assert!(v2.lines().iter().any(|l| l.contains("reconfigured")));
+
+    // Interval: the master (now director-2) from 100 ms to 500 ms; its adverts on the wire.
+    let adverts = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| l.contains("VRRPv3") && l.contains(&d2.addr.to_string()))
+            .cloned()
+            .collect()
+    };
+    let cap = lab::Capture::start(lab.client(), "eth0", "ip proto 112")
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    thread::sleep(Duration::from_secs(1));
+    let before = adverts(&cap.lines()).len();
+    files.write("d2.yaml", &vrrp_yaml(200, 3, "500ms", ""));
+    v2.signal(libc::SIGHUP);
+    thread::sleep(Duration::from_millis(300));
+    let mark = adverts(&cap.lines()).len();
+    thread::sleep(Duration::from_secs(2));
+    let lines = cap.stop().unwrap_or_else(|e| panic!("{e:#}"));
+    let after = adverts(&lines).len() - mark;
+    eprintln!("RELOAD interval: {before} adverts in 1 s at 100ms, {after} in 2 s at 500ms");
+    assert!(
+        (8..=12).contains(&before),
+        "{before} adverts in 1 s at 100 ms"
+    );
+    assert!((3..=6).contains(&after), "{after} adverts in 2 s at 500 ms");
+    assert!(
+        adverts(&lines).iter().any(|l| l.contains("intvl 50")),
+        "no advert with the new interval (50 cs):\n{}",
+        lines.join("\n")
+    );
+    // Director-1 stayed backup throughout, and its process too.
+    assert!(!has_vip(d1));
+    assert!(
+        v1.proc.try_wait().is_ok_and(|s| s.is_none()),
+        "director-1's lb-ctl exited"
+    );
+}
+
+/// `garp_master_refresh: 500ms`: while master, a gratuitous ARP for the VIP every 500 ms
+/// (after the `garp_count` announcements of becoming master), seen on the client.
+#[test]
+fn garp_master_refresh_repeats_while_master() {
+    let (lab, files) = lab_with_listeners();
+    let (d1, d2) = (lab.director(0), lab.director(1));
+    let extra = "    garp_master_refresh: 500ms\n    garp_master_refresh_repeat: 2\n";
+    let _v1 = Vrrpd::start(
+        d1,
+        &files.write("d1.yaml", &vrrp_yaml(150, 3, "100ms", extra)),
+    );
+    let _v2 = Vrrpd::start(
+        d2,
+        &files.write("d2.yaml", &vrrp_yaml(100, 3, "100ms", extra)),
+    );
+    wait_master(&lab, d1, d2, Duration::from_secs(5));
+    // The 3 announcements of becoming master are 100 ms apart: over after 300 ms.
+    thread::sleep(Duration::from_millis(500));
+    let cap = lab::Capture::start(lab.client(), "eth0", "arp").unwrap_or_else(|e| panic!("{e:#}"));
+    thread::sleep(Duration::from_millis(2600));
+    let lines = cap.stop().unwrap_or_else(|e| panic!("{e:#}"));
+    let garps: Vec<&String> = lines
+        .iter()
+        .filter(|l| {
+            l.contains(&format!("Request who-has {VIP} tell {VIP}"))
+                || l.contains(&format!("Reply {VIP} is-at"))
+        })
+        .collect();
+    eprintln!(
+        "GARP_REFRESH: {} gratuitous ARPs in 2.6 s (500 ms refresh, 2 each)",
+        garps.len()
+    );
+    assert!(
+        (8..=12).contains(&garps.len()),
+        "expected 5 refreshes of 2 gratuitous ARPs in 2.6 s:\n{}",
+        lines.join("\n")
+    );
+    assert!(
+        garps.iter().all(|l| l.contains(&d1.mac_string())),
+        "{garps:?}"
+    );
+}
+
+/// `lb-ctl run` on both directors with `web` (one real server) checked by an `exec` check
+/// that succeeds while the director's own file exists; each director tracks `web` (weight 0).
+/// `extra` goes into the service's check block.
+fn run_daemons(lab: &Lab, files: &Files, check_extra: &str) -> (Vec<Vrrpd>, Vec<LbCtl>) {
+    let rs = lab.server(0);
+    let mut daemons = Vec::new();
+    let mut ctls = Vec::new();
+    for (d, priority) in [(lab.director(0), 150), (lab.director(1), 100)] {
+        let up = files.0.join(format!("up-{}", d.name));
+        fs::write(&up, "").unwrap_or_else(|e| panic!("{e}"));
+        let service = format!(
+            "services:\n  - name: web\n    vip: {VIP}\n    port: 80\n    check:\n      \
+             type: exec\n      command: \"test -e {}\"\n      interval: 100ms\n      \
+             retries: 1\n{check_extra}    backends:\n      - address: {}\n",
+            up.display(),
+            rs.addr
+        );
+        let ctl = LbCtl::new(lab, d).unwrap_or_else(|e| panic!("{e:#}"));
+        let yaml = vrrp_yaml(priority, 3, "100ms", "    track_service: [web]\n")
+            .replace("services: []\n", &service);
+        let file = files.write(&format!("{}.yaml", d.name), &yaml);
+        let args: Vec<&std::ffi::OsStr> = vec![
+            "--pin-dir".as_ref(),
+            ctl.pin_dir().as_os_str(),
+            "run".as_ref(),
+            "-f".as_ref(),
+            file.as_os_str(),
+            "--iface".as_ref(),
+            "eth0".as_ref(),
+            "--mode".as_ref(),
+            "generic".as_ref(),
+            "--detach-on-exit".as_ref(),
+        ];
+        daemons.push(Vrrpd::spawn(d, &args));
+        ctls.push(ctl);
+    }
+    (daemons, ctls)
+}
+
+fn served(lab: &Lab) -> bool {
+    matches!(
+        http_get(lab.client(), VIP, 80, "/", PROBE),
+        Ok((200, body)) if body.trim() == lab.server(0).name
+    )
+}
+
+/// `track_service`: the master's only backend fails its check there (not on the backup): the
+/// master goes to fault and the backup, whose check passes, takes the VIP and serves it.
+#[test]
+fn track_service_without_backends_moves_the_vip() {
+    let lab = Lab::build(&LabSpec {
+        directors: 2,
+        servers: 1,
+        pass_through: false,
+        ..LabSpec::default()
+    })
+    .unwrap_or_else(|e| panic!("building the lab: {e:#}"));
+    lab.del_vip(lab.director(0))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let files = Files::new(&lab);
+    let (d1, d2) = (lab.director(0), lab.director(1));
+    let (daemons, _ctls) = run_daemons(&lab, &files, "");
+    assert!(
+        lab::wait_until(Duration::from_secs(10), || has_vip(d1) && served(&lab)),
+        "director-1 should hold the VIP and serve it"
+    );
+    let interval = Duration::from_millis(100);
+    fs::remove_file(files.0.join(format!("up-{}", d1.name))).unwrap_or_else(|e| panic!("{e}"));
+    let start = Instant::now();
+    let (mut failed, mut total) = (0, 0);
+    // The check's interval, the daemon's batch of transitions (100 ms), 3 intervals, slack.
+    let bound = interval * 2 + interval * 3 + SLACK;
+    while !(has_vip(d2) && served(&lab)) {
+        failed += 1;
+        total += 1;
+        assert!(
+            start.elapsed() < bound + Duration::from_secs(5),
+            "director-2 did not take over: {failed} of {total} requests failed"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let gap = start.elapsed();
+    eprintln!(
+        "FAILOVER track_service (no healthy backend on the master), v3 100ms: served by \
+         director-2 after {} ms; {failed} of {total} probes failed (bound {} ms)",
+        gap.as_millis(),
+        bound.as_millis()
+    );
+    assert!(gap <= bound, "took {gap:?}, more than {bound:?}");
+    assert!(lab::wait_until(Duration::from_secs(1), || !has_vip(d1)));
+    let log = daemons[0].lines().join("\n");
+    assert!(
+        log.contains("tracked service web failed"),
+        "director-1 should say why it left:\n{log}"
+    );
+    // The check passes again: director-1 leaves fault and preempts.
+    fs::write(files.0.join(format!("up-{}", d1.name)), "").unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        lab::wait_until(Duration::from_secs(5), || has_vip(d1) && !has_vip(d2)),
+        "director-1 did not take the VIP back"
+    );
+    // A reload of `lb-ctl run` (SIGHUP) raising director-2's priority to 200: it becomes
+    // master, the same process (no restart of the daemon).
+    let mut daemons = daemons;
+    let f2 = files.0.join(format!("{}.yaml", d2.name));
+    let text = fs::read_to_string(&f2).unwrap_or_else(|e| panic!("{e}"));
+    fs::write(&f2, text.replace("priority: 100", "priority: 200"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pid = daemons[1].proc.pid();
+    let start = Instant::now();
+    daemons[1].signal(libc::SIGHUP);
+    assert!(
+        lab::wait_until(Duration::from_secs(3), || has_vip(d2)
+            && !has_vip(d1)
+            && served(&lab)),
+        "director-2 did not become master after the reload"
+    );
+    eprintln!(
+        "RELOAD lb-ctl run: director-2 (priority 100 -> 200) master and serving {} ms after SIGHUP",
+        start.elapsed().as_millis()
+    );
+    assert!(daemons[1].proc.try_wait().is_ok_and(|s| s.is_none()));
+    assert_eq!(daemons[1].proc.pid(), pid);
+    let log = daemons[1].lines().join("\n");
+    assert!(
+        log.contains("applied without a restart") && log.contains("reconfigured"),
+        "{log}"
+    );
+    for d in daemons {
+        d.stop();
+    }
+}
+
+/// `alpha`: the backend of a new daemon starts down and gets no packet (its counter stays 0,
+/// the client is not served) until its first good check; then it is served.
+#[test]
+fn alpha_backend_gets_no_traffic_before_its_first_good_check() {
+    let lab = Lab::build(&LabSpec {
+        directors: 1,
+        servers: 1,
+        pass_through: false,
+        ..LabSpec::default()
+    })
+    .unwrap_or_else(|e| panic!("building the lab: {e:#}"));
+    let files = Files::new(&lab);
+    let d1 = lab.director(0);
+    let rs = lab.server(0);
+    let up = files.0.join("up");
+    let yaml = format!(
+        "services:\n  - name: web\n    vip: {VIP}\n    port: 80\n    check:\n      type: exec\n      \
+         command: \"test -e {}\"\n      interval: 100ms\n      alpha: true\n    backends:\n      \
+         - address: {}\n",
+        up.display(),
+        rs.addr
+    );
+    let ctl = LbCtl::new(&lab, d1).unwrap_or_else(|e| panic!("{e:#}"));
+    let file = files.write("d1.yaml", &yaml);
+    let args: Vec<&std::ffi::OsStr> = vec![
+        "--pin-dir".as_ref(),
+        ctl.pin_dir().as_os_str(),
+        "run".as_ref(),
+        "-f".as_ref(),
+        file.as_os_str(),
+        "--iface".as_ref(),
+        "eth0".as_ref(),
+        "--mode".as_ref(),
+        "generic".as_ref(),
+        "--detach-on-exit".as_ref(),
+    ];
+    let daemon = Vrrpd::spawn(d1, &args);
+    let packets = |ctl: &LbCtl| {
+        let stats = lb_tests::stats::parse(&ctl.stats_json().unwrap_or_else(|e| panic!("{e:#}")));
+        let web = lb_tests::stats::service(&stats, "web");
+        lb_tests::stats::num(lb_tests::stats::backend(web, rs.addr), "packets")
+    };
+    assert!(
+        lab::wait_until(Duration::from_secs(10), || ctl
+            .stats_json()
+            .is_ok_and(|j| j.contains("\"web\""))),
+        "the daemon did not come up"
+    );
+    // Never checked good yet: 10 requests, none served, the backend's counter stays 0.
+    let served_before = (0..10).filter(|_| served(&lab)).count();
+    assert_eq!(served_before, 0, "served before the first good check");
+    assert_eq!(
+        packets(&ctl),
+        0,
+        "the alpha backend got packets before its first good check"
+    );
+    fs::write(&up, "").unwrap_or_else(|e| panic!("{e}"));
+    let start = Instant::now();
+    assert!(
+        lab::wait_until(Duration::from_secs(5), || served(&lab)),
+        "not served after the first good check"
+    );
+    eprintln!(
+        "ALPHA: 0 of 10 requests served and 0 backend packets before the first good check; \
+         served {} ms after the check could pass; backend packets then {}",
+        start.elapsed().as_millis(),
+        packets(&ctl)
+    );
+    assert!(packets(&ctl) > 0);
+    daemon.stop();
+}

@@ -347,8 +347,18 @@ Check block (per service; a backend may carry its own `check:` overriding keys):
     rise: 1               # successes in a row before up
     warmup: 0s            # the first check comes up to this late (0s: within the
                           # first interval, spread over the backends)
+    alpha: false          # true: a new backend starts down (no traffic) until its
+                          # first good check(s), as keepalived's alpha
 Service options: sorry_server, inhibit_on_failure, quorum, hysteresis, notify_up,
-notify_down (see the README).")]
+notify_down (see the README).
+
+VRRP (`vrrp:`, `vrrp_scripts:`, `vrrp_sync_groups:`; see `lb-ctl vrrp --help`) runs beside
+the services. An instance with `track_service: [NAME]` follows the health of that service
+(no backend up with a weight above 0 = failed: a fault with weight 0, else the priority
+moves by the weight). A reload applies a changed `vrrp:` part without a restart: unchanged
+instances keep running untouched, changed ones take the change in place, keeping their
+state (a changed interface, router id, version, password, peers or sync group restarts
+just that instance).")]
     Run {
         /// The service file.
         #[arg(short = 'f', long = "file", value_name = "FILE")]
@@ -412,13 +422,33 @@ Instance block (see `lb-ctl run` for services):
       notify_master: /usr/local/bin/master.sh
       notify_backup: /usr/local/bin/backup.sh
       notify_fault: /usr/local/bin/fault.sh
+      garp_master_refresh: 0s     # while master, gratuitous ARPs again every this
+      garp_master_refresh_repeat: 1
+      track_script: [chk_web]     # or {name: chk_web, weight: -20}
+      track_interface: [eth1]     # or {name: eth1, weight: -20}; down = failed
+      track_service: [web]        # `lb-ctl run` only (here services count as healthy)
     - name: VI_6                  # IPv6: a second instance (one family per instance)
       interface: eth0
       virtual_router_id: 52
       virtual_addresses: [fd00:58::133]   # /128 by default; added nodad
       advert_interval: 200ms      # version 3 (the default for IPv6; 2 is an error)
       unicast_peers: []           # empty = multicast ff02::12; else the peers' link-local
-                                  # addresses (adverts come from the link-local address)")]
+                                  # addresses (adverts come from the link-local address)
+  vrrp_scripts:                   # keepalived's vrrp_script
+    - name: chk_web
+      script: \"curl -sf http://127.0.0.1/\"   # /bin/sh -c; exit 0 = success
+      interval: 1s
+      timeout: 1s                 # default: the interval; then killed
+      weight: 0                   # -254..254; 0: failure = fault; > 0: + while it
+                                  # succeeds; < 0: + (i.e. -) while it fails
+      rise: 1
+      fall: 1
+  vrrp_sync_groups:               # keepalived's vrrp_sync_group: they move together
+    - name: G1
+      instances: [VI_1, VI_6]
+
+SIGHUP reads FILE again and applies its VRRP part without a restart, as `lb-ctl run` does on
+a reload; a file with errors is refused and the running instances stay.")]
     Vrrp {
         /// The file with the `vrrp:` list.
         #[arg(short = 'f', long = "file", value_name = "FILE")]

@@ -20,6 +20,8 @@
 //!       retry_delay: 500ms        # delay_before_retry
 //!       rise: 1                   # consecutive successes before up
 //!       warmup: 0s                # the first check comes up to this late (spreads checks)
+//!       alpha: false              # keepalived's alpha: a new backend starts down and gets
+//!                                 # no traffic until its first good check (`rise` of them)
 //!     sorry_server: 192.168.58.140
 //!     inhibit_on_failure: false
 //!     quorum: 1
@@ -114,6 +116,9 @@ pub struct CheckConfig {
     pub rise: u32,
     /// The first check comes at most this late (a fixed spread per backend).
     pub warmup: Duration,
+    /// keepalived's `alpha`: a backend new to the daemon starts down, not up, until its
+    /// first good check(s).
+    pub alpha: bool,
 }
 
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
@@ -140,6 +145,7 @@ impl CheckConfig {
             retry_delay: DEFAULT_RETRY_DELAY,
             rise: DEFAULT_RISE,
             warmup: Duration::ZERO,
+            alpha: false,
         }
     }
 }
@@ -188,6 +194,7 @@ const CHECK_FIELDS: &[&str] = &[
     "retry_delay",
     "rise",
     "warmup",
+    "alpha",
 ];
 
 /// Keys only some types take, with the types.
@@ -380,6 +387,7 @@ fn build(
             "warmup" => report(d, s, check_duration(n, key, false)).map(|t| c.warmup = t),
             "retries" => report(d, s, u32_value(n, 1)).map(|v| c.retries = v),
             "rise" => report(d, s, u32_value(n, 1)).map(|v| c.rise = v),
+            "alpha" => report(d, s, boolean(n)).map(|v| c.alpha = v),
             _ => Some(()),
         };
         ok &= good.is_some();
@@ -656,6 +664,7 @@ mod tests {
             retry_delay: Duration::from_millis(100),
             rise: 2,
             warmup: Duration::from_secs(1),
+            alpha: false,
         };
         assert_eq!(h.check.as_ref(), Some(&want));
         assert_eq!(
@@ -890,6 +899,40 @@ mod tests {
             8,
             "services[0].backends[1].chek",
             "unknown field `chek`",
+        );
+    }
+
+    #[test]
+    fn alpha_at_service_and_backend_level() {
+        let c = ok("services:
+  - name: web
+    vip: 192.168.58.133
+    port: 80
+    check: {type: tcp, alpha: true}
+    backends:
+      - address: 192.168.58.135
+      - address: 192.168.58.136
+        check: {alpha: false}
+");
+        let h = &c.services[0].health;
+        assert!(h.check.as_ref().is_some_and(|c| c.alpha));
+        let own = h.check_for("192.168.58.136".parse().unwrap());
+        assert!(own.is_some_and(|c| !c.alpha && c.kind == CheckKind::Tcp));
+        assert!(!CheckConfig::new(CheckKind::Tcp).alpha, "off by default");
+        let e = errs(
+            "services:
+  - name: web
+    vip: 192.168.58.133
+    port: 80
+    check: {type: tcp, alpha: yes}
+    backends: []
+",
+        );
+        has(
+            &e,
+            5,
+            "services[0].check.alpha",
+            "expected `true` or `false`",
         );
     }
 }

@@ -44,6 +44,7 @@ mod sync;
 mod tree;
 mod vrrp;
 mod vrrp_addr;
+mod vrrp_track;
 
 #[cfg(test)]
 mod forward_tests;
@@ -70,6 +71,7 @@ pub use sync::{
     key_of_file,
 };
 pub use vrrp::{Version, VrrpConfig};
+pub use vrrp_track::{MAX_WEIGHT, SyncGroup, Track, VrrpScript};
 
 /// A whole service file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +82,10 @@ pub struct Config {
     pub vrrp: Vec<VrrpConfig>,
     /// Connection-state sync between directors (`sync:`); None without one.
     pub sync: Option<SyncConfig>,
+    /// `vrrp_scripts:` (keepalived's vrrp_script), in file order.
+    pub vrrp_scripts: Vec<VrrpScript>,
+    /// `vrrp_sync_groups:` (keepalived's vrrp_sync_group), in file order.
+    pub vrrp_sync_groups: Vec<SyncGroup>,
 }
 
 /// One entry of `services:`.

@@ -13,10 +13,17 @@ use super::shown::shown;
 use super::tree::{self, DuplicateKey, Node, Refusal, Value, join_index, join_key};
 use super::{
     BackendConfig, Config, ConfigError, DEFAULT_SCHEDULER, DEFAULT_TABLE_SIZE, Diagnostic,
-    Persistence, Protocol, Scheduler, ServiceConfig, check, vrrp,
+    Persistence, Protocol, Scheduler, ServiceConfig, check, vrrp, vrrp_track,
 };
 
-const FILE_FIELDS: &[&str] = &["services", "vrrp", "announce", "sync"];
+const FILE_FIELDS: &[&str] = &[
+    "services",
+    "vrrp",
+    "announce",
+    "vrrp_scripts",
+    "vrrp_sync_groups",
+    "sync",
+];
 const SERVICE_FIELDS: &[&str] = &[
     "name",
     "vip",
@@ -132,6 +139,8 @@ fn check_file(root: Option<&Node>, d: &mut Diags) -> Option<Config> {
     };
     let top = Fields::new(entries, "", root.line, FILE_FIELDS, d);
     let vrrp = vrrp::check_vrrp(top.optional("vrrp"), d);
+    let vrrp_scripts = vrrp_track::scripts(&top, d);
+    let vrrp_sync_groups = vrrp_track::groups(&top, d);
     let announce = announce::read(&top, d);
     let sync = super::sync::read(&top, d);
     let services = match top.get("services") {
@@ -179,11 +188,23 @@ fn check_file(root: Option<&Node>, d: &mut Diags) -> Option<Config> {
             None => complete = false,
         }
     }
-    let vrrp = vrrp?;
+    let (vrrp, vrrp_scripts, vrrp_sync_groups) = (vrrp?, vrrp_scripts?, vrrp_sync_groups?);
     let sync = sync?;
-    complete.then_some(Config {
+    let names: Vec<String> = out.iter().map(|s| s.name.clone()).collect();
+    // With a service missing (invalid, reported), its name cannot be told unknown.
+    let services_known = complete;
+    let tracked_ok = vrrp_track::cross_check(
+        &vrrp,
+        &vrrp_scripts,
+        &vrrp_sync_groups,
+        services_known.then_some(names.as_slice()),
+        d,
+    );
+    (complete && tracked_ok).then_some(Config {
         services: out,
         vrrp,
+        vrrp_scripts,
+        vrrp_sync_groups,
         sync,
     })
 }

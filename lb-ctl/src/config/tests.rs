@@ -207,6 +207,8 @@ services:
             ],
             vrrp: vec![],
             sync: None,
+            vrrp_scripts: vec![],
+            vrrp_sync_groups: vec![],
         }
     );
 }
@@ -248,6 +250,8 @@ fn no_services_is_valid_when_said_so() {
             services: vec![],
             vrrp: vec![],
             sync: None,
+            vrrp_scripts: vec![],
+            vrrp_sync_groups: vec![],
         }
     );
 }

@@ -20,7 +20,18 @@
 //!     notify_master: /usr/local/bin/master.sh   # run by /bin/sh -c on entering the state
 //!     notify_backup: /usr/local/bin/backup.sh
 //!     notify_fault: /usr/local/bin/fault.sh
+//!     garp_master_refresh: 0s         # while master, announce again every this; 0s = off
+//!     garp_master_refresh_repeat: 1   # announcements per address at each refresh
+//!     track_script: [chk_web]         # vrrp_track.rs: scripts, interfaces, services
+//!     track_interface: [eth1]         # tracked; weight 0 = fault, else priority +-
+//!     track_service: [web]
 //! ```
+//!
+//! With `vrrp_scripts:` and `vrrp_sync_groups:` at the top level (`vrrp_track.rs`). On a
+//! reload the daemon applies a changed list without restarting: an unchanged instance keeps
+//! its state; a changed priority, interval, address list, tracking or hook takes effect in
+//! place; a changed interface, virtual router id, version, password, peers or sync group
+//! restarts that instance (a master hands over first); removed instances stop, new ones start.
 //!
 //! An instance is IPv4 or IPv6 (RFC 5798), by its virtual addresses: mixing families, an
 //! IPv6 instance with `version: 2`, or a unicast peer of the other family is an error.
@@ -33,6 +44,7 @@ use std::time::Duration;
 use super::fields::{Diags, Field, Fields, boolean, duration, integer, name, string};
 use super::tree::join_key;
 use super::vrrp_addr;
+use super::vrrp_track::{self, Track};
 
 /// One entry of `vrrp:`, every default filled in.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +69,16 @@ pub struct VrrpConfig {
     pub notify_master: Option<String>,
     pub notify_backup: Option<String>,
     pub notify_fault: Option<String>,
+    /// While master, gratuitous ARPs (unsolicited NAs) again every this; zero = off.
+    pub garp_master_refresh: Duration,
+    /// How many per address at each refresh (at least 1).
+    pub garp_master_refresh_repeat: u32,
+    /// Scripts of `vrrp_scripts:` whose result moves the priority or faults the instance.
+    pub track_script: Vec<Track>,
+    /// Interfaces whose state (up, with carrier) does the same.
+    pub track_interface: Vec<Track>,
+    /// Services of the file: one with no healthy backend counts as failed.
+    pub track_service: Vec<Track>,
     /// 1-based line of the entry.
     pub line: usize,
 }
@@ -85,6 +107,11 @@ const FIELDS: &[&str] = &[
     "notify_master",
     "notify_backup",
     "notify_fault",
+    "garp_master_refresh",
+    "garp_master_refresh_repeat",
+    "track_script",
+    "track_interface",
+    "track_service",
 ];
 
 /// The VRRP version of an instance (`version: 2 | 3`): RFC 3768 or RFC 5798.
@@ -303,6 +330,13 @@ fn check_instance(f: &Fields, d: &mut Diags) -> Option<VrrpConfig> {
     let notify_master = hook("notify_master");
     let notify_backup = hook("notify_backup");
     let notify_fault = hook("notify_fault");
+    let garp_master_refresh = f.or("garp_master_refresh", Duration::ZERO, d, duration);
+    let garp_master_refresh_repeat = f.or("garp_master_refresh_repeat", 1, d, |n| {
+        integer(n, 1, MAX_GARP_COUNT).map(|v| v as u32)
+    });
+    let track_script = vrrp_track::tracks(f, "track_script", d);
+    let track_interface = vrrp_track::tracks(f, "track_interface", d);
+    let track_service = vrrp_track::tracks(f, "track_service", d);
 
     Some(VrrpConfig {
         name: name?,
@@ -321,6 +355,11 @@ fn check_instance(f: &Fields, d: &mut Diags) -> Option<VrrpConfig> {
         notify_master: notify_master?,
         notify_backup: notify_backup?,
         notify_fault: notify_fault?,
+        garp_master_refresh: garp_master_refresh?,
+        garp_master_refresh_repeat: garp_master_refresh_repeat?,
+        track_script: track_script?,
+        track_interface: track_interface?,
+        track_service: track_service?,
         line: f.line,
     })
 }
@@ -458,6 +497,11 @@ vrrp:
                 notify_master: Some("/usr/local/bin/master.sh".into()),
                 notify_backup: Some("/usr/local/bin/backup.sh".into()),
                 notify_fault: Some("/usr/local/bin/fault.sh".into()),
+                garp_master_refresh: Duration::ZERO,
+                garp_master_refresh_repeat: 1,
+                track_script: vec![],
+                track_interface: vec![],
+                track_service: vec![],
                 line: 3,
             }]
         );

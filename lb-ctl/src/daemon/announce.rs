@@ -70,6 +70,24 @@ fn unhealthy(
     }
 }
 
+/// Whether each service of `config` has a backend up with a weight above 0 (the sorry
+/// server not counted), by name: what `track_service` of VRRP follows.
+pub(super) fn healthy(config: &Config, down: &Held) -> std::collections::BTreeMap<String, bool> {
+    (config.services.iter())
+        .map(|s| {
+            let up = unhealthy(s, WithdrawWhen::NoBackend, down, &HashMap::new()).is_none();
+            (s.name.clone(), up)
+        })
+        .collect()
+}
+
+impl Daemon {
+    /// [`healthy`] for the running config and health.
+    pub(super) fn service_health(&self) -> std::collections::BTreeMap<String, bool> {
+        healthy(&self.config, &self.health_down)
+    }
+}
+
 /// The routes `config` wants with this health, and each announcing service's reason to
 /// withdraw (None: healthy enough), in file order.
 pub(super) fn wanted(

@@ -95,6 +95,10 @@ impl Daemon {
                 }
             }
         }
+        // Backends checked before this sync (for `alpha`: a new one starts down).
+        let known: HashSet<Key> = (self.probes.values())
+            .flat_map(|p| p.backends.iter().cloned())
+            .collect();
         // Stop what is gone.
         self.probes.retain(|id, p| {
             let keep = wanted.contains_key(id);
@@ -115,8 +119,12 @@ impl Daemon {
                 p.backends = backends;
                 continue;
             }
-            // New: down if every backend it serves was down before.
-            let initial = if backends.iter().all(|k| self.health_down.contains_key(k)) {
+            // New: down if every backend it serves was down before; with `alpha`, also a
+            // backend never checked before (down until its first good check).
+            let was_down = |k: &Key| {
+                self.health_down.contains_key(k) || (id.check.alpha && !known.contains(k))
+            };
+            let initial = if backends.iter().all(was_down) {
                 State::Down
             } else {
                 State::Up
@@ -124,7 +132,13 @@ impl Daemon {
             let reason = backends
                 .first()
                 .and_then(|k| self.health_down.get(k).cloned())
-                .unwrap_or_default();
+                .unwrap_or_else(|| {
+                    if id.check.alpha {
+                        "alpha: no good check yet".to_string()
+                    } else {
+                        String::new()
+                    }
+                });
             for k in &backends {
                 hold(&mut self.health_down, k, initial, &reason);
             }

@@ -249,8 +249,9 @@ async fn main_loop(opts: Options) -> Result<()> {
     datapath_log.follow(&d.maps);
     d.resolve();
     d.reset_quorum();
-    d.apply("start");
+    // Probes first: backends with `alpha` start down, so the first apply leaves them out.
     d.sync_probes();
+    d.apply("start");
     info!(
         file = %d.opts.file.display(),
         services = d.config.services.len(),
@@ -259,11 +260,12 @@ async fn main_loop(opts: Options) -> Result<()> {
         "running"
     );
     // VRRP (the `vrrp:` list): a task per instance; the master holds the virtual addresses.
-    let vrrp = crate::vrrp::instances::Instances::start(
-        &d.config.vrrp,
+    let mut vrrp = crate::vrrp::instances::Instances::start(
+        &d.config,
         &d.hooks,
         crate::maps::lock::vrrp_reports_dir(dir),
     );
+    vrrp.set_services(d.service_health());
     // Connection-state sync (`sync:`): a key file that cannot be read stops the start.
     if let Some(cfg) = d.config.sync.clone() {
         let key = sync::key_of(&cfg, &file)?;
@@ -311,6 +313,7 @@ async fn main_loop(opts: Options) -> Result<()> {
             _ = sleep_until_opt(flush_at) => {
                 flush_at = None;
                 d.settle_transitions();
+                vrrp.set_services(d.service_health());
                 last_flush = Instant::now();
             }
             _ = summary_tick.tick() => d.summary(),
@@ -331,12 +334,18 @@ async fn main_loop(opts: Options) -> Result<()> {
             _ = hup.recv() => {
                 info!("SIGHUP: reloading");
                 let text = d.watch.read_now();
-                d.reload(text);
+                if d.reload(text) {
+                    vrrp.update(&d.config);
+                    vrrp.set_services(d.service_health());
+                }
             }
             _ = poll.tick() => {
                 if let Some(r) = d.watch.poll(Instant::now().into_std()) {
                     info!(file = %d.opts.file.display(), cause = r.cause, "the file changed: reloading");
-                    d.reload(r.text);
+                    if d.reload(r.text) {
+                        vrrp.update(&d.config);
+                        vrrp.set_services(d.service_health());
+                    }
                 }
             }
             Some(ev) = neigh_rx.recv() => {

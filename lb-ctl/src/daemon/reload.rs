@@ -4,14 +4,15 @@
 //! quorum states and the MACs follow before the one apply.
 
 use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use super::{Daemon, RESOLVE_MIN};
 use crate::config;
 
 impl Daemon {
-    /// Parses the file's `text` again; a valid one replaces the running config.
-    pub(super) fn reload(&mut self, text: Result<String, config::ConfigError>) {
+    /// Parses the file's `text` again; a valid one replaces the running config. Returns
+    /// whether it did (then the caller hands the VRRP instances the new config).
+    pub(super) fn reload(&mut self, text: Result<String, config::ConfigError>) -> bool {
         let file = self.opts.file.display().to_string();
         let config = text.and_then(|text| config::parse(&text, &file));
         let config = match config {
@@ -19,7 +20,7 @@ impl Daemon {
                 Ok(()) => c,
                 Err(e) => {
                     error!(file = %file, errors = %format!("{e:#}").replace('\n', "; "), "reload refused; the running config stays");
-                    return;
+                    return false;
                 }
             },
             Err(e) => {
@@ -30,15 +31,18 @@ impl Daemon {
                     errors = %diagnostics.join("; "),
                     "reload refused: the file is not valid; the running config stays"
                 );
-                return;
+                return false;
             }
         };
         if config == self.config {
             info!("reload: no changes");
-            return;
+            return false;
         }
-        if config.vrrp != self.config.vrrp {
-            warn!("reload: changes to `vrrp:` take effect at the next start of the daemon");
+        if config.vrrp != self.config.vrrp
+            || config.vrrp_scripts != self.config.vrrp_scripts
+            || config.vrrp_sync_groups != self.config.vrrp_sync_groups
+        {
+            info!("reload: `vrrp:` changed; applied without a restart");
         }
         let sync_changed = config.sync != self.config.sync;
         self.config = config;
@@ -57,5 +61,6 @@ impl Daemon {
             probes = self.probes.len(),
             "reloaded"
         );
+        true
     }
 }

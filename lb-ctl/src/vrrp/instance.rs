@@ -8,9 +8,15 @@
 //!   also its primary address (the tie-break between equal priorities).
 //! - Master: the virtual addresses are added with rtnetlink ([`crate::net::addr`]; IPv6 ones
 //!   `nodad`) and announced ([`super::announce`]: gratuitous ARP, or unsolicited neighbour
-//!   advertisements for IPv6), `garp_count` per address, `garp_delay` apart. Leaving master
-//!   removes them.
-//! - The interface's state ([`crate::net::carrier`]) is polled: losing the carrier is a fault.
+//!   advertisements for IPv6), `garp_count` per address, `garp_delay` apart, then again
+//!   `garp_master_refresh_repeat` per address every `garp_master_refresh` while master.
+//!   Leaving master removes them.
+//! - Faults: the interface's state ([`crate::net::carrier`]) and tracked interfaces are
+//!   polled; tracked scripts and services come in as [`Results`] ([`super::track`]). A
+//!   failure of weight 0 is a fault; other weights move the priority ([`Event::Params`]).
+//! - A member of a sync group ([`super::group`]) moves with it.
+//! - A reload hands in a new [`Setup`]: priority, interval, addresses, tracking and hooks
+//!   change in place, the state stays.
 //! - Transitions are logged and run `notify_master` / `notify_backup` / `notify_fault`
 //!   (`/bin/sh -c`, with `LB_VRRP_INSTANCE`, `LB_VRRP_STATE`, `LB_VRRP_REASON` set), tracked
 //!   by the caller's [`Hooks`] (a timeout each; killed, process group and all, on stop).
@@ -23,15 +29,22 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use socket2::Socket;
-use tokio::{io::unix::AsyncFd, sync::watch, task::JoinHandle, time::Instant};
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{broadcast, watch},
+    task::JoinHandle,
+    time::Instant,
+};
 use tracing::{debug, error, info, warn};
 
 use super::{
     announce,
+    group::{Group, Member, Msg},
     packet::{self, Advert, Expect, IpInfo, PacketError, Version},
     socket,
     state::{Action, Event, Machine, Params, State},
     status::Status,
+    track::{Results, Tracking, evaluate},
 };
 use crate::{
     config::VrrpConfig,
@@ -44,35 +57,69 @@ const LINK_POLL: Duration = Duration::from_millis(100);
 /// Invalid packets of one kind logged at warn level before the rest go to debug.
 const WARN_FIRST: u64 = 10;
 
-/// A running instance: its task and its status.
+/// What an instance runs with; a reload may hand in another.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Setup {
+    pub cfg: VrrpConfig,
+    pub tracking: Tracking,
+}
+
+/// A running instance: its task, its status, and how to reconfigure and stop it.
 pub struct Handle {
     pub name: String,
     pub status: Arc<Status>,
     pub task: JoinHandle<()>,
+    pub setup: watch::Sender<Setup>,
+    pub stop: watch::Sender<bool>,
 }
 
-/// Starts `cfg` as a task; it runs until `stop` turns true (then hands over with priority 0
-/// if master) or fails to start (logged). Its notify hooks run in `hooks`.
-pub fn spawn(cfg: VrrpConfig, stop: watch::Receiver<bool>, hooks: Hooks) -> Handle {
-    let status = Arc::new(Status {
-        virtual_addresses: (cfg.virtual_addresses.iter())
-            .map(|(a, len)| format!("{a}/{len}"))
-            .collect(),
-        ..Status::default()
-    });
-    let name = cfg.name.clone();
+/// Starts `setup` as a task; it runs until its `stop` turns true (then hands over with
+/// priority 0 if master) or fails to start (logged). It follows `results` (tracked scripts
+/// and services) and `group`; its notify hooks run in `hooks`.
+pub fn spawn(
+    setup: Setup,
+    group: Option<Arc<Group>>,
+    results: watch::Receiver<Results>,
+    hooks: Hooks,
+) -> Handle {
+    let status = Arc::new(Status::default());
+    status.set_addresses(&setup.cfg.virtual_addresses);
+    let name = setup.cfg.name.clone();
+    let (setup_tx, setup_rx) = watch::channel(setup);
+    let (stop_tx, stop) = watch::channel(false);
     let st = status.clone();
+    let inputs = Inputs {
+        setup: setup_rx,
+        stop,
+        group,
+        results,
+    };
+    let task_name = name.clone();
     let task = tokio::spawn(async move {
-        let name = cfg.name.clone();
-        if let Err(e) = run(cfg, stop, st, hooks).await {
-            error!(instance = %name, error = %format!("{e:#}"), "VRRP instance stopped");
+        if let Err(e) = run(inputs, st, hooks).await {
+            error!(instance = %task_name, error = %format!("{e:#}"), "VRRP instance stopped");
         }
     });
-    Handle { name, status, task }
+    Handle {
+        name,
+        status,
+        task,
+        setup: setup_tx,
+        stop: stop_tx,
+    }
+}
+
+/// What an instance listens to besides the wire.
+struct Inputs {
+    setup: watch::Receiver<Setup>,
+    stop: watch::Receiver<bool>,
+    group: Option<Arc<Group>>,
+    results: watch::Receiver<Results>,
 }
 
 struct Instance {
     cfg: VrrpConfig,
+    tracking: Tracking,
     ifindex: u32,
     mac: [u8; 6],
     /// IPv4, or the interface's IPv6 link-local address.
@@ -83,16 +130,27 @@ struct Instance {
     expect: Expect,
     status: Arc<Status>,
     garps: Option<JoinHandle<()>>,
+    /// While master with `garp_master_refresh`: when the next refresh is due.
+    refresh_at: Option<Instant>,
     hooks: Hooks,
+    group: Option<Arc<Group>>,
+    results: watch::Receiver<Results>,
+    link_up: bool,
+    /// The instance's own fault (its link, a tracked thing of weight 0), not its group's.
+    own_fault: Option<String>,
+}
+
+fn expect_of(cfg: &VrrpConfig) -> Expect {
+    Expect {
+        version: cfg.version,
+        auth: cfg.auth_pass.as_deref().map(packet::auth_data),
+        interval: cfg.advert_interval.as_secs() as u16,
+    }
 }
 
 /// Runs one instance until `stop`.
-pub async fn run(
-    cfg: VrrpConfig,
-    mut stop: watch::Receiver<bool>,
-    status: Arc<Status>,
-    hooks: Hooks,
-) -> Result<()> {
+async fn run(mut inputs: Inputs, status: Arc<Status>, hooks: Hooks) -> Result<()> {
+    let Setup { cfg, tracking } = inputs.setup.borrow_and_update().clone();
     let ifindex = link::ifindex(&cfg.interface)?;
     let mac = link::mac(ifindex)?;
     let vips: Vec<IpAddr> = cfg.virtual_addresses.iter().map(|(a, _)| *a).collect();
@@ -112,19 +170,7 @@ pub async fn run(
     let recv = recv.with_context(|| format!("opening the VRRP receive socket on {iface}"))?;
     let send = send.with_context(|| format!("opening the VRRP send socket on {iface}"))?;
     let frames = Arc::new(socket::Frames::open(ifindex)?);
-    let expect = Expect {
-        version: cfg.version,
-        auth: cfg.auth_pass.as_deref().map(packet::auth_data),
-        interval: cfg.advert_interval.as_secs() as u16,
-    };
-    let params = Params {
-        priority: cfg.priority,
-        interval: cfg.advert_interval,
-        preempt: cfg.preempt,
-        preempt_delay: cfg.preempt_delay,
-        primary,
-        learn_interval: cfg.version == Version::V3,
-    };
+    let mut group_rx = inputs.group.as_ref().map(|g| g.subscribe());
     let mut inst = Instance {
         ifindex,
         mac,
@@ -136,10 +182,16 @@ pub async fn run(
             .map_err(|e| anyhow::anyhow!("registering the VRRP socket: {e}"))?,
         send,
         frames,
-        expect,
+        expect: expect_of(&cfg),
         status,
         garps: None,
+        refresh_at: None,
         hooks,
+        group: inputs.group.clone(),
+        results: inputs.results.clone(),
+        link_up: false,
+        own_fault: None,
+        tracking,
         cfg,
     };
     info!(
@@ -149,45 +201,47 @@ pub async fn run(
         priority = inst.cfg.priority,
         version = %inst.cfg.version,
         primary = %primary,
+        group = %inst.group.as_ref().map_or("-", |g| g.name.as_str()),
         "VRRP instance starting"
     );
-    let mut m = Machine::new(params);
-    let mut link_up = link_is_up(&inst.cfg.interface);
-    if link_up {
-        let actions = m.handle(now(), Event::Startup);
-        inst.execute(&m, actions).await;
-    } else {
-        warn!(instance = %inst.cfg.name, "interface is down at start: fault");
-        inst.status.set_state(State::Fault);
-        // From Initialize, a link-up later is a startup.
-    }
+    let mut m = Machine::new(inst.params(inst.cfg.priority));
+    inst.link_up = link_is_up(&inst.cfg.interface);
+    inst.reassess(&mut m).await;
     let mut poll = tokio::time::interval(LINK_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; 4096];
     loop {
         let deadline = m.deadline().map(Instant::from_std);
         tokio::select! {
-            _ = stop.changed() => {
-                let actions = m.handle(now(), Event::Shutdown);
-                inst.execute(&m, actions).await;
+            _ = inputs.stop.changed() => {
+                inst.step(&mut m, Event::Shutdown, true).await;
                 break;
             }
-            _ = sleep_until(deadline) => {
-                let actions = m.handle(now(), Event::Timer);
-                inst.execute(&m, actions).await;
-            }
+            _ = sleep_until(deadline) => inst.step(&mut m, Event::Timer, false).await,
+            _ = sleep_until(inst.refresh_at) => inst.refresh_garps(),
             _ = poll.tick() => {
                 let up = link_is_up(&inst.cfg.interface);
-                if up != link_up {
-                    link_up = up;
-                    let event = match (up, m.state()) {
-                        (true, State::Initialize) => Event::Startup,
-                        (true, _) => Event::LinkUp,
-                        (false, _) => Event::LinkDown,
-                    };
+                if up != inst.link_up {
                     info!(instance = %inst.cfg.name, up, "interface state changed");
-                    let actions = m.handle(now(), event);
-                    inst.execute(&m, actions).await;
+                    inst.link_up = up;
+                }
+                inst.reassess(&mut m).await;
+            }
+            _ = changed(&mut inputs.results) => inst.reassess(&mut m).await,
+            _ = changed(&mut inputs.setup) => {
+                let setup = inputs.setup.borrow_and_update().clone();
+                inst.reconfigure(&mut m, setup).await;
+            }
+            msg = group_msg(&mut group_rx) => {
+                let me = inst.cfg.name.clone();
+                match msg {
+                    Ok(Msg::Master { from }) if from != me => {
+                        inst.step(&mut m, Event::GroupMaster, true).await
+                    }
+                    Ok(Msg::Backup { from }) if from != me => {
+                        inst.step(&mut m, Event::GroupBackup, true).await
+                    }
+                    _ => inst.reassess(&mut m).await,
                 }
             }
             ready = inst.recv.readable() => {
@@ -214,8 +268,7 @@ pub async fn run(
                 }
                 drop(guard);
                 for event in events {
-                    let actions = m.handle(now(), event);
-                    inst.execute(&m, actions).await;
+                    inst.step(&mut m, event, false).await;
                 }
             }
         }
@@ -225,6 +278,23 @@ pub async fn run(
     }
     info!(instance = %inst.cfg.name, status = %inst.status.summary(), "VRRP instance stopped");
     Ok(())
+}
+
+/// A change of `rx`; never, once its sender is gone.
+async fn changed<T>(rx: &mut watch::Receiver<T>) {
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The next message of the group; never without one.
+async fn group_msg(
+    rx: &mut Option<broadcast::Receiver<Msg>>,
+) -> Result<Msg, broadcast::error::RecvError> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn now() -> std::time::Instant {
@@ -362,8 +432,10 @@ impl Instance {
                 Action::Transition { from, to, reason } => {
                     self.status.set_state(to);
                     self.status.set_master(m.master());
+                    self.refresh_at = None;
                     if to == State::Master {
                         self.status.became_master.fetch_add(1, Ordering::Relaxed);
+                        self.refresh_at = self.first_refresh();
                     }
                     info!(
                         instance = %self.cfg.name,
@@ -412,8 +484,12 @@ impl Instance {
     }
 
     async fn addresses(&self, add: bool) {
+        self.change_addresses(self.cfg.virtual_addresses.clone(), add)
+            .await;
+    }
+
+    async fn change_addresses(&self, list: Vec<(IpAddr, u8)>, add: bool) {
         let ifindex = self.ifindex;
-        let list = self.cfg.virtual_addresses.clone();
         let name = self.cfg.name.clone();
         let result = blocking(move || {
             let mut changed = Vec::new();
@@ -502,5 +578,156 @@ impl Instance {
             Err(e) => warn!(instance = %name, command = %command, error = %e, "notify hook failed"),
         });
         self.hooks.spawn(cmd, env, done);
+    }
+}
+
+impl Instance {
+    /// The machine's parameters with `priority` (the configured one moved by tracking).
+    fn params(&self, priority: u8) -> Params {
+        Params {
+            priority,
+            interval: self.cfg.advert_interval,
+            preempt: self.cfg.preempt,
+            preempt_delay: self.cfg.preempt_delay,
+            primary: self.primary,
+            learn_interval: self.cfg.version == Version::V3,
+            grouped: self.group.is_some(),
+        }
+    }
+
+    /// Feeds `event` to the machine and carries out what it says; then tells the group
+    /// (unless the group caused it) and joins the group's move to master when this was the
+    /// last member waiting for it.
+    async fn step(&mut self, m: &mut Machine, event: Event, by_group: bool) {
+        let before = m.state();
+        let actions = m.handle(now(), event);
+        self.execute(m, actions).await;
+        let Some(g) = self.group.clone() else {
+            return;
+        };
+        let me = self.cfg.name.clone();
+        if !by_group {
+            match (before, m.state()) {
+                (b, State::Master) if b != State::Master => {
+                    g.send(Msg::Master { from: me.clone() })
+                }
+                (State::Master, State::Backup) => g.send(Msg::Backup { from: me.clone() }),
+                _ => {}
+            }
+        }
+        self.publish(m);
+        if m.wants_master() && g.others_ready(&me) {
+            info!(instance = %me, group = %g.name, "every member of the sync group is ready: master");
+            g.send(Msg::Master { from: me });
+            let actions = m.handle(now(), Event::GroupMaster);
+            self.execute(m, actions).await;
+            self.publish(m);
+        }
+    }
+
+    /// Shows the group this member's state; a change of its own fault is sent to all.
+    fn publish(&self, m: &Machine) {
+        let Some(g) = &self.group else {
+            return;
+        };
+        let member = Member {
+            state: m.state(),
+            wants_master: m.wants_master(),
+            fault: self.own_fault.is_some(),
+        };
+        let was = g.update(&self.cfg.name, member);
+        if was.map(|w| w.fault) != Some(member.fault) {
+            g.send(Msg::Faults);
+        }
+    }
+
+    /// Looks at everything that makes a fault or moves the priority (the link, tracked
+    /// scripts, interfaces and services, the group) and tells the machine what changed.
+    async fn reassess(&mut self, m: &mut Machine) {
+        let results = self.results.borrow().clone();
+        let (tracked_fault, priority) = if self.tracking.is_empty() {
+            (None, self.cfg.priority)
+        } else {
+            evaluate(self.cfg.priority, &self.tracking, &results, link_is_up)
+        };
+        let own = if self.link_up {
+            tracked_fault
+        } else {
+            Some("interface down".to_string())
+        };
+        let own_changed = own != self.own_fault;
+        self.own_fault = own;
+        let group_fault = self.group.as_ref().and_then(|g| {
+            g.fault_of_others(&self.cfg.name)
+                .map(|other| format!("sync group {}: {other} is in fault", g.name))
+        });
+        let fault = self.own_fault.clone().or(group_fault);
+        let params = self.params(priority);
+        if params != *m.params() {
+            if params.priority != m.params().priority {
+                info!(instance = %self.cfg.name, from = m.params().priority, to = params.priority, "VRRP priority changed");
+            }
+            self.step(m, Event::Params(params), false).await;
+        }
+        match (fault, m.state()) {
+            (Some(why), State::Initialize) if self.status.state() != Some(State::Fault) => {
+                warn!(instance = %self.cfg.name, reason = %why, "fault at start");
+                self.status.set_state(State::Fault);
+                self.notify(State::Fault, &why);
+            }
+            (Some(why), State::Backup | State::Master) => {
+                self.step(m, Event::Fault(why), false).await
+            }
+            (None, State::Initialize) => self.step(m, Event::Startup, false).await,
+            (None, State::Fault) => self.step(m, Event::FaultCleared, false).await,
+            _ => {}
+        }
+        if own_changed {
+            self.publish(m);
+        }
+    }
+
+    /// Takes a reloaded setup in place: the machine keeps its state.
+    async fn reconfigure(&mut self, m: &mut Machine, setup: Setup) {
+        let old = std::mem::replace(&mut self.cfg, setup.cfg);
+        self.tracking = setup.tracking;
+        self.expect = expect_of(&self.cfg);
+        if old.virtual_addresses != self.cfg.virtual_addresses {
+            self.status.set_addresses(&self.cfg.virtual_addresses);
+            if m.state() == State::Master {
+                let gone: Vec<(IpAddr, u8)> = (old.virtual_addresses.iter())
+                    .filter(|a| !self.cfg.virtual_addresses.contains(a))
+                    .copied()
+                    .collect();
+                self.change_addresses(gone, false).await;
+                self.addresses(true).await;
+                self.start_garps();
+            }
+        }
+        if m.state() == State::Master && old.garp_master_refresh != self.cfg.garp_master_refresh {
+            self.refresh_at = self.first_refresh();
+        }
+        info!(instance = %self.cfg.name, "VRRP instance reconfigured (reload)");
+        self.reassess(m).await;
+    }
+
+    /// When the first refresh is due after becoming master.
+    fn first_refresh(&self) -> Option<Instant> {
+        let every = self.cfg.garp_master_refresh;
+        (!every.is_zero()).then(|| Instant::now() + every)
+    }
+
+    /// `garp_master_refresh_repeat` announcements per address, now; the next one is due a
+    /// refresh period later.
+    fn refresh_garps(&mut self) {
+        self.refresh_at = self.first_refresh();
+        for (a, _) in &self.cfg.virtual_addresses {
+            let frame = announce::frame(self.mac, *a);
+            for _ in 0..self.cfg.garp_master_refresh_repeat {
+                if let Err(e) = self.frames.send(&frame) {
+                    debug!(instance = %self.cfg.name, error = %e, "sending a refresh gratuitous ARP / neighbour advert");
+                }
+            }
+        }
     }
 }

@@ -13,7 +13,14 @@
 //!   once. A higher priority, or an equal one from a higher primary address -> Backup.
 //!   Lower -> ignored (we stay master and our own adverts make the other one back off).
 //! - Shutdown: a master sends priority 0 and removes its addresses.
-//! - The interface going down (Fault) removes the addresses; coming back starts over.
+//! - A fault (the interface down, a tracked script, interface or service failing with weight
+//!   0, a member of the sync group in fault) removes the addresses; its end starts over.
+//! - New [`Params`] (a reload, or a tracked weight moving the priority) take effect at once:
+//!   a master advertises the new priority right away.
+//! - In a sync group (`Params::grouped`), a backup whose timer runs out only *wants* to be
+//!   master ([`Machine::wants_master`]); the group makes it master ([`Event::GroupMaster`])
+//!   when every member wants it or is master, and a member leaving master for backup takes
+//!   the others along ([`Event::GroupBackup`]).
 
 use std::{
     fmt,
@@ -37,6 +44,8 @@ pub struct Params {
     pub primary: IpAddr,
     /// v3: a backup takes the master's interval (Master_Adver_Interval) from its adverts.
     pub learn_interval: bool,
+    /// A member of a sync group: its own timer makes it want master, the group decides.
+    pub grouped: bool,
 }
 
 /// A state of RFC 5798 6.4, and Fault (keepalived's: the interface is down).
@@ -81,10 +90,16 @@ pub enum Event {
     },
     /// A timer may have run out (call when `now >= deadline()`; early calls do nothing).
     Timer,
-    /// The interface lost its carrier or was set down.
-    LinkDown,
-    /// The interface is up again.
-    LinkUp,
+    /// A fault began (the interface lost its carrier, a tracked thing failed, ...).
+    Fault(String),
+    /// Every fault is over.
+    FaultCleared,
+    /// New parameters (a reload, or a tracked weight changed the priority).
+    Params(Params),
+    /// The sync group goes master: a backup becomes master now.
+    GroupMaster,
+    /// A member of the sync group left master for backup: a master follows.
+    GroupBackup,
 }
 
 /// What the caller must do, in order.
@@ -119,6 +134,8 @@ pub struct Machine {
     preempt_after: Option<Instant>,
     /// The address of the master as last seen (ourselves when master).
     master: Option<IpAddr>,
+    /// Grouped backup whose master down timer ran out: waits for the group.
+    wants_master: bool,
 }
 
 impl Machine {
@@ -131,7 +148,13 @@ impl Machine {
             master_down_timer: None,
             preempt_after: None,
             master: None,
+            wants_master: false,
         }
+    }
+
+    /// A grouped backup that would be master on its own (its master down timer ran out).
+    pub fn wants_master(&self) -> bool {
+        self.state == State::Backup && self.wants_master
     }
 
     pub fn state(&self) -> State {
@@ -169,7 +192,8 @@ impl Machine {
     pub fn handle(&mut self, now: Instant, event: Event) -> Vec<Action> {
         let mut out = Vec::new();
         match (self.state, event) {
-            (State::Initialize, Event::Startup) | (State::Fault, Event::LinkUp) => {
+            (_, Event::Params(p)) => self.set_params(now, p, &mut out),
+            (State::Initialize, Event::Startup) | (State::Fault, Event::FaultCleared) => {
                 if self.p.priority == 255 {
                     self.become_master(now, "address owner (priority 255)", &mut out);
                 } else {
@@ -177,14 +201,30 @@ impl Machine {
                 }
             }
             (State::Initialize | State::Fault, _) => {}
-            (_, Event::LinkDown) => {
+            (_, Event::Fault(reason)) => {
                 if self.state == State::Master {
+                    // As keepalived: the backup takes over after its skew time, not after
+                    // the master down interval (a down link just refuses to send it).
+                    out.push(Action::SendAdvert { priority: 0 });
                     out.push(Action::RemoveAddresses);
                 }
                 self.stop_timers();
-                self.transition(State::Fault, "interface down", &mut out);
+                self.wants_master = false;
+                self.transition(State::Fault, &reason, &mut out);
                 self.master = None;
             }
+            (State::Backup, Event::GroupMaster) => {
+                self.become_master(now, "sync group", &mut out);
+            }
+            (State::Master, Event::GroupBackup) => {
+                self.adver_timer = None;
+                out.push(Action::RemoveAddresses);
+                self.master_down_timer = Some(now + self.master_down_interval());
+                self.preempt_after = Some(now + self.p.preempt_delay);
+                self.master = None;
+                self.transition(State::Backup, "sync group", &mut out);
+            }
+            (_, Event::GroupMaster | Event::GroupBackup) => {}
             (State::Master, Event::Shutdown) => {
                 self.stop_timers();
                 out.push(Action::SendAdvert { priority: 0 });
@@ -197,7 +237,10 @@ impl Machine {
                 self.transition(State::Initialize, "shutdown", &mut out);
             }
             (State::Backup, Event::Timer) => {
-                if self.master_down_timer.is_some_and(|t| now >= t) {
+                if self.master_down_timer.is_some_and(|t| now >= t) && self.p.grouped {
+                    self.master_down_timer = None;
+                    self.wants_master = true;
+                } else if self.master_down_timer.is_some_and(|t| now >= t) {
                     self.become_master(
                         now,
                         "no advertisement within the master down interval",
@@ -234,6 +277,7 @@ impl Machine {
                         self.master_adver_interval = interval;
                     }
                     self.master = Some(src);
+                    self.wants_master = false;
                     self.master_down_timer = Some(now + self.master_down_interval());
                 }
             }
@@ -266,9 +310,42 @@ impl Machine {
                     self.master = Some(src);
                 }
             }
-            (State::Master | State::Backup, Event::Startup | Event::LinkUp) => {}
+            (State::Master | State::Backup, Event::Startup | Event::FaultCleared) => {}
         }
         out
+    }
+
+    /// Takes `p`: a master advertises a changed priority or interval at once; a backup's
+    /// master down timer is computed again from now.
+    fn set_params(&mut self, now: Instant, p: Params, out: &mut Vec<Action>) {
+        if p == self.p {
+            return;
+        }
+        let interval_changed = p.interval != self.p.interval;
+        self.p = p;
+        match self.state {
+            State::Master => {
+                self.master_adver_interval = self.p.interval;
+                out.push(Action::SendAdvert {
+                    priority: self.p.priority,
+                });
+                self.adver_timer = Some(now + self.p.interval);
+            }
+            State::Backup => {
+                if interval_changed && !self.p.learn_interval {
+                    self.master_adver_interval = self.p.interval;
+                }
+                if self.master_down_timer.is_some() {
+                    self.master_down_timer = Some(now + self.master_down_interval());
+                }
+                if !self.p.grouped && self.wants_master {
+                    // Left its group while waiting for it.
+                    self.wants_master = false;
+                    self.become_master(now, "no longer in a sync group", out);
+                }
+            }
+            State::Initialize | State::Fault => {}
+        }
     }
 
     fn stop_timers(&mut self) {
@@ -288,6 +365,7 @@ impl Machine {
 
     fn become_master(&mut self, now: Instant, reason: &str, out: &mut Vec<Action>) {
         self.master_down_timer = None;
+        self.wants_master = false;
         self.master_adver_interval = self.p.interval;
         out.push(Action::SendAdvert {
             priority: self.p.priority,
@@ -307,6 +385,7 @@ impl Machine {
         self.master_down_timer = Some(now + self.master_down_interval());
         self.preempt_after = Some(now + self.p.preempt_delay);
         self.master = None;
+        self.wants_master = false;
         self.transition(State::Backup, reason, out);
     }
 }
@@ -344,6 +423,7 @@ mod tests {
             preempt_delay: Duration::ZERO,
             primary: ME,
             learn_interval: false,
+            grouped: false,
         }
     }
 
@@ -678,13 +758,13 @@ mod tests {
     fn link_down_is_a_fault_and_link_up_starts_over() {
         let c = Clock::new();
         let mut m = master(150, &c);
-        let a = m.handle(c.at(5000), Event::LinkDown);
+        let a = m.handle(c.at(5000), Event::Fault("interface down".into()));
         assert_eq!(became(&a), Some(State::Fault));
         assert!(a.contains(&Action::RemoveAddresses));
         assert_eq!(m.deadline(), None);
         // Adverts and timers mean nothing while down.
         assert!(m.handle(c.at(5100), advert(HIGHER_IP, 100)).is_empty());
-        let a = m.handle(c.at(6000), Event::LinkUp);
+        let a = m.handle(c.at(6000), Event::FaultCleared);
         assert_eq!(became(&a), Some(State::Backup));
         // The other director is master now (100); we preempt after the down interval.
         let a = m.handle(c.at(6500), advert(HIGHER_IP, 100));
@@ -692,5 +772,75 @@ mod tests {
         let a = run_until(&mut m, &c, 20_000);
         assert_eq!(a.first().map(|(t, _)| *t), Some(6000 + 3414));
         assert_eq!(m.state(), State::Master);
+    }
+
+    #[test]
+    fn a_fault_of_the_master_hands_over_with_priority_0() {
+        let c = Clock::new();
+        let mut m = master(150, &c);
+        let a = m.handle(c.at(5000), Event::Fault("tracked script chk failed".into()));
+        assert_eq!(sends(&a), vec![0]);
+        assert!(a.contains(&Action::Transition {
+            from: State::Master,
+            to: State::Fault,
+            reason: "tracked script chk failed".into()
+        }));
+    }
+
+    #[test]
+    fn new_params_take_effect_at_once() {
+        let c = Clock::new();
+        let mut m = master(150, &c);
+        // A lower priority (a tracked weight): advertised right away.
+        let p = Params {
+            priority: 50,
+            ..m.params().clone()
+        };
+        let a = m.handle(c.at(5000), Event::Params(p.clone()));
+        assert_eq!(sends(&a), vec![50]);
+        assert_eq!(m.state(), State::Master);
+        // The same params again: nothing.
+        assert!(m.handle(c.at(5001), Event::Params(p)).is_empty());
+        // A backup's down timer follows a new interval.
+        let mut b = Machine::new(params(100));
+        b.handle(c.at(0), Event::Startup);
+        let p = Params {
+            interval: Duration::from_millis(100),
+            ..b.params().clone()
+        };
+        b.handle(c.at(1000), Event::Params(p));
+        // 3 x 100 ms + 156/256 x 100 ms.
+        assert_eq!(
+            b.deadline(),
+            Some(c.at(1000) + Duration::from_micros(360_937) + Duration::from_nanos(500))
+        );
+    }
+
+    #[test]
+    fn a_grouped_backup_waits_for_its_group() {
+        let c = Clock::new();
+        let mut m = Machine::new(Params {
+            grouped: true,
+            ..params(100)
+        });
+        m.handle(c.at(0), Event::Startup);
+        // The timer runs out: it wants master, but stays backup with no timer.
+        let a = run_until(&mut m, &c, 10_000);
+        assert!(a.is_empty(), "{a:?}");
+        assert!(m.wants_master());
+        assert_eq!((m.state(), m.deadline()), (State::Backup, None));
+        // A master's advert: it no longer wants it.
+        m.handle(c.at(10_000), advert(HIGHER_IP, 200));
+        assert!(!m.wants_master());
+        // The group goes master: so does it; and back when a member leaves master.
+        let a = m.handle(c.at(10_100), Event::GroupMaster);
+        assert_eq!(became(&a), Some(State::Master));
+        assert!(a.contains(&Action::AddAddresses));
+        let a = m.handle(c.at(10_200), Event::GroupBackup);
+        assert_eq!(became(&a), Some(State::Backup));
+        assert!(a.contains(&Action::RemoveAddresses));
+        assert!(m.deadline().is_some());
+        // Group events in other states change nothing.
+        assert!(m.handle(c.at(10_300), Event::GroupBackup).is_empty());
     }
 }

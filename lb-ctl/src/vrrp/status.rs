@@ -17,7 +17,7 @@ pub struct Status {
     pub state: Mutex<Option<State>>,
     pub master: Mutex<Option<IpAddr>>,
     /// The instance's virtual addresses (`addr/len`), as configured.
-    pub virtual_addresses: Vec<String>,
+    pub virtual_addresses: Mutex<Vec<String>>,
     pub adverts_sent: AtomicU64,
     pub adverts_received: AtomicU64,
     /// Truncated, wrong version or type, bad length or checksum.
@@ -43,6 +43,15 @@ impl Status {
 
     pub fn set_master(&self, master: Option<IpAddr>) {
         *self.master.lock().unwrap_or_else(|e| e.into_inner()) = master;
+    }
+
+    /// The configured virtual addresses, as shown.
+    pub fn set_addresses(&self, list: &[(IpAddr, u8)]) {
+        *self
+            .virtual_addresses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) =
+            list.iter().map(|(a, len)| format!("{a}/{len}")).collect();
     }
 
     pub fn state(&self) -> Option<State> {
@@ -77,7 +86,9 @@ impl Status {
             instance: name.to_string(),
             state: self.state().map_or("init", State::as_str).to_string(),
             master: self.master().map(|a| a.to_string()),
-            virtual_addresses: self.virtual_addresses.clone(),
+            virtual_addresses: (self.virtual_addresses.lock())
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
             adverts_sent: n(&self.adverts_sent),
             adverts_received: n(&self.adverts_received),
             errors: n(&self.malformed) + n(&self.bad_ttl) + n(&self.bad_auth) + n(&self.mismatched),
@@ -94,7 +105,7 @@ mod tests {
     #[test]
     fn the_report_sums_every_kind_of_error() {
         let s = Status {
-            virtual_addresses: vec!["fd00:58::133/128".into()],
+            virtual_addresses: Mutex::new(vec!["fd00:58::133/128".into()]),
             ..Status::default()
         };
         assert_eq!(s.report("VI_1").state, "init");
