@@ -434,7 +434,9 @@ fn lose_a_speaker_and_a_link(so: &mut ScaleOut) {
     );
     assert!(killed < Duration::from_millis(500), "{killed:?}");
     assert!(
-        (HOLD_TIME - Duration::from_secs(1)..HOLD_TIME + Duration::from_secs(1)).contains(&held),
+        // BIRD jitters its keepalives (1.66-2.67 s measured with hold time 3 s): not before
+        // a second, and not after the hold time plus slack.
+        (Duration::from_secs(1)..HOLD_TIME + Duration::from_secs(1)).contains(&held),
         "the hold timer took {held:?}"
     );
 }

@@ -139,8 +139,8 @@ pub fn run(summary: &mut Summary) -> Result<()> {
         );
     }
     summary.add(format!(
-        "scale-out: 3 next hops, requests spread over 3 directors; SIGTERM on director-2: \
-         withdrawn in {withdrawn:.2?}, exited after {exited:.2?} (drain 1s), {} failed requests \
+        "part 5  scale-out: 3 directors announce the VIP over BGP, the router spreads requests over \
+         all 3; SIGTERM on director-2: withdrawn in {withdrawn:.2?}, exited after {exited:.2?} (drain 1s), {} failed requests \
          of {} in the loop ({:.1?})",
         seen.failed.len(),
         seen.ok + seen.failed.len(),
