@@ -57,7 +57,9 @@ fn up_then_check_is_all_ok_and_down_restores_the_host_exactly() {
     let want = ["--vip", &vips, "--interface", "eth0", "--root", root_s];
 
     // check on the bare host: the four missing settings are wrong, each with its fix; exit 1.
-    let out = ctl.run(&[&["realserver", "check"][..], &want].concat()).expect("check");
+    let out = ctl
+        .run(&[&["realserver", "check"][..], &want].concat())
+        .expect("check");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert_eq!(
@@ -84,46 +86,74 @@ net.ipv4.conf.eth0.arp_announce = 2: wrong: 0, want 2; fix: sysctl -w net.ipv4.c
         assert!(up.contains(&format!("wrote {}", f.display())), "{up}");
     }
     let sysctls = fs::read_to_string(&sysctl_file).expect("the sysctl.d file");
-    assert!(sysctls.contains("\nnet.ipv4.conf.eth0.arp_announce = 2\n"), "{sysctls}");
+    assert!(
+        sysctls.contains("\nnet.ipv4.conf.eth0.arp_announce = 2\n"),
+        "{sysctls}"
+    );
     let networkd = fs::read_to_string(&networkd_file).expect("the networkd file");
     assert!(
-        networkd.contains(&format!("Name=lo\n")) && networkd.contains(&format!("Address={vip}/32\n")),
+        networkd.contains("Name=lo\n") && networkd.contains(&format!("Address={vip}/32\n")),
         "{networkd}"
     );
     assert!(root.join("run/lb-ctl/realserver.json").is_file());
-    let out = ctl.run(&[&["realserver", "check"][..], &want].concat()).expect("check");
+    let out = ctl
+        .run(&[&["realserver", "check"][..], &want].concat())
+        .expect("check");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(0), "{text}");
-    assert_eq!(text.lines().filter(|l| l.ends_with(": ok")).count(), 6, "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.ends_with(": ok")).count(),
+        6,
+        "{text}"
+    );
     let mid = snapshot(rs);
     assert!(mid.contains("net.ipv4.conf.eth0.arp_ignore = 1"), "{mid}");
-    assert!(mid.contains(&format!("inet {vip}/32 scope global lo")), "{mid}");
+    assert!(
+        mid.contains(&format!("inet {vip}/32 scope global lo")),
+        "{mid}"
+    );
 
     // down --persist: four steps back, the files and the state gone, the host as before.
     let down = ctl
         .run_ok(&["realserver", "down", "--persist", "--root", root_s])
         .expect("down");
-    assert_eq!(down.lines().filter(|l| l.starts_with("sysctl -w ")).count(), 3, "{down}");
-    assert!(down.contains(&format!("ip addr del {vip}/32 dev lo")), "{down}");
+    assert_eq!(
+        down.lines().filter(|l| l.starts_with("sysctl -w ")).count(),
+        3,
+        "{down}"
+    );
+    assert!(
+        down.contains(&format!("ip addr del {vip}/32 dev lo")),
+        "{down}"
+    );
     assert!(!sysctl_file.exists() && !networkd_file.exists(), "{down}");
     assert!(!root.join("run/lb-ctl/realserver.json").exists());
     assert_eq!(snapshot(rs), before);
 
     // With ifupdown (etc/network/interfaces exists) the VIPs go into its snippet.
     fs::create_dir_all(root.join("etc/network")).expect("mkdir");
-    fs::write(root.join("etc/network/interfaces"), "source /etc/network/interfaces.d/*\n")
-        .expect("interfaces");
+    fs::write(
+        root.join("etc/network/interfaces"),
+        "source /etc/network/interfaces.d/*\n",
+    )
+    .expect("interfaces");
     let up = ctl
         .run_ok(&[&["realserver", "up", "--persist"][..], &want].concat())
         .expect("up");
     let snippet = root.join("etc/network/interfaces.d/lb-realserver");
     assert!(up.contains(&format!("wrote {}", snippet.display())), "{up}");
     let text = fs::read_to_string(&snippet).expect("the ifupdown snippet");
-    assert!(text.contains(&format!("    up ip addr add {vip}/32 dev lo\n")), "{text}");
+    assert!(
+        text.contains(&format!("    up ip addr add {vip}/32 dev lo\n")),
+        "{text}"
+    );
     ctl.run_ok(&["realserver", "down", "--persist", "--root", root_s])
         .expect("down");
     assert!(!snippet.exists());
-    assert!(Path::new(&root.join("etc/network/interfaces")).exists(), "not ours: kept");
+    assert!(
+        Path::new(&root.join("etc/network/interfaces")).exists(),
+        "not ours: kept"
+    );
     assert_eq!(snapshot(rs), before);
 }
 
@@ -153,7 +183,11 @@ fn doctor_names_the_real_server_that_answers_arp_for_the_vip() {
     // Healthy: every line ok, exit 0.
     let out = ctl.out(&["doctor", "-f", file, "--timeout", "1s"]).ok();
     assert!(out.stdout.contains("ok    iface eth0: XDP native"), "{out}");
-    assert!(out.stdout.contains(&format!("ok    vip {}: held on eth0", lab.vip())), "{out}");
+    assert!(
+        out.stdout
+            .contains(&format!("ok    vip {}: held on eth0", lab.vip())),
+        "{out}"
+    );
     assert!(out.stdout.ends_with("all ok\n"), "{out}");
 
     // real-server-2 answers ARP for any of its addresses again; its VIP stays on lo.
@@ -163,7 +197,11 @@ fn doctor_names_the_real_server_that_answers_arp_for_the_vip() {
     );
     let out = ctl.out(&["doctor", "-f", file, "--timeout", "1s"]);
     assert_eq!(out.status.code(), Some(1), "{out}");
-    let fails: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
+    let fails: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("FAIL"))
+        .collect();
     assert_eq!(fails.len(), 1, "{out}");
     assert!(
         fails[0].starts_with(&format!(
@@ -174,9 +212,15 @@ fn doctor_names_the_real_server_that_answers_arp_for_the_vip() {
         )),
         "{out}"
     );
-    assert!(fails[0].contains("fix: arp_ignore=1 arp_announce=2 on the real server"), "{out}");
     assert!(
-        out.stdout.contains(&format!("ok    backend {}: does not answer ARP for the VIP", rs1.addr)),
+        fails[0].contains("fix: arp_ignore=1 arp_announce=2 on the real server"),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains(&format!(
+            "ok    backend {}: does not answer ARP for the VIP",
+            rs1.addr
+        )),
         "{out}"
     );
     // Both answer their port, directly and through the director's path.

@@ -660,7 +660,12 @@ pub enum Realserver {
 #[derive(Args, Clone)]
 pub struct RealserverWant {
     /// The VIPs (comma-separated or repeated), IPv4 or IPv6.
-    #[arg(long = "vip", value_name = "VIP[,VIP...]", value_delimiter = ',', required = true)]
+    #[arg(
+        long = "vip",
+        value_name = "VIP[,VIP...]",
+        value_delimiter = ',',
+        required = true
+    )]
     pub vips: Vec<std::net::IpAddr>,
     /// An interface toward the director (repeatable). Default: every interface but lo that
     /// is up.
@@ -687,7 +692,12 @@ pub enum TunnelArg {
 pub struct RealserverRoot {
     /// The directory the state file (run/lb-ctl/realserver.json) and the --persist files
     /// (etc/...) are under.
-    #[arg(long, value_name = "DIR", env = "LB_REALSERVER_ROOT", default_value = "/")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "LB_REALSERVER_ROOT",
+        default_value = "/"
+    )]
     pub root: PathBuf,
 }
 

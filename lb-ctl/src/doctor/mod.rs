@@ -46,11 +46,16 @@ fn mac_text(m: [u8; 6]) -> String {
 }
 
 /// The fix for a real server that answers ARP for the VIP.
-pub const ARP_FIX: &str = "arp_ignore=1 arp_announce=2 on the real server, or `lb-ctl realserver up --vip VIP` there";
+pub const ARP_FIX: &str =
+    "arp_ignore=1 arp_announce=2 on the real server, or `lb-ctl realserver up --vip VIP` there";
 
 /// The lines of one VIP's ARP probe: each backend (address, MAC) whose MAC answered ARP for
 /// `vip` fails; the others are ok.
-pub fn arp_lines(vip: Ipv4Addr, backends: &[(IpAddr, [u8; 6])], answered: &BTreeSet<[u8; 6]>) -> Vec<Line> {
+pub fn arp_lines(
+    vip: Ipv4Addr,
+    backends: &[(IpAddr, [u8; 6])],
+    answered: &BTreeSet<[u8; 6]>,
+) -> Vec<Line> {
     backends
         .iter()
         .map(|&(addr, mac)| {
@@ -108,7 +113,10 @@ fn kernel() -> Line {
 
 fn bpffs(pin_dir: &Path) -> Line {
     if pins::on_bpffs(pin_dir) {
-        Line::ok("bpffs", format!("{} is on a bpf filesystem", pin_dir.display()))
+        Line::ok(
+            "bpffs",
+            format!("{} is on a bpf filesystem", pin_dir.display()),
+        )
     } else {
         Line::fail(
             "bpffs",
@@ -136,7 +144,10 @@ fn interfaces(pin_dir: &Path) -> Result<Vec<Line>> {
     if attached.is_empty() {
         return Ok(vec![Line::fail(
             "attached",
-            format!("no interface is attached (no link pinned under {})", pin_dir.display()),
+            format!(
+                "no interface is attached (no link pinned under {})",
+                pin_dir.display()
+            ),
             "lb-ctl attach IFACE, or lb-ctl run -f FILE --iface IFACE",
         )]);
     }
@@ -155,12 +166,18 @@ fn interfaces(pin_dir: &Path) -> Result<Vec<Line>> {
         let line = match links::by_name(&iface)? {
             None => Line::fail(
                 check,
-                format!("{} is pinned but there is no such interface", pinned.display()),
+                format!(
+                    "{} is pinned but there is no such interface",
+                    pinned.display()
+                ),
                 format!("lb-ctl detach {iface}"),
             ),
             Some(links::Link { xdp: None, .. }) => Line::fail(
                 check,
-                format!("{} is pinned but the interface has no XDP program", pinned.display()),
+                format!(
+                    "{} is pinned but the interface has no XDP program",
+                    pinned.display()
+                ),
                 format!("lb-ctl detach {iface} && lb-ctl attach {iface}"),
             ),
             Some(links::Link {
@@ -174,7 +191,11 @@ fn interfaces(pin_dir: &Path) -> Result<Vec<Line>> {
                     pinned.display()
                 );
                 if !up {
-                    Line::fail(check, detail + "; the interface is down", format!("ip link set {iface} up"))
+                    Line::fail(
+                        check,
+                        detail + "; the interface is down",
+                        format!("ip link set {iface} up"),
+                    )
                 } else {
                     Line::ok(check, detail)
                 }
@@ -212,7 +233,10 @@ fn vips(config: &Config) -> Result<Vec<Line>> {
         out.push(match (own.get(&s.vip), vrrp, &s.announce) {
             (Some(iface), Some(v), _) => Line::ok(
                 check,
-                format!("held on {iface}: this director is VRRP master of {}", v.name),
+                format!(
+                    "held on {iface}: this director is VRRP master of {}",
+                    v.name
+                ),
             ),
             (Some(iface), None, _) => Line::ok(check, format!("held on {iface}")),
             (None, Some(v), _) => Line::ok(
@@ -241,6 +265,9 @@ fn vips(config: &Config) -> Result<Vec<Line>> {
     }
     Ok(out)
 }
+
+/// A backend's address and MAC.
+type Resolved = (IpAddr, [u8; 6]);
 
 /// One direct-routing backend of a service.
 struct Routed {
@@ -304,7 +331,10 @@ fn backends(config: &Config, timeout: Duration) -> Result<Vec<Line>> {
             Resolution::Resolved(mac) => {
                 out.push(Line::ok(
                     check,
-                    format!("answers {proto} for its own address on {iface}: {}", mac_text(mac)),
+                    format!(
+                        "answers {proto} for its own address on {iface}: {}",
+                        mac_text(mac)
+                    ),
                 ));
                 macs.insert(r.addr, (ifindex, src, mac));
             }
@@ -317,7 +347,8 @@ fn backends(config: &Config, timeout: Duration) -> Result<Vec<Line>> {
     }
     // Each IPv4 VIP: one ARP request per interface its backends are on; no backend may answer.
     // (IPv6 needs no check: Linux answers NDP only for the receiving interface's addresses.)
-    let mut by_vip: BTreeMap<(Ipv4Addr, u32), (IpAddr, Vec<(IpAddr, [u8; 6])>)> = BTreeMap::new();
+    // (VIP, interface) -> (the director's address there, the backends: address, MAC).
+    let mut by_vip: BTreeMap<(Ipv4Addr, u32), (IpAddr, Vec<Resolved>)> = BTreeMap::new();
     for r in &routed {
         let (IpAddr::V4(vip), Some(&(ifindex, src, mac))) = (r.vip, macs.get(&r.addr)) else {
             continue;
@@ -368,7 +399,10 @@ fn backends(config: &Config, timeout: Duration) -> Result<Vec<Line>> {
             vip: Some(r.vip),
         };
         match runtime.block_on(health::via_vip::check(&target, r.vip, timeout)) {
-            Ok(what) => out.push(Line::ok(check, format!("answers through the director's path: {what}"))),
+            Ok(what) => out.push(Line::ok(
+                check,
+                format!("answers through the director's path: {what}"),
+            )),
             Err(why) => out.push(Line::fail(
                 check,
                 format!("does not answer through the director's path: {why}"),
@@ -385,7 +419,12 @@ fn backends(config: &Config, timeout: Duration) -> Result<Vec<Line>> {
 
 /// The MACs that answer an ARP request for `vip`, sent from `src` out of `ifindex`, within
 /// `timeout`.
-fn who_answers_arp(ifindex: u32, src: Ipv4Addr, vip: Ipv4Addr, timeout: Duration) -> Result<BTreeSet<[u8; 6]>> {
+fn who_answers_arp(
+    ifindex: u32,
+    src: Ipv4Addr,
+    vip: Ipv4Addr,
+    timeout: Duration,
+) -> Result<BTreeSet<[u8; 6]>> {
     let capture = Capture::open(ifindex, arp::ETHERTYPE)?;
     let frames = Frames::open(ifindex)?;
     let mine = link::mac(ifindex)?;
@@ -434,7 +473,11 @@ mod tests {
             [Status::Ok, Status::Fail]
         );
         assert_eq!(lines[1].check, "backend 10.0.0.8");
-        assert!(lines[1].detail.contains("answers ARP for the VIP 10.0.0.9 (02:00:00:00:00:88)"));
+        assert!(
+            lines[1]
+                .detail
+                .contains("answers ARP for the VIP 10.0.0.9 (02:00:00:00:00:88)")
+        );
         assert_eq!(lines[1].fix.as_deref(), Some(ARP_FIX));
     }
 }

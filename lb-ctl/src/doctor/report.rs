@@ -34,7 +34,11 @@ impl Line {
         }
     }
 
-    pub fn fail(check: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Line {
+    pub fn fail(
+        check: impl Into<String>,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Line {
         Line {
             check: check.into(),
             status: Status::Fail,
@@ -112,8 +116,7 @@ skip  backend 10.1.0.5: a tunnel backend
         );
         assert!(!all_ok(&lines));
         assert!(all_ok(&lines[..1]));
-        let json: serde_json::Value =
-            serde_json::from_str(&render_json(&lines).unwrap()).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&render_json(&lines).unwrap()).unwrap();
         assert_eq!(json[1]["status"], "fail");
         assert_eq!(json[0]["fix"], serde_json::Value::Null);
         assert_eq!(json[2]["check"], "backend 10.1.0.5");

@@ -85,8 +85,8 @@ fn observe(keys: &[&str], decap: bool, opts: &Options) -> Result<Observed> {
     }
     o.lo = addr::list_all(link::ifindex(plan::LO)?)?;
     if decap {
-        o.decap = decap::status(&decap::pin_dir(&opts.pin_dir))?
-            .map(|s| (s.ifaces, s.settings.gue_port));
+        o.decap =
+            decap::status(&decap::pin_dir(&opts.pin_dir))?.map(|s| (s.ifaces, s.settings.gue_port));
     }
     Ok(o)
 }

@@ -17,7 +17,8 @@ use super::plan::{LO, Want, dotted};
 
 /// The first line of every file written, which `down --persist` looks for before it removes
 /// one.
-pub const HEADER: &str = "# Written by `lb-ctl realserver up --persist`; `lb-ctl realserver down --persist` removes it.";
+pub const HEADER: &str =
+    "# Written by `lb-ctl realserver up --persist`; `lb-ctl realserver down --persist` removes it.";
 
 pub const SYSCTL_FILE: &str = "etc/sysctl.d/90-lb-realserver.conf";
 pub const NETWORKD_FILE: &str = "etc/systemd/network/90-lb-realserver-lo.network";
@@ -129,7 +130,10 @@ DuplicateAddressDetection=none
     #[test]
     fn ifupdown_snippet_when_the_host_uses_ifupdown() {
         let f = files(Path::new("/r"), &wants(), true);
-        assert_eq!(f[1].0, Path::new("/r/etc/network/interfaces.d/lb-realserver"));
+        assert_eq!(
+            f[1].0,
+            Path::new("/r/etc/network/interfaces.d/lb-realserver")
+        );
         assert_eq!(
             f[1].1,
             format!(

@@ -216,7 +216,10 @@ impl Change {
 pub enum Standing {
     Ok,
     /// Not as wanted: what was found, and the change that would fix it.
-    Wrong { found: String, change: Change },
+    Wrong {
+        found: String,
+        change: Change,
+    },
     /// Cannot be had here (a sysctl of an interface that does not exist).
     Missing(String),
 }
@@ -307,9 +310,9 @@ pub fn plan_down(changes: &[Change], observed: &Observed) -> (Vec<Step>, Vec<Str
                     prefix: *prefix,
                 })
             }
-            Change::Addr { addr, prefix } => {
-                kept.push(format!("{addr}/{prefix} is no longer on {LO}: nothing to remove"))
-            }
+            Change::Addr { addr, prefix } => kept.push(format!(
+                "{addr}/{prefix} is no longer on {LO}: nothing to remove"
+            )),
             Change::Decap {
                 iface,
                 gue_port,
@@ -374,9 +377,14 @@ pub fn render_check(lines: &[Line]) -> String {
         out += &match status {
             Standing::Ok => format!("{what}: ok\n"),
             Standing::Wrong { found, change } => {
-                format!("{what}: wrong: {found}, want {want}; fix: {}\n", change.step())
+                format!(
+                    "{what}: wrong: {found}, want {want}; fix: {}\n",
+                    change.step()
+                )
             }
-            Standing::Missing(why) => format!("{what}: wrong: {why}; fix: check the interface name\n"),
+            Standing::Missing(why) => {
+                format!("{what}: wrong: {why}; fix: check the interface name\n")
+            }
         };
     }
     out
@@ -410,7 +418,10 @@ mod tests {
         sysctls.insert(conf("all", "rp_filter"), Some("1".to_string()));
         Observed {
             sysctls,
-            lo: vec![("127.0.0.1".parse().unwrap(), 8), ("::1".parse().unwrap(), 128)],
+            lo: vec![
+                ("127.0.0.1".parse().unwrap(), 8),
+                ("::1".parse().unwrap(), 128),
+            ],
             decap: None,
         }
     }
@@ -464,8 +475,16 @@ mod tests {
             ]
         );
         let up = run(before.clone(), &steps_of(&changes));
-        assert!(all_ok(&check(&wants, &up)), "{}", render_check(&check(&wants, &up)));
-        assert_eq!(plan_up(&wants, &up), Ok(vec![]), "a second up changes nothing");
+        assert!(
+            all_ok(&check(&wants, &up)),
+            "{}",
+            render_check(&check(&wants, &up))
+        );
+        assert_eq!(
+            plan_up(&wants, &up),
+            Ok(vec![]),
+            "a second up changes nothing"
+        );
         // The state file round-trips, and down undoes newest first.
         let state: State = serde_json::from_str(
             &serde_json::to_string(&State {
@@ -526,7 +545,8 @@ mod tests {
         let mut up = run(before, &steps_of(&changes));
         up.sysctls
             .insert(conf("eth0", "arp_ignore"), Some("8".into()));
-        up.lo.retain(|(a, _)| *a != "10.0.0.9".parse::<IpAddr>().unwrap());
+        up.lo
+            .retain(|(a, _)| *a != "10.0.0.9".parse::<IpAddr>().unwrap());
         let (steps, kept) = plan_down(&changes, &up);
         assert_eq!(steps.len(), 4, "{steps:?}");
         assert_eq!(
@@ -553,7 +573,10 @@ mod tests {
             "{text}"
         );
         // rp_filter 0 (off) is as good as loose.
-        assert!(text.contains("net.ipv4.conf.eth0.rp_filter = 2: ok\n"), "{text}");
+        assert!(
+            text.contains("net.ipv4.conf.eth0.rp_filter = 2: ok\n"),
+            "{text}"
+        );
         assert!(
             text.contains(
                 "decapsulation on eth0 (IPIP, GUE port 6080): wrong: not attached, want present; \
@@ -590,7 +613,8 @@ mod tests {
     fn check_lines_on_a_bare_host_name_the_setting_what_was_found_and_the_fix() {
         let wants = wanted(&req(None));
         let mut o = bare();
-        o.sysctls.insert(conf("all", "arp_ignore"), Some("1".into()));
+        o.sysctls
+            .insert(conf("all", "arp_ignore"), Some("1".into()));
         let lines = check(&wants, &o);
         assert!(!all_ok(&lines));
         assert_eq!(
@@ -613,7 +637,13 @@ fd00::9/128 on lo: wrong: absent, want present; fix: ip addr add fd00::9/128 dev
             tunnel: None,
         });
         let err = plan_up(&wants, &bare()).unwrap_err();
-        assert!(err.contains("/proc/sys/net/ipv4/conf/nosuch0/arp_ignore"), "{err}");
-        assert_eq!(dotted("net/ipv4/conf/eth0.100/arp_ignore"), "net/ipv4/conf/eth0.100/arp_ignore");
+        assert!(
+            err.contains("/proc/sys/net/ipv4/conf/nosuch0/arp_ignore"),
+            "{err}"
+        );
+        assert_eq!(
+            dotted("net/ipv4/conf/eth0.100/arp_ignore"),
+            "net/ipv4/conf/eth0.100/arp_ignore"
+        );
     }
 }
