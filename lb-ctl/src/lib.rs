@@ -14,16 +14,20 @@
 //! - [`sync`]: connection-state sync between directors: the wire format, its HMAC, what is
 //!   sent and accepted;
 //! - [`daemon`]: `lb-ctl run`, which owns the data path and decides what is written;
+//! - [`realserver`]: `lb-ctl realserver`, a real server's VIPs and ARP sysctls, undone exactly;
+//! - [`doctor`]: `lb-ctl doctor`, what a director and its real servers need, checked;
 //! - [`cli`]: what the commands print and their clap definitions.
 
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod doctor;
 pub mod exec;
 pub mod health;
 pub mod maps;
 pub mod net;
 pub mod plan;
+pub mod realserver;
 pub mod sched;
 pub mod sync;
 pub mod vrrp;

@@ -2,7 +2,7 @@
 
 use std::{
     io::{IsTerminal as _, Write as _},
-    path::Path,
+    path::{Path, PathBuf},
     process::ExitCode,
     thread,
     time::{Duration, Instant},
@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser as _;
-use lb_ctl::cli::args::{Cli, Command, Decap};
+use lb_ctl::cli::args::{Cli, Command, Decap, Realserver, RealserverWant, TunnelArg};
 use lb_ctl::{
     cli::director::Director,
     cli::list,
@@ -185,6 +185,31 @@ fn run(cli: Cli) -> Result<()> {
                 ))?;
         }
         Command::Decap { action } => run_decap(dir, action, cli.global.wait)?,
+        Command::Realserver { action } => {
+            privileges::require("realserver")?;
+            if !run_realserver(dir, action, cli.global.wait)? {
+                return Err(anyhow::anyhow!("some settings are wrong (see above)"));
+            }
+        }
+        Command::Doctor {
+            file,
+            timeout,
+            json,
+        } => {
+            privileges::require("doctor")?;
+            let lines = lb_ctl::doctor::run(&file, dir, timeout)?;
+            if json {
+                print!("{}", lb_ctl::doctor::report::render_json(&lines)?);
+            } else {
+                print!("{}", lb_ctl::doctor::report::render(&lines));
+            }
+            if !lb_ctl::doctor::report::all_ok(&lines) {
+                bail!(
+                    "{} check(s) failed",
+                    lines.iter().filter(|l| l.fix.is_some()).count()
+                );
+            }
+        }
         Command::Genhash {
             server,
             port,
@@ -274,6 +299,47 @@ fn run_decap(global_dir: &Path, action: Option<Decap>, wait: Duration) -> Result
         }
     }
     Ok(())
+}
+
+/// `lb-ctl realserver`; false when `check` found a wrong setting.
+fn run_realserver(global_dir: &Path, action: Realserver, wait: Duration) -> Result<bool> {
+    use lb_ctl::realserver::{self, Options, plan};
+    let request = |w: RealserverWant| -> Result<plan::Request> {
+        Ok(plan::Request {
+            vips: w.vips,
+            ifaces: realserver::ifaces_or_default(&w.ifaces)?,
+            tunnel: w.tunnel.map(|t| match t {
+                TunnelArg::Ipip => plan::Tunnel::Ipip,
+                TunnelArg::Gue => plan::Tunnel::Gue(w.gue_port),
+            }),
+        })
+    };
+    let options = |root: PathBuf| Options {
+        root,
+        pin_dir: global_dir.to_path_buf(),
+        wait,
+    };
+    match action {
+        Realserver::Up {
+            want,
+            persist,
+            root,
+        } => {
+            let opts = options(root.root);
+            let done = realserver::up(&request(want)?, persist, &opts)?;
+            print!("{}", realserver::render_up(&done, &opts.state_file()));
+        }
+        Realserver::Down { persist, root } => {
+            let done = realserver::down(persist, &options(root.root))?;
+            print!("{}", realserver::render_down(&done));
+        }
+        Realserver::Check { want, root } => {
+            let lines = realserver::check(&request(want)?, &options(root.root))?;
+            print!("{}", plan::render_check(&lines));
+            return Ok(plan::all_ok(&lines));
+        }
+    }
+    Ok(true)
 }
 
 /// The command line of this process, on one line, for the lock file.

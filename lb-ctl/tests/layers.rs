@@ -21,10 +21,22 @@ const RULES: &[(&str, &[&str])] = &[
     ("health", &["config", "exec", "net"]),
     ("vrrp", &["config", "exec", "net"]),
     ("sync", &["config"]),
+    ("realserver", &["maps", "net"]),
+    ("doctor", &["config", "maps", "net", "health"]),
     (
         "cli",
         &[
-            "config", "sched", "plan", "maps", "net", "exec", "health", "vrrp", "sync",
+            "config",
+            "sched",
+            "plan",
+            "maps",
+            "net",
+            "exec",
+            "health",
+            "vrrp",
+            "sync",
+            "realserver",
+            "doctor",
         ],
     ),
 ];

@@ -35,6 +35,10 @@ Typical use:
                                        checks and VRRP (see `lb-ctl run --help`)
   lb-ctl decap attach eth0             on a real server of a tunnel service: take off the
                                        director's IPIP or GUE header (`lb-ctl decap --help`)
+  lb-ctl realserver up --vip VIP       on a real server: the VIP on lo and the ARP sysctls;
+                                       `down` undoes exactly that (`lb-ctl realserver --help`)
+  lb-ctl doctor -f services.yaml       on a director: each thing it and its real servers
+                                       need, ok or FAIL with the fix
 
 The program and its maps are pinned under --pin-dir, so the data path keeps forwarding
 after each command exits. Every command but genhash needs root (or CAP_BPF and
@@ -497,6 +501,65 @@ Typical use:
         #[command(subcommand)]
         action: Option<Decap>,
     },
+    /// On a real server: put the VIPs on lo and set the ARP sysctls (`up`), undo exactly that
+    /// (`down`), or report each setting (`check`).
+    #[command(long_about = "\
+What LVS-DR guides have people do by hand on each real server, in one command:
+  - each VIP on lo: IPv4 as /32, IPv6 as /128 nodad;
+  - net.ipv4.conf.{all,IFACE}.arp_ignore=1 and arp_announce=2 for `all` and each interface
+    toward the director (--interface, repeatable; default: every interface but lo that is
+    up), so the real server never answers ARP for the VIP;
+  - with --tunnel ipip|gue: rp_filter loose (2) on `all` and those interfaces, and the
+    decapsulation program attached to them (as `lb-ctl decap attach IFACE --gue-port N`).
+
+`up` records every change with the value it found in ROOT/run/lb-ctl/realserver.json before
+making it; `down` undoes exactly those changes: a sysctl that already had the wanted value
+stays as it was, an address that was already on lo stays. A setting changed again since `up`
+is left alone and named. `check` prints each setting as `ok` or
+`wrong: FOUND, want X; fix: COMMAND` and exits 1 unless all are ok.
+
+--persist (up) also writes ROOT/etc/sysctl.d/90-lb-realserver.conf and, for the VIPs, an
+ifupdown snippet ROOT/etc/network/interfaces.d/lb-realserver when ROOT/etc/network/interfaces
+exists, else a systemd-networkd file ROOT/etc/systemd/network/90-lb-realserver-lo.network;
+`down --persist` removes them. Decapsulation is not persisted (its pins do not survive a
+reboot): run `lb-ctl realserver up --tunnel ...` at boot for that.
+
+Typical use:
+  lb-ctl realserver up --vip 192.168.58.133,fd00:58::133 --interface eth0 --persist
+  lb-ctl realserver check --vip 192.168.58.133,fd00:58::133 --interface eth0
+  lb-ctl realserver down --persist")]
+    Realserver {
+        #[command(subcommand)]
+        action: Realserver,
+    },
+    /// On a director: check the kernel, the pins, the interfaces, the VIP and every backend;
+    /// each line ok or FAIL with a fix.
+    #[command(long_about = "\
+Check what the director and its real servers need, one line each, `ok ...` or
+`FAIL ...; fix: ...`:
+  - the kernel version, the bpf filesystem under --pin-dir, BTF (/sys/kernel/btf/vmlinux);
+  - each attached interface: its XDP program and mode (native or generic, as the kernel
+    reports it), the pinned link and program;
+  - each VIP of FILE: held by this director (on which interface) or not, and whether that
+    is expected (a VRRP instance's address: this director may be backup; a service with
+    `announce:`: ECMP needs no VIP on the director);
+  - each direct-routing backend: answers ARP (NDP for IPv6) for its own address; does NOT
+    answer ARP for an IPv4 VIP (one ARP request for the VIP out of the interface, and the
+    answers within --timeout: a real server that answers steals the VIP's traffic); its
+    service port answers a TCP connect, and a handshake with VIP:port sent to its MAC as the
+    data path sends clients' packets (the via-VIP check), for TCP services.
+Exits 1 when any line is FAIL. --json prints one object per line for machines.")]
+    Doctor {
+        /// The service file the director runs.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        /// How long each network check waits for an answer.
+        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// One JSON object per check: {"check", "ok", "detail", "fix"}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the MD5 of a page's body like keepalived's genhash, for a check's `digest`.
     #[command(long_about = "\
 Fetch http://SERVER:PORT/URL (https with --ssl; the certificate is not verified; SERVER is an
@@ -559,6 +622,83 @@ it is attached to; attaching again (also an interface already attached) writes t
         /// An interface given to `decap attach`.
         iface: String,
     },
+}
+
+/// What `lb-ctl realserver` does.
+#[derive(Subcommand)]
+pub enum Realserver {
+    /// Put the VIPs on lo and set the sysctls (and decapsulation for --tunnel); record what
+    /// changed.
+    Up {
+        #[command(flatten)]
+        want: RealserverWant,
+        /// Also write the sysctl.d and networkd (or ifupdown) files that redo it at boot.
+        #[arg(long)]
+        persist: bool,
+        #[command(flatten)]
+        root: RealserverRoot,
+    },
+    /// Undo exactly what `up` changed (as recorded), and with --persist remove its files.
+    Down {
+        /// Also remove the files `up --persist` wrote.
+        #[arg(long)]
+        persist: bool,
+        #[command(flatten)]
+        root: RealserverRoot,
+    },
+    /// Report each setting as ok, or wrong with the command that fixes it; exit 1 unless all
+    /// are ok.
+    Check {
+        #[command(flatten)]
+        want: RealserverWant,
+        #[command(flatten)]
+        root: RealserverRoot,
+    },
+}
+
+/// What a real server serves.
+#[derive(Args, Clone)]
+pub struct RealserverWant {
+    /// The VIPs (comma-separated or repeated), IPv4 or IPv6.
+    #[arg(
+        long = "vip",
+        value_name = "VIP[,VIP...]",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub vips: Vec<std::net::IpAddr>,
+    /// An interface toward the director (repeatable). Default: every interface but lo that
+    /// is up.
+    #[arg(long = "interface", value_name = "IFACE")]
+    pub ifaces: Vec<String>,
+    /// Tunnel mode: the director sends IPIP (or GUE and IPIP); adds rp_filter=2 and the
+    /// decapsulation program on the interfaces.
+    #[arg(long, value_enum, value_name = "ipip|gue")]
+    pub tunnel: Option<TunnelArg>,
+    /// The UDP port of GUE packets (the services' `tunnel.port`), with --tunnel gue.
+    #[arg(long, value_name = "N", default_value_t = lb_common::decap::DEFAULT_GUE_PORT)]
+    pub gue_port: u16,
+}
+
+/// `--tunnel`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum TunnelArg {
+    Ipip,
+    Gue,
+}
+
+/// Where `lb-ctl realserver` keeps its files.
+#[derive(Args, Clone)]
+pub struct RealserverRoot {
+    /// The directory the state file (run/lb-ctl/realserver.json) and the --persist files
+    /// (etc/...) are under.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "LB_REALSERVER_ROOT",
+        default_value = "/"
+    )]
+    pub root: PathBuf,
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

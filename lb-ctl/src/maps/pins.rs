@@ -67,14 +67,26 @@ fn statfs_type(path: &Path) -> Option<i64> {
     (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0).then_some(st.f_type as i64)
 }
 
-/// Makes sure `dir` can hold pins: it must be on a bpf filesystem. `/sys/fs/bpf` is mounted
-/// when it is not (a fresh machine has it unmounted); any other place must already be bpffs.
-pub fn ensure_bpffs(dir: &Path) -> Result<()> {
+/// `dir`, or its nearest ancestor that exists.
+fn existing_ancestor(dir: &Path) -> &Path {
     let mut existing = dir;
     while !existing.exists() {
         existing = existing.parent().unwrap_or(Path::new("/"));
     }
-    if statfs_type(existing) == Some(BPF_FS_MAGIC) {
+    existing
+}
+
+/// Whether `dir` (or, while it does not exist, its nearest existing ancestor) is on a bpf
+/// filesystem; nothing is mounted.
+pub fn on_bpffs(dir: &Path) -> bool {
+    statfs_type(existing_ancestor(dir)) == Some(BPF_FS_MAGIC)
+}
+
+/// Makes sure `dir` can hold pins: it must be on a bpf filesystem. `/sys/fs/bpf` is mounted
+/// when it is not (a fresh machine has it unmounted); any other place must already be bpffs.
+pub fn ensure_bpffs(dir: &Path) -> Result<()> {
+    let existing = existing_ancestor(dir);
+    if on_bpffs(dir) {
         return Ok(());
     }
     let sys = Path::new("/sys/fs/bpf");

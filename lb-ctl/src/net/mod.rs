@@ -3,11 +3,13 @@
 pub mod addr;
 pub mod announce;
 pub mod announced;
+pub mod arp;
 pub mod carrier;
 pub mod checksum;
 pub mod forwarding;
 pub mod frames;
 pub mod link;
+pub mod links;
 pub mod neigh;
 pub mod netns;
 pub mod nexthop;

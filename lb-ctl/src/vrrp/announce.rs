@@ -12,6 +12,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::packet::checksum;
+use crate::net::arp;
 
 /// The frame that announces `ip` from `mac`: a gratuitous ARP or an unsolicited neighbour
 /// advertisement.
@@ -24,20 +25,7 @@ pub fn frame(mac: [u8; 6], ip: IpAddr) -> Vec<u8> {
 
 /// A gratuitous ARP request for `ip` from `mac`: broadcast, sender = target = `ip`.
 pub fn garp_frame(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 42] {
-    let mut f = [0u8; 42];
-    f[0..6].copy_from_slice(&[0xff; 6]);
-    f[6..12].copy_from_slice(&mac);
-    f[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
-    f[14..16].copy_from_slice(&1u16.to_be_bytes()); // Ethernet
-    f[16..18].copy_from_slice(&0x0800u16.to_be_bytes()); // IPv4
-    f[18] = 6;
-    f[19] = 4;
-    f[20..22].copy_from_slice(&1u16.to_be_bytes()); // request
-    f[22..28].copy_from_slice(&mac);
-    f[28..32].copy_from_slice(&ip.octets());
-    // Target MAC zero (RFC 5227), target IP = sender IP.
-    f[38..42].copy_from_slice(&ip.octets());
-    f
+    arp::request(mac, ip, ip)
 }
 
 /// All-nodes, link-local scope.
