@@ -26,7 +26,13 @@ fn bash_loads_the_completion() {
     );
     // The script knows the subcommands and their options.
     let script = lb_ctl(&["completions", "bash"]).ok().stdout;
-    for word in ["attach", "decap", "--reload-settle", "--rate", "--log-format"] {
+    for word in [
+        "attach",
+        "decap",
+        "--reload-settle",
+        "--rate",
+        "--log-format",
+    ] {
         assert!(script.contains(word), "no {word} in the bash completion");
     }
 }
@@ -53,7 +59,12 @@ fn man_renders_every_page_without_warnings() {
     let dir_s = dir.display().to_string();
     let out = lb_ctl(&["man", &dir_s]).ok();
     let pages: Vec<&str> = out.stdout.lines().collect();
-    for name in ["lb-ctl.1", "lb-ctl-run.1", "lb-ctl-list.1", "lb-ctl-decap-attach.1"] {
+    for name in [
+        "lb-ctl.1",
+        "lb-ctl-run.1",
+        "lb-ctl-list.1",
+        "lb-ctl-decap-attach.1",
+    ] {
         assert!(
             pages.iter().any(|p| p.ends_with(&format!("/{name}"))),
             "no {name} among {pages:?}"
@@ -72,7 +83,10 @@ fn man_renders_every_page_without_warnings() {
         assert!(out.status.success(), "man -l {page}: {warnings}");
         assert!(warnings.is_empty(), "man -l {page} warned:\n{warnings}");
         assert!(text.contains("NAME") && text.contains("SYNOPSIS"), "{text}");
-        assert!(text.lines().all(|l| l.chars().count() <= 80), "{page}:\n{text}");
+        assert!(
+            text.lines().all(|l| l.chars().count() <= 80),
+            "{page}:\n{text}"
+        );
     }
     let list = std::fs::read_to_string(dir.join("lb-ctl-list.1")).expect("lb-ctl-list.1");
     assert!(list.contains("ipvsadm \\-L \\-n \\-\\-rate"), "{list}");

@@ -52,11 +52,17 @@ fn the_unit_file_verifies() {
         .env("MANPATH", &man)
         .output()
         .expect("running unshare (util-linux) and systemd-analyze (systemd)");
-    let said = String::from_utf8_lossy(&out.stderr).into_owned()
-        + &String::from_utf8_lossy(&out.stdout);
+    let said =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     let _ = std::fs::remove_dir_all(&man);
-    assert!(out.status.success(), "systemd-analyze verify failed:\n{said}");
-    assert!(said.trim().is_empty(), "systemd-analyze verify said:\n{said}");
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{said}"
+    );
+    assert!(
+        said.trim().is_empty(),
+        "systemd-analyze verify said:\n{said}"
+    );
     assert_eq!(unit_value("Type"), "notify");
     assert_eq!(unit_value("ExecReload"), "/bin/kill -HUP $MAINPID");
 }
@@ -77,7 +83,10 @@ fn unit_capabilities() -> (u64, String) {
             other => panic!("the test does not know {other}"),
         };
         mask |= 1 << bit;
-        arg.push_str(&format!(",+{}", cap.trim_start_matches("CAP_").to_lowercase()));
+        arg.push_str(&format!(
+            ",+{}",
+            cap.trim_start_matches("CAP_").to_lowercase()
+        ));
     }
     (mask, arg)
 }
@@ -111,7 +120,15 @@ fn the_daemon_notifies_systemd_with_the_units_capabilities() {
         .arg(find_lb_ctl().expect("lb-ctl binary"))
         .arg("--pin-dir")
         .arg(net.pins())
-        .args(["--log-format", "json", "run", "-f", &file, "--iface", "eth0"])
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            "-f",
+            &file,
+            "--iface",
+            "eth0",
+        ])
         .env("NOTIFY_SOCKET", &socket_path)
         .env("RUST_LOG", "info");
     let started = Instant::now();
@@ -168,11 +185,15 @@ fn the_daemon_notifies_systemd_with_the_units_capabilities() {
     let lines = daemon.lines();
     assert!(lines.len() >= 3, "{lines:?}");
     for line in &lines {
-        let v: Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("not a JSON object: {e}: {line}"));
-        assert!(v["timestamp"].as_str().is_some_and(|t| t.contains('T')), "{line}");
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON object: {e}: {line}"));
         assert!(
-            ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].contains(&v["level"].as_str().unwrap_or("")),
+            v["timestamp"].as_str().is_some_and(|t| t.contains('T')),
+            "{line}"
+        );
+        assert!(
+            ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"]
+                .contains(&v["level"].as_str().unwrap_or("")),
             "{line}"
         );
         assert!(v["fields"]["message"].is_string(), "{line}");

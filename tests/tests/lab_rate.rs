@@ -85,10 +85,15 @@ fn rate_and_stats_match_what_the_client_counts() {
     // The client's own rate over the time the command ran (it reads the counters twice,
     // 2 s apart, inside that time; the pace is steady, so the slack does not matter).
     let window = after - before;
-    let in_window = done.iter().filter(|t| **t >= before && **t <= after).count();
+    let in_window = done
+        .iter()
+        .filter(|t| **t >= before && **t <= after)
+        .count();
     let client_cps = in_window as f64 / window.as_secs_f64();
     assert!(
-        rate.contains("Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS"),
+        rate.contains(
+            "Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS"
+        ),
         "{rate}"
     );
     let [cps, inpps, outpps, inbps, outbps] = row(&rate, &format!("TCP  {VIP}:80"));
@@ -104,7 +109,11 @@ fn rate_and_stats_match_what_the_client_counts() {
     );
     // A connection is a SYN, an ACK, a FIN and its ACK from the client at least.
     assert!(inpps >= 3 * cps && inbps >= 40 * inpps, "{rate}");
-    assert_eq!((outpps, outbps), (0, 0), "direct routing sees no replies: {rate}");
+    assert_eq!(
+        (outpps, outbps),
+        (0, 0),
+        "direct routing sees no replies: {rate}"
+    );
     let backend_cps: u64 = servers
         .iter()
         .map(|s| row(&rate, &format!("  -> {s}:80"))[0])
@@ -112,7 +121,10 @@ fn rate_and_stats_match_what_the_client_counts() {
     assert!(backend_cps.abs_diff(cps) <= 1, "{rate}");
 
     // --stats: every connection the client made, counted once; split by rr.
-    let stats = env.ctl.run_ok(&["list", "--stats"]).expect("lb-ctl list --stats");
+    let stats = env
+        .ctl
+        .run_ok(&["list", "--stats"])
+        .expect("lb-ctl list --stats");
     eprintln!("{stats}");
     assert!(
         stats.contains("Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n  -> RemoteAddress:Port\n"),

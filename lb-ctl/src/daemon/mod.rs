@@ -131,7 +131,6 @@ pub fn init_logging(format: crate::cli::args::LogFormat) {
     };
 }
 
-
 /// Runs the daemon until SIGTERM or SIGINT. Call it after entering the network namespace and
 /// before any other thread exists: it starts the tokio runtime.
 pub fn run(opts: Options) -> Result<()> {
