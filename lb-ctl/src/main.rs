@@ -39,6 +39,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // systemd's readiness socket, resolved in the namespace we were started in.
+    if matches!(cli.command, Command::Run { .. }) {
+        lb_ctl::daemon::notify::init()?;
+    }
     // Before any other thread exists, so the whole process is inside.
     if let Some(ns) = &cli.global.netns {
         netns::enter(ns)?;
@@ -86,11 +90,30 @@ fn run(cli: Cli) -> Result<()> {
             };
             run_apply(dir, &file, dry_run, resolve_timeout)?;
         }
-        Command::List { connections } => {
+        Command::List {
+            connections,
+            stats,
+            rate,
+            interval,
+        } => {
             privileges::require("list")?;
             let maps = pins::open(dir)?;
+            let interfaces = || pins::attached_interfaces(dir);
             if connections {
                 print!("{}", list::render_connections(&view::connections(&maps)?));
+            } else if stats {
+                let snap = view::Snapshot::read(&maps)?;
+                print!("{}", list::render_stats(&snap, &interfaces()?));
+            } else if rate {
+                if interval.is_zero() {
+                    bail!("--interval must be longer than 0s");
+                }
+                let first = view::Snapshot::read(&maps)?;
+                let at = Instant::now();
+                thread::sleep(interval);
+                let second = view::Snapshot::read(&maps)?;
+                let rates = Rates::between(&first, &second, at.elapsed());
+                print!("{}", list::render_rate(&second, &rates, &interfaces()?));
             } else {
                 let shown = Director::read(&maps, dir)?;
                 print!("{}", list::render(&shown, &pins::attached_interfaces(dir)?));
@@ -139,7 +162,7 @@ fn run(cli: Cli) -> Result<()> {
             if reconcile_interval.is_zero() || summary_interval.is_zero() {
                 bail!("--reconcile-interval and --summary-interval must be longer than 0s");
             }
-            lb_ctl::daemon::init_logging();
+            lb_ctl::daemon::init_logging(cli.global.log_format);
             // Held for as long as the daemon runs: it is the only writer meanwhile.
             let holder = lock::Holder::me(command_line(), true);
             let _lock = lock::acquire(dir, &holder, cli.global.wait, |h| {
@@ -171,7 +194,7 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(c) => c,
                 Err(e) => bail!("{e}"),
             };
-            lb_ctl::daemon::init_logging();
+            lb_ctl::daemon::init_logging(cli.global.log_format);
             // The tokio runtime starts here, after --netns was entered.
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -183,6 +206,17 @@ fn run(cli: Cli) -> Result<()> {
                     lock::vrrp_reports_dir(dir),
                     hook_timeout,
                 ))?;
+        }
+        Command::Completions { shell } => {
+            let script = lb_ctl::cli::manual::completions(shell);
+            std::io::stdout()
+                .write_all(&script)
+                .context("writing the completion script to stdout")?;
+        }
+        Command::Man { dir } => {
+            for page in lb_ctl::cli::manual::write_pages(&dir)? {
+                println!("{}", page.display());
+            }
         }
         Command::Decap { action } => run_decap(dir, action, cli.global.wait)?,
         Command::Realserver { action } => {

@@ -77,6 +77,11 @@ impl CliLab {
         self.env.lab.server(i)
     }
 
+    /// The lab and its `lb-ctl`, e.g. to start the daemon.
+    pub fn env(&self) -> &Env {
+        &self.env
+    }
+
     /// The pin directory every command gets.
     pub fn pins(&self) -> &Path {
         self.env.ctl.pin_dir()

@@ -49,9 +49,15 @@ impl Daemon {
             .args(extra)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stdin(Stdio::null());
+        Self::spawn(cmd)
+    }
+
+    /// Spawns `cmd`, an `lb-ctl run` command line however started (under `setpriv`, with
+    /// `NOTIFY_SOCKET` ...), collects its log as [`Daemon::start`] does and waits (at most
+    /// 15 s) for its `running` line.
+    pub fn spawn(mut cmd: Command) -> Daemon {
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut proc = Proc::spawn(cmd, "lb-ctl run").unwrap_or_else(|e| panic!("{e:#}"));
         let stderr = proc
             .child_mut()

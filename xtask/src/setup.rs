@@ -25,6 +25,11 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "keepalived",
     // The ECMP lab: the directors' and the router's BGP speaker.
     "bird2",
+    // The unit file's check (systemd-analyze), the man pages' rendering, setpriv/unshare.
+    "systemd",
+    "man-db",
+    "groff-base",
+    "util-linux",
     // cargo xtask bench: load generator, the HAProxy comparison, the chart's font.
     "wrk",
     "haproxy",

@@ -69,6 +69,21 @@ pub struct Global {
     /// (one writer at a time). While `lb-ctl run` owns the directory they are refused at once.
     #[arg(long, global = true, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub wait: Duration,
+
+    /// How `run` and `vrrp` write their log (stderr): text lines, or one JSON object a line
+    /// (timestamp, level, fields with the message, target) for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How the daemons write their log lines (`--log-format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines of text: time, level, target, message, fields.
+    #[default]
+    Text,
+    /// One JSON object a line: timestamp, level, fields (message and the rest), target.
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -201,11 +216,31 @@ it), client, virtual address and backend.
 Only a TCP SYN (or a UDP datagram) makes an entry and counts in ActiveConn, as IPVS with
 sloppy_tcp off: a TCP packet that is not a SYN and has no live entry makes none. mh and sh
 forward it to their hash's pick (stats: forwarded_stateless), rr, wrr, lc and wlc drop it
-(stats: drop_no_flow).")]
+(stats: drop_no_flow).
+
+With --stats, totals like `ipvsadm -L -n --stats`: Conns (connections scheduled), InPkts,
+OutPkts, InBytes (IP bytes), OutBytes per service and backend. With --rate, per-second rates
+like `ipvsadm -L -n --rate`: CPS, InPPS, OutPPS, InBPS, OutBPS. The rates are the difference
+of two reads of the per-CPU counters --interval apart (1s by default), divided by the time
+between the reads and rounded: the average over that one interval, where IPVS shows a
+moving average that its kernel estimator updates every 2 seconds. So `list --rate` takes
+--interval to answer. OutPkts, OutBytes, OutPPS and OutBPS are always 0, as ipvsadm shows
+them for direct routing and tunnel services: the replies go from the real server to the
+client and never pass the director.")]
     List {
         /// Show the connection table (like ipvsadm -L -n -c).
-        #[arg(long, short = 'c')]
+        #[arg(long, short = 'c', conflicts_with_all = ["stats", "rate"])]
         connections: bool,
+        /// Totals: Conns, InPkts, OutPkts, InBytes, OutBytes (like ipvsadm -L -n --stats).
+        #[arg(long, conflicts_with = "rate")]
+        stats: bool,
+        /// Per-second rates: CPS, InPPS, OutPPS, InBPS, OutBPS (like ipvsadm -L -n --rate),
+        /// over --interval.
+        #[arg(long)]
+        rate: bool,
+        /// With --rate: the time between the two reads of the counters.
+        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration, requires = "rate")]
+        interval: Duration,
     },
     /// Print counters: per service and backend, and per data-path reason.
     #[command(long_about = "\
@@ -589,6 +624,32 @@ Put it in the check's `digest:`. With --netns it runs inside that namespace.")]
         /// Print the response headers too.
         #[arg(long, short = 'v')]
         verbose: bool,
+    },
+    /// Print a shell completion script for bash, zsh or fish.
+    #[command(long_about = "\
+Print a completion script for SHELL on stdout, made from the same definitions as --help.
+
+  bash: lb-ctl completions bash > /etc/bash_completion.d/lb-ctl
+        (or, for one shell: source <(lb-ctl completions bash))
+  zsh:  lb-ctl completions zsh > \"${fpath[1]}/_lb-ctl\"
+  fish: lb-ctl completions fish > ~/.config/fish/completions/lb-ctl.fish")]
+    Completions {
+        /// The shell the script is for.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (lb-ctl.1 and one per subcommand) into a directory.
+    #[command(long_about = "\
+Write the manual pages, made from the same definitions as --help, into DIR (created if
+missing; default: the current directory): lb-ctl.1 for the command and its global options,
+and one page per subcommand, named as git names its pages: lb-ctl-run.1, lb-ctl-decap.1,
+lb-ctl-decap-attach.1 ... Prints the path of each page written.
+
+  lb-ctl man /usr/local/share/man/man1 && mandb
+  man -l lb-ctl-run.1")]
+    Man {
+        /// Where to write the pages.
+        #[arg(value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
     },
 }
 

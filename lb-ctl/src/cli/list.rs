@@ -6,17 +6,15 @@ use std::fmt::Write as _;
 
 use lb_common::Forward;
 
-use super::director::Director;
+use super::{director::Director, stats::Rates};
+use crate::maps::view::{BackendView, ServiceView, Snapshot};
 use crate::plan::convert::host_port;
 use crate::vrrp::report::Report;
 
-/// Renders the listing; `interfaces` are the attached interface names.
-pub fn render(shown: &Director, interfaces: &[String]) -> String {
-    let snap = &shown.maps;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "XDP director (lb-ctl): {} service(s), attached to {}; connection table {} of {} in use",
+/// The first line of every listing, where ipvsadm names its version and table size.
+fn title(snap: &Snapshot, interfaces: &[String]) -> String {
+    format!(
+        "XDP director (lb-ctl): {} service(s), attached to {}; connection table {} of {} in use\n",
         snap.services.len(),
         if interfaces.is_empty() {
             "nothing".to_string()
@@ -25,7 +23,13 @@ pub fn render(shown: &Director, interfaces: &[String]) -> String {
         },
         snap.flows,
         snap.flows_capacity,
-    );
+    )
+}
+
+/// Renders the listing; `interfaces` are the attached interface names.
+pub fn render(shown: &Director, interfaces: &[String]) -> String {
+    let snap = &shown.maps;
+    let mut out = title(snap, interfaces);
     let _ = writeln!(out, "Prot LocalAddress:Port Scheduler Flags      Name");
     let _ = writeln!(
         out,
@@ -80,6 +84,75 @@ pub fn render(shown: &Director, interfaces: &[String]) -> String {
     out.push_str(&render_sync(shown.sync.as_ref()));
     for off in &shown.forwarding_off {
         let _ = writeln!(out, "warning: {off}");
+    }
+    out
+}
+
+/// `list --stats`, as `ipvsadm -L -n --stats`: totals since each service and backend was
+/// created. Out* are always 0: in direct routing and tunnel mode the replies go from the
+/// real server to the client and never pass the director (IPVS shows 0 there too).
+pub fn render_stats(snap: &Snapshot, interfaces: &[String]) -> String {
+    let row = |connections: u64, packets: u64, bytes: u64| [connections, packets, 0, bytes, 0];
+    table(
+        snap,
+        interfaces,
+        ["Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"],
+        |s| row(s.connections, s.packets, s.bytes),
+        |b| row(b.connections, b.packets, b.bytes),
+    )
+}
+
+/// `list --rate`, as `ipvsadm -L -n --rate`: per-second rates between two reads of the
+/// counters (`rates`), rounded as IPVS rounds its estimates. Out* are 0 (see [`render_stats`]).
+pub fn render_rate(snap: &Snapshot, rates: &Rates, interfaces: &[String]) -> String {
+    let row = |r: Option<&[f64; 3]>| {
+        let [cps, pps, bps] = r.copied().unwrap_or_default().map(|v| v.round() as u64);
+        [cps, pps, 0, bps, 0]
+    };
+    table(
+        snap,
+        interfaces,
+        ["CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"],
+        |s| row(rates.service.get(&s.id)),
+        |b| row(rates.backend.get(&b.id)),
+    )
+}
+
+/// The layout ipvsadm's `--stats` and `--rate` share: five numbers a row after
+/// `Prot LocalAddress:Port` (33 columns) or `  -> RemoteAddress:Port`.
+fn table(
+    snap: &Snapshot,
+    interfaces: &[String],
+    columns: [&str; 5],
+    service: impl Fn(&ServiceView) -> [u64; 5],
+    backend: impl Fn(&BackendView) -> [u64; 5],
+) -> String {
+    let mut out = title(snap, interfaces);
+    let numbers = |out: &mut String, first: String, n: [u64; 5]| {
+        let _ = writeln!(
+            out,
+            "{first:<33} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            n[0], n[1], n[2], n[3], n[4]
+        );
+    };
+    let [a, b, c, d, e] = columns;
+    let _ = writeln!(
+        out,
+        "{:<33} {a:>8} {b:>8} {c:>8} {d:>8} {e:>8}",
+        "Prot LocalAddress:Port"
+    );
+    let _ = writeln!(out, "  -> RemoteAddress:Port");
+    for s in &snap.services {
+        let first = format!(
+            "{:<4} {}",
+            s.protocol.to_uppercase(),
+            host_port(s.vip, s.port)
+        );
+        numbers(&mut out, first, service(s));
+        for b in &s.backends {
+            let first = format!("  -> {}", host_port(b.address, b.port));
+            numbers(&mut out, first, backend(b));
+        }
     }
     out
 }

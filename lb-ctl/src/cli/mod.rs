@@ -6,5 +6,6 @@ pub mod decap;
 pub mod director;
 pub mod genhash;
 pub mod list;
+pub mod manual;
 pub mod privileges;
 pub mod stats;

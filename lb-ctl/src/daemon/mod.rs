@@ -39,6 +39,7 @@ mod announce;
 mod apply;
 pub mod conditions;
 mod health;
+pub mod notify;
 mod reconcile;
 mod reload;
 mod sync;
@@ -115,14 +116,19 @@ const RESOLVE_MAX: Duration = Duration::from_secs(60);
 const STOP_WAIT: Duration = Duration::from_secs(2);
 
 /// Sets up logging to stderr (`RUST_LOG` filters; default `info`).
-pub fn init_logging() {
+pub fn init_logging(format: crate::cli::args::LogFormat) {
+    use crate::cli::args::LogFormat;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
+        .with_ansi(false);
+    let _ = match format {
+        LogFormat::Text => fmt.try_init(),
+        // One object a line: timestamp, level, fields (message and the rest), target.
+        LogFormat::Json => fmt.json().try_init(),
+    };
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. Call it after entering the network namespace and
@@ -282,6 +288,8 @@ async fn main_loop(opts: Options) -> Result<()> {
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    // Applied, and a SIGHUP from now on reloads instead of killing: ready.
+    notify::send("READY=1");
     let mut poll = tokio::time::interval(Duration::from_secs(1));
     poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut reconcile_tick = tokio::time::interval(d.opts.reconcile_every);
@@ -333,11 +341,14 @@ async fn main_loop(opts: Options) -> Result<()> {
             }
             _ = hup.recv() => {
                 info!("SIGHUP: reloading");
+                notify::send("RELOADING=1");
                 let text = d.watch.read_now();
                 if d.reload(text) {
                     vrrp.update(&d.config);
                     vrrp.set_services(d.service_health());
                 }
+                // Also after a refused file: the running config serves on.
+                notify::send("READY=1");
             }
             _ = poll.tick() => {
                 if let Some(r) = d.watch.poll(Instant::now().into_std()) {
@@ -406,6 +417,7 @@ impl Daemon {
     /// withdrawing its VIPs; false when it stops now (no `announce`, a drain of 0 s, or a
     /// second signal during the drain).
     fn drain(&mut self, until: &mut Option<Instant>) -> bool {
+        notify::send("STOPPING=1");
         if until.is_some() {
             info!("a second stop signal: stopping now");
             return false;
