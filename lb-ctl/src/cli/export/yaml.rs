@@ -115,7 +115,9 @@ fn service(out: &mut String, s: &ServiceView) {
             notes.push("held down by health checks now".to_string());
         }
         if let Some(src) = b.tunnel_source {
-            notes.push(format!("outer source now {src} (the route's or the file's)"));
+            notes.push(format!(
+                "outer source now {src} (the route's or the file's)"
+            ));
         }
         if b.forward.is_none() {
             notes.push("a forwarding method this version does not know".to_string());
