@@ -11,7 +11,7 @@
 //! as port 0); `-s` the scheduler; `-p` the persistence timeout in seconds, with `-M` the
 //! client granularity when it is not a whole address (a dotted mask for IPv4, a prefix
 //! length for IPv6); one `-a` per real server with `-g` (direct routing) or `-i` (tunnel;
-//! `--tun-type ipip`, or `--tun-type gue --tun-port N --tun-nocsum`, as ipvsadm 1.30 and later
+//! `--tun-type ipip`, or `--tun-type gue --tun-port N --tun-nocsum`, as the ipvsadm versions that know GUE
 //! print them: the data path's GUE has no UDP checksum) and `-w` its weight. `mh` hashes the
 //! whole 5-tuple here, the source port included, which IPVS's `mh` does with its `mh-port`
 //! flag: hence `-b mh-port`. `sh` hashes the client address alone, as IPVS's plain `sh`.
