@@ -271,9 +271,10 @@ Both read only the maps: while `lb-ctl run` runs for these pins, its file is the
 configuration and the export is what it applied.
 
 Going back to IPVS: `lb-ctl export --ipvsadm | ipvsadm -R`.")]
+    #[command(group(clap::ArgGroup::new("format").required(true).args(["ipvsadm", "yaml"])))]
     Export {
         /// ipvsadm rules, as `ipvsadm -S -n` prints them.
-        #[arg(long, conflicts_with = "yaml", required_unless_present = "yaml")]
+        #[arg(long)]
         ipvsadm: bool,
         /// A service file for `lb-ctl apply`.
         #[arg(long)]
