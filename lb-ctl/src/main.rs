@@ -13,6 +13,7 @@ use clap::Parser as _;
 use lb_ctl::cli::args::{Cli, Command, Decap, Realserver, RealserverWant, TunnelArg};
 use lb_ctl::{
     cli::director::Director,
+    cli::export,
     cli::list,
     cli::privileges,
     cli::stats::{self, Rates},
@@ -117,6 +118,20 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 let shown = Director::read(&maps, dir)?;
                 print!("{}", list::render(&shown, &pins::attached_interfaces(dir)?));
+            }
+        }
+        Command::Export { ipvsadm, yaml: _ } => {
+            privileges::require("export")?;
+            let maps = pins::open(dir)?;
+            let snap = view::Snapshot::read(&maps)?;
+            if ipvsadm {
+                let rules = export::ipvsadm::rules(&snap);
+                for w in &rules.warnings {
+                    eprintln!("warning: {w}");
+                }
+                print!("{}", rules.text);
+            } else {
+                print!("{}", export::yaml::service_file(&snap));
             }
         }
         Command::Stats {

@@ -284,6 +284,41 @@ format with metrics named lb_*; backend series carry a forward label (route, ipi
         #[arg(long, value_name = "N", requires = "watch")]
         count: Option<u64>,
     },
+    /// Print what the maps hold as ipvsadm rules (--ipvsadm) or a service file (--yaml).
+    #[command(long_about = "\
+Print the running configuration, what the data path's maps hold now, in another form.
+
+--ipvsadm prints it as `ipvsadm -S -n` does, one rule a line, for `ipvsadm -R` on a host
+with IPVS or to compare with one: `-A -t VIP:PORT -s SCHED [-p TIMEOUT [-M MASK]]` per
+service (-u for UDP; IPv6 as [addr]:port; an all-ports service as port 0; mh as `-s mh -b
+mh-port`, since it hashes the source port too) and `-a -t VIP:PORT -r RIP:PORT -g -w WEIGHT`
+per real server (-i for a tunnel, with `--tun-type ipip` or `--tun-type gue --tun-port N
+--tun-nocsum`). Services are sorted as ipvsadm sorts them (IPv4 first, TCP first, then
+address and port), real servers by address and port. A backend held down by health checks
+is left out (IPVS would not have it); a drained or inhibited one is written with -w 0. What
+ipvsadm -R would refuse (an all-ports service without persistence) is written anyway and
+named on standard error.
+
+--yaml prints a service file that `lb-ctl apply` takes: each service's VIP, port, protocol,
+scheduler, table size and persistence, and its backends with their weights and forwarding.
+The maps hold no health check, sorry server, quorum, notify script, vrrp:, sync: or
+announce:; a comment at the top says so. Backends held down by health checks are written
+(they are configured) with a comment, and a tunnel's outer source is a comment (the maps do
+not say whether it was configured or the route's).
+
+Both read only the maps: while `lb-ctl run` runs for these pins, its file is the whole
+configuration and the export is what it applied.
+
+Going back to IPVS: `lb-ctl export --ipvsadm | ipvsadm -R`.")]
+    #[command(group(clap::ArgGroup::new("format").required(true).args(["ipvsadm", "yaml"])))]
+    Export {
+        /// ipvsadm rules, as `ipvsadm -S -n` prints them.
+        #[arg(long)]
+        ipvsadm: bool,
+        /// A service file for `lb-ctl apply`.
+        #[arg(long)]
+        yaml: bool,
+    },
     /// Run as a daemon: attach, apply, health-check every backend, reload on SIGHUP.
     #[command(long_about = "\
 Run as a daemon, the job keepalived does for IPVS: attach to every --iface (or adopt an

@@ -393,6 +393,7 @@ mod tests {
             bytes: backends.iter().map(|b| b.bytes).sum(),
             connections: backends.iter().map(|b| b.connections).sum(),
             backends,
+            table_len: 0,
             key: lb_common::ServiceKey::default(),
             id,
         };

@@ -95,6 +95,10 @@ pub struct ServiceView {
     pub bytes: u64,
     pub connections: u64,
     pub backends: Vec<BackendView>,
+    /// Entries of the service's table: the Maglev table size for `sh`/`mh`, the sequence's
+    /// length for the others; 0 while no backend is usable.
+    #[serde(skip)]
+    pub table_len: u32,
     #[serde(skip)]
     pub key: ServiceKey,
     #[serde(skip)]
@@ -220,6 +224,7 @@ impl Snapshot {
                 bytes: total.bytes,
                 connections: total.new_flows,
                 backends: bs,
+                table_len: s.table_len,
                 key,
                 id: s.id,
             });
