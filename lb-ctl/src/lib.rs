@@ -21,6 +21,7 @@ pub mod config;
 pub mod daemon;
 pub mod exec;
 pub mod health;
+pub mod live;
 pub mod maps;
 pub mod net;
 pub mod plan;

@@ -134,6 +134,7 @@ fn run(cli: Cli) -> Result<()> {
             hook_timeout,
             reload_settle,
             summary_interval,
+            listen,
         } => {
             privileges::require("run")?;
             if reconcile_interval.is_zero() || summary_interval.is_zero() {
@@ -163,6 +164,7 @@ fn run(cli: Cli) -> Result<()> {
                 hook_timeout,
                 reload_settle,
                 summary_every: summary_interval,
+                listen,
             })?;
         }
         Command::Vrrp { file, hook_timeout } => {

@@ -27,6 +27,12 @@ const RULES: &[(&str, &[&str])] = &[
             "config", "sched", "plan", "maps", "net", "exec", "health", "vrrp", "sync",
         ],
     ),
+    (
+        "live",
+        &[
+            "config", "sched", "plan", "maps", "net", "exec", "health", "vrrp", "sync", "cli",
+        ],
+    ),
 ];
 
 /// The top-level modules that `text` names through `crate::` (`crate::a::b`,

@@ -25,6 +25,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "keepalived",
     // The ECMP lab: the directors' and the router's BGP speaker.
     "bird2",
+    // lab_live: the dashboard page opened in a real headless browser.
+    "chromium",
     // cargo xtask bench: load generator, the HAProxy comparison, the chart's font.
     "wrk",
     "haproxy",
