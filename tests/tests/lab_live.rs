@@ -14,7 +14,6 @@
 use std::{
     net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -171,8 +170,10 @@ impl Live {
     /// The page as Chromium rendered it after its scripts ran: each backend's state.
     fn rendered_states(&self) -> Vec<(String, String)> {
         let dom = self.chromium(&["--virtual-time-budget=3000", "--dump-dom"]);
+        // The rows the script made, not the script's own text.
+        let body = dom.split("<script>").next().unwrap_or("");
         let mut out = Vec::new();
-        for part in dom.split("<tr class=\"backend\" ").skip(1) {
+        for part in body.split("<tr class=\"backend\" ").skip(1) {
             let attr = |name: &str| {
                 part.split(&format!("{name}=\""))
                     .nth(1)

@@ -27,6 +27,9 @@
 //!   (managed neighbour entries, followed at every reconcile tick);
 //! - [`conditions`]: apply warnings logged when they start and end; [`tasks`]: stopping tasks
 //!   so that what they own is dropped before the exit.
+//! - `--listen` ([`crate::live`]): the address is bound before anything is attached; the maps
+//!   are read once a second for the server, and health transitions, reloads, refusals and
+//!   failed services are recorded as events where they are logged.
 //!
 //! It holds the pin directory's write lock ([`crate::maps::lock`]) while it runs, so it is the
 //! only writer: `lb-ctl apply`, `attach` and `detach` are refused meanwhile. Checks and hooks
