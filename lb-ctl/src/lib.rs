@@ -24,6 +24,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod exec;
 pub mod health;
+pub mod live;
 pub mod maps;
 pub mod net;
 pub mod plan;

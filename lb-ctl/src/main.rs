@@ -172,6 +172,7 @@ fn run(cli: Cli) -> Result<()> {
             hook_timeout,
             reload_settle,
             summary_interval,
+            listen,
         } => {
             privileges::require("run")?;
             if reconcile_interval.is_zero() || summary_interval.is_zero() {
@@ -201,6 +202,7 @@ fn run(cli: Cli) -> Result<()> {
                 hook_timeout,
                 reload_settle,
                 summary_every: summary_interval,
+                listen,
             })?;
         }
         Command::Vrrp { file, hook_timeout } => {

@@ -39,6 +39,12 @@ const RULES: &[(&str, &[&str])] = &[
             "doctor",
         ],
     ),
+    (
+        "live",
+        &[
+            "config", "sched", "plan", "maps", "net", "exec", "health", "vrrp", "sync", "cli",
+        ],
+    ),
 ];
 
 /// The top-level modules that `text` names through `crate::` (`crate::a::b`,

@@ -30,6 +30,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "man-db",
     "groff-base",
     "util-linux",
+    // lab_live: the dashboard page opened in a real headless browser.
+    "chromium",
     // cargo xtask bench: load generator, the HAProxy comparison, the chart's font.
     "wrk",
     "haproxy",

@@ -1,7 +1,7 @@
 //! The clap definitions of every command and option: the whole manual that `--help` prints.
 //! Dispatch is in `main.rs`; this file only says what the command line accepts.
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -468,6 +468,13 @@ just that instance).")]
         /// many backends are down, and the warnings that still hold.
         #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
         summary_interval: Duration,
+        /// Serve over HTTP at ADDR:PORT (a bare PORT: 127.0.0.1:PORT): `/metrics`
+        /// (Prometheus: the names of `stats --prometheus`, backend and VRRP states, check
+        /// durations, transitions), `/api/v1/status` (JSON: `stats --json` with rates and the
+        /// last 100 events) and `/`, a page that refreshes every second. Off by default; no
+        /// authentication: keep it on localhost or a management network.
+        #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
+        listen: Option<SocketAddr>,
     },
     /// Run only the VRRP instances of FILE (the `vrrp:` list), until SIGTERM or SIGINT.
     #[command(long_about = "\
@@ -799,4 +806,40 @@ pub struct RealserverRoot {
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     config::parse_duration(s)
+}
+
+/// `ADDR:PORT`, or a bare `PORT` for 127.0.0.1:PORT (the `--listen` argument).
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse::<SocketAddr>().map_err(|_| {
+        format!(
+            "`{s}` is not ADDR:PORT or PORT (e.g. 9100, 127.0.0.1:9100, [::1]:9100, 0.0.0.0:9100)"
+        )
+    })
+}
+
+#[cfg(test)]
+mod listen_tests {
+    use super::parse_listen;
+
+    #[test]
+    fn listen_takes_a_port_or_an_address() {
+        assert_eq!(
+            parse_listen("9100"),
+            Ok("127.0.0.1:9100".parse().unwrap_or_else(|_| unreachable!()))
+        );
+        assert_eq!(
+            parse_listen("0.0.0.0:80"),
+            Ok("0.0.0.0:80".parse().unwrap_or_else(|_| unreachable!()))
+        );
+        assert_eq!(
+            parse_listen("[::1]:9100"),
+            Ok("[::1]:9100".parse().unwrap_or_else(|_| unreachable!()))
+        );
+        let e = parse_listen("localhost:9100").err().unwrap_or_default();
+        assert!(e.contains("not ADDR:PORT or PORT"), "{e}");
+        assert!(parse_listen("70000").is_err());
+    }
 }

@@ -59,12 +59,7 @@ pub fn render(shown: &Director, interfaces: &[String]) -> String {
         );
         for b in &s.backends {
             let remote = host_port(b.address, b.port);
-            let state = match (b.usable, b.weight) {
-                _ if b.down => "down",
-                (false, _) => "unresolved",
-                (true, 0) => "draining",
-                (true, _) => "up",
-            };
+            let state = b.state();
             let _ = writeln!(
                 out,
                 "  -> {:<28} {:<7} {:<6} {:<10} {:<9} {:>9} {:>10} {:>12}  {state}",

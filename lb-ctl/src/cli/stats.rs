@@ -142,14 +142,23 @@ struct JsonOut<'a> {
     sync: Option<&'a crate::sync::report::Report>,
 }
 
-pub fn render_json(shown: &Director) -> Result<String> {
-    Ok(serde_json::to_string_pretty(&JsonOut {
+fn json_out(shown: &Director) -> JsonOut<'_> {
+    JsonOut {
         snap: &shown.maps,
         vrrp: &shown.vrrp,
         forwarding_off: &shown.forwarding_off,
         announce: &shown.announce,
         sync: shown.sync.as_ref(),
-    })?)
+    }
+}
+
+pub fn render_json(shown: &Director) -> Result<String> {
+    Ok(serde_json::to_string_pretty(&json_out(shown))?)
+}
+
+/// What `render_json` prints, as a value (`run --listen`'s `/api/v1/status` adds to it).
+pub fn json_value(shown: &Director) -> Result<serde_json::Value> {
+    Ok(serde_json::to_value(json_out(shown))?)
 }
 
 /// The Prometheus text exposition format (0.0.4), written by prometheus-client.
@@ -161,21 +170,21 @@ pub fn render_prometheus(shown: &Director) -> Result<String> {
     Ok(out)
 }
 
-type Labels = Vec<(&'static str, String)>;
+pub(crate) type Labels = Vec<(&'static str, String)>;
 
 /// One metric family: `name` without the `_total` that the encoder adds to counters.
 #[derive(Debug)]
-struct Family {
-    name: &'static str,
-    help: &'static str,
-    kind: MetricType,
-    samples: Vec<(Labels, u64)>,
+pub(crate) struct Family {
+    pub(crate) name: &'static str,
+    pub(crate) help: &'static str,
+    pub(crate) kind: MetricType,
+    pub(crate) samples: Vec<(Labels, u64)>,
 }
 
 /// The families of one read, in the order they are written; a collector, since the values
 /// are read from the maps on each call rather than counted in this process.
 #[derive(Debug)]
-struct Families(Vec<Family>);
+pub(crate) struct Families(pub(crate) Vec<Family>);
 
 impl Collector for Families {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
@@ -203,7 +212,7 @@ fn service_labels(s: &ServiceView) -> Labels {
     ]
 }
 
-fn backend_labels(s: &ServiceView, b: &BackendView) -> Labels {
+pub(crate) fn backend_labels(s: &ServiceView, b: &BackendView) -> Labels {
     let mut labels = service_labels(s);
     labels.push(("backend", host_port(b.address, b.port)));
     labels.push(("forward", b.forward.map_or("?", Forward::name).to_string()));
@@ -256,7 +265,7 @@ const VRRP: [(&str, MetricType, &str, PickV); 4] = [
     ("lb_vrrp_errors", Counter, "Malformed or unauthenticated VRRP adverts, ignored.", |r| r.errors),
 ];
 
-fn families(shown: &Director) -> Vec<Family> {
+pub(crate) fn families(shown: &Director) -> Vec<Family> {
     let snap = &shown.maps;
     let family = |name, kind, help, samples| Family {
         name,

@@ -60,6 +60,22 @@ impl Daemon {
         newly.sort();
         recovered.sort();
         let count = newly.len() + recovered.len();
+        for name in &newly {
+            self.live.event(
+                "service",
+                name.to_string(),
+                Some(("ok", "failed")),
+                "no backend is up".into(),
+            );
+        }
+        for name in &recovered {
+            self.live.event(
+                "service",
+                name.to_string(),
+                Some(("failed", "ok")),
+                "a backend is up".into(),
+            );
+        }
         if count == 0 || self.budgets[2].take(count) {
             for name in &newly {
                 let sorry = self

@@ -151,6 +151,7 @@ impl Daemon {
                 self.semaphore.clone(),
                 self.tx.clone(),
                 self.delays.clone(),
+                self.live.latency.clone(),
             ));
             self.probes.insert(
                 id,
@@ -201,6 +202,13 @@ impl Daemon {
         let many = !self.budgets[0].take(pending.len());
         for p in &pending {
             let ((service, addr), t) = (&p.key, &p.transition);
+            (self.live).health(
+                service,
+                &addr.to_string(),
+                t.from.as_str(),
+                t.to.as_str(),
+                &t.reason,
+            );
             match (t.to, many) {
                 (State::Down, false) => {
                     warn!(service = %service, backend = %addr, from = %t.from, to = %t.to, reason = %t.reason, "backend down")

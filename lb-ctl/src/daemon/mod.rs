@@ -27,6 +27,9 @@
 //!   (managed neighbour entries, followed at every reconcile tick);
 //! - [`conditions`]: apply warnings logged when they start and end; [`tasks`]: stopping tasks
 //!   so that what they own is dropped before the exit.
+//! - `--listen` ([`crate::live`]): the address is bound before anything is attached; the maps
+//!   are read once a second for the server, and health transitions, reloads, refusals and
+//!   failed services are recorded as events where they are logged.
 //!
 //! It holds the pin directory's write lock ([`crate::maps::lock`]) while it runs, so it is the
 //! only writer: `lb-ctl apply`, `attach` and `detach` are refused meanwhile. Checks and hooks
@@ -96,6 +99,8 @@ pub struct Options {
     pub reload_settle: Duration,
     /// How often the periodic summary is logged (checks' timeliness, what still holds).
     pub summary_every: Duration,
+    /// Where `/metrics`, `/api/v1/status` and the page are served (`--listen`); off if None.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// The cause of the periodic apply that repairs drift.
@@ -189,6 +194,8 @@ struct Daemon {
     sync: Option<sync::Syncer>,
     /// Where the sync's socket task hands accepted datagrams.
     sync_tx: mpsc::Sender<crate::sync::packet::Datagram>,
+    /// What `--listen` serves: fed here (events, counters) and by the probes (durations).
+    live: Arc<crate::live::Live>,
 }
 
 async fn main_loop(opts: Options) -> Result<()> {
@@ -200,6 +207,11 @@ async fn main_loop(opts: Options) -> Result<()> {
     {
         Ok(c) => c,
         Err(e) => bail!("{e}"),
+    };
+    // Bound before anything is attached, so that an address in use stops the start cleanly.
+    let listener = match opts.listen {
+        Some(addr) => Some(crate::live::server::bind(addr).await?),
+        None => None,
     };
     let dir_buf = opts.pin_dir.clone();
     let dir = dir_buf.as_path();
@@ -249,6 +261,7 @@ async fn main_loop(opts: Options) -> Result<()> {
         announce: announce::Announcer::new(crate::maps::lock::announce_report(dir)),
         sync: None,
         sync_tx,
+        live: Arc::new(crate::live::Live::default()),
         opts,
     };
     let mut datapath_log = crate::maps::datapath_log::DataPathLog::default();
@@ -272,6 +285,15 @@ async fn main_loop(opts: Options) -> Result<()> {
         crate::maps::lock::vrrp_reports_dir(dir),
     );
     vrrp.set_services(d.service_health());
+    // `--listen`: the maps read every second (rates, states), served over HTTP.
+    let server = listener.map(|l| {
+        if let Ok(addr) = l.local_addr() {
+            info!(address = %addr, "serving /metrics, /api/v1/status and the page");
+        }
+        crate::live::server::serve(l, d.live.clone())
+    });
+    let mut live_tick = tokio::time::interval(Duration::from_secs(1));
+    live_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // Connection-state sync (`sync:`): a key file that cannot be read stops the start.
     if let Some(cfg) = d.config.sync.clone() {
         let key = sync::key_of(&cfg, &file)?;
@@ -325,6 +347,7 @@ async fn main_loop(opts: Options) -> Result<()> {
                 last_flush = Instant::now();
             }
             _ = summary_tick.tick() => d.summary(),
+            _ = live_tick.tick(), if server.is_some() => d.sample_live(),
             Some(dg) = sync_rx.recv() => {
                 if let Some(s) = d.sync.as_mut() {
                     s.install(&mut d.maps, dg);
@@ -385,6 +408,9 @@ async fn main_loop(opts: Options) -> Result<()> {
         }
     };
     d.stop_announce();
+    if let Some(s) = &server {
+        s.abort();
+    }
     if let Some(s) = d.sync.take() {
         s.stop();
     }
@@ -413,6 +439,15 @@ async fn main_loop(opts: Options) -> Result<()> {
 }
 
 impl Daemon {
+    /// `--listen`: one read of the maps (and of the VRRP, announce and sync reports) for the
+    /// server. A read that fails is logged at debug level and skipped.
+    fn sample_live(&mut self) {
+        match crate::cli::director::Director::read(&self.maps, &self.opts.pin_dir) {
+            Ok(shown) => self.live.sample(shown),
+            Err(e) => tracing::debug!(error = %format!("{e:#}"), "--listen: reading the maps"),
+        }
+    }
+
     /// A stop signal: true when the daemon is to keep running until `until` (set here) after
     /// withdrawing its VIPs; false when it stops now (no `announce`, a drain of 0 s, or a
     /// second signal during the drain).

@@ -19,13 +19,16 @@ impl Daemon {
             Ok(c) => match crate::net::own_addresses::check(&c, &file, &self.ifindexes) {
                 Ok(()) => c,
                 Err(e) => {
-                    error!(file = %file, errors = %format!("{e:#}").replace('\n', "; "), "reload refused; the running config stays");
+                    let errors = format!("{e:#}").replace('\n', "; ");
+                    self.live.reload(&file, "refused", errors.clone());
+                    error!(file = %file, errors = %errors, "reload refused; the running config stays");
                     return false;
                 }
             },
             Err(e) => {
                 let diagnostics: Vec<String> =
                     e.diagnostics.iter().map(ToString::to_string).collect();
+                self.live.reload(&file, "refused", diagnostics.join("; "));
                 error!(
                     file = %self.opts.file.display(),
                     errors = %diagnostics.join("; "),
@@ -36,6 +39,7 @@ impl Daemon {
         };
         if config == self.config {
             info!("reload: no changes");
+            self.live.reload(&file, "unchanged", "no changes".into());
             return false;
         }
         if config.vrrp != self.config.vrrp
@@ -55,6 +59,11 @@ impl Daemon {
         self.resolve_backoff = RESOLVE_MIN;
         self.resolve_due = Instant::now() + RESOLVE_MIN;
         self.apply("reload");
+        self.live.reload(
+            &file,
+            "applied",
+            format!("{} services", self.config.services.len()),
+        );
         info!(
             services = self.config.services.len(),
             backends_checked = self.health_keys(),

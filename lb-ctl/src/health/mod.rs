@@ -6,6 +6,7 @@
 
 pub mod exec;
 pub mod http;
+pub mod latency;
 pub mod probes;
 pub mod segment;
 pub mod state;

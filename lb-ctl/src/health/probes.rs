@@ -160,6 +160,7 @@ pub async fn run(
     semaphore: Arc<Semaphore>,
     tx: mpsc::Sender<ProbeEvent>,
     delays: Arc<Delays>,
+    latency: super::latency::Latency,
 ) {
     let check = &id.check;
     let mut tracker = Tracker::new(Timing::from(check), initial);
@@ -180,8 +181,15 @@ pub async fn run(
                 },
             };
             delays.record(Instant::now().saturating_duration_since(planned), waited);
+            let started = Instant::now();
             let outcome = super::run_check(check, &id.target).await;
             drop(permit);
+            latency.observe(
+                check.kind.as_str(),
+                &id.target,
+                started.elapsed(),
+                outcome.is_ok(),
+            );
             outcome
         };
         if let Err(why) = &outcome {

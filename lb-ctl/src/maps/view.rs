@@ -77,6 +77,19 @@ pub struct BackendView {
     pub inactive_connections: u64,
 }
 
+impl BackendView {
+    /// What `list` shows: `down` (held down by health checks), `unresolved` (no MAC or tunnel
+    /// source yet), `draining` (weight 0), else `up`.
+    pub fn state(&self) -> &'static str {
+        match (self.usable, self.weight) {
+            _ if self.down => "down",
+            (false, _) => "unresolved",
+            (true, 0) => "draining",
+            (true, _) => "up",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct ServiceView {
     pub name: String,
