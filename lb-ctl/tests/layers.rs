@@ -9,7 +9,8 @@ use std::{collections::BTreeSet, fs, path::Path};
 /// syscalls; health reports and the daemon decides, so health and vrrp reach neither the plan
 /// nor the maps (both use `net`: routes, neighbours, raw frames); sync (the wire format, its
 /// HMAC, what is sent and accepted) is pure but for its socket, and the daemon reads and writes
-/// the maps for it; exec runs commands for health and VRRP and knows neither. daemon and cli,
+/// the maps for it; exec runs commands for health and VRRP and knows neither; import (a
+/// keepalived.conf into a service file) is pure and reads config only. daemon and cli,
 /// at the top, may import every folder (cli all but daemon).
 const RULES: &[(&str, &[&str])] = &[
     ("config", &[]),
@@ -21,10 +22,11 @@ const RULES: &[(&str, &[&str])] = &[
     ("health", &["config", "exec", "net"]),
     ("vrrp", &["config", "exec", "net"]),
     ("sync", &["config"]),
+    ("import", &["config"]),
     (
         "cli",
         &[
-            "config", "sched", "plan", "maps", "net", "exec", "health", "vrrp", "sync",
+            "config", "sched", "plan", "maps", "net", "exec", "health", "vrrp", "sync", "import",
         ],
     ),
 ];
