@@ -237,7 +237,10 @@ fn import(file: &Path) -> ExitCode {
     // The output must be a valid service file; say so if an import falls short of it.
     if let Err(e) = config::parse(&imported.yaml, "(the imported file)") {
         for d in &e.diagnostics {
-            eprintln!("{}: not supported: the imported file does not validate: {d}", file.display());
+            eprintln!(
+                "{}: not supported: the imported file does not validate: {d}",
+                file.display()
+            );
         }
         complete = false;
     }

@@ -9,8 +9,7 @@ use super::model::{Check, Model, Service, Vrrp};
 /// (JSON escapes, which YAML's double quotes accept) otherwise.
 pub fn scalar(s: &str) -> String {
     let plain_word = s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '/' || c == '_')
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | '-'))
         && !matches!(
             s.to_ascii_lowercase().as_str(),
@@ -114,7 +113,12 @@ fn vrrp(out: &mut String, v: &Vrrp) {
     opt(out, i, "garp_count", &v.garp_count);
     opt(out, i, "garp_delay", &v.garp_delay);
     opt(out, i, "garp_master_refresh", &v.garp_master_refresh);
-    opt(out, i, "garp_master_refresh_repeat", &v.garp_master_refresh_repeat);
+    opt(
+        out,
+        i,
+        "garp_master_refresh_repeat",
+        &v.garp_master_refresh_repeat,
+    );
     opt_str(out, i, "notify_master", &v.notify_master);
     opt_str(out, i, "notify_backup", &v.notify_backup);
     opt_str(out, i, "notify_fault", &v.notify_fault);

@@ -163,7 +163,10 @@ impl Mapper<'_> {
     fn secs(&mut self, item: &Item) -> Option<String> {
         let v = item.arg(0).and_then(seconds);
         if v.is_none() {
-            self.unsupported(item, "expected seconds (such as 3 or 0.5); the line is left out");
+            self.unsupported(
+                item,
+                "expected seconds (such as 3 or 0.5); the line is left out",
+            );
         }
         v
     }
@@ -500,8 +503,7 @@ impl Mapper<'_> {
 
     /// Tracked scripts and sync-group members that name something the import left out.
     fn check_vrrp_references(&mut self) {
-        let scripts: BTreeSet<String> =
-            self.model.scripts.iter().map(|s| s.name.clone()).collect();
+        let scripts: BTreeSet<String> = self.model.scripts.iter().map(|s| s.name.clone()).collect();
         // (owner, name, why)
         let mut dropped: Vec<(String, String, &str)> = Vec::new();
         for v in &mut self.model.vrrp {
@@ -570,7 +572,10 @@ impl Mapper<'_> {
             }
             (Some("group"), Some(g)) => {
                 let Some(group) = groups.get(g) else {
-                    return self.unsupported(item, format!("there is no virtual_server_group {g}; left out"));
+                    return self.unsupported(
+                        item,
+                        format!("there is no virtual_server_group {g}; left out"),
+                    );
                 };
                 self.group_targets(group)
             }
@@ -637,9 +642,16 @@ impl Mapper<'_> {
     fn group_targets(&mut self, group: &Item) -> Vec<(String, u16, String)> {
         let mut out = Vec::new();
         for e in group.children() {
-            let from = format!("virtual_server_group {} entry {}", group.arg(0).unwrap_or(""), what(e));
+            let from = format!(
+                "virtual_server_group {} entry {}",
+                group.arg(0).unwrap_or(""),
+                what(e)
+            );
             if e.key.text == "fwmark" {
-                self.unsupported(e, "a firewall-mark entry; the XDP program never sees the marks; left out");
+                self.unsupported(
+                    e,
+                    "a firewall-mark entry; the XDP program never sees the marks; left out",
+                );
                 continue;
             }
             let Some(port) = e.arg(0).and_then(|p| p.parse::<u16>().ok()) else {
@@ -691,7 +703,8 @@ impl Mapper<'_> {
                              the service keeps the default, wrr"
                         );
                         self.unsupported(c, why);
-                        s.notes.push(format!("lb_algo {a} is not supported: wrr instead"));
+                        s.notes
+                            .push(format!("lb_algo {a} is not supported: wrr instead"));
                     }
                     None => self.unsupported(c, "lb_algo needs a scheduler"),
                 },
@@ -751,10 +764,9 @@ impl Mapper<'_> {
                      withdraw the VIP below quorum",
                 ),
                 "omega" => self.unsupported(c, "running quorum_down on shutdown"),
-                "ha_suspend" => self.unsupported(
-                    c,
-                    "checks run whether or not the director holds the VIP",
-                ),
+                "ha_suspend" => {
+                    self.unsupported(c, "checks run whether or not the director holds the VIP")
+                }
                 "sorry_server_inhibit" | "sorry_server_lvs_method" => {
                     self.unsupported(c, "the sorry server takes the service's method and weight")
                 }
@@ -797,7 +809,8 @@ impl Mapper<'_> {
                         _ => self.unsupported(c, "the GUE port is 1-65535; IPIP instead"),
                     },
                     [t, ..] => {
-                        let why = format!("tunnel type {t} (ipip and gue are supported); IPIP instead");
+                        let why =
+                            format!("tunnel type {t} (ipip and gue are supported); IPIP instead");
                         self.unsupported(c, why)
                     }
                 }
@@ -815,7 +828,11 @@ impl Mapper<'_> {
         let mut notify_up = BTreeSet::new();
         let mut notify_down = BTreeSet::new();
         let mut inhibit = Vec::new();
-        for rs in item.children().iter().filter(|c| c.key.text == "real_server") {
+        for rs in item
+            .children()
+            .iter()
+            .filter(|c| c.key.text == "real_server")
+        {
             let Some(addr) = rs.arg(0).filter(|a| a.parse::<IpAddr>().is_ok()) else {
                 self.unsupported(rs, "expected `real_server IP PORT`; left out");
                 continue;
@@ -898,9 +915,7 @@ impl Mapper<'_> {
                     "uthreshold" | "lthreshold" => {
                         self.unsupported(c, "connection thresholds per real server")
                     }
-                    "smtp_alert" => {
-                        self.unsupported(c, "email alerts; use notify_up/notify_down")
-                    }
+                    "smtp_alert" => self.unsupported(c, "email alerts; use notify_up/notify_down"),
                     _ => self.no_equivalent(c),
                 }
             }
@@ -934,7 +949,10 @@ impl Mapper<'_> {
             *slot = set.into_iter().next();
         }
         if let Some(sorry) = &s.sorry_server {
-            let at = item.children().iter().find(|c| c.key.text == "sorry_server");
+            let at = item
+                .children()
+                .iter()
+                .find(|c| c.key.text == "sorry_server");
             if let (Some(c), Some(p)) = (at, at.and_then(|c| c.arg(1))) {
                 if p.parse::<u16>().ok() != Some(s.port) {
                     let why = format!(
@@ -1019,8 +1037,9 @@ impl Mapper<'_> {
                          address; left out",
                     ),
                 "helo_name" if item.key.text == "SMTP_CHECK" => {}
-                "http_protocol" | "fast_recovery" | "enable_sni" | "sni_name"
-                | "tls_compliant" => self.not_needed(k, "not configurable here; left out"),
+                "http_protocol" | "fast_recovery" | "enable_sni" | "sni_name" | "tls_compliant" => {
+                    self.not_needed(k, "not configurable here; left out")
+                }
                 _ => self.no_equivalent(k),
             }
         }
@@ -1033,7 +1052,11 @@ impl Mapper<'_> {
             // keepalived: misc_timeout, else the delay loop.
             misc_timeout.or_else(|| c.interval.clone())
         } else {
-            Some(d.timeout.clone().unwrap_or_else(|| KA_CONNECT_TIMEOUT.into()))
+            Some(
+                d.timeout
+                    .clone()
+                    .unwrap_or_else(|| KA_CONNECT_TIMEOUT.into()),
+            )
         };
         // keepalived's `retry` counts the checks after the first failure.
         let default_retry = if c.kind == "exec" { 0 } else { 1 };
@@ -1063,7 +1086,13 @@ impl Mapper<'_> {
                     for w in &k.args {
                         match status_range(&w.text) {
                             Some(r) => c.status.extend(r),
-                            None => self.unsupported(k, format!("`{}` is not a status code (100-599) or range; left out", w.text)),
+                            None => self.unsupported(
+                                k,
+                                format!(
+                                    "`{}` is not a status code (100-599) or range; left out",
+                                    w.text
+                                ),
+                            ),
                         }
                     }
                 }

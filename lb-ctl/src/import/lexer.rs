@@ -59,7 +59,6 @@ impl Item {
     }
 }
 
-
 /// A file that cannot be read as keepalived.conf: nothing is imported.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ParseError {
@@ -435,7 +434,10 @@ mod tests {
         assert_eq!(items.len(), 1);
         let vs = &items[0];
         assert_eq!(vs.key.text, "virtual_server");
-        assert_eq!((vs.arg(0), vs.arg(1), vs.pos().line), (Some("10.0.0.1"), Some("80"), 2));
+        assert_eq!(
+            (vs.arg(0), vs.arg(1), vs.pos().line),
+            (Some("10.0.0.1"), Some("80"), 2)
+        );
         let kids = vs.children();
         assert_eq!(kids[0].key.text, "lb_algo");
         assert_eq!(kids[0].pos().line, 3);
@@ -450,20 +452,27 @@ mod tests {
     #[test]
     fn errors_name_their_line() {
         let e = parse("a {\n  b 1\n").unwrap_err();
-        assert_eq!(e.to_string(), "k.conf:1: this block is never closed: a `}` is missing");
+        assert_eq!(
+            e.to_string(),
+            "k.conf:1: this block is never closed: a `}` is missing"
+        );
         let e = parse("a {\n}\n}\n").unwrap_err();
         assert_eq!(e.to_string(), "k.conf:3: a `}` without its `{`");
         let e = parse("a\nb \"open\n").unwrap_err();
-        assert_eq!(e.to_string(), "k.conf:2: a quoted string has no closing `\"`");
+        assert_eq!(
+            e.to_string(),
+            "k.conf:2: a quoted string has no closing `\"`"
+        );
         let e = parse("{\n}\n").unwrap_err();
         assert_eq!(e.to_string(), "k.conf:1: a `{` without a keyword before it");
     }
 
     #[test]
     fn conditional_lines_and_variables_are_left_out_and_named() {
-        let (items, skipped) =
-            parse("@high priority 170\n$X=1\nvrrp_instance I {\n  priority $X\n  advert_int 1\n}\n")
-                .unwrap();
+        let (items, skipped) = parse(
+            "@high priority 170\n$X=1\nvrrp_instance I {\n  priority $X\n  advert_int 1\n}\n",
+        )
+        .unwrap();
         assert_eq!(items.len(), 1);
         assert_eq!(items[0].children().len(), 1);
         let lines: Vec<(usize, &str)> = skipped
@@ -489,7 +498,11 @@ mod tests {
         fs::write(sub.join("a.conf"), "vrrp_script a {\n  script y\n}\n").unwrap();
         fs::write(sub.join("skip.txt"), "broken {\n").unwrap();
         let main = dir.join("keepalived.conf");
-        fs::write(&main, "global_defs {\n}\ninclude conf.d/*.conf\ninclude none/*.conf\n").unwrap();
+        fs::write(
+            &main,
+            "global_defs {\n}\ninclude conf.d/*.conf\ninclude none/*.conf\n",
+        )
+        .unwrap();
         let (items, skipped) = parse_file(&main).unwrap();
         let names: Vec<(String, usize, String)> = items
             .iter()

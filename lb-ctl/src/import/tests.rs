@@ -92,16 +92,25 @@ fn the_typical_lvs_dr_file_imports_completely() {
     let c = parsed(&i);
     assert_eq!(c.services.len(), 1);
     let s = &c.services[0];
-    assert_eq!((s.vip, s.port, s.scheduler), (ip("192.168.58.133"), 80, Scheduler::Rr));
+    assert_eq!(
+        (s.vip, s.port, s.scheduler),
+        (ip("192.168.58.133"), 80, Scheduler::Rr)
+    );
     let p = s.persistence.expect("persistence");
     assert_eq!((p.timeout, p.prefix_len), (Duration::from_secs(50), 32));
     let addrs: Vec<(IpAddr, u32)> = s.backends.iter().map(|b| (b.address, b.weight)).collect();
-    assert_eq!(addrs, [(ip("192.168.58.135"), 1), (ip("192.168.58.136"), 1)]);
+    assert_eq!(
+        addrs,
+        [(ip("192.168.58.135"), 1), (ip("192.168.58.136"), 1)]
+    );
     for b in &s.backends {
         let ch = s.health.check_for(b.address).expect("a check");
         assert_eq!(ch.kind, CheckKind::HttpGet);
         assert_eq!(ch.path, "/");
-        assert_eq!(ch.digest.as_deref(), Some("9b3a0c85a887a256d6939da88aabd8cd"));
+        assert_eq!(
+            ch.digest.as_deref(),
+            Some("9b3a0c85a887a256d6939da88aabd8cd")
+        );
         assert_eq!(ch.port, Some(80));
         assert_eq!(ch.interval, Duration::from_secs(6));
         assert_eq!(ch.timeout, Duration::from_secs(3));
@@ -112,14 +121,22 @@ fn the_typical_lvs_dr_file_imports_completely() {
     assert_eq!(c.vrrp.len(), 1);
     let v = &c.vrrp[0];
     assert_eq!(
-        (v.name.as_str(), v.interface.as_str(), v.virtual_router_id, v.priority),
+        (
+            v.name.as_str(),
+            v.interface.as_str(),
+            v.virtual_router_id,
+            v.priority
+        ),
         ("LVS", "eth0", 51, 100)
     );
     assert_eq!(v.advert_interval, Duration::from_secs(1));
     assert_eq!(v.auth_pass.as_deref(), Some("1111"));
     assert_eq!(v.virtual_addresses, [(ip("192.168.58.133"), 32)]);
     assert!(v.preempt);
-    assert!(i.yaml.contains("# state MASTER: every instance starts as backup here"));
+    assert!(
+        i.yaml
+            .contains("# state MASTER: every instance starts as backup here")
+    );
 }
 
 #[test]
@@ -138,16 +155,31 @@ fn refused_schedulers_and_methods_are_named_with_their_lines() {
             (12, "virtual_server fwmark 1".to_string()),
         ]
     );
-    let why = |line| i.notes.iter().find(|n| n.pos.line == line).unwrap().to_string();
-    assert!(why(2).contains("the scheduler `lblc` is not supported"), "{}", why(2));
+    let why = |line| {
+        i.notes
+            .iter()
+            .find(|n| n.pos.line == line)
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        why(2).contains("the scheduler `lblc` is not supported"),
+        "{}",
+        why(2)
+    );
     assert!(why(3).contains("NAT rewrites addresses"), "{}", why(3));
-    assert!(why(12).starts_with("keepalived.conf:12: virtual_server fwmark 1: not supported: a firewall-mark"));
+    assert!(why(12).starts_with(
+        "keepalived.conf:12: virtual_server fwmark 1: not supported: a firewall-mark"
+    ));
     let c = parsed(&i);
     assert_eq!(c.services.len(), 2, "the fwmark service is left out");
     assert_eq!(c.services[0].scheduler, Scheduler::Wrr);
     assert!(c.services[1].forward.tunnel().is_some());
     assert_eq!(c.services[1].protocol, config::Protocol::Udp);
-    assert!(i.yaml.contains("# lb_kind NAT is not supported: imported as direct routing"));
+    assert!(
+        i.yaml
+            .contains("# lb_kind NAT is not supported: imported as direct routing")
+    );
 }
 
 #[test]
@@ -177,7 +209,10 @@ fn checks_map_with_keepalived_defaults() {
     assert_eq!(exec.interval, Duration::from_secs(60));
     assert_eq!(s.backends[0].weight, 3);
     let tcp = s.health.check_for(ip("10.0.0.3")).unwrap();
-    assert_eq!((tcp.kind, tcp.timeout), (CheckKind::Tcp, Duration::from_millis(500)));
+    assert_eq!(
+        (tcp.kind, tcp.timeout),
+        (CheckKind::Tcp, Duration::from_millis(500))
+    );
     assert_eq!((tcp.retries, tcp.retry_delay), (2, Duration::from_secs(1)));
     let https = s.health.check_for(ip("10.0.0.4")).unwrap();
     assert_eq!(https.kind, CheckKind::HttpsGet);
@@ -205,7 +240,10 @@ fn service_options_persistence_and_groups() {
     assert_eq!((p.timeout, p.prefix_len), (Duration::from_secs(30), 24));
     let h = &s.health;
     assert_eq!(h.sorry_server, Some(ip("10.0.0.9")));
-    assert_eq!((h.quorum, h.hysteresis, h.inhibit_on_failure), (Some(2), 1, true));
+    assert_eq!(
+        (h.quorum, h.hysteresis, h.inhibit_on_failure),
+        (Some(2), 1, true)
+    );
     assert_eq!(h.notify_up.as_deref(), Some("/bin/up"));
     assert_eq!(h.notify_down.as_deref(), Some("/bin/down x"));
 }
@@ -277,9 +315,16 @@ fn conditional_lines_variables_and_parse_errors() {
             (4, "variable `$X`".to_string())
         ]
     );
-    let e = import_text("virtual_server 10.0.0.1 80 {\n  lb_algo rr\n", "k.conf", Path::new("/"))
-        .unwrap_err();
-    assert_eq!(e.to_string(), "k.conf:1: this block is never closed: a `}` is missing");
+    let e = import_text(
+        "virtual_server 10.0.0.1 80 {\n  lb_algo rr\n",
+        "k.conf",
+        Path::new("/"),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "k.conf:1: this block is never closed: a `}` is missing"
+    );
 }
 
 /// keepalived's doc/samples: each one imports, its YAML parses, and each note names a line of
@@ -290,7 +335,12 @@ fn every_keepalived_sample_imports_into_a_valid_file() {
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("keepalived.conf"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("keepalived.conf")
+        })
         .collect();
     files.sort();
     assert_eq!(files.len(), 25, "keepalived's 25 sample configurations");
@@ -327,5 +377,8 @@ fn every_keepalived_sample_imports_into_a_valid_file() {
             assert!(!i.complete(), "{name} imported as complete");
         }
     }
-    assert!(services >= 20 && instances >= 30, "{services} services, {instances} instances");
+    assert!(
+        services >= 20 && instances >= 30,
+        "{services} services, {instances} instances"
+    );
 }
