@@ -94,11 +94,11 @@ fn what(item: &Item) -> String {
 /// A duration in keepalived's seconds (`3`, `0.5`) as the service file writes it.
 fn seconds(s: &str) -> Option<String> {
     let x: f64 = s.parse().ok()?;
-    if !x.is_finite() || x < 0.0 || x > 1e9 {
+    if !x.is_finite() || !(0.0..=1e9).contains(&x) {
         return None;
     }
     let ms = (x * 1000.0).round() as u64;
-    Some(if ms % 1000 == 0 {
+    Some(if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -953,15 +953,15 @@ impl Mapper<'_> {
                 .children()
                 .iter()
                 .find(|c| c.key.text == "sorry_server");
-            if let (Some(c), Some(p)) = (at, at.and_then(|c| c.arg(1))) {
-                if p.parse::<u16>().ok() != Some(s.port) {
-                    let why = format!(
-                        "the sorry server {sorry} gets port {} (direct routing does not rewrite \
-                         ports), not {p}",
-                        s.port
-                    );
-                    self.unsupported(c, why);
-                }
+            if let (Some(c), Some(p)) = (at, at.and_then(|c| c.arg(1)))
+                && p.parse::<u16>().ok() != Some(s.port)
+            {
+                let why = format!(
+                    "the sorry server {sorry} gets port {} (direct routing does not rewrite \
+                     ports), not {p}",
+                    s.port
+                );
+                self.unsupported(c, why);
             }
         }
     }
