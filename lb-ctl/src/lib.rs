@@ -4,6 +4,7 @@
 //! The folders, from the bottom up (docs/architecture.md has the whole map and the import
 //! rules):
 //! - [`config`]: the YAML service file, parsed and validated into typed values;
+//! - [`import`]: keepalived.conf read and written as a service file (`lb-ctl import`);
 //! - [`sched`]: the lookup tables of the schedulers (weighted round robin, Maglev);
 //! - [`plan`]: the pure difference between the maps and a config;
 //! - [`maps`]: the kernel side: loading, pins, the one-writer lock, typed map access;
@@ -24,6 +25,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod exec;
 pub mod health;
+pub mod import;
 pub mod live;
 pub mod maps;
 pub mod net;

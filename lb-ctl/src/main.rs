@@ -30,6 +30,9 @@ use lb_ctl::{
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Import { file } = &cli.command {
+        return import(file);
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -261,6 +264,8 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
+        // main() runs it before, for its exit status (0, 1 or 2).
+        Command::Import { .. } => bail!("import is run by main()"),
         Command::Genhash {
             server,
             port,
@@ -288,6 +293,38 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `lb-ctl import`: the YAML on stdout, the notes on stderr; 0 complete, 1 incomplete (or
+/// the result does not validate), 2 nothing imported.
+fn import(file: &Path) -> ExitCode {
+    let imported = match lb_ctl::import::import_file(file) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("lb-ctl: import: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    print!("{}", imported.yaml);
+    for n in &imported.notes {
+        eprintln!("{n}");
+    }
+    let mut complete = imported.complete();
+    // The output must be a valid service file; say so if an import falls short of it.
+    if let Err(e) = config::parse(&imported.yaml, "(the imported file)") {
+        for d in &e.diagnostics {
+            eprintln!(
+                "{}: not supported: the imported file does not validate: {d}",
+                file.display()
+            );
+        }
+        complete = false;
+    }
+    if complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 /// `lb-ctl decap`: its pins live under `PIN_DIR/decap`, with a write lock of their own.

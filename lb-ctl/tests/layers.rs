@@ -9,7 +9,8 @@ use std::{collections::BTreeSet, fs, path::Path};
 /// syscalls; health reports and the daemon decides, so health and vrrp reach neither the plan
 /// nor the maps (both use `net`: routes, neighbours, raw frames); sync (the wire format, its
 /// HMAC, what is sent and accepted) is pure but for its socket, and the daemon reads and writes
-/// the maps for it; exec runs commands for health and VRRP and knows neither. daemon and cli,
+/// the maps for it; exec runs commands for health and VRRP and knows neither; import (a
+/// keepalived.conf into a service file) is pure and reads config only. daemon and cli,
 /// at the top, may import every folder (cli all but daemon).
 const RULES: &[(&str, &[&str])] = &[
     ("config", &[]),
@@ -23,6 +24,7 @@ const RULES: &[(&str, &[&str])] = &[
     ("sync", &["config"]),
     ("realserver", &["maps", "net"]),
     ("doctor", &["config", "maps", "net", "health"]),
+    ("import", &["config"]),
     (
         "cli",
         &[
@@ -37,6 +39,7 @@ const RULES: &[(&str, &[&str])] = &[
             "sync",
             "realserver",
             "doctor",
+            "import",
         ],
     ),
     (

@@ -693,6 +693,46 @@ lb-ctl-decap-attach.1 ... Prints the path of each page written.
         #[arg(value_name = "DIR", default_value = ".")]
         dir: PathBuf,
     },
+    /// Print the service file equivalent to a keepalived.conf.
+    #[command(long_about = "\
+Read a keepalived.conf (and the files it includes) and print the equivalent service file
+(YAML) on standard output, with a comment above each part saying where it came from:
+
+  virtual_server IP PORT             a service: lb_algo (rr wrr lc wlc sh mh), lb_kind DR
+                                     (TUN: forward: tunnel), protocol TCP|UDP,
+                                     persistence_timeout/_granularity, sorry_server, quorum,
+                                     hysteresis, inhibit_on_failure, alpha, delay_loop
+  virtual_server group NAME          one service per address of the virtual_server_group
+  real_server IP PORT                a backend: weight, notify_up/notify_down, and its check:
+                                     HTTP_GET/SSL_GET (url path digest status_code,
+                                     virtualhost), TCP_CHECK, MISC_CHECK (exec), with
+                                     connect_port, connect_timeout, retry/nb_get_retry,
+                                     delay_before_retry, warmup
+  vrrp_instance, vrrp_script,        vrrp:, vrrp_scripts:, vrrp_sync_groups: (authentication
+  vrrp_sync_group                    PASS, virtual_ipaddress, unicast_peer, nopreempt,
+                                     preempt_delay, notify_*, track_script, track_interface,
+                                     garp_master_*)
+
+keepalived's defaults are written out where they differ from the service file's
+(delay_loop 60 s, connect_timeout 5 s, delay_before_retry 3 s for HTTP). keepalived's
+`retry N` (checks after the first failure) is `retries: N+1` (failures in a row).
+
+Every line that is not imported as it is, is named on standard error as
+  FILE:LINE: what: not supported: why     the result differs from keepalived's behaviour
+  FILE:LINE: what: not needed: why        nothing is lost (global_defs, an ifconfig label)
+Refused, for example: lb_kind NAT (imported as direct routing, said so), fwmark services,
+schedulers other than the six above (lblc, dh, sed, nq, fo, ovf), auth_type AH, SMTP alerts,
+static and virtual routes, `@NAME` conditional lines and `$NAME` variables.
+
+Exit status: 0 the import is complete; 1 some lines are not supported (the file is still
+printed; read the list); 2 the file cannot be read as keepalived.conf (nothing printed).
+
+  lb-ctl import /etc/keepalived/keepalived.conf > services.yaml
+  lb-ctl apply --dry-run -f services.yaml")]
+    Import {
+        /// The keepalived.conf to read.
+        file: PathBuf,
+    },
 }
 
 /// What `lb-ctl decap` does.

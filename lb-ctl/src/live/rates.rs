@@ -166,6 +166,7 @@ pub(crate) mod tests {
                 backends: vec![backend],
                 key: lb_common::ServiceKey::default(),
                 id: 0,
+                table_len: 0,
             }],
             datapath: Vec::new(),
             flows: 0,
