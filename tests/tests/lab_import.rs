@@ -191,6 +191,17 @@ fn the_typical_keepalived_conf_imported_runs_under_lb_ctl_run() {
         let yaml = files.0.join(format!("{}.yaml", d.name));
         fs::write(&yaml, &out.stdout).unwrap();
         let ctl = LbCtl::new(&lab, d).unwrap_or_else(|e| panic!("{e:#}"));
+        // The imported file passes `apply --dry-run` (which reads the director's maps), then
+        // runs (the daemon finds the interface attached and keeps it).
+        ctl.attach_mode("eth0", "generic")
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let dry = ctl
+            .run_ok(&["apply", "--dry-run", "-f", yaml.to_str().unwrap()])
+            .unwrap_or_else(|e| panic!("apply --dry-run of the imported file: {e:#}"));
+        assert!(
+            dry.contains("192.168.58.133:80"),
+            "apply --dry-run printed:\n{dry}"
+        );
         let args: Vec<&std::ffi::OsStr> = vec![
             "--pin-dir".as_ref(),
             ctl.pin_dir().as_os_str(),

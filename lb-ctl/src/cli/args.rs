@@ -698,20 +698,20 @@ lb-ctl-decap-attach.1 ... Prints the path of each page written.
 Read a keepalived.conf (and the files it includes) and print the equivalent service file
 (YAML) on standard output, with a comment above each part saying where it came from:
 
-  virtual_server IP PORT             a service: lb_algo (rr wrr lc wlc sh mh), lb_kind DR
-                                     (TUN: forward: tunnel), protocol TCP|UDP,
-                                     persistence_timeout/_granularity, sorry_server, quorum,
-                                     hysteresis, inhibit_on_failure, alpha, delay_loop
-  virtual_server group NAME          one service per address of the virtual_server_group
-  real_server IP PORT                a backend: weight, notify_up/notify_down, and its check:
-                                     HTTP_GET/SSL_GET (url path digest status_code,
-                                     virtualhost), TCP_CHECK, MISC_CHECK (exec), with
-                                     connect_port, connect_timeout, retry/nb_get_retry,
-                                     delay_before_retry, warmup
-  vrrp_instance, vrrp_script,        vrrp:, vrrp_scripts:, vrrp_sync_groups: (authentication
-  vrrp_sync_group                    PASS, virtual_ipaddress, unicast_peer, nopreempt,
-                                     preempt_delay, notify_*, track_script, track_interface,
-                                     garp_master_*)
+  virtual_server IP PORT
+      a service: lb_algo (rr wrr lc wlc sh mh), lb_kind DR (TUN: forward: tunnel),
+      protocol TCP|UDP, persistence_timeout and persistence_granularity, sorry_server,
+      quorum, hysteresis, inhibit_on_failure, alpha, delay_loop
+  virtual_server group NAME
+      one service per address of the virtual_server_group
+  real_server IP PORT
+      a backend: weight, notify_up/notify_down, and its check: HTTP_GET/SSL_GET (url path
+      digest status_code, virtualhost), TCP_CHECK, MISC_CHECK (exec), with connect_port,
+      connect_timeout, retry/nb_get_retry, delay_before_retry, warmup
+  vrrp_instance, vrrp_script, vrrp_sync_group
+      vrrp:, vrrp_scripts:, vrrp_sync_groups: (authentication PASS, virtual_ipaddress,
+      unicast_peer, nopreempt, preempt_delay, notify_*, track_script, track_interface,
+      garp_master_*)
 
 keepalived's defaults are written out where they differ from the service file's
 (delay_loop 60 s, connect_timeout 5 s, delay_before_retry 3 s for HTTP). keepalived's
