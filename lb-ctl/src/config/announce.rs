@@ -231,19 +231,7 @@ mod tests {
         }
     }
 
-    fn has(diags: &[Diagnostic], line: usize, field: &str, contains: &str) {
-        assert!(
-            diags
-                .iter()
-                .any(|d| d.line == line && d.field == field && d.message.contains(contains)),
-            "no `{line}: {field}: ...{contains}...` in:\n{}",
-            diags
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-    }
+    use crate::config::test_util::has;
 
     /// A file of one service `web` with `service` lines added to it, after `top` lines.
     fn file(top: &str, service: &str) -> String {

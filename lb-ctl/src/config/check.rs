@@ -619,20 +619,7 @@ mod tests {
         }
     }
 
-    #[track_caller]
-    fn has(diags: &[Diagnostic], line: usize, field: &str, contains: &str) {
-        assert!(
-            diags
-                .iter()
-                .any(|d| d.line == line && d.field == field && d.message.contains(contains)),
-            "no `{line}: {field}: ...{contains}...` in:\n{}",
-            diags
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-    }
+    use crate::config::test_util::has;
 
     /// A service `web` on port 80 with `extra` service lines (indented 4) and two backends,
     /// the second with `backend2` lines (indented 8).

@@ -53,6 +53,8 @@ mod input_tests;
 #[cfg(test)]
 mod ipv6_tests;
 #[cfg(test)]
+mod test_util;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;

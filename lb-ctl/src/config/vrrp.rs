@@ -442,14 +442,7 @@ mod tests {
         parse(text, "f.yaml").unwrap_err().diagnostics
     }
 
-    fn has(diags: &[Diagnostic], line: usize, field: &str, contains: &str) {
-        assert!(
-            diags
-                .iter()
-                .any(|d| d.line == line && d.field == field && d.message.contains(contains)),
-            "no {line}: {field}: ...{contains}... in {diags:#?}"
-        );
-    }
+    use crate::config::test_util::has;
 
     const FULL: &str = "\
 services: []
