@@ -37,9 +37,12 @@ pub mod names {
     pub const CONNS: &str = "CONNS";
     pub const PERSIST: &str = "PERSIST";
     pub const FRAGS: &str = "FRAGS";
+    pub const SYNS: &str = "SYNS";
+    pub const SETTINGS: &str = "SETTINGS";
+    pub const BUDGET: &str = "BUDGET";
 
     /// Every map of the program, in the order they are pinned.
-    pub const MAPS: [&str; 12] = [
+    pub const MAPS: [&str; 15] = [
         SERVICES,
         BACKENDS,
         TABLE,
@@ -52,6 +55,9 @@ pub mod names {
         CONNS,
         PERSIST,
         FRAGS,
+        SYNS,
+        SETTINGS,
+        BUDGET,
     ];
 }
 
@@ -65,8 +71,12 @@ pub mod limits {
     /// 4 Mi entries of 4 bytes, which the kernel stores in 8 (array values are
     /// rounded up to 8 bytes) = 32 MiB: room for 32 Maglev tables of 65537, double-buffered.
     pub const TABLE_ENTRIES: u32 = 1 << 22;
-    /// Connection table entries (LRU, load-time).
+    /// Connection table entries (LRU, load-time): established connections (TCP after the
+    /// client's ACK) and UDP flows.
     pub const FLOWS: u32 = 1 << 18;
+    /// Half-open table entries (LRU, load-time): TCP connections whose SYN was scheduled and
+    /// whose client has not yet sent its ACK. Only these compete with a SYN flood.
+    pub const SYNS: u32 = 1 << 16;
     /// Persistence entries (LRU, load-time): one per (client network, service).
     pub const PERSIST: u32 = 1 << 16;
     /// Fragmented datagrams in flight whose first fragment was forwarded (LRU).
@@ -325,10 +335,17 @@ pub enum Reason {
     /// forbade fragmentation; the client got ICMP "fragmentation needed" / ICMPv6 "packet too
     /// big" from the VIP, with the MTU minus the tunnel's overhead.
     AnsweredTooBig = 17,
+    /// Forwarded (XDP_TX) without an entry: the CPU's budget of new entries per second
+    /// (`Settings::new_flows_per_cpu`) is spent, and the service's scheduler (mh, sh) places
+    /// the flow's later packets by their hash alone.
+    ForwardedOverBudget = 18,
+    /// Dropped: the CPU's budget of new entries per second is spent, and the service's
+    /// scheduler (rr, wrr, lc, wlc) could not place the flow's later packets without an entry.
+    DropOverBudget = 19,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 20;
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::Forwarded,
         Reason::PassNotIp,
@@ -348,6 +365,8 @@ impl Reason {
         Reason::PassHeaderChain,
         Reason::PassNoRoute,
         Reason::AnsweredTooBig,
+        Reason::ForwardedOverBudget,
+        Reason::DropOverBudget,
     ];
 
     /// A stable snake_case name, used as a JSON key and Prometheus label.
@@ -371,6 +390,8 @@ impl Reason {
             Reason::PassHeaderChain => "pass_header_chain",
             Reason::PassNoRoute => "pass_no_route",
             Reason::AnsweredTooBig => "answered_too_big",
+            Reason::ForwardedOverBudget => "forwarded_over_budget",
+            Reason::DropOverBudget => "drop_over_budget",
         }
     }
 
@@ -378,7 +399,10 @@ impl Reason {
     pub const fn is_drop(self) -> bool {
         matches!(
             self,
-            Reason::DropNoBackend | Reason::DropBadBackend | Reason::DropNoFlow
+            Reason::DropNoBackend
+                | Reason::DropBadBackend
+                | Reason::DropNoFlow
+                | Reason::DropOverBudget
         )
     }
 
@@ -391,7 +415,51 @@ impl Reason {
                 | Reason::ForwardedIcmp
                 | Reason::ForwardedFragment
                 | Reason::AnsweredTooBig
+                | Reason::ForwardedOverBudget
         )
+    }
+}
+
+/// Value of `SETTINGS` (an array of one): what the data path reads that is no service's.
+/// User space writes it whole from the configuration's `flood:` block.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// New connection-table entries (half-open TCP and new UDP flows) one CPU may create per
+    /// second; 0 = no limit. Past it, mh/sh forward without an entry and the others drop.
+    pub new_flows_per_cpu: u32,
+    pub _pad: u32,
+}
+
+/// Value of `BUDGET` (a per-CPU array of one): the CPU's current one-second window of the
+/// new-entry budget.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Budget {
+    /// When the window began (the data path's clock, ns).
+    pub window_start_ns: u64,
+    /// Entries created in the window.
+    pub used: u64,
+}
+
+impl Budget {
+    /// Takes one entry from the budget of `limit` per second at `now_ns`: true if there was
+    /// one (a new window starts one second after the last began); false once the window's
+    /// `limit` is spent. A limit of 0 never runs out.
+    #[inline(always)]
+    pub fn take(&mut self, limit: u32, now_ns: u64) -> bool {
+        if limit == 0 {
+            return true;
+        }
+        if age_ns(now_ns, self.window_start_ns) >= 1_000_000_000 {
+            self.window_start_ns = now_ns;
+            self.used = 0;
+        }
+        if self.used >= limit as u64 {
+            return false;
+        }
+        self.used += 1;
+        true
     }
 }
 
@@ -426,6 +494,8 @@ const _: () = assert!(core::mem::size_of::<Counters>() == 24);
 const _: () = assert!(core::mem::size_of::<BenchFrame>() == 20);
 const _: () = assert!(core::mem::size_of::<FragKey>() == 40);
 const _: () = assert!(core::mem::size_of::<Frag>() == 24);
+const _: () = assert!(core::mem::size_of::<Settings>() == 8);
+const _: () = assert!(core::mem::size_of::<Budget>() == 16);
 const _: () = assert!(core::mem::align_of::<Frag>() == 8);
 const _: () = assert!(core::mem::align_of::<Flow>() == 8);
 const _: () = assert!(core::mem::align_of::<Counters>() == 8);
@@ -447,6 +517,8 @@ mod pod {
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for FragKey {}
     unsafe impl aya::Pod for Frag {}
+    unsafe impl aya::Pod for Settings {}
+    unsafe impl aya::Pod for Budget {}
 }
 
 #[cfg(test)]
@@ -465,6 +537,27 @@ mod tests {
             bytes,
             [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 168, 58, 133]
         );
+    }
+
+    #[test]
+    fn the_budget_runs_out_within_a_second_and_refills_after_it() {
+        const S: u64 = 1_000_000_000;
+        let now = 86_400 * S;
+        let mut b = Budget::default();
+        let taken = (0..5).filter(|_| b.take(3, now)).count();
+        assert_eq!(taken, 3, "3 of 5 within the first window");
+        assert!(!b.take(3, now + S - 1), "still the same window 1 ns before its second");
+        assert!(b.take(3, now + S), "a new window one second after the first began");
+        assert_eq!(b.used, 1);
+        // A clock reading older than the window's start (another CPU's stamp) is not a refill.
+        let mut b = Budget {
+            window_start_ns: now + S,
+            used: 3,
+        };
+        assert!(!b.take(3, now));
+        // 0 is no limit.
+        let mut b = Budget::default();
+        assert!((0..1000).all(|_| b.take(0, now)));
     }
 
     #[test]

@@ -58,12 +58,14 @@ fn run(cli: Cli) -> Result<()> {
             mode,
             table_entries,
             flows,
+            syn_flows,
         } => {
             privileges::require("attach")?;
             let _lock = write_lock(dir, cli.global.wait)?;
             let sizes = Sizes {
                 table_entries,
                 flows,
+                syns: syn_flows,
             };
             pins::attach_all(dir, &[iface], mode, &sizes, |line| println!("{line}"))?;
         }

@@ -202,6 +202,7 @@ impl Harness {
         let sizes = Sizes {
             table_entries: 1 << 18,
             flows: 4096,
+            syns: 4096,
         };
         let mut ebpf = loader::load(&sizes, None).expect("loading the XDP program");
         let mut maps = Maps::from_ebpf(&mut ebpf).expect("opening the maps");

@@ -109,9 +109,14 @@ error says so and --mode generic works on any interface.")]
         /// Only the first attach creates the maps; later ones reuse them.
         #[arg(long, default_value_t = Sizes::default().table_entries)]
         table_entries: u32,
-        /// Entries of the connection table (least recently used entries are evicted).
+        /// Entries of the connection table: established TCP connections and UDP flows
+        /// (least recently used entries are evicted).
         #[arg(long, default_value_t = Sizes::default().flows)]
         flows: u32,
+        /// Entries of the half-open table: TCP connections between the client's SYN and its
+        /// ACK. A SYN flood evicts only these, never an established connection.
+        #[arg(long, default_value_t = Sizes::default().syns)]
+        syn_flows: u32,
     },
     /// Detach the program from an interface; with no interface left, remove all pins.
     Detach {

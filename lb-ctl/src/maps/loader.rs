@@ -30,6 +30,8 @@ pub struct Sizes {
     pub table_entries: u32,
     /// Connection-table entries (LRU).
     pub flows: u32,
+    /// Half-open table entries (LRU).
+    pub syns: u32,
 }
 
 impl Default for Sizes {
@@ -37,6 +39,7 @@ impl Default for Sizes {
         Sizes {
             table_entries: limits::TABLE_ENTRIES,
             flows: limits::FLOWS,
+            syns: limits::SYNS,
         }
     }
 }
@@ -59,7 +62,8 @@ pub fn load(sizes: &Sizes, pin_dir: Option<&Path>) -> Result<Ebpf> {
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries(names::TABLE, sizes.table_entries)
-        .map_max_entries(names::FLOWS, sizes.flows);
+        .map_max_entries(names::FLOWS, sizes.flows)
+        .map_max_entries(names::SYNS, sizes.syns);
     if let Some(dir) = pin_dir {
         for name in names::MAPS {
             loader.map_pin_path(name, dir.join(name));

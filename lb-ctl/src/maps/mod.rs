@@ -29,8 +29,8 @@ use aya::{
     util::nr_cpus,
 };
 use lb_common::{
-    Backend, Counters, Flow, FlowKey, Frag, FragKey, Iface, Persist, PersistKey, Reason, Service,
-    ServiceKey, names,
+    Backend, Budget, Counters, Flow, FlowKey, Frag, FragKey, Iface, Persist, PersistKey, Reason,
+    Service, ServiceKey, Settings, names,
 };
 
 /// Every map of the data path.
@@ -49,6 +49,13 @@ pub struct Maps {
     pub persist: HashMap<MapData, PersistKey, Persist>,
     /// The backend of each fragmented datagram whose first fragment was forwarded.
     pub frags: HashMap<MapData, FragKey, Frag>,
+    /// Half-open TCP connections (SYN seen, no ACK yet); the client's ACK moves an entry to
+    /// `flows`.
+    pub syns: HashMap<MapData, FlowKey, Flow>,
+    /// The data path's global settings (one entry).
+    pub settings: Array<MapData, Settings>,
+    /// Each CPU's window of the new-entry budget.
+    pub budget: PerCpuArray<MapData, Budget>,
 }
 
 impl Maps {
@@ -105,11 +112,14 @@ impl Maps {
             conns: typed!(names::CONNS),
             persist: typed!(names::PERSIST),
             frags: typed!(names::FRAGS),
+            syns: typed!(names::SYNS),
+            settings: typed!(names::SETTINGS),
+            budget: typed!(names::BUDGET),
         })
     }
 
     /// Every map with its name, in [`names::MAPS`] order.
-    pub fn all(&self) -> [(&'static str, &MapData); 12] {
+    pub fn all(&self) -> [(&'static str, &MapData); 15] {
         [
             (names::SERVICES, self.services.map()),
             (names::BACKENDS, self.backends.map()),
@@ -123,6 +133,9 @@ impl Maps {
             (names::CONNS, self.conns.map()),
             (names::PERSIST, self.persist.map()),
             (names::FRAGS, self.frags.map()),
+            (names::SYNS, self.syns.map()),
+            (names::SETTINGS, self.settings.map()),
+            (names::BUDGET, self.budget.map()),
         ]
     }
 
@@ -176,8 +189,12 @@ impl Maps {
 
     /// Entries the connection table can hold.
     pub fn flows_capacity(&self) -> Result<u32> {
-        use aya::maps::IterableMap as _;
         Ok(self.flows.map().info().context("FLOWS info")?.max_entries())
+    }
+
+    /// Entries the half-open table can hold.
+    pub fn syns_capacity(&self) -> Result<u32> {
+        Ok(self.syns.map().info().context("SYNS info")?.max_entries())
     }
 }
 
@@ -210,7 +227,8 @@ pub fn recount_connections(maps: &mut Maps, now_ns: u64) -> Result<usize> {
     use std::collections::HashMap;
 
     let mut live: HashMap<u32, u64> = HashMap::new();
-    for entry in maps.flows.iter() {
+    // Half-open entries count as the data path counts them: a SYN is an active connection.
+    for entry in maps.flows.iter().chain(maps.syns.iter()) {
         let Ok((key, flow)) = entry else { continue };
         if flow.is_live(key.proto, now_ns) && flow.is_active(key.proto) {
             *live.entry(flow.backend).or_default() += 1;
