@@ -289,7 +289,11 @@ mod tests {
                 ([192, 168, 58, 133], dport),
                 "S",
             );
-            assert_eq!(f.as_slice(), want.as_slice(), "checksums as etherparse computes them");
+            assert_eq!(
+                f.as_slice(),
+                want.as_slice(),
+                "checksums as etherparse computes them"
+            );
         }
         assert_eq!(ports.into_iter().collect::<Vec<_>>(), [80, 81, 82]);
     }

@@ -111,8 +111,8 @@ use anyhow::{Context as _, Result, bail, ensure};
 
 pub use capture::Capture;
 pub use client::{
-    Connect, HttpConn, PacketSocket, http_get, http_get_from, http_post, send_frames, tcp_connect, tcp_stream,
-    tcp_stream_from, udp_request, udp_socket,
+    Connect, HttpConn, PacketSocket, http_get, http_get_from, http_post, send_frames, tcp_connect,
+    tcp_stream, tcp_stream_from, udp_request, udp_socket,
 };
 pub use ecmp::{
     CLIENT_BRIDGE, CLIENT_SUBNET, CLIENT_SUBNET_LEN, EcmpSpec, MAX_CLIENTS, ROUTER_CLIENT_ADDR,
