@@ -421,7 +421,7 @@ fn prepare(h: &mut Harness, sc: &Scenario) -> Result<()> {
                 bail!(
                     "{}: the half-open table holds {} of {} entries after filling it",
                     sc.name,
-                    h.syn_count(),
+                    h.half_open_count(),
                     h.syns_reachable()?
                 );
             }
@@ -503,7 +503,7 @@ fn check(
     {
         bail!(
             "{name}: the half-open table holds {} of {} entries after the runs",
-            h.syn_count(),
+            h.half_open_count(),
             h.syns_reachable()?
         );
     }

@@ -123,11 +123,6 @@ fn possible() -> Result<usize> {
 }
 
 impl Harness {
-    /// Entries in the half-open table.
-    pub fn syn_count(&self) -> usize {
-        self.maps.syns.keys().filter(|k| k.is_ok()).count()
-    }
-
     /// Entries of the half-open table whose client is `src`.
     pub fn syns_from(&self, src: IpAddr) -> usize {
         let src = addr_of(src);
@@ -164,7 +159,7 @@ impl Harness {
     /// of [`Harness::syns_reachable`].
     pub fn syns_full(&self) -> Result<bool> {
         let slack = LRU_FREE_BATCH * online()?.len();
-        Ok(self.syn_count() + slack >= self.syns_reachable()?)
+        Ok(self.half_open_count() + slack >= self.syns_reachable()?)
     }
 
     /// Fills the half-open table: on each online CPU in turn (the thread pinned to it), writes
