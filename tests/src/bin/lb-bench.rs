@@ -136,7 +136,10 @@ fn parse_args() -> Result<Args> {
 }
 
 fn tcp(dport: u16, vlan: bool, syn: bool) -> Vec<u8> {
-    let client = [192, 168, 58, 100];
+    tcp_from(CLIENT, dport, vlan, syn)
+}
+
+fn tcp_from(client: [u8; 4], dport: u16, vlan: bool, syn: bool) -> Vec<u8> {
     let eth = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC);
     let mut v = Vec::new();
     let vlan_id = VlanId::try_new(58).expect("vlan id");
@@ -151,6 +154,10 @@ fn tcp(dport: u16, vlan: bool, syn: bool) -> Vec<u8> {
     v
 }
 
+const CLIENT: [u8; 4] = [192, 168, 58, 100];
+/// The source of the ACK-without-a-connection rows: no SYN comes from it, so no ACK of those
+/// rows meets the half-open entry of a new-flow row's SYN (and promotes it).
+const SPOOFED: [u8; 4] = [192, 168, 58, 101];
 const VIP: [u8; 4] = [192, 168, 58, 133];
 /// The client's source port: outside the restore program's (1024 to 61023), so that no run of
 /// a new-flow row meets the tuple of a known flow (and finds its entry instead of making one).
@@ -286,7 +293,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             setup: Setup::FullSyns("mh"),
-            note: Some("as the rr row, for mh: a SYN makes a half-open entry as with rr"),
+            note: Some("the same for mh, whose SYN also makes a half-open entry"),
             ..new_flow("new flow, mh, SYN into a full half-open table", 82, None, "mh")
         },
         // The budget of new entries spent: rr cannot place a flow without an entry and drops,
@@ -312,7 +319,7 @@ fn scenarios() -> Vec<Scenario> {
             new_entries: None,
             setup: Setup::OverBudget,
             note: Some(
-                "as the rr row, for mh: every SYN goes to its Maglev pick without an entry",
+                "the same for mh: every SYN goes to its Maglev pick without an entry",
             ),
             ..new_flow(
                 "new flow, mh, SYN over budget (forwarded_over_budget)",
@@ -323,7 +330,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         // A TCP ACK of no known connection, a new tuple each time (a spoofed flood).
         Scenario {
-            frame: tcp(82, false, false),
+            frame: tcp_from(SPOOFED, 82, false, false),
             reason: Reason::ForwardedStateless,
             new_entries: None,
             ..new_flow(
@@ -334,7 +341,7 @@ fn scenarios() -> Vec<Scenario> {
             )
         },
         Scenario {
-            frame: tcp(81, false, false),
+            frame: tcp_from(SPOOFED, 81, false, false),
             action: XDP_DROP,
             reason: Reason::DropNoFlow,
             new_entries: None,
@@ -410,8 +417,15 @@ fn open_flow(
     Ok(())
 }
 
-/// Sets up what the row needs before its measurements.
+/// Sets up what the row needs before its measurements. A row that makes entries starts with
+/// an empty half-open table, so that none of its SYNs meets the entry of an earlier row's or
+/// round's SYN (and finds it instead of making one); its table is full again after the CPU's
+/// share of inserts (its capacity divided by the possible CPUs).
 fn prepare(h: &mut Harness, sc: &Scenario) -> Result<()> {
+    if sc.new_entries.is_some() {
+        h.clear_half_open()
+            .with_context(|| format!("{}: emptying the half-open table", sc.name))?;
+    }
     match sc.setup {
         Setup::Nothing => {}
         Setup::FullSyns(service) => {
