@@ -15,8 +15,8 @@ use aya::programs::ProgramFd;
 use lb_common::{Counters, Reason, TcpState};
 use lb_tests::packet::{
     BENCH_TUNNEL_SERVICES, BenchProgs, CLIENT_MAC, DIRECTOR_MAC, DIRECTOR_V4, DIRECTOR_V6, Entered,
-    FibNs, Harness, LRU_FREE_BATCH, Pinned, XDP_DROP, XDP_PASS, XDP_TX, bench_frame,
-    encapsulated, flow_hash, tcp_frame, tcp6_frame,
+    FibNs, Harness, LRU_FREE_BATCH, Pinned, XDP_DROP, XDP_PASS, XDP_TX, bench_frame, encapsulated,
+    flow_hash, tcp_frame, tcp6_frame,
 };
 
 /// Runs per test run: enough to see a count that is off by one run, few enough to be quick.
@@ -295,7 +295,12 @@ impl Flood {
 
     /// N runs of a SYN to `dport`, each from a new source port.
     fn syns(&mut self, dport: u16) -> u32 {
-        let syn = tcp_frame((CLIENT_MAC, DIRECTOR_MAC), (CLIENT, 40000), (VIP, dport), "S");
+        let syn = tcp_frame(
+            (CLIENT_MAC, DIRECTOR_MAC),
+            (CLIENT, 40000),
+            (VIP, dport),
+            "S",
+        );
         self.progs
             .set_frame(bench_frame(&syn, Some(SPORT), false).unwrap())
             .unwrap();
@@ -319,7 +324,10 @@ fn repeat_n_syns_into_a_full_half_open_table_make_n_half_open_entries_each_evict
              filled ones and {} in all, of {reachable}",
             f.h.half_open_count()
         );
-        assert!(filled >= N as usize, "{service}: a table of {filled} entries");
+        assert!(
+            filled >= N as usize,
+            "{service}: a table of {filled} entries"
+        );
         f.h.reset_reasons();
         let before = f.h.service_counters(service);
 
@@ -327,7 +335,10 @@ fn repeat_n_syns_into_a_full_half_open_table_make_n_half_open_entries_each_evict
 
         let client = v4(CLIENT);
         let made = f.h.syns_from(client);
-        assert_eq!(made, N as usize, "{service}: half-open entries of the client");
+        assert_eq!(
+            made, N as usize,
+            "{service}: half-open entries of the client"
+        );
         let evicted = filled - f.h.fill_entries();
         eprintln!(
             "{service}: {filled} entries filled of {reachable} ({written} written); {N} SYNs \
@@ -356,9 +367,12 @@ fn repeat_n_syns_into_a_full_half_open_table_make_n_half_open_entries_each_evict
         );
         f.h.assert_reasons(&[(Reason::Forwarded, N as u64)]);
         // Every new entry is a half-open one of this service.
-        let sid = f.h.maps().syns.iter().filter_map(|e| e.ok()).find_map(|(k, v)| {
-            (k.src == lb_ctl::plan::convert::addr_of(client)).then_some(v)
-        });
+        let sid =
+            f.h.maps()
+                .syns
+                .iter()
+                .filter_map(|e| e.ok())
+                .find_map(|(k, v)| (k.src == lb_ctl::plan::convert::addr_of(client)).then_some(v));
         let entry = sid.expect("an entry of the client");
         assert_eq!(entry.state(), TcpState::Syn, "{service}: the entry's state");
     }

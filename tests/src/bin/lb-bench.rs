@@ -39,8 +39,8 @@ use aya::programs::ProgramFd;
 use etherparse::{PacketBuilder, VlanId};
 use lb_common::{Counters, Reason};
 use lb_tests::packet::{
-    BENCH_TUNNEL_SERVICES, BenchProgs, CLIENT_MAC, DIRECTOR_MAC, FibNs, Harness, Pinned,
-    XDP_DROP, XDP_PASS, XDP_TX, bench_frame, flow_key_of, require_root, tcp6_frame,
+    BENCH_TUNNEL_SERVICES, BenchProgs, CLIENT_MAC, DIRECTOR_MAC, FibNs, Harness, Pinned, XDP_DROP,
+    XDP_PASS, XDP_TX, bench_frame, flow_key_of, require_root, tcp6_frame,
 };
 
 /// The direct-routing services; the tunnel services ([`BENCH_TUNNEL_SERVICES`]) follow.
@@ -289,12 +289,22 @@ fn scenarios() -> Vec<Scenario> {
                 "the half-open table (SYNS) filled to what it holds before each measurement: \
                  every SYN makes a half-open entry and evicts the least recently used one",
             ),
-            ..new_flow("new flow, rr, SYN into a full half-open table", 81, None, "rr")
+            ..new_flow(
+                "new flow, rr, SYN into a full half-open table",
+                81,
+                None,
+                "rr",
+            )
         },
         Scenario {
             setup: Setup::FullSyns("mh"),
             note: Some("the same for mh, whose SYN also makes a half-open entry"),
-            ..new_flow("new flow, mh, SYN into a full half-open table", 82, None, "mh")
+            ..new_flow(
+                "new flow, mh, SYN into a full half-open table",
+                82,
+                None,
+                "mh",
+            )
         },
         // The budget of new entries spent: rr cannot place a flow without an entry and drops,
         // mh sends the SYN to its hash's pick without one.
@@ -318,9 +328,7 @@ fn scenarios() -> Vec<Scenario> {
             reason: Reason::ForwardedOverBudget,
             new_entries: None,
             setup: Setup::OverBudget,
-            note: Some(
-                "the same for mh: every SYN goes to its Maglev pick without an entry",
-            ),
+            note: Some("the same for mh: every SYN goes to its Maglev pick without an entry"),
             ..new_flow(
                 "new flow, mh, SYN over budget (forwarded_over_budget)",
                 82,
@@ -396,7 +404,10 @@ fn open_flow(
     data: &[u8],
     ifindex: Option<u32>,
 ) -> Result<()> {
-    for (what, frame) in [("the SYN that opens the flow", syn), ("its first packet", data)] {
+    for (what, frame) in [
+        ("the SYN that opens the flow", syn),
+        ("its first packet", data),
+    ] {
         let action = match ifindex {
             Some(i) => h.run_on(i, frame).action,
             None => h.run(frame).action,
@@ -482,7 +493,11 @@ fn check(
         .map(|((r, after), (_, b))| (r, after - b))
         .filter(|(_, n)| *n != 0)
         .collect();
-    let of = |reason| grew.iter().find(|(r, _)| *r == reason).map_or(0, |(_, n)| *n);
+    let of = |reason| {
+        grew.iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n)
+    };
     let total: u64 = grew.iter().map(|(_, n)| n).sum();
     let repeat = u64::from(repeat);
     // A budget of 1 a second: each new window lets one SYN through.

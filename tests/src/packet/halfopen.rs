@@ -35,14 +35,8 @@ pub const FILL_CLIENTS: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 0);
 pub fn flow_key_of(frame: &[u8]) -> Result<FlowKey> {
     let h = PacketHeaders::from_ethernet_slice(frame).context("parsing the frame")?;
     let (src, dst) = match &h.net {
-        Some(NetHeaders::Ipv4(ip, _)) => (
-            IpAddr::from(ip.source),
-            IpAddr::from(ip.destination),
-        ),
-        Some(NetHeaders::Ipv6(ip, _)) => (
-            IpAddr::from(ip.source),
-            IpAddr::from(ip.destination),
-        ),
+        Some(NetHeaders::Ipv4(ip, _)) => (IpAddr::from(ip.source), IpAddr::from(ip.destination)),
+        Some(NetHeaders::Ipv6(ip, _)) => (IpAddr::from(ip.source), IpAddr::from(ip.destination)),
         _ => bail!("a frame without an IP header"),
     };
     let (sport, dport, proto) = match &h.transport {
@@ -256,11 +250,7 @@ impl Harness {
             window_start_ns: now_ns(),
             used: u64::from(u32::MAX),
         };
-        let values =
-            PerCpuValues::try_from(vec![spent; possible()?]).context("per-CPU values")?;
-        self.maps
-            .budget
-            .set(0, values, 0)
-            .context("writing BUDGET")
+        let values = PerCpuValues::try_from(vec![spent; possible()?]).context("per-CPU values")?;
+        self.maps.budget.set(0, values, 0).context("writing BUDGET")
     }
 }
