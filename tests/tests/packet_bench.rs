@@ -52,12 +52,7 @@ impl Bench {
         let ns = FibNs::new().expect("a namespace with routes for the FIB lookups");
         let inside = ns.enter().expect("entering it");
         h.register_iface(ns.ifindex);
-        let director = h
-            .program()
-            .fd()
-            .expect("the director's fd")
-            .try_clone()
-            .expect("a copy of it");
+        let director = h.director_fd().expect("the director program");
         let progs = BenchProgs::load().expect("loading the bench programs");
         Bench {
             h,
@@ -279,12 +274,7 @@ struct Flood {
 impl Flood {
     fn new() -> Flood {
         let mut h = Harness::with_config(FLOOD_SERVICES);
-        let director = h
-            .program()
-            .fd()
-            .expect("the director's fd")
-            .try_clone()
-            .expect("a copy of it");
+        let director = h.director_fd().expect("the director program");
         Flood {
             h,
             progs: BenchProgs::load().expect("loading the bench programs"),

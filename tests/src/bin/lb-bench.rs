@@ -557,7 +557,7 @@ fn main() -> Result<()> {
         .info()
         .context("program info")?
         .verified_instruction_count();
-    let director: ProgramFd = h.program().fd()?.try_clone()?;
+    let director: ProgramFd = h.director_fd()?;
     let ns = FibNs::new().context("creating the namespace of the tunnel rows")?;
     h.register_iface(ns.ifindex);
 
