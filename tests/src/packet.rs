@@ -6,10 +6,12 @@
 
 mod bench;
 mod frames;
+mod halfopen;
 mod tunnel;
 
 pub use bench::*;
 pub use frames::*;
+pub use halfopen::*;
 pub use tunnel::*;
 
 use std::{collections::HashMap, net::IpAddr};
@@ -439,9 +441,14 @@ impl Harness {
         );
     }
 
+    /// Packets per reason, summed over CPUs, in `Reason::ALL` order.
+    pub fn reason_counts(&self) -> Result<Vec<(Reason, u64)>> {
+        self.maps.reason_counts()
+    }
+
     /// Asserts the per-reason counters: the listed ones have these values, all others are 0.
     pub fn assert_reasons(&self, expected: &[(Reason, u64)]) {
-        for (reason, n) in self.maps.reason_counts().expect("reason counters") {
+        for (reason, n) in self.reason_counts().expect("reason counters") {
             let want = expected
                 .iter()
                 .find(|(r, _)| *r == reason)
