@@ -514,25 +514,8 @@ impl Default for Harness {
     }
 }
 
-/// Pins the calling thread to the first CPU it may run on.
-pub fn pin_to_one_cpu() {
-    // SAFETY: cpu_set_t is plain data; the calls get a valid pointer and its size.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        assert_eq!(
-            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
-            0,
-            "sched_getaffinity"
-        );
-        let cpu = (0..libc::CPU_SETSIZE as usize)
-            .find(|&c| libc::CPU_ISSET(c, &set))
-            .expect("a CPU this thread may run on");
-        libc::CPU_ZERO(&mut set);
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
-            0,
-            "sched_setaffinity"
-        );
-    }
+/// Pins the calling thread to the CPU it runs on, until the guard is dropped: every packet of
+/// a test run then lands on that CPU's LRU lists and budget.
+pub fn pin_to_one_cpu() -> Pinned {
+    Pinned::here().expect("pinning the test thread to its CPU")
 }

@@ -319,7 +319,7 @@ fn a_full_connection_table_keeps_mh_flows_on_their_backend() {
     // inserts on the CPU its thread is on: pinned to one CPU, every flow shares one list, as
     // one CPU's traffic does (a thread moved between CPUs midway evicted none of the early
     // flows from the other CPU's list).
-    pin_to_one_cpu();
+    let _pin = pin_to_one_cpu();
     let mut h = Harness::with_config(&service("mh", &[1, 1, 1, 1], ""));
     let early: Vec<usize> = (0..200u32)
         .map(|i| backend_of(&h.run(&tcp(client(i), 47000, 80, "S"))))

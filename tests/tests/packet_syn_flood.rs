@@ -10,9 +10,7 @@
 
 use std::net::Ipv4Addr;
 
-use lb_common::{
-    Budget, Flow, FlowKey, PROTO_TCP, PROTO_UDP, Reason, Settings, TcpState, v4_mapped,
-};
+use lb_common::{Budget, Flow, FlowKey, PROTO_TCP, PROTO_UDP, Reason, TcpState, v4_mapped};
 use lb_tests::packet::{
     CLIENT_MAC, DIRECTOR_MAC, Harness, XDP_DROP, XDP_TX, backend_of, pin_to_one_cpu, tcp_frame,
     udp4_frame,
@@ -70,20 +68,9 @@ fn key(client: [u8; 4], sport: u16) -> FlowKey {
 
 /// Sets the per-CPU budget of new entries per second (0 = no limit) and starts a fresh window.
 fn set_budget(h: &mut Harness, per_cpu: u32) {
-    h.maps()
-        .settings
-        .set(
-            0,
-            Settings {
-                new_flows_per_cpu: per_cpu,
-                _pad: 0,
-            },
-            0,
-        )
-        .expect("writing SETTINGS");
-    let cpus = aya::util::nr_cpus().expect("possible CPUs");
-    let fresh = aya::maps::PerCpuValues::try_from(vec![Budget::default(); cpus]).expect("values");
-    h.maps().budget.set(0, fresh, 0).expect("writing BUDGET");
+    h.set_new_flows_per_cpu(per_cpu)
+        .expect("setting the budget");
+    h.refill_budget().expect("refilling the budget");
 }
 
 #[test]
@@ -172,7 +159,7 @@ fn a_half_open_entry_whose_backend_went_down_moves_with_its_ack() {
 
 #[test]
 fn a_syn_flood_of_four_times_the_table_evicts_no_established_connection() {
-    pin_to_one_cpu();
+    let _pin = pin_to_one_cpu();
     for scheduler in ["rr", "wlc", "mh"] {
         let mut h = Harness::with_config(&service(scheduler));
         // 20 real connections: SYN, then the client's ACK.
@@ -225,7 +212,7 @@ fn a_syn_flood_of_four_times_the_table_evicts_no_established_connection() {
 
 #[test]
 fn over_the_budget_mh_forwards_by_hash_without_an_entry_and_rr_drops() {
-    pin_to_one_cpu();
+    let _pin = pin_to_one_cpu();
     for scheduler in ["rr", "wrr", "lc", "wlc", "mh", "sh"] {
         let hashed = matches!(scheduler, "mh" | "sh");
         let mut h = Harness::with_config(&service(scheduler));

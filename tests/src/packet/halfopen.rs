@@ -242,6 +242,13 @@ impl Harness {
             .context("writing SETTINGS")
     }
 
+    /// Gives every CPU a fresh budget: its next new entry starts a new window.
+    pub fn refill_budget(&mut self) -> Result<()> {
+        let fresh = vec![Budget::default(); possible()?];
+        let values = PerCpuValues::try_from(fresh).context("per-CPU values")?;
+        self.maps.budget.set(0, values, 0).context("writing BUDGET")
+    }
+
     /// Spends every CPU's budget for the window that starts now: until a second has passed,
     /// each packet that would make an entry is over budget (with any limit of at most
     /// `u32::MAX`).
