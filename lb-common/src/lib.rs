@@ -546,8 +546,14 @@ mod tests {
         let mut b = Budget::default();
         let taken = (0..5).filter(|_| b.take(3, now)).count();
         assert_eq!(taken, 3, "3 of 5 within the first window");
-        assert!(!b.take(3, now + S - 1), "still the same window 1 ns before its second");
-        assert!(b.take(3, now + S), "a new window one second after the first began");
+        assert!(
+            !b.take(3, now + S - 1),
+            "still the same window 1 ns before its second"
+        );
+        assert!(
+            b.take(3, now + S),
+            "a new window one second after the first began"
+        );
         assert_eq!(b.used, 1);
         // A clock reading older than the window's start (another CPU's stamp) is not a refill.
         let mut b = Budget {
