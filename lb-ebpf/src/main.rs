@@ -10,10 +10,12 @@
 //!    the quoted flow, read-only on the connection table).
 //! 3. [`find_service`]: (VIP, port, protocol), then (VIP, 0, protocol) for all-ports services.
 //! 4. [`addressed_to_us`]: the frame's destination MAC must be the interface's own.
-//! 5. [`known_flow`] or [`schedule`]: the connection table; else persistence, else the
-//!    service's scheduler (rr/wrr cursor, mh/sh hash, lc/wlc least connections). Only a
-//!    packet that can start a flow (a SYN, any UDP datagram) or a live entry makes an entry;
-//!    a TCP non-SYN without one goes statelessly to its hash's pick (mh, sh) or is dropped.
+//! 5. [`known_flow`] or [`schedule`]: the connection table (established connections), then
+//!    the half-open table (SYNs not yet followed by the client's ACK, which promotes them);
+//!    else persistence, else the service's scheduler (rr/wrr cursor, mh/sh hash, lc/wlc least
+//!    connections). Only a packet that can start a flow (a SYN, any UDP datagram) or a live
+//!    entry makes an entry, within the CPU's budget of new entries per second; a TCP non-SYN
+//!    without one goes statelessly to its hash's pick (mh, sh) or is dropped.
 //! 6. [`rewrite`]: destination MAC := backend, source MAC := ours; the IP packet is untouched.
 //! 7. [`count`]: per-CPU counters per service, per backend and per reason.
 //!
@@ -48,9 +50,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    Addr, BACKEND_USABLE, Backend, Counters, Flow, FlowKey, Forward, Iface, PROTO_ICMP,
+    Addr, BACKEND_USABLE, Backend, Budget, Counters, Flow, FlowKey, Forward, Iface, PROTO_ICMP,
     PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Persist, PersistKey, Pick, Reason, Service, ServiceKey,
-    TcpState, age_ns, hash_addr, hash_flow, limits, tcp_flags, v4_mapped,
+    Settings, TcpState, age_ns, hash_addr, hash_flow, limits, tcp_flags, v4_mapped,
 };
 
 use crate::{
@@ -68,9 +70,19 @@ static TABLE: Array<u32> = Array::with_max_entries(limits::TABLE_ENTRIES, 0);
 /// Round-robin cursors, one per service id, shared by all CPUs (atomic add).
 #[map]
 static CURSORS: Array<u64> = Array::with_max_entries(limits::MAX_SERVICES, 0);
+/// Established TCP connections (and their FIN/RST states) and UDP flows.
 #[map]
 static FLOWS: LruHashMap<FlowKey, Flow> =
     LruHashMap::with_max_entries(limits::FLOWS, BPF_F_NO_COMMON_LRU);
+/// Half-open TCP connections: scheduled SYNs whose client has not sent its ACK yet.
+#[map]
+static SYNS: LruHashMap<FlowKey, Flow> =
+    LruHashMap::with_max_entries(limits::SYNS, BPF_F_NO_COMMON_LRU);
+#[map]
+static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+/// Each CPU's window of the new-entry budget.
+#[map]
+static BUDGET: PerCpuArray<Budget> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static IFACES: HashMap<u32, Iface> = HashMap::with_max_entries(limits::MAX_IFACES, 0);
 #[map]
@@ -224,6 +236,12 @@ fn place(ctx: &XdpContext, pkt: &Packet) -> Result<Target, Reason> {
             if !live && !opens_flow(pkt) {
                 let (id, backend) = place_without_entry(ctx, &pkt.flow, service, now)?;
                 (id, backend, 0, Reason::ForwardedStateless)
+            } else if !live && !within_budget(now) {
+                // The CPU's budget of new entries is spent: mh/sh place the packet by its
+                // hash, as its later packets will be; the others cannot, and drop it.
+                let (id, backend) =
+                    place_without_entry(ctx, &pkt.flow, service, now).map_err(over_budget)?;
+                (id, backend, 0, Reason::ForwardedOverBudget)
             } else {
                 if let Some(old) = release {
                     count_conn(old, 1u64.wrapping_neg());
@@ -437,47 +455,59 @@ fn count_conn(backend: u32, delta: u64) {
     }
 }
 
-/// What the connection table says about a packet.
+/// What the connection tables say about a packet.
 enum Known {
     /// A live flow whose backend is still usable.
     Hit(u32, &'static Backend),
-    /// Schedule. `release` names the backend of an active flow that ended here (expired,
-    /// its backend gone or down, or its tuple reused by a new SYN). `live`: a live entry whose
-    /// backend is gone, down or re-owned, which proves a real connection: it is rescheduled
-    /// whatever the packet.
+    /// Schedule. `release` names the backend of an active flow whose entry the new one
+    /// replaces (its backend gone or down). `live`: a live entry whose backend is gone, down or
+    /// re-owned, which proves a real connection: it is rescheduled whatever the packet.
     Miss { release: Option<u32>, live: bool },
 }
 
+/// The miss of a packet with no live entry in either table.
+const UNKNOWN: Known = Known::Miss {
+    release: None,
+    live: false,
+};
+
 /// Step 5a: a flow seen before keeps its backend for as long as that backend is usable and
-/// the flow has not expired (IPVS's timeouts, per TCP state).
+/// the flow has not expired (IPVS's timeouts, per TCP state). Established connections and UDP
+/// flows are in `FLOWS`; a TCP connection whose client has sent only its SYN is in `SYNS`
+/// ([`half_open`]).
 #[inline(always)]
 fn known_flow(pkt: &Packet, now: u64) -> Known {
     let proto = pkt.flow.proto;
     let signalled = TcpState::signalled(proto, pkt.tcp_flags);
-    let Some(flow) = FLOWS.get_ptr_mut(&pkt.flow) else {
-        return Known::Miss {
-            release: None,
-            live: false,
-        };
-    };
-    let flow = unsafe { &mut *flow };
+    if let Some(flow) = FLOWS.get_ptr_mut(&pkt.flow) {
+        let flow = unsafe { &mut *flow };
+        let state = flow.state();
+        // A SYN on the tuple of a closed connection starts a new one.
+        let reused = signalled == TcpState::Syn && state >= TcpState::Fin;
+        if flow.is_live(proto, now) && !reused {
+            return established(flow, proto, signalled, now);
+        }
+        // Expired or closed: the entry goes (its connection with it), so that the new
+        // connection's ACK finds the half-open entry its SYN makes.
+        let (backend, active) = (flow.backend, state.is_active(proto));
+        forget(&FLOWS, &pkt.flow, backend, active);
+    }
+    if proto != PROTO_TCP {
+        return UNKNOWN;
+    }
+    half_open(pkt, signalled, now)
+}
+
+/// A live entry of `FLOWS`: its backend, if still usable; its state moves forward.
+#[inline(always)]
+fn established(flow: &mut Flow, proto: u8, signalled: TcpState, now: u64) -> Known {
     let state = flow.state();
     let was_active = state.is_active(proto);
-    let release = if was_active { Some(flow.backend) } else { None };
-    // A SYN on the tuple of a closed connection starts a new one.
-    let reused = signalled == TcpState::Syn && state >= TcpState::Fin;
-    if !flow.is_live(proto, now) || reused {
-        return Known::Miss {
-            release,
-            live: false,
-        };
-    }
-    let stale = Known::Miss {
-        release,
-        live: true,
-    };
     let Some(backend) = usable_backend_of(flow.backend, flow.service_id) else {
-        return stale;
+        return Known::Miss {
+            release: was_active.then_some(flow.backend),
+            live: true,
+        };
     };
     flow.last_seen_ns = now;
     // States only move forward: SYN, ESTABLISHED, FIN, RST.
@@ -488,6 +518,81 @@ fn known_flow(pkt: &Packet, now: u64) -> Known {
         }
     }
     Known::Hit(flow.backend, backend)
+}
+
+/// A TCP packet with no live entry in `FLOWS`, looked up among the half-open connections. A
+/// retransmitted SYN keeps its backend; the client's next packet (its ACK, or a FIN or RST)
+/// proves the connection real and moves the entry to `FLOWS`. A flood of spoofed SYNs fills
+/// and evicts only this table, never an established connection.
+#[inline(always)]
+fn half_open(pkt: &Packet, signalled: TcpState, now: u64) -> Known {
+    let Some(syn) = SYNS.get_ptr_mut(&pkt.flow) else {
+        return UNKNOWN;
+    };
+    let syn = unsafe { &mut *syn };
+    let (id, service_id) = (syn.backend, syn.service_id);
+    if !syn.is_live(PROTO_TCP, now) {
+        forget(&SYNS, &pkt.flow, id, true);
+        return UNKNOWN;
+    }
+    let Some(backend) = usable_backend_of(id, service_id) else {
+        return Known::Miss {
+            release: Some(id),
+            live: true,
+        };
+    };
+    if signalled == TcpState::Syn {
+        syn.last_seen_ns = now;
+        return Known::Hit(id, backend);
+    }
+    let flow = Flow {
+        last_seen_ns: now,
+        backend: id,
+        service_id,
+        state: signalled as u8,
+        _pad: [0; 7],
+    };
+    // A failed insert leaves the half-open entry, which the next packet tries again.
+    if FLOWS.insert(&pkt.flow, &flow, 0).is_ok() {
+        let _ = SYNS.remove(&pkt.flow);
+        if !signalled.is_active(PROTO_TCP) {
+            count_conn(id, 1u64.wrapping_neg());
+        }
+    }
+    Known::Hit(id, backend)
+}
+
+/// Removes an expired or closed entry from `table`; the packet that removes it (one only,
+/// however many CPUs see it) gives back its active connection.
+#[inline(always)]
+fn forget(table: &LruHashMap<FlowKey, Flow>, key: &FlowKey, backend: u32, active: bool) {
+    if table.remove(key).is_ok() && active {
+        count_conn(backend, 1u64.wrapping_neg());
+    }
+}
+
+/// Takes one new entry from this CPU's budget (`SETTINGS.new_flows_per_cpu` per second):
+/// false once it is spent. No budget set (0) costs one array read.
+#[inline(always)]
+fn within_budget(now: u64) -> bool {
+    let limit = match SETTINGS.get(0) {
+        Some(s) if s.new_flows_per_cpu != 0 => s.new_flows_per_cpu,
+        _ => return true,
+    };
+    match BUDGET.get_ptr_mut(0) {
+        Some(b) => unsafe { (*b).take(limit, now) },
+        None => true,
+    }
+}
+
+/// The reason of a packet over budget that [`place_without_entry`] cannot place.
+#[inline(always)]
+fn over_budget(reason: Reason) -> Reason {
+    if reason == Reason::DropNoFlow {
+        Reason::DropOverBudget
+    } else {
+        reason
+    }
 }
 
 /// The client address masked with the service's persistence granularity.
@@ -561,8 +666,19 @@ fn schedule(
         state: state as u8,
         _pad: [0; 7],
     };
-    // A full table evicts its least recently used flow; a failed insert only costs stickiness.
-    if FLOWS.insert(&pkt.flow, &flow, 0).is_ok() && state.is_active(pkt.flow.proto) {
+    // A SYN's entry is half-open until the client's ACK; anything else (UDP, or a live TCP
+    // connection rescheduled off a gone backend) is established. A full table evicts its
+    // least recently used entry; a failed insert only costs stickiness.
+    let inserted = if state == TcpState::Syn {
+        SYNS.insert(&pkt.flow, &flow, 0)
+    } else {
+        if pkt.flow.proto == PROTO_TCP {
+            // A half-open entry whose backend went away is replaced here.
+            let _ = SYNS.remove(&pkt.flow);
+        }
+        FLOWS.insert(&pkt.flow, &flow, 0)
+    };
+    if inserted.is_ok() && state.is_active(pkt.flow.proto) {
         count_conn(id, 1);
     }
     Ok((id, backend))

@@ -272,35 +272,61 @@ impl Harness {
         plan
     }
 
-    /// Empties the connection table.
+    /// Empties the connection table and the half-open table.
     pub fn clear_flows(&mut self) {
-        let keys: Vec<FlowKey> = self.maps.flows.keys().filter_map(|k| k.ok()).collect();
-        for k in keys {
-            let _ = self.maps.flows.remove(&k);
+        for table in [&mut self.maps.flows, &mut self.maps.syns] {
+            let keys: Vec<FlowKey> = table.keys().filter_map(|k| k.ok()).collect();
+            for k in keys {
+                let _ = table.remove(&k);
+            }
         }
     }
 
-    /// Removes the TCP flow `client:sport -> VIP:dport` from the connection table, as an
-    /// eviction would; returns whether it was there.
+    /// Removes the TCP flow `client:sport -> VIP:dport` from the connection table or the
+    /// half-open table, as an eviction would; returns whether it was there.
     pub fn remove_flow(&mut self, client: [u8; 4], sport: u16, dport: u16) -> bool {
-        self.maps
-            .flows
-            .remove(&flow_key(client, sport, dport))
-            .is_ok()
+        let key = flow_key(client, sport, dport);
+        let established = self.maps.flows.remove(&key).is_ok();
+        let half_open = self.maps.syns.remove(&key).is_ok();
+        established || half_open
     }
 
     pub fn flow_capacity(&self) -> u32 {
         self.maps.flows_capacity().expect("FLOWS capacity")
     }
 
+    /// Entries of the connection table and the half-open table together.
     pub fn flow_count(&self) -> usize {
+        self.established_count() + self.half_open_count()
+    }
+
+    /// Entries of the connection table (established connections, UDP flows).
+    pub fn established_count(&self) -> usize {
         self.maps.flows.keys().filter(|k| k.is_ok()).count()
     }
 
-    /// Whether the connection table holds the TCP flow `client:sport -> VIP:dport`.
+    /// Entries of the half-open table (SYNs not yet followed by the client's ACK).
+    pub fn half_open_count(&self) -> usize {
+        self.maps.syns.keys().filter(|k| k.is_ok()).count()
+    }
+
+    /// Whether either table holds the TCP flow `client:sport -> VIP:dport`.
     pub fn has_flow(&self, client: [u8; 4], sport: u16, dport: u16) -> bool {
+        self.is_established(client, sport, dport) || self.is_half_open(client, sport, dport)
+    }
+
+    /// Whether the connection table holds the TCP flow `client:sport -> VIP:dport`.
+    pub fn is_established(&self, client: [u8; 4], sport: u16, dport: u16) -> bool {
         self.maps
             .flows
+            .get(&flow_key(client, sport, dport), 0)
+            .is_ok()
+    }
+
+    /// Whether the half-open table holds the TCP flow `client:sport -> VIP:dport`.
+    pub fn is_half_open(&self, client: [u8; 4], sport: u16, dport: u16) -> bool {
+        self.maps
+            .syns
             .get(&flow_key(client, sport, dport), 0)
             .is_ok()
     }
