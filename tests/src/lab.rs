@@ -111,8 +111,8 @@ use anyhow::{Context as _, Result, bail, ensure};
 
 pub use capture::Capture;
 pub use client::{
-    Connect, HttpConn, http_get, http_get_from, http_post, send_frames, tcp_connect, tcp_stream,
-    tcp_stream_from, udp_request, udp_socket,
+    Connect, HttpConn, PacketSocket, http_get, http_get_from, http_post, send_frames, tcp_connect,
+    tcp_stream, tcp_stream_from, udp_request, udp_socket,
 };
 pub use ecmp::{
     CLIENT_BRIDGE, CLIENT_SUBNET, CLIENT_SUBNET_LEN, EcmpSpec, MAX_CLIENTS, ROUTER_CLIENT_ADDR,
@@ -881,25 +881,48 @@ impl Lab {
             ],
         ];
         for args in runs {
-            let what = format!("lab-server {} in {}", args[1], server.name);
-            let mut cmd = server.command(&args);
-            cmd.stdin(Stdio::null()).stdout(Stdio::piped());
-            let mut child = proc::spawn_child(cmd).with_context(|| format!("starting {what}"))?;
-            let stdout = child.stdout.take().context("no stdout")?;
-            self.adopt(Proc::from_child(child, what.clone()));
-            let (tx, rx) = mpsc::channel();
-            thread::spawn(move || {
-                let mut lines = BufReader::new(stdout).lines();
-                let _ = tx.send(lines.next());
-                // Keep draining so the server never blocks on a full pipe.
-                for _ in lines {}
-            });
-            match rx.recv_timeout(Duration::from_secs(10)) {
-                Ok(Some(Ok(line))) if line.starts_with("ready") => {}
-                Ok(Some(Ok(line))) => bail!("{what} said {line:?} instead of ready"),
-                Ok(_) => bail!("{what} exited before it was ready (its error is on stderr)"),
-                Err(_) => bail!("{what} was not ready after 10 s"),
-            }
+            self.start_server_process(server, &args)?;
+        }
+        Ok(())
+    }
+
+    /// Starts one more `lab-server http` on `server`, on `port` (both families, every address),
+    /// owned by the lab like the others; waits (at most 10 s) until it is ready. For services
+    /// on ports other than [`LabSpec::http_port`] (DR keeps the port: the real server must
+    /// listen on the VIP's port).
+    pub fn start_http(&self, server: &Host, port: u16) -> Result<()> {
+        let bin = self
+            .server_bin
+            .as_deref()
+            .context("this lab runs no lab-server (start_servers: false)")?;
+        let bin = bin.to_str().context("the lab-server path is not UTF-8")?;
+        let port = port.to_string();
+        self.start_server_process(
+            server,
+            &[bin, "http", "--name", &server.name, "--port", &port],
+        )
+    }
+
+    /// Starts `args` (`lab-server MODE ...`) on `server` and waits for its `ready` line.
+    fn start_server_process(&self, server: &Host, args: &[&str]) -> Result<()> {
+        let what = format!("lab-server {} in {}", args[1], server.name);
+        let mut cmd = server.command(args);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+        let mut child = proc::spawn_child(cmd).with_context(|| format!("starting {what}"))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        self.adopt(Proc::from_child(child, what.clone()));
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next());
+            // Keep draining so the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Some(Ok(line))) if line.starts_with("ready") => {}
+            Ok(Some(Ok(line))) => bail!("{what} said {line:?} instead of ready"),
+            Ok(_) => bail!("{what} exited before it was ready (its error is on stderr)"),
+            Err(_) => bail!("{what} was not ready after 10 s"),
         }
         Ok(())
     }

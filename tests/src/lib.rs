@@ -5,6 +5,7 @@ pub mod cli;
 pub mod daemon;
 pub mod decap;
 pub mod env;
+pub mod flood;
 pub mod icmp;
 pub mod keepalived;
 pub mod lab;

@@ -6,10 +6,12 @@
 
 mod bench;
 mod frames;
+mod halfopen;
 mod tunnel;
 
 pub use bench::*;
 pub use frames::*;
+pub use halfopen::*;
 pub use tunnel::*;
 
 use std::{collections::HashMap, net::IpAddr};
@@ -439,9 +441,14 @@ impl Harness {
         );
     }
 
+    /// Packets per reason, summed over CPUs, in `Reason::ALL` order.
+    pub fn reason_counts(&self) -> Result<Vec<(Reason, u64)>> {
+        self.maps.reason_counts()
+    }
+
     /// Asserts the per-reason counters: the listed ones have these values, all others are 0.
     pub fn assert_reasons(&self, expected: &[(Reason, u64)]) {
-        for (reason, n) in self.maps.reason_counts().expect("reason counters") {
+        for (reason, n) in self.reason_counts().expect("reason counters") {
             let want = expected
                 .iter()
                 .find(|(r, _)| *r == reason)
@@ -504,5 +511,28 @@ fn flow_key(client: [u8; 4], sport: u16, dport: u16) -> FlowKey {
 impl Default for Harness {
     fn default() -> Self {
         Harness::new()
+    }
+}
+
+/// Pins the calling thread to the first CPU it may run on.
+pub fn pin_to_one_cpu() {
+    // SAFETY: cpu_set_t is plain data; the calls get a valid pointer and its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+            0,
+            "sched_getaffinity"
+        );
+        let cpu = (0..libc::CPU_SETSIZE as usize)
+            .find(|&c| libc::CPU_ISSET(c, &set))
+            .expect("a CPU this thread may run on");
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "sched_setaffinity"
+        );
     }
 }

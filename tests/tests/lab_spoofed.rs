@@ -16,12 +16,11 @@
 
 use std::{net::Ipv4Addr, time::Duration};
 
-use anyhow::{Context as _, Result};
 use lb_tests::{
     env::Env,
-    lab::{Host, HttpConn, send_frames},
+    flood::{Flood, Spoofed},
+    lab::HttpConn,
     lab_spec,
-    packet::tcp_frame,
     stats::{datapath, num, service},
 };
 use serde_json::Value;
@@ -30,7 +29,7 @@ const VIP: Ipv4Addr = lb_tests::lab::DEFAULT_VIP;
 /// Deadline of one HTTP request.
 const T: Duration = Duration::from_secs(5);
 const CONNECTIONS: usize = 20;
-const SPOOFED: u32 = 100_000;
+const SPOOFED: u64 = 100_000;
 /// The flood stops here even if not all frames are out.
 const FLOOD_LIMIT: Duration = Duration::from_secs(60);
 
@@ -76,29 +75,6 @@ fn listed_active_connections(list: &str) -> u64 {
         .sum()
 }
 
-/// xorshift64: a fixed, reproducible sequence of spoofed sources.
-fn next(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
-/// Sends `count` TCP ACKs to VIP:80 from random addresses in 10.0.0.0/8 and random ports as
-/// raw Ethernet frames out of `host`'s `eth0`, addressed to `dst_mac`; stops after `limit`.
-/// Returns the frames sent and the time it took.
-fn flood(host: &Host, dst_mac: [u8; 6], count: u32, limit: Duration) -> Result<(u32, Duration)> {
-    let src_mac = host.mac;
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    send_frames(host, "eth0", count, limit, move |_| {
-        let r = next(&mut rng);
-        let src = [10, (r >> 8) as u8, (r >> 16) as u8, (r >> 24) as u8 | 1];
-        let sport = (r >> 32) as u16 | 1024;
-        tcp_frame((src_mac, dst_mac), (src, sport), (VIP.octets(), 80), "A")
-    })
-    .context("flooding from the client")
-}
-
 /// The whole scenario for one scheduler; `counted_as` is the reason the ACKs must be counted
 /// under, `not_as` one they must not be.
 fn spoofed_acks_leave_connections_alone(scheduler: &str, counted_as: &str, not_as: &str) {
@@ -122,8 +98,11 @@ fn spoofed_acks_leave_connections_alone(scheduler: &str, counted_as: &str, not_a
     assert_eq!(active_connections(&before), CONNECTIONS as u64);
 
     let director = env.lab.director(0);
-    let (sent, took) =
-        flood(client, director.mac, SPOOFED, FLOOD_LIMIT).unwrap_or_else(|e| panic!("{e:#}"));
+    let spoofed = Spoofed::new("A", client.mac, director.mac, VIP, &[80]);
+    let flooded = Flood::start(client, &spoofed, SPOOFED, 1, FLOOD_LIMIT)
+        .and_then(Flood::wait)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let (sent, took) = (flooded.sent, flooded.took);
     let after = settled_stats(&env, counted_as);
     let counted = datapath(&after, counted_as) - datapath(&before, counted_as);
     let flows = num(&after, "flows");
@@ -144,7 +123,7 @@ fn spoofed_acks_leave_connections_alone(scheduler: &str, counted_as: &str, not_a
     );
     // Frames lost on the way (a full veth queue) are not counted; nearly all must arrive.
     assert!(
-        counted <= u64::from(sent) && counted >= u64::from(sent) * 99 / 100,
+        counted <= sent && counted >= sent * 99 / 100,
         "{counted} of {sent} spoofed ACKs counted as {counted_as}"
     );
     assert_eq!(

@@ -4,14 +4,19 @@
 //! the frame the last run leaves is the packet encapsulated once (every byte, against the
 //! reference of `packet_tunnel`), and the counters grew by N. The runs arrive on `d0` of a
 //! [`FibNs`], as the bench's tunnel rows do.
+//!
+//! The flood rows: N SYNs of new tuples into a half-open table filled first make N half-open
+//! entries, each evicting a filled one, the table staying full; N SYNs over a spent budget are
+//! all counted under the budget's reason and make no entry.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::programs::ProgramFd;
-use lb_common::Counters;
+use lb_common::{Counters, Reason, TcpState};
 use lb_tests::packet::{
     BENCH_TUNNEL_SERVICES, BenchProgs, CLIENT_MAC, DIRECTOR_MAC, DIRECTOR_V4, DIRECTOR_V6, Entered,
-    FibNs, Harness, XDP_PASS, XDP_TX, bench_frame, encapsulated, flow_hash, tcp_frame, tcp6_frame,
+    FibNs, Harness, LRU_FREE_BATCH, Pinned, XDP_DROP, XDP_PASS, XDP_TX, bench_frame, encapsulated,
+    flow_hash, tcp_frame, tcp6_frame,
 };
 
 /// Runs per test run: enough to see a count that is off by one run, few enough to be quick.
@@ -47,12 +52,7 @@ impl Bench {
         let ns = FibNs::new().expect("a namespace with routes for the FIB lookups");
         let inside = ns.enter().expect("entering it");
         h.register_iface(ns.ifindex);
-        let director = h
-            .program()
-            .fd()
-            .expect("the director's fd")
-            .try_clone()
-            .expect("a copy of it");
+        let director = h.director_fd().expect("the director program");
         let progs = BenchProgs::load().expect("loading the bench programs");
         Bench {
             h,
@@ -251,4 +251,148 @@ fn the_baseline_behind_the_restore_sees_the_frame_as_it_came_and_without_the_len
         1,
         "packets to the backend"
     );
+}
+
+/// The bench's rr and mh services (direct routing, two backends each).
+const FLOOD_SERVICES: &str = "
+services:
+  - { name: rr, vip: 192.168.58.133, port: 81, scheduler: rr,
+      backends: [ { address: 192.168.58.135 }, { address: 192.168.58.136 } ] }
+  - { name: mh, vip: 192.168.58.133, port: 82, scheduler: mh,
+      backends: [ { address: 192.168.58.135 }, { address: 192.168.58.136 } ] }
+";
+
+/// The flood services loaded, the bench programs beside the director, the thread on one CPU
+/// (the restore program's source ports come from a per-CPU counter).
+struct Flood {
+    h: Harness,
+    progs: BenchProgs,
+    director: ProgramFd,
+    _pinned: Pinned,
+}
+
+impl Flood {
+    fn new() -> Flood {
+        let mut h = Harness::with_config(FLOOD_SERVICES);
+        let director = h.director_fd().expect("the director program");
+        Flood {
+            h,
+            progs: BenchProgs::load().expect("loading the bench programs"),
+            director,
+            _pinned: Pinned::here().expect("pinning the test to one CPU"),
+        }
+    }
+
+    /// N runs of a SYN to `dport`, each from a new source port.
+    fn syns(&mut self, dport: u16) -> u32 {
+        let syn = tcp_frame(
+            (CLIENT_MAC, DIRECTOR_MAC),
+            (CLIENT, 40000),
+            (VIP, dport),
+            "S",
+        );
+        self.progs
+            .set_frame(bench_frame(&syn, Some(SPORT), false).unwrap())
+            .unwrap();
+        self.progs
+            .run(Some(&self.director), &syn, N, None)
+            .expect("the test run")
+            .action
+    }
+}
+
+#[test]
+fn repeat_n_syns_into_a_full_half_open_table_make_n_half_open_entries_each_evicting_one() {
+    for (service, dport) in [("rr", 81), ("mh", 82)] {
+        let mut f = Flood::new();
+        let written = f.h.fill_syns(service).expect("filling the half-open table");
+        let reachable = f.h.syns_reachable().unwrap();
+        let filled = f.h.fill_entries();
+        assert!(
+            f.h.syns_full().unwrap() && filled == f.h.half_open_count(),
+            "{service}: after writing {written} entries the half-open table holds {filled} \
+             filled ones and {} in all, of {reachable}",
+            f.h.half_open_count()
+        );
+        assert!(
+            filled >= N as usize,
+            "{service}: a table of {filled} entries"
+        );
+        f.h.reset_reasons();
+        let before = f.h.service_counters(service);
+
+        assert_eq!(f.syns(dport), XDP_TX, "{service}: the last SYN forwarded");
+
+        let client = v4(CLIENT);
+        let made = f.h.syns_from(client);
+        assert_eq!(
+            made, N as usize,
+            "{service}: half-open entries of the client"
+        );
+        let evicted = filled - f.h.fill_entries();
+        eprintln!(
+            "{service}: {filled} entries filled of {reachable} ({written} written); {N} SYNs \
+             made {made} half-open entries and evicted {evicted}; {} entries after",
+            f.h.half_open_count()
+        );
+        assert!(
+            (N as usize..=N as usize + LRU_FREE_BATCH).contains(&evicted),
+            "{service}: {evicted} filled entries evicted by {N} new ones"
+        );
+        assert!(
+            f.h.syns_full().unwrap(),
+            "{service}: the half-open table holds {} of {reachable} after the runs",
+            f.h.half_open_count()
+        );
+        assert_eq!(
+            f.h.established_count(),
+            0,
+            "{service}: no SYN made an established entry"
+        );
+        let after = f.h.service_counters(service);
+        assert_eq!(
+            grew(before, after),
+            (N as u64, N as u64 * 40, N as u64),
+            "{service}: packets, bytes and new flows"
+        );
+        f.h.assert_reasons(&[(Reason::Forwarded, N as u64)]);
+        // Every new entry is a half-open one of this service.
+        let sid =
+            f.h.maps()
+                .syns
+                .iter()
+                .filter_map(|e| e.ok())
+                .find_map(|(k, v)| (k.src == lb_ctl::plan::convert::addr_of(client)).then_some(v));
+        let entry = sid.expect("an entry of the client");
+        assert_eq!(entry.state(), TcpState::Syn, "{service}: the entry's state");
+    }
+}
+
+#[test]
+fn repeat_n_syns_over_a_spent_budget_are_counted_under_its_reason_and_make_no_entry() {
+    let cases = [
+        ("rr", 81, XDP_DROP, Reason::DropOverBudget, 0),
+        ("mh", 82, XDP_TX, Reason::ForwardedOverBudget, N as u64),
+    ];
+    for (service, dport, action, reason, forwarded) in cases {
+        let mut f = Flood::new();
+        f.h.set_new_flows_per_cpu(1).unwrap();
+        f.h.spend_budget().unwrap();
+        f.h.reset_reasons();
+        let before = f.h.service_counters(service);
+
+        assert_eq!(f.syns(dport), action, "{service}: the last SYN");
+
+        f.h.assert_reasons(&[(reason, N as u64)]);
+        assert_eq!(
+            (f.h.half_open_count(), f.h.established_count()),
+            (0, 0),
+            "{service}: half-open and established entries"
+        );
+        assert_eq!(
+            grew(before, f.h.service_counters(service)),
+            (forwarded, forwarded * 40, 0),
+            "{service}: packets, bytes and new flows"
+        );
+    }
 }

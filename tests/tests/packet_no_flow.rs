@@ -135,9 +135,10 @@ fn with_persistence_a_non_syn_without_an_entry_goes_to_the_remembered_backend_re
     let remembered = backend_of(&syn, &h.run(&syn));
     let persist_entries = |h: &mut Harness| h.maps().persist.keys().filter(|k| k.is_ok()).count();
     assert_eq!(persist_entries(&mut h), 1);
+    // The SYN's entry is half-open (no ACK yet).
     let service_id = h
         .maps()
-        .flows
+        .syns
         .get(&flow_key([10, 2, 3, 4], 40000), 0)
         .unwrap()
         .service_id;
@@ -224,10 +225,13 @@ fn an_expired_entry_does_not_admit_a_non_syn_and_a_syn_replaces_it() {
     let mut h = Harness::with_config(&service("rr", ""));
     let syn = tcp(client(8), 47000, "S");
     assert_eq!(backend_of(&syn, &h.run(&syn)), 0);
+    // The client's ACK makes it an established connection.
+    let ack = tcp(client(8), 47000, "A");
+    assert_eq!(backend_of(&ack, &h.run(&ack)), 0);
     assert_eq!(h.active_connections(), vec![1, 0, 0, 0]);
     // The entry's last packet was 901 s ago: established flows expire after 900 s.
     let key = flow_key(client(8), 47000);
-    let flow = h.maps().flows.get(&key, 0).expect("the SYN's entry");
+    let flow = h.maps().flows.get(&key, 0).expect("the connection's entry");
     let old = Flow {
         last_seen_ns: lb_ctl::maps::view::now_ns().wrapping_sub(901_000_000_000),
         state: lb_common::TcpState::Established as u8,
@@ -237,14 +241,12 @@ fn an_expired_entry_does_not_admit_a_non_syn_and_a_syn_replaces_it() {
         .flows
         .insert(key, old, 0)
         .expect("ageing the entry");
-    assert_eq!(h.run(&tcp(client(8), 47000, "A")).action, XDP_DROP);
-    h.assert_reasons(&[(Reason::Forwarded, 1), (Reason::DropNoFlow, 1)]);
-    assert_eq!(h.active_connections(), vec![1, 0, 0, 0], "CONNS touched");
-    assert_eq!(
-        h.maps().flows.get(&key, 0).expect("entry").last_seen_ns,
-        old.last_seen_ns
-    );
-    // A new SYN on the tuple is a new connection: the old one is released, rr's next pick.
+    assert_eq!(h.run(&ack).action, XDP_DROP);
+    h.assert_reasons(&[(Reason::Forwarded, 2), (Reason::DropNoFlow, 1)]);
+    // The expired entry went with that packet, and its connection with it.
+    assert!(h.maps().flows.get(&key, 0).is_err(), "expired entry kept");
+    assert_eq!(h.active_connections(), vec![0, 0, 0, 0]);
+    // A new SYN on the tuple is a new connection: rr's next pick.
     assert_eq!(backend_of(&syn, &h.run(&syn)), 1);
     assert_eq!(h.active_connections(), vec![0, 1, 0, 0]);
 }

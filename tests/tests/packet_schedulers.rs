@@ -5,7 +5,7 @@ use std::{net::Ipv4Addr, thread, time::Duration};
 
 use lb_common::Reason;
 use lb_tests::packet::{
-    BACKEND_MACS, CLIENT_MAC, DIRECTOR_MAC, Harness, Output, XDP_TX, tcp_frame,
+    BACKEND_MACS, CLIENT_MAC, DIRECTOR_MAC, Harness, Output, XDP_TX, pin_to_one_cpu, tcp_frame,
 };
 
 const VIP: [u8; 4] = [192, 168, 58, 133];
@@ -380,27 +380,4 @@ fn a_recount_drops_connections_that_vanished_silently() {
         lb_ctl::maps::recount_connections(h.maps(), lb_ctl::maps::view::now_ns()).expect("recount");
     assert_eq!(changed, 0);
     assert_eq!(backend_of(&h.run(&tcp(client(7), 48010, 80, "S"))), 0);
-}
-
-/// Pins the calling thread to the first CPU it may run on.
-fn pin_to_one_cpu() {
-    // SAFETY: cpu_set_t is plain data; the calls get a valid pointer and its size.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        assert_eq!(
-            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
-            0,
-            "sched_getaffinity"
-        );
-        let cpu = (0..libc::CPU_SETSIZE as usize)
-            .find(|&c| libc::CPU_ISSET(c, &set))
-            .expect("a CPU this thread may run on");
-        libc::CPU_ZERO(&mut set);
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
-            0,
-            "sched_setaffinity"
-        );
-    }
 }

@@ -175,6 +175,26 @@ fn datapath_md(md: &mut String, d: &Value) {
             met_str(&r["met"])
         );
     }
+    // What a row measures beyond its name (the flood rows' setup, what the known- and
+    // new-flow rows hit), one line each under the table.
+    let notes: Vec<String> = d["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| {
+            Some(format!(
+                "- {}: {}",
+                r["path"].as_str().unwrap_or("?"),
+                r["note"].as_str()?
+            ))
+        })
+        .collect();
+    if !notes.is_empty() {
+        md.push('\n');
+        for n in notes {
+            let _ = writeln!(md, "{n}");
+        }
+    }
     md.push('\n');
 }
 

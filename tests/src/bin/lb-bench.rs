@@ -18,15 +18,29 @@
 //! the frame back to its length from the front before it writes the Ethernet header (the
 //! inner packet is untouched by the encapsulation), and does so in front of the baseline too
 //! (a move of 0 bytes), so its cost cancels out as it does for the other rows.
+//!
+//! Every row checks that it measured what its name says: the director's measured runs must
+//! all be counted under the row's reason, a new-flow row's service must count one new entry a
+//! run, and a known flow must be an established entry (`FLOWS`) when its row starts: its SYN
+//! makes a half-open entry (`SYNS`), so the row sends the SYN and then its own packet once (the
+//! client's ACK) before measuring. The thread stays on one CPU for the whole run: the restore
+//! program's source ports come from a per-CPU counter, and the LRU tables keep a list per
+//! CPU, so a run that moved between CPUs would meet its own earlier tuples again.
+//!
+//! Flood rows: "SYN into a full half-open table" fills `SYNS` to what it holds (every CPU's
+//! share, written from that CPU) before each measurement, so every SYN's insert evicts; "SYN
+//! over budget" sets `new_flows_per_cpu` to 1 and spends every CPU's budget before each
+//! measurement, so every SYN is over budget (dropped for rr, sent to its hash's pick for mh).
 
 use std::{fmt::Write as _, net::Ipv6Addr, time::Instant};
 
 use anyhow::{Context as _, Result, bail};
 use aya::programs::ProgramFd;
 use etherparse::{PacketBuilder, VlanId};
+use lb_common::{Counters, Reason};
 use lb_tests::packet::{
-    BENCH_TUNNEL_SERVICES, BenchProgs, CLIENT_MAC, DIRECTOR_MAC, FibNs, Harness, XDP_DROP,
-    XDP_PASS, XDP_TX, bench_frame, require_root, tcp6_frame,
+    BENCH_TUNNEL_SERVICES, BenchProgs, CLIENT_MAC, DIRECTOR_MAC, FibNs, Harness, Pinned, XDP_DROP,
+    XDP_PASS, XDP_TX, bench_frame, flow_key_of, require_root, tcp6_frame,
 };
 
 /// The direct-routing services; the tunnel services ([`BENCH_TUNNEL_SERVICES`]) follow.
@@ -61,17 +75,35 @@ struct Scenario {
     frame: Vec<u8>,
     /// What the director must return.
     action: u32,
+    /// The reason the director must count for every measured run.
+    reason: Reason,
+    /// The service that must count a new entry (`new_flows`) for every measured run.
+    new_entries: Option<&'static str>,
+    /// What the row sets up before each measurement (and undoes after).
+    setup: Setup,
+    /// One line for the report, when the name does not say all the row measures.
+    note: Option<&'static str>,
     /// Offset of the source port, rewritten each run to make every packet a new flow.
     vary_sport: Option<u16>,
     /// Ratio to the baseline the project aims for.
     target: Option<f64>,
     /// The SYN that opens the measured flow, run through the director before each
-    /// measurement: the new-flow rows insert millions of flows into the LRU connection table,
-    /// which may evict the known flow's entry between rounds.
+    /// measurement, followed by the row's own packet once (the client's ACK, which makes the
+    /// entry established), in case the flow's entry went between rounds.
     opens: Option<Vec<u8>>,
     /// A tunnel backend's row: the size of the outer header (IP, and UDP for GUE) it pushes
     /// in front. Measured inside the [`FibNs`], arriving on its `d0`.
     encap: Option<usize>,
+}
+
+/// What a row sets up before each measurement of the director.
+#[derive(Clone, Copy)]
+enum Setup {
+    Nothing,
+    /// The half-open table filled to what it holds, with entries of this service.
+    FullSyns(&'static str),
+    /// `new_flows_per_cpu` 1 and every CPU's budget spent (set back to 0 after the row).
+    OverBudget,
 }
 
 struct Args {
@@ -104,7 +136,10 @@ fn parse_args() -> Result<Args> {
 }
 
 fn tcp(dport: u16, vlan: bool, syn: bool) -> Vec<u8> {
-    let client = [192, 168, 58, 100];
+    tcp_from(CLIENT, dport, vlan, syn)
+}
+
+fn tcp_from(client: [u8; 4], dport: u16, vlan: bool, syn: bool) -> Vec<u8> {
     let eth = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC);
     let mut v = Vec::new();
     let vlan_id = VlanId::try_new(58).expect("vlan id");
@@ -113,13 +148,20 @@ fn tcp(dport: u16, vlan: bool, syn: bool) -> Vec<u8> {
     } else {
         eth.ipv4(client, VIP, 64)
     };
-    let t = ip.tcp(40000, dport, 1, 1000);
+    let t = ip.tcp(CLIENT_PORT, dport, 1, 1000);
     let t = if syn { t.syn() } else { t.ack(1) };
     t.write(&mut v, &[]).expect("frame");
     v
 }
 
+const CLIENT: [u8; 4] = [192, 168, 58, 100];
+/// The source of the ACK-without-a-connection rows: no SYN comes from it, so no ACK of those
+/// rows meets the half-open entry of a new-flow row's SYN (and promotes it).
+const SPOOFED: [u8; 4] = [192, 168, 58, 101];
 const VIP: [u8; 4] = [192, 168, 58, 133];
+/// The client's source port: outside the restore program's (1024 to 61023), so that no run of
+/// a new-flow row meets the tuple of a known flow (and finds its entry instead of making one).
+const CLIENT_PORT: u16 = 62000;
 /// The source port's offset in an untagged IPv4 frame without options.
 const SPORT: u16 = 14 + 20;
 /// The same in an untagged IPv6 frame without extension headers.
@@ -133,7 +175,7 @@ fn tcp6(dst: Ipv6Addr, dport: u16, syn: bool) -> Vec<u8> {
     let flags = if syn { "S" } else { "A" };
     tcp6_frame(
         (CLIENT_MAC, DIRECTOR_MAC),
-        (v6(0x100), 40000),
+        (v6(0x100), CLIENT_PORT),
         (dst, dport),
         flags,
     )
@@ -143,7 +185,7 @@ fn scenarios() -> Vec<Scenario> {
     let mut non_vip_frame = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
         .ipv4([192, 168, 58, 100], [192, 168, 58, 134], 64)
-        .tcp(40000, 22, 1, 1000)
+        .tcp(CLIENT_PORT, 22, 1, 1000)
         .ack(1)
         .write(&mut non_vip_frame, &[])
         .expect("frame");
@@ -157,15 +199,23 @@ fn scenarios() -> Vec<Scenario> {
         name,
         frame,
         action: XDP_TX,
+        reason: Reason::Forwarded,
+        new_entries: None,
+        setup: Setup::Nothing,
+        note: None,
         vary_sport: None,
         target: None,
         opens: Some(opens),
         encap: None,
     };
-    let new_flow = |name, port, target| Scenario {
+    let new_flow = |name, port, target, service| Scenario {
         name,
         frame: tcp(port, false, true),
         action: XDP_TX,
+        reason: Reason::Forwarded,
+        new_entries: Some(service),
+        setup: Setup::Nothing,
+        note: None,
         vary_sport: Some(SPORT),
         target,
         opens: None,
@@ -175,6 +225,10 @@ fn scenarios() -> Vec<Scenario> {
         name,
         frame,
         action: XDP_PASS,
+        reason: Reason::PassNotVip,
+        new_entries: None,
+        setup: Setup::Nothing,
+        note: None,
         vary_sport: None,
         target: None,
         opens: None,
@@ -189,6 +243,10 @@ fn scenarios() -> Vec<Scenario> {
         ),
         Scenario {
             target: Some(1.5),
+            note: Some(
+                "the known-flow rows send the flow's SYN and one ACK first: their packets hit \
+                 an established entry of the connection table (FLOWS), not a half-open one",
+            ),
             ..known(
                 "known flow (connection-table hit), TCP",
                 tcp(80, false, false),
@@ -206,31 +264,101 @@ fn scenarios() -> Vec<Scenario> {
             tcp(80, true, false),
             tcp(80, true, true),
         ),
-        new_flow("new flow, rr", 81, None),
+        Scenario {
+            note: Some(
+                "the new-flow rows send a SYN of a new tuple each run: each makes a half-open \
+                 entry (SYNS), which evicts once the CPU's share of the table is full",
+            ),
+            ..new_flow("new flow, rr", 81, None, "rr")
+        },
         Scenario {
             frame: tcp6(v6(0x133), 81, true),
             vary_sport: Some(SPORT6),
-            ..new_flow("IPv6: new flow, rr", 81, None)
+            ..new_flow("IPv6: new flow, rr", 81, None, "rr6")
         },
-        new_flow("new flow, wrr", 80, None),
-        new_flow("new flow, mh", 82, Some(2.5)),
-        new_flow("new flow, sh", 83, None),
-        new_flow("new flow, lc", 84, None),
-        new_flow("new flow, wlc", 85, None),
-        new_flow("new flow, persistence hit", 86, None),
+        new_flow("new flow, wrr", 80, None, "wrr"),
+        new_flow("new flow, mh", 82, Some(2.5), "mh"),
+        new_flow("new flow, sh", 83, None, "sh"),
+        new_flow("new flow, lc", 84, None, "lc"),
+        new_flow("new flow, wlc", 85, None, "wlc"),
+        new_flow("new flow, persistence hit", 86, None, "sticky"),
+        // A SYN flood's steady state: every SYN evicts a half-open entry.
+        Scenario {
+            setup: Setup::FullSyns("rr"),
+            note: Some(
+                "the half-open table (SYNS) filled to what it holds before each measurement: \
+                 every SYN makes a half-open entry and evicts the least recently used one",
+            ),
+            ..new_flow(
+                "new flow, rr, SYN into a full half-open table",
+                81,
+                None,
+                "rr",
+            )
+        },
+        Scenario {
+            setup: Setup::FullSyns("mh"),
+            note: Some("the same for mh, whose SYN also makes a half-open entry"),
+            ..new_flow(
+                "new flow, mh, SYN into a full half-open table",
+                82,
+                None,
+                "mh",
+            )
+        },
+        // The budget of new entries spent: rr cannot place a flow without an entry and drops,
+        // mh sends the SYN to its hash's pick without one.
+        Scenario {
+            action: XDP_DROP,
+            reason: Reason::DropOverBudget,
+            new_entries: None,
+            setup: Setup::OverBudget,
+            note: Some(
+                "new_flows_per_cpu 1 and the CPU's budget spent before each measurement: \
+                 every SYN is dropped without an entry",
+            ),
+            ..new_flow(
+                "new flow, rr, SYN over budget (drop_over_budget)",
+                81,
+                None,
+                "rr",
+            )
+        },
+        Scenario {
+            reason: Reason::ForwardedOverBudget,
+            new_entries: None,
+            setup: Setup::OverBudget,
+            note: Some("the same for mh: every SYN goes to its Maglev pick without an entry"),
+            ..new_flow(
+                "new flow, mh, SYN over budget (forwarded_over_budget)",
+                82,
+                None,
+                "mh",
+            )
+        },
         // A TCP ACK of no known connection, a new tuple each time (a spoofed flood).
         Scenario {
-            frame: tcp(82, false, false),
+            frame: tcp_from(SPOOFED, 82, false, false),
+            reason: Reason::ForwardedStateless,
+            new_entries: None,
             ..new_flow(
                 "ACK without a connection, mh (forwarded_stateless)",
                 82,
                 None,
+                "mh",
             )
         },
         Scenario {
-            frame: tcp(81, false, false),
+            frame: tcp_from(SPOOFED, 81, false, false),
             action: XDP_DROP,
-            ..new_flow("ACK without a connection, rr (drop_no_flow)", 81, None)
+            reason: Reason::DropNoFlow,
+            new_entries: None,
+            ..new_flow(
+                "ACK without a connection, rr (drop_no_flow)",
+                81,
+                None,
+                "rr",
+            )
         },
         // Tunnel backends (BENCH_TUNNEL_SERVICES): IPv4 outer headers of 20 bytes (IPIP) and
         // 28 (IPv4 + UDP, GUE), an IPv6 one of 40.
@@ -244,7 +372,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             encap: Some(20),
-            ..new_flow("tunnel IPIP new flow (rr)", 91, None)
+            ..new_flow("tunnel IPIP new flow (rr)", 91, None, "ipip-rr")
         },
         Scenario {
             encap: Some(28),
@@ -265,6 +393,152 @@ fn scenarios() -> Vec<Scenario> {
     ]
 }
 
+/// Opens a known flow's connection as a client does: its SYN (a half-open entry), then the
+/// row's own packet once (the client's ACK, which makes it established). Run before each
+/// measurement, in case the entry went between rounds; the flow must then be an established
+/// entry of `FLOWS` and not in `SYNS`.
+fn open_flow(
+    h: &mut Harness,
+    name: &str,
+    syn: &[u8],
+    data: &[u8],
+    ifindex: Option<u32>,
+) -> Result<()> {
+    for (what, frame) in [
+        ("the SYN that opens the flow", syn),
+        ("its first packet", data),
+    ] {
+        let action = match ifindex {
+            Some(i) => h.run_on(i, frame).action,
+            None => h.run(frame).action,
+        };
+        if action != XDP_TX {
+            bail!("{name}: {what} returned {action}, expected {XDP_TX}");
+        }
+    }
+    let key = flow_key_of(data).with_context(|| format!("{name}: the flow's key"))?;
+    if !h.in_flows(&key) || h.in_syns(&key) {
+        bail!(
+            "{name}: after its SYN and first packet the flow is {} the connection table and {} \
+             the half-open table; expected an established entry only",
+            if h.in_flows(&key) { "in" } else { "not in" },
+            if h.in_syns(&key) { "in" } else { "not in" },
+        );
+    }
+    Ok(())
+}
+
+/// Sets up what the row needs before its measurements. A row that makes entries starts with
+/// an empty half-open table, so that none of its SYNs meets the entry of an earlier row's or
+/// round's SYN (and finds it instead of making one); its table is full again after the CPU's
+/// share of inserts (its capacity divided by the possible CPUs).
+fn prepare(h: &mut Harness, sc: &Scenario) -> Result<()> {
+    if sc.new_entries.is_some() {
+        h.clear_half_open()
+            .with_context(|| format!("{}: emptying the half-open table", sc.name))?;
+    }
+    match sc.setup {
+        Setup::Nothing => {}
+        Setup::FullSyns(service) => {
+            h.fill_syns(service)
+                .with_context(|| format!("{}: filling the half-open table", sc.name))?;
+            if !h.syns_full()? {
+                bail!(
+                    "{}: the half-open table holds {} of {} entries after filling it",
+                    sc.name,
+                    h.half_open_count(),
+                    h.syns_reachable()?
+                );
+            }
+        }
+        Setup::OverBudget => {
+            h.set_new_flows_per_cpu(1)?;
+            h.spend_budget()?;
+        }
+    }
+    Ok(())
+}
+
+/// The counters a row's check compares, read before its measured run.
+struct Seen {
+    reasons: Vec<(Reason, u64)>,
+    service: Option<Counters>,
+}
+
+impl Seen {
+    fn read(h: &Harness, sc: &Scenario) -> Result<Seen> {
+        Ok(Seen {
+            reasons: h.reason_counts()?,
+            service: sc.new_entries.map(|s| h.service_counters(s)),
+        })
+    }
+}
+
+/// Whether the director's `repeat` measured runs did what the row says: every run counted
+/// under the row's reason (a budget row may have had one run per second within its budget,
+/// counted `forwarded`), one new entry per run for a new-flow row, the half-open table still
+/// full for a full-table row.
+fn check(
+    h: &Harness,
+    sc: &Scenario,
+    before: &Seen,
+    repeat: u32,
+    elapsed: std::time::Duration,
+) -> Result<()> {
+    let name = sc.name;
+    let grew: Vec<(Reason, u64)> = h
+        .reason_counts()?
+        .into_iter()
+        .zip(&before.reasons)
+        .map(|((r, after), (_, b))| (r, after - b))
+        .filter(|(_, n)| *n != 0)
+        .collect();
+    let of = |reason| {
+        grew.iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n)
+    };
+    let total: u64 = grew.iter().map(|(_, n)| n).sum();
+    let repeat = u64::from(repeat);
+    // A budget of 1 a second: each new window lets one SYN through.
+    let slack = match sc.setup {
+        Setup::OverBudget => elapsed.as_secs() + 1,
+        _ => 0,
+    };
+    let counted = of(sc.reason);
+    let within_budget = of(Reason::Forwarded);
+    let ok = total == repeat
+        && counted + slack >= repeat
+        && (counted == repeat || counted + within_budget == repeat);
+    if !ok {
+        let list: Vec<String> = grew
+            .iter()
+            .map(|(r, n)| format!("{} {n}", r.name()))
+            .collect();
+        bail!(
+            "{name}: {repeat} measured runs counted {}; expected {} {repeat}",
+            list.join(", "),
+            sc.reason.name()
+        );
+    }
+    if let (Some(service), Some(b)) = (sc.new_entries, before.service) {
+        let made = h.service_counters(service).new_flows - b.new_flows;
+        if made != repeat {
+            bail!("{name}: {repeat} measured runs made {made} new entries of {service}");
+        }
+    }
+    if let Setup::FullSyns(_) = sc.setup
+        && !h.syns_full()?
+    {
+        bail!(
+            "{name}: the half-open table holds {} of {} entries after the runs",
+            h.half_open_count(),
+            h.syns_reachable()?
+        );
+    }
+    Ok(())
+}
+
 fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
     (v[0], v[v.len() / 2], v[v.len() - 1])
@@ -273,6 +547,9 @@ fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
 fn main() -> Result<()> {
     let args = parse_args()?;
     require_root();
+    // One CPU for the whole run (see the module's doc).
+    let pinned = Pinned::here().context("pinning the bench to one CPU")?;
+    eprintln!("==> every run on CPU {}", pinned.cpu);
     let started = Instant::now();
     let mut h = Harness::with_config(&format!("{CONFIG}{BENCH_TUNNEL_SERVICES}"));
     let insns = h
@@ -280,7 +557,7 @@ fn main() -> Result<()> {
         .info()
         .context("program info")?
         .verified_instruction_count();
-    let director: ProgramFd = h.program().fd()?.try_clone()?;
+    let director: ProgramFd = h.director_fd()?;
     let ns = FibNs::new().context("creating the namespace of the tunnel rows")?;
     h.register_iface(ns.ifindex);
 
@@ -316,19 +593,10 @@ fn main() -> Result<()> {
             };
             let ifindex = sc.encap.map(|_| ns.ifindex);
             bench.set_frame(bench_frame(data, sc.vary_sport, sc.encap.is_some())?)?;
-            // A known flow's connection starts with its SYN (an ACK of no known connection
-            // makes no entry), and again each round in case the LRU evicted it.
             if let Some(syn) = &sc.opens {
-                let action = match ifindex {
-                    Some(i) => h.run_on(i, syn).action,
-                    None => h.run(syn).action,
-                };
-                if action != XDP_TX {
-                    bail!(
-                        "{name}: the SYN that opens the flow returned {action}, expected {XDP_TX}"
-                    );
-                }
+                open_flow(&mut h, name, syn, data, ifindex)?;
             }
+            prepare(&mut h, sc)?;
             for (ti, (tname, fd)) in targets.iter().enumerate() {
                 let director = ti == 2;
                 let expect = if director { want } else { XDP_TX };
@@ -336,7 +604,19 @@ fn main() -> Result<()> {
                 let want_len = data.len() + if director { sc.encap.unwrap_or(0) } else { 0 };
                 // One warm-up packet first: the first packet of a flow creates its entry.
                 for repeat in [1, args.repeat] {
+                    let measured = repeat == args.repeat;
+                    let before = if director && measured {
+                        if let Setup::OverBudget = sc.setup {
+                            // A fresh window, so the whole run falls in it (or in few).
+                            h.spend_budget()?;
+                        }
+                        Some(Seen::read(&h, sc)?)
+                    } else {
+                        None
+                    };
+                    let run_started = Instant::now();
                     let r = bench.run(*fd, data, repeat, ifindex)?;
+                    let elapsed = run_started.elapsed();
                     if r.action != expect {
                         bail!("{name}: {tname} returned {}, expected {expect}", r.action);
                     }
@@ -347,10 +627,16 @@ fn main() -> Result<()> {
                             r.data.len()
                         );
                     }
-                    if repeat == args.repeat {
+                    if let Some(before) = before {
+                        check(&h, sc, &before, repeat, elapsed)?;
+                    }
+                    if measured {
                         times[si][ti].push(r.per_packet.as_nanos() as f64);
                     }
                 }
+            }
+            if let Setup::OverBudget = sc.setup {
+                h.set_new_flows_per_cpu(0)?;
             }
         }
         eprintln!(
@@ -397,7 +683,13 @@ fn main() -> Result<()> {
             "target": sc.target,
             "met": met,
             "tunnel": sc.encap.is_some(),
+            "note": sc.note,
         }));
+    }
+    for sc in &scenarios {
+        if let Some(note) = sc.note {
+            let _ = writeln!(table, "- {}: {note}", sc.name);
+        }
     }
     println!("{table}");
     println!(

@@ -380,38 +380,96 @@ pub fn send_frames(
     iface: &str,
     count: u32,
     limit: Duration,
-    mut frame: impl FnMut(u32) -> Vec<u8> + Send + 'static,
+    mut frame: impl FnMut(u32) -> Vec<u8>,
 ) -> Result<(u32, Duration)> {
-    let iface = iface.to_owned();
-    host.run_in(move || {
-        let ifindex = lb_ctl::net::link::ifindex(&iface)?;
-        // SAFETY: a plain socket(2) call; the descriptor is owned below.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error())
-                .context("opening an AF_PACKET socket (needs CAP_NET_RAW)");
-        }
-        // SAFETY: fd is a fresh descriptor owned by nothing else.
-        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        // SAFETY: an all-zero sockaddr_ll is valid; the fields that matter are set below.
-        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        to.sll_family = libc::AF_PACKET as u16;
-        to.sll_ifindex = ifindex as i32;
-        to.sll_halen = 6;
-        let start = Instant::now();
-        let mut sent = 0;
-        while sent < count && start.elapsed() < limit {
-            let bytes = frame(sent);
-            to.sll_addr[..6].copy_from_slice(&bytes[..6.min(bytes.len())]);
-            // SAFETY: buffer and address are valid for the given lengths.
+    let socket = PacketSocket::open(host, iface)?;
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < count && start.elapsed() < limit {
+        let bytes = frame(sent);
+        socket.send_batch(&[bytes.as_slice()])?;
+        sent += 1;
+    }
+    Ok((sent, start.elapsed()))
+}
+
+/// An `AF_PACKET` socket made inside a lab host's namespace for one of its interfaces: whole
+/// Ethernet frames written to it leave that interface as they are. Usable from any thread
+/// (several at once, one socket each, send in parallel).
+#[derive(Debug)]
+pub struct PacketSocket {
+    fd: std::os::fd::OwnedFd,
+    to: libc::sockaddr_ll,
+    iface: String,
+}
+
+impl PacketSocket {
+    /// Opens the socket for `iface` inside `host` (needs CAP_NET_RAW).
+    pub fn open(host: &Host, iface: &str) -> Result<PacketSocket> {
+        let iface = iface.to_owned();
+        host.run_in(move || {
+            let ifindex = lb_ctl::net::link::ifindex(&iface)?;
+            // SAFETY: a plain socket(2) call; the descriptor is owned below.
+            let fd =
+                unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error())
+                    .context("opening an AF_PACKET socket (needs CAP_NET_RAW)");
+            }
+            // SAFETY: fd is a fresh descriptor owned by nothing else.
+            let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            // SAFETY: an all-zero sockaddr_ll is valid; the fields that matter are set below.
+            let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            to.sll_family = libc::AF_PACKET as u16;
+            to.sll_ifindex = ifindex as i32;
+            to.sll_halen = 6;
+            Ok(PacketSocket { fd, to, iface })
+        })
+        .with_context(|| format!("in {}", host.name))
+    }
+
+    /// Sends every frame of `frames` (whole Ethernet frames, at least 14 bytes; all to the
+    /// destination MAC of the first) with as few `sendmmsg(2)` calls as the kernel allows. A
+    /// full device queue (ENOBUFS) is waited out, not an error.
+    pub fn send_batch<F: AsRef<[u8]>>(&self, frames: &[F]) -> Result<()> {
+        let Some(first) = frames.first() else {
+            return Ok(());
+        };
+        let mut to = self.to;
+        to.sll_addr[..6].copy_from_slice(&first.as_ref()[..6.min(first.as_ref().len())]);
+        let mut iovecs: Vec<libc::iovec> = frames
+            .iter()
+            .map(|f| libc::iovec {
+                iov_base: f.as_ref().as_ptr() as *mut libc::c_void,
+                iov_len: f.as_ref().len(),
+            })
+            .collect();
+        let mut msgs: Vec<libc::mmsghdr> = iovecs
+            .iter_mut()
+            .map(|iov| {
+                // SAFETY: an all-zero msghdr is valid; the fields that matter are set below.
+                let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+                hdr.msg_name = (&mut to as *mut libc::sockaddr_ll).cast();
+                hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+                hdr.msg_iov = iov;
+                hdr.msg_iovlen = 1;
+                libc::mmsghdr {
+                    msg_hdr: hdr,
+                    msg_len: 0,
+                }
+            })
+            .collect();
+        let mut done = 0;
+        while done < msgs.len() {
+            let rest = &mut msgs[done..];
+            // SAFETY: every header points at a live buffer, iovec and address of the lengths
+            // given; `rest.len()` headers follow the pointer.
             let rc = unsafe {
-                libc::sendto(
-                    std::os::fd::AsRawFd::as_raw_fd(&fd),
-                    bytes.as_ptr().cast(),
-                    bytes.len(),
+                libc::sendmmsg(
+                    std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+                    rest.as_mut_ptr(),
+                    rest.len() as u32,
                     0,
-                    (&to as *const libc::sockaddr_ll).cast(),
-                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
                 )
             };
             if rc < 0 {
@@ -421,10 +479,11 @@ pub fn send_frames(
                     std::thread::sleep(Duration::from_millis(1));
                     continue;
                 }
-                return Err(err).with_context(|| format!("sending frame {sent} on {iface}"));
+                return Err(err)
+                    .with_context(|| format!("sending frame {done} of a batch on {}", self.iface));
             }
-            sent += 1;
+            done += rc as usize;
         }
-        Ok((sent, start.elapsed()))
-    })
+        Ok(())
+    }
 }

@@ -61,6 +61,17 @@ pub fn bench_frame(frame: &[u8], vary_sport: Option<u16>, restore_len: bool) -> 
     })
 }
 
+impl super::Harness {
+    /// A copy of the director program's fd, to put behind the restore program.
+    pub fn director_fd(&mut self) -> Result<ProgramFd> {
+        self.program()
+            .fd()
+            .context("the director program's fd")?
+            .try_clone()
+            .context("copying the director program's fd")
+    }
+}
+
 /// One test run: the last run's action and frame, and the average time per run.
 #[derive(Debug)]
 pub struct BenchRun {

@@ -1,0 +1,256 @@
+//! The half-open table (`SYNS`) and the new-entry budget (`SETTINGS`, `BUDGET`) from the
+//! harness: filling the table to what it can hold, counting its entries, setting the budget and
+//! spending it, and the CPU pinning both need.
+//!
+//! `SYNS` is an LRU map with per-CPU lists (`BPF_F_NO_COMMON_LRU`): each possible CPU holds
+//! `max_entries / possible CPUs` entries, and an insert, by the data path or by a map update
+//! from user space, takes a free entry of the CPU it runs on, evicting that CPU's least
+//! recently used ones when it has none (up to 4 at a time, the kernel's `PERCPU_FREE_TARGET`).
+//! So the table is full when every online CPU's share is, and a thread fills a share by
+//! writing from that CPU.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use anyhow::{Context as _, Result, bail};
+use aya::maps::PerCpuValues;
+use aya::util::{nr_cpus, online_cpus};
+use etherparse::{NetHeaders, PacketHeaders, TransportHeader};
+use lb_common::{Budget, Flow, FlowKey, PROTO_TCP, PROTO_UDP, Settings, TcpState};
+use lb_ctl::maps::view::now_ns;
+use lb_ctl::plan::convert::addr_of;
+
+use super::Harness;
+use crate::icmp::{backend_ids, service_entry};
+
+/// Entries an LRU map with per-CPU lists may free at once when a CPU's share is full: a full
+/// table reads as up to this many entries short per online CPU.
+pub const LRU_FREE_BATCH: usize = 4;
+
+/// The first source address of the entries [`Harness::fill_syns`] writes (10.200.0.0 on):
+/// no client of the tests or the bench sends from there, so no packet finds them.
+pub const FILL_CLIENTS: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 0);
+
+/// The `FLOWS`/`SYNS` key of a TCP or UDP frame (Ethernet, an optional 802.1Q tag, IPv4 or
+/// IPv6): the client's side of the flow.
+pub fn flow_key_of(frame: &[u8]) -> Result<FlowKey> {
+    let h = PacketHeaders::from_ethernet_slice(frame).context("parsing the frame")?;
+    let (src, dst) = match &h.net {
+        Some(NetHeaders::Ipv4(ip, _)) => (IpAddr::from(ip.source), IpAddr::from(ip.destination)),
+        Some(NetHeaders::Ipv6(ip, _)) => (IpAddr::from(ip.source), IpAddr::from(ip.destination)),
+        _ => bail!("a frame without an IP header"),
+    };
+    let (sport, dport, proto) = match &h.transport {
+        Some(TransportHeader::Tcp(t)) => (t.source_port, t.destination_port, PROTO_TCP),
+        Some(TransportHeader::Udp(u)) => (u.source_port, u.destination_port, PROTO_UDP),
+        _ => bail!("a frame that is neither TCP nor UDP"),
+    };
+    Ok(FlowKey {
+        src: addr_of(src),
+        dst: addr_of(dst),
+        sport: sport.to_be(),
+        dport: dport.to_be(),
+        proto,
+        _pad: [0; 3],
+    })
+}
+
+/// The CPUs the calling thread may run on.
+fn affinity() -> Result<libc::cpu_set_t> {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set; the call writes at most its size.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("sched_getaffinity");
+    }
+    Ok(set)
+}
+
+fn set_affinity(set: &libc::cpu_set_t) -> Result<()> {
+    // SAFETY: a valid set of the size given.
+    if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), set) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("sched_setaffinity");
+    }
+    Ok(())
+}
+
+/// Pins the calling thread to `cpu` until dropped, which gives it back the CPUs it had.
+pub struct Pinned {
+    before: libc::cpu_set_t,
+    pub cpu: u32,
+}
+
+impl Pinned {
+    pub fn to(cpu: u32) -> Result<Pinned> {
+        let before = affinity()?;
+        // SAFETY: as in `affinity`; CPU_SET stays within the set for cpu < CPU_SETSIZE.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        if cpu as usize >= libc::CPU_SETSIZE as usize {
+            bail!("CPU {cpu} is beyond what a cpu_set_t holds");
+        }
+        unsafe { libc::CPU_SET(cpu as usize, &mut set) };
+        set_affinity(&set).with_context(|| format!("pinning the thread to CPU {cpu}"))?;
+        Ok(Pinned { before, cpu })
+    }
+
+    /// Pins the calling thread to the CPU it runs on now.
+    pub fn here() -> Result<Pinned> {
+        // SAFETY: no preconditions.
+        let cpu = unsafe { libc::sched_getcpu() };
+        let cpu = u32::try_from(cpu)
+            .map_err(|_| std::io::Error::last_os_error())
+            .context("sched_getcpu")?;
+        Pinned::to(cpu)
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        let _ = set_affinity(&self.before);
+    }
+}
+
+fn online() -> Result<Vec<u32>> {
+    online_cpus().map_err(|(path, e)| anyhow::anyhow!("reading {path}: {e}"))
+}
+
+fn possible() -> Result<usize> {
+    nr_cpus().map_err(|(path, e)| anyhow::anyhow!("reading {path}: {e}"))
+}
+
+impl Harness {
+    /// Entries of the half-open table whose client is `src`.
+    pub fn syns_from(&self, src: IpAddr) -> usize {
+        let src = addr_of(src);
+        self.maps
+            .syns
+            .keys()
+            .filter(|k| k.as_ref().is_ok_and(|k| k.src == src))
+            .count()
+    }
+
+    /// Empties the half-open table; the connection table keeps its entries.
+    pub fn clear_half_open(&mut self) -> Result<()> {
+        let keys: Vec<FlowKey> = self.maps.syns.keys().filter_map(|k| k.ok()).collect();
+        for k in keys {
+            // An entry the data path removed in between is gone all the same.
+            let _ = self.maps.syns.remove(&k);
+        }
+        match self.half_open_count() {
+            0 => Ok(()),
+            n => bail!("{n} entries left in SYNS after removing every key"),
+        }
+    }
+
+    /// Whether the half-open table holds `key`.
+    pub fn in_syns(&self, key: &FlowKey) -> bool {
+        self.maps.syns.get(key, 0).is_ok()
+    }
+
+    /// Whether the connection table (established entries) holds `key`.
+    pub fn in_flows(&self, key: &FlowKey) -> bool {
+        self.maps.flows.get(key, 0).is_ok()
+    }
+
+    /// The entry of the half-open table of `key`, if any.
+    pub fn syn_entry(&self, key: &FlowKey) -> Option<Flow> {
+        self.maps.syns.get(key, 0).ok()
+    }
+
+    /// The most the half-open table can hold from the online CPUs: their shares of
+    /// `max_entries` (the whole table when every possible CPU is online).
+    pub fn syns_reachable(&self) -> Result<usize> {
+        let capacity = self.maps.syns_capacity().context("SYNS capacity")? as usize;
+        Ok(capacity / possible()? * online()?.len())
+    }
+
+    /// Whether the half-open table is full: within [`LRU_FREE_BATCH`] entries per online CPU
+    /// of [`Harness::syns_reachable`].
+    pub fn syns_full(&self) -> Result<bool> {
+        let slack = LRU_FREE_BATCH * online()?.len();
+        Ok(self.half_open_count() + slack >= self.syns_reachable()?)
+    }
+
+    /// Fills the half-open table: on each online CPU in turn (the thread pinned to it), writes
+    /// as many half-open entries as a CPU's share holds, TCP flows to `service` from
+    /// [`FILL_CLIENTS`] on, on its first backend, last seen now. Returns the entries written;
+    /// the table is then full ([`Harness::syns_full`]), whatever it held before.
+    pub fn fill_syns(&mut self, service: &str) -> Result<usize> {
+        let (key, s) = service_entry(self, service);
+        let backend = *backend_ids(self, s.id)
+            .first()
+            .with_context(|| format!("service {service} has no backend"))?;
+        let capacity = self.maps.syns_capacity().context("SYNS capacity")? as usize;
+        let share = capacity / possible()?;
+        let mut written = 0usize;
+        for cpu in online()? {
+            let _pinned = Pinned::to(cpu)?;
+            let flow = Flow {
+                last_seen_ns: now_ns(),
+                backend,
+                service_id: s.id,
+                state: TcpState::Syn as u8,
+                _pad: [0; 7],
+            };
+            for _ in 0..share {
+                let i = u32::try_from(written).context("too many entries")?;
+                let src = Ipv4Addr::from(u32::from(FILL_CLIENTS) + i / 60_000);
+                let k = FlowKey {
+                    src: addr_of(IpAddr::V4(src)),
+                    dst: key.addr,
+                    sport: (1024 + (i % 60_000) as u16).to_be(),
+                    dport: key.port,
+                    proto: PROTO_TCP,
+                    _pad: [0; 3],
+                };
+                self.maps
+                    .syns
+                    .insert(k, flow, 0)
+                    .with_context(|| format!("writing half-open entry {written} into SYNS"))?;
+                written += 1;
+            }
+        }
+        Ok(written)
+    }
+
+    /// Entries of the half-open table from [`FILL_CLIENTS`] on (what
+    /// [`Harness::fill_syns`] wrote and no packet evicted yet).
+    pub fn fill_entries(&self) -> usize {
+        let first = u32::from(FILL_CLIENTS);
+        self.maps
+            .syns
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| match lb_ctl::plan::convert::addr_ip(&k.src) {
+                IpAddr::V4(a) => (first..first + (1 << 16)).contains(&u32::from(a)),
+                IpAddr::V6(_) => false,
+            })
+            .count()
+    }
+
+    /// Sets the budget of new entries per CPU and second (`SETTINGS.new_flows_per_cpu`; 0 = no
+    /// limit), as `lb-ctl apply` writes it.
+    pub fn set_new_flows_per_cpu(&mut self, limit: u32) -> Result<()> {
+        self.maps
+            .settings
+            .set(
+                0,
+                Settings {
+                    new_flows_per_cpu: limit,
+                    _pad: 0,
+                },
+                0,
+            )
+            .context("writing SETTINGS")
+    }
+
+    /// Spends every CPU's budget for the window that starts now: until a second has passed,
+    /// each packet that would make an entry is over budget (with any limit of at most
+    /// `u32::MAX`).
+    pub fn spend_budget(&mut self) -> Result<()> {
+        let spent = Budget {
+            window_start_ns: now_ns(),
+            used: u64::from(u32::MAX),
+        };
+        let values = PerCpuValues::try_from(vec![spent; possible()?]).context("per-CPU values")?;
+        self.maps.budget.set(0, values, 0).context("writing BUDGET")
+    }
+}
