@@ -191,7 +191,16 @@ Example file:
         - address: \"fd00:20::11\"   # IPv4 in IPv6, in a tunnel only
           tunnel: { type: ipip, source: \"fd00:58::134\" }
         - address: 192.168.58.135
-          forward: route  # on the segment")]
+          forward: route  # on the segment
+  flood:                # optional: the budget of new entries
+    new_flows_per_cpu: 200000   # per CPU per second; 0 = no limit
+
+Under a SYN flood: a SYN's entry is half-open (its own table, `attach --syn-flows`) until
+the client's ACK comes through the director, so spoofed SYNs evict only half-open entries,
+never an established connection. `flood.new_flows_per_cpu` bounds the new entries (half-open
+TCP, new UDP flows) each CPU makes per second: past it, mh and sh forward by their hash
+without an entry (stats: forwarded_over_budget), rr, wrr, lc and wlc drop (stats:
+drop_over_budget). Removing the block lifts the limit.")]
     Apply {
         /// The service file.
         #[arg(short = 'f', long = "file", value_name = "FILE")]
@@ -208,12 +217,16 @@ Example file:
 List the services and their backends like `ipvsadm -L -n`: protocol, VIP:port, scheduler,
 and for each backend its address:port, forwarding method (Route: direct routing; Tunnel:
 IPIP or GUE, as ipvsadm shows -i),
-weight, ActiveConn (live TCP entries in SYN or ESTABLISHED: what lc and wlc compare) and
-InActConn (the other live entries: FIN, RST, UDP), the connections, packets and bytes it was
-sent, and its state (up, draining, unresolved). IPv6 is written as ipvsadm writes it,
+weight, ActiveConn (live TCP entries in SYN or ESTABLISHED, half-open ones included: what lc
+and wlc compare) and InActConn (the other live entries: FIN, RST, UDP), the connections,
+packets and bytes it was sent, and its state (up, draining, unresolved). The first line gives
+the connection table's entries in use of its size, the half-open table's apart (TCP between
+the client's SYN and its ACK: a SYN flood fills this one), and the new-entry budget when the
+service file's `flood:` sets one. IPv6 is written as ipvsadm writes it,
 [fd00:58::133]:80; persistence shows `mask 255.255.255.0` for IPv4, `mask 64` for IPv6.
 
-With --connections, lists the connection table instead, like `ipvsadm -L -n -c`: protocol,
+With --connections, lists the connection table and the half-open table (state SYN_RECV)
+instead, like `ipvsadm -L -n -c`: protocol,
 time until the entry expires (IPVS's timeouts: 900 s established, 120 s after a FIN, 30 s
 for a SYN, 300 s UDP), state as the director sees it (only client-to-server packets pass
 it), client, virtual address and backend.
@@ -265,15 +278,22 @@ first fragment was forwarded), pass_malformed, pass_header_chain (more than four
 extension headers), pass_icmp_no_flow (an ICMP error about a VIP flow with no entry under
 rr, wrr, lc or wlc, or whose quote is truncated); dropped: drop_no_backend (no usable
 backend), drop_bad_backend (an empty table slot), drop_no_flow (a TCP non-SYN of no known
-connection to an rr, wrr, lc or wlc service: no RST is sent back).
+connection to an rr, wrr, lc or wlc service: no RST is sent back). Over the new-entry
+budget (`flood.new_flows_per_cpu` of the service file, per CPU per second): forwarded_over_budget
+(tx: a new flow to an mh or sh service, sent to the backend its hash picks without making an
+entry), drop_over_budget (dropped: a new flow to an rr, wrr, lc or wlc service). Under the
+reasons: the connection table's live entries of its size (established, closing, UDP), the
+half-open table's apart, and the budget when one is set.
 
 --json prints an object with services[] (name, vip, port, protocol, scheduler, packets,
 bytes, connections, backends[] with address, port, weight, forward (route, ipip or gue;
 tunnels add tunnel_source, and GUE tunnel_port), usable, packets, bytes, connections,
-active_connections, inactive_connections) and datapath[] (reason, action,
-packets), and forwarding_off[] (interface, family, sysctl) when an attached interface does
+active_connections, inactive_connections), datapath[] (reason, action,
+packets), flows and flows_capacity (the connection table), half_open and half_open_capacity
+(the half-open table), new_flows_per_cpu (the budget; 0 = no limit), and forwarding_off[] (interface, family, sysctl) when an attached interface does
 not forward a family the tunnel backends need. --prometheus prints the text exposition
-format with metrics named lb_*; backend series carry a forward label (route, ipip, gue).
+format with metrics named lb_* (lb_flows, lb_half_open_entries, lb_half_open_capacity,
+lb_new_flows_per_cpu among them); backend series carry a forward label (route, ipip, gue).
 --watch SECONDS redraws every SECONDS with per-second rates (like ipvsadm --rate).")]
     Stats {
         /// JSON instead of a table.

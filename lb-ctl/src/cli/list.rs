@@ -11,10 +11,13 @@ use crate::maps::view::{BackendView, ServiceView, Snapshot};
 use crate::plan::convert::host_port;
 use crate::vrrp::report::Report;
 
-/// The first line of every listing, where ipvsadm names its version and table size.
+/// The first line of every listing, where ipvsadm names its version and table size: the
+/// connection table's entries in use, the half-open table's apart (a SYN flood fills that one),
+/// and the new-entry budget when `flood:` sets one.
 fn title(snap: &Snapshot, interfaces: &[String]) -> String {
     format!(
-        "XDP director (lb-ctl): {} service(s), attached to {}; connection table {} of {} in use\n",
+        "XDP director (lb-ctl): {} service(s), attached to {}; connection table {} of {} in use, \
+         half-open {} of {}{}\n",
         snap.services.len(),
         if interfaces.is_empty() {
             "nothing".to_string()
@@ -23,7 +26,16 @@ fn title(snap: &Snapshot, interfaces: &[String]) -> String {
         },
         snap.flows,
         snap.flows_capacity,
+        snap.half_open,
+        snap.half_open_capacity,
+        budget(snap).map(|b| format!("; {b}")).unwrap_or_default(),
     )
+}
+
+/// `new entries at most N/s per CPU`, when `flood:` sets a budget.
+pub(crate) fn budget(snap: &Snapshot) -> Option<String> {
+    (snap.new_flows_per_cpu > 0)
+        .then(|| format!("new entries at most {}/s per CPU", snap.new_flows_per_cpu))
 }
 
 /// Renders the listing; `interfaces` are the attached interface names.

@@ -117,7 +117,14 @@ pub fn render_text(shown: &Director, rates: Option<&Rates>) -> String {
     for r in &snap.datapath {
         let _ = writeln!(out, "  {:<20} {:<5} {:>12}", r.reason, r.action, r.packets);
     }
-    let _ = writeln!(out, "  connections tracked: {}", snap.flows);
+    let _ = writeln!(
+        out,
+        "  connections tracked: {} of {}; half-open: {} of {}",
+        snap.flows, snap.flows_capacity, snap.half_open, snap.half_open_capacity
+    );
+    if let Some(b) = super::list::budget(snap) {
+        let _ = writeln!(out, "  {b}");
+    }
     out.push_str(&super::list::render_vrrp(&shown.vrrp));
     out.push_str(&super::list::render_announce(&shown.announce));
     out.push_str(&super::list::render_sync(shown.sync.as_ref()));
@@ -307,6 +314,24 @@ pub(crate) fn families(shown: &Director) -> Vec<Family> {
         "Live entries in the connection table.",
         vec![(Vec::new(), snap.flows)],
     ));
+    out.push(family(
+        "lb_half_open_entries",
+        Gauge,
+        "Live entries in the half-open table (TCP between the client's SYN and its ACK); near the capacity under a SYN flood.",
+        vec![(Vec::new(), snap.half_open)],
+    ));
+    out.push(family(
+        "lb_half_open_capacity",
+        Gauge,
+        "Entries the half-open table can hold (the least recently used go first).",
+        vec![(Vec::new(), u64::from(snap.half_open_capacity))],
+    ));
+    out.push(family(
+        "lb_new_flows_per_cpu",
+        Gauge,
+        "The budget of new entries one CPU may create per second (flood:); 0 = no limit.",
+        vec![(Vec::new(), u64::from(snap.new_flows_per_cpu))],
+    ));
     if !shown.vrrp.is_empty() {
         for (name, kind, help, pick) in VRRP {
             let samples = (shown.vrrp.iter())
@@ -477,6 +502,9 @@ mod tests {
             ],
             flows: 5,
             flows_capacity: 262_144,
+            half_open: 2,
+            half_open_capacity: 65_536,
+            new_flows_per_cpu: 0,
         };
         Director {
             maps,
@@ -542,6 +570,44 @@ mod tests {
         ] {
             assert_eq!(render_prometheus(&shown).expect("prometheus"), prometheus);
             assert_eq!(render_json(&shown).expect("json"), json);
+        }
+    }
+
+    /// Under a SYN flood: the half-open table apart from the established one, and the budget
+    /// in every output once `flood:` sets one.
+    #[test]
+    fn half_open_entries_and_the_budget_are_shown_apart() {
+        let mut shown = sample();
+        shown.maps.half_open = 65_000;
+        shown.maps.new_flows_per_cpu = 200_000;
+        let list = crate::cli::list::render(&shown, &["eth0".into()]);
+        assert!(
+            list.starts_with(
+                "XDP director (lb-ctl): 4 service(s), attached to eth0; connection table 5 of \
+                 262144 in use, half-open 65000 of 65536; new entries at most 200000/s per CPU\n"
+            ),
+            "{list}"
+        );
+        let text = render_text(&shown, None);
+        assert!(
+            text.contains(
+                "\n  connections tracked: 5 of 262144; half-open: 65000 of 65536\n  new entries \
+                 at most 200000/s per CPU\n"
+            ),
+            "{text}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&render_json(&shown).expect("json")).expect("parse");
+        assert_eq!(json["half_open"], 65_000);
+        assert_eq!(json["half_open_capacity"], 65_536);
+        assert_eq!(json["new_flows_per_cpu"], 200_000);
+        let prom = render_prometheus(&shown).expect("prometheus");
+        for line in [
+            "lb_half_open_entries 65000",
+            "lb_half_open_capacity 65536",
+            "lb_new_flows_per_cpu 200000",
+        ] {
+            assert!(prom.lines().any(|l| l == line), "no `{line}` in:\n{prom}");
         }
     }
 

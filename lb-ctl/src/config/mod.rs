@@ -25,6 +25,8 @@
 //!       table: 100                  # the kernel table the speaker imports
 //!       withdraw_when: no_backend   # no_backend | below_quorum
 //!       drain: 5s                   # on SIGTERM: withdraw, keep forwarding this long
+//! flood:                            # optional (flood.rs)
+//!   new_flows_per_cpu: 200000       # new entries per second per CPU; 0 = no limit
 //! ```
 //!
 //! [`parse`] checks the whole file and returns either a [`Config`] or a [`ConfigError`] holding
@@ -35,6 +37,7 @@ mod announce;
 mod check;
 mod duration;
 mod fields;
+mod flood;
 mod forward;
 mod guard;
 mod read;
@@ -64,6 +67,7 @@ use std::path::Path;
 pub use announce::{Announce, DEFAULT_TABLE, Via, WithdrawWhen};
 pub use check::{CheckConfig, CheckKind, Health};
 pub use duration::parse_duration;
+pub use flood::Flood;
 pub use forward::DEFAULT_GUE_PORT;
 pub use guard::{MAX_DEPTH, MAX_EXPANDED_NODES};
 pub use read::{FileText, MAX_FILE_BYTES, read};
@@ -88,6 +92,8 @@ pub struct Config {
     pub vrrp_scripts: Vec<VrrpScript>,
     /// `vrrp_sync_groups:` (keepalived's vrrp_sync_group), in file order.
     pub vrrp_sync_groups: Vec<SyncGroup>,
+    /// `flood:`: the budget of new connection-table entries (no limit without one).
+    pub flood: Flood,
 }
 
 /// One entry of `services:`.

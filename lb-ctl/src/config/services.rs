@@ -23,6 +23,7 @@ const FILE_FIELDS: &[&str] = &[
     "vrrp_scripts",
     "vrrp_sync_groups",
     "sync",
+    "flood",
 ];
 const SERVICE_FIELDS: &[&str] = &[
     "name",
@@ -143,6 +144,7 @@ fn check_file(root: Option<&Node>, d: &mut Diags) -> Option<Config> {
     let vrrp_sync_groups = vrrp_track::groups(&top, d);
     let announce = announce::read(&top, d);
     let sync = super::sync::read(&top, d);
+    let flood = super::flood::read(&top, d);
     let services = match top.get("services") {
         None => {
             d.at(root.line, "services", "missing required field `services`");
@@ -190,6 +192,7 @@ fn check_file(root: Option<&Node>, d: &mut Diags) -> Option<Config> {
     }
     let (vrrp, vrrp_scripts, vrrp_sync_groups) = (vrrp?, vrrp_scripts?, vrrp_sync_groups?);
     let sync = sync?;
+    let flood = flood?;
     let names: Vec<String> = out.iter().map(|s| s.name.clone()).collect();
     // With a service missing (invalid, reported), its name cannot be told unknown.
     let services_known = complete;
@@ -206,6 +209,7 @@ fn check_file(root: Option<&Node>, d: &mut Diags) -> Option<Config> {
         vrrp_scripts,
         vrrp_sync_groups,
         sync,
+        flood,
     })
 }
 

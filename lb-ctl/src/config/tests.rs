@@ -209,6 +209,7 @@ services:
             sync: None,
             vrrp_scripts: vec![],
             vrrp_sync_groups: vec![],
+            flood: Default::default(),
         }
     );
 }
@@ -252,6 +253,7 @@ fn no_services_is_valid_when_said_so() {
             sync: None,
             vrrp_scripts: vec![],
             vrrp_sync_groups: vec![],
+            flood: Default::default(),
         }
     );
 }

@@ -1,11 +1,12 @@
 //! The daemon's side of connection-state sync (`sync:`): it reads and writes the maps, so the
 //! daemon stays their one writer. Every `interval`, while it sends (role `master` or `both`,
-//! or `auto` while a VRRP instance on the sync interface is master), it reads FLOWS and
-//! PERSIST, picks what is new or changed ([`Tracker`]), within `max_rate` ([`Rate`]), and
+//! or `auto` while a VRRP instance on the sync interface is master), it reads FLOWS, SYNS (the
+//! half-open connections) and PERSIST, picks what is new or changed ([`Tracker`]), within `max_rate` ([`Rate`]), and
 //! sends it in datagrams of `batch` entries. The socket's task judges what arrives
 //! ([`Receiver`]) and hands accepted datagrams to the main loop, which installs their entries
 //! ([`Syncer::install`]) while it receives (`backup`, `both`, or `auto` while no instance on
-//! the interface is master).
+//! the interface is master): a TCP entry in state SYN into SYNS, any other into FLOWS, as the
+//! data path keeps them ([`decide`]).
 
 use std::{
     collections::HashMap,
@@ -19,7 +20,9 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use lb_common::{Addr, BACKEND_CONFIGURED, Flow, FlowKey, Persist, PersistKey, ServiceKey};
+use lb_common::{
+    Addr, BACKEND_CONFIGURED, Flow, FlowKey, PROTO_TCP, Persist, PersistKey, ServiceKey, TcpState,
+};
 use tokio::{net::UdpSocket, sync::mpsc, task::JoinHandle};
 use tracing::{info, warn};
 
@@ -221,7 +224,7 @@ impl Syncer {
         }
     }
 
-    /// Reads FLOWS and PERSIST and sends what is due.
+    /// Reads FLOWS, SYNS and PERSIST and sends what is due.
     fn send(&mut self, maps: &Maps) -> Result<()> {
         let now = now_ns();
         let budget = self
@@ -242,11 +245,11 @@ impl Syncer {
                 .filter(|b| b.flags & BACKEND_CONFIGURED != 0)
                 .map(|b| (b.addr, u16::from_be(b.port)))
         };
-        let flows: Vec<(FlowKey, Flow)> = hash_batch(&maps.flows)
-            .context("reading FLOWS")?
-            .into_iter()
-            .filter(|(k, f)| f.is_live(k.proto, now))
-            .collect();
+        let flows = live_flows(
+            hash_batch(&maps.flows).context("reading FLOWS")?,
+            hash_batch(&maps.syns).context("reading SYNS")?,
+            now,
+        );
         let scan: Vec<(FlowKey, Seen)> = (flows.iter())
             .map(|(k, f)| {
                 let refresh_ns = f.state().timeout_s(k.proto) * NS_PER_S / 8;
@@ -347,9 +350,11 @@ impl Syncer {
         }
     }
 
-    /// Installs the entries of an accepted datagram into FLOWS and PERSIST (when receiving):
-    /// service and backend mapped to the local ids, an entry as recent or more kept, CONNS
-    /// kept in step for TCP flows that become active or move.
+    /// Installs the entries of an accepted datagram into FLOWS, SYNS and PERSIST (when
+    /// receiving): service and backend mapped to the local ids, a local entry as recent or more
+    /// kept (in either table), a half-open entry into SYNS and any other into FLOWS, the key's
+    /// older entry in the other table removed, CONNS kept in step for TCP flows that become
+    /// active, end or move ([`decide`]).
     pub fn install(&mut self, maps: &mut Maps, d: Datagram) {
         if !self.receiving.load(Ordering::Relaxed) {
             return;
@@ -415,11 +420,6 @@ impl Syncer {
                 _pad: [0; 3],
             };
             let last_seen_ns = now.saturating_sub(u64::from(e.age_ms) * 1_000_000);
-            let old = maps.flows.get(&key, 0).ok();
-            if old.is_some_and(|o| o.last_seen_ns >= last_seen_ns) {
-                Stats::add(&stats.kept_local, 1);
-                continue;
-            }
             let new = Flow {
                 last_seen_ns,
                 backend,
@@ -427,23 +427,37 @@ impl Syncer {
                 state: e.state,
                 _pad: [0; 7],
             };
-            if let Err(e) = maps.flows.insert(key, new, 0) {
-                warn!(error = %e, "sync: writing FLOWS");
+            let in_flows = maps.flows.get(&key, 0).ok();
+            // Only TCP has half-open entries.
+            let in_syns = match key.proto {
+                PROTO_TCP => maps.syns.get(&key, 0).ok(),
+                _ => None,
+            };
+            let Install::Write {
+                half_open,
+                remove_other,
+                conns,
+            } = decide(key.proto, &new, in_flows, in_syns, now)
+            else {
+                Stats::add(&stats.kept_local, 1);
+                continue;
+            };
+            let (table, other, name) = match half_open {
+                true => (&mut maps.syns, &mut maps.flows, "SYNS"),
+                false => (&mut maps.flows, &mut maps.syns, "FLOWS"),
+            };
+            if let Err(e) = table.insert(key, new, 0) {
+                warn!(error = %e, "sync: writing {name}");
                 Stats::add(&stats.install_errors, 1);
                 continue;
             }
+            if remove_other {
+                // Gone already (the data path moved or evicted it) is as good.
+                let _ = other.remove(&key);
+            }
             Stats::add(&stats.installed, 1);
-            let was = old
-                .filter(|o| o.is_live(key.proto, now) && o.is_active(key.proto))
-                .map(|o| o.backend);
-            let is = new.is_active(key.proto).then_some(backend);
-            if was != is {
-                if let Some(b) = was {
-                    add_conns(maps, b, -1);
-                }
-                if let Some(b) = is {
-                    add_conns(maps, b, 1);
-                }
+            for (b, delta) in conns {
+                add_conns(maps, b, delta);
             }
         }
         for e in &d.persist {
@@ -483,6 +497,83 @@ impl Syncer {
                 }
             }
         }
+    }
+}
+
+/// The live entries of both tables, to send: FLOWS (established connections, closing ones,
+/// UDP) and SYNS (half-open). A key in both for a moment (the data path inserts into FLOWS
+/// before it deletes from SYNS) is sent as FLOWS holds it.
+fn live_flows(
+    flows: Vec<(FlowKey, Flow)>,
+    syns: Vec<(FlowKey, Flow)>,
+    now: u64,
+) -> Vec<(FlowKey, Flow)> {
+    let live = |(k, f): &(FlowKey, Flow)| f.is_live(k.proto, now);
+    let mut out: Vec<(FlowKey, Flow)> = flows.into_iter().filter(live).collect();
+    let mut half_open: HashMap<FlowKey, Flow> = syns.into_iter().filter(live).collect();
+    if !half_open.is_empty() {
+        for (k, _) in &out {
+            half_open.remove(k);
+        }
+        out.extend(half_open);
+    }
+    out
+}
+
+/// What installing a received flow entry does, given the local entries of its key.
+#[derive(Debug, PartialEq, Eq)]
+enum Install {
+    /// A local entry, in either table, is as recent or more: nothing is written.
+    KeepLocal,
+    /// Write the entry into SYNS (`half_open`) or FLOWS; remove the key from the other table
+    /// (`remove_other`: it holds an older entry); move `CONNS[backend]` by each delta.
+    Write {
+        half_open: bool,
+        remove_other: bool,
+        conns: Vec<(u32, i64)>,
+    },
+}
+
+/// Where a received entry `new` goes, as the data path keeps its tables: a TCP entry in
+/// state SYN is half-open (SYNS), any other is established or closing, or UDP (FLOWS); the
+/// key's entry in the other table is older (else it is kept) and goes, as the data path
+/// removes it when it moves an entry. `CONNS` loses each live active entry replaced and gains
+/// the new one if it is active; a move to the same backend changes nothing.
+fn decide(
+    proto: u8,
+    new: &Flow,
+    in_flows: Option<Flow>,
+    in_syns: Option<Flow>,
+    now: u64,
+) -> Install {
+    let local = [in_flows, in_syns];
+    if local
+        .iter()
+        .flatten()
+        .any(|o| o.last_seen_ns >= new.last_seen_ns)
+    {
+        return Install::KeepLocal;
+    }
+    let half_open = proto == PROTO_TCP && new.state() == TcpState::Syn;
+    let other = if half_open { in_flows } else { in_syns };
+    let mut conns: Vec<(u32, i64)> = Vec::new();
+    let mut add = |backend: u32, delta: i64| match conns.iter_mut().find(|(b, _)| *b == backend) {
+        Some((_, d)) => *d += delta,
+        None => conns.push((backend, delta)),
+    };
+    for o in local.iter().flatten() {
+        if o.is_live(proto, now) && o.is_active(proto) {
+            add(o.backend, -1);
+        }
+    }
+    if new.is_active(proto) {
+        add(new.backend, 1);
+    }
+    conns.retain(|(_, d)| *d != 0);
+    Install::Write {
+        half_open,
+        remove_other: other.is_some(),
+        conns,
     }
 }
 
@@ -602,5 +693,160 @@ impl super::Daemon {
                 tracing::error!(error = %format!("{e:#}"), "reload: the sync could not start")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lb_common::PROTO_UDP;
+
+    use super::*;
+
+    const S: u64 = NS_PER_S;
+    const NOW: u64 = 86_400 * S;
+
+    fn flow(state: TcpState, backend: u32, age_s: u64) -> Flow {
+        Flow {
+            last_seen_ns: NOW - age_s * S,
+            backend,
+            service_id: 1,
+            state: state as u8,
+            _pad: [0; 7],
+        }
+    }
+
+    fn key(port: u16, proto: u8) -> FlowKey {
+        FlowKey {
+            src: [1, 0, 0, 0],
+            dst: [2, 0, 0, 0],
+            sport: port.to_be(),
+            dport: 80u16.to_be(),
+            proto,
+            _pad: [0; 3],
+        }
+    }
+
+    fn write(half_open: bool, remove_other: bool, conns: &[(u32, i64)]) -> Install {
+        Install::Write {
+            half_open,
+            remove_other,
+            conns: conns.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_received_syn_is_half_open_and_anything_else_established() {
+        use TcpState::{Established, Fin, Syn};
+        let tcp = PROTO_TCP;
+        // New keys: a SYN into SYNS, active on its backend; an ESTABLISHED into FLOWS.
+        assert_eq!(
+            decide(tcp, &flow(Syn, 3, 1), None, None, NOW),
+            write(true, false, &[(3, 1)])
+        );
+        assert_eq!(
+            decide(tcp, &flow(Established, 3, 1), None, None, NOW),
+            write(false, false, &[(3, 1)])
+        );
+        // UDP is never half-open and never active.
+        assert_eq!(
+            decide(PROTO_UDP, &flow(Syn, 3, 1), None, None, NOW),
+            write(false, false, &[])
+        );
+        // The client's ACK reached the sender: the local half-open entry moves to FLOWS, on
+        // the same backend, so CONNS does not change.
+        assert_eq!(
+            decide(
+                tcp,
+                &flow(Established, 3, 1),
+                None,
+                Some(flow(Syn, 3, 2)),
+                NOW
+            ),
+            write(false, true, &[])
+        );
+        // ... on another backend: one less there, one more here.
+        assert_eq!(
+            decide(
+                tcp,
+                &flow(Established, 4, 1),
+                None,
+                Some(flow(Syn, 3, 2)),
+                NOW
+            ),
+            write(false, true, &[(3, -1), (4, 1)])
+        );
+        // A FIN after a local half-open entry: it goes, and the connection is not active.
+        assert_eq!(
+            decide(tcp, &flow(Fin, 3, 1), None, Some(flow(Syn, 3, 2)), NOW),
+            write(false, true, &[(3, -1)])
+        );
+        // A new SYN on the tuple of a closed local connection: the old entry goes (it was not
+        // active), the half-open one is.
+        assert_eq!(
+            decide(tcp, &flow(Syn, 3, 1), Some(flow(Fin, 4, 5)), None, NOW),
+            write(true, true, &[(3, 1)])
+        );
+        // A retransmitted SYN over the local half-open entry: rewritten, counted once.
+        assert_eq!(
+            decide(tcp, &flow(Syn, 3, 1), None, Some(flow(Syn, 3, 2)), NOW),
+            write(true, false, &[])
+        );
+        // An expired local entry is no active connection any more (the recount agrees).
+        assert_eq!(
+            decide(
+                tcp,
+                &flow(Established, 3, 1),
+                None,
+                Some(flow(Syn, 3, 3_600)),
+                NOW
+            ),
+            write(false, true, &[(3, 1)])
+        );
+    }
+
+    #[test]
+    fn a_local_entry_as_recent_or_more_is_kept_in_either_table() {
+        use TcpState::{Established, Syn};
+        let tcp = PROTO_TCP;
+        for (in_flows, in_syns) in [
+            (Some(flow(Established, 4, 1)), None),
+            (None, Some(flow(Syn, 4, 1))),
+            (Some(flow(Established, 4, 0)), Some(flow(Syn, 4, 9))),
+            (Some(flow(Established, 4, 9)), Some(flow(Syn, 4, 0))),
+        ] {
+            for new in [flow(Syn, 3, 1), flow(Established, 3, 1)] {
+                assert_eq!(
+                    decide(tcp, &new, in_flows, in_syns, NOW),
+                    Install::KeepLocal,
+                    "{new:?} over {in_flows:?} / {in_syns:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_sender_reads_live_entries_of_both_tables_once() {
+        use TcpState::{Established, Syn};
+        let flows = vec![
+            (key(1, PROTO_TCP), flow(Established, 3, 1)),
+            (key(2, PROTO_UDP), flow(Established, 3, 1)),
+            // Expired (UDP: 300 s).
+            (key(3, PROTO_UDP), flow(Established, 3, 3_600)),
+            // Moved a moment ago: still in SYNS too.
+            (key(4, PROTO_TCP), flow(Established, 5, 0)),
+        ];
+        let syns = vec![
+            (key(4, PROTO_TCP), flow(Syn, 5, 1)),
+            (key(5, PROTO_TCP), flow(Syn, 6, 1)),
+            // Expired (SYN: 60 s).
+            (key(6, PROTO_TCP), flow(Syn, 6, 3_600)),
+        ];
+        let mut got: Vec<(u16, u8)> = live_flows(flows, syns, NOW)
+            .into_iter()
+            .map(|(k, f)| (u16::from_be(k.sport), f.state))
+            .collect();
+        got.sort_unstable();
+        let (syn, est) = (Syn as u8, Established as u8);
+        assert_eq!(got, [(1, est), (2, est), (4, est), (5, syn)]);
     }
 }

@@ -195,6 +195,9 @@ mod tests {
         has("lb_vrrp_state{instance=\"VI_1\",state=\"master\"} 1");
         has("lb_vrrp_state{instance=\"VI_1\",state=\"backup\"} 0");
         has("lb_flows_capacity 1024");
+        has("lb_half_open_entries 0");
+        has("lb_half_open_capacity 256");
+        has("lb_new_flows_per_cpu 0");
         has(
             "lb_health_transitions_total{service=\"web\",backend=\"192.168.58.135\",to=\"down\"} 2",
         );

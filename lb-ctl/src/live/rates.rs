@@ -171,6 +171,9 @@ pub(crate) mod tests {
             datapath: Vec::new(),
             flows: 0,
             flows_capacity: 1024,
+            half_open: 0,
+            half_open_capacity: 256,
+            new_flows_per_cpu: 0,
         }
     }
 

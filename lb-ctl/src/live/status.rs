@@ -1,8 +1,8 @@
 //! `/api/v1/status`: what `stats --json` prints (services and backends with their counters,
 //! the data path's reasons, the connection table, VRRP, announce, sync), with each service
 //! and backend given its rates now and their last minutes (`rate`, `history`), each backend
-//! its `state`, and at the top the samples' `times`, the table's `flows_fill` and the last
-//! `events`.
+//! its `state`, and at the top the samples' `times`, the tables' `flows_fill` and
+//! `half_open_fill` (the half-open table's, full under a SYN flood) and the last `events`.
 
 use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
@@ -44,6 +44,11 @@ pub fn render(shown: &Director, ring: &Ring, events: &[Event], now_ms: u64) -> R
         "flows_fill".into(),
         json!(shown.maps.flows as f64 / capacity),
     );
+    let half_open_capacity = f64::from(shown.maps.half_open_capacity.max(1));
+    obj.insert(
+        "half_open_fill".into(),
+        json!(shown.maps.half_open as f64 / half_open_capacity),
+    );
     obj.insert(
         "rates".into(),
         json!({
@@ -69,6 +74,8 @@ mod tests {
         ring.push(&old, &new, Duration::from_secs(2), 5_000);
         let mut maps = new;
         maps.flows = 256;
+        maps.half_open = 64;
+        maps.new_flows_per_cpu = 1000;
         maps.services[0].backends[0].weight = 0;
         let shown = Director {
             maps,
@@ -88,7 +95,14 @@ mod tests {
         let v = render(&shown, &ring, &events.list(), 5_010).unwrap_or_else(|e| panic!("{e:#}"));
         // Everything `stats --json` has is there, unchanged.
         let plain = stats::json_value(&shown).unwrap_or_else(|e| panic!("{e:#}"));
-        for key in ["datapath", "flows", "flows_capacity"] {
+        for key in [
+            "datapath",
+            "flows",
+            "flows_capacity",
+            "half_open",
+            "half_open_capacity",
+            "new_flows_per_cpu",
+        ] {
             assert_eq!(v[key], plain[key], "{key}");
         }
         assert_eq!(v["services"][0]["name"], "web");
@@ -105,6 +119,12 @@ mod tests {
         assert_eq!(v["services"][0]["history"]["new_flows"], json!([2.0]));
         assert_eq!(v["time_ms"], 5_010);
         assert_eq!(v["flows_fill"], 0.25);
+        assert_eq!(
+            (&v["half_open"], &v["half_open_capacity"]),
+            (&json!(64), &json!(256))
+        );
+        assert_eq!(v["half_open_fill"], 0.25);
+        assert_eq!(v["new_flows_per_cpu"], 1000);
         assert_eq!(v["rates"], json!({"interval_ms": 2000, "times": [5000]}));
         assert_eq!(v["events"][0]["to"], "down");
         assert_eq!(v["events"][0]["reason"], "connection refused");

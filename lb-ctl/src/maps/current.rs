@@ -1,6 +1,7 @@
 //! Reading what the maps hold now into a [`Current`], the input of `plan`: the services, the
-//! configured backends and each service's table. `SERVICES` in one batch call, `BACKENDS` as
-//! one memory copy ([`Maps::backend_slots`]), and only the tables' regions (neighbouring regions in one call).
+//! configured backends, each service's table and the data path's settings. `SERVICES` in one
+//! batch call, `BACKENDS` as one memory copy ([`Maps::backend_slots`]), and only the tables'
+//! regions (neighbouring regions in one call).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -27,6 +28,7 @@ impl Current {
             backends: configured_backends(maps)?,
             tables,
             table_entries: maps.table.len(),
+            settings: maps.settings.get(&0, 0).context("reading SETTINGS")?,
         })
     }
 }

@@ -70,8 +70,9 @@ pub struct BackendView {
     pub packets: u64,
     pub bytes: u64,
     pub connections: u64,
-    /// Live TCP connections in SYN or ESTABLISHED state (ipvsadm's ActiveConn): the count
-    /// the data path keeps in `CONNS` and `lc`/`wlc` compare (`lb_common::Flow::is_active`).
+    /// Live TCP connections in SYN or ESTABLISHED state (ipvsadm's ActiveConn), half-open
+    /// entries (`SYNS`) included: the count the data path keeps in `CONNS` and `lc`/`wlc`
+    /// compare (`lb_common::Flow::is_active`).
     pub active_connections: u64,
     /// Other live entries (FIN, RST, UDP), as ipvsadm's InActConn.
     pub inactive_connections: u64,
@@ -123,10 +124,18 @@ pub struct Snapshot {
     pub services: Vec<ServiceView>,
     /// Packets by what the data path did with them.
     pub datapath: Vec<ReasonCount>,
-    /// Live entries in the connection table.
+    /// Live entries in the connection table: established TCP connections, closing ones, UDP
+    /// flows.
     pub flows: u64,
     /// Entries the connection table can hold (the least recently used go first).
     pub flows_capacity: u32,
+    /// Live entries in the half-open table (`SYNS`): TCP connections whose client has sent
+    /// its SYN but not yet its ACK. Many of them, near the capacity, is a SYN flood.
+    pub half_open: u64,
+    /// Entries the half-open table can hold (the least recently used go first).
+    pub half_open_capacity: u32,
+    /// The budget of new entries one CPU may create per second (`flood:`); 0 = no limit.
+    pub new_flows_per_cpu: u32,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -175,16 +184,22 @@ impl Snapshot {
             }
         }
 
-        // Connection counts per backend from the connection table.
+        // Connection counts per backend from both tables: a half-open entry is an active
+        // connection, as the data path counts it.
         let now = now_ns();
         let mut conns: HashMap<u32, (u64, u64)> = HashMap::new();
-        let mut flows = 0;
-        for entry in maps.flows.iter() {
+        let (mut flows, mut half_open) = (0, 0);
+        let tables =
+            (maps.flows.iter().map(|e| (e, false))).chain(maps.syns.iter().map(|e| (e, true)));
+        for (entry, syn) in tables {
             let Ok((key, flow)) = entry else { continue };
             if !flow.is_live(key.proto, now) {
                 continue;
             }
-            flows += 1;
+            match syn {
+                true => half_open += 1,
+                false => flows += 1,
+            }
             let c = conns.entry(flow.backend).or_default();
             // The data path's rule (`Flow::is_active`): what CONNS counts and lc/wlc compare.
             if flow.is_active(key.proto) {
@@ -256,16 +271,24 @@ impl Snapshot {
             datapath,
             flows,
             flows_capacity: maps.flows_capacity()?,
+            half_open,
+            half_open_capacity: maps.syns_capacity()?,
+            new_flows_per_cpu: maps
+                .settings
+                .get(&0, 0)
+                .context("reading SETTINGS")?
+                .new_flows_per_cpu,
         })
     }
 }
 
-/// The live entries of the connection table, oldest expiry first.
+/// The live entries of the connection table and of the half-open table (state `SYN_RECV`),
+/// oldest expiry first.
 pub fn connections(maps: &Maps) -> Result<Vec<ConnView>> {
     let now = now_ns();
     let mut backends: HashMap<u32, Backend> = HashMap::new();
     let mut out = Vec::new();
-    for entry in maps.flows.iter() {
+    for entry in maps.flows.iter().chain(maps.syns.iter()) {
         let Ok((key, flow)) = entry else { continue };
         let Some(remaining_ns) = flow.remaining_ns(key.proto, now) else {
             continue;

@@ -32,6 +32,7 @@ impl Plan {
                     .backends
                     .set(*id, Backend::default(), 0)
                     .with_context(|| format!("clearing backend {id}"))?,
+                Write::PutSettings(s) => maps.settings.set(0, s, 0).context("writing SETTINGS")?,
             }
         }
         Ok(())

@@ -8,7 +8,8 @@
 //! 3. [`tables`]: the lookup table its scheduler builds from the usable ones, and the region
 //!    of `TABLE` it goes to (the live one when unchanged, else a free one);
 //!
-//! then the services the file no longer has, and the backends left without a service.
+//! then the services the file no longer has, the backends left without a service, and the
+//! data path's settings (`SETTINGS`: the `flood:` budget), written only when they differ.
 //! Everything that can fail (capacity, table room) fails here, before anything is written.
 //!
 //! The writes come out in an order that never lets a packet see a half-written service: new
@@ -28,7 +29,7 @@ use std::{
 };
 
 use anyhow::Result;
-use lb_common::{Backend, Service, ServiceKey};
+use lb_common::{Backend, Service, ServiceKey, Settings};
 
 use crate::{config::Config, plan::convert::service_key};
 
@@ -80,17 +81,41 @@ pub struct Current {
     pub tables: HashMap<u32, Vec<u32>>,
     /// Entries of `TABLE` that service tables may use.
     pub table_entries: u32,
+    /// The data path's settings (`SETTINGS[0]`).
+    pub settings: Settings,
 }
 
 /// One difference between the file and the maps, as a person reads it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
-    AddService { name: String, what: String },
-    RemoveService { name: String, what: String },
-    ChangeService { name: String, what: String },
-    AddBackend { service: String, what: String },
-    RemoveBackend { service: String, what: String },
-    ChangeBackend { service: String, what: String },
+    AddService {
+        name: String,
+        what: String,
+    },
+    RemoveService {
+        name: String,
+        what: String,
+    },
+    ChangeService {
+        name: String,
+        what: String,
+    },
+    AddBackend {
+        service: String,
+        what: String,
+    },
+    RemoveBackend {
+        service: String,
+        what: String,
+    },
+    ChangeBackend {
+        service: String,
+        what: String,
+    },
+    /// The `flood:` block's budget: `SETTINGS`.
+    ChangeFlood {
+        what: String,
+    },
 }
 
 impl fmt::Display for Change {
@@ -108,6 +133,7 @@ impl fmt::Display for Change {
             Change::ChangeBackend { service, what } => {
                 write!(f, "~   backend {what} (service {service})")
             }
+            Change::ChangeFlood { what } => write!(f, "~ flood: {what}"),
         }
     }
 }
@@ -123,6 +149,8 @@ pub enum Write {
     PutService(ServiceKey, Service),
     DeleteService(ServiceKey),
     ClearBackend(u32),
+    /// The whole of `SETTINGS[0]`.
+    PutSettings(Settings),
 }
 
 /// The difference between a file and the maps, and how to write it.
@@ -205,8 +233,36 @@ pub fn plan(current: &Current, config: &Config, resolved: &Resolved, down: &Down
     w.post
         .extend(existing.rest().into_iter().map(Write::ClearBackend));
 
+    settings(current, config, &mut p.changes, &mut w);
+
     p.writes = w.into_vec();
     Ok(p)
+}
+
+/// `SETTINGS` as the file wants it, written only when it differs from what the map holds (a
+/// file without `flood:` wants no limit). It is independent of the services, so it goes with
+/// the other switches.
+fn settings(current: &Current, config: &Config, changes: &mut Vec<Change>, w: &mut Writes) {
+    let want = Settings {
+        new_flows_per_cpu: config.flood.new_flows_per_cpu,
+        ..Settings::default()
+    };
+    if want == current.settings {
+        return;
+    }
+    let budget = |n: u32| match n {
+        0 => "0 (no limit)".to_string(),
+        n => n.to_string(),
+    };
+    let (old, new) = (current.settings.new_flows_per_cpu, want.new_flows_per_cpu);
+    let what = if old == new {
+        // Only the padding differs (a hand-written value): the write makes it whole again.
+        format!("new_flows_per_cpu {}, settings rewritten", budget(new))
+    } else {
+        format!("new_flows_per_cpu {} -> {}", budget(old), budget(new))
+    };
+    changes.push(Change::ChangeFlood { what });
+    w.switch.push(Write::PutSettings(want));
 }
 
 #[cfg(test)]
@@ -276,6 +332,7 @@ mod tests {
                 Write::DeleteService(k) => {
                     next.services.remove(k);
                 }
+                Write::PutSettings(s) => next.settings = *s,
                 Write::ResetBackendCounters(_) | Write::ResetServiceCounters(_) => {}
             }
         }
@@ -697,6 +754,79 @@ mod tests {
             "{:?}",
             held.changes
         );
+    }
+
+    /// `flood:` goes to `SETTINGS` only when it differs: set, changed, unchanged (nothing to
+    /// write), removed (back to 0), and a hand-written value repaired.
+    #[test]
+    fn the_flood_budget_is_written_when_it_differs() {
+        let with = |n: &str| config(&format!("services: []\nflood:\n  new_flows_per_cpu: {n}\n"));
+        let (p, cur) = apply_to(&empty(), &with("200000"));
+        assert_eq!(
+            lines(&p),
+            ["~ flood: new_flows_per_cpu 0 (no limit) -> 200000"]
+        );
+        assert_eq!(
+            p.writes,
+            [Write::PutSettings(Settings {
+                new_flows_per_cpu: 200_000,
+                _pad: 0
+            })]
+        );
+        assert_eq!(cur.settings.new_flows_per_cpu, 200_000);
+        let (again, _) = apply_to(&cur, &with("200000"));
+        assert!(again.is_empty(), "{:?}", again.writes);
+        let (p, cur) = apply_to(&cur, &with("1000"));
+        assert_eq!(lines(&p), ["~ flood: new_flows_per_cpu 200000 -> 1000"]);
+        assert_eq!(cur.settings.new_flows_per_cpu, 1000);
+        // The block removed: no limit.
+        let (p, cur) = apply_to(&cur, &config("services: []\n"));
+        assert_eq!(
+            lines(&p),
+            ["~ flood: new_flows_per_cpu 1000 -> 0 (no limit)"]
+        );
+        assert_eq!(cur.settings, Settings::default());
+        // A value written by hand (or by another tool) is put back.
+        let drifted = Current {
+            settings: Settings {
+                new_flows_per_cpu: 7,
+                _pad: 0,
+            },
+            ..cur.clone()
+        };
+        let (p, back) = apply_to(&drifted, &config("services: []\n"));
+        assert_eq!(lines(&p), ["~ flood: new_flows_per_cpu 7 -> 0 (no limit)"]);
+        assert_eq!(back.settings, Settings::default());
+        let padded = Current {
+            settings: Settings {
+                new_flows_per_cpu: 0,
+                _pad: 1,
+            },
+            ..cur
+        };
+        let (p, back) = apply_to(&padded, &config("services: []\n"));
+        assert_eq!(
+            lines(&p),
+            ["~ flood: new_flows_per_cpu 0 (no limit), settings rewritten"]
+        );
+        assert_eq!(back.settings, Settings::default());
+        // Beside services: the settings do not disturb their order.
+        let (p, _) = apply_to(&empty(), &{
+            let mut c = web(&[(1, 1)], "web", "rr");
+            c.flood.new_flows_per_cpu = 5;
+            c
+        });
+        assert_eq!(
+            lines(&p),
+            [
+                "+ service web: TCP 10.0.0.100:80 rr",
+                "+   backend 10.0.0.1:80 weight 1 (service web)",
+                "~ flood: new_flows_per_cpu 0 (no limit) -> 5",
+            ]
+        );
+        let table = position(&p, |w| matches!(w, Write::SetTable(..)));
+        let settings = position(&p, |w| matches!(w, Write::PutSettings(..)));
+        assert!(table < settings, "{:?}", p.writes);
     }
 
     /// A backend that switches from route to tunnel is one change line naming both.

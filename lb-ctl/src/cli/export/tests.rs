@@ -202,6 +202,9 @@ fn sample() -> Snapshot {
         datapath: vec![],
         flows: 0,
         flows_capacity: 0,
+        half_open: 0,
+        half_open_capacity: 0,
+        new_flows_per_cpu: 0,
     }
 }
 
@@ -389,6 +392,27 @@ fn yaml_reads_back_field_by_field() {
         ..sample()
     };
     assert_eq!(ipvsadm::rules(&read_back).text, ipvsadm::rules(&up).text);
+}
+
+#[test]
+fn yaml_carries_the_flood_budget_when_set() {
+    let mut snap = sample();
+    assert!(!yaml::service_file(&snap).contains("\nflood:"));
+    snap.new_flows_per_cpu = 200_000;
+    let text = yaml::service_file(&snap);
+    assert!(
+        text.ends_with("flood:\n  new_flows_per_cpu: 200000\n"),
+        "{text}"
+    );
+    let config = config::parse(&text, "export.yaml").unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(config.flood.new_flows_per_cpu, 200_000);
+    snap.services.clear();
+    let text = yaml::service_file(&snap);
+    let config = config::parse(&text, "export.yaml").unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(
+        (config.services.len(), config.flood.new_flows_per_cpu),
+        (0, 200_000)
+    );
 }
 
 #[test]

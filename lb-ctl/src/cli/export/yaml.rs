@@ -2,7 +2,7 @@
 //! apply` (on this director after a loss of the file, or on another). What is written is
 //! what the maps hold: each service's VIP, port, protocol, scheduler, Maglev table size and
 //! persistence, and its backends with their weights and forwarding (route, or a tunnel's
-//! type and GUE port). The maps hold no health check, sorry server, quorum, notify script,
+//! type and GUE port), and the `flood:` budget when one is set. The maps hold no health check, sorry server, quorum, notify script,
 //! `vrrp:`, `sync:` or `announce:`; the header comment says so.
 //!
 //! What the maps show as they are now, not as a file wrote them: a backend held down by
@@ -23,7 +23,7 @@ use crate::maps::view::{BackendView, ServiceView, Snapshot};
 pub const HEADER: &str = "\
 # Exported by `lb-ctl export --yaml` from what the data path's maps hold now: services
 # (VIP, port, protocol, scheduler, table size, persistence) and backends (address, weight,
-# route or tunnel). The maps do not hold health checks (check:), sorry_server, quorum,
+# route or tunnel), and the flood: budget when one is set. The maps do not hold health checks (check:), sorry_server, quorum,
 # hysteresis, inhibit_on_failure, notify_up/notify_down, vrrp:, sync: or announce:, so none
 # is written here: add them from the file `lb-ctl run` was given. Weights are the current
 # ones: a backend failed with inhibit_on_failure shows 0, and a sorry server in use is listed
@@ -35,11 +35,15 @@ pub fn service_file(snap: &Snapshot) -> String {
     let mut out = String::from(HEADER);
     if snap.services.is_empty() {
         out.push_str("services: []\n");
-        return out;
+    } else {
+        out.push_str("services:\n");
+        for s in &snap.services {
+            service(&mut out, s);
+        }
     }
-    out.push_str("services:\n");
-    for s in &snap.services {
-        service(&mut out, s);
+    if snap.new_flows_per_cpu > 0 {
+        out.push_str("flood:\n");
+        let _ = writeln!(out, "  new_flows_per_cpu: {}", snap.new_flows_per_cpu);
     }
     out
 }
