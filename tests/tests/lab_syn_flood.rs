@@ -77,8 +77,10 @@ const FLOOD_LIMIT: Duration = Duration::from_secs(60);
 const T: Duration = Duration::from_secs(5);
 /// The flood's SYNs per connection-table entry.
 const FLOOD_FACTOR: u64 = 4;
+/// Floods sent after a round's flood to make up for frames lost before the data path.
+const TOP_UPS: u64 = 3;
 /// The budget of the budget test, new entries per second per CPU.
-const BUDGET: u32 = 20_000;
+const BUDGET: u32 = 5_000;
 
 /// The service file: the three services over both real servers, then `extra` (top level).
 fn service_file(lab: &Lab, extra: &str) -> String {
@@ -287,8 +289,29 @@ fn round(env: &Env, kept: &mut [Kept], syns: u64, r: usize, new_so_far: usize) -
         .unwrap_or_else(|e| panic!("{e:#}"));
     let (new_ok, new_during, new_failed) = new_connections(env, &flood);
     let during: Vec<_> = kept.iter_mut().map(request_all).collect();
-    let flooded = flood.wait().unwrap_or_else(|e| panic!("{e:#}"));
-    let after = env.settled_stats("forwarded", Duration::from_secs(10));
+    let mut flooded = flood.wait().unwrap_or_else(|e| panic!("{e:#}"));
+    let mut after = env.settled_stats("forwarded", Duration::from_secs(10));
+    // Frames the director's veth queue had no room for are lost before the data path sees
+    // them (the bridge drops them; the sender never learns): up to a third on a quiet machine,
+    // where the sender outruns the director. The flood is topped up until the data path has
+    // counted `syns` SYNs, so that every round's flood is really 4x the table.
+    for top_up in 1..=TOP_UPS {
+        let short =
+            syns.saturating_sub(datapath(&after, "forwarded") - datapath(&before, "forwarded"));
+        if short == 0 {
+            break;
+        }
+        let more = Spoofed {
+            seed: spoofed.seed + 1000 * top_up,
+            ..spoofed.clone()
+        };
+        let extra = Flood::start(client, &more, short, FLOOD_THREADS, FLOOD_LIMIT)
+            .and_then(Flood::wait)
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        flooded.sent += extra.sent;
+        flooded.took += extra.took;
+        after = env.settled_stats("forwarded", Duration::from_secs(10));
+    }
     let after_requests: Vec<_> = kept.iter_mut().map(request_all).collect();
     let delta = |reason: &str| datapath(&after, reason) - datapath(&before, reason);
     let listed = env
@@ -339,21 +362,21 @@ fn round(env: &Env, kept: &mut [Kept], syns: u64, r: usize, new_so_far: usize) -
         missing.is_empty(),
         "round {r}: not in list --connections: {missing:?}"
     );
-    assert_eq!(
-        flooded.sent, syns,
+    assert!(
+        flooded.sent >= syns,
         "round {r}: the flood did not finish within {FLOOD_LIMIT:?}"
     );
     assert!(
         new_ok >= NEW_FLOOR,
         "round {r}: {new_ok} of {NEW} new connections succeeded: {new_failed:#?}"
     );
-    // Every SYN that reached the data path was scheduled. Frames lost on the way (the
-    // director's veth queue full: the bridge drops them, the sender never learns) are not
-    // counted: measured 98.7 to 100 % arrive; at least 90 % must.
+    // Every SYN that reached the data path was scheduled, and with the top-ups that is the
+    // whole flood.
     assert!(
-        figures.forwarded >= syns * 90 / 100,
-        "round {r}: {} of {syns} SYNs counted as forwarded",
-        figures.forwarded
+        figures.forwarded >= syns,
+        "round {r}: {} of {syns} SYNs counted as forwarded after {TOP_UPS} top-ups ({} sent)",
+        figures.forwarded,
+        flooded.sent
     );
     assert_eq!(figures.drop_over_budget, 0, "round {r}: no budget is set");
     assert_eq!(
@@ -368,13 +391,15 @@ fn round(env: &Env, kept: &mut [Kept], syns: u64, r: usize, new_so_far: usize) -
         "round {r}: {} entries in the connection table, real connections at most {real}",
         figures.flows
     );
-    match figures.half_open {
-        Some((n, capacity)) => assert!(
-            n <= capacity,
-            "round {r}: {n} half-open entries of {capacity}"
-        ),
-        None => eprintln!("round {r}: stats --json has no half_open figures"),
-    }
+    // The flood sits in the half-open table, which is full or nearly (a flood spread over
+    // the CPUs fills each one's share).
+    let (n, capacity) = figures
+        .half_open
+        .unwrap_or_else(|| panic!("round {r}: stats --json has no half_open figures: {after:#}"));
+    assert!(
+        n <= capacity && n >= capacity / 4,
+        "round {r}: {n} half-open entries of {capacity} after {syns} SYNs"
+    );
     check_servers(env);
     figures
 }
