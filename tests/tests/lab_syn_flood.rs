@@ -45,6 +45,7 @@ use std::{
 
 use lb_ctl::maps::loader::Sizes;
 use lb_tests::{
+    cli::bpftool,
     env::Env,
     flood::{Flood, Spoofed},
     lab::{HttpConn, Lab, http_get},
@@ -467,11 +468,16 @@ fn a_syn_flood_of_4x_the_default_table_leaves_established_connections_under_lb_c
 
 #[test]
 fn syns_over_the_budget_are_counted_and_established_connections_stay() {
-    let env = Env::attached(&lab_spec!(), &["--flows", "65536"]);
-    env.apply(&service_file(
+    // Under the daemon, the production path: it applies the budget, puts it back when it is
+    // written by hand, and follows the file on a reload.
+    let mut env = Env::attached(&lab_spec!(), &["--flows", "65536"]);
+    let budget_file = service_file(
         &env.lab,
         &format!("flood:\n  new_flows_per_cpu: {BUDGET}\n"),
-    ));
+    );
+    let file = env.file(&budget_file);
+    env.start_daemon(&file, &["--reconcile-interval", "300ms"]);
+    assert_eq!(num(&env.stats(), "new_flows_per_cpu"), u64::from(BUDGET));
     prepare_servers(&env);
     let mut kept = open_kept(&env);
     let before = env.stats();
@@ -518,4 +524,35 @@ fn syns_over_the_budget_are_counted_and_established_connections_stay() {
         assert_eq!(ok, KEPT, "{}: {failed:#?}", k.name);
     }
     check_servers(&env);
+
+    // A budget written by hand (7) is put back by the daemon's next reconcile.
+    let pin = env.ctl.pin_dir().join("SETTINGS");
+    let pin = pin.to_string_lossy();
+    bpftool(&[
+        "map", "update", "pinned", &pin, "key", "0", "0", "0", "0", "value", "7", "0", "0", "0",
+        "0", "0", "0", "0",
+    ])
+    .ok();
+    wait_budget(&env, u64::from(BUDGET), "after a hand-written 7");
+    // The file without its `flood:` block, reloaded (SIGHUP): no limit.
+    std::fs::write(&file, service_file(&env.lab, "")).expect("rewriting the service file");
+    env.daemon_mut().signal(libc::SIGHUP);
+    wait_budget(&env, 0, "after a reload without the flood block");
+}
+
+/// Waits (at most 10 s) until `stats --json` shows a budget of `want` new entries per second.
+fn wait_budget(env: &Env, want: u64, when: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let have = num(&env.stats(), "new_flows_per_cpu");
+        if have == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{when}: the budget is {have}, not {want}, after 10 s; daemon log:\n{}",
+            env.daemon().lines().join("\n")
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
 }
