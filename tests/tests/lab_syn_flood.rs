@@ -504,6 +504,11 @@ fn syns_over_the_budget_are_counted_and_established_connections_stay() {
         flooded.took,
         flooded.rate()
     );
+    // What an operator sees right after the flood.
+    for view in [&["list"][..], &["stats"][..]] {
+        let out = env.ctl.run_ok(view).unwrap_or_else(|e| panic!("{e:#}"));
+        eprintln!("$ lb-ctl {}\n{out}", view.join(" "));
+    }
     assert_eq!(flooded.sent, syns, "the flood did not finish");
     // Two thirds of the SYNs go to rr and wlc, one third to mh; the budget lets through at
     // most BUDGET a second per CPU.

@@ -115,7 +115,7 @@ pub fn render_text(shown: &Director, rates: Option<&Rates>) -> String {
     }
     let _ = writeln!(out, "\nData path (packets by what was done with them):");
     for r in &snap.datapath {
-        let _ = writeln!(out, "  {:<20} {:<5} {:>12}", r.reason, r.action, r.packets);
+        let _ = writeln!(out, "  {:<21} {:<5} {:>12}", r.reason, r.action, r.packets);
     }
     let _ = writeln!(
         out,
