@@ -83,8 +83,9 @@ pub mod limits {
     pub const FRAGS: u32 = 1 << 14;
     /// Backends of an lc/wlc service the data path compares for each new flow.
     pub const LC_MAX_BACKENDS: u32 = 64;
-    /// Interfaces the program can be attached to at once.
-    pub const MAX_IFACES: u32 = 64;
+    /// Slots of `IFACES`, an array indexed by ifindex: the program can be attached to an
+    /// interface whose index is below this. 65,536 slots of 8 bytes = 512 KiB.
+    pub const IFINDEX_SLOTS: u32 = 1 << 16;
     /// Bytes of a service name, including no terminator (names are NUL-padded).
     pub const NAME_LEN: usize = 32;
 }
@@ -253,12 +254,26 @@ pub struct Persist {
     pub _pad: u32,
 }
 
-/// Value of `IFACES`, keyed by ifindex (u32): the interface the program is attached to.
+/// Value of `IFACES`, an array indexed by ifindex (`0..limits::IFINDEX_SLOTS`): the
+/// interface the program is attached to. A slot of no registered interface is all zero.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Iface {
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// 1 for a registered interface, 0 for an unused slot.
+    pub registered: u8,
+    pub _pad: u8,
+}
+
+impl Iface {
+    /// The slot of a registered interface whose own MAC is `mac`.
+    pub const fn new(mac: [u8; 6]) -> Iface {
+        Iface {
+            mac,
+            registered: 1,
+            _pad: 0,
+        }
+    }
 }
 
 /// Value of `SERVICE_STATS` and `BACKEND_STATS` (per-CPU arrays, summed by user space).

@@ -83,8 +83,9 @@ static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 /// Each CPU's window of the new-entry budget.
 #[map]
 static BUDGET: PerCpuArray<Budget> = PerCpuArray::with_max_entries(1, 0);
+/// The interfaces the program is attached to, by ifindex (an array: its lookup is inlined).
 #[map]
-static IFACES: HashMap<u32, Iface> = HashMap::with_max_entries(limits::MAX_IFACES, 0);
+static IFACES: Array<Iface> = Array::with_max_entries(limits::IFINDEX_SLOTS, 0);
 #[map]
 static SERVICE_STATS: PerCpuArray<Counters> =
     PerCpuArray::with_max_entries(limits::MAX_SERVICES, 0);
@@ -438,7 +439,10 @@ fn find_service(flow: &FlowKey) -> Option<&'static Service> {
 #[inline(always)]
 fn addressed_to_us(ctx: &XdpContext) -> Result<(), Reason> {
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    let iface = unsafe { IFACES.get(&ifindex) }.ok_or(Reason::PassUnknownIface)?;
+    let iface = IFACES
+        .get(ifindex)
+        .filter(|i| i.registered != 0)
+        .ok_or(Reason::PassUnknownIface)?;
     let dst: *const [u8; 6] = ptr_at(ctx, 0).ok_or(Reason::PassMalformed)?;
     if unsafe { *dst } != iface.mac {
         return Err(Reason::PassOtherMac);
