@@ -40,9 +40,10 @@ pub mod names {
     pub const SYNS: &str = "SYNS";
     pub const SETTINGS: &str = "SETTINGS";
     pub const BUDGET: &str = "BUDGET";
+    pub const VIP_FILTER: &str = "VIP_FILTER";
 
     /// Every map of the program, in the order they are pinned.
-    pub const MAPS: [&str; 15] = [
+    pub const MAPS: [&str; 16] = [
         SERVICES,
         BACKENDS,
         TABLE,
@@ -58,6 +59,7 @@ pub mod names {
         SYNS,
         SETTINGS,
         BUDGET,
+        VIP_FILTER,
     ];
 }
 
@@ -86,6 +88,8 @@ pub mod limits {
     /// Slots of `IFACES`, an array indexed by ifindex: the program can be attached to an
     /// interface whose index is below this. 65,536 slots of 8 bytes = 512 KiB.
     pub const IFINDEX_SLOTS: u32 = 1 << 16;
+    /// Words of `VIP_FILTER`, a bitmap of 65,536 bits (8 KiB) indexed by [`vip_filter_bit`].
+    pub const VIP_FILTER_WORDS: u32 = 1 << 10;
     /// Bytes of a service name, including no terminator (names are NUL-padded).
     pub const NAME_LEN: usize = 32;
 }
@@ -149,6 +153,15 @@ pub const fn hash_addr(a: &Addr) -> u32 {
     h = hash_word(h, a[2]);
     h = hash_word(h, a[3]);
     hash_finish(h, 16)
+}
+
+/// The bit of `VIP_FILTER` that a destination address sets (user space, for every VIP) and
+/// tests (the data path, before it looks a service up): its [`hash_addr`] modulo the
+/// bitmap's size. A clear bit proves the address is no VIP; a set one may be a collision,
+/// which costs only the exact lookup.
+#[inline(always)]
+pub const fn vip_filter_bit(a: &Addr) -> u32 {
+    hash_addr(a) & (limits::VIP_FILTER_WORDS * 64 - 1)
 }
 
 /// The hash of a flow (mh): addresses, ports and protocol, the same on every director.

@@ -52,7 +52,7 @@ use aya_ebpf::{
 use lb_common::{
     Addr, BACKEND_USABLE, Backend, Budget, Counters, Flow, FlowKey, Forward, Iface, PROTO_ICMP,
     PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Persist, PersistKey, Pick, Reason, Service, ServiceKey,
-    Settings, TcpState, age_ns, hash_addr, hash_flow, limits, tcp_flags, v4_mapped,
+    Settings, TcpState, age_ns, hash_addr, hash_flow, limits, tcp_flags, v4_mapped, vip_filter_bit,
 };
 
 use crate::{
@@ -83,6 +83,10 @@ static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 /// Each CPU's window of the new-entry budget.
 #[map]
 static BUDGET: PerCpuArray<Budget> = PerCpuArray::with_max_entries(1, 0);
+/// A bitmap of the VIPs' [`vip_filter_bit`]s: a destination whose bit is clear is no VIP,
+/// decided with an inlined array read instead of the `SERVICES` hash lookups.
+#[map]
+static VIP_FILTER: Array<u64> = Array::with_max_entries(limits::VIP_FILTER_WORDS, 0);
 /// The interfaces the program is attached to, by ifindex (an array: its lookup is inlined).
 #[map]
 static IFACES: Array<Iface> = Array::with_max_entries(limits::IFINDEX_SLOTS, 0);
@@ -225,6 +229,9 @@ fn process(ctx: &XdpContext) -> Reason {
 /// then its backend.
 #[inline(always)]
 fn place(ctx: &XdpContext, pkt: &Packet) -> Result<Target, Reason> {
+    if !maybe_vip(&pkt.flow.dst) {
+        return Err(Reason::PassNotVip);
+    }
     let service = find_service(&pkt.flow).ok_or(Reason::PassNotVip)?;
     addressed_to_us(ctx)?;
     // Timeouts are in seconds: the coarse clock (a tick's resolution) is enough and cheaper.
@@ -414,6 +421,17 @@ fn parse_ports(ctx: &XdpContext, l4: usize, proto: u8) -> Result<([u16; 2], u8),
             u16::from_ne_bytes([udp[2], udp[3]]),
         ];
         Ok((ports, 0))
+    }
+}
+
+/// Step 3a: false when the destination is certainly no VIP (its bit of `VIP_FILTER` is
+/// clear); true sends the packet on to the exact lookup.
+#[inline(always)]
+fn maybe_vip(dst: &Addr) -> bool {
+    let bit = vip_filter_bit(dst);
+    match VIP_FILTER.get(bit >> 6) {
+        Some(word) => word & (1u64 << (bit & 63)) != 0,
+        None => true,
     }
 }
 

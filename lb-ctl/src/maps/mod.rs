@@ -15,6 +15,7 @@ pub mod mapped;
 pub mod pins;
 pub mod repair;
 pub mod view;
+pub mod vip_filter;
 pub mod write;
 
 pub use batch::{array_batch, array_update_batch, hash_batch};
@@ -69,6 +70,8 @@ pub struct Maps {
     pub settings: Array<MapData, Settings>,
     /// Each CPU's window of the new-entry budget.
     pub budget: PerCpuArray<MapData, Budget>,
+    /// The VIPs' pre-filter bitmap ([`vip_filter`]).
+    pub vip_filter: Array<MapData, u64>,
 }
 
 impl Maps {
@@ -128,11 +131,12 @@ impl Maps {
             syns: typed!(names::SYNS),
             settings: typed!(names::SETTINGS),
             budget: typed!(names::BUDGET),
+            vip_filter: typed!(names::VIP_FILTER),
         })
     }
 
     /// Every map with its name, in [`names::MAPS`] order.
-    pub fn all(&self) -> [(&'static str, &MapData); 15] {
+    pub fn all(&self) -> [(&'static str, &MapData); 16] {
         [
             (names::SERVICES, self.services.map()),
             (names::BACKENDS, self.backends.map()),
@@ -149,6 +153,7 @@ impl Maps {
             (names::SYNS, self.syns.map()),
             (names::SETTINGS, self.settings.map()),
             (names::BUDGET, self.budget.map()),
+            (names::VIP_FILTER, self.vip_filter.map()),
         ]
     }
 
