@@ -40,9 +40,10 @@ pub mod names {
     pub const SYNS: &str = "SYNS";
     pub const SETTINGS: &str = "SETTINGS";
     pub const BUDGET: &str = "BUDGET";
+    pub const VIP_FILTER: &str = "VIP_FILTER";
 
     /// Every map of the program, in the order they are pinned.
-    pub const MAPS: [&str; 15] = [
+    pub const MAPS: [&str; 16] = [
         SERVICES,
         BACKENDS,
         TABLE,
@@ -58,6 +59,7 @@ pub mod names {
         SYNS,
         SETTINGS,
         BUDGET,
+        VIP_FILTER,
     ];
 }
 
@@ -83,8 +85,11 @@ pub mod limits {
     pub const FRAGS: u32 = 1 << 14;
     /// Backends of an lc/wlc service the data path compares for each new flow.
     pub const LC_MAX_BACKENDS: u32 = 64;
-    /// Interfaces the program can be attached to at once.
-    pub const MAX_IFACES: u32 = 64;
+    /// Slots of `IFACES`, an array indexed by ifindex: the program can be attached to an
+    /// interface whose index is below this. 65,536 slots of 8 bytes = 512 KiB.
+    pub const IFINDEX_SLOTS: u32 = 1 << 16;
+    /// Words of `VIP_FILTER`, a bitmap of 65,536 bits (8 KiB) indexed by [`vip_filter_bit`].
+    pub const VIP_FILTER_WORDS: u32 = 1 << 10;
     /// Bytes of a service name, including no terminator (names are NUL-padded).
     pub const NAME_LEN: usize = 32;
 }
@@ -148,6 +153,15 @@ pub const fn hash_addr(a: &Addr) -> u32 {
     h = hash_word(h, a[2]);
     h = hash_word(h, a[3]);
     hash_finish(h, 16)
+}
+
+/// The bit of `VIP_FILTER` that a destination address sets (user space, for every VIP) and
+/// tests (the data path, before it looks a service up): its [`hash_addr`] modulo the
+/// bitmap's size. A clear bit proves the address is no VIP; a set one may be a collision,
+/// which costs only the exact lookup.
+#[inline(always)]
+pub const fn vip_filter_bit(a: &Addr) -> u32 {
+    hash_addr(a) & (limits::VIP_FILTER_WORDS * 64 - 1)
 }
 
 /// The hash of a flow (mh): addresses, ports and protocol, the same on every director.
@@ -253,12 +267,26 @@ pub struct Persist {
     pub _pad: u32,
 }
 
-/// Value of `IFACES`, keyed by ifindex (u32): the interface the program is attached to.
+/// Value of `IFACES`, an array indexed by ifindex (`0..limits::IFINDEX_SLOTS`): the
+/// interface the program is attached to. A slot of no registered interface is all zero.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Iface {
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// 1 for a registered interface, 0 for an unused slot.
+    pub registered: u8,
+    pub _pad: u8,
+}
+
+impl Iface {
+    /// The slot of a registered interface whose own MAC is `mac`.
+    pub const fn new(mac: [u8; 6]) -> Iface {
+        Iface {
+            mac,
+            registered: 1,
+            _pad: 0,
+        }
+    }
 }
 
 /// Value of `SERVICE_STATS` and `BACKEND_STATS` (per-CPU arrays, summed by user space).

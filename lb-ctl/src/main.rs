@@ -478,11 +478,7 @@ fn run_apply(dir: &Path, file: &Path, dry_run: bool, timeout: Duration) -> Resul
         Err(e) => bail!("{e}"),
     };
     let (mut maps, current) = opened?;
-    let ifindexes: Vec<u32> = maps
-        .ifaces
-        .keys()
-        .collect::<Result<_, _>>()
-        .context("reading IFACES")?;
+    let ifindexes: Vec<u32> = maps.iface_indexes()?;
     // Before anything is written: a backend that is the director itself applies nothing.
     lb_ctl::net::own_addresses::check(&config, &file.display().to_string(), &ifindexes)?;
     let resolved = resolve::backends(&config, &ifindexes, timeout);

@@ -8,7 +8,8 @@
 //!    first fragment's backend ([`frag`]) or passes. An ICMP or ICMPv6 error whose quoted
 //!    packet is a reply of a VIP flow goes to that flow's backend ([`icmp`]: steps 3 to 7 for
 //!    the quoted flow, read-only on the connection table).
-//! 3. [`find_service`]: (VIP, port, protocol), then (VIP, 0, protocol) for all-ports services.
+//! 3. [`maybe_vip`] (a bitmap read: a clear bit is no VIP), then [`find_service`]: (VIP, port,
+//!    protocol), then (VIP, 0, protocol) for all-ports services.
 //! 4. [`addressed_to_us`]: the frame's destination MAC must be the interface's own.
 //! 5. [`known_flow`] or [`schedule`]: the connection table (established connections), then
 //!    the half-open table (SYNs not yet followed by the client's ACK, which promotes them);
@@ -52,7 +53,7 @@ use aya_ebpf::{
 use lb_common::{
     Addr, BACKEND_USABLE, Backend, Budget, Counters, Flow, FlowKey, Forward, Iface, PROTO_ICMP,
     PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Persist, PersistKey, Pick, Reason, Service, ServiceKey,
-    Settings, TcpState, age_ns, hash_addr, hash_flow, limits, tcp_flags, v4_mapped,
+    Settings, TcpState, age_ns, hash_addr, hash_flow, limits, tcp_flags, v4_mapped, vip_filter_bit,
 };
 
 use crate::{
@@ -83,8 +84,13 @@ static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 /// Each CPU's window of the new-entry budget.
 #[map]
 static BUDGET: PerCpuArray<Budget> = PerCpuArray::with_max_entries(1, 0);
+/// A bitmap of the VIPs' [`vip_filter_bit`]s: a destination whose bit is clear is no VIP,
+/// decided with an inlined array read instead of the `SERVICES` hash lookups.
 #[map]
-static IFACES: HashMap<u32, Iface> = HashMap::with_max_entries(limits::MAX_IFACES, 0);
+static VIP_FILTER: Array<u64> = Array::with_max_entries(limits::VIP_FILTER_WORDS, 0);
+/// The interfaces the program is attached to, by ifindex (an array: its lookup is inlined).
+#[map]
+static IFACES: Array<Iface> = Array::with_max_entries(limits::IFINDEX_SLOTS, 0);
 #[map]
 static SERVICE_STATS: PerCpuArray<Counters> =
     PerCpuArray::with_max_entries(limits::MAX_SERVICES, 0);
@@ -224,6 +230,9 @@ fn process(ctx: &XdpContext) -> Reason {
 /// then its backend.
 #[inline(always)]
 fn place(ctx: &XdpContext, pkt: &Packet) -> Result<Target, Reason> {
+    if !maybe_vip(&pkt.flow.dst) {
+        return Err(Reason::PassNotVip);
+    }
     let service = find_service(&pkt.flow).ok_or(Reason::PassNotVip)?;
     addressed_to_us(ctx)?;
     // Timeouts are in seconds: the coarse clock (a tick's resolution) is enough and cheaper.
@@ -416,6 +425,17 @@ fn parse_ports(ctx: &XdpContext, l4: usize, proto: u8) -> Result<([u16; 2], u8),
     }
 }
 
+/// Step 3a: false when the destination is certainly no VIP (its bit of `VIP_FILTER` is
+/// clear); true sends the packet on to the exact lookup.
+#[inline(always)]
+fn maybe_vip(dst: &Addr) -> bool {
+    let bit = vip_filter_bit(dst);
+    match VIP_FILTER.get(bit >> 6) {
+        Some(word) => word & (1u64 << (bit & 63)) != 0,
+        None => true,
+    }
+}
+
 /// Step 3: the service for this destination; a port-0 entry serves every port of its VIP.
 #[inline(always)]
 fn find_service(flow: &FlowKey) -> Option<&'static Service> {
@@ -438,7 +458,10 @@ fn find_service(flow: &FlowKey) -> Option<&'static Service> {
 #[inline(always)]
 fn addressed_to_us(ctx: &XdpContext) -> Result<(), Reason> {
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    let iface = unsafe { IFACES.get(&ifindex) }.ok_or(Reason::PassUnknownIface)?;
+    let iface = IFACES
+        .get(ifindex)
+        .filter(|i| i.registered != 0)
+        .ok_or(Reason::PassUnknownIface)?;
     let dst: *const [u8; 6] = ptr_at(ctx, 0).ok_or(Reason::PassMalformed)?;
     if unsafe { *dst } != iface.mac {
         return Err(Reason::PassOtherMac);

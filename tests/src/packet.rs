@@ -23,7 +23,7 @@ use aya::{
     programs::{TestRun, TestRunOptions},
     util::nr_cpus,
 };
-use lb_common::{Counters, FlowKey, Frag, FragKey, Iface, Reason, names, v4_mapped};
+use lb_common::{Counters, FlowKey, Frag, FragKey, Reason, names, v4_mapped};
 use lb_ctl::{
     maps::loader::{self, Sizes},
     maps::{self, Maps},
@@ -209,15 +209,7 @@ impl Harness {
         let mut ebpf = loader::load(&sizes, None).expect("loading the XDP program");
         let mut maps = Maps::from_ebpf(&mut ebpf).expect("opening the maps");
         let lo = lb_ctl::net::link::ifindex("lo").expect("the loopback device");
-        maps.ifaces
-            .insert(
-                lo,
-                Iface {
-                    mac: DIRECTOR_MAC,
-                    _pad: [0; 2],
-                },
-                0,
-            )
+        maps.register_iface("lo", lo, DIRECTOR_MAC)
             .expect("registering lo");
         Harness {
             ebpf,

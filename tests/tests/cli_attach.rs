@@ -284,13 +284,18 @@ fn failed_attach_of_a_second_interface_registers_nothing() {
     let net = CliLab::new();
     net.attach();
     let ifaces = net.pins().join(names::IFACES).display().to_string();
+    // IFACES is an array indexed by ifindex: the registered slots are those whose
+    // `registered` byte (the 7th of the value) is set.
     let entries = || -> Vec<Value> {
         let out = bpftool(&["-j", "map", "dump", "pinned", &ifaces]);
         assert!(out.status.success(), "{out}");
-        serde_json::from_str::<Value>(&out.stdout)
+        let all = serde_json::from_str::<Value>(&out.stdout)
             .ok()
             .and_then(|v| v.as_array().cloned())
-            .unwrap_or_else(|| panic!("bpftool map dump is not a JSON array:\n{out}"))
+            .unwrap_or_else(|| panic!("bpftool map dump is not a JSON array:\n{out}"));
+        all.into_iter()
+            .filter(|e| e["value"][6].as_str().is_some_and(|b| b != "0x00"))
+            .collect()
     };
     let before = entries();
     assert_eq!(before.len(), 1, "eth0 registered:\n{before:?}");

@@ -600,3 +600,58 @@ fn backends_are_read_by_memory_copy_and_agree_with_a_batch_read() {
         .collect();
     assert!(weights.contains(&7), "{weights:?}");
 }
+
+/// Whether `vip`'s bit of the pre-filter `VIP_FILTER` is set.
+fn prefilter_has(h: &mut Harness, vip: [u8; 4]) -> bool {
+    let bit = lb_common::vip_filter_bit(&lb_common::v4_mapped(u32::from_ne_bytes(vip)));
+    let word = h
+        .maps()
+        .vip_filter
+        .get(&(bit / 64), 0)
+        .expect("reading VIP_FILTER");
+    word & (1 << (bit % 64)) != 0
+}
+
+#[test]
+fn the_vip_prefilter_follows_the_services_of_each_vip() {
+    const OTHER: [u8; 4] = [192, 168, 58, 140];
+    let with_other = format!(
+        "{TWO_BACKENDS}
+  - name: other
+    vip: 192.168.58.140
+    port: 53
+    protocol: udp
+    backends:
+      - address: 192.168.58.135
+"
+    );
+    let mut h = Harness::with_config(&with_other);
+    assert!(prefilter_has(&mut h, VIP) && prefilter_has(&mut h, OTHER));
+    assert_eq!(h.run(&udp(OTHER, 5353, 53, b"q")).action, XDP_TX);
+
+    // The last service of a VIP gone: its bit clears and its packets pass as no VIP's.
+    h.apply(TWO_BACKENDS);
+    assert!(
+        !prefilter_has(&mut h, OTHER),
+        "the bit of a VIP without services"
+    );
+    assert!(prefilter_has(&mut h, VIP));
+    h.assert_passed(&udp(OTHER, 5353, 53, b"q"), Reason::PassNotVip);
+
+    // One service of a VIP gone, another left: the bit stays, the packets of the other
+    // service are still forwarded, those of the removed one pass.
+    let web_only: String = TWO_BACKENDS
+        .split("  - name: dns")
+        .next()
+        .expect("the web service")
+        .to_string();
+    h.apply(&web_only);
+    assert!(prefilter_has(&mut h, VIP));
+    h.assert_passed(&udp(VIP, 5353, 53, b"q"), Reason::PassNotVip);
+    assert_eq!(h.run(&tcp_syn(40001, 80)).action, XDP_TX);
+
+    // Removing every service clears the whole filter.
+    h.apply("services: []\n");
+    let words = lb_ctl::maps::array_batch(&h.maps().vip_filter, 0, 1024).expect("VIP_FILTER");
+    assert!(words.iter().all(|w| *w == 0), "bits left without services");
+}

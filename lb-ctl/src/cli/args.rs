@@ -93,8 +93,9 @@ pub enum Command {
 Load the XDP program, attach it to IFACE and pin the program, the link and every map
 under --pin-dir, so the data path keeps forwarding after this command exits.
 
-The interface's MAC is registered: the program acts only on frames sent to it. Attaching
-an interface that is already attached does nothing. Attaching a second interface shares
+The interface's MAC is registered: the program acts only on frames sent to it. The
+interface table is an array indexed by ifindex: an interface whose index is 65536 or more
+is refused. Attaching an interface that is already attached does nothing. Attaching a second interface shares
 the same maps (services, backends, connections, counters).
 
 Native mode runs in the driver and is what production uses; when a driver cannot, the

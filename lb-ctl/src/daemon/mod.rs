@@ -485,8 +485,5 @@ async fn sleep_until_opt(at: Option<Instant>) {
 
 /// The interfaces registered in IFACES, by index.
 fn attached_ifindexes(maps: &Maps) -> Result<Vec<u32>> {
-    maps.ifaces
-        .keys()
-        .collect::<Result<_, _>>()
-        .context("reading IFACES")
+    maps.iface_indexes()
 }

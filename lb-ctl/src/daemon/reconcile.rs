@@ -61,6 +61,16 @@ impl Daemon {
             self.resolve_due = Instant::now() + self.resolve_backoff;
         }
         self.apply(RECONCILE);
+        // The VIP pre-filter follows SERVICES: a word that differs (written by something
+        // else, or lost) is put right.
+        match crate::maps::vip_filter::sync(&mut self.maps, &[]) {
+            Ok(0) => {}
+            Ok(n) => warn!(
+                words = n,
+                "reconcile: VIP_FILTER differed from SERVICES: repaired"
+            ),
+            Err(e) => warn!(error = %format!("{e:#}"), "reconcile: the VIP pre-filter"),
+        }
         // lc/wlc counts: drop connections that vanished without FIN or RST.
         match crate::maps::recount_connections(&mut self.maps, crate::maps::view::now_ns()) {
             Ok(0) => {}

@@ -15,6 +15,7 @@ pub mod mapped;
 pub mod pins;
 pub mod repair;
 pub mod view;
+pub mod vip_filter;
 pub mod write;
 
 pub use batch::{array_batch, array_update_batch, hash_batch};
@@ -30,8 +31,20 @@ use aya::{
 };
 use lb_common::{
     Backend, Budget, Counters, Flow, FlowKey, Frag, FragKey, Iface, Persist, PersistKey, Reason,
-    Service, ServiceKey, Settings, names,
+    Service, ServiceKey, Settings, limits, names,
 };
+
+/// An interface the program can serve: IFACES is an array indexed by ifindex, with
+/// [`limits::IFINDEX_SLOTS`] slots.
+pub fn check_ifindex(iface: &str, ifindex: u32) -> Result<()> {
+    if ifindex >= limits::IFINDEX_SLOTS {
+        anyhow::bail!(
+            "{iface} has interface index {ifindex}, and the director serves only interfaces              whose index is below {} (its interface table is an array indexed by ifindex);              indexes are allocated per network namespace: use an interface of a namespace              with fewer past interfaces, or re-create {iface} after its namespace is restarted",
+            limits::IFINDEX_SLOTS
+        );
+    }
+    Ok(())
+}
 
 /// Every map of the data path.
 pub struct Maps {
@@ -40,7 +53,8 @@ pub struct Maps {
     pub table: Array<MapData, u32>,
     pub cursors: Array<MapData, u64>,
     pub flows: HashMap<MapData, FlowKey, Flow>,
-    pub ifaces: HashMap<MapData, u32, Iface>,
+    /// The interfaces the program is attached to, by ifindex ([`Maps::register_iface`]).
+    pub ifaces: Array<MapData, Iface>,
     pub service_stats: PerCpuArray<MapData, Counters>,
     pub backend_stats: PerCpuArray<MapData, Counters>,
     pub reasons: PerCpuArray<MapData, u64>,
@@ -56,6 +70,8 @@ pub struct Maps {
     pub settings: Array<MapData, Settings>,
     /// Each CPU's window of the new-entry budget.
     pub budget: PerCpuArray<MapData, Budget>,
+    /// The VIPs' pre-filter bitmap ([`vip_filter`]).
+    pub vip_filter: Array<MapData, u64>,
 }
 
 impl Maps {
@@ -115,11 +131,12 @@ impl Maps {
             syns: typed!(names::SYNS),
             settings: typed!(names::SETTINGS),
             budget: typed!(names::BUDGET),
+            vip_filter: typed!(names::VIP_FILTER),
         })
     }
 
     /// Every map with its name, in [`names::MAPS`] order.
-    pub fn all(&self) -> [(&'static str, &MapData); 15] {
+    pub fn all(&self) -> [(&'static str, &MapData); 16] {
         [
             (names::SERVICES, self.services.map()),
             (names::BACKENDS, self.backends.map()),
@@ -136,6 +153,7 @@ impl Maps {
             (names::SYNS, self.syns.map()),
             (names::SETTINGS, self.settings.map()),
             (names::BUDGET, self.budget.map()),
+            (names::VIP_FILTER, self.vip_filter.map()),
         ]
     }
 
@@ -185,6 +203,42 @@ impl Maps {
             .set(id, 0, 0)
             .with_context(|| format!("zeroing connections {id}"))?;
         zero(&mut self.backend_stats, id)
+    }
+
+    /// Registers interface `ifindex` (named `iface` in errors) with its own MAC in IFACES.
+    pub fn register_iface(&mut self, iface: &str, ifindex: u32, mac: [u8; 6]) -> Result<()> {
+        check_ifindex(iface, ifindex)?;
+        self.ifaces
+            .set(ifindex, Iface::new(mac), 0)
+            .with_context(|| format!("registering {iface} (index {ifindex}) in IFACES"))
+    }
+
+    /// Clears interface `ifindex`'s slot of IFACES: the program passes its frames.
+    pub fn forget_iface(&mut self, ifindex: u32) -> Result<()> {
+        if ifindex >= self.ifaces.len() {
+            return Ok(());
+        }
+        self.ifaces
+            .set(ifindex, Iface::default(), 0)
+            .with_context(|| format!("clearing interface index {ifindex} in IFACES"))
+    }
+
+    /// The registered entry of interface `ifindex`, if any.
+    pub fn iface(&self, ifindex: u32) -> Option<Iface> {
+        self.ifaces
+            .get(&ifindex, 0)
+            .ok()
+            .filter(|i| i.registered != 0)
+    }
+
+    /// The indexes of the interfaces registered in IFACES, in order.
+    pub fn iface_indexes(&self) -> Result<Vec<u32>> {
+        let slots = array_batch(&self.ifaces, 0, self.ifaces.len()).context("reading IFACES")?;
+        Ok((0u32..)
+            .zip(slots)
+            .filter(|(_, i)| i.registered != 0)
+            .map(|(ifindex, _)| ifindex)
+            .collect())
     }
 
     /// Entries the connection table can hold.
@@ -246,4 +300,19 @@ pub fn recount_connections(maps: &mut Maps, now_ns: u64) -> Result<usize> {
         }
     }
     Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ifindex_past_the_interface_array_is_refused_by_name() {
+        check_ifindex("eth0", 2).unwrap();
+        check_ifindex("eth0", limits::IFINDEX_SLOTS - 1).unwrap();
+        let e = check_ifindex("veth9", limits::IFINDEX_SLOTS).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("veth9 has interface index 65536"), "{msg}");
+        assert!(msg.contains("below 65536"), "{msg}");
+    }
 }

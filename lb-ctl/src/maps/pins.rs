@@ -22,7 +22,7 @@ use aya::programs::{
     Xdp, XdpMode,
     links::{FdLink, PinnedLink},
 };
-use lb_common::{Iface, names};
+use lb_common::names;
 
 use crate::{
     maps::Maps,
@@ -197,6 +197,7 @@ pub fn open(dir: &Path) -> Result<Maps> {
 /// `iface` and pins what it made.
 pub fn attach(dir: &Path, iface: &str, mode: Mode, sizes: &Sizes) -> Result<Attached> {
     let ifindex = link::ifindex(iface)?;
+    super::check_ifindex(iface, ifindex)?;
     let mac = link::mac(ifindex)?;
     ensure_bpffs(dir)?;
     // Pins are root's: made 0700, and an existing directory anyone else could write is refused
@@ -219,7 +220,7 @@ pub fn attach(dir: &Path, iface: &str, mode: Mode, sizes: &Sizes) -> Result<Atta
         if first {
             let _ = remove_pins(dir);
         } else if let Ok(mut maps) = Maps::from_pins(dir) {
-            let _ = maps.ifaces.remove(&ifindex);
+            let _ = maps.forget_iface(ifindex);
         }
     }
     result.map(|()| Attached::New)
@@ -236,9 +237,7 @@ fn attach_new(
     let mut ebpf = loader::load(sizes, Some(dir))?;
     {
         let mut maps = Maps::from_ebpf(&mut ebpf)?;
-        maps.ifaces
-            .insert(ifindex, Iface { mac, _pad: [0; 2] }, 0)
-            .context("registering the interface in IFACES")?;
+        maps.register_iface(iface, ifindex, mac)?;
     }
     let prog = loader::program(&mut ebpf, names::PROGRAM)?;
     attach_and_pin(prog, dir, names::PROGRAM, iface, mode, "", "lb-ctl attach")
@@ -309,7 +308,7 @@ pub fn detach(dir: &Path, iface: &str) -> Result<Detached> {
     if let Ok(ifindex) = link::ifindex(iface)
         && let Ok(mut maps) = Maps::from_pins(dir)
     {
-        let _ = maps.ifaces.remove(&ifindex);
+        let _ = maps.forget_iface(ifindex);
     }
     let link = PinnedLink::from_pin(&link_path)
         .with_context(|| format!("opening {}", link_path.display()))?;

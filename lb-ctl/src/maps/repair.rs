@@ -72,14 +72,9 @@ pub fn pins(dir: &Path, ifaces: &[String], mode: Mode, maps: &mut Maps) -> Resul
             repaired.push(format!("{iface} was detached: attached again"));
         }
         let ifindex = link::ifindex(iface)?;
-        let want = Iface {
-            mac: link::mac(ifindex)?,
-            _pad: [0; 2],
-        };
-        if maps.ifaces.get(&ifindex, 0).ok() != Some(want) {
-            maps.ifaces
-                .insert(ifindex, want, 0)
-                .with_context(|| format!("registering {iface} in IFACES"))?;
+        let want = Iface::new(link::mac(ifindex)?);
+        if maps.iface(ifindex) != Some(want) {
+            maps.register_iface(iface, ifindex, want.mac)?;
             repaired.push(format!(
                 "{iface} (index {ifindex}) was missing from IFACES or had an old MAC: \
                  registered again as {}",

@@ -1,17 +1,42 @@
 //! Writing a plan into the maps, in the plan's order, and `apply`: read, plan, write.
 
 use anyhow::{Context as _, Result};
-use lb_common::Backend;
+use lb_common::{Backend, ServiceKey};
 
-use super::{Maps, array_update_batch};
+use super::{Maps, array_update_batch, vip_filter};
 use crate::{
     config::Config,
     plan::{self, Current, Down, Plan, Resolved, Write},
 };
 
 impl Plan {
-    /// Writes the plan to the maps, in the order `plan` gave its writes.
+    /// Writes the plan to the maps, in the order `plan` gave its writes. `VIP_FILTER` gets
+    /// the bits of new VIPs before their services are written, and loses those of VIPs left
+    /// without a service after.
     pub fn execute(&self, maps: &mut Maps) -> Result<()> {
+        let puts: Vec<ServiceKey> = self
+            .writes()
+            .iter()
+            .filter_map(|w| match w {
+                Write::PutService(k, _) => Some(*k),
+                _ => None,
+            })
+            .collect();
+        let deletes = self
+            .writes()
+            .iter()
+            .any(|w| matches!(w, Write::DeleteService(_)));
+        if !puts.is_empty() {
+            vip_filter::sync(maps, &puts)?;
+        }
+        self.write_in_order(maps)?;
+        if deletes {
+            vip_filter::sync(maps, &[])?;
+        }
+        Ok(())
+    }
+
+    fn write_in_order(&self, maps: &mut Maps) -> Result<()> {
         for w in self.writes() {
             match w {
                 Write::ResetBackendCounters(id) => maps.reset_backend_counters(*id)?,

@@ -25,7 +25,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use aya::programs::{TestRun, TestRunOptions};
 use etherparse::{IpDscp, IpEcn, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header};
-use lb_common::{Backend, FlowKey, Forward, Iface, hash_flow};
+use lb_common::{Backend, FlowKey, Forward, hash_flow};
 use lb_ctl::plan::convert::{self, addr_of};
 
 use super::{DIRECTOR_MAC, Harness, Output};
@@ -172,15 +172,7 @@ impl Harness {
     /// [`DIRECTOR_MAC`].
     pub fn register_iface(&mut self, ifindex: u32) {
         self.maps()
-            .ifaces
-            .insert(
-                ifindex,
-                Iface {
-                    mac: DIRECTOR_MAC,
-                    _pad: [0; 2],
-                },
-                0,
-            )
+            .register_iface("d0", ifindex, DIRECTOR_MAC)
             .expect("registering the interface");
     }
 
