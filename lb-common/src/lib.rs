@@ -41,9 +41,10 @@ pub mod names {
     pub const SETTINGS: &str = "SETTINGS";
     pub const BUDGET: &str = "BUDGET";
     pub const VIP_FILTER: &str = "VIP_FILTER";
+    pub const SERVICE_KEYS: &str = "SERVICE_KEYS";
 
     /// Every map of the program, in the order they are pinned.
-    pub const MAPS: [&str; 16] = [
+    pub const MAPS: [&str; 17] = [
         SERVICES,
         BACKENDS,
         TABLE,
@@ -60,6 +61,7 @@ pub mod names {
         SETTINGS,
         BUDGET,
         VIP_FILTER,
+        SERVICE_KEYS,
     ];
 }
 
@@ -153,6 +155,15 @@ pub const fn hash_addr(a: &Addr) -> u32 {
     h = hash_word(h, a[2]);
     h = hash_word(h, a[3]);
     hash_finish(h, 16)
+}
+
+/// Whether the service whose key is `key` serves the flow `f`: the same VIP and protocol, and
+/// the flow's port or every port (0). The data path checks a connection-table entry's
+/// `service_id` with it (`SERVICE_KEYS[service_id]`) before it trusts the entry without a
+/// `SERVICES` lookup: ids are reused, and an entry may outlive its service.
+#[inline(always)]
+pub fn serves(key: &ServiceKey, f: &FlowKey) -> bool {
+    key.addr == f.dst && key.proto == f.proto && (key.port == f.dport || key.port == 0)
 }
 
 /// The bit of `VIP_FILTER` that a destination address sets (user space, for every VIP) and

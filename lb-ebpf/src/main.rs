@@ -53,7 +53,8 @@ use aya_ebpf::{
 use lb_common::{
     Addr, BACKEND_USABLE, Backend, Budget, Counters, Flow, FlowKey, Forward, Iface, PROTO_ICMP,
     PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Persist, PersistKey, Pick, Reason, Service, ServiceKey,
-    Settings, TcpState, age_ns, hash_addr, hash_flow, limits, tcp_flags, v4_mapped, vip_filter_bit,
+    Settings, TcpState, age_ns, hash_addr, hash_flow, limits, serves, tcp_flags, v4_mapped,
+    vip_filter_bit,
 };
 
 use crate::{
@@ -88,6 +89,10 @@ static BUDGET: PerCpuArray<Budget> = PerCpuArray::with_max_entries(1, 0);
 /// decided with an inlined array read instead of the `SERVICES` hash lookups.
 #[map]
 static VIP_FILTER: Array<u64> = Array::with_max_entries(limits::VIP_FILTER_WORDS, 0);
+/// Each service id's `SERVICES` key (all zero: no service): proves that a connection-table
+/// entry's service still serves the packet's tuple, without a hash-map call.
+#[map]
+static SERVICE_KEYS: Array<ServiceKey> = Array::with_max_entries(limits::MAX_SERVICES, 0);
 /// The interfaces the program is attached to, by ifindex (an array: its lookup is inlined).
 #[map]
 static IFACES: Array<Iface> = Array::with_max_entries(limits::IFINDEX_SLOTS, 0);
@@ -233,11 +238,17 @@ fn place(ctx: &XdpContext, pkt: &Packet) -> Result<Target, Reason> {
     if !maybe_vip(&pkt.flow.dst) {
         return Err(Reason::PassNotVip);
     }
-    let service = find_service(&pkt.flow).ok_or(Reason::PassNotVip)?;
-    addressed_to_us(ctx)?;
     // Timeouts are in seconds: the coarse clock (a tick's resolution) is enough and cheaper.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let (backend_id, backend, new_flows, reason) = match known_flow(pkt, now) {
+    // The connection table first: most packets belong to an established connection, whose
+    // entry names its service and backend.
+    let entry = FLOWS.get_ptr_mut(&pkt.flow);
+    if let Some(t) = established_first(ctx, pkt, entry, now)? {
+        return Ok(t);
+    }
+    let service = find_service(&pkt.flow).ok_or(Reason::PassNotVip)?;
+    addressed_to_us(ctx)?;
+    let (backend_id, backend, new_flows, reason) = match known_flow(pkt, entry, now) {
         Known::Hit(id, backend) => (id, backend, 0, Reason::Forwarded),
         Known::Miss { release, live } => {
             // Only a live entry or a packet that can open a flow may make an entry (and count
@@ -270,6 +281,51 @@ fn place(ctx: &XdpContext, pkt: &Packet) -> Result<Target, Reason> {
         new_flows,
         reason,
     })
+}
+
+/// Step 5a before steps 3 and 4: a live entry of `FLOWS` (not a closed tuple reused by a new
+/// SYN) whose service still serves this tuple (`SERVICE_KEYS`: ids are reused) and whose
+/// backend is still usable needs no `SERVICES` lookup. Anything else (`None`) goes the whole
+/// way, [`find_service`] then [`known_flow`], with the same entry.
+#[inline(always)]
+fn established_first(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    entry: Option<*mut Flow>,
+    now: u64,
+) -> Result<Option<Target>, Reason> {
+    let Some(flow) = entry else {
+        return Ok(None);
+    };
+    let flow = unsafe { &mut *flow };
+    let proto = pkt.flow.proto;
+    let signalled = TcpState::signalled(proto, pkt.tcp_flags);
+    let reused = signalled == TcpState::Syn && flow.state() >= TcpState::Fin;
+    if reused || !flow.is_live(proto, now) {
+        return Ok(None);
+    }
+    let service_id = flow.service_id;
+    match SERVICE_KEYS.get(service_id) {
+        Some(key) if serves(key, &pkt.flow) => {}
+        _ => return Ok(None),
+    }
+    if usable_backend_of(flow.backend, service_id).is_none() {
+        return Ok(None);
+    }
+    addressed_to_us(ctx)?;
+    let Known::Hit(backend_id, backend) = established(flow, proto, signalled, now) else {
+        return Ok(None);
+    };
+    if pkt.fragment == Fragment::First {
+        frag::remember(pkt, backend_id, service_id, now);
+    }
+    Ok(Some(Target {
+        service_id,
+        backend_id,
+        backend,
+        new_flows: 0,
+        reason: Reason::Forwarded,
+    }))
 }
 
 /// Steps 6 and 7 for a packet sent to a backend: the MACs (or the tunnel), then the counters.
@@ -499,10 +555,10 @@ const UNKNOWN: Known = Known::Miss {
 /// flows are in `FLOWS`; a TCP connection whose client has sent only its SYN is in `SYNS`
 /// ([`half_open`]).
 #[inline(always)]
-fn known_flow(pkt: &Packet, now: u64) -> Known {
+fn known_flow(pkt: &Packet, entry: Option<*mut Flow>, now: u64) -> Known {
     let proto = pkt.flow.proto;
     let signalled = TcpState::signalled(proto, pkt.tcp_flags);
-    if let Some(flow) = FLOWS.get_ptr_mut(&pkt.flow) {
+    if let Some(flow) = entry {
         let flow = unsafe { &mut *flow };
         let state = flow.state();
         // A SYN on the tuple of a closed connection starts a new one.

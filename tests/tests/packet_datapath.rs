@@ -655,3 +655,93 @@ fn the_vip_prefilter_follows_the_services_of_each_vip() {
     let words = lb_ctl::maps::array_batch(&h.maps().vip_filter, 0, 1024).expect("VIP_FILTER");
     assert!(words.iter().all(|w| *w == 0), "bits left without services");
 }
+
+#[test]
+fn an_entry_that_outlived_its_service_is_not_trusted_when_its_ids_were_reused() {
+    // A connection of `web` (VIP:80) ...
+    let web = "services:
+  - name: web
+    vip: 192.168.58.133
+    port: 80
+    backends:
+      - address: 192.168.58.135
+  - name: keep
+    vip: 192.168.58.133
+    port: 443
+    backends:
+      - address: 192.168.58.136
+";
+    let mut h = Harness::with_config(web);
+    let syn = tcp_syn(41000, 80);
+    let ack =
+        lb_tests::packet::tcp_frame((CLIENT_MAC, DIRECTOR_MAC), (CLIENT, 41000), (VIP, 80), "A");
+    assert_eq!(h.run(&syn).action, XDP_TX);
+    assert_eq!(h.run(&ack).action, XDP_TX);
+    h.reset_reasons();
+    // ... then `web` goes and `moved` (another VIP) comes, and the entry is made to name
+    // `moved`'s service id and backend: what an entry that outlived its service looks like
+    // once both ids are reused. VIP:443 keeps the VIP's pre-filter bit set.
+    h.apply(
+        "services:
+  - name: keep
+    vip: 192.168.58.133
+    port: 443
+    backends:
+      - address: 192.168.58.136
+  - name: moved
+    vip: 192.168.58.140
+    port: 80
+    backends:
+      - address: 192.168.58.135
+",
+    );
+    let (moved_key, moved) = h
+        .maps()
+        .services
+        .iter()
+        .filter_map(Result::ok)
+        .find(|(k, _)| k.addr[3] == u32::from_ne_bytes([192, 168, 58, 140]))
+        .expect("the moved service");
+    let moved_backend = (0..64u32)
+        .find(|&id| {
+            h.maps()
+                .backends
+                .get(&id, 0)
+                .is_ok_and(|b| b.flags != 0 && b.service_id == moved.id)
+        })
+        .expect("moved's backend");
+    let key = h
+        .maps()
+        .flows
+        .keys()
+        .filter_map(Result::ok)
+        .find(|k| u16::from_be(k.sport) == 41000)
+        .expect("the connection's entry");
+    let mut entry = h.maps().flows.get(&key, 0).expect("entry");
+    entry.service_id = moved.id;
+    entry.backend = moved_backend;
+    entry.last_seen_ns = lb_ctl::maps::view::now_ns();
+    h.maps()
+        .flows
+        .insert(key, entry, 0)
+        .expect("rewriting the entry");
+    assert_ne!(moved_key.addr, key.dst);
+    // VIP:80 has no service: the packet passes, it is not sent to `moved`'s backend.
+    h.assert_passed(&ack, Reason::PassNotVip);
+    // The same entry for a tuple its service serves is trusted as it is.
+    let moved_syn = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv4(CLIENT, [192, 168, 58, 140], 64)
+        .tcp(41000, 80, 1000, 64240);
+    let mut frame = Vec::new();
+    moved_syn.ack(1).write(&mut frame, &[]).expect("a frame");
+    let mut moved_flow = key;
+    moved_flow.dst = moved_key.addr;
+    h.maps()
+        .flows
+        .insert(moved_flow, entry, 0)
+        .expect("an entry of moved's tuple");
+    let out = h.run(&frame);
+    assert_eq!(out.action, XDP_TX);
+    assert_eq!(out.data[..6], BACKEND_MACS[0]);
+    assert_eq!(h.service_counters("moved").packets, 1);
+}

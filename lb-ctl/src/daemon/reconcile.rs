@@ -61,15 +61,19 @@ impl Daemon {
             self.resolve_due = Instant::now() + self.resolve_backoff;
         }
         self.apply(RECONCILE);
-        // The VIP pre-filter follows SERVICES: a word that differs (written by something
-        // else, or lost) is put right.
-        match crate::maps::vip_filter::sync(&mut self.maps, &[]) {
-            Ok(0) => {}
+        // The VIP pre-filter and the service ids' keys follow SERVICES: a slot that differs
+        // (written by something else, or lost) is put right.
+        match crate::maps::derived::sync(&mut self.maps, &[]) {
+            Ok(crate::maps::derived::Synced {
+                filter_words: 0,
+                key_slots: 0,
+            }) => {}
             Ok(n) => warn!(
-                words = n,
-                "reconcile: VIP_FILTER differed from SERVICES: repaired"
+                words = n.filter_words,
+                slots = n.key_slots,
+                "reconcile: VIP_FILTER or SERVICE_KEYS differed from SERVICES: repaired"
             ),
-            Err(e) => warn!(error = %format!("{e:#}"), "reconcile: the VIP pre-filter"),
+            Err(e) => warn!(error = %format!("{e:#}"), "reconcile: the maps that follow SERVICES"),
         }
         // lc/wlc counts: drop connections that vanished without FIN or RST.
         match crate::maps::recount_connections(&mut self.maps, crate::maps::view::now_ns()) {

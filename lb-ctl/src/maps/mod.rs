@@ -9,13 +9,13 @@ pub mod batch;
 pub mod current;
 pub mod datapath_log;
 pub mod decap;
+pub mod derived;
 pub mod loader;
 pub mod lock;
 pub mod mapped;
 pub mod pins;
 pub mod repair;
 pub mod view;
-pub mod vip_filter;
 pub mod write;
 
 pub use batch::{array_batch, array_update_batch, hash_batch};
@@ -70,8 +70,10 @@ pub struct Maps {
     pub settings: Array<MapData, Settings>,
     /// Each CPU's window of the new-entry budget.
     pub budget: PerCpuArray<MapData, Budget>,
-    /// The VIPs' pre-filter bitmap ([`vip_filter`]).
+    /// The VIPs' pre-filter bitmap ([`derived`]).
     pub vip_filter: Array<MapData, u64>,
+    /// Each service id's key ([`derived`]).
+    pub service_keys: Array<MapData, ServiceKey>,
 }
 
 impl Maps {
@@ -132,11 +134,12 @@ impl Maps {
             settings: typed!(names::SETTINGS),
             budget: typed!(names::BUDGET),
             vip_filter: typed!(names::VIP_FILTER),
+            service_keys: typed!(names::SERVICE_KEYS),
         })
     }
 
     /// Every map with its name, in [`names::MAPS`] order.
-    pub fn all(&self) -> [(&'static str, &MapData); 16] {
+    pub fn all(&self) -> [(&'static str, &MapData); 17] {
         [
             (names::SERVICES, self.services.map()),
             (names::BACKENDS, self.backends.map()),
@@ -154,6 +157,7 @@ impl Maps {
             (names::SETTINGS, self.settings.map()),
             (names::BUDGET, self.budget.map()),
             (names::VIP_FILTER, self.vip_filter.map()),
+            (names::SERVICE_KEYS, self.service_keys.map()),
         ]
     }
 

@@ -1,24 +1,24 @@
 //! Writing a plan into the maps, in the plan's order, and `apply`: read, plan, write.
 
 use anyhow::{Context as _, Result};
-use lb_common::{Backend, ServiceKey};
+use lb_common::{Backend, Service, ServiceKey};
 
-use super::{Maps, array_update_batch, vip_filter};
+use super::{Maps, array_update_batch, derived};
 use crate::{
     config::Config,
     plan::{self, Current, Down, Plan, Resolved, Write},
 };
 
 impl Plan {
-    /// Writes the plan to the maps, in the order `plan` gave its writes. `VIP_FILTER` gets
-    /// the bits of new VIPs before their services are written, and loses those of VIPs left
-    /// without a service after.
+    /// Writes the plan to the maps, in the order `plan` gave its writes. `VIP_FILTER` and
+    /// `SERVICE_KEYS` get new services' bits and keys before their services are written, and
+    /// lose those of services removed after ([`derived`]).
     pub fn execute(&self, maps: &mut Maps) -> Result<()> {
-        let puts: Vec<ServiceKey> = self
+        let puts: Vec<(ServiceKey, Service)> = self
             .writes()
             .iter()
             .filter_map(|w| match w {
-                Write::PutService(k, _) => Some(*k),
+                Write::PutService(k, s) => Some((*k, *s)),
                 _ => None,
             })
             .collect();
@@ -27,11 +27,11 @@ impl Plan {
             .iter()
             .any(|w| matches!(w, Write::DeleteService(_)));
         if !puts.is_empty() {
-            vip_filter::sync(maps, &puts)?;
+            derived::sync(maps, &puts)?;
         }
         self.write_in_order(maps)?;
         if deletes {
-            vip_filter::sync(maps, &[])?;
+            derived::sync(maps, &[])?;
         }
         Ok(())
     }
