@@ -22,6 +22,10 @@
 //!   every connection one way), the first backend for a header with options. The three
 //!   globals are set by the loader (`EbpfLoader::override_global`); in the read-only data,
 //!   the verifier knows their values.
+//! - `bench_gen`: the lab's packet generator (`lb-bench-lab`'s raw rate): returns XDP_TX and
+//!   nothing else. Run with BPF_PROG_RUN in live-frames mode (`BPF_F_TEST_XDP_LIVE_FRAMES`)
+//!   on a client's interface, every repetition sends the test frame out of that interface,
+//!   built and sent in the kernel, as `xdp-trafficgen` does.
 #![no_std]
 #![no_main]
 
@@ -98,6 +102,11 @@ pub fn lb_floor(ctx: XdpContext) -> u32 {
     let backend = unsafe { core::ptr::read_volatile(&FLOOR_BACKENDS[pick & 1]) };
     f[6..12].copy_from_slice(&mac);
     f[..6].copy_from_slice(&backend);
+    xdp_action::XDP_TX
+}
+
+#[xdp]
+pub fn bench_gen(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_TX
 }
 

@@ -38,16 +38,24 @@ use std::{
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
     path::PathBuf,
     process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
-use aya::{Ebpf, EbpfLoader, programs::XdpMode};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{TestRun as _, TestRunAttrs, TestRunOptions, XdpMode},
+};
 use lb_ctl::maps::loader::{self, BENCH_OBJECT};
 use lb_tests::{
     lab::{DEFAULT_VIP, DEFAULT_VIP6, Host, Lab, LabSpec, Proc, format_mac, http_get},
     lbctl::{LbCtl, run_with_deadline},
+    packet::{udp4_frame, xdp_md},
     procs,
 };
 use serde_json::{Value, json};
@@ -60,6 +68,8 @@ const FLOOD_PORT: u16 = 9;
 
 /// The floor program of row (d), in the bench object.
 const FLOOR_PROGRAM: &str = "lb_floor";
+/// The raw rate's generator, in the bench object.
+const GEN_PROGRAM: &str = "bench_gen";
 
 /// Targets in requests/s: (b) / (a) from issue 10; (b) / (d) and (b) / (c) from issue 21.
 const TARGET_VS_CEILING: f64 = 0.95;
@@ -73,7 +83,7 @@ struct Args {
     connections: u32,
     flood_seconds: f64,
     flood_max_packets: u64,
-    trafficgen_threads: u32,
+    gen_threads: u32,
     out: PathBuf,
 }
 
@@ -85,7 +95,7 @@ fn parse_args() -> Result<Args> {
         connections: 32,
         flood_seconds: 3.0,
         flood_max_packets: 20_000_000,
-        trafficgen_threads: 1,
+        gen_threads: 1,
         out: lb_tests::bench_results_dir().join("lab.json"),
     };
     let mut it = std::env::args().skip(1);
@@ -99,14 +109,14 @@ fn parse_args() -> Result<Args> {
             "--flood-seconds" => {
                 args.flood_seconds = value()?.parse().context("--flood-seconds")?
             }
-            "--trafficgen-threads" => {
-                args.trafficgen_threads = value()?.parse().context("--trafficgen-threads")?
+            "--gen-threads" => {
+                args.gen_threads = value()?.parse().context("--gen-threads")?
             }
             "--out" => args.out = PathBuf::from(value()?),
             "--help" | "-h" => {
                 println!(
                     "lb-bench-lab [--rounds N (2)] [--duration S (5)] [--threads N (2)] [--connections N (32)] \
-                     [--flood-seconds S (3)] [--trafficgen-threads N (1)] \
+                     [--flood-seconds S (3)] [--gen-threads N (1)] \
                      [--out FILE (bench/results/lab.json)]"
                 );
                 std::process::exit(0);
@@ -128,8 +138,8 @@ fn parse_args() -> Result<Args> {
         "--flood-seconds must be in (0, 30]"
     );
     ensure!(
-        (1..=64).contains(&args.trafficgen_threads),
-        "--trafficgen-threads must be 1 to 64"
+        (1..=64).contains(&args.gen_threads),
+        "--gen-threads must be 1 to 64"
     );
     Ok(args)
 }
@@ -557,13 +567,149 @@ fn print_rate(v: &Value) {
     );
 }
 
+/// Waits (at most 5 s) until the director's `forwarded` counter passes `since` (a generator
+/// loads its program first), then measures the rate for `seconds` or until `running` says
+/// the generator ended; None if nothing was forwarded (or it ended first).
+fn measure(
+    ctl: &LbCtl,
+    since: u64,
+    seconds: f64,
+    mut running: impl FnMut() -> Result<bool>,
+) -> Result<Option<Value>> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if forwarded(ctl)? > since {
+            break;
+        }
+        if !running()? || Instant::now() >= deadline {
+            return Ok(None);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let before = sample(ctl)?;
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    while Instant::now() < until && running()? {
+        thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Some(rate_json(before, sample(ctl)?)))
+}
+
+/// Frames one generator thread sends per BPF_PROG_RUN call (a few tens of milliseconds).
+const GEN_CHUNK: u32 = 65_536;
+
+/// One generator thread in `client`'s namespace: `bench_gen` run in live-frames mode on its
+/// interface with one IPv4 UDP frame (source port `sport`, to the VIP's [`FLOOD_PORT`]) until
+/// `stop` or `max` frames; returns the frames sent.
+fn live_frames_sender(
+    client: &Host,
+    director_mac: [u8; 6],
+    sport: u16,
+    max: u64,
+    stop: Arc<AtomicBool>,
+) -> Result<u64> {
+    let frame = udp4_frame(
+        (client.mac, director_mac),
+        (client.addr.octets(), sport),
+        (DEFAULT_VIP.octets(), FLOOD_PORT),
+        &[0u8; 18],
+    );
+    let iface = std::ffi::CString::new(client.iface.clone()).context("interface name")?;
+    client.run_in(move || {
+        // SAFETY: a NUL-terminated name; if_nametoindex has no other precondition.
+        let ifindex = unsafe { libc::if_nametoindex(iface.as_ptr()) };
+        ensure!(ifindex != 0, "no interface {iface:?} in the client's namespace");
+        let mut ebpf = EbpfLoader::new()
+            .load(BENCH_OBJECT)
+            .context("loading the bench object (rebuild lb-ctl without LB_EBPF_OBJECT)")?;
+        let prog = loader::program(&mut ebpf, GEN_PROGRAM)?;
+        prog.load()
+            .with_context(|| format!("loading {GEN_PROGRAM} (the verifier refused it?)"))?;
+        let ctx = xdp_md(frame.len(), ifindex);
+        let mut sent = 0u64;
+        while sent < max && !stop.load(Ordering::Relaxed) {
+            prog.test_run(TestRunOptions {
+                data_in: Some(&frame),
+                ctx_in: Some(&ctx),
+                repeat: GEN_CHUNK,
+                attrs: TestRunAttrs::new().xdp_live_frames(64),
+                ..TestRunOptions::new()
+            })
+            .context("BPF_PROG_RUN with live frames (kernel 5.18 or later)")?;
+            sent += u64::from(GEN_CHUNK);
+        }
+        Ok(sent)
+    })
+}
+
+/// The raw rate with the bench's own in-kernel generator (`bench_gen` in live-frames mode,
+/// `args.gen_threads` threads, one flow each) in the client's namespace, IPv4 UDP to the VIP's
+/// service on [`FLOOD_PORT`].
+fn live_frames_rate(lab: &Lab, ctl: &LbCtl, args: &Args) -> Result<Value> {
+    let client = lab.client();
+    eprintln!(
+        "==> raw packet rate: {GEN_PROGRAM} in live-frames mode on the client's {} ({} \
+         thread(s)), UDP to {DEFAULT_VIP}:{FLOOD_PORT}, {} s at most",
+        client.iface, args.gen_threads, args.flood_seconds
+    );
+    // veth delivers frames sent with XDP_TX only to a peer that runs an XDP program.
+    let _peer = loader::attach_pass_through(lab.switch_ns(), lab.switch_port_of(client))
+        .context("a pass-through XDP program on the client's switch port")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let since = forwarded(ctl)?;
+    let per_thread = args.flood_max_packets / u64::from(args.gen_threads);
+    let senders: Vec<_> = (0..args.gen_threads)
+        .map(|i| {
+            let (client, mac, stop) = (client.clone(), lab.director(0).mac, stop.clone());
+            thread::spawn(move || {
+                live_frames_sender(&client, mac, 20_000 + i as u16, per_thread, stop)
+            })
+        })
+        .collect();
+    let measured = measure(ctl, since, args.flood_seconds, || {
+        Ok(senders.iter().any(|t| !t.is_finished()))
+    });
+    stop.store(true, Ordering::Relaxed);
+    let mut sent = 0;
+    let mut errors = Vec::new();
+    for t in senders {
+        match t.join() {
+            Ok(Ok(n)) => sent += n,
+            Ok(Err(e)) => errors.push(format!("{e:#}")),
+            Err(_) => errors.push("a generator thread panicked".into()),
+        }
+    }
+    let mut out = json!({
+        "generator": format!("{GEN_PROGRAM} (BPF_PROG_RUN, live frames), IPv4 UDP, one flow per thread"),
+        "threads": args.gen_threads,
+        "frame_bytes": 60,
+        "sent": sent,
+    });
+    match measured? {
+        Some(rate) => {
+            print_rate(&rate);
+            for (k, v) in rate.as_object().into_iter().flatten() {
+                out[k] = v.clone();
+            }
+        }
+        None => {
+            let why = format!(
+                "the director forwarded nothing of the generator's frames within 5 s ({})",
+                if errors.is_empty() { "no error".into() } else { errors.join("; ") }
+            );
+            eprintln!("    {why}");
+            out["error"] = json!(why);
+        }
+    }
+    Ok(out)
+}
+
 /// The raw rate with `xdp-trafficgen udp` in the client's namespace (IPv6 UDP to the IPv6
 /// VIP's service on [`FLOOD_PORT`]), measured over `args.flood_seconds` once the director
 /// forwards. A generator that cannot run here is reported (`"error"`), not fatal.
 fn trafficgen_rate(lab: &Lab, ctl: &LbCtl, args: &Args) -> Result<Value> {
     let client = lab.client();
     let director = lab.director(0);
-    let threads = args.trafficgen_threads.to_string();
+    let threads = args.gen_threads.to_string();
     let count = args.flood_max_packets.to_string();
     let port = FLOOD_PORT.to_string();
     let (dst_mac, vip6, src6) = (
@@ -599,7 +745,7 @@ fn trafficgen_rate(lab: &Lab, ctl: &LbCtl, args: &Args) -> Result<Value> {
     let mut out = json!({
         "generator": "xdp-trafficgen udp (xdp-tools), IPv6, one flow",
         "command": argv.join(" "),
-        "threads": args.trafficgen_threads,
+        "threads": args.gen_threads,
         "frame_bytes": 62,
     });
     // veth delivers redirected frames only to a peer that runs an XDP program.
@@ -613,30 +759,9 @@ fn trafficgen_rate(lab: &Lab, ctl: &LbCtl, args: &Args) -> Result<Value> {
         .stderr(log);
     let before_start = forwarded(ctl)?;
     let mut proc = Proc::spawn(cmd, "xdp-trafficgen in the client")?;
-    // Measure from the first forwarded packet on (the generator loads its program first).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut started = false;
-    while Instant::now() < deadline {
-        if forwarded(ctl)? > before_start {
-            started = true;
-            break;
-        }
-        if proc.try_wait()?.is_some() {
-            break;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    let result = if started {
-        let before = sample(ctl)?;
-        let until = Instant::now() + Duration::from_secs_f64(args.flood_seconds);
-        while Instant::now() < until && proc.try_wait()?.is_none() {
-            thread::sleep(Duration::from_millis(20));
-        }
-        let after = sample(ctl)?;
-        Some(rate_json(before, after))
-    } else {
-        None
-    };
+    let result = measure(ctl, before_start, args.flood_seconds, || {
+        Ok(proc.try_wait()?.is_none())
+    })?;
     proc.signal(libc::SIGINT)?;
     let status = match proc.wait_timeout(Duration::from_secs(3))? {
         Some(s) => s,
@@ -782,6 +907,7 @@ fn main() -> Result<()> {
     let attach = ctl.attach("eth0")?;
     ensure!(attach.contains("native"), "attach said: {attach}");
     ctl.apply(&yaml)?;
+    let generator = live_frames_rate(&lab, &ctl, &args)?;
     let trafficgen = trafficgen_rate(&lab, &ctl, &args)?;
     let flood = socket_rate(&lab, &ctl, &args)?;
 
@@ -827,15 +953,25 @@ fn main() -> Result<()> {
             .as_f64()
             .map_or("-".into(), |x| format!("{x:.0}"))
     };
+    match generator["error"].as_str() {
+        None => println!(
+            "\nraw packet rate ({GEN_PROGRAM}, live frames): {:.0} packets/s forwarded by the \
+             director, machine busy {:.2} cores: {} packets/s per busy core",
+            generator["forwarded_per_s"].as_f64().unwrap_or(0.0),
+            generator["busy_cores"].as_f64().unwrap_or(0.0),
+            per_core(&generator)
+        ),
+        Some(e) => println!("\nraw packet rate ({GEN_PROGRAM}): not measured: {e}"),
+    }
     match trafficgen["error"].as_str() {
         None => println!(
-            "\nraw packet rate (xdp-trafficgen): {:.0} packets/s forwarded by the director, \
+            "raw packet rate (xdp-trafficgen): {:.0} packets/s forwarded by the director, \
              machine busy {:.2} cores: {} packets/s per busy core",
             trafficgen["forwarded_per_s"].as_f64().unwrap_or(0.0),
             trafficgen["busy_cores"].as_f64().unwrap_or(0.0),
             per_core(&trafficgen)
         ),
-        Some(e) => println!("\nraw packet rate (xdp-trafficgen): not measured: {e}"),
+        Some(e) => println!("raw packet rate (xdp-trafficgen): not measured: {e}"),
     }
     println!(
         "raw packet rate (one UDP socket thread): {:.0} packets/s forwarded by the director \
@@ -859,6 +995,7 @@ fn main() -> Result<()> {
             {"name": "through the director (b) vs HAProxy (c), requests/s", "value": vs_haproxy,
              "target": TARGET_VS_HAPROXY, "met": vs_haproxy >= TARGET_VS_HAPROXY},
         ],
+        "generator": generator,
         "trafficgen": trafficgen,
         "udp_flood": flood,
         "elapsed_s": started.elapsed().as_secs_f64(),
