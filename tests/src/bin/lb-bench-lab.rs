@@ -109,9 +109,7 @@ fn parse_args() -> Result<Args> {
             "--flood-seconds" => {
                 args.flood_seconds = value()?.parse().context("--flood-seconds")?
             }
-            "--gen-threads" => {
-                args.gen_threads = value()?.parse().context("--gen-threads")?
-            }
+            "--gen-threads" => args.gen_threads = value()?.parse().context("--gen-threads")?,
             "--out" => args.out = PathBuf::from(value()?),
             "--help" | "-h" => {
                 println!(
@@ -563,7 +561,9 @@ fn print_rate(v: &Value) {
         v["busy_cores"].as_f64().unwrap_or(0.0),
         v["cpus"],
         v["softirq_cores"].as_f64().unwrap_or(0.0),
-        v["forwarded_per_s_per_busy_core"].as_f64().unwrap_or(f64::NAN),
+        v["forwarded_per_s_per_busy_core"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
     );
 }
 
@@ -617,7 +617,10 @@ fn live_frames_sender(
     client.run_in(move || {
         // SAFETY: a NUL-terminated name; if_nametoindex has no other precondition.
         let ifindex = unsafe { libc::if_nametoindex(iface.as_ptr()) };
-        ensure!(ifindex != 0, "no interface {iface:?} in the client's namespace");
+        ensure!(
+            ifindex != 0,
+            "no interface {iface:?} in the client's namespace"
+        );
         let mut ebpf = EbpfLoader::new()
             .load(BENCH_OBJECT)
             .context("loading the bench object (rebuild lb-ctl without LB_EBPF_OBJECT)")?;
@@ -694,7 +697,11 @@ fn live_frames_rate(lab: &Lab, ctl: &LbCtl, args: &Args) -> Result<Value> {
         None => {
             let why = format!(
                 "the director forwarded nothing of the generator's frames within 5 s ({})",
-                if errors.is_empty() { "no error".into() } else { errors.join("; ") }
+                if errors.is_empty() {
+                    "no error".into()
+                } else {
+                    errors.join("; ")
+                }
             );
             eprintln!("    {why}");
             out["error"] = json!(why);
@@ -752,7 +759,8 @@ fn trafficgen_rate(lab: &Lab, ctl: &LbCtl, args: &Args) -> Result<Value> {
     let _peer = loader::attach_pass_through(lab.switch_ns(), lab.switch_port_of(client))
         .context("a pass-through XDP program on the client's switch port")?;
     let log_path = std::env::temp_dir().join(format!("{}-trafficgen.log", lab.prefix()));
-    let log = File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let log =
+        File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let mut cmd = client.command(&argv);
     cmd.stdin(std::process::Stdio::null())
         .stdout(log.try_clone().context("the generator's log")?)
