@@ -266,7 +266,8 @@ fn rates_md(md: &mut String, l: &Value) {
         ("udp_flood", "one UDP socket thread (IPv4)"),
     ]
     .into_iter()
-    .filter_map(|(k, name)| l[k].is_object().then(|| (name, &l[k])))
+    .filter(|(k, _)| l[*k].is_object())
+    .map(|(k, name)| (name, &l[k]))
     .collect();
     if rows.is_empty() {
         return;
