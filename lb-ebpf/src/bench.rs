@@ -12,6 +12,20 @@
 //!   of the packet, which it leaves untouched behind it, and overwrites the Ethernet header.
 //!   The call is made also when the frame kept its length (a delta of 0), so the restore
 //!   costs the same in front of the baseline as in front of the director.
+//! - `lb_floor`: the end-to-end floor of any XDP director (`lb-bench-lab`, row (d)), attached
+//!   natively to a lab director's interface in place of the director's program: an IPv4
+//!   frame addressed to `FLOOR_MAC` for the destination `FLOOR_VIP` gets source MAC :=
+//!   destination MAC and destination MAC := one of `FLOOR_BACKENDS`, then XDP_TX; every other
+//!   frame XDP_PASS. No map lookup, no connection state: the backend is bit 31 of the source
+//!   port times a Fibonacci constant (the same two-way split the director's rr gives the
+//!   bench's HTTP connections; Linux picks even local ports, so the port's low bit would send
+//!   every connection one way), the first backend for a header with options. The three
+//!   globals are set by the loader (`EbpfLoader::override_global`); in the read-only data,
+//!   the verifier knows their values.
+//! - `bench_gen`: the lab's packet generator (`lb-bench-lab`'s raw rate): returns XDP_TX and
+//!   nothing else. Run with BPF_PROG_RUN in live-frames mode (`BPF_F_TEST_XDP_LIVE_FRAMES`)
+//!   on a client's interface, every repetition sends the test frame out of that interface,
+//!   built and sent in the kernel, as `xdp-trafficgen` does.
 #![no_std]
 #![no_main]
 
@@ -51,6 +65,48 @@ pub fn bench_tx(ctx: XdpContext) -> u32 {
     dst.copy_from_slice(&eth[..6]);
     eth.copy_within(6..12, 0);
     eth[6..].copy_from_slice(&dst);
+    xdp_action::XDP_TX
+}
+
+/// `lb_floor`'s VIP, the IPv4 destination address as it is on the wire.
+#[unsafe(no_mangle)]
+static FLOOR_VIP: [u8; 4] = [0; 4];
+/// `lb_floor`'s own MAC: frames to other MACs pass.
+#[unsafe(no_mangle)]
+static FLOOR_MAC: [u8; 6] = [0; 6];
+/// `lb_floor`'s two backends' MACs (the same one twice for one fixed backend).
+#[unsafe(no_mangle)]
+static FLOOR_BACKENDS: [[u8; 6]; 2] = [[0; 6]; 2];
+
+#[xdp]
+pub fn lb_floor(ctx: XdpContext) -> u32 {
+    // Ethernet (14), an IPv4 header without options (20), the transport's source port (2).
+    let Some(f) = head::<36>(&ctx) else {
+        return xdp_action::XDP_PASS;
+    };
+    let (vip, mac) = unsafe {
+        (
+            core::ptr::read_volatile(&FLOOR_VIP),
+            core::ptr::read_volatile(&FLOOR_MAC),
+        )
+    };
+    if f[..6] != mac || f[12..14] != [0x08, 0x00] || f[30..34] != vip {
+        return xdp_action::XDP_PASS;
+    }
+    let pick = if f[14] == 0x45 {
+        let sport = u32::from(u16::from_be_bytes([f[34], f[35]]));
+        (sport.wrapping_mul(0x9e37_79b1) >> 31) as usize
+    } else {
+        0
+    };
+    let backend = unsafe { core::ptr::read_volatile(&FLOOR_BACKENDS[pick & 1]) };
+    f[6..12].copy_from_slice(&mac);
+    f[..6].copy_from_slice(&backend);
+    xdp_action::XDP_TX
+}
+
+#[xdp]
+pub fn bench_gen(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_TX
 }
 

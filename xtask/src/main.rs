@@ -55,7 +55,8 @@ enum Task {
     },
     /// Run the benchmarks and write bench/results/: the data path per packet against a minimal
     /// XDP_TX program (lb-bench), control-plane scale (lb-bench-scale), HTTP through the lab
-    /// against the ceiling and HAProxy (lb-bench-lab), `lb-ctl run` with 16,000 checked
+    /// against the ceiling, HAProxy and a minimal XDP floor, and the raw packet rate per busy
+    /// core (lb-bench-lab), `lb-ctl run` with 16,000 checked
     /// backends (lb-bench-daemon), then the report (lb-bench-report:
     /// latest.md, latest.json, latest.png). Needs root. Extra arguments go to lb-bench
     /// (--repeat N, --rounds N).

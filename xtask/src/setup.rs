@@ -36,6 +36,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "wrk",
     "haproxy",
     "fonts-dejavu-core",
+    // cargo xtask bench: the raw packet rate's generator (xdp-trafficgen).
+    "xdp-tools",
 ];
 
 pub fn setup() -> Result<()> {

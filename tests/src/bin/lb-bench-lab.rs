@@ -5,33 +5,57 @@
 //! - (c) HAProxy in TCP mode on the director's namespace (its own address .134:8080, round
 //!   robin over .135:80 and .136:80): what a user runs when IPVS is not available;
 //! - (b) our XDP director in DR mode (native mode on the director's `eth0`, `rr` over both
-//!   servers on the VIP), driven by the real `target/<profile>/lb-ctl`.
+//!   servers on the VIP), driven by the real `target/<profile>/lb-ctl`;
+//! - (d) the floor of any XDP director: the bench object's `lb_floor` (`lb-ebpf/src/bench.rs`)
+//!   attached natively to the same `eth0` in place of the director's program: the VIP's frames
+//!   get their MACs rewritten and go out with XDP_TX, no lookup, no state. It splits the
+//!   connections over the same two servers by a hash bit of the source port, so that (b) and
+//!   (d) put the same load on the same servers and differ only in the program.
 //!
-//! (c) runs before (b), so HAProxy's packets do not pass through an attached XDP program. The
-//! three run in rounds (`--rounds`, default 2); each setup's best round is reported.
-//! Then a raw packet rate: a UDP sender in the client's namespace at full speed for a bounded
-//! time and count, to a UDP service of the director; the director's `forwarded` counter per
-//! second is the rate.
+//! (c) runs before (b) and (d), so HAProxy's packets do not pass through an attached XDP
+//! program. The four run in rounds (`--rounds`, default 2); each setup's best round is
+//! reported. Then two raw packet rates through the director (attached again, rr), each for a
+//! bounded time and count, with the director's `forwarded` counter per second as the rate and
+//! the busy share of every CPU of the machine (/proc/stat: everything but idle and iowait; XDP
+//! runs in softirq) as its cost, reported as packets per second per fully busy core:
+//!
+//! - `xdp-trafficgen udp` (Debian's xdp-tools) in the client's namespace: IPv6 UDP (all it
+//!   generates) to the IPv6 VIP's UDP service, built and sent in the kernel (BPF_PROG_RUN with
+//!   live frames, redirected into the client's veth); the switch-side end of the client's link
+//!   gets a pass-through XDP program for the time of the run, as a veth needs to receive
+//!   redirected frames;
+//! - one UDP socket thread in the client's namespace, IPv4, to the VIP's UDP service.
 //!
 //! Everything happens inside the namespaces of one lab (`lb_tests::lab`, see
 //! `docs/lab.md`); every run is bounded (`--duration`, default 5 s, and a deadline),
-//! and the lab, HAProxy and the pins are removed on success, failure and Ctrl-C. Targets are
-//! printed with met / not met, never asserted. Results go to `bench/results/lab.json`.
+//! and the lab, HAProxy, the generator and the pins are removed on success, failure and
+//! Ctrl-C. Targets are printed with met / not met, never asserted. Results go to
+//! `bench/results/lab.json`.
 
 use std::{
     fmt::Write as _,
-    fs,
+    fs::{self, File},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
     path::PathBuf,
     process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{TestRun as _, TestRunAttrs, TestRunOptions, XdpMode},
+};
+use lb_ctl::maps::loader::{self, BENCH_OBJECT};
 use lb_tests::{
-    lab::{DEFAULT_VIP, Host, Lab, LabSpec, http_get},
+    lab::{DEFAULT_VIP, DEFAULT_VIP6, Host, Lab, LabSpec, Proc, format_mac, http_get},
     lbctl::{LbCtl, run_with_deadline},
+    packet::{udp4_frame, xdp_md},
     procs,
 };
 use serde_json::{Value, json};
@@ -42,8 +66,14 @@ const HAPROXY_PORT: u16 = 8080;
 /// drop the packets, answering at most rate-limited ICMP).
 const FLOOD_PORT: u16 = 9;
 
-/// Targets from issue 10: (b) / (a) and (b) / (c) in requests/s.
+/// The floor program of row (d), in the bench object.
+const FLOOR_PROGRAM: &str = "lb_floor";
+/// The raw rate's generator, in the bench object.
+const GEN_PROGRAM: &str = "bench_gen";
+
+/// Targets in requests/s: (b) / (a) from issue 10; (b) / (d) and (b) / (c) from issue 21.
 const TARGET_VS_CEILING: f64 = 0.95;
+const TARGET_VS_FLOOR: f64 = 0.95;
 const TARGET_VS_HAPROXY: f64 = 1.5;
 
 struct Args {
@@ -53,6 +83,7 @@ struct Args {
     connections: u32,
     flood_seconds: f64,
     flood_max_packets: u64,
+    gen_threads: u32,
     out: PathBuf,
 }
 
@@ -64,6 +95,7 @@ fn parse_args() -> Result<Args> {
         connections: 32,
         flood_seconds: 3.0,
         flood_max_packets: 20_000_000,
+        gen_threads: 1,
         out: lb_tests::bench_results_dir().join("lab.json"),
     };
     let mut it = std::env::args().skip(1);
@@ -77,11 +109,13 @@ fn parse_args() -> Result<Args> {
             "--flood-seconds" => {
                 args.flood_seconds = value()?.parse().context("--flood-seconds")?
             }
+            "--gen-threads" => args.gen_threads = value()?.parse().context("--gen-threads")?,
             "--out" => args.out = PathBuf::from(value()?),
             "--help" | "-h" => {
                 println!(
                     "lb-bench-lab [--rounds N (2)] [--duration S (5)] [--threads N (2)] [--connections N (32)] \
-                     [--flood-seconds S (3)] [--out FILE (bench/results/lab.json)]"
+                     [--flood-seconds S (3)] [--gen-threads N (1)] \
+                     [--out FILE (bench/results/lab.json)]"
                 );
                 std::process::exit(0);
             }
@@ -101,6 +135,10 @@ fn parse_args() -> Result<Args> {
         args.flood_seconds > 0.0 && args.flood_seconds <= 30.0,
         "--flood-seconds must be in (0, 30]"
     );
+    ensure!(
+        (1..=64).contains(&args.gen_threads),
+        "--gen-threads must be 1 to 64"
+    );
     Ok(args)
 }
 
@@ -112,13 +150,17 @@ fn require_tools() -> Result<()> {
              (cargo xtask bench)"
         );
     }
-    for tool in ["wrk", "haproxy"] {
+    for (tool, package) in [
+        ("wrk", "wrk"),
+        ("haproxy", "haproxy"),
+        ("xdp-trafficgen", "xdp-tools"),
+    ] {
         let found = std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
             .unwrap_or(false);
         ensure!(
             found,
-            "`{tool}` is not installed: run `cargo xtask setup` (Debian package {tool})"
+            "`{tool}` is not installed: run `cargo xtask setup` (Debian package {package})"
         );
     }
     Ok(())
@@ -188,14 +230,25 @@ fn parse_wrk(text: &str) -> Result<Wrk> {
     Ok(w)
 }
 
-/// CPU time (user + system, in clock ticks) of the whole machine that was not idle, and in
-/// total, from /proc/stat.
-fn cpu_ticks() -> (u64, u64) {
+/// The whole machine's CPU time from /proc/stat's `cpu` line, in clock ticks.
+#[derive(Clone, Copy, Debug, Default)]
+struct CpuTicks {
+    /// Not idle: user, nice, system, irq, softirq, steal.
+    busy: u64,
+    /// Of which softirq (where XDP programs and the veths' receive paths run).
+    softirq: u64,
+    /// Everything, idle and iowait included.
+    total: u64,
+    /// The number of CPUs (`cpuN` lines).
+    cpus: u32,
+}
+
+fn cpu_ticks() -> CpuTicks {
     let Ok(text) = fs::read_to_string("/proc/stat") else {
-        return (0, 0);
+        return CpuTicks::default();
     };
     let Some(line) = text.lines().next() else {
-        return (0, 0);
+        return CpuTicks::default();
     };
     let v: Vec<u64> = line
         .split_whitespace()
@@ -204,7 +257,31 @@ fn cpu_ticks() -> (u64, u64) {
         .collect();
     let total: u64 = v.iter().take(8).sum();
     let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    (total - idle, total)
+    let cpus = text
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count() as u32;
+    CpuTicks {
+        busy: total - idle,
+        softirq: v.get(6).copied().unwrap_or(0),
+        total,
+        cpus,
+    }
+}
+
+/// The CPU use between two samples: (busy cores, softirq cores, CPUs), a busy core being
+/// one CPU at 100% for the whole interval.
+fn cpu_use(before: CpuTicks, after: CpuTicks) -> (f64, f64, u32) {
+    let total = after.total.saturating_sub(before.total);
+    if total == 0 {
+        return (0.0, 0.0, after.cpus);
+    }
+    let share = |a: u64, b: u64| a.saturating_sub(b) as f64 / total as f64 * f64::from(after.cpus);
+    (
+        share(after.busy, before.busy),
+        share(after.softirq, before.softirq),
+        after.cpus,
+    )
 }
 
 /// CPU time (clock ticks) of the given processes, from /proc/PID/stat.
@@ -251,13 +328,13 @@ impl Bench<'_> {
             client.name
         );
         let server_pids = self.lab.server_pids();
-        let (busy0, total0) = cpu_ticks();
+        let cpu0 = cpu_ticks();
         let servers0 = proc_ticks(&server_pids);
         let started = Instant::now();
         let out = run_with_deadline(cmd, Duration::from_secs(self.args.duration as u64 + 20))
             .with_context(|| format!("{label}: running wrk"))?;
         let wall = started.elapsed().as_secs_f64();
-        let (busy1, total1) = cpu_ticks();
+        let cpu1 = cpu_ticks();
         let servers1 = proc_ticks(&server_pids);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         ensure!(
@@ -273,11 +350,8 @@ impl Bench<'_> {
             .iter()
             .map(|s| Ok((s.name.clone(), self.lab.request_count(s)?)))
             .collect::<Result<_>>()?;
-        let machine_busy = if total1 > total0 {
-            (busy1 - busy0) as f64 / (total1 - total0) as f64
-        } else {
-            0.0
-        };
+        let (busy_cores, _, cpus) = cpu_use(cpu0, cpu1);
+        let machine_busy = busy_cores / f64::from(cpus.max(1));
         let servers_cores = (servers1 - servers0) as f64 / procs::ticks_per_second() / wall;
         let lat = |p: u32| w.latency_ms.iter().find(|(q, _)| *q == p).map(|(_, v)| *v);
         eprintln!(
@@ -422,6 +496,350 @@ fn udp_flood(client: &Host, seconds: f64, max: u64) -> Result<(u64, f64)> {
     Ok((sent, started.elapsed().as_secs_f64()))
 }
 
+/// Row (d): `lb_floor` attached natively to a director's `eth0`; dropping it detaches it.
+struct Floor {
+    _ebpf: Ebpf,
+}
+
+/// Loads the bench object's `lb_floor` with the lab's VIP, `director`'s MAC and the MACs of
+/// the first two real servers, and attaches it natively to `director`'s `eth0` (which must
+/// have no other XDP program).
+fn attach_floor(lab: &Lab, director: &Host) -> Result<Floor> {
+    let vip = DEFAULT_VIP.octets();
+    let mac = director.mac;
+    let backends = [lab.server(0).mac, lab.server(1).mac];
+    let iface = director.iface.clone();
+    director
+        .run_in(move || {
+            let mut ebpf = EbpfLoader::new()
+                .override_global("FLOOR_VIP", &vip, true)
+                .override_global("FLOOR_MAC", &mac, true)
+                .override_global("FLOOR_BACKENDS", &backends, true)
+                .load(BENCH_OBJECT)
+                .context("loading the bench object (rebuild lb-ctl without LB_EBPF_OBJECT)")?;
+            let prog = loader::program(&mut ebpf, FLOOR_PROGRAM)?;
+            prog.load()
+                .with_context(|| format!("loading {FLOOR_PROGRAM} (the verifier refused it?)"))?;
+            prog.attach(&iface, XdpMode::Driver)
+                .with_context(|| format!("attaching {FLOOR_PROGRAM} natively to {iface}"))?;
+            Ok(Floor { _ebpf: ebpf })
+        })
+        .with_context(|| format!("row (d): {FLOOR_PROGRAM} on {}", director.name))
+}
+
+/// The director's `forwarded` counter, with the machine's CPU ticks read right after it.
+fn sample(ctl: &LbCtl) -> Result<(u64, CpuTicks, Instant)> {
+    let fwd = forwarded(ctl)?;
+    Ok((fwd, cpu_ticks(), Instant::now()))
+}
+
+/// A rate between two samples, as JSON: packets forwarded per second, the busy cores and
+/// packets per second per fully busy core.
+fn rate_json(before: (u64, CpuTicks, Instant), after: (u64, CpuTicks, Instant)) -> Value {
+    let secs = after.2.duration_since(before.2).as_secs_f64();
+    let fwd = after.0.saturating_sub(before.0);
+    let pps = fwd as f64 / secs.max(1e-9);
+    let (busy, softirq, cpus) = cpu_use(before.1, after.1);
+    json!({
+        "seconds": secs,
+        "forwarded": fwd,
+        "forwarded_per_s": pps,
+        "cpus": cpus,
+        "busy_cores": busy,
+        "softirq_cores": softirq,
+        "forwarded_per_s_per_busy_core": if busy > 0.0 { json!(pps / busy) } else { Value::Null },
+    })
+}
+
+fn print_rate(v: &Value) {
+    eprintln!(
+        "    the director forwarded {} packets in {:.2} s: {:.0}/s; machine busy {:.2} of {} \
+         cores (softirq {:.2}): {:.0} packets/s per busy core",
+        v["forwarded"],
+        v["seconds"].as_f64().unwrap_or(0.0),
+        v["forwarded_per_s"].as_f64().unwrap_or(0.0),
+        v["busy_cores"].as_f64().unwrap_or(0.0),
+        v["cpus"],
+        v["softirq_cores"].as_f64().unwrap_or(0.0),
+        v["forwarded_per_s_per_busy_core"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+    );
+}
+
+/// Waits (at most 5 s) until the director's `forwarded` counter passes `since` (a generator
+/// loads its program first), then measures the rate for `seconds` or until `running` says
+/// the generator ended; None if nothing was forwarded (or it ended first).
+fn measure(
+    ctl: &LbCtl,
+    since: u64,
+    seconds: f64,
+    mut running: impl FnMut() -> Result<bool>,
+) -> Result<Option<Value>> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if forwarded(ctl)? > since {
+            break;
+        }
+        if !running()? || Instant::now() >= deadline {
+            return Ok(None);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let before = sample(ctl)?;
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    while Instant::now() < until && running()? {
+        thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Some(rate_json(before, sample(ctl)?)))
+}
+
+/// Frames one generator thread sends per BPF_PROG_RUN call (a few tens of milliseconds).
+const GEN_CHUNK: u32 = 65_536;
+
+/// One generator thread in `client`'s namespace: `bench_gen` run in live-frames mode on its
+/// interface with one IPv4 UDP frame (source port `sport`, to the VIP's [`FLOOD_PORT`]) until
+/// `stop` or `max` frames; returns the frames sent.
+fn live_frames_sender(
+    client: &Host,
+    director_mac: [u8; 6],
+    sport: u16,
+    max: u64,
+    stop: Arc<AtomicBool>,
+) -> Result<u64> {
+    let frame = udp4_frame(
+        (client.mac, director_mac),
+        (client.addr.octets(), sport),
+        (DEFAULT_VIP.octets(), FLOOD_PORT),
+        &[0u8; 18],
+    );
+    let iface = std::ffi::CString::new(client.iface.clone()).context("interface name")?;
+    client.run_in(move || {
+        // SAFETY: a NUL-terminated name; if_nametoindex has no other precondition.
+        let ifindex = unsafe { libc::if_nametoindex(iface.as_ptr()) };
+        ensure!(
+            ifindex != 0,
+            "no interface {iface:?} in the client's namespace"
+        );
+        let mut ebpf = EbpfLoader::new()
+            .load(BENCH_OBJECT)
+            .context("loading the bench object (rebuild lb-ctl without LB_EBPF_OBJECT)")?;
+        let prog = loader::program(&mut ebpf, GEN_PROGRAM)?;
+        prog.load()
+            .with_context(|| format!("loading {GEN_PROGRAM} (the verifier refused it?)"))?;
+        let ctx = xdp_md(frame.len(), ifindex);
+        let mut sent = 0u64;
+        while sent < max && !stop.load(Ordering::Relaxed) {
+            prog.test_run(TestRunOptions {
+                data_in: Some(&frame),
+                ctx_in: Some(&ctx),
+                repeat: GEN_CHUNK,
+                attrs: TestRunAttrs::new().xdp_live_frames(64),
+                ..TestRunOptions::new()
+            })
+            .context("BPF_PROG_RUN with live frames (kernel 5.18 or later)")?;
+            sent += u64::from(GEN_CHUNK);
+        }
+        Ok(sent)
+    })
+}
+
+/// The raw rate with the bench's own in-kernel generator (`bench_gen` in live-frames mode,
+/// `args.gen_threads` threads, one flow each) in the client's namespace, IPv4 UDP to the VIP's
+/// service on [`FLOOD_PORT`].
+fn live_frames_rate(lab: &Lab, ctl: &LbCtl, args: &Args) -> Result<Value> {
+    let client = lab.client();
+    eprintln!(
+        "==> raw packet rate: {GEN_PROGRAM} in live-frames mode on the client's {} ({} \
+         thread(s)), UDP to {DEFAULT_VIP}:{FLOOD_PORT}, {} s at most",
+        client.iface, args.gen_threads, args.flood_seconds
+    );
+    // veth delivers frames sent with XDP_TX only to a peer that runs an XDP program.
+    let _peer = loader::attach_pass_through(lab.switch_ns(), lab.switch_port_of(client))
+        .context("a pass-through XDP program on the client's switch port")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let since = forwarded(ctl)?;
+    let per_thread = args.flood_max_packets / u64::from(args.gen_threads);
+    let senders: Vec<_> = (0..args.gen_threads)
+        .map(|i| {
+            let (client, mac, stop) = (client.clone(), lab.director(0).mac, stop.clone());
+            thread::spawn(move || {
+                live_frames_sender(&client, mac, 20_000 + i as u16, per_thread, stop)
+            })
+        })
+        .collect();
+    let measured = measure(ctl, since, args.flood_seconds, || {
+        Ok(senders.iter().any(|t| !t.is_finished()))
+    });
+    stop.store(true, Ordering::Relaxed);
+    let mut sent = 0;
+    let mut errors = Vec::new();
+    for t in senders {
+        match t.join() {
+            Ok(Ok(n)) => sent += n,
+            Ok(Err(e)) => errors.push(format!("{e:#}")),
+            Err(_) => errors.push("a generator thread panicked".into()),
+        }
+    }
+    let mut out = json!({
+        "generator": format!("{GEN_PROGRAM} (BPF_PROG_RUN, live frames), IPv4 UDP, one flow per thread"),
+        "threads": args.gen_threads,
+        "frame_bytes": 60,
+        "sent": sent,
+    });
+    match measured? {
+        Some(rate) => {
+            print_rate(&rate);
+            for (k, v) in rate.as_object().into_iter().flatten() {
+                out[k] = v.clone();
+            }
+        }
+        None => {
+            let why = format!(
+                "the director forwarded nothing of the generator's frames within 5 s ({})",
+                if errors.is_empty() {
+                    "no error".into()
+                } else {
+                    errors.join("; ")
+                }
+            );
+            eprintln!("    {why}");
+            out["error"] = json!(why);
+        }
+    }
+    Ok(out)
+}
+
+/// The raw rate with `xdp-trafficgen udp` in the client's namespace (IPv6 UDP to the IPv6
+/// VIP's service on [`FLOOD_PORT`]), measured over `args.flood_seconds` once the director
+/// forwards. A generator that cannot run here is reported (`"error"`), not fatal.
+fn trafficgen_rate(lab: &Lab, ctl: &LbCtl, args: &Args) -> Result<Value> {
+    let client = lab.client();
+    let director = lab.director(0);
+    let threads = args.gen_threads.to_string();
+    let count = args.flood_max_packets.to_string();
+    let port = FLOOD_PORT.to_string();
+    let (dst_mac, vip6, src6) = (
+        format_mac(&director.mac),
+        DEFAULT_VIP6.to_string(),
+        client.addr6.to_string(),
+    );
+    let argv = [
+        "xdp-trafficgen",
+        "udp",
+        "--dst-mac",
+        &dst_mac,
+        "--dst-addr",
+        &vip6,
+        "--src-addr",
+        &src6,
+        "--dst-port",
+        &port,
+        "--src-port",
+        "1024",
+        "--num-packets",
+        &count,
+        "--threads",
+        &threads,
+        &client.iface,
+    ];
+    eprintln!(
+        "==> raw packet rate: {} (in {}), {} s at most",
+        argv.join(" "),
+        client.name,
+        args.flood_seconds
+    );
+    let mut out = json!({
+        "generator": "xdp-trafficgen udp (xdp-tools), IPv6, one flow",
+        "command": argv.join(" "),
+        "threads": args.gen_threads,
+        "frame_bytes": 62,
+    });
+    // veth delivers redirected frames only to a peer that runs an XDP program.
+    let _peer = loader::attach_pass_through(lab.switch_ns(), lab.switch_port_of(client))
+        .context("a pass-through XDP program on the client's switch port")?;
+    let log_path = std::env::temp_dir().join(format!("{}-trafficgen.log", lab.prefix()));
+    let log =
+        File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let mut cmd = client.command(&argv);
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().context("the generator's log")?)
+        .stderr(log);
+    let before_start = forwarded(ctl)?;
+    let mut proc = Proc::spawn(cmd, "xdp-trafficgen in the client")?;
+    let result = measure(ctl, before_start, args.flood_seconds, || {
+        Ok(proc.try_wait()?.is_none())
+    })?;
+    proc.signal(libc::SIGINT)?;
+    let status = match proc.wait_timeout(Duration::from_secs(3))? {
+        Some(s) => s,
+        None => proc.kill()?,
+    };
+    let text = fs::read_to_string(&log_path).unwrap_or_default();
+    let _ = fs::remove_file(&log_path);
+    let tail: String = text
+        .lines()
+        .rev()
+        .take(12)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
+    out["exit"] = json!(status.to_string());
+    out["output_tail"] = json!(tail);
+    match result {
+        Some(rate) => {
+            print_rate(&rate);
+            for (k, v) in rate.as_object().into_iter().flatten() {
+                out[k] = v.clone();
+            }
+        }
+        None => {
+            let why = format!(
+                "xdp-trafficgen sent nothing the director forwarded within 5 s ({status}); its \
+                 output:\n{tail}"
+            );
+            eprintln!("    {why}");
+            out["error"] = json!(why);
+        }
+    }
+    Ok(out)
+}
+
+/// The raw rate with one UDP socket thread in the client's namespace (IPv4 to the VIP's
+/// service on [`FLOOD_PORT`]).
+fn socket_rate(lab: &Lab, ctl: &LbCtl, args: &Args) -> Result<Value> {
+    eprintln!(
+        "==> raw packet rate: UDP to {DEFAULT_VIP}:{FLOOD_PORT} from the client, one sender \
+         thread, {} s at most",
+        args.flood_seconds
+    );
+    // Warm-up: resolves the VIP's MAC on the client.
+    let _ = udp_flood(lab.client(), 0.2, 1000)?;
+    thread::sleep(Duration::from_millis(200));
+    let before = sample(ctl)?;
+    let (sent, secs) = udp_flood(lab.client(), args.flood_seconds, args.flood_max_packets)?;
+    // The director's counter is read once the queues drained; the CPU window ends with it.
+    thread::sleep(Duration::from_millis(300));
+    let after = sample(ctl)?;
+    let mut rate = rate_json(before, after);
+    // Per second of sending, not of the window that includes the drain.
+    let fwd = rate["forwarded"].as_u64().unwrap_or(0);
+    rate["forwarded_per_s"] = json!(fwd as f64 / secs);
+    rate["sent"] = json!(sent);
+    rate["sent_per_s"] = json!(sent as f64 / secs);
+    rate["send_seconds"] = json!(secs);
+    rate["frame_bytes"] = json!(60);
+    rate["sender"] = json!("one thread, UdpSocket::send, in the client's namespace");
+    eprintln!(
+        "    sent {sent} in {secs:.2} s ({:.0}/s)",
+        sent as f64 / secs
+    );
+    print_rate(&rate);
+    Ok(rate)
+}
+
 fn main() -> Result<()> {
     let args = parse_args()?;
     require_tools()?;
@@ -432,21 +850,22 @@ fn main() -> Result<()> {
         args: &args,
     };
     let rs1 = lab.server(0);
-    let ctl = LbCtl::new(&lab, lab.director(0))?;
+    let director = lab.director(0);
+    let ctl = LbCtl::new(&lab, director)?;
+    let (s1, s2) = (lab.server(0), lab.server(1));
     let yaml = format!(
         "services:\n  - name: web\n    vip: {DEFAULT_VIP}\n    port: 80\n    scheduler: rr\n    \
          backends:\n      - address: {}\n      - address: {}\n  - name: flood\n    vip: \
          {DEFAULT_VIP}\n    port: {FLOOD_PORT}\n    protocol: udp\n    scheduler: rr\n    \
-         backends:\n      - address: {}\n      - address: {}\n",
-        lab.server(0).addr,
-        lab.server(1).addr,
-        lab.server(0).addr,
-        lab.server(1).addr
+         backends:\n      - address: {}\n      - address: {}\n  - name: flood6\n    vip: \
+         \"{DEFAULT_VIP6}\"\n    port: {FLOOD_PORT}\n    protocol: udp\n    scheduler: rr\n    \
+         backends:\n      - address: \"{}\"\n      - address: \"{}\"\n",
+        s1.addr, s2.addr, s1.addr, s2.addr, s1.addr6, s2.addr6
     );
 
-    // Rounds of (a), (c), (b); each setup's best round is reported (the one the rest of the
-    // machine disturbed least), every round's requests/s is kept.
-    let mut runs: [Vec<Value>; 3] = Default::default();
+    // Rounds of (a), (c), (b), (d); each setup's best round is reported (the one the rest of
+    // the machine disturbed least), every round's requests/s is kept.
+    let mut runs: [Vec<Value>; 4] = Default::default();
     let mut xdp_forwarded = 0;
     for round in 0..args.rounds {
         eprintln!("==> round {}/{}", round + 1, args.rounds);
@@ -479,40 +898,26 @@ fn main() -> Result<()> {
             "the XDP director forwarded nothing: wrk did not go through it"
         );
         xdp_forwarded += fwd;
-        // The last round stays attached for the packet rate.
-        if round + 1 < args.rounds {
-            ctl.detach("eth0")?;
-        }
+        ctl.detach("eth0")?;
+        // (d) the floor, in place of the director's program.
+        let floor = attach_floor(&lab, director)?;
+        runs[3].push(bench.wrk(
+            "floor",
+            "d: XDP floor (MAC rewrite, no lookups, native)",
+            DEFAULT_VIP,
+            80,
+        )?);
+        drop(floor);
     }
-    let [direct, xdp, haproxy] = runs.map(best_round);
+    let [direct, xdp, haproxy, floor] = runs.map(best_round);
 
-    // Raw packet rate.
-    eprintln!(
-        "==> raw packet rate: UDP to {DEFAULT_VIP}:{FLOOD_PORT} from the client, one sender \
-         thread, {} s at most",
-        args.flood_seconds
-    );
-    // Warm-up: resolves the VIP's MAC on the client.
-    let _ = udp_flood(lab.client(), 0.2, 1000)?;
-    thread::sleep(Duration::from_millis(200));
-    let before = forwarded(&ctl)?;
-    let (sent, secs) = udp_flood(lab.client(), args.flood_seconds, args.flood_max_packets)?;
-    thread::sleep(Duration::from_millis(300));
-    let fwd = forwarded(&ctl)? - before;
-    let flood = json!({
-        "sent": sent,
-        "seconds": secs,
-        "sent_per_s": sent as f64 / secs,
-        "forwarded": fwd,
-        "forwarded_per_s": fwd as f64 / secs,
-        "frame_bytes": 60,
-        "sender": "one thread, UdpSocket::send, in the client's namespace",
-    });
-    eprintln!(
-        "    sent {sent} in {secs:.2} s ({:.0}/s); the director forwarded {fwd} ({:.0}/s)",
-        sent as f64 / secs,
-        fwd as f64 / secs
-    );
+    // Raw packet rates through the director.
+    let attach = ctl.attach("eth0")?;
+    ensure!(attach.contains("native"), "attach said: {attach}");
+    ctl.apply(&yaml)?;
+    let generator = live_frames_rate(&lab, &ctl, &args)?;
+    let trafficgen = trafficgen_rate(&lab, &ctl, &args)?;
+    let flood = socket_rate(&lab, &ctl, &args)?;
 
     ctl.detach("eth0")?;
     drop(ctl);
@@ -521,12 +926,13 @@ fn main() -> Result<()> {
     // Report.
     let rps = |v: &Value| v["requests_per_s"].as_f64().unwrap_or(0.0);
     let vs_ceiling = rps(&xdp) / rps(&direct);
+    let vs_floor = rps(&xdp) / rps(&floor);
     let vs_haproxy = rps(&xdp) / rps(&haproxy);
     let met = |v: f64, t: f64| if v >= t { "met" } else { "not met" };
     let mut table = String::from(
         "| setup | requests/s | p50 ms | p90 ms | p99 ms | errors |\n| --- | --- | --- | --- | --- | --- |\n",
     );
-    for v in [&direct, &xdp, &haproxy] {
+    for v in [&direct, &xdp, &haproxy, &floor] {
         let l = &v["latency_ms"];
         let f = |k: &str| l[k].as_f64().map_or("-".into(), |x| format!("{x:.2}"));
         let _ = writeln!(
@@ -542,28 +948,63 @@ fn main() -> Result<()> {
     }
     println!("{table}");
     println!(
-        "| target | value | met |\n| --- | --- | --- |\n| (b) >= {TARGET_VS_CEILING}x (a) | {vs_ceiling:.2}x | {} |\n| (b) >= {TARGET_VS_HAPROXY}x (c) | {vs_haproxy:.2}x | {} |",
+        "| target | value | met |\n| --- | --- | --- |\n\
+         | (b) >= {TARGET_VS_CEILING}x (a) | {vs_ceiling:.2}x | {} |\n\
+         | (b) >= {TARGET_VS_FLOOR}x (d) | {vs_floor:.2}x | {} |\n\
+         | (b) >= {TARGET_VS_HAPROXY}x (c) | {vs_haproxy:.2}x | {} |",
         met(vs_ceiling, TARGET_VS_CEILING),
+        met(vs_floor, TARGET_VS_FLOOR),
         met(vs_haproxy, TARGET_VS_HAPROXY)
     );
+    let per_core = |v: &Value| {
+        v["forwarded_per_s_per_busy_core"]
+            .as_f64()
+            .map_or("-".into(), |x| format!("{x:.0}"))
+    };
+    match generator["error"].as_str() {
+        None => println!(
+            "\nraw packet rate ({GEN_PROGRAM}, live frames): {:.0} packets/s forwarded by the \
+             director, machine busy {:.2} cores: {} packets/s per busy core",
+            generator["forwarded_per_s"].as_f64().unwrap_or(0.0),
+            generator["busy_cores"].as_f64().unwrap_or(0.0),
+            per_core(&generator)
+        ),
+        Some(e) => println!("\nraw packet rate ({GEN_PROGRAM}): not measured: {e}"),
+    }
+    match trafficgen["error"].as_str() {
+        None => println!(
+            "raw packet rate (xdp-trafficgen): {:.0} packets/s forwarded by the director, \
+             machine busy {:.2} cores: {} packets/s per busy core",
+            trafficgen["forwarded_per_s"].as_f64().unwrap_or(0.0),
+            trafficgen["busy_cores"].as_f64().unwrap_or(0.0),
+            per_core(&trafficgen)
+        ),
+        Some(e) => println!("raw packet rate (xdp-trafficgen): not measured: {e}"),
+    }
     println!(
-        "\nraw packet rate: {:.0} packets/s forwarded by the director (native XDP), one UDP \
-         sender thread sending {:.0}/s",
-        fwd as f64 / secs,
-        sent as f64 / secs
+        "raw packet rate (one UDP socket thread): {:.0} packets/s forwarded by the director \
+         while it sent {:.0}/s, machine busy {:.2} cores: {} packets/s per busy core",
+        flood["forwarded_per_s"].as_f64().unwrap_or(0.0),
+        flood["sent_per_s"].as_f64().unwrap_or(0.0),
+        flood["busy_cores"].as_f64().unwrap_or(0.0),
+        per_core(&flood)
     );
 
     let out = json!({
         "wrk": {"duration_s": args.duration, "threads": args.threads, "connections": args.connections,
                 "rounds": args.rounds, "reported": "the best round of each setup"},
-        "setups": [direct, xdp, haproxy],
+        "setups": [direct, xdp, haproxy, floor],
         "xdp_forwarded_packets": xdp_forwarded,
         "targets": [
             {"name": "through the director (b) vs the ceiling (a), requests/s", "value": vs_ceiling,
              "target": TARGET_VS_CEILING, "met": vs_ceiling >= TARGET_VS_CEILING},
+            {"name": "through the director (b) vs the XDP floor (d), requests/s", "value": vs_floor,
+             "target": TARGET_VS_FLOOR, "met": vs_floor >= TARGET_VS_FLOOR},
             {"name": "through the director (b) vs HAProxy (c), requests/s", "value": vs_haproxy,
              "target": TARGET_VS_HAPROXY, "met": vs_haproxy >= TARGET_VS_HAPROXY},
         ],
+        "generator": generator,
+        "trafficgen": trafficgen,
         "udp_flood": flood,
         "elapsed_s": started.elapsed().as_secs_f64(),
     });

@@ -204,7 +204,10 @@ fn lab_md(md: &mut String, l: &Value) {
         md,
         "## End to end: HTTP through the lab (wrk)\n\n`wrk -t{} -c{} -d{}s --latency` from the \
          client namespace against `lab-server` on the real servers (keep-alive), the best of {} \
-         rounds per setup; all hosts share this machine's CPUs.\n",
+         rounds per setup; all hosts share this machine's CPUs. (d), where run, is the floor of \
+         any XDP director: the bench's `lb_floor` on the director's interface in place of the \
+         director's program (MAC rewrite and XDP_TX, no lookup), splitting connections over the \
+         same two servers by a hash bit of the source port.\n",
         w["threads"],
         w["connections"],
         w["duration_s"],
@@ -212,14 +215,20 @@ fn lab_md(md: &mut String, l: &Value) {
     );
     let _ = writeln!(
         md,
-        "| setup | requests/s | p50 ms | p90 ms | p99 ms | machine CPU busy |\n\
-         | --- | --- | --- | --- | --- | --- |"
+        "| setup | requests/s | p50 ms | p90 ms | p99 ms | machine CPU busy | requests per server |\n\
+         | --- | --- | --- | --- | --- | --- | --- |"
     );
     for s in l["setups"].as_array().into_iter().flatten() {
         let lat = &s["latency_ms"];
+        let per_server: Vec<String> = s["per_server_requests"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(_, n)| n.to_string())
+            .collect();
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {}% |",
+            "| {} | {} | {} | {} | {} | {}% | {} |",
             s["label"].as_str().unwrap_or("?"),
             f(&s["requests_per_s"], 0),
             f(&lat["p50"], 2),
@@ -227,7 +236,8 @@ fn lab_md(md: &mut String, l: &Value) {
             f(&lat["p99"], 2),
             s["machine_cpu_busy"]
                 .as_f64()
-                .map_or("-".into(), |b| format!("{:.0}", b * 100.0))
+                .map_or("-".into(), |b| format!("{:.0}", b * 100.0)),
+            per_server.join(" / ")
         );
     }
     let _ = writeln!(md, "\n| target | value | met |\n| --- | --- | --- |");
@@ -241,19 +251,67 @@ fn lab_md(md: &mut String, l: &Value) {
             met_str(&t["met"])
         );
     }
-    let u = &l["udp_flood"];
-    if u.is_object() {
+    rates_md(md, l);
+    md.push('\n');
+}
+
+/// The raw packet rates of `lab.json`: one row per generator, or why it did not run.
+fn rates_md(md: &mut String, l: &Value) {
+    let rows: Vec<(&str, &Value)> = [
+        (
+            "generator",
+            "bench_gen in live-frames mode (in-kernel, IPv4 UDP)",
+        ),
+        ("trafficgen", "xdp-trafficgen udp (xdp-tools, IPv6 UDP)"),
+        ("udp_flood", "one UDP socket thread (IPv4)"),
+    ]
+    .into_iter()
+    .filter(|(k, _)| l[*k].is_object())
+    .map(|(k, name)| (name, &l[k]))
+    .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\nRaw packet rate through the director (native XDP, `rr`, 60/62-byte UDP frames from the \
+         client): the director's `forwarded` counter per second, and the busy cores of the whole \
+         machine over the same window (/proc/stat, all CPUs; XDP runs in softirq). The busy \
+         cores include the generator, the switch and the real servers, so packets/s per busy \
+         core is a lower bound for one core of a director.\n\n\
+         | generator | packets/s forwarded | busy cores (softirq) of CPUs | packets/s per busy core |\n\
+         | --- | --- | --- | --- |"
+    );
+    let mut failures = Vec::new();
+    for (name, r) in rows {
+        if let Some(e) = r["error"].as_str() {
+            let _ = writeln!(md, "| {name} | not measured (below) | - | - |");
+            failures.push(format!("- {name}: {}", e.replace('\n', " / ")));
+            continue;
+        }
         let _ = writeln!(
             md,
-            "\nRaw packet rate: {} packets/s forwarded by the director (native XDP, 60-byte UDP \
-             frames) while {} sent {} packets/s; the sender, not the director, is the limit \
-             when the two are equal.",
-            f(&u["forwarded_per_s"], 0),
-            u["sender"].as_str().unwrap_or("the sender"),
-            f(&u["sent_per_s"], 0)
+            "| {name} | {} | {} ({}) of {} | {} |",
+            f(&r["forwarded_per_s"], 0),
+            f(&r["busy_cores"], 2),
+            f(&r["softirq_cores"], 2),
+            r["cpus"],
+            f(&r["forwarded_per_s_per_busy_core"], 0)
         );
     }
-    md.push('\n');
+    if let Some(sent) = l["udp_flood"]["sent_per_s"].as_f64() {
+        let _ = writeln!(
+            md,
+            "\nThe socket thread sent {sent:.0} packets/s: when the director forwarded as many, \
+             the sender was the limit."
+        );
+    }
+    if !failures.is_empty() {
+        md.push('\n');
+        for line in failures {
+            let _ = writeln!(md, "{line}");
+        }
+    }
 }
 
 fn scale_md(md: &mut String, s: &Value) {
@@ -452,7 +510,7 @@ fn chart(path: &Path, datapath: Option<&Value>, lab: Option<&Value>) -> Result<(
         for s in l["setups"].as_array().into_iter().flatten() {
             let colour = match s["key"].as_str() {
                 Some("xdp") => DIRECTOR,
-                Some("direct") => BASELINE,
+                Some("direct") | Some("floor") => BASELINE,
                 _ => OTHER,
             };
             if let Some(v) = s["requests_per_s"].as_f64() {
