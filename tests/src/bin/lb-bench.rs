@@ -428,12 +428,13 @@ fn open_flow(
     Ok(())
 }
 
-/// Sets up what the row needs before its measurements. A row that makes entries starts with
-/// an empty half-open table, so that none of its SYNs meets the entry of an earlier row's or
-/// round's SYN (and finds it instead of making one); its table is full again after the CPU's
-/// share of inserts (its capacity divided by the possible CPUs).
+/// Sets up what the row needs before its measurements. A row that makes entries, or is over
+/// the budget, starts with an empty half-open table, so that none of its SYNs meets the entry
+/// of an earlier row's or round's SYN (and finds it instead of making one, or instead of being
+/// over the budget); its table is full again after the CPU's share of inserts (its capacity
+/// divided by the possible CPUs).
 fn prepare(h: &mut Harness, sc: &Scenario) -> Result<()> {
-    if sc.new_entries.is_some() {
+    if sc.new_entries.is_some() || matches!(sc.setup, Setup::OverBudget) {
         h.clear_half_open()
             .with_context(|| format!("{}: emptying the half-open table", sc.name))?;
     }
