@@ -488,8 +488,8 @@ impl Harness {
     }
 }
 
-/// The key of the TCP flow `client:sport -> VIP:dport`.
-fn flow_key(client: [u8; 4], sport: u16, dport: u16) -> FlowKey {
+/// The key of the TCP flow `client:sport -> VIP:dport` (VIP 192.168.58.133).
+pub fn flow_key(client: [u8; 4], sport: u16, dport: u16) -> FlowKey {
     FlowKey {
         src: v4_mapped(u32::from_ne_bytes(client)),
         dst: v4_mapped(u32::from_ne_bytes([192, 168, 58, 133])),
@@ -498,6 +498,18 @@ fn flow_key(client: [u8; 4], sport: u16, dport: u16) -> FlowKey {
         proto: lb_common::PROTO_TCP,
         _pad: [0; 3],
     }
+}
+
+/// A service `web` on 192.168.58.133:80 with `scheduler` over backends .135 to .138 (weight 1
+/// each); `extra` (indented lines of the service) goes before its backends.
+pub fn web_service(scheduler: &str, extra: &str) -> String {
+    let mut s = format!(
+        "services:\n  - name: web\n    vip: 192.168.58.133\n    port: 80\n    scheduler: {scheduler}\n{extra}    backends:\n"
+    );
+    for i in 0..4 {
+        s += &format!("      - address: 192.168.58.{}\n", 135 + i);
+    }
+    s
 }
 
 impl Default for Harness {

@@ -48,7 +48,7 @@ use lb_tests::{
     cli::bpftool,
     env::Env,
     flood::{Flood, Spoofed},
-    lab::{HttpConn, Lab, http_get},
+    lab::{HttpConn, Lab, http_get, icmp::paired_counter},
     lab_spec,
     services::{self, Service},
     stats::{datapath, num},
@@ -134,21 +134,9 @@ fn netstat(host: &lb_tests::lab::Host, name: &str) -> u64 {
     let text = host
         .exec_ok(&["cat", "/proc/net/netstat"])
         .unwrap_or_else(|e| panic!("{e:#}"));
-    let lines: Vec<&str> = text.lines().collect();
-    for pair in lines.chunks(2) {
-        let [names, values] = pair else { break };
-        let (Some((proto, names)), Some((_, values))) =
-            (names.split_once(": "), values.split_once(": "))
-        else {
-            continue;
-        };
-        for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
-            if format!("{proto}{n}") == name {
-                return v.parse().unwrap_or_else(|_| panic!("{name} = {v:?}"));
-            }
-        }
-    }
-    panic!("{} has no counter {name} in /proc/net/netstat", host.name)
+    let v = paired_counter(&text, name)
+        .unwrap_or_else(|| panic!("{} has no counter {name} in /proc/net/netstat", host.name));
+    v.parse().unwrap_or_else(|_| panic!("{name} = {v:?}"))
 }
 
 /// One service's kept connections: their local addresses and the server each first had.

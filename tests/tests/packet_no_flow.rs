@@ -6,8 +6,10 @@
 
 use std::{net::Ipv4Addr, thread, time::Duration};
 
-use lb_common::{Flow, FlowKey, PROTO_TCP, PersistKey, Reason, v4_mapped};
-use lb_tests::packet::{CLIENT_MAC, DIRECTOR_MAC, Harness, XDP_DROP, backend_of, tcp_frame};
+use lb_common::{Flow, FlowKey, PersistKey, Reason, v4_mapped};
+use lb_tests::packet::{
+    CLIENT_MAC, DIRECTOR_MAC, Harness, XDP_DROP, backend_of, tcp_frame, web_service,
+};
 
 const VIP: [u8; 4] = [192, 168, 58, 133];
 /// Flag sets of packets that do not open a connection: a bare ACK, data, FIN, RST, and a
@@ -30,24 +32,12 @@ fn client(i: u32) -> [u8; 4] {
 
 /// A service `web` on VIP:80 over backends .135 to .138 (weight 1 each).
 fn service(scheduler: &str, extra: &str) -> String {
-    let mut s = format!(
-        "services:\n  - name: web\n    vip: 192.168.58.133\n    port: 80\n    scheduler: {scheduler}\n{extra}    backends:\n"
-    );
-    for i in 0..4 {
-        s += &format!("      - address: 192.168.58.{}\n", 135 + i);
-    }
-    s
+    web_service(scheduler, extra)
 }
 
+/// The key of the TCP flow `client:sport -> VIP:80`.
 fn flow_key(client: [u8; 4], sport: u16) -> FlowKey {
-    FlowKey {
-        src: v4_mapped(u32::from_ne_bytes(client)),
-        dst: v4_mapped(u32::from_ne_bytes(VIP)),
-        sport: sport.to_be(),
-        dport: 80u16.to_be(),
-        proto: PROTO_TCP,
-        _pad: [0; 3],
-    }
+    lb_tests::packet::flow_key(client, sport, 80)
 }
 
 #[test]

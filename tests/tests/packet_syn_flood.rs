@@ -10,10 +10,10 @@
 
 use std::net::Ipv4Addr;
 
-use lb_common::{Budget, Flow, FlowKey, PROTO_TCP, PROTO_UDP, Reason, TcpState, v4_mapped};
+use lb_common::{Budget, Flow, FlowKey, PROTO_UDP, Reason, TcpState};
 use lb_tests::packet::{
-    CLIENT_MAC, DIRECTOR_MAC, Harness, XDP_DROP, XDP_TX, backend_of, pin_to_one_cpu, tcp_frame,
-    udp4_frame,
+    CLIENT_MAC, DIRECTOR_MAC, Harness, XDP_DROP, XDP_TX, backend_of, flow_key, pin_to_one_cpu,
+    tcp_frame, udp4_frame, web_service,
 };
 
 const VIP: [u8; 4] = [192, 168, 58, 133];
@@ -41,29 +41,16 @@ fn spoofed(i: u32) -> [u8; 4] {
 
 /// A service `web` on VIP:80 over backends .135 to .138 (weight 1 each).
 fn service(scheduler: &str) -> String {
-    service_of("tcp", scheduler)
+    web_service(scheduler, "")
 }
 
 /// As [`service`], for `proto` (tcp or udp).
 fn service_of(proto: &str, scheduler: &str) -> String {
-    let mut s = format!(
-        "services:\n  - name: web\n    vip: 192.168.58.133\n    port: 80\n    protocol: {proto}\n    scheduler: {scheduler}\n    backends:\n"
-    );
-    for i in 0..4 {
-        s += &format!("      - address: 192.168.58.{}\n", 135 + i);
-    }
-    s
+    web_service(scheduler, &format!("    protocol: {proto}\n"))
 }
 
 fn key(client: [u8; 4], sport: u16) -> FlowKey {
-    FlowKey {
-        src: v4_mapped(u32::from_ne_bytes(client)),
-        dst: v4_mapped(u32::from_ne_bytes(VIP)),
-        sport: sport.to_be(),
-        dport: 80u16.to_be(),
-        proto: PROTO_TCP,
-        _pad: [0; 3],
-    }
+    flow_key(client, sport, 80)
 }
 
 /// Sets the per-CPU budget of new entries per second (0 = no limit) and starts a fresh window.

@@ -111,9 +111,20 @@ pub fn snmp_counter(host: &Host, name: &str) -> Result<u64> {
                 .with_context(|| format!("bad /proc/net/snmp6 line {line:?}"));
         }
     }
-    // /proc/net/snmp: a line of names, then a line of values, per protocol.
     let snmp = host.exec_ok(&["cat", "/proc/net/snmp"])?;
-    let lines: Vec<&str> = snmp.lines().collect();
+    match paired_counter(&snmp, name) {
+        Some(v) => v
+            .parse()
+            .with_context(|| format!("bad /proc/net/snmp value {v:?} of {name}")),
+        None => bail!("{} has no counter {name}", host.name),
+    }
+}
+
+/// The value of counter `name` (as `nstat` names it: protocol then field, `TcpExtListenDrops`)
+/// in the text of `/proc/net/snmp` or `/proc/net/netstat`: a line of names, then a line of
+/// values, per protocol.
+pub fn paired_counter<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let lines: Vec<&str> = text.lines().collect();
     for pair in lines.chunks(2) {
         let [names, values] = pair else { break };
         let (Some((proto, names)), Some((_, values))) =
@@ -123,13 +134,11 @@ pub fn snmp_counter(host: &Host, name: &str) -> Result<u64> {
         };
         for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
             if format!("{proto}{n}") == name {
-                return v
-                    .parse()
-                    .with_context(|| format!("bad /proc/net/snmp value {v:?} of {name}"));
+                return Some(v);
             }
         }
     }
-    bail!("{} has no counter {name}", host.name)
+    None
 }
 
 /// The MTU `host`'s kernel uses towards `to` when it has learnt a lower one (the `mtu` of
