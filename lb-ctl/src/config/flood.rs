@@ -52,19 +52,9 @@ pub(super) fn read(top: &Fields, d: &mut Diags) -> Option<Flood> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, parse};
+    use crate::config::parse;
 
-    const SERVICES: &str = "services: []\n";
-
-    fn ok(text: &str) -> Config {
-        parse(&format!("{SERVICES}{text}"), "t.yaml").unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn err(text: &str) -> String {
-        parse(&format!("{SERVICES}{text}"), "t.yaml")
-            .expect_err("must be refused")
-            .to_string()
-    }
+    use crate::config::test_util::{parse_err as err, parse_ok as ok};
 
     #[test]
     fn absent_empty_and_set() {

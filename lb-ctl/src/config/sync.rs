@@ -231,19 +231,8 @@ pub(super) fn read(top: &Fields, d: &mut Diags) -> Option<Option<SyncConfig>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, parse};
 
-    const SERVICES: &str = "services: []\n";
-
-    fn ok(text: &str) -> Config {
-        parse(&format!("{SERVICES}{text}"), "t.yaml").unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn err(text: &str) -> String {
-        parse(&format!("{SERVICES}{text}"), "t.yaml")
-            .expect_err("must be refused")
-            .to_string()
-    }
+    use crate::config::test_util::{parse_err as err, parse_ok as ok};
 
     #[test]
     fn defaults_and_every_key() {
