@@ -500,6 +500,21 @@ pub fn flow_key(client: [u8; 4], sport: u16, dport: u16) -> FlowKey {
     }
 }
 
+/// A TCP frame from `client:sport` to 192.168.58.133:80 (the VIP of [`web_service`]).
+pub fn tcp_to_web(client: [u8; 4], sport: u16, flags: &str) -> Vec<u8> {
+    tcp_frame(
+        (CLIENT_MAC, DIRECTOR_MAC),
+        (client, sport),
+        ([192, 168, 58, 133], 80),
+        flags,
+    )
+}
+
+/// The `i`th client address of the packet tests' real connections (10.1.x.x).
+pub fn client_addr(i: u32) -> [u8; 4] {
+    [10, 1, (i >> 8) as u8, i as u8]
+}
+
 /// A service `web` on 192.168.58.133:80 with `scheduler` over backends .135 to .138 (weight 1
 /// each); `extra` (indented lines of the service) goes before its backends.
 pub fn web_service(scheduler: &str, extra: &str) -> String {

@@ -7,28 +7,13 @@
 use std::{net::Ipv4Addr, thread, time::Duration};
 
 use lb_common::{Flow, FlowKey, PersistKey, Reason, v4_mapped};
-use lb_tests::packet::{
-    CLIENT_MAC, DIRECTOR_MAC, Harness, XDP_DROP, backend_of, tcp_frame, web_service,
-};
+use lb_tests::packet::{Harness, XDP_DROP, backend_of, web_service};
 
-const VIP: [u8; 4] = [192, 168, 58, 133];
 /// Flag sets of packets that do not open a connection: a bare ACK, data, FIN, RST, and a
 /// SYN that also carries RST (IPVS schedules only `syn && !rst`).
 const NON_SYN: [&str; 6] = ["A", "PA", "FA", "R", "RA", "SR"];
 
-/// A TCP frame from `client:sport` to VIP:80.
-fn tcp(client: [u8; 4], sport: u16, flags: &str) -> Vec<u8> {
-    tcp_frame(
-        (CLIENT_MAC, DIRECTOR_MAC),
-        (client, sport),
-        (VIP, 80),
-        flags,
-    )
-}
-
-fn client(i: u32) -> [u8; 4] {
-    [10, 1, (i >> 8) as u8, i as u8]
-}
+use lb_tests::packet::{client_addr as client, tcp_to_web as tcp};
 
 /// A service `web` on VIP:80 over backends .135 to .138 (weight 1 each).
 fn service(scheduler: &str, extra: &str) -> String {

@@ -13,26 +13,14 @@ use std::net::Ipv4Addr;
 use lb_common::{Budget, Flow, FlowKey, PROTO_UDP, Reason, TcpState};
 use lb_tests::packet::{
     CLIENT_MAC, DIRECTOR_MAC, Harness, XDP_DROP, XDP_TX, backend_of, flow_key, pin_to_one_cpu,
-    tcp_frame, udp4_frame, web_service,
+    udp4_frame, web_service,
 };
 
 const VIP: [u8; 4] = [192, 168, 58, 133];
 /// The harness's tables: 4096 established and 4096 half-open entries.
 const CAPACITY: u32 = 4096;
 
-fn tcp(client: [u8; 4], sport: u16, flags: &str) -> Vec<u8> {
-    tcp_frame(
-        (CLIENT_MAC, DIRECTOR_MAC),
-        (client, sport),
-        (VIP, 80),
-        flags,
-    )
-}
-
-/// A client address of the real connections (10.1.x.x).
-fn client(i: u32) -> [u8; 4] {
-    [10, 1, (i >> 8) as u8, i as u8]
-}
+use lb_tests::packet::{client_addr as client, tcp_to_web as tcp};
 
 /// A spoofed source of the flood (10.200.x.x to 10.255.x.x).
 fn spoofed(i: u32) -> [u8; 4] {

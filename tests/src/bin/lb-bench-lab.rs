@@ -687,7 +687,23 @@ fn live_frames_rate(lab: &Lab, ctl: &LbCtl, args: &Args) -> Result<Value> {
         "frame_bytes": 60,
         "sent": sent,
     });
-    match measured? {
+    record_rate(&mut out, measured?, || {
+        format!(
+            "the director forwarded nothing of the generator's frames within 5 s ({})",
+            if errors.is_empty() {
+                "no error".into()
+            } else {
+                errors.join("; ")
+            }
+        )
+    });
+    Ok(out)
+}
+
+/// Prints a generator's measured `rate` and adds its fields to `out`; without one, records
+/// why (`"error"`).
+fn record_rate(out: &mut Value, rate: Option<Value>, why: impl FnOnce() -> String) {
+    match rate {
         Some(rate) => {
             print_rate(&rate);
             for (k, v) in rate.as_object().into_iter().flatten() {
@@ -695,19 +711,11 @@ fn live_frames_rate(lab: &Lab, ctl: &LbCtl, args: &Args) -> Result<Value> {
             }
         }
         None => {
-            let why = format!(
-                "the director forwarded nothing of the generator's frames within 5 s ({})",
-                if errors.is_empty() {
-                    "no error".into()
-                } else {
-                    errors.join("; ")
-                }
-            );
+            let why = why();
             eprintln!("    {why}");
             out["error"] = json!(why);
         }
     }
-    Ok(out)
 }
 
 /// The raw rate with `xdp-trafficgen udp` in the client's namespace (IPv6 UDP to the IPv6
@@ -788,22 +796,12 @@ fn trafficgen_rate(lab: &Lab, ctl: &LbCtl, args: &Args) -> Result<Value> {
         .join("\n");
     out["exit"] = json!(status.to_string());
     out["output_tail"] = json!(tail);
-    match result {
-        Some(rate) => {
-            print_rate(&rate);
-            for (k, v) in rate.as_object().into_iter().flatten() {
-                out[k] = v.clone();
-            }
-        }
-        None => {
-            let why = format!(
-                "xdp-trafficgen sent nothing the director forwarded within 5 s ({status}); its \
-                 output:\n{tail}"
-            );
-            eprintln!("    {why}");
-            out["error"] = json!(why);
-        }
-    }
+    record_rate(&mut out, result, || {
+        format!(
+            "xdp-trafficgen sent nothing the director forwarded within 5 s ({status}); its \
+             output:\n{tail}"
+        )
+    });
     Ok(out)
 }
 
