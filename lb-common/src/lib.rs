@@ -10,12 +10,14 @@
 //! (`::ffff:a.b.c.d`), so IPv4 and IPv6 share every map. Ports are in network byte order.
 #![no_std]
 
+mod cache;
 pub mod decap;
 mod flow;
 mod forward;
 mod frag;
 mod pick;
 
+pub use cache::{CachedFlow, cache_slot, refresh_ticks};
 pub use flow::{Flow, TcpState, age_ns, tcp_flags, timeouts};
 pub use forward::Forward;
 pub use frag::{Frag, FragKey, frag_timeouts};
@@ -42,9 +44,15 @@ pub mod names {
     pub const BUDGET: &str = "BUDGET";
     pub const VIP_FILTER: &str = "VIP_FILTER";
     pub const SERVICE_KEYS: &str = "SERVICE_KEYS";
+    pub const FLOW_CACHE: &str = "FLOW_CACHE";
+    pub const GENERATION: &str = "GENERATION";
+    /// The loader sets it: `bpf_jiffies64` ticks a flow-cache slot serves ([`refresh_ticks`]).
+    ///
+    /// [`refresh_ticks`]: crate::refresh_ticks
+    pub const REFRESH_TICKS: &str = "REFRESH_TICKS";
 
     /// Every map of the program, in the order they are pinned.
-    pub const MAPS: [&str; 17] = [
+    pub const MAPS: [&str; 19] = [
         SERVICES,
         BACKENDS,
         TABLE,
@@ -62,6 +70,8 @@ pub mod names {
         BUDGET,
         VIP_FILTER,
         SERVICE_KEYS,
+        FLOW_CACHE,
+        GENERATION,
     ];
 }
 
@@ -92,6 +102,10 @@ pub mod limits {
     pub const IFINDEX_SLOTS: u32 = 1 << 16;
     /// Words of `VIP_FILTER`, a bitmap of 65,536 bits (8 KiB) indexed by [`vip_filter_bit`].
     pub const VIP_FILTER_WORDS: u32 = 1 << 10;
+    /// Slots of each CPU's flow cache (`FLOW_CACHE`, direct-mapped), 64 bytes each: 512 KiB
+    /// a CPU.
+    pub const FLOW_CACHE_SLOTS: u32 = 1 << FLOW_CACHE_BITS;
+    pub const FLOW_CACHE_BITS: u32 = 13;
     /// Bytes of a service name, including no terminator (names are NUL-padded).
     pub const NAME_LEN: usize = 32;
 }
@@ -558,6 +572,7 @@ mod pod {
     unsafe impl aya::Pod for Frag {}
     unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for Budget {}
+    unsafe impl aya::Pod for CachedFlow {}
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@
 #![feature(core_intrinsics)]
 
 mod bounds;
+mod cache;
 mod fib;
 mod frag;
 mod icmp;
@@ -53,14 +54,15 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    Addr, BACKEND_USABLE, Backend, Budget, Counters, Flow, FlowKey, Forward, Iface, PROTO_ICMP,
-    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Persist, PersistKey, Pick, Reason, Service, ServiceKey,
-    Settings, TcpState, age_ns, hash_addr, hash_flow, limits, serves, tcp_flags, v4_mapped,
-    vip_filter_bit,
+    Addr, BACKEND_USABLE, Backend, Budget, CachedFlow, Counters, Flow, FlowKey, Forward, Iface,
+    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Persist, PersistKey, Pick, Reason, Service,
+    ServiceKey, Settings, TcpState, age_ns, hash_addr, hash_flow, limits, serves, tcp_flags,
+    v4_mapped, vip_filter_bit,
 };
 
 use crate::{
     bounds::{ptr_at, ptr_at_var},
+    cache::Cache,
     frag::Fragment,
 };
 
@@ -98,6 +100,18 @@ static SERVICE_KEYS: Array<ServiceKey> = Array::with_max_entries(limits::MAX_SER
 /// The interfaces the program is attached to, by ifindex (an array: its lookup is inlined).
 #[map]
 static IFACES: Array<Iface> = Array::with_max_entries(limits::IFINDEX_SLOTS, 0);
+/// Each CPU's flow cache: a direct-mapped array in front of `FLOWS` ([`cached`]).
+#[map]
+static FLOW_CACHE: PerCpuArray<CachedFlow> =
+    PerCpuArray::with_max_entries(limits::FLOW_CACHE_SLOTS, 0);
+/// The generation of the maps a cached flow was decided from; user space bumps it after
+/// every write that can change where a flow goes.
+#[map]
+static GENERATION: Array<u32> = Array::with_max_entries(1, 0);
+/// `bpf_jiffies64` ticks a flow-cache slot serves after it is filled (one second), set by the
+/// loader from the kernel's tick; 0 (not set) leaves the cache unused.
+#[unsafe(no_mangle)]
+static REFRESH_TICKS: u64 = 0;
 #[map]
 static SERVICE_STATS: PerCpuArray<Counters> =
     PerCpuArray::with_max_entries(limits::MAX_SERVICES, 0);
@@ -240,12 +254,17 @@ fn place(ctx: &XdpContext, pkt: &Packet) -> Result<Target, Reason> {
     if !maybe_vip(&pkt.flow.dst) {
         return Err(Reason::PassNotVip);
     }
+    // Most packets belong to a flow this CPU forwarded within the last second.
+    let cache = Cache::open(pkt);
+    if let Some(t) = cache.hit(ctx, pkt)? {
+        return Ok(t);
+    }
     // Timeouts are in seconds: the coarse clock (a tick's resolution) is enough and cheaper.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    // The connection table first: most packets belong to an established connection, whose
-    // entry names its service and backend.
+    // Then the connection table: an established connection's entry names its service and
+    // backend.
     let entry = FLOWS.get_ptr_mut(&pkt.flow);
-    if let Some(t) = established_first(ctx, pkt, entry, now)? {
+    if let Some(t) = established_first(ctx, pkt, entry, now, &cache)? {
         return Ok(t);
     }
     let service = find_service(&pkt.flow).ok_or(Reason::PassNotVip)?;
@@ -285,7 +304,7 @@ fn place(ctx: &XdpContext, pkt: &Packet) -> Result<Target, Reason> {
     })
 }
 
-/// Step 5a before steps 3 and 4: a live entry of `FLOWS` (not a closed tuple reused by a new
+/// Step 5a before steps 3 and 4 (after a miss of the flow cache): a live entry of `FLOWS` (not a closed tuple reused by a new
 /// SYN) whose service still serves this tuple (`SERVICE_KEYS`: ids are reused) and whose
 /// backend is still usable needs no `SERVICES` lookup. Anything else (`None`) goes the whole
 /// way, [`find_service`] then [`known_flow`], with the same entry.
@@ -295,6 +314,7 @@ fn established_first(
     pkt: &Packet,
     entry: Option<*mut Flow>,
     now: u64,
+    cache: &Cache,
 ) -> Result<Option<Target>, Reason> {
     let Some(flow) = entry else {
         return Ok(None);
@@ -321,13 +341,15 @@ fn established_first(
     if pkt.fragment == Fragment::First {
         frag::remember(pkt, backend_id, service_id, now);
     }
-    Ok(Some(Target {
+    let target = Target {
         service_id,
         backend_id,
         backend,
         new_flows: 0,
         reason: Reason::Forwarded,
-    }))
+    };
+    cache.fill(pkt, flow.state(), &target);
+    Ok(Some(target))
 }
 
 /// Steps 6 and 7 for a packet sent to a backend: the MACs (or the tunnel), then the counters.

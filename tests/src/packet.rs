@@ -266,7 +266,8 @@ impl Harness {
         plan
     }
 
-    /// Empties the connection table and the half-open table.
+    /// Empties the connection table and the half-open table, and the flow caches with them
+    /// (a new generation), as a control plane that deletes flows must.
     pub fn clear_flows(&mut self) {
         for table in [&mut self.maps.flows, &mut self.maps.syns] {
             let keys: Vec<FlowKey> = table.keys().filter_map(|k| k.ok()).collect();
@@ -274,15 +275,40 @@ impl Harness {
                 let _ = table.remove(&k);
             }
         }
+        self.maps.bump_generation().expect("bumping GENERATION");
     }
 
     /// Removes the TCP flow `client:sport -> VIP:dport` from the connection table or the
-    /// half-open table, as an eviction would; returns whether it was there.
+    /// half-open table, as an eviction would, and empties the flow caches (a new generation:
+    /// an evicted flow's slot would otherwise serve it for up to a second); returns whether
+    /// it was there.
     pub fn remove_flow(&mut self, client: [u8; 4], sport: u16, dport: u16) -> bool {
         let key = flow_key(client, sport, dport);
         let established = self.maps.flows.remove(&key).is_ok();
         let half_open = self.maps.syns.remove(&key).is_ok();
+        self.maps.bump_generation().expect("bumping GENERATION");
         established || half_open
+    }
+
+    /// The flow-cache slots (of any CPU) that hold `key`, as (CPU, slot).
+    pub fn cached(&self, key: &FlowKey) -> Vec<(usize, lb_common::CachedFlow)> {
+        let slot = lb_common::cache_slot(key);
+        let values = self
+            .maps
+            .flow_cache
+            .get(&slot, 0)
+            .expect("reading FLOW_CACHE");
+        values
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.key == *key && c.fresh_until != 0)
+            .map(|(cpu, c)| (cpu, *c))
+            .collect()
+    }
+
+    /// `GENERATION[0]`: what a slot's generation must be for the data path to trust it.
+    pub fn generation(&self) -> u32 {
+        self.maps.generation.get(&0, 0).expect("reading GENERATION")
     }
 
     pub fn flow_capacity(&self) -> u32 {

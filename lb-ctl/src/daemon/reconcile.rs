@@ -68,11 +68,16 @@ impl Daemon {
                 filter_words: 0,
                 key_slots: 0,
             }) => {}
-            Ok(n) => warn!(
-                words = n.filter_words,
-                slots = n.key_slots,
-                "reconcile: VIP_FILTER or SERVICE_KEYS differed from SERVICES: repaired"
-            ),
+            Ok(n) => {
+                warn!(
+                    words = n.filter_words,
+                    slots = n.key_slots,
+                    "reconcile: VIP_FILTER or SERVICE_KEYS differed from SERVICES: repaired"
+                );
+                if let Err(e) = self.maps.bump_generation() {
+                    warn!(error = %format!("{e:#}"), "reconcile: the flow caches' generation");
+                }
+            }
             Err(e) => warn!(error = %format!("{e:#}"), "reconcile: the maps that follow SERVICES"),
         }
         // lc/wlc counts: drop connections that vanished without FIN or RST.

@@ -400,6 +400,7 @@ impl Syncer {
                 }
             }
         };
+        let mut moved_any = false;
         for e in &d.flows {
             let Some((service_id, backend)) = local(
                 maps,
@@ -428,6 +429,9 @@ impl Syncer {
                 _pad: [0; 7],
             };
             let in_flows = maps.flows.get(&key, 0).ok();
+            // A flow this director knows, now sent elsewhere: the flow caches may hold it.
+            let moved =
+                in_flows.is_some_and(|f| (f.backend, f.service_id) != (backend, service_id));
             // Only TCP has half-open entries.
             let in_syns = match key.proto {
                 PROTO_TCP => maps.syns.get(&key, 0).ok(),
@@ -456,9 +460,13 @@ impl Syncer {
                 let _ = other.remove(&key);
             }
             Stats::add(&stats.installed, 1);
+            moved_any |= moved;
             for (b, delta) in conns {
                 add_conns(maps, b, delta);
             }
+        }
+        if moved_any && let Err(e) = maps.bump_generation() {
+            warn!(error = %format!("{e:#}"), "sync: the flow caches' generation");
         }
         for e in &d.persist {
             let Some((service_id, backend)) = local(

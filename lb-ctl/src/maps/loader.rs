@@ -10,7 +10,7 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{Xdp, XdpMode},
 };
-use lb_common::{decap, limits, names};
+use lb_common::{decap, limits, names, refresh_ticks};
 
 /// The XDP object, as built for `bpfel-unknown-none`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
@@ -59,8 +59,10 @@ fn check_object() -> Result<()> {
 /// every program instance loaded with the same directory shares the same maps.
 pub fn load(sizes: &Sizes, pin_dir: Option<&Path>) -> Result<Ebpf> {
     check_object()?;
+    let refresh = refresh_ticks(coarse_tick_ns()?);
     let mut loader = EbpfLoader::new();
     loader
+        .override_global(names::REFRESH_TICKS, &refresh, true)
         .map_max_entries(names::TABLE, sizes.table_entries)
         .map_max_entries(names::FLOWS, sizes.flows)
         .map_max_entries(names::SYNS, sizes.syns);
@@ -76,6 +78,21 @@ pub fn load(sizes: &Sizes, pin_dir: Option<&Path>) -> Result<Ebpf> {
         .load()
         .context("the kernel's verifier rejected the XDP program")?;
     Ok(ebpf)
+}
+
+/// The kernel's tick in ns (`1 / HZ`): the resolution of `CLOCK_MONOTONIC_COARSE`, which
+/// is what `bpf_jiffies64` counts.
+pub fn coarse_tick_ns() -> Result<u64> {
+    let mut res = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `res` is a valid, writable timespec.
+    if unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut res) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .context("reading the kernel's tick (clock_getres CLOCK_MONOTONIC_COARSE)");
+    }
+    Ok(res.tv_sec as u64 * 1_000_000_000 + res.tv_nsec as u64)
 }
 
 /// Loads the decapsulation object and its program (the verifier runs here). With `pin_dir`,

@@ -30,8 +30,8 @@ use aya::{
     util::nr_cpus,
 };
 use lb_common::{
-    Backend, Budget, Counters, Flow, FlowKey, Frag, FragKey, Iface, Persist, PersistKey, Reason,
-    Service, ServiceKey, Settings, limits, names,
+    Backend, Budget, CachedFlow, Counters, Flow, FlowKey, Frag, FragKey, Iface, Persist,
+    PersistKey, Reason, Service, ServiceKey, Settings, limits, names,
 };
 
 /// An interface the program can serve: IFACES is an array indexed by ifindex, with
@@ -74,6 +74,10 @@ pub struct Maps {
     pub vip_filter: Array<MapData, u64>,
     /// Each service id's key ([`derived`]).
     pub service_keys: Array<MapData, ServiceKey>,
+    /// Each CPU's flow cache (the data path writes it; user space only reads it).
+    pub flow_cache: PerCpuArray<MapData, CachedFlow>,
+    /// The generation cached flows are checked against ([`Maps::bump_generation`]).
+    pub generation: Array<MapData, u32>,
 }
 
 impl Maps {
@@ -135,11 +139,13 @@ impl Maps {
             budget: typed!(names::BUDGET),
             vip_filter: typed!(names::VIP_FILTER),
             service_keys: typed!(names::SERVICE_KEYS),
+            flow_cache: typed!(names::FLOW_CACHE),
+            generation: typed!(names::GENERATION),
         })
     }
 
     /// Every map with its name, in [`names::MAPS`] order.
-    pub fn all(&self) -> [(&'static str, &MapData); 17] {
+    pub fn all(&self) -> [(&'static str, &MapData); 19] {
         [
             (names::SERVICES, self.services.map()),
             (names::BACKENDS, self.backends.map()),
@@ -158,7 +164,22 @@ impl Maps {
             (names::BUDGET, self.budget.map()),
             (names::VIP_FILTER, self.vip_filter.map()),
             (names::SERVICE_KEYS, self.service_keys.map()),
+            (names::FLOW_CACHE, self.flow_cache.map()),
+            (names::GENERATION, self.generation.map()),
         ]
+    }
+
+    /// Empties every CPU's flow cache at once: the data path trusts a cached flow only while
+    /// its generation is the current one. Call it after any write that can change where a
+    /// known flow goes (services, backends, tables, connection entries); the writes before it
+    /// are what the next packet of every flow is judged by.
+    pub fn bump_generation(&mut self) -> Result<u32> {
+        let now = self.generation.get(&0, 0).context("reading GENERATION")?;
+        let next = now.wrapping_add(1);
+        self.generation
+            .set(0, next, 0)
+            .context("writing GENERATION")?;
+        Ok(next)
     }
 
     /// The kernel's id of the services map: two handles with the same id are the same maps.

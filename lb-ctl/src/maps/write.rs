@@ -12,7 +12,8 @@ use crate::{
 impl Plan {
     /// Writes the plan to the maps, in the order `plan` gave its writes. `VIP_FILTER` and
     /// `SERVICE_KEYS` get new services' bits and keys before their services are written, and
-    /// lose those of services removed after ([`derived`]).
+    /// lose those of services removed after ([`derived`]). Then the flow caches' generation
+    /// moves on ([`Maps::bump_generation`]).
     pub fn execute(&self, maps: &mut Maps) -> Result<()> {
         let puts: Vec<(ServiceKey, Service)> = self
             .writes()
@@ -32,6 +33,10 @@ impl Plan {
         self.write_in_order(maps)?;
         if deletes {
             derived::sync(maps, &[])?;
+        }
+        if !self.writes().is_empty() {
+            // Every CPU's cached flows were decided from the maps as they were.
+            maps.bump_generation()?;
         }
         Ok(())
     }
