@@ -181,13 +181,18 @@ pub fn serves(key: &ServiceKey, f: &FlowKey) -> bool {
 }
 
 /// The bit of `VIP_FILTER` that a destination address sets (user space, for every VIP) and
-/// tests (the data path, before it looks a service up): its [`hash_addr`] modulo the
-/// bitmap's size. A clear bit proves the address is no VIP; a set one may be a collision,
-/// which costs only the exact lookup.
+/// tests (the data path, before it looks a service up): the address's words folded with XOR,
+/// then a multiply (Fibonacci hashing) whose top bits index the bitmap. A clear bit proves the
+/// address is no VIP; a set one may be a collision, which costs only the exact lookup. Every
+/// packet to the director computes it, so it is a few instructions, not a full hash.
 #[inline(always)]
 pub const fn vip_filter_bit(a: &Addr) -> u32 {
-    hash_addr(a) & (limits::VIP_FILTER_WORDS * 64 - 1)
+    let x = a[0] ^ a[1] ^ a[2] ^ a[3];
+    (x ^ (x >> 16)).wrapping_mul(0x9e37_79b1) >> (32 - VIP_FILTER_BITS)
 }
+
+/// log2 of `VIP_FILTER`'s bits.
+const VIP_FILTER_BITS: u32 = (limits::VIP_FILTER_WORDS * 64).trailing_zeros();
 
 /// The hash of a flow (mh): addresses, ports and protocol, the same on every director.
 #[inline(always)]

@@ -61,6 +61,12 @@ pub fn parse(ctx: &XdpContext, l3: usize) -> Result<Packet, Reason> {
     if walk.off > end {
         return Err(Reason::PassMalformed);
     }
+    // Step 3a before the transport header: traffic to no VIP goes to the kernel. (Before the
+    // extension headers' walk, it made LLVM keep the packet pointer in a form the verifier
+    // refuses.)
+    if !crate::maybe_vip(&addr(ip, 24)) {
+        return Err(Reason::PassNotVip);
+    }
     let flow = |proto, ports: [u16; 2]| FlowKey {
         src: addr(ip, 8),
         dst: addr(ip, 24),

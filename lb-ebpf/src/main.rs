@@ -251,9 +251,6 @@ fn process(ctx: &XdpContext) -> Reason {
 /// then its backend.
 #[inline(always)]
 fn place(ctx: &XdpContext, pkt: &Packet) -> Result<Target, Reason> {
-    if !maybe_vip(&pkt.flow.dst) {
-        return Err(Reason::PassNotVip);
-    }
     // Most packets belong to a flow this CPU forwarded within the last second.
     let cache = Cache::open(pkt);
     if let Some(t) = cache.hit(ctx, pkt)? {
@@ -425,6 +422,11 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<Packet, Reason> {
     if ctx.data() + l3 + total_len as usize > ctx.data_end() {
         return Err(Reason::PassMalformed);
     }
+    let dst = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    // Step 3a before the rest: traffic to no VIP goes to the kernel with nothing more read.
+    if !maybe_vip(&v4_mapped(dst)) {
+        return Err(Reason::PassNotVip);
+    }
     let frag = u16::from_be_bytes([ip[6], ip[7]]);
     let fragment = if frag & IP_OFFSET_MASK != 0 {
         Fragment::Later
@@ -435,7 +437,6 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<Packet, Reason> {
     };
     let proto = ip[9];
     let src = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
-    let dst = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
     let mut pkt = Packet {
         flow: FlowKey {
             src: v4_mapped(src),
@@ -505,7 +506,8 @@ fn parse_ports(ctx: &XdpContext, l4: usize, proto: u8) -> Result<([u16; 2], u8),
     }
 }
 
-/// Step 3a: false when the destination is certainly no VIP (its bit of `VIP_FILTER` is
+/// Step 3a (run by the IP parsers, before the transport header): false when the destination
+/// is certainly no VIP (its bit of `VIP_FILTER` is
 /// clear); true sends the packet on to the exact lookup.
 #[inline(always)]
 fn maybe_vip(dst: &Addr) -> bool {
