@@ -8,10 +8,13 @@
 //!    first fragment's backend ([`frag`]) or passes. An ICMP or ICMPv6 error whose quoted
 //!    packet is a reply of a VIP flow goes to that flow's backend ([`icmp`]: steps 3 to 7 for
 //!    the quoted flow, read-only on the connection table).
-//! 3. [`maybe_vip`] (a bitmap read: a clear bit is no VIP). Then [`established_first`]: a live
-//!    connection-table entry whose service still serves the tuple (`SERVICE_KEYS`) and whose
-//!    backend is usable goes straight to steps 4, 6 and 7. Otherwise [`find_service`]: (VIP,
-//!    port, protocol), then (VIP, 0, protocol) for all-ports services.
+//! 3. [`maybe_vip`] (a bitmap read: a clear bit is no VIP), inside the IP parsers before the
+//!    transport header. Then the per-CPU flow cache ([`cache`]): a fresh slot of the current
+//!    generation holding the flow goes straight to steps 4, 6 and 7 with no hash-map call.
+//!    Then [`established_first`]: a live connection-table entry whose service still serves
+//!    the tuple (`SERVICE_KEYS`) and whose backend is usable goes to steps 4, 6 and 7 too
+//!    (and fills the cache slot). Otherwise [`find_service`]: (VIP, port, protocol), then
+//!    (VIP, 0, protocol) for all-ports services.
 //! 4. [`addressed_to_us`]: the frame's destination MAC must be the interface's own.
 //! 5. [`known_flow`] or [`schedule`]: the connection table (established connections), then
 //!    the half-open table (SYNs not yet followed by the client's ACK, which promotes them);
