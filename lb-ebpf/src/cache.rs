@@ -89,15 +89,13 @@ impl Cache {
         if cacheable_state(pkt) != Some(state) || refresh == 0 {
             return;
         }
-        unsafe {
-            *slot = CachedFlow {
-                key: pkt.flow,
-                service_id: target.service_id,
-                backend: target.backend_id,
-                generation: self.generation,
-                _pad: 0,
-                fresh_until: self.now + refresh,
-            }
-        };
+        let c = unsafe { &mut *slot };
+        // A copy that cannot overlap: LLVM inlines it (a struct assignment from the stack
+        // became a call to a byte-wise memmove).
+        unsafe { core::ptr::copy_nonoverlapping(&pkt.flow, &mut c.key, 1) };
+        c.service_id = target.service_id;
+        c.backend = target.backend_id;
+        c.generation = self.generation;
+        c.fresh_until = self.now + refresh;
     }
 }

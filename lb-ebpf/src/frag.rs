@@ -32,13 +32,13 @@ pub enum Fragment {
 
 #[inline(always)]
 fn key(pkt: &Packet) -> FragKey {
-    FragKey {
-        src: pkt.flow.src,
-        dst: pkt.flow.dst,
-        id: pkt.frag_id,
-        proto: pkt.frag_proto,
-        _pad: [0; 3],
-    }
+    // From zeroed memory: a literal's 3-byte `_pad` became a call to a `memset` subprogram.
+    let mut k: FragKey = unsafe { core::mem::zeroed() };
+    k.src = pkt.flow.src;
+    k.dst = pkt.flow.dst;
+    k.id = pkt.frag_id;
+    k.proto = pkt.frag_proto;
+    k
 }
 
 /// A first fragment went to `backend` of service `service_id`: its datagram's later fragments

@@ -200,14 +200,14 @@ fn quoted_ports(ctx: &XdpContext, l4: usize, ip_end: usize) -> Option<[u16; 2]> 
 /// The key of the client's packets of the flow whose reply (`src` -> `dst`) was quoted.
 #[inline(always)]
 fn client_flow(src: Addr, dst: Addr, ports: [u16; 2], proto: u8) -> FlowKey {
-    FlowKey {
-        src: dst,
-        dst: src,
-        sport: ports[1],
-        dport: ports[0],
-        proto,
-        _pad: [0; 3],
-    }
+    // From zeroed memory: a literal's 3-byte `_pad` became a call to a `memset` subprogram.
+    let mut k: FlowKey = unsafe { core::mem::zeroed() };
+    k.src = dst;
+    k.dst = src;
+    k.sport = ports[1];
+    k.dport = ports[0];
+    k.proto = proto;
+    k
 }
 
 /// The backend of the client flow `flow`, if it is one of a VIP's (see [`target`] for the

@@ -660,13 +660,7 @@ fn half_open(pkt: &Packet, signalled: TcpState, now: u64) -> Known {
         syn.last_seen_ns = now;
         return Known::Hit(id, backend);
     }
-    let flow = Flow {
-        last_seen_ns: now,
-        backend: id,
-        service_id,
-        state: signalled as u8,
-        _pad: [0; 7],
-    };
+    let flow = flow_entry(now, id, service_id, signalled);
     // A failed insert leaves the half-open entry, which the next packet tries again.
     if FLOWS.insert(&pkt.flow, &flow, 0).is_ok() {
         let _ = SYNS.remove(&pkt.flow);
@@ -675,6 +669,18 @@ fn half_open(pkt: &Packet, signalled: TcpState, now: u64) -> Known {
         }
     }
     Known::Hit(id, backend)
+}
+
+/// A connection-table entry. Built from zeroed memory: a literal's 7-byte `_pad` made LLVM
+/// call a byte-wise `memset` subprogram on every new flow.
+#[inline(always)]
+fn flow_entry(now: u64, backend: u32, service_id: u32, state: TcpState) -> Flow {
+    let mut f: Flow = unsafe { core::mem::zeroed() };
+    f.last_seen_ns = now;
+    f.backend = backend;
+    f.service_id = service_id;
+    f.state = state as u8;
+    f
 }
 
 /// Removes an expired or closed entry from `table`; the packet that removes it (one only,
@@ -774,13 +780,7 @@ fn schedule(
         let _ = PERSIST.insert(&key, &p, 0);
     }
     let state = TcpState::signalled(pkt.flow.proto, pkt.tcp_flags);
-    let flow = Flow {
-        last_seen_ns: now,
-        backend: id,
-        service_id: service.id,
-        state: state as u8,
-        _pad: [0; 7],
-    };
+    let flow = flow_entry(now, id, service.id, state);
     // A SYN's entry is half-open until the client's ACK; anything else (UDP, or a live TCP
     // connection rescheduled off a gone backend) is established. A full table evicts its
     // least recently used entry; a failed insert only costs stickiness.
