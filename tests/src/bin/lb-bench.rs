@@ -46,11 +46,11 @@ use anyhow::{Context as _, Result, bail};
 use aya::programs::ProgramFd;
 use etherparse::{PacketBuilder, VlanId};
 use lb_common::{Counters, Reason};
-use lb_tests::packet::{
-    BENCH_TUNNEL_SERVICES, BenchProgs, CLIENT_MAC, DIRECTOR_MAC, FibNs, Harness, Pinned, XDP_DROP,
-    TEST_SIZES, XDP_PASS, XDP_TX, bench_frame, flow_key_of, require_root, tcp6_frame,
-};
 use lb_ctl::maps::loader::Sizes;
+use lb_tests::packet::{
+    BENCH_TUNNEL_SERVICES, BenchProgs, CLIENT_MAC, DIRECTOR_MAC, FibNs, Harness, Pinned,
+    TEST_SIZES, XDP_DROP, XDP_PASS, XDP_TX, bench_frame, flow_key_of, require_root, tcp6_frame,
+};
 
 /// The direct-routing services; the tunnel services ([`BENCH_TUNNEL_SERVICES`]) follow.
 const CONFIG: &str = "
@@ -545,7 +545,10 @@ fn prepare(h: &mut Harness, sc: &Scenario, filled: &mut bool) -> Result<()> {
         let n = h
             .clear_flow_fill()
             .with_context(|| format!("{}: taking the fill out of FLOWS", sc.name))?;
-        eprintln!("    took {n} filled connections out of FLOWS ({:.1?})", t.elapsed());
+        eprintln!(
+            "    took {n} filled connections out of FLOWS ({:.1?})",
+            t.elapsed()
+        );
         *filled = false;
     }
     match sc.setup {
@@ -597,7 +600,10 @@ fn fill_flows(h: &mut Harness, name: &str) -> Result<()> {
         );
     }
     let t = Instant::now();
-    eprintln!("    filling FLOWS ({} entries) from every online CPU", h.flow_capacity());
+    eprintln!(
+        "    filling FLOWS ({} entries) from every online CPU",
+        h.flow_capacity()
+    );
     h.fill_flows("rr", &mut |done, total| {
         eprintln!("      {done} of {total} written ({:.1?})", t.elapsed());
     })
@@ -676,7 +682,9 @@ fn check(
     if let Setup::FullFlows = sc.setup {
         let held = h.established_count();
         if held < FULL_FLOWS {
-            bail!("{name}: the connection table holds {held} entries after the runs, fewer than {FULL_FLOWS}");
+            bail!(
+                "{name}: the connection table holds {held} entries after the runs, fewer than {FULL_FLOWS}"
+            );
         }
     }
     if let Setup::FullSyns(_) = sc.setup
@@ -728,7 +736,11 @@ fn full_table_md(rows: &[serde_json::Value]) -> String {
             r["ratio"].as_f64().unwrap_or(f64::NAN),
             r["twin_ratio"].as_f64().unwrap_or(f64::NAN),
             r["relative"].as_f64().unwrap_or(f64::NAN),
-            if r["met"].as_bool() == Some(true) { "met" } else { "not met" },
+            if r["met"].as_bool() == Some(true) {
+                "met"
+            } else {
+                "not met"
+            },
         );
     }
     md
@@ -746,7 +758,8 @@ fn main() -> Result<()> {
     let pinned = Pinned::here().context("pinning the bench to one CPU")?;
     eprintln!("==> every run on CPU {}", pinned.cpu);
     let started = Instant::now();
-    let mut h = Harness::with_config_sized(&format!("{CONFIG}{BENCH_TUNNEL_SERVICES}"), &BENCH_SIZES);
+    let mut h =
+        Harness::with_config_sized(&format!("{CONFIG}{BENCH_TUNNEL_SERVICES}"), &BENCH_SIZES);
     let insns = h
         .program()
         .info()
