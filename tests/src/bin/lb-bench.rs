@@ -724,9 +724,9 @@ fn full_table_rows(scenarios: &[Scenario], ratio_of: &[(&str, f64)]) -> Vec<serd
 
 /// The full-table rows as a Markdown table (also what `lb-bench-report` writes).
 fn full_table_md(rows: &[serde_json::Value]) -> String {
-    let mut md = format!(
+    let mut md = String::from(
         "| path, with 1,000,000 flows in FLOWS | ratio | empty-table ratio | full / empty | within 20% |\n\
-         | --- | --- | --- | --- | --- |\n"
+         | --- | --- | --- | --- | --- |\n",
     );
     for r in rows {
         let _ = writeln!(

@@ -316,7 +316,7 @@ impl Harness {
                     format!("writing entry {written} of {total} into {}", table.name())
                 })?;
                 written += 1;
-                if written % FILL_PROGRESS_EVERY == 0 {
+                if written.is_multiple_of(FILL_PROGRESS_EVERY) {
                     progress(written, total);
                 }
             }
