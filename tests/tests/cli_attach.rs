@@ -1,6 +1,7 @@
 //! `lb-ctl attach` and `detach`: native and generic mode, what is pinned, attaching twice, a
 //! second interface sharing the maps, failed attaches leaving nothing behind, and detach
-//! removing the link, the pins, the program and its maps (seen with `bpftool`).
+//! removing the link, the pins, the program and its maps (seen with `bpftool`); `--flows
+//! 1048576` making a connection table of that size, and what it takes in memory.
 //!
 //! Each test builds its own lab with [`CliLab`]
 //! (`lb_tests::cli`: the seed topology without servers, director-1 `.134` with the VIP `.133`;
@@ -309,5 +310,52 @@ fn failed_attach_of_a_second_interface_registers_nothing() {
         entries(),
         before,
         "the failed attach of brx left brx registered in IFACES"
+    );
+}
+
+/// `bpftool map show` of the map pinned as `name` under the lab's pin directory.
+fn pinned_map(net: &CliLab, name: &str) -> Value {
+    let path = net.pins().join(name).display().to_string();
+    let out = bpftool(&["-j", "map", "show", "pinned", &path]);
+    assert!(out.status.success(), "{out}");
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("bpftool -j map show: {e}\n{out}"))
+}
+
+#[test]
+fn attach_with_a_million_flows_makes_a_connection_table_of_that_size() {
+    let net = CliLab::new();
+    let mut memlock = Vec::new();
+    for (flows, args) in [
+        (1_048_576u64, &["attach", "eth0", "--flows", "1048576"][..]),
+        (262_144, &["attach", "eth0"][..]),
+    ] {
+        net.ctl(args).ok();
+        let map = pinned_map(&net, names::FLOWS);
+        assert_eq!(map["max_entries"], flows, "FLOWS after {args:?}: {map:#}");
+        let list = net.list();
+        assert!(
+            list.contains(&format!("; connection table 0 of {flows} in use, ")),
+            "{list}"
+        );
+        let bytes = map["bytes_memlock"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no bytes_memlock: {map:#}"));
+        let cache = pinned_map(&net, names::FLOW_CACHE);
+        let cache_bytes = cache["bytes_memlock"].as_u64().unwrap_or(0);
+        eprintln!(
+            "FLOWS of {flows} entries: {bytes} bytes memlock ({} a flow); FLOW_CACHE: {cache_bytes} \
+             bytes memlock ({} slots, {} possible CPUs)",
+            bytes / flows,
+            cache["max_entries"],
+            aya::util::nr_cpus().map_or(0, |n| n),
+        );
+        memlock.push(bytes);
+        let out = net.ctl(&["detach", "eth0"]).ok();
+        assert!(out.stdout.starts_with("detached from eth0;"), "{out}");
+    }
+    // Four times the entries take about four times the memory.
+    assert!(
+        memlock[0] > 3 * memlock[1] && memlock[0] < 5 * memlock[1],
+        "FLOWS memlock at 1,048,576 and 262,144 entries: {memlock:?}"
     );
 }

@@ -111,7 +111,9 @@ error says so and --mode generic works on any interface.")]
         #[arg(long, default_value_t = Sizes::default().table_entries)]
         table_entries: u32,
         /// Entries of the connection table: established TCP connections and UDP flows
-        /// (least recently used entries are evicted).
+        /// (least recently used entries are evicted). Each takes 128 bytes of kernel memory:
+        /// 32 MiB at the default, 128 MiB at 1048576. Each CPU holds its share (entries /
+        /// CPUs): size it for the flows one CPU sees, times the CPUs.
         #[arg(long, default_value_t = Sizes::default().flows)]
         flows: u32,
         /// Entries of the half-open table: TCP connections between the client's SYN and its

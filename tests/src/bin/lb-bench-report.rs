@@ -196,6 +196,34 @@ fn datapath_md(md: &mut String, d: &Value) {
         }
     }
     md.push('\n');
+    full_table_md(md, d);
+}
+
+/// The rows measured with 1,000,000 connections in the table, each against its empty-table
+/// twin: within 20% of the twin's ratio, or not.
+fn full_table_md(md: &mut String, d: &Value) {
+    let rows: Vec<&Value> = d["full_table"].as_array().into_iter().flatten().collect();
+    if rows.is_empty() {
+        return;
+    }
+    md.push_str(
+        "With 1,000,000 connections in the table (FLOWS of 1,048,576 entries), against the \
+         same row with the table empty:\n\n\
+         | path, with 1,000,000 flows in FLOWS | ratio | empty-table ratio | full / empty | \
+         within 20% |\n| --- | --- | --- | --- | --- |\n",
+    );
+    for r in rows {
+        let _ = writeln!(
+            md,
+            "| {} | {}x | {}x | {} | {} |",
+            r["twin"].as_str().unwrap_or("?"),
+            f(&r["ratio"], 2),
+            f(&r["twin_ratio"], 2),
+            f(&r["relative"], 2),
+            met_str(&r["met"])
+        );
+    }
+    md.push('\n');
 }
 
 fn lab_md(md: &mut String, l: &Value) {

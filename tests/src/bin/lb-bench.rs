@@ -31,6 +31,14 @@
 //! share, written from that CPU) before each measurement, so every SYN's insert evicts; "SYN
 //! over budget" sets `new_flows_per_cpu` to 1 and spends every CPU's budget before each
 //! measurement, so every SYN is over budget (dropped for rr, sent to its hash's pick for mh).
+//!
+//! Full-table rows: the program is loaded with a connection table of 1,048,576 entries
+//! (`attach --flows 1048576`). The rows "..., 1,000,000 flows in FLOWS", last in each round,
+//! repeat eight rows with the table holding at least 1,000,000 established connections of
+//! clients no bench packet uses (each online CPU's share written from that CPU, as the
+//! half-open table is filled), counted before and after each measurement; the other rows
+//! run with that fill taken out. Each is reported against its empty-table twin: its ratio
+//! within 20% of the twin's.
 
 use std::{fmt::Write as _, net::Ipv6Addr, time::Instant};
 
@@ -38,9 +46,10 @@ use anyhow::{Context as _, Result, bail};
 use aya::programs::ProgramFd;
 use etherparse::{PacketBuilder, VlanId};
 use lb_common::{Counters, Reason};
+use lb_ctl::maps::loader::Sizes;
 use lb_tests::packet::{
-    BENCH_TUNNEL_SERVICES, BenchProgs, CLIENT_MAC, DIRECTOR_MAC, FibNs, Harness, Pinned, XDP_DROP,
-    XDP_PASS, XDP_TX, bench_frame, flow_key_of, require_root, tcp6_frame,
+    BENCH_TUNNEL_SERVICES, BenchProgs, CLIENT_MAC, DIRECTOR_MAC, FibNs, Harness, Pinned,
+    TEST_SIZES, XDP_DROP, XDP_PASS, XDP_TX, bench_frame, flow_key_of, require_root, tcp6_frame,
 };
 
 /// The direct-routing services; the tunnel services ([`BENCH_TUNNEL_SERVICES`]) follow.
@@ -70,8 +79,9 @@ services:
 ";
 
 /// One measured path.
+#[derive(Clone)]
 struct Scenario {
-    name: &'static str,
+    name: String,
     frame: Vec<u8>,
     /// What the director must return.
     action: u32,
@@ -94,12 +104,20 @@ struct Scenario {
     /// A tunnel backend's row: the size of the outer header (IP, and UDP for GUE) it pushes
     /// in front. Measured inside the [`FibNs`], arriving on its `d0`.
     encap: Option<usize>,
+    /// A row measured with a million connections in `FLOWS` ([`Setup::FullFlows`]): the name
+    /// of its twin, the same row with the table (nearly) empty.
+    twin: Option<String>,
 }
 
 /// What a row sets up before each measurement of the director.
 #[derive(Clone, Copy)]
 enum Setup {
+    /// Nothing; the connection table holds only the bench's own flows (what a
+    /// [`Setup::FullFlows`] row wrote is taken out first).
     Nothing,
+    /// The connection table holding at least [`FULL_FLOWS`] established entries of clients no
+    /// bench packet uses, written from every online CPU.
+    FullFlows,
     /// The half-open table filled to what it holds, with entries of this service.
     FullSyns(&'static str),
     /// `new_flows_per_cpu` 1 and every CPU's budget spent (set back to 0 after the row).
@@ -154,6 +172,20 @@ fn tcp_from(client: [u8; 4], dport: u16, vlan: bool, syn: bool) -> Vec<u8> {
     v
 }
 
+/// The connection table's size for the whole bench (`attach --flows 1048576`), so that it
+/// can hold [`FULL_FLOWS`] entries; the half-open table keeps the test harness's size, which
+/// the flood rows fill.
+const BENCH_SIZES: Sizes = Sizes {
+    flows: 1 << 20,
+    ..TEST_SIZES
+};
+
+/// The connections a [`Setup::FullFlows`] row's table holds before and after its runs.
+const FULL_FLOWS: usize = 1_000_000;
+
+/// How much a full-table row's ratio may exceed its empty-table twin's.
+const FULL_TABLE_SLACK: f64 = 1.2;
+
 const CLIENT: [u8; 4] = [192, 168, 58, 100];
 /// The source of the ACK-without-a-connection rows: no SYN comes from it, so no ACK of those
 /// rows meets the half-open entry of a new-flow row's SYN (and promotes it).
@@ -195,8 +227,8 @@ fn scenarios() -> Vec<Scenario> {
         .udp(5353, 53)
         .write(&mut udp, b"query")
         .expect("frame");
-    let known = |name, frame, opens| Scenario {
-        name,
+    let known = |name: &str, frame, opens| Scenario {
+        name: name.to_string(),
         frame,
         action: XDP_TX,
         reason: Reason::Forwarded,
@@ -207,9 +239,10 @@ fn scenarios() -> Vec<Scenario> {
         target: None,
         opens: Some(opens),
         encap: None,
+        twin: None,
     };
-    let new_flow = |name, port, target, service| Scenario {
-        name,
+    let new_flow = |name: &str, port, target, service| Scenario {
+        name: name.to_string(),
         frame: tcp(port, false, true),
         action: XDP_TX,
         reason: Reason::Forwarded,
@@ -220,9 +253,10 @@ fn scenarios() -> Vec<Scenario> {
         target,
         opens: None,
         encap: None,
+        twin: None,
     };
-    let non_vip = |name, frame| Scenario {
-        name,
+    let non_vip = |name: &str, frame| Scenario {
+        name: name.to_string(),
         frame,
         action: XDP_PASS,
         reason: Reason::PassNotVip,
@@ -233,16 +267,20 @@ fn scenarios() -> Vec<Scenario> {
         target: None,
         opens: None,
         encap: None,
+        twin: None,
     };
     // Each IPv6 row follows its IPv4 twin.
-    vec![
-        non_vip("non-VIP traffic (XDP_PASS)", non_vip_frame),
+    let mut rows = vec![
+        Scenario {
+            target: Some(1.5),
+            ..non_vip("non-VIP traffic (XDP_PASS)", non_vip_frame)
+        },
         non_vip(
             "IPv6: non-VIP traffic (XDP_PASS)",
             tcp6(v6(0x134), 22, false),
         ),
         Scenario {
-            target: Some(1.5),
+            target: Some(2.0),
             note: Some(
                 "the known-flow rows send the flow's SYN and one ACK first: their packets hit \
                  an established entry of the connection table (FLOWS), not a half-open one",
@@ -258,30 +296,48 @@ fn scenarios() -> Vec<Scenario> {
             tcp6(v6(0x133), 80, false),
             tcp6(v6(0x133), 80, true),
         ),
-        known("known flow, UDP", udp.clone(), udp),
-        known(
-            "known flow, TCP in 802.1Q",
-            tcp(80, true, false),
-            tcp(80, true, true),
-        ),
+        Scenario {
+            target: Some(2.0),
+            ..known("known flow, UDP", udp.clone(), udp)
+        },
+        Scenario {
+            target: Some(2.0),
+            ..known(
+                "known flow, TCP in 802.1Q",
+                tcp(80, true, false),
+                tcp(80, true, true),
+            )
+        },
+        Scenario {
+            target: Some(1.5),
+            note: Some(
+                "a known TCP flow of the mh service, whose lookup table does not change during \
+                 the run",
+            ),
+            ..known(
+                "known flow, mh (stable table)",
+                tcp(82, false, false),
+                tcp(82, false, true),
+            )
+        },
         Scenario {
             note: Some(
                 "the new-flow rows send a SYN of a new tuple each run: each makes a half-open \
                  entry (SYNS), which evicts once the CPU's share of the table is full",
             ),
-            ..new_flow("new flow, rr", 81, None, "rr")
+            ..new_flow("new flow, rr", 81, Some(6.0), "rr")
         },
         Scenario {
             frame: tcp6(v6(0x133), 81, true),
             vary_sport: Some(SPORT6),
             ..new_flow("IPv6: new flow, rr", 81, None, "rr6")
         },
-        new_flow("new flow, wrr", 80, None, "wrr"),
-        new_flow("new flow, mh", 82, Some(2.5), "mh"),
-        new_flow("new flow, sh", 83, None, "sh"),
-        new_flow("new flow, lc", 84, None, "lc"),
-        new_flow("new flow, wlc", 85, None, "wlc"),
-        new_flow("new flow, persistence hit", 86, None, "sticky"),
+        new_flow("new flow, wrr", 80, Some(6.0), "wrr"),
+        new_flow("new flow, mh", 82, Some(6.0), "mh"),
+        new_flow("new flow, sh", 83, Some(6.0), "sh"),
+        new_flow("new flow, lc", 84, Some(6.0), "lc"),
+        new_flow("new flow, wlc", 85, Some(6.0), "wlc"),
+        new_flow("new flow, persistence hit", 86, Some(6.0), "sticky"),
         // A SYN flood's steady state: every SYN evicts a half-open entry.
         Scenario {
             setup: Setup::FullSyns("rr"),
@@ -390,7 +446,51 @@ fn scenarios() -> Vec<Scenario> {
                 tcp6(v6(0x133), 90, true),
             )
         },
-    ]
+    ];
+    // The same rows with a million connections in the table, last in each round: the table
+    // is filled once before the first of them and emptied of the fill before the next round's
+    // other rows.
+    let full: Vec<Scenario> = FULL_TWINS
+        .iter()
+        .map(|twin| {
+            let sc = rows
+                .iter()
+                .find(|r| r.name == *twin)
+                .unwrap_or_else(|| panic!("no row {twin:?} to measure with a full table"));
+            with_full_flows(sc)
+        })
+        .collect();
+    rows.extend(full);
+    rows
+}
+
+/// The rows measured again with [`FULL_FLOWS`] connections in the table.
+const FULL_TWINS: [&str; 8] = [
+    "non-VIP traffic (XDP_PASS)",
+    "known flow (connection-table hit), TCP",
+    "known flow, UDP",
+    "known flow, TCP in 802.1Q",
+    "known flow, mh (stable table)",
+    "new flow, rr",
+    "new flow, mh",
+    "new flow, persistence hit",
+];
+
+/// `sc` measured with [`FULL_FLOWS`] connections in the table: judged against `sc` (within
+/// [`FULL_TABLE_SLACK`] of its ratio) rather than by a target of its own.
+fn with_full_flows(sc: &Scenario) -> Scenario {
+    Scenario {
+        name: format!("{}, 1,000,000 flows in FLOWS", sc.name),
+        setup: Setup::FullFlows,
+        target: None,
+        note: (sc.name == FULL_TWINS[0]).then_some(
+            "the rows \"..., 1,000,000 flows in FLOWS\" run with the connection table \
+             (1,048,576 entries) holding at least 1,000,000 established connections of other \
+             clients, written from every CPU, before and after each measurement",
+        ),
+        twin: Some(sc.name.clone()),
+        ..sc.clone()
+    }
 }
 
 /// Opens a known flow's connection as a client does: its SYN (a half-open entry), then the
@@ -432,14 +532,43 @@ fn open_flow(
 /// the budget, starts with an empty half-open table, so that none of its SYNs meets the entry
 /// of an earlier row's or round's SYN (and finds it instead of making one, or instead of being
 /// over the budget); its table is full again after the CPU's share of inserts (its capacity
-/// divided by the possible CPUs).
-fn prepare(h: &mut Harness, sc: &Scenario) -> Result<()> {
+/// divided by the possible CPUs). A full-table row finds the connection table holding
+/// [`FULL_FLOWS`] (filled when it does not: `filled` says whether the fill is in the table);
+/// any other row finds it without the fill.
+fn prepare(h: &mut Harness, sc: &Scenario, filled: &mut bool) -> Result<()> {
     if sc.new_entries.is_some() || matches!(sc.setup, Setup::OverBudget) {
         h.clear_half_open()
             .with_context(|| format!("{}: emptying the half-open table", sc.name))?;
     }
+    if *filled && !matches!(sc.setup, Setup::FullFlows) {
+        let t = Instant::now();
+        let n = h
+            .clear_flow_fill()
+            .with_context(|| format!("{}: taking the fill out of FLOWS", sc.name))?;
+        eprintln!(
+            "    took {n} filled connections out of FLOWS ({:.1?})",
+            t.elapsed()
+        );
+        *filled = false;
+    }
     match sc.setup {
         Setup::Nothing => {}
+        Setup::FullFlows => {
+            let held = h.established_count();
+            if held < FULL_FLOWS {
+                fill_flows(h, &sc.name)?;
+                *filled = true;
+            }
+            let held = h.established_count();
+            if held < FULL_FLOWS {
+                bail!(
+                    "{}: the connection table holds {held} entries after filling it, fewer \
+                     than {FULL_FLOWS} (it can hold {} from the online CPUs)",
+                    sc.name,
+                    h.flows_reachable()?
+                );
+            }
+        }
         Setup::FullSyns(service) => {
             h.fill_syns(service)
                 .with_context(|| format!("{}: filling the half-open table", sc.name))?;
@@ -457,6 +586,28 @@ fn prepare(h: &mut Harness, sc: &Scenario) -> Result<()> {
             h.spend_budget()?;
         }
     }
+    Ok(())
+}
+
+/// Fills the connection table from every online CPU, saying how far it got on stderr.
+fn fill_flows(h: &mut Harness, name: &str) -> Result<()> {
+    let reachable = h.flows_reachable()?;
+    if reachable < FULL_FLOWS {
+        bail!(
+            "{name}: the connection table can hold {reachable} entries from the online CPUs \
+             (its {} divided among the possible CPUs), fewer than {FULL_FLOWS}",
+            h.flow_capacity()
+        );
+    }
+    let t = Instant::now();
+    eprintln!(
+        "    filling FLOWS ({} entries) from every online CPU",
+        h.flow_capacity()
+    );
+    h.fill_flows("rr", &mut |done, total| {
+        eprintln!("      {done} of {total} written ({:.1?})", t.elapsed());
+    })
+    .with_context(|| format!("{name}: filling the connection table"))?;
     Ok(())
 }
 
@@ -486,7 +637,7 @@ fn check(
     repeat: u32,
     elapsed: std::time::Duration,
 ) -> Result<()> {
-    let name = sc.name;
+    let name = &sc.name;
     let grew: Vec<(Reason, u64)> = h
         .reason_counts()?
         .into_iter()
@@ -528,6 +679,14 @@ fn check(
             bail!("{name}: {repeat} measured runs made {made} new entries of {service}");
         }
     }
+    if let Setup::FullFlows = sc.setup {
+        let held = h.established_count();
+        if held < FULL_FLOWS {
+            bail!(
+                "{name}: the connection table holds {held} entries after the runs, fewer than {FULL_FLOWS}"
+            );
+        }
+    }
     if let Setup::FullSyns(_) = sc.setup
         && !h.syns_full()?
     {
@@ -538,6 +697,53 @@ fn check(
         );
     }
     Ok(())
+}
+
+/// Each full-table row against its twin: both ratios, full / empty, and whether it is within
+/// [`FULL_TABLE_SLACK`].
+fn full_table_rows(scenarios: &[Scenario], ratio_of: &[(&str, f64)]) -> Vec<serde_json::Value> {
+    let ratio = |name: &str| ratio_of.iter().find(|(n, _)| *n == name).map(|(_, r)| *r);
+    scenarios
+        .iter()
+        .filter_map(|sc| {
+            let twin = sc.twin.as_deref()?;
+            let (full, empty) = (ratio(&sc.name)?, ratio(twin)?);
+            let relative = full / empty;
+            Some(serde_json::json!({
+                "path": sc.name,
+                "twin": twin,
+                "ratio": full,
+                "twin_ratio": empty,
+                "relative": relative,
+                "slack": FULL_TABLE_SLACK,
+                "met": relative <= FULL_TABLE_SLACK,
+            }))
+        })
+        .collect()
+}
+
+/// The full-table rows as a Markdown table (also what `lb-bench-report` writes).
+fn full_table_md(rows: &[serde_json::Value]) -> String {
+    let mut md = String::from(
+        "| path, with 1,000,000 flows in FLOWS | ratio | empty-table ratio | full / empty | within 20% |\n\
+         | --- | --- | --- | --- | --- |\n",
+    );
+    for r in rows {
+        let _ = writeln!(
+            md,
+            "| {} | {:.2}x | {:.2}x | {:.2} | {} |",
+            r["twin"].as_str().unwrap_or("?"),
+            r["ratio"].as_f64().unwrap_or(f64::NAN),
+            r["twin_ratio"].as_f64().unwrap_or(f64::NAN),
+            r["relative"].as_f64().unwrap_or(f64::NAN),
+            if r["met"].as_bool() == Some(true) {
+                "met"
+            } else {
+                "not met"
+            },
+        );
+    }
+    md
 }
 
 fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
@@ -552,7 +758,8 @@ fn main() -> Result<()> {
     let pinned = Pinned::here().context("pinning the bench to one CPU")?;
     eprintln!("==> every run on CPU {}", pinned.cpu);
     let started = Instant::now();
-    let mut h = Harness::with_config(&format!("{CONFIG}{BENCH_TUNNEL_SERVICES}"));
+    let mut h =
+        Harness::with_config_sized(&format!("{CONFIG}{BENCH_TUNNEL_SERVICES}"), &BENCH_SIZES);
     let insns = h
         .program()
         .info()
@@ -581,9 +788,11 @@ fn main() -> Result<()> {
         args.rounds,
         args.repeat
     );
+    // Whether the full-table rows' fill is in the connection table.
+    let mut filled = false;
     for round in 0..args.rounds {
         for (si, sc) in scenarios.iter().enumerate() {
-            let (name, data, want) = (sc.name, &sc.frame, sc.action);
+            let (name, data, want) = (sc.name.as_str(), &sc.frame, sc.action);
             // A tunnel row: this thread inside the namespace, every run arriving on its d0.
             let _inside = match sc.encap {
                 Some(_) => Some(
@@ -597,7 +806,7 @@ fn main() -> Result<()> {
             if let Some(syn) = &sc.opens {
                 open_flow(&mut h, name, syn, data, ifindex)?;
             }
-            prepare(&mut h, sc)?;
+            prepare(&mut h, sc, &mut filled)?;
             for (ti, (tname, fd)) in targets.iter().enumerate() {
                 let director = ti == 2;
                 let expect = if director { want } else { XDP_TX };
@@ -655,6 +864,8 @@ fn main() -> Result<()> {
     );
     let _ = writeln!(table, "| --- | --- | --- | --- | --- |");
     let mut rows = Vec::new();
+    // Each row's median ratio, for the full-table rows' comparison with their twins.
+    let mut ratio_of: Vec<(&str, f64)> = Vec::new();
     for (si, sc) in scenarios.iter().enumerate() {
         let t = &times[si];
         // Per round: the director in the baseline's place, and the baseline alone.
@@ -665,6 +876,7 @@ fn main() -> Result<()> {
         let (dmin, dmed, dmax) = stats(director);
         let (_, bmed, _) = stats(t[0].clone());
         let (_, rmed, _) = stats(ratios);
+        ratio_of.push((&sc.name, rmed));
         let met = sc.target.map(|t| rmed <= t);
         let verdict = match (sc.target, met) {
             (Some(t), Some(true)) => format!("<= {t}x: met"),
@@ -687,12 +899,14 @@ fn main() -> Result<()> {
             "note": sc.note,
         }));
     }
+    let full_table = full_table_rows(&scenarios, &ratio_of);
     for sc in &scenarios {
         if let Some(note) = sc.note {
             let _ = writeln!(table, "- {}: {note}", sc.name);
         }
     }
     println!("{table}");
+    println!("{}", full_table_md(&full_table));
     println!(
         "verifier: {} instructions processed for the director program",
         insns.map_or("unknown".to_string(), |n| n.to_string())
@@ -703,6 +917,7 @@ fn main() -> Result<()> {
         "rounds": args.rounds,
         "verified_insns": insns,
         "rows": rows,
+        "full_table": full_table,
     });
     let out = results.join("datapath.json");
     lb_tests::write_bench_json(&out, &json)?;

@@ -1,8 +1,9 @@
 //! The half-open table (`SYNS`) and the new-entry budget (`SETTINGS`, `BUDGET`) from the
 //! harness: filling the table to what it can hold, counting its entries, setting the budget and
-//! spending it, and the CPU pinning both need.
+//! spending it, and the CPU pinning both need; the connection table (`FLOWS`) filled the same
+//! way, for the bench's rows with a million connections.
 //!
-//! `SYNS` is an LRU map with per-CPU lists (`BPF_F_NO_COMMON_LRU`): each possible CPU holds
+//! `SYNS` (and `FLOWS`) is an LRU map with per-CPU lists (`BPF_F_NO_COMMON_LRU`): each possible CPU holds
 //! `max_entries / possible CPUs` entries, and an insert, by the data path or by a map update
 //! from user space, takes a free entry of the CPU it runs on, evicting that CPU's least
 //! recently used ones when it has none (up to 4 at a time, the kernel's `PERCPU_FREE_TARGET`).
@@ -16,7 +17,7 @@ use aya::maps::PerCpuValues;
 use aya::util::{nr_cpus, online_cpus};
 use etherparse::{NetHeaders, PacketHeaders, TransportHeader};
 use lb_common::{Budget, Flow, FlowKey, PROTO_TCP, PROTO_UDP, Settings, TcpState};
-use lb_ctl::maps::view::now_ns;
+use lb_ctl::maps::{hash_batch, view::now_ns};
 use lb_ctl::plan::convert::addr_of;
 
 use super::Harness;
@@ -29,6 +30,46 @@ pub const LRU_FREE_BATCH: usize = 4;
 /// The first source address of the entries [`Harness::fill_syns`] writes (10.200.0.0 on):
 /// no client of the tests or the bench sends from there, so no packet finds them.
 pub const FILL_CLIENTS: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 0);
+
+/// The first source address of the entries [`Harness::fill_flows`] writes (10.210.0.0 on,
+/// 18 addresses for 1,048,576 entries): no client of the tests or the bench sends from there.
+pub const FLOW_FILL_CLIENTS: Ipv4Addr = Ipv4Addr::new(10, 210, 0, 0);
+
+/// How often [`Harness::fill_flows`] reports its progress, in entries written.
+pub const FILL_PROGRESS_EVERY: usize = 1 << 18;
+
+/// The LRU table a fill writes, and the clients its entries come from.
+#[derive(Clone, Copy)]
+enum Fill {
+    Syns,
+    Flows,
+}
+
+impl Fill {
+    fn first_client(self) -> Ipv4Addr {
+        match self {
+            Fill::Syns => FILL_CLIENTS,
+            Fill::Flows => FLOW_FILL_CLIENTS,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Fill::Syns => "SYNS",
+            Fill::Flows => "FLOWS",
+        }
+    }
+
+    /// Whether `key` is one this fill writes: its client in the /16 from
+    /// [`Fill::first_client`] on.
+    fn wrote(self, key: &FlowKey) -> bool {
+        let first = u32::from(self.first_client());
+        match lb_ctl::plan::convert::addr_ip(&key.src) {
+            IpAddr::V4(a) => (first..first + (1 << 16)).contains(&u32::from(a)),
+            IpAddr::V6(_) => false,
+        }
+    }
+}
 
 /// The `FLOWS`/`SYNS` key of a TCP or UDP frame (Ethernet, an optional 802.1Q tag, IPv4 or
 /// IPv6): the client's side of the flow.
@@ -174,25 +215,95 @@ impl Harness {
     /// [`FILL_CLIENTS`] on, on its first backend, last seen now. Returns the entries written;
     /// the table is then full ([`Harness::syns_full`]), whatever it held before.
     pub fn fill_syns(&mut self, service: &str) -> Result<usize> {
+        self.fill_lru(Fill::Syns, service, &mut |_, _| {})
+    }
+
+    /// Fills the connection table as [`Harness::fill_syns`] fills the half-open one: on each
+    /// online CPU, a CPU's share of `FLOWS` of established TCP flows to `service` from
+    /// [`FLOW_FILL_CLIENTS`] on. `progress` is told (entries written, entries to write) after
+    /// each CPU's share and every [`FILL_PROGRESS_EVERY`] entries. Returns the entries written.
+    pub fn fill_flows(
+        &mut self,
+        service: &str,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<usize> {
+        self.fill_lru(Fill::Flows, service, progress)
+    }
+
+    /// The most the connection table can hold from the online CPUs (as
+    /// [`Harness::syns_reachable`] for the half-open table).
+    pub fn flows_reachable(&self) -> Result<usize> {
+        Ok(self.flow_capacity() as usize / possible()? * online()?.len())
+    }
+
+    /// Entries of the connection table from [`FLOW_FILL_CLIENTS`] on (what
+    /// [`Harness::fill_flows`] wrote and nothing evicted yet).
+    pub fn flow_fill_entries(&self) -> Result<usize> {
+        Ok(hash_batch(&self.maps.flows)
+            .context("reading FLOWS")?
+            .iter()
+            .filter(|(k, _)| Fill::Flows.wrote(k))
+            .count())
+    }
+
+    /// Removes what [`Harness::fill_flows`] wrote from the connection table (the other
+    /// entries stay); returns how many it removed.
+    pub fn clear_flow_fill(&mut self) -> Result<usize> {
+        let keys: Vec<FlowKey> = hash_batch(&self.maps.flows)
+            .context("reading FLOWS")?
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| Fill::Flows.wrote(k))
+            .collect();
+        for k in &keys {
+            // An entry evicted in between is gone all the same.
+            let _ = self.maps.flows.remove(k);
+        }
+        Ok(keys.len())
+    }
+
+    /// Writes a CPU's share of `table` from each online CPU (see [`Harness::fill_syns`]).
+    fn fill_lru(
+        &mut self,
+        table: Fill,
+        service: &str,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<usize> {
         let (key, s) = service_entry(self, service);
         let backend = *backend_ids(self, s.id)
             .first()
             .with_context(|| format!("service {service} has no backend"))?;
-        let capacity = self.maps.syns_capacity().context("SYNS capacity")? as usize;
-        let share = capacity / possible()?;
+        let (capacity, state) = match table {
+            Fill::Syns => (
+                self.maps.syns_capacity().context("SYNS capacity")?,
+                TcpState::Syn,
+            ),
+            Fill::Flows => (
+                self.maps.flows_capacity().context("FLOWS capacity")?,
+                TcpState::Established,
+            ),
+        };
+        let map = match table {
+            Fill::Syns => &mut self.maps.syns,
+            Fill::Flows => &mut self.maps.flows,
+        };
+        let share = capacity as usize / possible()?;
+        let cpus = online()?;
+        let total = share * cpus.len();
+        let first = u32::from(table.first_client());
         let mut written = 0usize;
-        for cpu in online()? {
+        for cpu in cpus {
             let _pinned = Pinned::to(cpu)?;
             let flow = Flow {
                 last_seen_ns: now_ns(),
                 backend,
                 service_id: s.id,
-                state: TcpState::Syn as u8,
+                state: state as u8,
                 _pad: [0; 7],
             };
             for _ in 0..share {
                 let i = u32::try_from(written).context("too many entries")?;
-                let src = Ipv4Addr::from(u32::from(FILL_CLIENTS) + i / 60_000);
+                let src = Ipv4Addr::from(first + i / 60_000);
                 let k = FlowKey {
                     src: addr_of(IpAddr::V4(src)),
                     dst: key.addr,
@@ -201,12 +312,15 @@ impl Harness {
                     proto: PROTO_TCP,
                     _pad: [0; 3],
                 };
-                self.maps
-                    .syns
-                    .insert(k, flow, 0)
-                    .with_context(|| format!("writing half-open entry {written} into SYNS"))?;
+                map.insert(k, flow, 0).with_context(|| {
+                    format!("writing entry {written} of {total} into {}", table.name())
+                })?;
                 written += 1;
+                if written.is_multiple_of(FILL_PROGRESS_EVERY) {
+                    progress(written, total);
+                }
             }
+            progress(written, total);
         }
         Ok(written)
     }
@@ -214,15 +328,11 @@ impl Harness {
     /// Entries of the half-open table from [`FILL_CLIENTS`] on (what
     /// [`Harness::fill_syns`] wrote and no packet evicted yet).
     pub fn fill_entries(&self) -> usize {
-        let first = u32::from(FILL_CLIENTS);
         self.maps
             .syns
             .keys()
             .filter_map(|k| k.ok())
-            .filter(|k| match lb_ctl::plan::convert::addr_ip(&k.src) {
-                IpAddr::V4(a) => (first..first + (1 << 16)).contains(&u32::from(a)),
-                IpAddr::V6(_) => false,
-            })
+            .filter(|k| Fill::Syns.wrote(k))
             .count()
     }
 
