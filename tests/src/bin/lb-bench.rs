@@ -127,12 +127,15 @@ enum Setup {
 struct Args {
     repeat: u32,
     rounds: usize,
+    /// Only the rows whose name contains this (for profiling one path).
+    only: Option<String>,
 }
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
         repeat: 1_000_000,
         rounds: 5,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -140,8 +143,12 @@ fn parse_args() -> Result<Args> {
         match a.as_str() {
             "--repeat" => args.repeat = value()?.parse().context("--repeat")?,
             "--rounds" => args.rounds = value()?.parse().context("--rounds")?,
+            "--only" => args.only = Some(value()?),
             "--help" | "-h" => {
-                println!("lb-bench [--repeat N (1000000)] [--rounds N (5)]");
+                println!(
+                    "lb-bench [--repeat N (1000000)] [--rounds N (5)] [--only TEXT (the rows \
+                     whose name contains TEXT, for profiling one path)]"
+                );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other}; see --help"),
@@ -778,7 +785,14 @@ fn main() -> Result<()> {
         ("restore -> baseline", Some(&baseline)),
         ("restore -> director", Some(&director)),
     ];
-    let scenarios = scenarios();
+    let scenarios: Vec<Scenario> = scenarios()
+        .into_iter()
+        .filter(|s| {
+            args.only
+                .as_ref()
+                .is_none_or(|o| s.name.contains(o.as_str()))
+        })
+        .collect();
     // times[scenario][target] = ns per packet, one per round
     let mut times = vec![vec![Vec::new(); targets.len()]; scenarios.len()];
     eprintln!(
