@@ -250,9 +250,14 @@ pub struct Requests {
 impl Requests {
     /// The failures of requests that began at `t` or later.
     pub fn failed_since(&self, t: Instant) -> Vec<&str> {
+        self.failed_between(t, None)
+    }
+
+    /// The failures of requests that began at `from` or later, and before `to` if given.
+    pub fn failed_between(&self, from: Instant, to: Option<Instant>) -> Vec<&str> {
         self.failed
             .iter()
-            .filter(|(at, _)| *at >= t)
+            .filter(|(at, _)| *at >= from && to.is_none_or(|to| *at < to))
             .map(|(_, what)| what.as_str())
             .collect()
     }

@@ -351,10 +351,18 @@ fn a_director_whose_checks_fail_withdraws_and_announces_again() {
         after > 0,
         "director-3 got no traffic after it announced again"
     );
+    // While director-3 is out, the other two have the same table: nothing may fail. Once it
+    // announces again, its first backend's check may pass a check interval before the
+    // other's, and a connection that ECMP moves to it in that window can be reset (docs:
+    // "Announcing VIPs"); that window is reported, not asserted.
+    let while_withdrawn = seen.failed_between(withdrawn_at, Some(recovered_at));
+    eprintln!(
+        "failed after the recovery began (not asserted): {}",
+        seen.failed_since(recovered_at).len()
+    );
     assert!(
-        seen.failed_since(withdrawn_at).is_empty(),
-        "failed requests after the withdrawal: {:#?}",
-        seen.failed
+        while_withdrawn.is_empty(),
+        "failed requests while director-3 was withdrawn: {while_withdrawn:#?}"
     );
     assert!(seen.ok > 50, "only {} requests in the loop", seen.ok);
 }
