@@ -57,14 +57,15 @@ impl Cache {
         if c.key != pkt.flow {
             return Ok(None);
         }
-        if cacheable_state(pkt).is_none()
-            || c.generation != self.generation
-            || self.now >= c.fresh_until
-        {
-            c.fresh_until = 0;
-            return Ok(None);
-        }
-        let Some(backend) = usable_backend_of(c.backend, c.service_id) else {
+        let serves = cacheable_state(pkt).is_some()
+            && c.generation == self.generation
+            && self.now < c.fresh_until;
+        let backend = if serves {
+            usable_backend_of(c.backend, c.service_id)
+        } else {
+            None
+        };
+        let Some(backend) = backend else {
             c.fresh_until = 0;
             return Ok(None);
         };

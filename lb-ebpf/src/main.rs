@@ -103,7 +103,7 @@ static SERVICE_KEYS: Array<ServiceKey> = Array::with_max_entries(limits::MAX_SER
 /// The interfaces the program is attached to, by ifindex (an array: its lookup is inlined).
 #[map]
 static IFACES: Array<Iface> = Array::with_max_entries(limits::IFINDEX_SLOTS, 0);
-/// Each CPU's flow cache: a direct-mapped array in front of `FLOWS` ([`cached`]).
+/// Each CPU's flow cache: a direct-mapped array in front of `FLOWS` ([`cache`]).
 #[map]
 static FLOW_CACHE: PerCpuArray<CachedFlow> =
     PerCpuArray::with_max_entries(limits::FLOW_CACHE_SLOTS, 0);
@@ -304,9 +304,10 @@ fn place(ctx: &XdpContext, pkt: &Packet) -> Result<Target, Reason> {
     })
 }
 
-/// Step 5a before steps 3 and 4 (after a miss of the flow cache): a live entry of `FLOWS` (not a closed tuple reused by a new
-/// SYN) whose service still serves this tuple (`SERVICE_KEYS`: ids are reused) and whose
-/// backend is still usable needs no `SERVICES` lookup. Anything else (`None`) goes the whole
+/// Step 5a before steps 3 and 4 (after a miss of the flow cache): a live entry of `FLOWS`
+/// (not a closed tuple reused by a new SYN) whose service still serves this tuple
+/// (`SERVICE_KEYS`: ids are reused) and whose backend is still usable needs no `SERVICES`
+/// lookup. Anything else (`None`) goes the whole
 /// way, [`find_service`] then [`known_flow`], with the same entry.
 #[inline(always)]
 fn established_first(
@@ -510,8 +511,8 @@ fn parse_ports(ctx: &XdpContext, l4: usize, proto: u8) -> Result<([u16; 2], u8),
 }
 
 /// Step 3a (run by the IP parsers, before the transport header): false when the destination
-/// is certainly no VIP (its bit of `VIP_FILTER` is
-/// clear); true sends the packet on to the exact lookup.
+/// is certainly no VIP (its bit of `VIP_FILTER` is clear); true sends the packet on to the
+/// exact lookup.
 #[inline(always)]
 fn maybe_vip(dst: &Addr) -> bool {
     let bit = vip_filter_bit(dst);
