@@ -28,3 +28,19 @@ pub fn ptr_at_var<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
     }
     Some(p as *mut T)
 }
+
+/// The `T` (a `u16` or `u32` header field) at byte `at` of a header the frame holds whole,
+/// in one load. Headers sit at any even offset of a frame (the IP header at 14), so the load
+/// may be unaligned: the BPF JITs of the architectures with efficient unaligned access
+/// (x86-64, arm64) load from any address, and the verifier allows unaligned packet reads
+/// there (it is strict only for the stack, or with `BPF_F_STRICT_ALIGNMENT`, which the loader
+/// does not set). Read byte-wise, LLVM makes each word four loads, three shifts and three ORs.
+/// Only for pointers into the frame.
+#[inline(always)]
+pub fn field<T: Copy, const N: usize>(header: &[u8; N], at: usize) -> T {
+    // Folded away: `at` is a constant after inlining.
+    if at + size_of::<T>() > N {
+        panic!()
+    }
+    unsafe { header.as_ptr().add(at).cast::<T>().read() }
+}

@@ -9,7 +9,7 @@
 use aya_ebpf::programs::XdpContext;
 use lb_common::{FlowKey, Reason};
 
-use crate::{Fragment, IPV6_HLEN, Packet, parse_l4, ptr_at, ptr_at_var};
+use crate::{Fragment, IPV6_HLEN, Packet, bounds::field, parse_l4, ptr_at, ptr_at_var};
 
 /// Extension headers the walk reads; a longer chain passes (`pass_header_chain`).
 const MAX_EXT_HEADERS: usize = 4;
@@ -40,7 +40,7 @@ pub fn parse(ctx: &XdpContext, l3: usize) -> Result<Packet, Reason> {
     if ip[0] >> 4 != 6 {
         return Err(Reason::PassMalformed);
     }
-    let payload_len = u16::from_be_bytes([ip[4], ip[5]]) as usize;
+    let payload_len = u16::from_be(field(ip, 4)) as usize;
     // The payload must fit in the frame (trailing Ethernet padding is allowed).
     let end = l3 + IPV6_HLEN + payload_len;
     if ctx.data() + end > ctx.data_end() {
@@ -101,9 +101,12 @@ pub fn parse(ctx: &XdpContext, l3: usize) -> Result<Packet, Reason> {
 /// An address of the header at byte `at`, as four words in network byte order.
 #[inline(always)]
 fn addr(ip: &[u8; IPV6_HLEN], at: usize) -> lb_common::Addr {
-    let w =
-        |i: usize| u32::from_ne_bytes([ip[at + i], ip[at + i + 1], ip[at + i + 2], ip[at + i + 3]]);
-    [w(0), w(4), w(8), w(12)]
+    [
+        field(ip, at),
+        field(ip, at + 4),
+        field(ip, at + 8),
+        field(ip, at + 12),
+    ]
 }
 
 /// An extension header the walk follows (hop-by-hop, routing, destination options,

@@ -64,7 +64,7 @@ use lb_common::{
 };
 
 use crate::{
-    bounds::{ptr_at, ptr_at_var},
+    bounds::{field, ptr_at, ptr_at_var},
     cache::Cache,
     frag::Fragment,
 };
@@ -418,7 +418,7 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<Packet, Reason> {
     let ip = unsafe { &*ip };
     let version = ip[0] >> 4;
     let hlen = ((ip[0] & 0x0f) as usize) * 4;
-    let total_len = u16::from_be_bytes([ip[2], ip[3]]);
+    let total_len = u16::from_be(field(ip, 2));
     if version != 4 || hlen < IPV4_MIN_HLEN || (total_len as usize) < hlen {
         return Err(Reason::PassMalformed);
     }
@@ -426,12 +426,12 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<Packet, Reason> {
     if ctx.data() + l3 + total_len as usize > ctx.data_end() {
         return Err(Reason::PassMalformed);
     }
-    let dst = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    let dst: u32 = field(ip, 16);
     // Step 3a before the rest: traffic to no VIP goes to the kernel with nothing more read.
     if !maybe_vip(&v4_mapped(dst)) {
         return Err(Reason::PassNotVip);
     }
-    let frag = u16::from_be_bytes([ip[6], ip[7]]);
+    let frag = u16::from_be(field(ip, 6));
     let fragment = if frag & IP_OFFSET_MASK != 0 {
         Fragment::Later
     } else if frag & IP_MF != 0 {
@@ -440,7 +440,7 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<Packet, Reason> {
         Fragment::None
     };
     let proto = ip[9];
-    let src = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
+    let src: u32 = field(ip, 12);
     let mut pkt = Packet {
         flow: FlowKey {
             src: v4_mapped(src),
@@ -454,7 +454,7 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<Packet, Reason> {
         tcp_flags: 0,
         ipv6: false,
         fragment,
-        frag_id: u16::from_ne_bytes([ip[4], ip[5]]) as u32,
+        frag_id: field::<u16, IPV4_MIN_HLEN>(ip, 4) as u32,
         frag_proto: proto,
         l4: (l3 + hlen) as u32,
     };
@@ -494,19 +494,11 @@ fn parse_ports(ctx: &XdpContext, l4: usize, proto: u8) -> Result<([u16; 2], u8),
         if tcp[12] >> 4 < 5 {
             return Err(Reason::PassMalformed);
         }
-        let ports = [
-            u16::from_ne_bytes([tcp[0], tcp[1]]),
-            u16::from_ne_bytes([tcp[2], tcp[3]]),
-        ];
-        Ok((ports, tcp[13]))
+        Ok((field(tcp, 0), tcp[13]))
     } else {
         let udp: *const [u8; UDP_HLEN] = ptr_at_var(ctx, l4).ok_or(Reason::PassMalformed)?;
         let udp = unsafe { &*udp };
-        let ports = [
-            u16::from_ne_bytes([udp[0], udp[1]]),
-            u16::from_ne_bytes([udp[2], udp[3]]),
-        ];
-        Ok((ports, 0))
+        Ok((field(udp, 0), 0))
     }
 }
 
