@@ -39,6 +39,13 @@
 //! half-open table is filled), counted before and after each measurement; the other rows
 //! run with that fill taken out. Each is reported against its empty-table twin: its ratio
 //! within 20% of the twin's.
+//!
+//! Katran rows (`--katran-object PATH` or `LB_BENCH_KATRAN_OBJECT`): Katran's XDP program, from
+//! an object the user built from Katran's repository, in the director's place on the same
+//! frames, in the same rounds, before the full-table rows (see [`katran_scenarios`] and
+//! `lb_tests::packet::Katran`). Each checks Katran's action, its counters and its IPIP output;
+//! the report sets each beside our rows of the same path. Without an object they are skipped,
+//! saying so; an object that is given but cannot be loaded or configured fails the bench.
 
 use std::{fmt::Write as _, net::Ipv6Addr, path::PathBuf, time::Instant};
 
@@ -654,7 +661,12 @@ fn load_katran(args: &Args) -> Result<Option<(Katran, String)>> {
         k.ring_size,
         k.lru_entries
     );
-    Ok(Some((k, path.display().to_string())))
+    // The report names the file only: where it lies is the user's business.
+    let file = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |f| f.to_string_lossy().into_owned(),
+    );
+    Ok(Some((k, file)))
 }
 
 /// Opens a Katran row's flow (its `opens` frame, then its own packet once), with a fresh
@@ -1028,6 +1040,18 @@ fn katran_md(rows: &[serde_json::Value]) -> String {
                 o["ratio"].as_f64().unwrap_or(f64::NAN),
                 o["ns"].as_f64().unwrap_or(f64::NAN),
                 o["relative"].as_f64().unwrap_or(f64::NAN),
+            );
+        }
+    }
+    for r in rows {
+        if let Some(over) = r["over_conn_rate_limit"].as_array() {
+            let over: Vec<String> = over.iter().map(|n| n.to_string()).collect();
+            let _ = writeln!(
+                md,
+                "- {}: SYNs of each round's measured run beyond Katran's new-connection limit \
+                 (no LRU write): {}",
+                r["path"].as_str().unwrap_or("?"),
+                over.join(", ")
             );
         }
     }

@@ -467,7 +467,7 @@ impl Katran {
     pub fn conn_rate_count(&mut self, cpu: u32) -> Result<u64> {
         let index = self.max_vips + counter::NEW_CONN_RATE;
         let values = self.stats()?.get(&index, 0)?;
-        Ok(values.iter().nth(cpu as usize).map_or(0, |v| v.v1))
+        Ok(values.get(cpu as usize).map_or(0, |v| v.v1))
     }
 
     /// The real index of `flow` in `cpu`'s connection table.
