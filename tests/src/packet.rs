@@ -7,11 +7,13 @@
 mod bench;
 mod frames;
 mod halfopen;
+mod katran;
 mod tunnel;
 
 pub use bench::*;
 pub use frames::*;
 pub use halfopen::*;
+pub use katran::*;
 pub use tunnel::*;
 
 use std::{collections::HashMap, net::IpAddr};

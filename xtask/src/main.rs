@@ -59,7 +59,8 @@ enum Task {
     /// core (lb-bench-lab), `lb-ctl run` with 16,000 checked
     /// backends (lb-bench-daemon), then the report (lb-bench-report:
     /// latest.md, latest.json, latest.png). Needs root. Extra arguments go to lb-bench
-    /// (--repeat N, --rounds N).
+    /// (--repeat N, --rounds N, --katran-object PATH: Katran's balancer.bpf.o, built from
+    /// Katran's own repository, timed in the same run; LB_BENCH_KATRAN_OBJECT does the same).
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,

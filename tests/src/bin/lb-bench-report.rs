@@ -197,6 +197,78 @@ fn datapath_md(md: &mut String, d: &Value) {
     }
     md.push('\n');
     full_table_md(md, d);
+    katran_md(md, d);
+}
+
+/// Katran timed in the same run (`lb-bench --katran-object`): each Katran row against our rows
+/// of the same path, or the reason it was skipped.
+fn katran_md(md: &mut String, d: &Value) {
+    let k = &d["katran"];
+    if k.is_null() {
+        return;
+    }
+    md.push_str("### Katran in the same run\n\n");
+    if let Some(skipped) = k["skipped"].as_str() {
+        let _ = writeln!(md, "skipped: {skipped}\n");
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "Katran's `balancer_ingress` (`{}`, built by the user from Katran's repository) in \
+         the director's place, timed in the same rounds against the same baseline, on the same \
+         frames. Katran encapsulates every forwarded packet in IPIP (a 20-byte outer IPv4 \
+         header to the real) where this director rewrites MACs; its connection table is an LRU \
+         per CPU of {} entries; its ring has {} slots a VIP. Target: our known-flow and \
+         new-flow rows at most 0.5x Katran's.\n",
+        k["object"].as_str().unwrap_or("?"),
+        k["lru_entries_per_cpu"],
+        k["ring_size"],
+    );
+    let _ = writeln!(
+        md,
+        "| Katran row | Katran ratio (ns/pkt) | our row | our ratio (ns/pkt) | ours / Katran | \
+         target | met |\n| --- | --- | --- | --- | --- | --- | --- |"
+    );
+    let rows: Vec<&Value> = k["rows"].as_array().into_iter().flatten().collect();
+    for r in &rows {
+        for o in r["ours"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                md,
+                "| {} | {}x ({}) | {} | {}x ({}) | {} | {} | {} |",
+                r["path"].as_str().unwrap_or("?"),
+                f(&r["ratio"], 2),
+                f(&r["ns"], 1),
+                o["path"].as_str().unwrap_or("?"),
+                f(&o["ratio"], 2),
+                f(&o["ns"], 1),
+                f(&o["relative"], 2),
+                r["target"]
+                    .as_f64()
+                    .map_or("-".to_string(), |t| format!("<= {t}")),
+                met_str(&o["met"]),
+            );
+        }
+    }
+    if let Some(limit) = k["conn_rate_limit"].as_u64() {
+        let _ = writeln!(
+            md,
+            "\nKatran's new-connection limit, found by probing the object: {limit} a second per \
+             CPU; beyond it Katran takes the traffic for a SYN flood and writes no new flow to \
+             its LRU."
+        );
+    }
+    for r in &rows {
+        if let Some(over) = r["over_conn_rate_limit"].as_array() {
+            let over: Vec<String> = over.iter().map(|n| n.to_string()).collect();
+            let _ = writeln!(
+                md,
+                "- {}: SYNs of each round's measured run beyond that limit: {}",
+                r["path"].as_str().unwrap_or("?"),
+                over.join(", ")
+            );
+        }
+    }
+    md.push('\n');
 }
 
 /// The rows measured with 1,000,000 connections in the table, each against its empty-table

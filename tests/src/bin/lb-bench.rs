@@ -39,8 +39,15 @@
 //! half-open table is filled), counted before and after each measurement; the other rows
 //! run with that fill taken out. Each is reported against its empty-table twin: its ratio
 //! within 20% of the twin's.
+//!
+//! Katran rows (`--katran-object PATH` or `LB_BENCH_KATRAN_OBJECT`): Katran's XDP program, from
+//! an object the user built from Katran's repository, in the director's place on the same
+//! frames, in the same rounds, before the full-table rows (see [`katran_scenarios`] and
+//! `lb_tests::packet::Katran`). Each checks Katran's action, its counters and its IPIP output;
+//! the report sets each beside our rows of the same path. Without an object they are skipped,
+//! saying so; an object that is given but cannot be loaded or configured fails the bench.
 
-use std::{fmt::Write as _, net::Ipv6Addr, time::Instant};
+use std::{fmt::Write as _, net::Ipv6Addr, path::PathBuf, time::Instant};
 
 use anyhow::{Context as _, Result, bail};
 use aya::programs::ProgramFd;
@@ -48,8 +55,9 @@ use etherparse::{PacketBuilder, VlanId};
 use lb_common::{Counters, Reason};
 use lb_ctl::maps::loader::Sizes;
 use lb_tests::packet::{
-    BENCH_TUNNEL_SERVICES, BenchProgs, CLIENT_MAC, DIRECTOR_MAC, FibNs, Harness, Pinned,
-    TEST_SIZES, XDP_DROP, XDP_PASS, XDP_TX, bench_frame, flow_key_of, require_root, tcp6_frame,
+    BENCH_TUNNEL_SERVICES, BenchProgs, CLIENT_MAC, DIRECTOR_MAC, FibNs, Harness, Katran,
+    KatranCounts, Pinned, TEST_SIZES, XDP_DROP, XDP_PASS, XDP_TX, bench_frame, check_ipip,
+    flow_key_of, katran_flow, katran_vips, require_root, tcp6_frame,
 };
 
 /// The direct-routing services; the tunnel services ([`BENCH_TUNNEL_SERVICES`]) follow.
@@ -107,6 +115,17 @@ struct Scenario {
     /// A row measured with a million connections in `FLOWS` ([`Setup::FullFlows`]): the name
     /// of its twin, the same row with the table (nearly) empty.
     twin: Option<String>,
+    /// A Katran row: Katran's program in the director's place, and our rows it is compared
+    /// with (see [`katran_scenarios`]).
+    katran: Option<KatranRow>,
+}
+
+/// What a Katran row compares: our rows doing the same, and the most our ratio may be as a
+/// share of Katran's.
+#[derive(Clone)]
+struct KatranRow {
+    ours: &'static [&'static str],
+    target: Option<f64>,
 }
 
 /// What a row sets up before each measurement of the director.
@@ -129,6 +148,9 @@ struct Args {
     rounds: usize,
     /// Only the rows whose name contains this (for profiling one path).
     only: Option<String>,
+    /// Katran's `balancer.bpf.o`, built by the user from Katran's repository: its rows are
+    /// timed in the same rounds. From `--katran-object`, else `LB_BENCH_KATRAN_OBJECT`.
+    katran_object: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -136,6 +158,9 @@ fn parse_args() -> Result<Args> {
         repeat: 1_000_000,
         rounds: 5,
         only: None,
+        katran_object: std::env::var_os(KATRAN_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -144,10 +169,14 @@ fn parse_args() -> Result<Args> {
             "--repeat" => args.repeat = value()?.parse().context("--repeat")?,
             "--rounds" => args.rounds = value()?.parse().context("--rounds")?,
             "--only" => args.only = Some(value()?),
+            "--katran-object" => args.katran_object = Some(PathBuf::from(value()?)),
             "--help" | "-h" => {
                 println!(
                     "lb-bench [--repeat N (1000000)] [--rounds N (5)] [--only TEXT (the rows \
-                     whose name contains TEXT, for profiling one path)]"
+                     whose name contains TEXT, for profiling one path)] [--katran-object PATH \
+                     (Katran's balancer.bpf.o, built from Katran's own repository with its own \
+                     build: adds the Katran rows, timed in the same rounds; default: \
+                     ${KATRAN_ENV}; without one the Katran rows are skipped)]"
                 );
                 std::process::exit(0);
             }
@@ -220,20 +249,32 @@ fn tcp6(dst: Ipv6Addr, dport: u16, syn: bool) -> Vec<u8> {
     )
 }
 
-fn scenarios() -> Vec<Scenario> {
-    let mut non_vip_frame = Vec::new();
+/// The non-VIP rows' IPv4 frame: TCP to port 22 of an address that is no VIP.
+fn non_vip_frame() -> Vec<u8> {
+    let mut frame = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
         .ipv4([192, 168, 58, 100], [192, 168, 58, 134], 64)
         .tcp(CLIENT_PORT, 22, 1, 1000)
         .ack(1)
-        .write(&mut non_vip_frame, &[])
+        .write(&mut frame, &[])
         .expect("frame");
-    let mut udp = Vec::new();
+    frame
+}
+
+/// The UDP rows' frame: a query to the VIP's port 53.
+fn udp_frame() -> Vec<u8> {
+    let mut frame = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
         .ipv4([192, 168, 58, 100], VIP, 64)
         .udp(5353, 53)
-        .write(&mut udp, b"query")
+        .write(&mut frame, b"query")
         .expect("frame");
+    frame
+}
+
+fn scenarios() -> Vec<Scenario> {
+    let non_vip_frame = non_vip_frame();
+    let udp = udp_frame();
     let known = |name: &str, frame, opens| Scenario {
         name: name.to_string(),
         frame,
@@ -247,6 +288,7 @@ fn scenarios() -> Vec<Scenario> {
         opens: Some(opens),
         encap: None,
         twin: None,
+        katran: None,
     };
     let new_flow = |name: &str, port, target, service| Scenario {
         name: name.to_string(),
@@ -261,6 +303,7 @@ fn scenarios() -> Vec<Scenario> {
         opens: None,
         encap: None,
         twin: None,
+        katran: None,
     };
     let non_vip = |name: &str, frame| Scenario {
         name: name.to_string(),
@@ -275,6 +318,7 @@ fn scenarios() -> Vec<Scenario> {
         opens: None,
         encap: None,
         twin: None,
+        katran: None,
     };
     // Each IPv6 row follows its IPv4 twin.
     let mut rows = vec![
@@ -498,6 +542,182 @@ fn with_full_flows(sc: &Scenario) -> Scenario {
         twin: Some(sc.name.clone()),
         ..sc.clone()
     }
+}
+
+/// Katran's VIPs: TCP port [`KATRAN_TCP_PORT`] and UDP port 53 of [`VIP`], the same address
+/// and ports as our rows' services, so that the same frames serve both.
+const KATRAN_TCP_PORT: u16 = 80;
+const KATRAN_UDP_PORT: u16 = 53;
+
+/// Where `lb-bench` looks for Katran's object when `--katran-object` is not given.
+const KATRAN_ENV: &str = "LB_BENCH_KATRAN_OBJECT";
+
+/// What the report says in place of the Katran rows without an object.
+const KATRAN_SKIPPED: &str = "no Katran object given; build Katran's balancer.bpf.o with clang \
+                              and pass --katran-object PATH";
+
+/// Katran's rows: the frames of our rows of the same name, Katran's program in the director's
+/// place. A known flow is opened as ours are (its SYN, then its own packet once); the new-flow
+/// row sends a SYN of a new source port each run, written by the restore program as for our
+/// new-flow rows. Katran encapsulates what it forwards (IPIP, a 20-byte outer header the
+/// restore program takes off before the next run, in front of the baseline too).
+fn katran_scenarios() -> Vec<Scenario> {
+    let row = |name: &str, frame: Vec<u8>, action, ours, target| Scenario {
+        name: format!("Katran: {name}"),
+        frame,
+        action,
+        reason: Reason::Forwarded,
+        new_entries: None,
+        setup: Setup::Nothing,
+        note: None,
+        vary_sport: None,
+        target: None,
+        opens: None,
+        encap: None,
+        twin: None,
+        katran: Some(KatranRow { ours, target }),
+    };
+    let tcp_port = KATRAN_TCP_PORT;
+    vec![
+        row(
+            "non-VIP traffic",
+            non_vip_frame(),
+            XDP_PASS,
+            &["non-VIP traffic (XDP_PASS)"],
+            None,
+        ),
+        Scenario {
+            opens: Some(tcp(tcp_port, false, true)),
+            note: Some(
+                "Katran's rows: the same frames as our rows, Katran's balancer_ingress in the \
+                 director's place; Katran encapsulates every forwarded packet in IPIP (an outer \
+                 IPv4 header to the real) where we rewrite MACs; its connection table is an LRU \
+                 per CPU (lru_mapping), our FLOWS' size divided among the online CPUs",
+            ),
+            ..row(
+                "known flow, TCP",
+                tcp(tcp_port, false, false),
+                XDP_TX,
+                &["known flow (connection-table hit), TCP"],
+                Some(0.5),
+            )
+        },
+        Scenario {
+            vary_sport: Some(SPORT),
+            note: Some(
+                "a SYN of a new source port each run (Katran looks no SYN up in its table: it \
+                 hashes into the VIP's ring and writes the flow to its LRU); its \
+                 new-connection window is started afresh before each measurement, and the \
+                 SYNs beyond its new-connection limit a second (its SYN-flood mode: no LRU \
+                 write) are reported",
+            ),
+            ..row(
+                "new flow, TCP",
+                tcp(tcp_port, false, true),
+                XDP_TX,
+                &["new flow, mh", "new flow, rr"],
+                Some(0.5),
+            )
+        },
+        Scenario {
+            opens: Some(udp_frame()),
+            ..row(
+                "known flow, UDP",
+                udp_frame(),
+                XDP_TX,
+                &["known flow, UDP"],
+                Some(0.5),
+            )
+        },
+    ]
+}
+
+/// Loads Katran's object for its rows: `None` (saying so on stderr) when none is given or the
+/// file does not exist; an error when it is there but cannot be loaded or configured.
+fn load_katran(args: &Args) -> Result<Option<(Katran, String)>> {
+    let Some(path) = &args.katran_object else {
+        eprintln!("Katran rows skipped: {KATRAN_SKIPPED}");
+        return Ok(None);
+    };
+    if !path.exists() {
+        eprintln!(
+            "Katran rows skipped: no Katran object at {} ({KATRAN_ENV} or --katran-object); \
+             build Katran's balancer.bpf.o with clang and pass --katran-object PATH",
+            path.display()
+        );
+        return Ok(None);
+    }
+    let vips = katran_vips(VIP, KATRAN_TCP_PORT, KATRAN_UDP_PORT);
+    let k = Katran::load(path, &vips, BENCH_SIZES.flows).with_context(|| {
+        format!(
+            "Katran's object {} was given but cannot be used (drop --katran-object and \
+             {KATRAN_ENV} to run without the Katran rows)",
+            path.display()
+        )
+    })?;
+    eprintln!(
+        "==> Katran from {}: RING_SIZE {}, a connection table of {} entries per online CPU",
+        path.display(),
+        k.ring_size,
+        k.lru_entries
+    );
+    // The report names the file only: where it lies is the user's business.
+    let file = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |f| f.to_string_lossy().into_owned(),
+    );
+    Ok(Some((k, file)))
+}
+
+/// Opens a Katran row's flow (its `opens` frame, then its own packet once), with a fresh
+/// new-connection window, and checks the flow is in the CPU's connection table.
+fn open_katran_flow(k: &mut Katran, cpu: u32, sc: &Scenario, first: &[u8]) -> Result<()> {
+    let name = &sc.name;
+    k.reset_conn_rate(cpu)?;
+    for (what, frame) in [
+        ("the packet that opens the flow", first),
+        ("its first packet", &sc.frame),
+    ] {
+        let (action, out) = k.run(frame)?;
+        if action != XDP_TX {
+            bail!("{name}: {what} returned {action}, expected {XDP_TX}");
+        }
+        check_ipip(frame, &out).with_context(|| format!("{name}: {what}"))?;
+    }
+    let flow = katran_flow(&sc.frame)?;
+    if k.lru_entry(cpu, &flow).is_none() {
+        bail!("{name}: the flow is not in CPU {cpu}'s connection table after its first packets");
+    }
+    Ok(())
+}
+
+/// Whether Katran's `repeat` measured runs did what the row says (counters grown by `d`):
+/// every run counted as passed for a non-VIP row; forwarded, through the per-CPU connection
+/// table (no fallback) and found there for a known flow; forwarded and a miss of a SYN for
+/// the new-flow row.
+fn check_katran(sc: &Scenario, d: &KatranCounts, repeat: u32) -> Result<()> {
+    let n = u64::from(repeat);
+    let name = &sc.name;
+    let ok = match (sc.action, sc.vary_sport.is_some()) {
+        (XDP_PASS, _) => d.pass == n && d.total == n && d.lru == 0,
+        (XDP_TX, false) => {
+            d.tx == n && d.total == n && d.lru == n && d.lru_misses == 0 && d.fallback == 0
+        }
+        (XDP_TX, true) => {
+            d.tx == n
+                && d.total == n
+                && d.lru == n
+                && d.lru_misses == n
+                && d.syn_misses == n
+                && d.fallback == 0
+                && d.ch_drops == 0
+        }
+        _ => false,
+    };
+    if !ok {
+        bail!("{name}: Katran's {repeat} measured runs counted {d:?}");
+    }
+    Ok(())
 }
 
 /// Opens a known flow's connection as a client does: its SYN (a half-open entry), then the
@@ -753,6 +973,91 @@ fn full_table_md(rows: &[serde_json::Value]) -> String {
     md
 }
 
+/// Each Katran row against our rows of the same path: both ratios and ns, ours / Katran's,
+/// and whether that is within the row's target.
+fn katran_rows(
+    scenarios: &[Scenario],
+    rows: &[serde_json::Value],
+    over_limit: &[Vec<u64>],
+) -> Vec<serde_json::Value> {
+    let row = |name: &str| rows.iter().find(|r| r["path"].as_str() == Some(name));
+    scenarios
+        .iter()
+        .enumerate()
+        .filter_map(|(si, sc)| {
+            let kr = sc.katran.as_ref()?;
+            let theirs = row(&sc.name)?;
+            let kratio = theirs["ratio"].as_f64()?;
+            let ours: Vec<serde_json::Value> = kr
+                .ours
+                .iter()
+                .filter_map(|name| {
+                    let r = row(name)?;
+                    let ratio = r["ratio"].as_f64()?;
+                    let relative = ratio / kratio;
+                    Some(serde_json::json!({
+                        "path": name,
+                        "ratio": ratio,
+                        "ns": r["director_ns"]["median"],
+                        "relative": relative,
+                        "met": kr.target.map(|t| relative <= t),
+                    }))
+                })
+                .collect();
+            Some(serde_json::json!({
+                "path": sc.name,
+                "ratio": kratio,
+                "ns": theirs["director_ns"]["median"],
+                "baseline_ns": theirs["baseline_ns"],
+                "target": kr.target,
+                "ours": ours,
+                "over_conn_rate_limit": (!over_limit[si].is_empty()).then(|| over_limit[si].clone()),
+            }))
+        })
+        .collect()
+}
+
+/// The Katran rows as a Markdown table (also what `lb-bench-report` writes).
+fn katran_md(rows: &[serde_json::Value]) -> String {
+    let mut md = String::from(
+        "| Katran row | Katran ratio (ns) | our row | our ratio (ns) | ours / Katran | target |\n\
+         | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for r in rows {
+        for o in r["ours"].as_array().into_iter().flatten() {
+            let verdict = match (r["target"].as_f64(), o["met"].as_bool()) {
+                (Some(t), Some(true)) => format!("<= {t}: met"),
+                (Some(t), _) => format!("<= {t}: not met"),
+                _ => "-".to_string(),
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {:.2}x ({:.1}) | {} | {:.2}x ({:.1}) | {:.2} | {verdict} |",
+                r["path"].as_str().unwrap_or("?"),
+                r["ratio"].as_f64().unwrap_or(f64::NAN),
+                r["ns"].as_f64().unwrap_or(f64::NAN),
+                o["path"].as_str().unwrap_or("?"),
+                o["ratio"].as_f64().unwrap_or(f64::NAN),
+                o["ns"].as_f64().unwrap_or(f64::NAN),
+                o["relative"].as_f64().unwrap_or(f64::NAN),
+            );
+        }
+    }
+    for r in rows {
+        if let Some(over) = r["over_conn_rate_limit"].as_array() {
+            let over: Vec<String> = over.iter().map(|n| n.to_string()).collect();
+            let _ = writeln!(
+                md,
+                "- {}: SYNs of each round's measured run beyond Katran's new-connection limit \
+                 (no LRU write): {}",
+                r["path"].as_str().unwrap_or("?"),
+                over.join(", ")
+            );
+        }
+    }
+    md
+}
+
 fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
     (v[0], v[v.len() / 2], v[v.len() - 1])
@@ -778,6 +1083,28 @@ fn main() -> Result<()> {
 
     let mut bench = BenchProgs::load()?;
     let baseline = bench.baseline()?;
+    let mut katran = load_katran(&args)?;
+    let katran_fd = match &mut katran {
+        Some((k, _)) => Some(k.fd()?),
+        None => None,
+    };
+    // Katran's new-connection limit a second on this CPU (its SYN-flood threshold).
+    let conn_rate_limit = match &mut katran {
+        Some((k, _)) => {
+            let mut syn = tcp(KATRAN_TCP_PORT, false, true);
+            // A port of no row's flow.
+            syn[SPORT as usize..SPORT as usize + 2].copy_from_slice(&61999u16.to_be_bytes());
+            let limit = k
+                .conn_rate_limit(pinned.cpu, &syn)
+                .context("finding Katran's new-connection limit")?;
+            eprintln!(
+                "    Katran's new-connection limit: {} a second per CPU",
+                limit.map_or("none below 2^32".to_string(), |l| l.to_string())
+            );
+            limit
+        }
+        None => None,
+    };
 
     // None = the baseline alone, without restore.
     let targets: [(&str, Option<&ProgramFd>); 3] = [
@@ -785,7 +1112,16 @@ fn main() -> Result<()> {
         ("restore -> baseline", Some(&baseline)),
         ("restore -> director", Some(&director)),
     ];
-    let scenarios: Vec<Scenario> = scenarios()
+    let mut all = scenarios();
+    if katran.is_some() {
+        // Before the full-table rows, which stay last in each round.
+        let at = all
+            .iter()
+            .position(|s| s.twin.is_some())
+            .unwrap_or(all.len());
+        all.splice(at..at, katran_scenarios());
+    }
+    let scenarios: Vec<Scenario> = all
         .into_iter()
         .filter(|s| {
             args.only
@@ -804,6 +1140,9 @@ fn main() -> Result<()> {
     );
     // Whether the full-table rows' fill is in the connection table.
     let mut filled = false;
+    // Per Katran new-flow row and round: of its measured SYNs, those over Katran's
+    // new-connection limit (no LRU write).
+    let mut over_limit: Vec<Vec<u64>> = vec![Vec::new(); scenarios.len()];
     for round in 0..args.rounds {
         for (si, sc) in scenarios.iter().enumerate() {
             let (name, data, want) = (sc.name.as_str(), &sc.frame, sc.action);
@@ -816,22 +1155,42 @@ fn main() -> Result<()> {
                 None => None,
             };
             let ifindex = sc.encap.map(|_| ns.ifindex);
-            bench.set_frame(bench_frame(data, sc.vary_sport, sc.encap.is_some())?)?;
-            // The table's fill first: a flow opened before it would be the fill's to evict
-            // (each CPU's LRU share takes a million inserts).
-            prepare(&mut h, sc, &mut filled)?;
-            if let Some(syn) = &sc.opens {
-                open_flow(&mut h, name, syn, data, ifindex)?;
+            // What the program under test pushes in front: a tunnel row's outer header, the
+            // IPIP header of what Katran forwards.
+            let outer = match &sc.katran {
+                Some(_) => (want == XDP_TX).then_some(20),
+                None => sc.encap,
+            };
+            bench.set_frame(bench_frame(data, sc.vary_sport, outer.is_some())?)?;
+            // The program under test in the director's place.
+            let under: &ProgramFd = match (&sc.katran, &mut katran, &katran_fd) {
+                (None, _, _) => &director,
+                (Some(_), Some((k, _)), Some(fd)) => {
+                    if let Some(first) = &sc.opens {
+                        open_katran_flow(k, pinned.cpu, sc, first)?;
+                    }
+                    fd
+                }
+                (Some(_), _, _) => bail!("{name}: a Katran row without Katran loaded"),
+            };
+            if sc.katran.is_none() {
+                // The table's fill first: a flow opened before it would be the fill's to
+                // evict (each CPU's LRU share takes a million inserts).
+                prepare(&mut h, sc, &mut filled)?;
+                if let Some(syn) = &sc.opens {
+                    open_flow(&mut h, name, syn, data, ifindex)?;
+                }
             }
             for (ti, (tname, fd)) in targets.iter().enumerate() {
                 let director = ti == 2;
+                let fd = if director { Some(under) } else { *fd };
                 let expect = if director { want } else { XDP_TX };
                 // What the last run leaves: the frame as it came, or encapsulated once.
-                let want_len = data.len() + if director { sc.encap.unwrap_or(0) } else { 0 };
+                let want_len = data.len() + if director { outer.unwrap_or(0) } else { 0 };
                 // One warm-up packet first: the first packet of a flow creates its entry.
                 for repeat in [1, args.repeat] {
                     let measured = repeat == args.repeat;
-                    let before = if director && measured {
+                    let before = if director && measured && sc.katran.is_none() {
                         if let Setup::OverBudget = sc.setup {
                             // A fresh window, so the whole run falls in it (or in few).
                             h.spend_budget()?;
@@ -840,13 +1199,26 @@ fn main() -> Result<()> {
                     } else {
                         None
                     };
+                    let katran_before = match (&mut katran, director && measured) {
+                        (Some((k, _)), true) if sc.katran.is_some() => {
+                            if sc.vary_sport.is_some() {
+                                k.reset_conn_rate(pinned.cpu)?;
+                            }
+                            Some(k.counts()?)
+                        }
+                        _ => None,
+                    };
                     let run_started = Instant::now();
-                    let r = bench.run(*fd, data, repeat, ifindex)?;
+                    let r = bench.run(fd, data, repeat, ifindex)?;
                     let elapsed = run_started.elapsed();
+                    let tname = match (&sc.katran, director) {
+                        (Some(_), true) => "restore -> Katran",
+                        _ => tname,
+                    };
                     if r.action != expect {
                         bail!("{name}: {tname} returned {}, expected {expect}", r.action);
                     }
-                    if sc.encap.is_some() && r.data.len() != want_len {
+                    if outer.is_some() && r.data.len() != want_len {
                         bail!(
                             "{name}: {tname} left a frame of {} bytes after {repeat} runs, \
                              expected {want_len}",
@@ -855,6 +1227,19 @@ fn main() -> Result<()> {
                     }
                     if let Some(before) = before {
                         check(&h, sc, &before, repeat, elapsed)?;
+                    }
+                    if let (Some(b), Some((k, _))) = (katran_before, &mut katran) {
+                        check_katran(sc, &k.counts()?.since(&b), repeat)?;
+                        if want == XDP_TX {
+                            check_ipip(data, &r.data).with_context(|| {
+                                format!("{name}: the last packet Katran forwarded")
+                            })?;
+                        }
+                        if sc.vary_sport.is_some() {
+                            let counted = k.conn_rate_count(pinned.cpu)?;
+                            over_limit[si]
+                                .push(conn_rate_limit.map_or(0, |l| counted.saturating_sub(l)));
+                        }
                     }
                     if measured {
                         times[si][ti].push(r.per_packet.as_nanos() as f64);
@@ -912,10 +1297,32 @@ fn main() -> Result<()> {
             "target": sc.target,
             "met": met,
             "tunnel": sc.encap.is_some(),
+            "katran": sc.katran.is_some(),
             "note": sc.note,
         }));
     }
     let full_table = full_table_rows(&scenarios, &ratio_of);
+    let katran_json = match &katran {
+        Some((k, path)) => {
+            let rows = katran_rows(&scenarios, &rows, &over_limit);
+            println!("{}", katran_md(&rows));
+            serde_json::json!({
+                "object": path,
+                "ring_size": k.ring_size,
+                "lru_entries_per_cpu": k.lru_entries,
+                "conn_rate_limit": conn_rate_limit,
+                "rows": rows,
+            })
+        }
+        None => {
+            let skipped = match &args.katran_object {
+                Some(p) => format!("no Katran object at {}", p.display()),
+                None => KATRAN_SKIPPED.to_string(),
+            };
+            println!("Katran in the same run: skipped: {skipped}\n");
+            serde_json::json!({ "skipped": skipped })
+        }
+    };
     for sc in &scenarios {
         if let Some(note) = sc.note {
             let _ = writeln!(table, "- {}: {note}", sc.name);
@@ -934,6 +1341,7 @@ fn main() -> Result<()> {
         "verified_insns": insns,
         "rows": rows,
         "full_table": full_table,
+        "katran": katran_json,
     });
     let out = results.join("datapath.json");
     lb_tests::write_bench_json(&out, &json)?;
