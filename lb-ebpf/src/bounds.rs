@@ -35,7 +35,8 @@ pub fn ptr_at_var<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
 /// (x86-64, arm64) load from any address, and the verifier allows unaligned packet reads
 /// there (it is strict only for the stack, or with `BPF_F_STRICT_ALIGNMENT`, which the loader
 /// does not set). Read byte-wise, LLVM makes each word four loads, three shifts and three ORs.
-/// Only for pointers into the frame.
+/// Only for pointers into the frame, or into a map value at an offset aligned for `T` (the
+/// verifier is strict for the stack).
 #[inline(always)]
 pub fn field<T: Copy, const N: usize>(header: &[u8; N], at: usize) -> T {
     // Folded away: `at` is a constant after inlining.
@@ -43,4 +44,19 @@ pub fn field<T: Copy, const N: usize>(header: &[u8; N], at: usize) -> T {
         panic!()
     }
     unsafe { header.as_ptr().add(at).cast::<T>().read() }
+}
+
+/// Writes `value` at byte `at` of a header in the frame, in one store ([`field`]'s rules).
+#[inline(always)]
+pub fn set_field<T: Copy, const N: usize>(header: &mut [u8; N], at: usize, value: T) {
+    if at + size_of::<T>() > N {
+        panic!()
+    }
+    unsafe { header.as_mut_ptr().add(at).cast::<T>().write(value) }
+}
+
+/// A MAC as a word and a half-word (two loads; [`field`]'s rules).
+#[inline(always)]
+pub fn mac_at<const N: usize>(header: &[u8; N], at: usize) -> (u32, u16) {
+    (field(header, at), field(header, at + 4))
 }

@@ -64,7 +64,7 @@ use lb_common::{
 };
 
 use crate::{
-    bounds::{field, ptr_at, ptr_at_var},
+    bounds::{field, mac_at, ptr_at, ptr_at_var, set_field},
     cache::Cache,
     frag::Fragment,
 };
@@ -540,18 +540,11 @@ fn addressed_to_us(ctx: &XdpContext) -> Result<(), Reason> {
         .get(ifindex)
         .filter(|i| i.registered != 0)
         .ok_or(Reason::PassUnknownIface)?;
-    let dst: *const [u16; 3] = ptr_at(ctx, 0).ok_or(Reason::PassMalformed)?;
-    if unsafe { *dst } != mac_words(&iface.mac) {
+    let dst: *const [u8; 6] = ptr_at(ctx, 0).ok_or(Reason::PassMalformed)?;
+    if mac_at(unsafe { &*dst }, 0) != mac_at(&iface.mac, 0) {
         return Err(Reason::PassOtherMac);
     }
     Ok(())
-}
-
-/// A MAC as three 16-bit words: one load each instead of six byte loads. A MAC sits at an
-/// even offset of the frame and of every map value that holds one.
-#[inline(always)]
-fn mac_words(mac: &[u8; 6]) -> [u16; 3] {
-    unsafe { *(mac as *const [u8; 6] as *const [u16; 3]) }
 }
 
 /// Adds `delta` (1 or -1 as u64) to a backend's active-connection count.
@@ -938,12 +931,15 @@ fn rewrite(ctx: &XdpContext, flow: &FlowKey, backend: &Backend) -> Result<(), Re
     if backend.forward != Forward::Route as u8 {
         return tunnel::send(ctx, backend, hash_flow(flow));
     }
-    if let Some(eth) = ptr_at::<[u16; 6]>(ctx, 0) {
+    if let Some(eth) = ptr_at::<[u8; 12]>(ctx, 0) {
         let eth = unsafe { &mut *eth };
-        let mac = mac_words(&backend.mac);
         // Source := the address the frame was sent to, which step 4 proved is ours.
-        (eth[3], eth[4], eth[5]) = (eth[0], eth[1], eth[2]);
-        (eth[0], eth[1], eth[2]) = (mac[0], mac[1], mac[2]);
+        let ours = mac_at(eth, 0);
+        let (word, half) = mac_at(&backend.mac, 0);
+        set_field(eth, 6, ours.0);
+        set_field(eth, 10, ours.1);
+        set_field(eth, 0, word);
+        set_field(eth, 4, half);
     }
     Ok(())
 }

@@ -151,6 +151,8 @@ struct Args {
     /// Katran's `balancer.bpf.o`, built by the user from Katran's repository: its rows are
     /// timed in the same rounds. From `--katran-object`, else `LB_BENCH_KATRAN_OBJECT`.
     katran_object: Option<PathBuf>,
+    /// Print each measured run's ns per packet, per program, as it is taken.
+    raw: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -161,6 +163,7 @@ fn parse_args() -> Result<Args> {
         katran_object: std::env::var_os(KATRAN_ENV)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from),
+        raw: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -169,6 +172,7 @@ fn parse_args() -> Result<Args> {
             "--repeat" => args.repeat = value()?.parse().context("--repeat")?,
             "--rounds" => args.rounds = value()?.parse().context("--rounds")?,
             "--only" => args.only = Some(value()?),
+            "--raw" => args.raw = true,
             "--katran-object" => args.katran_object = Some(PathBuf::from(value()?)),
             "--help" | "-h" => {
                 println!(
@@ -176,7 +180,8 @@ fn parse_args() -> Result<Args> {
                      whose name contains TEXT, for profiling one path)] [--katran-object PATH \
                      (Katran's balancer.bpf.o, built from Katran's own repository with its own \
                      build: adds the Katran rows, timed in the same rounds; default: \
-                     ${KATRAN_ENV}; without one the Katran rows are skipped)]"
+                     ${KATRAN_ENV}; without one the Katran rows are skipped)] [--raw (each \
+                     measured run's ns per packet, per program, on stderr)]"
                 );
                 std::process::exit(0);
             }
@@ -1242,6 +1247,13 @@ fn main() -> Result<()> {
                         }
                     }
                     if measured {
+                        if args.raw {
+                            eprintln!(
+                                "    round {}: {name}: {tname}: {} ns",
+                                round + 1,
+                                r.per_packet.as_nanos()
+                            );
+                        }
                         times[si][ti].push(r.per_packet.as_nanos() as f64);
                     }
                 }
