@@ -749,22 +749,25 @@ fn schedule(
     let persist = service.persist_timeout_s != 0;
     let key = persist_key(&pkt.flow, service);
     let sticky = if persist {
-        remembered(&key, service, now)
+        remembered(&key, service, now, true)
     } else {
         None
     };
     let (id, backend) = match sticky {
         Some(hit) => hit,
-        None => pick_backend(ctx, pkt, service)?,
+        None => {
+            let (id, backend) = pick_backend(ctx, pkt, service)?;
+            if persist {
+                let p = Persist {
+                    last_seen_ns: now,
+                    backend: id,
+                    _pad: 0,
+                };
+                let _ = PERSIST.insert(&key, &p, 0);
+            }
+            (id, backend)
+        }
     };
-    if persist {
-        let p = Persist {
-            last_seen_ns: now,
-            backend: id,
-            _pad: 0,
-        };
-        let _ = PERSIST.insert(&key, &p, 0);
-    }
     let state = TcpState::signalled(pkt.flow.proto, pkt.tcp_flags);
     let flow = flow_entry(now, id, service.id, state);
     // A SYN's entry is half-open until the client's ACK; anything else (UDP, or a live TCP
@@ -785,15 +788,27 @@ fn schedule(
     Ok((id, backend))
 }
 
-/// The backend a client network was sent to within the service's persistence timeout.
+/// The backend a client network was sent to within the service's persistence timeout. With
+/// `refresh` (a new connection) the entry's time is then renewed in place: an insert into the
+/// LRU map would take a new node from its free list and release the old one, on every new
+/// connection of a persistent client.
 #[inline(always)]
-fn remembered(key: &PersistKey, service: &Service, now: u64) -> Option<(u32, &'static Backend)> {
-    let p = unsafe { PERSIST.get(key) }?;
+fn remembered(
+    key: &PersistKey,
+    service: &Service,
+    now: u64,
+    refresh: bool,
+) -> Option<(u32, &'static Backend)> {
+    let p = unsafe { &mut *PERSIST.get_ptr_mut(key)? };
     // As for flows: a clock older than the stamp is age 0.
     if age_ns(now, p.last_seen_ns) > service.persist_timeout_s as u64 * NS_PER_S {
         return None;
     }
-    Some((p.backend, usable_backend(p.backend, service)?))
+    let backend = usable_backend(p.backend, service)?;
+    if refresh {
+        p.last_seen_ns = now;
+    }
+    Some((p.backend, backend))
 }
 
 /// Step 5c: a TCP packet of no known connection (not a SYN, no live entry) makes no entry
@@ -816,7 +831,7 @@ fn place_without_entry(
         return Err(Reason::DropNoBackend);
     }
     if service.persist_timeout_s != 0
-        && let Some(hit) = remembered(&persist_key(flow, service), service, now)
+        && let Some(hit) = remembered(&persist_key(flow, service), service, now, false)
     {
         return Ok(hit);
     }

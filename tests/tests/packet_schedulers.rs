@@ -251,6 +251,39 @@ fn persistence_holds_a_client_network_inside_the_timeout_only() {
 }
 
 #[test]
+fn a_new_connection_renews_its_client_networks_persistence() {
+    let extra = "    persistence: { timeout: 1s, netmask: 255.255.255.0 }\n";
+    let mut h = Harness::with_config(&service("rr", &[1, 1], extra));
+    let first = backend_of(&h.run(&tcp([10, 2, 3, 4], 40000, 80, "S")));
+    let stamp = |h: &mut Harness| -> Vec<u64> {
+        let persist = &h.maps().persist;
+        let keys: Vec<_> = persist.keys().filter_map(|k| k.ok()).collect();
+        keys.iter()
+            .map(|k| persist.get(k, 0).expect("a PERSIST entry").last_seen_ns)
+            .collect()
+    };
+    let before = stamp(&mut h);
+    assert_eq!(before.len(), 1, "one entry for the /24");
+    // 0.7 s later a new connection from the network renews the entry: 1.4 s after the first
+    // connection (past the 1 s timeout counted from it) the network is still held.
+    for (i, sport) in [(1, 40001u16), (2, 40002)] {
+        thread::sleep(Duration::from_millis(700));
+        let out = h.run(&tcp([10, 2, 3, 9], sport, 80, "S"));
+        assert_eq!(
+            backend_of(&out),
+            first,
+            "connection {i}, 0.7 s after the one before"
+        );
+        let after = stamp(&mut h);
+        assert_eq!(after.len(), 1, "still one entry for the /24");
+        assert!(
+            after[0] > before[0],
+            "connection {i} renewed the entry: {before:?} -> {after:?}"
+        );
+    }
+}
+
+#[test]
 fn persistence_spans_the_ports_of_an_all_ports_service() {
     let config = "services:\n  - name: any\n    vip: 192.168.58.133\n    port: 0\n    scheduler: rr\n    persistence: { timeout: 60s }\n    backends:\n      - address: 192.168.58.135\n      - address: 192.168.58.136\n";
     let mut h = Harness::with_config(config);
