@@ -176,7 +176,8 @@ impl Syncer {
     }
 
     /// One tick: decides the role now (`master`: a VRRP instance on the interface is
-    /// master), sends what is due while sending, writes the report every second.
+    /// master), sends what is due while sending, writes the report every second and at once
+    /// when the role changes (`list`/`stats` must not show a new master as receiving).
     pub fn tick(&mut self, maps: &Maps, master: bool) {
         let (send, receive) = match self.cfg.role {
             SyncRole::Auto => (master, !master),
@@ -184,6 +185,8 @@ impl Syncer {
             SyncRole::Backup => (false, true),
             SyncRole::Both => (true, true),
         };
+        let role_changed =
+            send != self.sending || receive != self.receiving.load(Ordering::Relaxed);
         if send && !self.sending {
             // A new sender: the peers may hold nothing yet, send the whole table.
             self.flows.clear();
@@ -198,7 +201,7 @@ impl Syncer {
         if send && let Err(e) = self.send(maps) {
             warn!(error = %format!("{e:#}"), "sync: reading the tables to send");
         }
-        if self.reported.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
+        if role_changed || self.reported.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
             self.reported = Some(tokio::time::Instant::now());
             let active = match (send, receive) {
                 (true, true) => "sending+receiving",
