@@ -8,7 +8,7 @@
 use std::{
     collections::BTreeMap,
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, atomic::Ordering},
     time::Duration,
 };
 
@@ -28,8 +28,11 @@ use crate::{
     exec::hooks::Hooks,
 };
 
-/// How often the reports are written: a transition shows in `list` within this.
+/// How often the reports are written (for the counters).
 const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// How often the writer looks for a change of state or master, which it writes at once: a
+/// transition shows in `list` and `stats` within this.
+const CHANGE_POLL: Duration = Duration::from_millis(100);
 /// How long each instance gets to hand over (a priority-0 advert) at stop.
 const STOP_WAIT: Duration = Duration::from_secs(2);
 
@@ -250,16 +253,30 @@ impl Instances {
     }
 }
 
-/// Writes the reports of `shown` every [`REPORT_EVERY`], the first at once.
+/// Writes the reports of `shown` every [`REPORT_EVERY`], the first at once, and within
+/// [`CHANGE_POLL`] of a change of an instance's state or master.
 async fn write_every(dir: PathBuf, shown: Shown) {
-    let mut tick = tokio::time::interval(REPORT_EVERY);
+    let mut tick = tokio::time::interval(CHANGE_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut written: Option<(tokio::time::Instant, u64)> = None;
     loop {
         tick.tick().await;
-        let reports: Vec<report::Report> = (shown.lock().unwrap_or_else(|e| e.into_inner()))
-            .iter()
-            .map(|(name, status)| status.report(name))
-            .collect();
+        let (reports, changes) = {
+            let shown = shown.lock().unwrap_or_else(|e| e.into_inner());
+            let changes: u64 = (shown.iter())
+                .map(|(_, status)| status.changes.load(Ordering::Relaxed))
+                .sum();
+            let due =
+                written.is_none_or(|(at, seen)| seen != changes || at.elapsed() >= REPORT_EVERY);
+            if !due {
+                continue;
+            }
+            let reports: Vec<report::Report> = (shown.iter())
+                .map(|(name, status)| status.report(name))
+                .collect();
+            (reports, changes)
+        };
+        written = Some((tokio::time::Instant::now(), changes));
         if let Err(e) = report::write_all(&dir, &reports) {
             warn!(error = %format!("{e:#}"), "writing the VRRP status for list/stats");
         }
@@ -311,4 +328,41 @@ pub async fn run_until_signal(
         warn!("notify hooks did not stop within 2 s");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vrrp::state::State;
+
+    /// A transition reaches the report file within a few polls, not a whole
+    /// [`REPORT_EVERY`] later.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_transition_is_written_at_once() {
+        let dir = PathBuf::from(format!("/tmp/lb-vrrp-writer-test-{}", std::process::id()));
+        let status = Arc::new(Status::default());
+        let shown: Shown = Arc::new(Mutex::new(vec![("VI_1".into(), status.clone())]));
+        let writer = tokio::spawn(write_every(dir.clone(), shown));
+        let state_of = || report::read_all(&dir).first().map(|r| r.state.clone());
+        // The first report at once: no state yet.
+        let start = tokio::time::Instant::now();
+        while state_of().is_none() && start.elapsed() < REPORT_EVERY {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(state_of().as_deref(), Some("init"));
+        // Right after the first write: the next periodic one is a second away.
+        status.set_state(State::Master);
+        let changed = tokio::time::Instant::now();
+        while state_of().as_deref() != Some("master") && changed.elapsed() < REPORT_EVERY {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let took = changed.elapsed();
+        writer.abort();
+        report::remove_all(&dir, ["VI_1"]);
+        assert_eq!(state_of(), None);
+        assert!(
+            took < CHANGE_POLL * 3,
+            "the transition showed after {took:?} (polling every {CHANGE_POLL:?})"
+        );
+    }
 }

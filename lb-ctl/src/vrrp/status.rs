@@ -30,6 +30,8 @@ pub struct Status {
     pub mismatched: AtomicU64,
     /// Transitions to master.
     pub became_master: AtomicU64,
+    /// Changes of state or master: the report writer writes at once when this moves.
+    pub changes: AtomicU64,
 }
 
 fn n(c: &AtomicU64) -> u64 {
@@ -39,10 +41,12 @@ fn n(c: &AtomicU64) -> u64 {
 impl Status {
     pub fn set_state(&self, state: State) {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(state);
+        self.changes.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn set_master(&self, master: Option<IpAddr>) {
         *self.master.lock().unwrap_or_else(|e| e.into_inner()) = master;
+        self.changes.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The configured virtual addresses, as shown.
