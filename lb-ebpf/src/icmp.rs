@@ -33,8 +33,8 @@ use lb_common::{
 
 use crate::{
     FLOWS, Fragment, IP_OFFSET_MASK, IPV4_MIN_HLEN, IPV6_HLEN, Packet, SYNS, Target, addr_at,
-    addressed_to_us, find_service, ipv6, place_without_entry, ptr_at, usable_backend,
-    usable_backend_of, word_at,
+    addressed_to_us, bounds::field, find_service, ipv6, place_without_entry, ptr_at,
+    usable_backend, usable_backend_of,
 };
 
 /// The ICMP and ICMPv6 header: type, code, checksum and 4 bytes (unused, MTU or pointer).
@@ -116,8 +116,8 @@ pub fn v4_error(ctx: &XdpContext, l3: usize, icmp: usize, ip_end: usize) -> Resu
     if ip[0] >> 4 != 4 || hlen < IPV4_MIN_HLEN {
         return Err(Reason::PassIcmpNoFlow);
     }
-    let (src, dst, proto) = (word_at(ip, 12), word_at(ip, 16), ip[9]);
-    if src != word_at(outer, 16) || (proto != PROTO_TCP && proto != PROTO_UDP) {
+    let (src, dst, proto): (u32, u32, u8) = (field(ip, 12), field(ip, 16), ip[9]);
+    if src != field(outer, 16) || (proto != PROTO_TCP && proto != PROTO_UDP) {
         return Err(Reason::PassNotVip);
     }
     // A non-first fragment quotes no ports.

@@ -9,7 +9,7 @@
 use aya_ebpf::programs::XdpContext;
 use lb_common::{FlowKey, Reason};
 
-use crate::{Fragment, IPV6_HLEN, Packet, bounds::field, parse_l4, ptr_at, ptr_at_var};
+use crate::{Fragment, IPV6_HLEN, Packet, addr_at, bounds::field, parse_l4, ptr_at, ptr_at_var};
 
 /// Extension headers the walk reads; a longer chain passes (`pass_header_chain`).
 const MAX_EXT_HEADERS: usize = 4;
@@ -64,12 +64,12 @@ pub fn parse(ctx: &XdpContext, l3: usize) -> Result<Packet, Reason> {
     // Step 3a before the transport header: traffic to no VIP goes to the kernel. (Before the
     // extension headers' walk, it made LLVM keep the packet pointer in a form the verifier
     // refuses.)
-    if !crate::maybe_vip(&addr(ip, 24)) {
+    if !crate::maybe_vip(&addr_at(ip, 24)) {
         return Err(Reason::PassNotVip);
     }
     let flow = |proto, ports: [u16; 2]| FlowKey {
-        src: addr(ip, 8),
-        dst: addr(ip, 24),
+        src: addr_at(ip, 8),
+        dst: addr_at(ip, 24),
         sport: ports[0],
         dport: ports[1],
         proto,
@@ -96,17 +96,6 @@ pub fn parse(ctx: &XdpContext, l3: usize) -> Result<Packet, Reason> {
     pkt.flow = flow(walk.next, ports);
     pkt.tcp_flags = tcp_flags;
     Ok(pkt)
-}
-
-/// An address of the header at byte `at`, as four words in network byte order.
-#[inline(always)]
-fn addr(ip: &[u8; IPV6_HLEN], at: usize) -> lb_common::Addr {
-    [
-        field(ip, at),
-        field(ip, at + 4),
-        field(ip, at + 8),
-        field(ip, at + 12),
-    ]
 }
 
 /// An extension header the walk follows (hop-by-hop, routing, destination options,

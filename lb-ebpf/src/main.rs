@@ -371,20 +371,15 @@ fn forward(
     Ok(())
 }
 
-/// The 4 bytes at `at` as a word read from memory (network byte order kept).
-#[inline(always)]
-fn word_at<const N: usize>(b: &[u8; N], at: usize) -> u32 {
-    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-/// The 16-byte address at `at`, as `FlowKey` stores it.
+/// The 16-byte address at `at` of a header in the frame, as `FlowKey` stores it (four word
+/// loads, [`field`]).
 #[inline(always)]
 fn addr_at<const N: usize>(b: &[u8; N], at: usize) -> Addr {
     [
-        word_at(b, at),
-        word_at(b, at + 4),
-        word_at(b, at + 8),
-        word_at(b, at + 12),
+        field(b, at),
+        field(b, at + 4),
+        field(b, at + 8),
+        field(b, at + 12),
     ]
 }
 

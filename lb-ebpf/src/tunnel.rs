@@ -29,8 +29,8 @@ use aya_ebpf::{
 use lb_common::{Addr, Backend, Forward, PROTO_ICMP, PROTO_ICMPV6, PROTO_UDP, Reason};
 
 use crate::{
-    ETH_HLEN, ETH_P_IP, ETH_P_IPV6, IPV4_MIN_HLEN, IPV6_HLEN, UDP_HLEN, addr_at, fib, icmp::opaque,
-    ptr_at, word_at,
+    ETH_HLEN, ETH_P_IP, ETH_P_IPV6, IPV4_MIN_HLEN, IPV6_HLEN, UDP_HLEN, addr_at, bounds::field,
+    fib, icmp::opaque, ptr_at,
 };
 
 /// IP protocol numbers of IP inside IP.
@@ -281,8 +281,8 @@ fn too_big(ctx: &XdpContext, mtu: u32) -> Reason {
         (addr_at(old, ETH_HLEN + 8), addr_at(old, ETH_HLEN + 24))
     } else {
         (
-            [word_at(old, ETH_HLEN + 12), 0, 0, 0],
-            [word_at(old, ETH_HLEN + 16), 0, 0, 0],
+            [field(old, ETH_HLEN + 12), 0, 0, 0],
+            [field(old, ETH_HLEN + 16), 0, 0, 0],
         )
     };
     let grow = hlen + ICMP_HLEN;
