@@ -7,7 +7,7 @@
 //! from what [`established_first`](crate::established_first) decided.
 
 use aya_ebpf::{helpers::bpf_jiffies64, programs::XdpContext};
-use lb_common::{CachedFlow, Reason, TcpState, cache_slot};
+use lb_common::{CachedFlow, FlowKey, Reason, TcpState, cache_slot};
 
 use crate::{
     FLOW_CACHE, GENERATION, Packet, REFRESH_TICKS, Target, addressed_to_us, frag::Fragment,
@@ -24,7 +24,7 @@ pub(crate) struct Cache {
 /// What a slot may hold a packet's flow as: `None` for a packet that changes state (a TCP
 /// SYN, FIN or RST; a fragment), else the state its entry must be in (UDP: `None` state).
 #[inline(always)]
-fn cacheable_state(pkt: &Packet) -> Option<TcpState> {
+pub(crate) fn cacheable_state(pkt: &Packet) -> Option<TcpState> {
     if pkt.fragment != Fragment::None {
         return None;
     }
@@ -36,30 +36,34 @@ fn cacheable_state(pkt: &Packet) -> Option<TcpState> {
 
 impl Cache {
     #[inline(always)]
-    pub(crate) fn open(pkt: &Packet) -> Cache {
+    pub(crate) fn open(flow: &FlowKey) -> Cache {
         Cache {
-            slot: FLOW_CACHE.get_ptr_mut(cache_slot(&pkt.flow)),
+            slot: FLOW_CACHE.get_ptr_mut(cache_slot(flow)),
             generation: GENERATION.get(0).copied().unwrap_or(0),
             now: unsafe { bpf_jiffies64() },
         }
     }
 
-    /// The slot's decision for this packet, if it holds the packet's flow, is fresh and of
-    /// the current generation, and its backend is still usable. A slot of this flow that
-    /// cannot serve it is emptied: the packet goes the whole way (a SYN that reuses the tuple,
-    /// a FIN or RST, or a stale slot), and only that way may fill it again.
+    /// The slot's decision for a packet of `flow`, if the slot holds the flow, is fresh and
+    /// of the current generation, and its backend is still usable; `cacheable`: the packet is
+    /// one a slot may serve ([`cacheable_state`]). A slot of this flow that cannot serve it is
+    /// emptied: the packet goes the whole way (a SYN that reuses the tuple, a FIN or RST, or
+    /// a stale slot), and only that way may fill it again.
     #[inline(always)]
-    pub(crate) fn hit(&self, ctx: &XdpContext, pkt: &Packet) -> Result<Option<Target>, Reason> {
+    pub(crate) fn hit(
+        &self,
+        ctx: &XdpContext,
+        flow: &FlowKey,
+        cacheable: bool,
+    ) -> Result<Option<Target>, Reason> {
         let Some(slot) = self.slot else {
             return Ok(None);
         };
         let c = unsafe { &mut *slot };
-        if c.key != pkt.flow {
+        if c.key != *flow {
             return Ok(None);
         }
-        let serves = cacheable_state(pkt).is_some()
-            && c.generation == self.generation
-            && self.now < c.fresh_until;
+        let serves = cacheable && c.generation == self.generation && self.now < c.fresh_until;
         let backend = if serves {
             usable_backend_of(c.backend, c.service_id)
         } else {

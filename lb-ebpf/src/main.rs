@@ -40,6 +40,7 @@
 
 mod bounds;
 mod cache;
+mod fast;
 mod fib;
 mod frag;
 mod icmp;
@@ -154,7 +155,10 @@ const IP_MF: u16 = 0x2000;
 /// The director's XDP program.
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
-    let reason = process(&ctx);
+    let reason = match fast::cached_ipv4(&ctx) {
+        Some(reason) => reason,
+        None => process(&ctx),
+    };
     count_reason(reason);
     if reason.is_tx() {
         xdp_action::XDP_TX
@@ -228,23 +232,22 @@ fn process(ctx: &XdpContext) -> Reason {
     } else {
         place(ctx, &pkt)
     };
-    let t = match target {
-        Ok(t) => t,
-        Err(reason) => return reason,
-    };
+    match target {
+        Ok(t) => deliver(ctx, &pkt.flow, &t, pkt.ip_len),
+        Err(reason) => reason,
+    }
+}
+
+/// Steps 6 and 7 for a packet of `flow` placed on `t`'s backend; `ip_len` is what the
+/// counters count. Returns the reason the packet counts under.
+#[inline(always)]
+fn deliver(ctx: &XdpContext, flow: &FlowKey, t: &Target, ip_len: u32) -> Reason {
     let delta = Counters {
         packets: 1,
-        bytes: pkt.ip_len as u64,
+        bytes: ip_len as u64,
         new_flows: t.new_flows,
     };
-    match forward(
-        ctx,
-        &pkt.flow,
-        t.service_id,
-        t.backend_id,
-        t.backend,
-        &delta,
-    ) {
+    match forward(ctx, flow, t.service_id, t.backend_id, t.backend, &delta) {
         Ok(()) => t.reason,
         Err(reason) => reason,
     }
@@ -255,8 +258,8 @@ fn process(ctx: &XdpContext) -> Reason {
 #[inline(always)]
 fn place(ctx: &XdpContext, pkt: &Packet) -> Result<Target, Reason> {
     // Most packets belong to a flow this CPU forwarded within the last second.
-    let cache = Cache::open(pkt);
-    if let Some(t) = cache.hit(ctx, pkt)? {
+    let cache = Cache::open(&pkt.flow);
+    if let Some(t) = cache.hit(ctx, &pkt.flow, cache::cacheable_state(pkt).is_some())? {
         return Ok(t);
     }
     // Timeouts are in seconds: the coarse clock (a tick's resolution) is enough and cheaper.
