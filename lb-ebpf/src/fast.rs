@@ -21,12 +21,13 @@ use crate::{
     VLAN_HLEN,
     bounds::{field, ptr_at, ptr_at_var},
     cache::Cache,
-    deliver, maybe_vip,
+    deliver, finish, maybe_vip,
 };
 
-/// The reason of a packet this step decided, or `None` for the pipeline to decide.
+/// The action for a packet this step decided (counted under its reason), or `None` for the
+/// pipeline to decide.
 #[inline(always)]
-pub(crate) fn cached_ipv4(ctx: &XdpContext) -> Option<Reason> {
+pub(crate) fn cached_ipv4(ctx: &XdpContext) -> Option<u32> {
     let eth: &[u8; ETH_HLEN + VLAN_HLEN] = unsafe { &*ptr_at(ctx, 0)? };
     let mut proto: u16 = field(eth, 12);
     let mut l3 = ETH_HLEN;
@@ -45,7 +46,7 @@ pub(crate) fn cached_ipv4(ctx: &XdpContext) -> Option<Reason> {
     }
     let dst: u32 = field(ip, 16);
     if !maybe_vip(&v4_mapped(dst)) {
-        return Some(Reason::PassNotVip);
+        return Some(finish(Reason::PassNotVip));
     }
     if u16::from_be(field(ip, 6)) & (IP_OFFSET_MASK | IP_MF) != 0 {
         return None;
@@ -80,9 +81,15 @@ pub(crate) fn cached_ipv4(ctx: &XdpContext) -> Option<Reason> {
         proto: ip_proto,
         _pad: [0; 3],
     };
-    match Cache::open(&flow).hit(ctx, &flow, true) {
-        Ok(Some(t)) => Some(deliver(ctx, &flow, &t, total_len as u32)),
-        Ok(None) => None,
-        Err(reason) => Some(reason),
+    let reason = match Cache::open(&flow).hit(ctx, &flow, true) {
+        Ok(Some(t)) => deliver(ctx, &flow, &t, total_len as u32),
+        Ok(None) => return None,
+        Err(reason) => reason,
+    };
+    // A hit forwarded to a backend of direct routing, the common case, with its constants.
+    if reason == Reason::Forwarded {
+        Some(finish(Reason::Forwarded))
+    } else {
+        Some(finish(reason))
     }
 }

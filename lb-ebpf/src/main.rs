@@ -155,10 +155,15 @@ const IP_MF: u16 = 0x2000;
 /// The director's XDP program.
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
-    let reason = match fast::cached_ipv4(&ctx) {
-        Some(reason) => reason,
-        None => process(&ctx),
-    };
+    if let Some(action) = fast::cached_ipv4(&ctx) {
+        return action;
+    }
+    finish(process(&ctx))
+}
+
+/// The packet's action, after counting it under its reason.
+#[inline(always)]
+fn finish(reason: Reason) -> u32 {
     count_reason(reason);
     if reason.is_tx() {
         xdp_action::XDP_TX
