@@ -155,7 +155,7 @@ const IP_MF: u16 = 0x2000;
 /// The director's XDP program.
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
-    if let Some(action) = fast::cached_ipv4(&ctx) {
+    if let Some(action) = fast::cached(&ctx) {
         return action;
     }
     finish(process(&ctx))

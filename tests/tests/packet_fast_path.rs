@@ -1,15 +1,19 @@
 //! Packet-level tests of the data path's first step (`lb-ebpf/src/fast.rs`): a packet of a flow
-//! the CPU's flow cache holds, in the common shape (at most one 802.1Q tag, IPv4 without
-//! options, no fragment, TCP without SYN/FIN/RST or UDP), is forwarded before the pipeline
-//! runs; every other shape, and every malformed one, must be decided exactly as the pipeline
+//! the CPU's flow cache holds, in the common shape (at most one 802.1Q tag; IPv4 without
+//! options and not a fragment, or IPv6 without extension headers; TCP without SYN/FIN/RST or
+//! UDP), is forwarded before the pipeline runs; every other shape, and every malformed one, must be decided exactly as the pipeline
 //! decides it. Each test fills the flow's slot first, then sends the shapes at the fast
 //! path's edges and asserts the action, the frame that comes out and the counters.
 
+use std::net::Ipv6Addr;
+
 use etherparse::{IpHeaders, IpNumber, Ipv4Header, PacketBuilder, VlanId};
 use lb_common::Reason;
+use lb_ctl::plan::convert::addr_of;
 use lb_tests::packet::{
-    BACKEND_MACS, CLIENT_MAC, DIRECTOR_MAC, Harness, Output, XDP_PASS, XDP_TX, client_addr,
-    flow_key, forwarded, pin_to_one_cpu, tcp_to_web, web_service,
+    BACKEND_MACS, CLIENT_MAC, DEST_OPTS, DIRECTOR_MAC, Harness, Output, XDP_PASS, XDP_TX,
+    client_addr, extension, flow_key, forwarded, pin_to_one_cpu, tcp_to_web, tcp6_frame,
+    web_service, with_extensions,
 };
 
 const VIP: [u8; 4] = [192, 168, 58, 133];
@@ -247,4 +251,90 @@ services:
         .expect("build tagged UDP");
     h.assert_passed(&tagged, Reason::PassNotVip);
     h.assert_service("dns", 5, 5 * ip_len(&query, 14), 1);
+}
+
+#[test]
+fn a_cached_ipv6_flow_is_decided_as_before_in_every_shape() {
+    let _pinned = pin_to_one_cpu();
+    let vip = Ipv6Addr::new(0xfd00, 0x58, 0, 0, 0, 0, 0, 0x133);
+    let client = Ipv6Addr::new(0xfd00, 0x58, 0, 0, 0, 0, 1, 0x100);
+    let mut h = Harness::with_config(&format!(
+        "services:\n  - name: web6\n    vip: \"{vip}\"\n    port: 80\n    scheduler: rr\n    \
+         backends:\n      - address: \"fd00:58::135\"\n      - address: \"fd00:58::136\"\n"
+    ));
+    let tcp = |flags: &str| {
+        tcp6_frame(
+            (CLIENT_MAC, DIRECTOR_MAC),
+            (client, 48000),
+            (vip, 80),
+            flags,
+        )
+    };
+    let syn = tcp("S");
+    let b = backend_of(&syn, &h.run(&syn));
+    let good = tcp("A");
+    for _ in 0..3 {
+        assert_eq!(backend_of(&good, &h.run(&good)), b);
+    }
+    let mut tagged = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .single_vlan(VlanId::try_new(58).expect("vlan id"))
+        .ipv6(client.octets(), vip.octets(), 64)
+        .tcp(48000, 80, 1, 64240)
+        .ack(1)
+        .write(&mut tagged, &[])
+        .expect("build tagged IPv6");
+    let with_options = with_extensions(&good, &[extension(DEST_OPTS, 0)]);
+    h.reset_reasons();
+    for (what, frame) in [
+        ("untagged", &good),
+        ("802.1Q", &tagged),
+        ("destination options", &with_options),
+    ] {
+        let out = h.run(frame);
+        assert_eq!(out.action, XDP_TX, "{what}");
+        assert_eq!(out.data, forwarded(frame, BACKEND_MACS[b]), "{what}");
+    }
+    h.assert_reasons(&[(Reason::Forwarded, 3)]);
+    // Malformed: the payload length beyond the frame, a TCP data offset of 4, a payload too
+    // short for the TCP header, every cut inside the headers.
+    let with = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut v = good.clone();
+        f(&mut v);
+        v
+    };
+    let malformed = [
+        with(&|v| v[18..20].copy_from_slice(&21u16.to_be_bytes())),
+        with(&|v| v[14 + 40 + 12] = 0x40),
+        with(&|v| v[18..20].copy_from_slice(&19u16.to_be_bytes())),
+    ];
+    for frame in malformed
+        .iter()
+        .cloned()
+        .chain((14..good.len()).map(|cut| good[..cut].to_vec()))
+    {
+        h.assert_passed(&frame, Reason::PassMalformed);
+    }
+    // To no VIP: passes.
+    let other = tcp6_frame(
+        (CLIENT_MAC, DIRECTOR_MAC),
+        (client, 48000),
+        (Ipv6Addr::new(0xfd00, 0x58, 0, 0, 0, 0, 0, 0x200), 80),
+        "A",
+    );
+    h.assert_passed(&other, Reason::PassNotVip);
+    // The flow still goes to its backend from its slot.
+    assert_eq!(backend_of(&good, &h.run(&good)), b);
+    assert_eq!(
+        h.cached(&lb_common::FlowKey {
+            src: addr_of(client.into()),
+            dst: addr_of(vip.into()),
+            sport: 48000u16.to_be(),
+            dport: 80u16.to_be(),
+            proto: lb_common::PROTO_TCP,
+            _pad: [0; 3],
+        })
+        .len(),
+        1
+    );
 }
