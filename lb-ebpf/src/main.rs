@@ -152,8 +152,11 @@ const UDP_HLEN: usize = 8;
 const IP_OFFSET_MASK: u16 = 0x1fff;
 const IP_MF: u16 = 0x2000;
 
-/// The director's XDP program.
+/// The director's XDP program. Inlined into the entry point the macro makes: left to LLVM,
+/// a body this size became a BPF-to-BPF call, whose return pays the CPU's return-thunk
+/// mitigation on every packet (about 10 ns on the development VM).
 #[xdp]
+#[inline(always)]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
     if let Some(action) = fast::cached(&ctx) {
         return action;
