@@ -102,7 +102,10 @@ fn ipv6(ctx: &XdpContext, l3: usize) -> Option<u32> {
 }
 
 /// The ports of a TCP segment without SYN, FIN or RST, or of a UDP datagram, at `l4` with
-/// `room` bytes of the IP packet left for it.
+/// `room` bytes of the IP packet left for it: the checks of the pipeline's `parse_l4`, whose
+/// failures are left to the pipeline to count. (Calling `parse_l4` here instead, its result
+/// discarded on error, cost the hit 7-8 ns in two paired runs and the verifier 18,000 more
+/// instructions.)
 #[inline(always)]
 fn ports(ctx: &XdpContext, l4: usize, room: usize, proto: u8) -> Option<[u16; 2]> {
     if proto == PROTO_TCP {

@@ -65,6 +65,13 @@ fn ack(client: [u8; 4], sport: u16, tags: &[u16], options: &[u8]) -> Vec<u8> {
     v
 }
 
+/// `frame` with `edit` applied to a copy.
+fn edited(frame: &[u8], edit: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
+    let mut v = frame.to_vec();
+    edit(&mut v);
+    v
+}
+
 fn ip_len(frame: &[u8], l3: usize) -> u64 {
     u16::from_be_bytes([frame[l3 + 2], frame[l3 + 3]]) as u64
 }
@@ -114,28 +121,26 @@ fn malformed_packets_of_a_cached_flow_pass_untouched_and_leave_it_working() {
     let (c, p) = (client_addr(2), 46000);
     let b = cached_flow(&mut h, c, p);
     let good = tcp_to_web(c, p, "A");
-    let with = |f: &dyn Fn(&mut Vec<u8>)| {
-        let mut v = good.clone();
-        f(&mut v);
-        v
-    };
     let malformed = [
         (
             "total length beyond the frame",
-            with(&|v| v[16..18].copy_from_slice(&41u16.to_be_bytes())),
+            edited(&good, |v| v[16..18].copy_from_slice(&41u16.to_be_bytes())),
         ),
         (
             "total length shorter than the TCP header",
-            with(&|v| v[16..18].copy_from_slice(&39u16.to_be_bytes())),
+            edited(&good, |v| v[16..18].copy_from_slice(&39u16.to_be_bytes())),
         ),
         (
             "total length shorter than the IPv4 header",
-            with(&|v| v[16..18].copy_from_slice(&19u16.to_be_bytes())),
+            edited(&good, |v| v[16..18].copy_from_slice(&19u16.to_be_bytes())),
         ),
-        ("IHL 4", with(&|v| v[14] = 0x44)),
-        ("IHL past the packet", with(&|v| v[14] = 0x4f)),
-        ("version 6 under IPv4", with(&|v| v[14] = 0x65)),
-        ("TCP data offset 4", with(&|v| v[14 + 20 + 12] = 0x40)),
+        ("IHL 4", edited(&good, |v| v[14] = 0x44)),
+        ("IHL past the packet", edited(&good, |v| v[14] = 0x4f)),
+        ("version 6 under IPv4", edited(&good, |v| v[14] = 0x65)),
+        (
+            "TCP data offset 4",
+            edited(&good, |v| v[14 + 20 + 12] = 0x40),
+        ),
     ];
     for (what, frame) in &malformed {
         h.reset_reasons();
@@ -155,7 +160,7 @@ fn malformed_packets_of_a_cached_flow_pass_untouched_and_leave_it_working() {
     }
     // Sent to another MAC (a flooded copy of another director's traffic).
     h.reset_reasons();
-    let other_mac = with(&|v| v[5] ^= 0x40);
+    let other_mac = edited(&good, |v| v[5] ^= 0x40);
     let out = h.run(&other_mac);
     assert_eq!((out.action, &out.data), (XDP_PASS, &other_mac));
     h.assert_reasons(&[(Reason::PassOtherMac, 1)]);
@@ -298,15 +303,10 @@ fn a_cached_ipv6_flow_is_decided_as_before_in_every_shape() {
     h.assert_reasons(&[(Reason::Forwarded, 3)]);
     // Malformed: the payload length beyond the frame, a TCP data offset of 4, a payload too
     // short for the TCP header, every cut inside the headers.
-    let with = |f: &dyn Fn(&mut Vec<u8>)| {
-        let mut v = good.clone();
-        f(&mut v);
-        v
-    };
     let malformed = [
-        with(&|v| v[18..20].copy_from_slice(&21u16.to_be_bytes())),
-        with(&|v| v[14 + 40 + 12] = 0x40),
-        with(&|v| v[18..20].copy_from_slice(&19u16.to_be_bytes())),
+        edited(&good, |v| v[18..20].copy_from_slice(&21u16.to_be_bytes())),
+        edited(&good, |v| v[14 + 40 + 12] = 0x40),
+        edited(&good, |v| v[18..20].copy_from_slice(&19u16.to_be_bytes())),
     ];
     for frame in malformed
         .iter()
