@@ -1,7 +1,12 @@
 //! The XDP data path of an LVS-DR style director.
 //!
-//! Per packet, a short pipeline of named steps (the shape of Katran's `balancer_kern.c`):
+//! Per packet, a short pipeline of named steps (the shape of Katran's `balancer_kern.c`),
+//! behind one step for the common case:
 //!
+//! 0. [`fast::cached`]: a known flow's packet of the common shape (at most one 802.1Q tag,
+//!    IPv4 without options or IPv6 without extension headers, not a fragment, TCP without
+//!    SYN/FIN/RST or UDP) served from its flow-cache slot before any of the steps below;
+//!    anything else goes through them as if this step had not run.
 //! 1. [`parse_ethernet`]: Ethernet with up to two 802.1Q / 802.1ad tags; IPv4 and IPv6 go on.
 //! 2. [`parse_ipv4`] or [`ipv6::parse`] (a bounded walk of extension headers), then
 //!    [`parse_l4`]: TCP or UDP, every length checked. A later fragment (no ports) goes to its
