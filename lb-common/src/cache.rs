@@ -37,12 +37,19 @@ const _: () = assert!(core::mem::size_of::<CachedFlow>() == 64);
 /// whole way.
 #[inline(always)]
 pub const fn cache_slot(f: &FlowKey) -> u32 {
+    let mut x = flow_fold(f);
+    x ^= x >> 15;
+    x.wrapping_mul(0x85eb_ca6b) >> (32 - limits::FLOW_CACHE_BITS)
+}
+
+/// A flow's key folded into 32 bits, before the mixing that [`cache_slot`] and
+/// [`half_open_bucket`](crate::half_open_bucket) each do.
+#[inline(always)]
+pub(crate) const fn flow_fold(f: &FlowKey) -> u32 {
     let client = f.src[0] ^ f.src[1] ^ f.src[2] ^ f.src[3];
     let vip = f.dst[0] ^ f.dst[1] ^ f.dst[2] ^ f.dst[3];
     let ports = f.sport as u32 | (f.dport as u32) << 16;
-    let mut x = client.wrapping_mul(0x9e37_79b1) ^ vip ^ ports ^ f.proto as u32;
-    x ^= x >> 15;
-    x.wrapping_mul(0x85eb_ca6b) >> (32 - limits::FLOW_CACHE_BITS)
+    client.wrapping_mul(0x9e37_79b1) ^ vip ^ ports ^ f.proto as u32
 }
 
 /// How many `bpf_jiffies64` ticks a slot serves after it is filled: one second at a tick of

@@ -15,12 +15,14 @@ pub mod decap;
 mod flow;
 mod forward;
 mod frag;
+mod halfopen;
 mod pick;
 
 pub use cache::{CachedFlow, cache_slot, refresh_ticks};
 pub use flow::{Flow, TcpState, age_ns, tcp_flags, timeouts};
 pub use forward::Forward;
 pub use frag::{Frag, FragKey, frag_timeouts};
+pub use halfopen::{HALF_OPEN_WAYS, HalfOpen, half_open_bucket, half_open_shift};
 pub use pick::{Pick, Sched};
 
 /// Names of the maps and programs, as the ELF object declares them and as they are pinned.
@@ -50,6 +52,11 @@ pub mod names {
     ///
     /// [`refresh_ticks`]: crate::refresh_ticks
     pub const REFRESH_TICKS: &str = "REFRESH_TICKS";
+    /// The loader sets it: the shift of the half-open table's bucket index
+    /// ([`half_open_shift`]).
+    ///
+    /// [`half_open_shift`]: crate::half_open_shift
+    pub const SYN_SLOT_SHIFT: &str = "SYN_SLOT_SHIFT";
 
     /// Every map of the program, in the order they are pinned.
     pub const MAPS: [&str; 19] = [
@@ -88,8 +95,9 @@ pub mod limits {
     /// Connection table entries (LRU, load-time): established connections (TCP after the
     /// client's ACK) and UDP flows.
     pub const FLOWS: u32 = 1 << 18;
-    /// Half-open table entries (LRU, load-time): TCP connections whose SYN was scheduled and
-    /// whose client has not yet sent its ACK. Only these compete with a SYN flood.
+    /// Half-open table slots (buckets of four, load-time, a power of two; 64 bytes each: 4 MiB):
+    /// TCP connections whose SYN was scheduled and whose client has not yet sent its ACK.
+    /// Only these compete with a SYN flood.
     pub const SYNS: u32 = 1 << 16;
     /// Persistence entries (LRU, load-time): one per (client network, service).
     pub const PERSIST: u32 = 1 << 16;
@@ -608,6 +616,7 @@ mod pod {
     unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for Budget {}
     unsafe impl aya::Pod for CachedFlow {}
+    unsafe impl aya::Pod for HalfOpen {}
 }
 
 #[cfg(test)]

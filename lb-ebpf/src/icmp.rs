@@ -32,8 +32,8 @@ use lb_common::{
 };
 
 use crate::{
-    FLOWS, Fragment, IP_OFFSET_MASK, IPV4_MIN_HLEN, IPV6_HLEN, Packet, SYNS, Target, addr_at,
-    addressed_to_us, bounds::field, find_service, ipv6, place_without_entry, ptr_at,
+    FLOWS, Fragment, IP_OFFSET_MASK, IPV4_MIN_HLEN, IPV6_HLEN, Packet, Target, addr_at,
+    addressed_to_us, bounds::field, find_service, halfopen, ipv6, place_without_entry, ptr_at,
     usable_backend, usable_backend_of,
 };
 
@@ -239,7 +239,11 @@ fn to_backend(ctx: &XdpContext, flow: &FlowKey) -> u64 {
 /// service. Read only: the entry is neither refreshed nor moved to another state.
 #[inline(always)]
 fn entry_backend(flow: &FlowKey, service: &Service, now: u64) -> Option<(u32, &'static Backend)> {
-    let entry = unsafe { FLOWS.get(flow).or_else(|| SYNS.get(flow)) }?;
+    let entry = unsafe {
+        FLOWS
+            .get(flow)
+            .or_else(|| halfopen::entry(flow).map(|e| &*e))
+    }?;
     if !entry.is_live(flow.proto, now) {
         return None;
     }

@@ -48,6 +48,7 @@ mod cache;
 mod fast;
 mod fib;
 mod frag;
+mod halfopen;
 mod icmp;
 mod ipv6;
 mod rare;
@@ -63,10 +64,10 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    Addr, BACKEND_USABLE, Backend, Budget, CachedFlow, Counters, Flow, FlowKey, Forward, Iface,
-    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Persist, PersistKey, Pick, Reason, Service,
-    ServiceKey, Settings, TcpState, age_ns, hash_addr, hash_flow, limits, serves, tcp_flags,
-    v4_mapped, vip_filter_bit,
+    Addr, BACKEND_USABLE, Backend, Budget, CachedFlow, Counters, Flow, FlowKey, Forward,
+    HALF_OPEN_WAYS, HalfOpen, Iface, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Persist,
+    PersistKey, Pick, Reason, Service, ServiceKey, Settings, TcpState, age_ns, half_open_bucket,
+    hash_addr, hash_flow, limits, serves, tcp_flags, v4_mapped, vip_filter_bit,
 };
 
 use crate::{
@@ -89,10 +90,14 @@ static CURSORS: Array<u64> = Array::with_max_entries(limits::MAX_SERVICES, 0);
 #[map]
 static FLOWS: LruHashMap<FlowKey, Flow> =
     LruHashMap::with_max_entries(limits::FLOWS, BPF_F_NO_COMMON_LRU);
-/// Half-open TCP connections: scheduled SYNs whose client has not sent its ACK yet.
+/// Half-open TCP connections: scheduled SYNs whose client has not sent its ACK yet, in
+/// buckets of four slots indexed by a hash of the flow (`lb_common::HalfOpen`): inlined
+/// array reads and a write instead of an LRU insert.
 #[map]
-static SYNS: LruHashMap<FlowKey, Flow> =
-    LruHashMap::with_max_entries(limits::SYNS, BPF_F_NO_COMMON_LRU);
+pub(crate) static SYNS: Array<HalfOpen> = Array::with_max_entries(limits::SYNS, 0);
+/// The shift of `SYNS`'s bucket index (`lb_common::half_open_shift`), set by the loader.
+#[unsafe(no_mangle)]
+pub(crate) static SYN_SLOT_SHIFT: u32 = 16;
 #[map]
 static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 /// Each CPU's window of the new-entry budget.
@@ -586,7 +591,7 @@ const UNKNOWN: Known = Known::Miss {
 /// Step 5a: a flow seen before keeps its backend for as long as that backend is usable and
 /// the flow has not expired (IPVS's timeouts, per TCP state). Established connections and UDP
 /// flows are in `FLOWS`; a TCP connection whose client has sent only its SYN is in `SYNS`
-/// ([`half_open`]).
+/// ([`half_open`], [`halfopen`]).
 #[inline(always)]
 fn known_flow(pkt: &Packet, entry: Option<*mut Flow>, now: u64) -> Known {
     let proto = pkt.flow.proto;
@@ -638,13 +643,14 @@ fn established(flow: &mut Flow, proto: u8, signalled: TcpState, now: u64) -> Kno
 /// and evicts only this table, never an established connection.
 #[inline(always)]
 fn half_open(pkt: &Packet, signalled: TcpState, now: u64) -> Known {
-    let Some(syn) = SYNS.get_ptr_mut(&pkt.flow) else {
+    let Some(syn) = halfopen::entry(&pkt.flow) else {
         return UNKNOWN;
     };
-    let syn = unsafe { &mut *syn };
     let (id, service_id) = (syn.backend, syn.service_id);
     if !syn.is_live(PROTO_TCP, now) {
-        forget(&SYNS, &pkt.flow, id, true);
+        // Emptied, its connection given back.
+        syn.state = TcpState::None as u8;
+        count_conn(id, 1u64.wrapping_neg());
         return UNKNOWN;
     }
     let Some(backend) = usable_backend_of(id, service_id) else {
@@ -660,7 +666,7 @@ fn half_open(pkt: &Packet, signalled: TcpState, now: u64) -> Known {
     let flow = flow_entry(now, id, service_id, signalled);
     // A failed insert leaves the half-open entry, which the next packet tries again.
     if FLOWS.insert(&pkt.flow, &flow, 0).is_ok() {
-        let _ = SYNS.remove(&pkt.flow);
+        syn.state = TcpState::None as u8;
         if !signalled.is_active(PROTO_TCP) {
             count_conn(id, 1u64.wrapping_neg());
         }
@@ -785,15 +791,16 @@ fn schedule(
     // connection rescheduled off a gone backend) is established. A full table evicts its
     // least recently used entry; a failed insert only costs stickiness.
     let inserted = if state == TcpState::Syn {
-        SYNS.insert(&pkt.flow, &flow, 0)
+        halfopen::open(&pkt.flow, &flow, now);
+        true
     } else {
         if pkt.flow.proto == PROTO_TCP {
             // A half-open entry whose backend went away is replaced here.
-            let _ = SYNS.remove(&pkt.flow);
+            halfopen::close(&pkt.flow);
         }
-        FLOWS.insert(&pkt.flow, &flow, 0)
+        FLOWS.insert(&pkt.flow, &flow, 0).is_ok()
     };
-    if inserted.is_ok() && state.is_active(pkt.flow.proto) {
+    if inserted && state.is_active(pkt.flow.proto) {
         count_conn(id, 1);
     }
     Ok((id, backend))

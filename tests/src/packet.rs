@@ -283,12 +283,11 @@ impl Harness {
     /// Empties the connection table and the half-open table, and the flow caches with them
     /// (a new generation), as a control plane that deletes flows must.
     pub fn clear_flows(&mut self) {
-        for table in [&mut self.maps.flows, &mut self.maps.syns] {
-            let keys: Vec<FlowKey> = table.keys().filter_map(|k| k.ok()).collect();
-            for k in keys {
-                let _ = table.remove(&k);
-            }
+        let keys: Vec<FlowKey> = self.maps.flows.keys().filter_map(|k| k.ok()).collect();
+        for k in keys {
+            let _ = self.maps.flows.remove(&k);
         }
+        self.clear_half_open().expect("emptying SYNS");
         self.maps.bump_generation().expect("bumping GENERATION");
     }
 
@@ -299,7 +298,10 @@ impl Harness {
     pub fn remove_flow(&mut self, client: [u8; 4], sport: u16, dport: u16) -> bool {
         let key = flow_key(client, sport, dport);
         let established = self.maps.flows.remove(&key).is_ok();
-        let half_open = self.maps.syns.remove(&key).is_ok();
+        let half_open = self
+            .maps
+            .remove_half_open(&key)
+            .expect("emptying a SYNS slot");
         self.maps.bump_generation().expect("bumping GENERATION");
         established || half_open
     }
@@ -344,7 +346,7 @@ impl Harness {
 
     /// Entries of the half-open table (SYNs not yet followed by the client's ACK).
     pub fn half_open_count(&self) -> usize {
-        self.maps.syns.keys().filter(|k| k.is_ok()).count()
+        self.half_open_entries().len()
     }
 
     /// Whether either table holds the TCP flow `client:sport -> VIP:dport`.
@@ -362,10 +364,7 @@ impl Harness {
 
     /// Whether the half-open table holds the TCP flow `client:sport -> VIP:dport`.
     pub fn is_half_open(&self, client: [u8; 4], sport: u16, dport: u16) -> bool {
-        self.maps
-            .syns
-            .get(&flow_key(client, sport, dport), 0)
-            .is_ok()
+        self.in_syns(&flow_key(client, sport, dport))
     }
 
     /// Active connections as the data path counts them, for the configured backends in the

@@ -584,13 +584,14 @@ fn entries_are_only_read_an_expired_or_stale_one_is_placed_as_without_one() {
             let vip = SocketAddr::new(fam.vip(), WEB_PORT);
             let sid = service_entry(&mut h, "web").1.id;
             let ids = backend_ids(&mut h, sid);
-            // An established entry that expired 1 s ago, on a backend other than the hash's.
+            // A closed (RST) entry that expired 1 s ago, on a backend other than the hash's (RST
+            // entries live 10 s: an expired ESTABLISHED one would need 901 s of uptime).
             let client = SocketAddr::new(fam.client(20), 43000);
             let key = flow_key(client, vip, PROTO_TCP);
             let hashed = table_pick(&mut h, "web", hash_flow(&key));
             let stale = (hashed + 1) % 4;
-            let old = lb_ctl::maps::view::now_ns() - 901_000_000_000;
-            insert_flow(&mut h, key, sid, ids[stale], TcpState::Established, old);
+            let old = lb_ctl::maps::view::now_ns() - 11_000_000_000;
+            insert_flow(&mut h, key, sid, ids[stale], TcpState::Rst, old);
             let persist_before: Vec<_> = h.maps().persist.iter().filter_map(|e| e.ok()).collect();
             let conns = h.active_connections();
             let quote = reply(vip, client, PROTO_TCP, &[], 100);

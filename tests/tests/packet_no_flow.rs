@@ -112,10 +112,8 @@ fn with_persistence_a_non_syn_without_an_entry_goes_to_the_remembered_backend_re
     assert_eq!(persist_entries(&mut h), 1);
     // The SYN's entry is half-open (no ACK yet).
     let service_id = h
-        .maps()
-        .syns
-        .get(&flow_key([10, 2, 3, 4], 40000), 0)
-        .unwrap()
+        .syn_entry(&flow_key([10, 2, 3, 4], 40000))
+        .expect("the SYN's half-open entry")
         .service_id;
     let key = PersistKey {
         client: v4_mapped(u32::from_ne_bytes([10, 2, 3, 0])),

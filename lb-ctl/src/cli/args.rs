@@ -116,8 +116,10 @@ error says so and --mode generic works on any interface.")]
         /// CPUs): size it for the flows one CPU sees, times the CPUs.
         #[arg(long, default_value_t = Sizes::default().flows)]
         flows: u32,
-        /// Entries of the half-open table: TCP connections between the client's SYN and its
-        /// ACK. A SYN flood evicts only these, never an established connection.
+        /// Slots of the half-open table (a power of two, 64 bytes each): TCP connections
+        /// between the client's SYN and its ACK. A SYN takes the slot its flow hashes to,
+        /// evicting the half-open connection there: a SYN flood evicts only these, never an
+        /// established connection.
         #[arg(long, default_value_t = Sizes::default().syns)]
         syn_flows: u32,
     },

@@ -250,7 +250,7 @@ impl Syncer {
         };
         let flows = live_flows(
             hash_batch(&maps.flows).context("reading FLOWS")?,
-            hash_batch(&maps.syns).context("reading SYNS")?,
+            maps.half_open()?,
             now,
         );
         let scan: Vec<(FlowKey, Seen)> = (flows.iter())
@@ -437,7 +437,7 @@ impl Syncer {
                 in_flows.is_some_and(|f| (f.backend, f.service_id) != (backend, service_id));
             // Only TCP has half-open entries.
             let in_syns = match key.proto {
-                PROTO_TCP => maps.syns.get(&key, 0).ok(),
+                PROTO_TCP => maps.half_open_entry(&key),
                 _ => None,
             };
             let Install::Write {
@@ -449,23 +449,40 @@ impl Syncer {
                 Stats::add(&stats.kept_local, 1);
                 continue;
             };
-            let (table, other, name) = match half_open {
-                true => (&mut maps.syns, &mut maps.flows, "SYNS"),
-                false => (&mut maps.flows, &mut maps.syns, "FLOWS"),
+            let written = if half_open {
+                maps.set_half_open(&key, &new).map(|evicted| {
+                    // The slot's live half-open connection of another flow is evicted, as the
+                    // data path's SYN would evict it.
+                    evicted.filter(|o| o.is_live(PROTO_TCP, now) && o.is_active(PROTO_TCP))
+                })
+            } else {
+                maps.flows
+                    .insert(key, new, 0)
+                    .map(|()| None)
+                    .context("writing FLOWS")
             };
-            if let Err(e) = table.insert(key, new, 0) {
-                warn!(error = %e, "sync: writing {name}");
-                Stats::add(&stats.install_errors, 1);
-                continue;
-            }
+            let evicted = match written {
+                Ok(evicted) => evicted,
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), "sync: installing a flow");
+                    Stats::add(&stats.install_errors, 1);
+                    continue;
+                }
+            };
             if remove_other {
                 // Gone already (the data path moved or evicted it) is as good.
-                let _ = other.remove(&key);
+                let _ = match half_open {
+                    true => maps.flows.remove(&key).is_ok(),
+                    false => maps.remove_half_open(&key).unwrap_or(false),
+                };
             }
             Stats::add(&stats.installed, 1);
             moved_any |= moved;
             for (b, delta) in conns {
                 add_conns(maps, b, delta);
+            }
+            if let Some(o) = evicted {
+                add_conns(maps, o.backend, -1);
             }
         }
         if moved_any && let Err(e) = maps.bump_generation() {

@@ -10,7 +10,7 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{Xdp, XdpMode},
 };
-use lb_common::{decap, limits, names, refresh_ticks};
+use lb_common::{HALF_OPEN_WAYS, decap, half_open_shift, limits, names, refresh_ticks};
 
 /// The XDP object, as built for `bpfel-unknown-none`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
@@ -30,7 +30,7 @@ pub struct Sizes {
     pub table_entries: u32,
     /// Connection-table entries (LRU).
     pub flows: u32,
-    /// Half-open table entries (LRU).
+    /// Half-open table slots (a power of two).
     pub syns: u32,
 }
 
@@ -60,9 +60,22 @@ fn check_object() -> Result<()> {
 pub fn load(sizes: &Sizes, pin_dir: Option<&Path>) -> Result<Ebpf> {
     check_object()?;
     let refresh = refresh_ticks(coarse_tick_ns()?);
+    let syn_shift = half_open_shift(sizes.syns).with_context(|| {
+        format!(
+            "the half-open table's size must be a power of two of at least {HALF_OPEN_WAYS} \
+             (--syn-flows {}); try {}",
+            sizes.syns,
+            sizes
+                .syns
+                .max(HALF_OPEN_WAYS)
+                .checked_next_power_of_two()
+                .unwrap_or(1 << 31)
+        )
+    })?;
     let mut loader = EbpfLoader::new();
     loader
         .override_global(names::REFRESH_TICKS, &refresh, true)
+        .override_global(names::SYN_SLOT_SHIFT, &syn_shift, true)
         .map_max_entries(names::TABLE, sizes.table_entries)
         .map_max_entries(names::FLOWS, sizes.flows)
         .map_max_entries(names::SYNS, sizes.syns);

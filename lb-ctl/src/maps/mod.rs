@@ -30,8 +30,9 @@ use aya::{
     util::nr_cpus,
 };
 use lb_common::{
-    Backend, Budget, CachedFlow, Counters, Flow, FlowKey, Frag, FragKey, Iface, Persist,
-    PersistKey, Reason, Service, ServiceKey, Settings, limits, names,
+    Backend, Budget, CachedFlow, Counters, Flow, FlowKey, Frag, FragKey, HALF_OPEN_WAYS, HalfOpen,
+    Iface, Persist, PersistKey, Reason, Service, ServiceKey, Settings, TcpState, half_open_bucket,
+    half_open_shift, limits, names,
 };
 
 /// An interface the program can serve: IFACES is an array indexed by ifindex, with
@@ -63,9 +64,10 @@ pub struct Maps {
     pub persist: HashMap<MapData, PersistKey, Persist>,
     /// The backend of each fragmented datagram whose first fragment was forwarded.
     pub frags: HashMap<MapData, FragKey, Frag>,
-    /// Half-open TCP connections (SYN seen, no ACK yet); the client's ACK moves an entry to
-    /// `flows`.
-    pub syns: HashMap<MapData, FlowKey, Flow>,
+    /// Half-open TCP connections (SYN seen, no ACK yet), in slots indexed by a hash of the
+    /// flow ([`Maps::half_open`] and the methods after it); the client's ACK moves an entry
+    /// to `flows`.
+    pub syns: Array<MapData, HalfOpen>,
     /// The data path's global settings (one entry).
     pub settings: Array<MapData, Settings>,
     /// Each CPU's window of the new-entry budget.
@@ -271,9 +273,78 @@ impl Maps {
         Ok(self.flows.map().info().context("FLOWS info")?.max_entries())
     }
 
-    /// Entries the half-open table can hold.
+    /// Entries (slots) the half-open table can hold.
     pub fn syns_capacity(&self) -> Result<u32> {
-        Ok(self.syns.map().info().context("SYNS info")?.max_entries())
+        Ok(self.syns.len())
+    }
+
+    /// The half-open table's entries: each slot that holds a flow in the SYN state, live or
+    /// not (callers judge with [`Flow::is_live`]).
+    pub fn half_open(&self) -> Result<Vec<(FlowKey, Flow)>> {
+        let slots = array_batch(&self.syns, 0, self.syns.len()).context("reading SYNS")?;
+        Ok(slots
+            .into_iter()
+            .filter(|s| s.flow.state == TcpState::Syn as u8)
+            .map(|s| (s.key, s.flow))
+            .collect())
+    }
+
+    /// `key`'s bucket of the half-open table, as the data path computes it: (slot index,
+    /// slot) of each way.
+    fn half_open_bucket(&self, key: &FlowKey) -> Result<Vec<(u32, HalfOpen)>> {
+        let shift = half_open_shift(self.syns.len())
+            .with_context(|| format!("SYNS has {} slots, not a power of two", self.syns.len()))?;
+        let first = half_open_bucket(key, shift);
+        (first..first + HALF_OPEN_WAYS)
+            .map(|i| {
+                let slot = self
+                    .syns
+                    .get(&i, 0)
+                    .with_context(|| format!("reading SYNS slot {i}"))?;
+                Ok((i, slot))
+            })
+            .collect()
+    }
+
+    /// The half-open entry of `key`, if its bucket holds it.
+    pub fn half_open_entry(&self, key: &FlowKey) -> Option<Flow> {
+        let bucket = self.half_open_bucket(key).ok()?;
+        bucket
+            .into_iter()
+            .find(|(_, s)| s.holds(key))
+            .map(|(_, s)| s.flow)
+    }
+
+    /// Writes `flow` (in the SYN state) as the half-open entry of `key`, into the slot of its
+    /// bucket the data path's SYN would take ([`HalfOpen::rank`]). Returns the half-open
+    /// entry of another flow that slot held, which is gone.
+    pub fn set_half_open(&mut self, key: &FlowKey, flow: &Flow) -> Result<Option<Flow>> {
+        let (slot, old) = (self.half_open_bucket(key)?.into_iter())
+            .min_by_key(|(_, s)| s.rank(key))
+            .context("a bucket of no slots")?;
+        self.syns
+            .set(
+                slot,
+                HalfOpen {
+                    key: *key,
+                    flow: *flow,
+                },
+                0,
+            )
+            .with_context(|| format!("writing SYNS slot {slot}"))?;
+        Ok((old.flow.state == TcpState::Syn as u8 && old.key != *key).then_some(old.flow))
+    }
+
+    /// Empties the half-open entry of `key`; false if its bucket did not hold it.
+    pub fn remove_half_open(&mut self, key: &FlowKey) -> Result<bool> {
+        let bucket = self.half_open_bucket(key)?;
+        let Some((slot, _)) = bucket.into_iter().find(|(_, s)| s.holds(key)) else {
+            return Ok(false);
+        };
+        self.syns
+            .set(slot, HalfOpen::default(), 0)
+            .with_context(|| format!("emptying SYNS slot {slot}"))?;
+        Ok(true)
     }
 }
 
@@ -307,8 +378,9 @@ pub fn recount_connections(maps: &mut Maps, now_ns: u64) -> Result<usize> {
 
     let mut live: HashMap<u32, u64> = HashMap::new();
     // Half-open entries count as the data path counts them: a SYN is an active connection.
-    for entry in maps.flows.iter().chain(maps.syns.iter()) {
-        let Ok((key, flow)) = entry else { continue };
+    let half_open = maps.half_open()?;
+    let flows = maps.flows.iter().filter_map(|e| e.ok());
+    for (key, flow) in flows.chain(half_open) {
         if flow.is_live(key.proto, now_ns) && flow.is_active(key.proto) {
             *live.entry(flow.backend).or_default() += 1;
         }

@@ -189,10 +189,9 @@ impl Snapshot {
         let now = now_ns();
         let mut conns: HashMap<u32, (u64, u64)> = HashMap::new();
         let (mut flows, mut half_open) = (0, 0);
-        let tables =
-            (maps.flows.iter().map(|e| (e, false))).chain(maps.syns.iter().map(|e| (e, true)));
-        for (entry, syn) in tables {
-            let Ok((key, flow)) = entry else { continue };
+        let established = maps.flows.iter().filter_map(|e| e.ok()).map(|e| (e, false));
+        let tables = established.chain(maps.half_open()?.into_iter().map(|e| (e, true)));
+        for ((key, flow), syn) in tables {
             if !flow.is_live(key.proto, now) {
                 continue;
             }
@@ -288,8 +287,8 @@ pub fn connections(maps: &Maps) -> Result<Vec<ConnView>> {
     let now = now_ns();
     let mut backends: HashMap<u32, Backend> = HashMap::new();
     let mut out = Vec::new();
-    for entry in maps.flows.iter().chain(maps.syns.iter()) {
-        let Ok((key, flow)) = entry else { continue };
+    let established = maps.flows.iter().filter_map(|e| e.ok());
+    for (key, flow) in established.chain(maps.half_open()?) {
         let Some(remaining_ns) = flow.remaining_ns(key.proto, now) else {
             continue;
         };

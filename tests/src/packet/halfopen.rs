@@ -3,7 +3,10 @@
 //! spending it, and the CPU pinning both need; the connection table (`FLOWS`) filled the same
 //! way, for the bench's rows with a million connections.
 //!
-//! `SYNS` (and `FLOWS`) is an LRU map with per-CPU lists (`BPF_F_NO_COMMON_LRU`): each possible CPU holds
+//! `SYNS` is an array of slots (`lb_common::HalfOpen`): it is full when every slot holds a
+//! half-open entry, and a fill writes every slot.
+//!
+//! `FLOWS` is an LRU map with per-CPU lists (`BPF_F_NO_COMMON_LRU`): each possible CPU holds
 //! `max_entries / possible CPUs` entries, and an insert, by the data path or by a map update
 //! from user space, takes a free entry of the CPU it runs on, evicting that CPU's least
 //! recently used ones when it has none (up to 4 at a time, the kernel's `PERCPU_FREE_TARGET`).
@@ -16,8 +19,10 @@ use anyhow::{Context as _, Result, bail};
 use aya::maps::PerCpuValues;
 use aya::util::{nr_cpus, online_cpus};
 use etherparse::{NetHeaders, PacketHeaders, TransportHeader};
-use lb_common::{Budget, Flow, FlowKey, PROTO_TCP, PROTO_UDP, Settings, TcpState};
-use lb_ctl::maps::{hash_batch, view::now_ns};
+use lb_common::{
+    Budget, Flow, FlowKey, HalfOpen, PROTO_TCP, PROTO_UDP, ServiceKey, Settings, TcpState,
+};
+use lb_ctl::maps::{array_update_batch, hash_batch, view::now_ns};
 use lb_ctl::plan::convert::addr_of;
 
 use super::Harness;
@@ -38,36 +43,25 @@ pub const FLOW_FILL_CLIENTS: Ipv4Addr = Ipv4Addr::new(10, 210, 0, 0);
 /// How often [`Harness::fill_flows`] reports its progress, in entries written.
 pub const FILL_PROGRESS_EVERY: usize = 1 << 18;
 
-/// The LRU table a fill writes, and the clients its entries come from.
-#[derive(Clone, Copy)]
-enum Fill {
-    Syns,
-    Flows,
+/// Whether `key` is one a fill from `first` writes: its client in the /16 from `first` on.
+fn filled_from(first: Ipv4Addr, key: &FlowKey) -> bool {
+    let first = u32::from(first);
+    match lb_ctl::plan::convert::addr_ip(&key.src) {
+        IpAddr::V4(a) => (first..first + (1 << 16)).contains(&u32::from(a)),
+        IpAddr::V6(_) => false,
+    }
 }
 
-impl Fill {
-    fn first_client(self) -> Ipv4Addr {
-        match self {
-            Fill::Syns => FILL_CLIENTS,
-            Fill::Flows => FLOW_FILL_CLIENTS,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Fill::Syns => "SYNS",
-            Fill::Flows => "FLOWS",
-        }
-    }
-
-    /// Whether `key` is one this fill writes: its client in the /16 from
-    /// [`Fill::first_client`] on.
-    fn wrote(self, key: &FlowKey) -> bool {
-        let first = u32::from(self.first_client());
-        match lb_ctl::plan::convert::addr_ip(&key.src) {
-            IpAddr::V4(a) => (first..first + (1 << 16)).contains(&u32::from(a)),
-            IpAddr::V6(_) => false,
-        }
+/// The `i`th key of a fill of TCP flows to `vip` from `first` on (60,000 ports a client).
+fn fill_key(first: Ipv4Addr, i: u32, vip: &ServiceKey) -> FlowKey {
+    let src = Ipv4Addr::from(u32::from(first) + i / 60_000);
+    FlowKey {
+        src: addr_of(IpAddr::V4(src)),
+        dst: vip.addr,
+        sport: (1024 + (i % 60_000) as u16).to_be(),
+        dport: vip.port,
+        proto: PROTO_TCP,
+        _pad: [0; 3],
     }
 }
 
@@ -161,29 +155,30 @@ impl Harness {
     /// Entries of the half-open table whose client is `src`.
     pub fn syns_from(&self, src: IpAddr) -> usize {
         let src = addr_of(src);
-        self.maps
-            .syns
-            .keys()
-            .filter(|k| k.as_ref().is_ok_and(|k| k.src == src))
+        self.half_open_entries()
+            .iter()
+            .filter(|(k, _)| k.src == src)
             .count()
     }
 
-    /// Empties the half-open table; the connection table keeps its entries.
+    /// The half-open table's entries (slots in the SYN state, live or not).
+    pub fn half_open_entries(&self) -> Vec<(FlowKey, Flow)> {
+        self.maps.half_open().expect("reading SYNS")
+    }
+
+    /// Empties the half-open table (every slot); the connection table keeps its entries.
     pub fn clear_half_open(&mut self) -> Result<()> {
-        let keys: Vec<FlowKey> = self.maps.syns.keys().filter_map(|k| k.ok()).collect();
-        for k in keys {
-            // An entry the data path removed in between is gone all the same.
-            let _ = self.maps.syns.remove(&k);
-        }
+        let empty = vec![HalfOpen::default(); self.maps.syns.len() as usize];
+        array_update_batch(&self.maps.syns, 0, &empty).context("emptying SYNS")?;
         match self.half_open_count() {
             0 => Ok(()),
-            n => bail!("{n} entries left in SYNS after removing every key"),
+            n => bail!("{n} entries left in SYNS after emptying every slot"),
         }
     }
 
     /// Whether the half-open table holds `key`.
     pub fn in_syns(&self, key: &FlowKey) -> bool {
-        self.maps.syns.get(key, 0).is_ok()
+        self.maps.half_open_entry(key).is_some()
     }
 
     /// Whether the connection table (established entries) holds `key`.
@@ -193,29 +188,43 @@ impl Harness {
 
     /// The entry of the half-open table of `key`, if any.
     pub fn syn_entry(&self, key: &FlowKey) -> Option<Flow> {
-        self.maps.syns.get(key, 0).ok()
+        self.maps.half_open_entry(key)
     }
 
-    /// The most the half-open table can hold from the online CPUs: their shares of
-    /// `max_entries` (the whole table when every possible CPU is online).
+    /// The most the half-open table can hold: one entry a slot.
     pub fn syns_reachable(&self) -> Result<usize> {
-        let capacity = self.maps.syns_capacity().context("SYNS capacity")? as usize;
-        Ok(capacity / possible()? * online()?.len())
+        Ok(self.maps.syns_capacity().context("SYNS capacity")? as usize)
     }
 
-    /// Whether the half-open table is full: within [`LRU_FREE_BATCH`] entries per online CPU
-    /// of [`Harness::syns_reachable`].
+    /// Whether the half-open table is full: every slot holds a half-open entry.
     pub fn syns_full(&self) -> Result<bool> {
-        let slack = LRU_FREE_BATCH * online()?.len();
-        Ok(self.half_open_count() + slack >= self.syns_reachable()?)
+        Ok(self.half_open_count() >= self.syns_reachable()?)
     }
 
-    /// Fills the half-open table: on each online CPU in turn (the thread pinned to it), writes
-    /// as many half-open entries as a CPU's share holds, TCP flows to `service` from
-    /// [`FILL_CLIENTS`] on, on its first backend, last seen now. Returns the entries written;
-    /// the table is then full ([`Harness::syns_full`]), whatever it held before.
+    /// Fills the half-open table: every slot gets a half-open entry of a TCP flow to
+    /// `service` from [`FILL_CLIENTS`] on, on its first backend, last seen now (its key is
+    /// one no packet sends, so only a SYN that takes its slot removes it). Returns the entries
+    /// written; the table is then full ([`Harness::syns_full`]), whatever it held before.
     pub fn fill_syns(&mut self, service: &str) -> Result<usize> {
-        self.fill_lru(Fill::Syns, service, &mut |_, _| {})
+        let (key, s) = service_entry(self, service);
+        let backend = *backend_ids(self, s.id)
+            .first()
+            .with_context(|| format!("service {service} has no backend"))?;
+        let flow = Flow {
+            last_seen_ns: now_ns(),
+            backend,
+            service_id: s.id,
+            state: TcpState::Syn as u8,
+            _pad: [0; 7],
+        };
+        let slots: Vec<HalfOpen> = (0..self.maps.syns.len())
+            .map(|i| HalfOpen {
+                key: fill_key(FILL_CLIENTS, i, &key),
+                flow,
+            })
+            .collect();
+        array_update_batch(&self.maps.syns, 0, &slots).context("filling SYNS")?;
+        Ok(slots.len())
     }
 
     /// Fills the connection table as [`Harness::fill_syns`] fills the half-open one: on each
@@ -227,7 +236,7 @@ impl Harness {
         service: &str,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<usize> {
-        self.fill_lru(Fill::Flows, service, progress)
+        self.fill_lru(service, progress)
     }
 
     /// The most the connection table can hold from the online CPUs (as
@@ -242,7 +251,7 @@ impl Harness {
         Ok(hash_batch(&self.maps.flows)
             .context("reading FLOWS")?
             .iter()
-            .filter(|(k, _)| Fill::Flows.wrote(k))
+            .filter(|(k, _)| filled_from(FLOW_FILL_CLIENTS, k))
             .count())
     }
 
@@ -253,7 +262,7 @@ impl Harness {
             .context("reading FLOWS")?
             .into_iter()
             .map(|(k, _)| k)
-            .filter(|k| Fill::Flows.wrote(k))
+            .filter(|k| filled_from(FLOW_FILL_CLIENTS, k))
             .collect();
         for k in &keys {
             // An entry evicted in between is gone all the same.
@@ -262,35 +271,18 @@ impl Harness {
         Ok(keys.len())
     }
 
-    /// Writes a CPU's share of `table` from each online CPU (see [`Harness::fill_syns`]).
-    fn fill_lru(
-        &mut self,
-        table: Fill,
-        service: &str,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<usize> {
+    /// Writes a CPU's share of `FLOWS` from each online CPU (see [`Harness::fill_flows`]).
+    fn fill_lru(&mut self, service: &str, progress: &mut dyn FnMut(usize, usize)) -> Result<usize> {
         let (key, s) = service_entry(self, service);
         let backend = *backend_ids(self, s.id)
             .first()
             .with_context(|| format!("service {service} has no backend"))?;
-        let (capacity, state) = match table {
-            Fill::Syns => (
-                self.maps.syns_capacity().context("SYNS capacity")?,
-                TcpState::Syn,
-            ),
-            Fill::Flows => (
-                self.maps.flows_capacity().context("FLOWS capacity")?,
-                TcpState::Established,
-            ),
-        };
-        let map = match table {
-            Fill::Syns => &mut self.maps.syns,
-            Fill::Flows => &mut self.maps.flows,
-        };
+        let capacity = self.maps.flows_capacity().context("FLOWS capacity")?;
+        let state = TcpState::Established;
+        let map = &mut self.maps.flows;
         let share = capacity as usize / possible()?;
         let cpus = online()?;
         let total = share * cpus.len();
-        let first = u32::from(table.first_client());
         let mut written = 0usize;
         for cpu in cpus {
             let _pinned = Pinned::to(cpu)?;
@@ -303,18 +295,9 @@ impl Harness {
             };
             for _ in 0..share {
                 let i = u32::try_from(written).context("too many entries")?;
-                let src = Ipv4Addr::from(first + i / 60_000);
-                let k = FlowKey {
-                    src: addr_of(IpAddr::V4(src)),
-                    dst: key.addr,
-                    sport: (1024 + (i % 60_000) as u16).to_be(),
-                    dport: key.port,
-                    proto: PROTO_TCP,
-                    _pad: [0; 3],
-                };
-                map.insert(k, flow, 0).with_context(|| {
-                    format!("writing entry {written} of {total} into {}", table.name())
-                })?;
+                let k = fill_key(FLOW_FILL_CLIENTS, i, &key);
+                map.insert(k, flow, 0)
+                    .with_context(|| format!("writing entry {written} of {total} into FLOWS"))?;
                 written += 1;
                 if written.is_multiple_of(FILL_PROGRESS_EVERY) {
                     progress(written, total);
@@ -328,11 +311,9 @@ impl Harness {
     /// Entries of the half-open table from [`FILL_CLIENTS`] on (what
     /// [`Harness::fill_syns`] wrote and no packet evicted yet).
     pub fn fill_entries(&self) -> usize {
-        self.maps
-            .syns
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| Fill::Syns.wrote(k))
+        self.half_open_entries()
+            .iter()
+            .filter(|(k, _)| filled_from(FILL_CLIENTS, k))
             .count()
     }
 
