@@ -95,10 +95,10 @@ pub mod limits {
     /// Connection table entries (LRU, load-time): established connections (TCP after the
     /// client's ACK) and UDP flows.
     pub const FLOWS: u32 = 1 << 18;
-    /// Half-open table slots (buckets of four, load-time, a power of two; 64 bytes each: 4 MiB):
-    /// TCP connections whose SYN was scheduled and whose client has not yet sent its ACK.
-    /// Only these compete with a SYN flood.
-    pub const SYNS: u32 = 1 << 16;
+    /// Half-open table slots (buckets of four, load-time, a power of two; 64 bytes each:
+    /// 16 MiB): TCP connections whose SYN was scheduled and whose client has not yet sent its
+    /// ACK. Only these compete with a SYN flood.
+    pub const SYNS: u32 = 1 << 18;
     /// Persistence entries (LRU, load-time): one per (client network, service).
     pub const PERSIST: u32 = 1 << 16;
     /// Fragmented datagrams in flight whose first fragment was forwarded (LRU).

@@ -379,7 +379,8 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             note: Some(
                 "the new-flow rows send a SYN of a new tuple each run: each makes a half-open \
-                 entry (SYNS), which evicts once the CPU's share of the table is full",
+                 entry (SYNS, 4,096 slots in buckets of four), which evicts its bucket's oldest \
+                 once the bucket is full",
             ),
             ..new_flow("new flow, rr", 81, Some(6.0), "rr")
         },
@@ -398,8 +399,8 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             setup: Setup::FullSyns("rr"),
             note: Some(
-                "the half-open table (SYNS) filled to what it holds before each measurement: \
-                 every SYN makes a half-open entry and evicts the least recently used one",
+                "the half-open table (SYNS) filled before each measurement, every slot: every \
+                 SYN makes a half-open entry and evicts its bucket's least recently seen one",
             ),
             ..new_flow(
                 "new flow, rr, SYN into a full half-open table",
