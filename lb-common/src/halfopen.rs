@@ -109,7 +109,10 @@ mod tests {
     fn a_syn_takes_its_own_slot_then_an_empty_one_then_the_least_recently_seen() {
         let own = slot(1000, TcpState::Syn, 900);
         let empty = slot(1001, TcpState::None, 0);
-        let (old, new) = (slot(1002, TcpState::Syn, 100), slot(1003, TcpState::Syn, 200));
+        let (old, new) = (
+            slot(1002, TcpState::Syn, 100),
+            slot(1003, TcpState::Syn, 200),
+        );
         let ranks = [own, empty, old, new].map(|s| s.rank(&key(1000)));
         assert_eq!(ranks, [0, 1, 102, 202]);
         // A slot of the flow's key that was emptied (moved to FLOWS) holds nothing.
@@ -133,7 +136,10 @@ mod tests {
         let mut seen = [false; 1024];
         for sport in 0..4000u16 {
             let b = half_open_bucket(&key(sport), shift);
-            assert!(b % HALF_OPEN_WAYS == 0 && b + HALF_OPEN_WAYS <= 1 << 12, "{b}");
+            assert!(
+                b % HALF_OPEN_WAYS == 0 && b + HALF_OPEN_WAYS <= 1 << 12,
+                "{b}"
+            );
             seen[(b / HALF_OPEN_WAYS) as usize] = true;
         }
         // 4,000 flows that differ only in their source port reach most of the 1,024 buckets

@@ -243,6 +243,19 @@ fn failed_attach_leaves_nothing_and_generic_mode_works() {
     );
     assert!(!net.pins().exists(), "{dir} made by a failed attach");
 
+    // The half-open table is buckets of four slots: its size is a power of two, at least 4.
+    for bad in ["1000", "2"] {
+        let out = net.ctl(&["attach", "eth0", "--syn-flows", bad]).fails();
+        assert!(
+            out.stderr.contains(&format!(
+                "the half-open table's size must be a power of two of at least 4 \
+                 (--syn-flows {bad}); try "
+            )),
+            "{out}"
+        );
+        assert!(!net.pins().exists(), "{dir} made by a failed attach");
+    }
+
     // A bridge has a MAC but no native XDP: the error says what to try.
     net.director_ip(&["link add brx type bridge", "link set brx up"]);
     let out = net.ctl(&["attach", "brx"]).fails();

@@ -4,20 +4,24 @@
 //! new entries per second, mh/sh forward by hash without an entry and rr/wrr/lc/wlc drop. The
 //! real program, maps filled by `apply`, frames run with BPF_PROG_TEST_RUN; needs root.
 //!
-//! Both tables keep one LRU list per CPU, and so does the budget: every test that fills a
-//! table or spends the budget pins its thread to one CPU first, so every packet lands on the
-//! same list (as one CPU's share of a flood does).
+//! The connection table keeps one LRU list per CPU, and the budget is per CPU: every test that
+//! fills a table or spends the budget pins its thread to one CPU first, so every packet lands
+//! on the same list (as one CPU's share of a flood does). The half-open table is shared by all
+//! CPUs, in buckets of four slots.
 
 use std::net::Ipv4Addr;
 
-use lb_common::{Budget, Flow, FlowKey, PROTO_UDP, Reason, TcpState};
+use lb_common::{
+    Budget, Flow, FlowKey, HALF_OPEN_WAYS, PROTO_UDP, Reason, TcpState, half_open_bucket,
+    half_open_shift,
+};
 use lb_tests::packet::{
     CLIENT_MAC, DIRECTOR_MAC, Harness, XDP_DROP, XDP_TX, backend_of, flow_key, pin_to_one_cpu,
     udp4_frame, web_service,
 };
 
 const VIP: [u8; 4] = [192, 168, 58, 133];
-/// The harness's tables: 4096 established and 4096 half-open entries.
+/// The harness's tables: 4096 established entries and 4096 half-open slots.
 const CAPACITY: u32 = 4096;
 
 use lb_tests::packet::{client_addr as client, tcp_to_web as tcp};
@@ -287,4 +291,88 @@ fn over_the_budget_mh_forwards_by_hash_without_an_entry_and_rr_drops() {
         }
         assert_eq!(h.half_open_count(), 101, "{scheduler}");
     }
+}
+
+/// The first `n` source ports from 20000 on whose flow from `client` to the VIP's port 80
+/// falls into the same bucket of the half-open table as the first one.
+fn same_bucket_ports(client: [u8; 4], n: usize) -> Vec<u16> {
+    let shift = half_open_shift(CAPACITY).expect("a power of two");
+    let bucket = |p: u16| half_open_bucket(&key(client, p), shift);
+    let first = bucket(20000);
+    let ports: Vec<u16> = (20000..u16::MAX)
+        .filter(|&p| bucket(p) == first)
+        .take(n)
+        .collect();
+    assert_eq!(ports.len(), n, "ports of one bucket");
+    ports
+}
+
+#[test]
+fn a_fifth_syn_into_a_bucket_evicts_its_oldest_half_open_entry_which_gives_back_its_connection() {
+    for scheduler in ["rr", "lc"] {
+        let mut h = Harness::with_config(&service(scheduler));
+        let ports = same_bucket_ports(client(9), HALF_OPEN_WAYS as usize + 1);
+        // Four half-open connections fill the bucket; each SYN counts an active connection.
+        let mut backends = Vec::new();
+        for &p in &ports[..4] {
+            let syn = tcp(client(9), p, "S");
+            backends.push(backend_of(&syn, &h.run(&syn)));
+        }
+        assert_eq!(h.half_open_count(), 4, "{scheduler}");
+        assert_eq!(h.active_connections().iter().sum::<u64>(), 4, "{scheduler}");
+        // The fifth takes the slot of the first, the least recently seen.
+        let syn = tcp(client(9), ports[4], "S");
+        backends.push(backend_of(&syn, &h.run(&syn)));
+        assert_eq!(h.half_open_count(), 4, "{scheduler}");
+        assert!(
+            !h.is_half_open(client(9), ports[0], 80),
+            "{scheduler}: the oldest kept"
+        );
+        for &p in &ports[1..] {
+            assert!(
+                h.is_half_open(client(9), p, 80),
+                "{scheduler}: port {p} evicted"
+            );
+        }
+        // The evicted connection is no longer counted: four active, one on each backend the
+        // four kept SYNs went to.
+        let mut want = vec![0u64; 4];
+        for &b in &backends[1..] {
+            want[b] += 1;
+        }
+        assert_eq!(h.active_connections(), want, "{scheduler}");
+        // The evicted connection's ACK finds no entry: rr and lc cannot place it.
+        h.reset_reasons();
+        assert_eq!(h.run(&tcp(client(9), ports[0], "A")).action, XDP_DROP);
+        h.assert_reasons(&[(Reason::DropNoFlow, 1)]);
+        // The others' ACKs move them to the connection table, on the backend of their SYN.
+        for (i, &p) in ports.iter().enumerate().skip(1) {
+            let ack = tcp(client(9), p, "A");
+            assert_eq!(
+                backend_of(&ack, &h.run(&ack)),
+                backends[i],
+                "{scheduler}: port {p}"
+            );
+        }
+        assert_eq!((h.half_open_count(), h.established_count()), (0, 4));
+        assert_eq!(h.active_connections(), want, "{scheduler}");
+    }
+}
+
+#[test]
+fn a_retransmitted_syn_keeps_its_slot_and_backend_and_counts_once() {
+    let mut h = Harness::with_config(&service("rr"));
+    let ports = same_bucket_ports(client(10), HALF_OPEN_WAYS as usize);
+    let syn = tcp(client(10), ports[0], "S");
+    let first = backend_of(&syn, &h.run(&syn));
+    for &p in &ports[1..] {
+        h.run(&tcp(client(10), p, "S"));
+    }
+    // The bucket is full; the first SYN again (a retransmission) finds its own entry, so it
+    // evicts nothing, keeps its backend and is no new connection.
+    let again = tcp(client(10), ports[0], "S");
+    assert_eq!(backend_of(&again, &h.run(&again)), first);
+    assert_eq!(h.half_open_count(), 4);
+    assert_eq!(h.active_connections().iter().sum::<u64>(), 4);
+    h.assert_service("web", 5, 5 * 40, 4);
 }
