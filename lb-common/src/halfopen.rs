@@ -137,7 +137,7 @@ mod tests {
         for sport in 0..4000u16 {
             let b = half_open_bucket(&key(sport), shift);
             assert!(
-                b % HALF_OPEN_WAYS == 0 && b + HALF_OPEN_WAYS <= 1 << 12,
+                b.is_multiple_of(HALF_OPEN_WAYS) && b + HALF_OPEN_WAYS <= 1 << 12,
                 "{b}"
             );
             seen[(b / HALF_OPEN_WAYS) as usize] = true;
