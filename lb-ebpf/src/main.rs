@@ -64,10 +64,10 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    Addr, BACKEND_USABLE, Backend, Budget, CachedFlow, Counters, Flow, FlowKey, Forward,
-    HALF_OPEN_WAYS, HalfOpen, Iface, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Persist,
-    PersistKey, Pick, Reason, Service, ServiceKey, Settings, TcpState, age_ns, half_open_bucket,
-    hash_addr, hash_flow, limits, serves, tcp_flags, v4_mapped, vip_filter_bit,
+    Addr, BACKEND_USABLE, Backend, Budget, CachedFlow, Counters, Flow, FlowKey, Forward, HalfOpen,
+    Iface, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Persist, PersistKey, Pick, Reason,
+    Service, ServiceKey, Settings, TcpState, age_ns, hash_addr, hash_flow, limits, serves,
+    tcp_flags, v4_mapped, vip_filter_bit,
 };
 
 use crate::{
