@@ -85,7 +85,7 @@ fn attach_native_pins_everything_and_twice_is_a_no_op() {
     let list = net.list();
     assert!(
         list.starts_with(
-            "XDP director (lb-ctl): 0 service(s), attached to eth0; connection table 0 of 262144 in use, half-open 0 of 65536\n"
+            "XDP director (lb-ctl): 0 service(s), attached to eth0; connection table 0 of 262144 in use, half-open 0 of 262144\n"
         ),
         "{list}"
     );
