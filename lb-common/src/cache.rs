@@ -42,8 +42,21 @@ pub const fn cache_slot(f: &FlowKey) -> u32 {
     x.wrapping_mul(0x85eb_ca6b) >> (32 - limits::FLOW_CACHE_BITS)
 }
 
+/// A flow's key through [`flow_fold`] and MurmurHash3's 32-bit finaliser: the hash whose top
+/// bits [`half_open_bucket`](crate::half_open_bucket) and
+/// [`flow_filter_bit`](crate::flow_filter_bit) take.
+#[inline(always)]
+pub(crate) const fn flow_fmix(f: &FlowKey) -> u32 {
+    let mut h = flow_fold(f);
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
 /// A flow's key folded into 32 bits, before the mixing that [`cache_slot`] and
-/// [`half_open_bucket`](crate::half_open_bucket) each do.
+/// [`flow_fmix`] each do.
 #[inline(always)]
 pub(crate) const fn flow_fold(f: &FlowKey) -> u32 {
     let client = f.src[0] ^ f.src[1] ^ f.src[2] ^ f.src[3];

@@ -70,13 +70,7 @@ pub const fn half_open_shift(slots: u32) -> Option<u32> {
 /// 4,096 slots in buckets of four; this one loses 0.4%, as random keys do.
 #[inline(always)]
 pub const fn half_open_bucket(f: &FlowKey, shift: u32) -> u32 {
-    let mut h = crate::cache::flow_fold(f);
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h = h.wrapping_mul(0xc2b2_ae35);
-    h ^= h >> 16;
-    (h >> (shift & 31)) & !(HALF_OPEN_WAYS - 1)
+    (crate::cache::flow_fmix(f) >> (shift & 31)) & !(HALF_OPEN_WAYS - 1)
 }
 
 #[cfg(test)]

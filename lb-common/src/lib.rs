@@ -12,6 +12,7 @@
 
 mod cache;
 pub mod decap;
+mod filter;
 mod flow;
 mod forward;
 mod frag;
@@ -19,6 +20,10 @@ mod halfopen;
 mod pick;
 
 pub use cache::{CachedFlow, cache_slot, refresh_ticks};
+pub use filter::{
+    FLOW_FILTER_BITS, FLOW_FILTER_ENTRIES, FLOW_FILTER_SIDE, FLOW_FILTER_WORDS, flow_filter_bit,
+    flow_filter_word,
+};
 pub use flow::{Flow, TcpState, age_ns, tcp_flags, timeouts};
 pub use forward::Forward;
 pub use frag::{Frag, FragKey, frag_timeouts};
@@ -48,6 +53,7 @@ pub mod names {
     pub const SERVICE_KEYS: &str = "SERVICE_KEYS";
     pub const FLOW_CACHE: &str = "FLOW_CACHE";
     pub const GENERATION: &str = "GENERATION";
+    pub const FLOW_FILTER: &str = "FLOW_FILTER";
     /// The loader sets it: `bpf_jiffies64` ticks a flow-cache slot serves ([`refresh_ticks`]).
     ///
     /// [`refresh_ticks`]: crate::refresh_ticks
@@ -59,7 +65,7 @@ pub mod names {
     pub const SYN_SLOT_SHIFT: &str = "SYN_SLOT_SHIFT";
 
     /// Every map of the program, in the order they are pinned.
-    pub const MAPS: [&str; 19] = [
+    pub const MAPS: [&str; 20] = [
         SERVICES,
         BACKENDS,
         TABLE,
@@ -79,6 +85,7 @@ pub mod names {
         SERVICE_KEYS,
         FLOW_CACHE,
         GENERATION,
+        FLOW_FILTER,
     ];
 }
 

@@ -47,6 +47,7 @@ mod bounds;
 mod cache;
 mod fast;
 mod fib;
+mod filter;
 mod frag;
 mod halfopen;
 mod icmp;
@@ -64,10 +65,10 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    Addr, BACKEND_USABLE, Backend, Budget, CachedFlow, Counters, Flow, FlowKey, Forward, HalfOpen,
-    Iface, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Persist, PersistKey, Pick, Reason,
-    Service, ServiceKey, Settings, TcpState, age_ns, hash_addr, hash_flow, limits, serves,
-    tcp_flags, v4_mapped, vip_filter_bit,
+    Addr, BACKEND_USABLE, Backend, Budget, CachedFlow, Counters, FLOW_FILTER_ENTRIES, Flow,
+    FlowKey, Forward, HalfOpen, Iface, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Persist,
+    PersistKey, Pick, Reason, Service, ServiceKey, Settings, TcpState, age_ns, hash_addr,
+    hash_flow, limits, serves, tcp_flags, v4_mapped, vip_filter_bit,
 };
 
 use crate::{
@@ -98,6 +99,10 @@ pub(crate) static SYNS: Array<HalfOpen> = Array::with_max_entries(limits::SYNS, 
 /// The shift of `SYNS`'s bucket index (`lb_common::half_open_shift`), set by the loader.
 #[unsafe(no_mangle)]
 pub(crate) static SYN_SLOT_SHIFT: u32 = 16;
+/// The membership bitmaps of `FLOWS` and the index of the active one (`lb_common::filter`):
+/// mapped into the control plane's memory, which sets bits with atomic ORs.
+#[map]
+static FLOW_FILTER: Array<u64> = Array::with_max_entries(FLOW_FILTER_ENTRIES, BPF_F_MMAPABLE);
 #[map]
 static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 /// Each CPU's window of the new-entry budget.
@@ -283,8 +288,12 @@ fn place(ctx: &XdpContext, pkt: &Packet) -> Result<Target, Reason> {
     // Timeouts are in seconds: the coarse clock (a tick's resolution) is enough and cheaper.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     // Then the connection table: an established connection's entry names its service and
-    // backend.
-    let entry = FLOWS.get_ptr_mut(&pkt.flow);
+    // backend. A clear bit of its membership bitmap proves there is none (a new flow's SYN).
+    let entry = if filter::may_hold(&pkt.flow) {
+        FLOWS.get_ptr_mut(&pkt.flow)
+    } else {
+        None
+    };
     if let Some(t) = established_first(ctx, pkt, entry, now, &cache)? {
         return Ok(t);
     }
@@ -666,6 +675,7 @@ fn half_open(pkt: &Packet, signalled: TcpState, now: u64) -> Known {
     let flow = flow_entry(now, id, service_id, signalled);
     // A failed insert leaves the half-open entry, which the next packet tries again.
     if FLOWS.insert(&pkt.flow, &flow, 0).is_ok() {
+        filter::mark(&pkt.flow);
         syn.state = TcpState::None as u8;
         if !signalled.is_active(PROTO_TCP) {
             count_conn(id, 1u64.wrapping_neg());
@@ -798,7 +808,11 @@ fn schedule(
             // A half-open entry whose backend went away is replaced here.
             halfopen::close(&pkt.flow);
         }
-        FLOWS.insert(&pkt.flow, &flow, 0).is_ok()
+        let inserted = FLOWS.insert(&pkt.flow, &flow, 0).is_ok();
+        if inserted {
+            filter::mark(&pkt.flow);
+        }
+        inserted
     };
     if inserted && state.is_active(pkt.flow.proto) {
         count_conn(id, 1);

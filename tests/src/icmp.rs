@@ -212,7 +212,7 @@ pub fn insert_flow(
         state: state as u8,
         _pad: [0; 7],
     };
-    h.maps().flows.insert(key, flow, 0).expect("writing a flow");
+    h.maps().insert_flow(&key, &flow).expect("writing a flow");
 }
 
 /// The connection-table entry of `key`, if any.

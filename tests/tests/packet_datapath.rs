@@ -722,8 +722,7 @@ fn an_entry_that_outlived_its_service_is_not_trusted_when_its_ids_were_reused() 
     entry.backend = moved_backend;
     entry.last_seen_ns = lb_ctl::maps::view::now_ns();
     h.maps()
-        .flows
-        .insert(key, entry, 0)
+        .insert_flow(&key, &entry)
         .expect("rewriting the entry");
     assert_ne!(moved_key.addr, key.dst);
     // VIP:80 has no service: the packet passes, it is not sent to `moved`'s backend.
@@ -737,8 +736,7 @@ fn an_entry_that_outlived_its_service_is_not_trusted_when_its_ids_were_reused() 
     let mut moved_flow = key;
     moved_flow.dst = moved_key.addr;
     h.maps()
-        .flows
-        .insert(moved_flow, entry, 0)
+        .insert_flow(&moved_flow, &entry)
         .expect("an entry of moved's tuple");
     let out = h.run(&frame);
     assert_eq!(out.action, XDP_TX);

@@ -66,8 +66,7 @@ fn an_established_flow_is_served_from_its_cpus_slot_and_refreshes_its_entry_each
     let mut aged = entry;
     aged.last_seen_ns -= 100_000_000_000;
     h.maps()
-        .flows
-        .insert(key, aged, 0)
+        .insert_flow(&key, &aged)
         .expect("writing the aged entry");
     for _ in 0..10 {
         assert_eq!(backend_of(&h.run(&tcp_to_web(c, p, "A"))), b);

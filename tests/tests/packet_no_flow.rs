@@ -210,10 +210,7 @@ fn an_expired_entry_does_not_admit_a_non_syn_and_a_syn_replaces_it() {
         state: lb_common::TcpState::Established as u8,
         ..flow
     };
-    h.maps()
-        .flows
-        .insert(key, old, 0)
-        .expect("ageing the entry");
+    h.maps().insert_flow(&key, &old).expect("ageing the entry");
     assert_eq!(h.run(&ack).action, XDP_DROP);
     h.assert_reasons(&[(Reason::Forwarded, 2), (Reason::DropNoFlow, 1)]);
     // The expired entry went with that packet, and its connection with it.

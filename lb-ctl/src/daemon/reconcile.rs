@@ -80,6 +80,11 @@ impl Daemon {
             }
             Err(e) => warn!(error = %format!("{e:#}"), "reconcile: the maps that follow SERVICES"),
         }
+        // The connection table's membership bitmap: the bits of entries gone since the last
+        // tick go (a stale bit only costs a SYN its lookup).
+        if let Err(e) = self.maps.filter.rebuild(&self.maps.flows) {
+            warn!(error = %format!("{e:#}"), "rebuilding FLOW_FILTER");
+        }
         // lc/wlc counts: drop connections that vanished without FIN or RST.
         match crate::maps::recount_connections(&mut self.maps, crate::maps::view::now_ns()) {
             Ok(0) => {}

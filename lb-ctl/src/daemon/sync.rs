@@ -456,10 +456,7 @@ impl Syncer {
                     evicted.filter(|o| o.is_live(PROTO_TCP, now) && o.is_active(PROTO_TCP))
                 })
             } else {
-                maps.flows
-                    .insert(key, new, 0)
-                    .map(|()| None)
-                    .context("writing FLOWS")
+                maps.insert_flow(&key, &new).map(|()| None)
             };
             let evicted = match written {
                 Ok(evicted) => evicted,

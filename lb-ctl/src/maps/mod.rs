@@ -10,6 +10,7 @@ pub mod current;
 pub mod datapath_log;
 pub mod decap;
 pub mod derived;
+pub mod filter;
 pub mod loader;
 pub mod lock;
 pub mod mapped;
@@ -80,6 +81,11 @@ pub struct Maps {
     pub flow_cache: PerCpuArray<MapData, CachedFlow>,
     /// The generation cached flows are checked against ([`Maps::bump_generation`]).
     pub generation: Array<MapData, u32>,
+    /// The membership bitmaps of `flows` ([`filter`]); write `flows` through
+    /// [`Maps::insert_flow`], which keeps them.
+    pub flow_filter: Array<MapData, u64>,
+    /// `flow_filter`, mapped for atomic ORs.
+    pub filter: filter::FilterMapping,
 }
 
 impl Maps {
@@ -123,7 +129,11 @@ impl Maps {
                     .with_context(|| format!("map {name} has an unexpected type or size"))?
             }};
         }
+        let flow_filter: Array<MapData, u64> = typed!(names::FLOW_FILTER);
+        let filter = filter::FilterMapping::new(&flow_filter)?;
         Ok(Maps {
+            flow_filter,
+            filter,
             services: typed!(names::SERVICES),
             backends: typed!(names::BACKENDS),
             table: typed!(names::TABLE),
@@ -147,7 +157,7 @@ impl Maps {
     }
 
     /// Every map with its name, in [`names::MAPS`] order.
-    pub fn all(&self) -> [(&'static str, &MapData); 19] {
+    pub fn all(&self) -> [(&'static str, &MapData); 20] {
         [
             (names::SERVICES, self.services.map()),
             (names::BACKENDS, self.backends.map()),
@@ -168,6 +178,7 @@ impl Maps {
             (names::SERVICE_KEYS, self.service_keys.map()),
             (names::FLOW_CACHE, self.flow_cache.map()),
             (names::GENERATION, self.generation.map()),
+            (names::FLOW_FILTER, self.flow_filter.map()),
         ]
     }
 
@@ -266,6 +277,14 @@ impl Maps {
             .filter(|(_, i)| i.registered != 0)
             .map(|(ifindex, _)| ifindex)
             .collect())
+    }
+
+    /// Writes `flow` as the connection-table entry of `key`, and sets `key`'s bit in the
+    /// table's membership bitmaps ([`filter`]): the one way user space writes `FLOWS`.
+    pub fn insert_flow(&mut self, key: &FlowKey, flow: &Flow) -> Result<()> {
+        self.flows.insert(key, flow, 0).context("writing FLOWS")?;
+        self.filter.mark(key);
+        Ok(())
     }
 
     /// Entries the connection table can hold.

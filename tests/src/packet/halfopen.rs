@@ -279,7 +279,6 @@ impl Harness {
             .with_context(|| format!("service {service} has no backend"))?;
         let capacity = self.maps.flows_capacity().context("FLOWS capacity")?;
         let state = TcpState::Established;
-        let map = &mut self.maps.flows;
         let share = capacity as usize / possible()?;
         let cpus = online()?;
         let total = share * cpus.len();
@@ -296,7 +295,8 @@ impl Harness {
             for _ in 0..share {
                 let i = u32::try_from(written).context("too many entries")?;
                 let k = fill_key(FLOW_FILL_CLIENTS, i, &key);
-                map.insert(k, flow, 0)
+                self.maps
+                    .insert_flow(&k, &flow)
                     .with_context(|| format!("writing entry {written} of {total} into FLOWS"))?;
                 written += 1;
                 if written.is_multiple_of(FILL_PROGRESS_EVERY) {
