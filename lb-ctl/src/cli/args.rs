@@ -372,7 +372,9 @@ backend's MAC follows the kernel's neighbour tables as soon as it changes (a gra
 for IPv6 an unsolicited neighbour advertisement), a backend whose neighbour entry FAILED
 gets no traffic, and every --reconcile-interval the
 pins (a detached interface, a removed pin) and the maps (anything written by hand) are put
-back to what it wants, each repair logged. Tunnel backends' next hops get managed neighbour
+back to what it wants, each repair logged; the same tick recounts the active connections and
+rebuilds the connection table's membership bitmap (which spares a new flow its lookup) from
+the entries that are still there. Tunnel backends' next hops get managed neighbour
 entries (removed when no backend uses them, and on exit with --detach-on-exit); an attached
 interface that does not forward what they need is logged when that starts and when it ends. The data path's records (a drop_bad_backend's
 service, slot and backend, at most once per CPU per second) are logged with target datapath.
