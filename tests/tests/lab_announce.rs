@@ -162,7 +162,8 @@ fn the_route_follows_health_reloads_hand_edits_and_a_draining_stop() {
     let skip = env.daemon().lines().len();
     d.exec_ok(&["ip", "route", "del", &format!("{VIP}/32"), "table", "100"])
         .unwrap_or_else(|e| panic!("{e:#}"));
-    assert!(!announced(&env));
+    // No check that the route is gone here: a tick can put it back before this thread looks
+    // (it did, 8 ms after the delete); the daemon's log line below says it found it deleted.
     let took = wait_route(&env, true, Duration::from_secs(2), "deleted by hand");
     eprintln!("repaired {took:?} after the route was deleted by hand");
     env.daemon().wait_log_after(
