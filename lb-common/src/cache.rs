@@ -47,12 +47,7 @@ pub const fn cache_slot(f: &FlowKey) -> u32 {
 /// [`flow_filter_bit`](crate::flow_filter_bit) take.
 #[inline(always)]
 pub(crate) const fn flow_fmix(f: &FlowKey) -> u32 {
-    let mut h = flow_fold(f);
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h = h.wrapping_mul(0xc2b2_ae35);
-    h ^ (h >> 16)
+    crate::hash_finish(flow_fold(f), 0)
 }
 
 /// A flow's key folded into 32 bits, before the mixing that [`cache_slot`] and
