@@ -351,7 +351,8 @@ impl Maps {
                 0,
             )
             .with_context(|| format!("writing SYNS slot {slot}"))?;
-        Ok((old.flow.state == TcpState::Syn as u8 && old.key != *key).then_some(old.flow))
+        // The data path's rule too: a rank above 1 is another flow's half-open entry.
+        Ok((old.rank(key) > 1).then_some(old.flow))
     }
 
     /// Empties the half-open entry of `key`; false if its bucket did not hold it.
