@@ -18,6 +18,7 @@ mod forward;
 mod frag;
 mod halfopen;
 mod pick;
+mod service_cache;
 
 pub use cache::{CachedFlow, cache_slot, refresh_ticks};
 pub use filter::{
@@ -29,6 +30,7 @@ pub use forward::Forward;
 pub use frag::{Frag, FragKey, frag_timeouts};
 pub use halfopen::{HALF_OPEN_WAYS, HalfOpen, half_open_bucket, half_open_shift};
 pub use pick::{Pick, Sched};
+pub use service_cache::{CachedService, service_cache_slot, service_key};
 
 /// Names of the maps and programs, as the ELF object declares them and as they are pinned.
 pub mod names {
@@ -54,6 +56,7 @@ pub mod names {
     pub const FLOW_CACHE: &str = "FLOW_CACHE";
     pub const GENERATION: &str = "GENERATION";
     pub const FLOW_FILTER: &str = "FLOW_FILTER";
+    pub const SERVICE_CACHE: &str = "SERVICE_CACHE";
     /// The loader sets it: `bpf_jiffies64` ticks a flow-cache slot serves ([`refresh_ticks`]).
     ///
     /// [`refresh_ticks`]: crate::refresh_ticks
@@ -65,7 +68,7 @@ pub mod names {
     pub const SYN_SLOT_SHIFT: &str = "SYN_SLOT_SHIFT";
 
     /// Every map of the program, in the order they are pinned.
-    pub const MAPS: [&str; 20] = [
+    pub const MAPS: [&str; 21] = [
         SERVICES,
         BACKENDS,
         TABLE,
@@ -86,6 +89,7 @@ pub mod names {
         FLOW_CACHE,
         GENERATION,
         FLOW_FILTER,
+        SERVICE_CACHE,
     ];
 }
 
@@ -121,6 +125,10 @@ pub mod limits {
     /// a CPU.
     pub const FLOW_CACHE_SLOTS: u32 = 1 << FLOW_CACHE_BITS;
     pub const FLOW_CACHE_BITS: u32 = 13;
+    /// Slots of each CPU's service cache (`SERVICE_CACHE`, direct-mapped), 96 bytes each:
+    /// 96 KiB a CPU.
+    pub const SERVICE_CACHE_SLOTS: u32 = 1 << SERVICE_CACHE_BITS;
+    pub const SERVICE_CACHE_BITS: u32 = 10;
     /// Bytes of a service name, including no terminator (names are NUL-padded).
     pub const NAME_LEN: usize = 32;
 }
@@ -624,6 +632,7 @@ mod pod {
     unsafe impl aya::Pod for Budget {}
     unsafe impl aya::Pod for CachedFlow {}
     unsafe impl aya::Pod for HalfOpen {}
+    unsafe impl aya::Pod for CachedService {}
 }
 
 #[cfg(test)]

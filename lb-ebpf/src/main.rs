@@ -53,6 +53,7 @@ mod halfopen;
 mod icmp;
 mod ipv6;
 mod rare;
+mod service_cache;
 mod tunnel;
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
@@ -65,10 +66,10 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    Addr, BACKEND_USABLE, Backend, Budget, CachedFlow, Counters, FLOW_FILTER_ENTRIES, Flow,
-    FlowKey, Forward, HalfOpen, Iface, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Persist,
-    PersistKey, Pick, Reason, Service, ServiceKey, Settings, TcpState, age_ns, hash_addr,
-    hash_flow, limits, serves, tcp_flags, v4_mapped, vip_filter_bit,
+    Addr, BACKEND_USABLE, Backend, Budget, CachedFlow, CachedService, Counters,
+    FLOW_FILTER_ENTRIES, Flow, FlowKey, Forward, HalfOpen, Iface, PROTO_ICMP, PROTO_ICMPV6,
+    PROTO_TCP, PROTO_UDP, Persist, PersistKey, Pick, Reason, Service, ServiceKey, Settings,
+    TcpState, age_ns, hash_addr, hash_flow, limits, serves, tcp_flags, v4_mapped, vip_filter_bit,
 };
 
 use crate::{
@@ -123,6 +124,10 @@ static IFACES: Array<Iface> = Array::with_max_entries(limits::IFINDEX_SLOTS, 0);
 #[map]
 static FLOW_CACHE: PerCpuArray<CachedFlow> =
     PerCpuArray::with_max_entries(limits::FLOW_CACHE_SLOTS, 0);
+/// Per-CPU direct-mapped cache of `SERVICES` (`service_cache`), checked against `GENERATION`.
+#[map]
+static SERVICE_CACHE: PerCpuArray<CachedService> =
+    PerCpuArray::with_max_entries(limits::SERVICE_CACHE_SLOTS, 0);
 /// The generation of the maps a cached flow was decided from; user space bumps it after
 /// every write that can change where a flow goes.
 #[map]
@@ -540,19 +545,10 @@ fn maybe_vip(dst: &Addr) -> bool {
 }
 
 /// Step 3: the service for this destination; a port-0 entry serves every port of its VIP.
+/// This CPU's service cache answers first ([`service_cache`]).
 #[inline(always)]
 fn find_service(flow: &FlowKey) -> Option<&'static Service> {
-    let mut key = ServiceKey {
-        addr: flow.dst,
-        port: flow.dport,
-        proto: flow.proto,
-        _pad: 0,
-    };
-    if let Some(s) = unsafe { SERVICES.get(&key) } {
-        return Some(s);
-    }
-    key.port = 0;
-    unsafe { SERVICES.get(&key) }
+    service_cache::find(flow)
 }
 
 /// Step 4: only frames sent to this interface's own MAC are ours. XDP sees frames before the

@@ -25,7 +25,7 @@ use aya::{
     programs::{TestRun, TestRunOptions},
     util::nr_cpus,
 };
-use lb_common::{Counters, FlowKey, Frag, FragKey, Reason, names, v4_mapped};
+use lb_common::{Counters, FlowKey, Frag, FragKey, Reason, ServiceKey, names, v4_mapped};
 use lb_ctl::{
     maps::loader::{self, Sizes},
     maps::{self, Maps},
@@ -318,6 +318,22 @@ impl Harness {
             .iter()
             .enumerate()
             .filter(|(_, c)| c.key == *key && c.fresh_until != 0)
+            .map(|(cpu, c)| (cpu, *c))
+            .collect()
+    }
+
+    /// The service-cache slots (of any CPU) filled for `key`, as (CPU, slot).
+    pub fn cached_service(&self, key: &ServiceKey) -> Vec<(usize, lb_common::CachedService)> {
+        let slot = lb_common::service_cache_slot(key);
+        let values = self
+            .maps
+            .service_cache
+            .get(&slot, 0)
+            .expect("reading SERVICE_CACHE");
+        values
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.key == *key && c.filled != 0)
             .map(|(cpu, c)| (cpu, *c))
             .collect()
     }

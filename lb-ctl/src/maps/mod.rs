@@ -31,9 +31,9 @@ use aya::{
     util::nr_cpus,
 };
 use lb_common::{
-    Backend, Budget, CachedFlow, Counters, Flow, FlowKey, Frag, FragKey, HALF_OPEN_WAYS, HalfOpen,
-    Iface, Persist, PersistKey, Reason, Service, ServiceKey, Settings, TcpState, half_open_bucket,
-    half_open_shift, limits, names,
+    Backend, Budget, CachedFlow, CachedService, Counters, Flow, FlowKey, Frag, FragKey,
+    HALF_OPEN_WAYS, HalfOpen, Iface, Persist, PersistKey, Reason, Service, ServiceKey, Settings,
+    TcpState, half_open_bucket, half_open_shift, limits, names,
 };
 
 /// An interface the program can serve: IFACES is an array indexed by ifindex, with
@@ -79,7 +79,10 @@ pub struct Maps {
     pub service_keys: Array<MapData, ServiceKey>,
     /// Each CPU's flow cache (the data path writes it; user space only reads it).
     pub flow_cache: PerCpuArray<MapData, CachedFlow>,
-    /// The generation cached flows are checked against ([`Maps::bump_generation`]).
+    /// Each CPU's service cache (the data path writes it; user space only reads it).
+    pub service_cache: PerCpuArray<MapData, CachedService>,
+    /// The generation cached flows and services are checked against
+    /// ([`Maps::bump_generation`]).
     pub generation: Array<MapData, u32>,
     /// The membership bitmaps of `flows` ([`filter`]); write `flows` through
     /// [`Maps::insert_flow`], which keeps them.
@@ -152,12 +155,13 @@ impl Maps {
             vip_filter: typed!(names::VIP_FILTER),
             service_keys: typed!(names::SERVICE_KEYS),
             flow_cache: typed!(names::FLOW_CACHE),
+            service_cache: typed!(names::SERVICE_CACHE),
             generation: typed!(names::GENERATION),
         })
     }
 
     /// Every map with its name, in [`names::MAPS`] order.
-    pub fn all(&self) -> [(&'static str, &MapData); 20] {
+    pub fn all(&self) -> [(&'static str, &MapData); 21] {
         [
             (names::SERVICES, self.services.map()),
             (names::BACKENDS, self.backends.map()),
@@ -179,13 +183,15 @@ impl Maps {
             (names::FLOW_CACHE, self.flow_cache.map()),
             (names::GENERATION, self.generation.map()),
             (names::FLOW_FILTER, self.flow_filter.map()),
+            (names::SERVICE_CACHE, self.service_cache.map()),
         ]
     }
 
-    /// Empties every CPU's flow cache at once: the data path trusts a cached flow only while
-    /// its generation is the current one. Call it after any write that can change where a
-    /// known flow goes (services, backends, tables, connection entries); the writes before it
-    /// are what the next packet of every flow is judged by.
+    /// Empties every CPU's flow cache and service cache at once: the data path trusts a
+    /// cached flow or service only while its generation is the current one. Call it after any
+    /// write that can change where a known flow goes (services, backends, tables, connection
+    /// entries), and after every write of `SERVICES`; the writes before it are what the next
+    /// packet of every flow is judged by.
     pub fn bump_generation(&mut self) -> Result<u32> {
         let now = self.generation.get(&0, 0).context("reading GENERATION")?;
         let next = now.wrapping_add(1);
