@@ -290,11 +290,13 @@ fn place(ctx: &XdpContext, pkt: &Packet) -> Result<Target, Reason> {
     if let Some(t) = cache.hit(ctx, &pkt.flow, cache::cacheable_state(pkt).is_some())? {
         return Ok(t);
     }
-    // Timeouts are in seconds: the coarse clock (a tick's resolution) is enough and cheaper.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
     // Then the connection table: an established connection's entry names its service and
     // backend. A clear bit of its membership bitmap proves there is none (a new flow's SYN).
-    let entry = if filter::may_hold(&pkt.flow) {
+    // Read before the clock call, so that the CPU can fetch the word while it runs.
+    let maybe_known = filter::may_hold(&pkt.flow);
+    // Timeouts are in seconds: the coarse clock (a tick's resolution) is enough and cheaper.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let entry = if maybe_known {
         FLOWS.get_ptr_mut(&pkt.flow)
     } else {
         None
