@@ -15,10 +15,13 @@
 //! `Syn` ([`HalfOpen::holds`]), and the entry is live within the SYN timeout
 //! ([`Flow::is_live`]).
 
-use crate::{Flow, FlowKey, TcpState};
+use crate::{
+    Flow, FlowKey, TcpState,
+    assoc::{self, Slot, WAYS},
+};
 
 /// Slots of a bucket: a flow's entry is in one of them.
-pub const HALF_OPEN_WAYS: u32 = 4;
+pub const HALF_OPEN_WAYS: u32 = WAYS;
 
 /// A slot of `SYNS`.
 #[repr(C)]
@@ -30,25 +33,23 @@ pub struct HalfOpen {
 
 const _: () = assert!(core::mem::size_of::<HalfOpen>() == 64);
 
-impl HalfOpen {
+impl Slot for HalfOpen {
+    type Key = FlowKey;
+
     /// Whether the slot holds the half-open entry of `key`.
     #[inline(always)]
-    pub fn holds(&self, key: &FlowKey) -> bool {
+    fn holds(&self, key: &FlowKey) -> bool {
         self.flow.state == TcpState::Syn as u8 && self.key == *key
     }
 
-    /// How readily a SYN of `key` takes this slot, lowest first: the flow's own entry (0),
-    /// an empty slot (1), else the entry seen least recently (2 + its stamp; an expired entry
-    /// is older than any live one).
+    /// A slot not in the SYN state is empty.
     #[inline(always)]
-    pub fn rank(&self, key: &FlowKey) -> u64 {
-        if self.flow.state != TcpState::Syn as u8 {
-            1
-        } else if self.key == *key {
-            0
-        } else {
-            self.flow.last_seen_ns.saturating_add(2)
-        }
+    fn rank(&self, key: &FlowKey) -> u64 {
+        assoc::rank(
+            self.flow.state == TcpState::Syn as u8,
+            self.key == *key,
+            self.flow.last_seen_ns,
+        )
     }
 }
 

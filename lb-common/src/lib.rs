@@ -10,6 +10,7 @@
 //! (`::ffff:a.b.c.d`), so IPv4 and IPv6 share every map. Ports are in network byte order.
 #![no_std]
 
+pub mod assoc;
 mod cache;
 pub mod decap;
 mod filter;
@@ -17,6 +18,7 @@ mod flow;
 mod forward;
 mod frag;
 mod halfopen;
+mod persist;
 mod pick;
 mod service_cache;
 
@@ -29,6 +31,7 @@ pub use flow::{Flow, TcpState, age_ns, tcp_flags, timeouts};
 pub use forward::Forward;
 pub use frag::{Frag, FragKey, frag_timeouts};
 pub use halfopen::{HALF_OPEN_WAYS, HalfOpen, half_open_bucket, half_open_shift};
+pub use persist::{PersistSlot, persist_bucket};
 pub use pick::{Pick, Sched};
 pub use service_cache::{CachedService, service_cache_slot, service_key};
 
@@ -110,7 +113,8 @@ pub mod limits {
     /// 16 MiB): TCP connections whose SYN was scheduled and whose client has not yet sent its
     /// ACK. Only these compete with a SYN flood.
     pub const SYNS: u32 = 1 << 18;
-    /// Persistence entries (LRU, load-time): one per (client network, service).
+    /// Persistence table slots (buckets of four, 40 bytes each: 2.5 MiB): one entry per
+    /// (client network, service) ([`PersistSlot`](crate::PersistSlot)).
     pub const PERSIST: u32 = 1 << 16;
     /// Fragmented datagrams in flight whose first fragment was forwarded (LRU).
     pub const FRAGS: u32 = 1 << 14;
@@ -633,6 +637,7 @@ mod pod {
     unsafe impl aya::Pod for CachedFlow {}
     unsafe impl aya::Pod for HalfOpen {}
     unsafe impl aya::Pod for CachedService {}
+    unsafe impl aya::Pod for PersistSlot {}
 }
 
 #[cfg(test)]

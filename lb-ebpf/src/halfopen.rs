@@ -3,13 +3,13 @@
 //!
 //! A flow's entry is in one of the four slots of its bucket: a lookup reads them until it
 //! finds the flow ([`entry`]), a SYN's entry takes the one `HalfOpen::rank` gives it
-//! ([`open`]). Array reads only, which the verifier inlines. (One scan shared by both, its
+//! ([`open`]) ([`assoc`](crate::assoc)). (One scan shared by both, its
 //! result kept across the steps between them, took the verifier past its limit of 1,000,000
 //! instructions.)
 
-use lb_common::{FlowKey, HALF_OPEN_WAYS, HalfOpen, PROTO_TCP, TcpState, half_open_bucket};
+use lb_common::{FlowKey, PROTO_TCP, TcpState, half_open_bucket};
 
-use crate::{Flow, SYN_SLOT_SHIFT, SYNS, count_conn};
+use crate::{Flow, SYN_SLOT_SHIFT, SYNS, assoc, count_conn};
 
 /// The first slot of `flow`'s bucket.
 #[inline(always)]
@@ -20,14 +20,7 @@ fn bucket(flow: &FlowKey) -> u32 {
 /// The half-open entry of `flow`, if its bucket holds one.
 #[inline(always)]
 pub(crate) fn entry(flow: &FlowKey) -> Option<&'static mut Flow> {
-    let first = bucket(flow);
-    for way in 0..HALF_OPEN_WAYS {
-        let slot = unsafe { &mut *SYNS.get_ptr_mut(first.wrapping_add(way))? };
-        if slot.holds(flow) {
-            return Some(&mut slot.flow);
-        }
-    }
-    None
+    assoc::find(&SYNS, bucket(flow), flow).map(|slot| &mut slot.flow)
 }
 
 /// Makes `entry` the half-open entry of `flow`, in the slot of its bucket that
@@ -37,23 +30,10 @@ pub(crate) fn entry(flow: &FlowKey) -> Option<&'static mut Flow> {
 /// one tick of the coarse clock are still evicted oldest first.
 #[inline(always)]
 pub(crate) fn open(flow: &FlowKey, entry: &Flow, now: u64) {
-    let first = bucket(flow);
-    let (mut best, mut best_rank): (Option<*mut HalfOpen>, u64) = (None, u64::MAX);
-    let mut newest = 0;
-    for way in 0..HALF_OPEN_WAYS {
-        if let Some(slot) = SYNS.get_ptr_mut(first.wrapping_add(way)) {
-            let rank = unsafe { (*slot).rank(flow) };
-            if rank < best_rank {
-                (best, best_rank) = (Some(slot), rank);
-            }
-            newest = newest.max(rank);
-        }
-    }
-    let Some(slot) = best else {
+    let Some((slot, rank, newest)) = assoc::choose(&SYNS, bucket(flow), flow) else {
         return;
     };
-    let slot = unsafe { &mut *slot };
-    if best_rank > 1 && slot.flow.is_live(PROTO_TCP, now) {
+    if rank > 1 && slot.flow.is_live(PROTO_TCP, now) {
         count_conn(slot.flow.backend, 1u64.wrapping_neg());
     }
     // Copies that cannot overlap: LLVM inlines them (an assignment became a memmove call).

@@ -43,6 +43,7 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod assoc;
 mod bounds;
 mod cache;
 mod fast;
@@ -52,6 +53,7 @@ mod frag;
 mod halfopen;
 mod icmp;
 mod ipv6;
+mod persist;
 mod rare;
 mod service_cache;
 mod tunnel;
@@ -68,8 +70,9 @@ use aya_ebpf::{
 use lb_common::{
     Addr, BACKEND_USABLE, Backend, Budget, CachedFlow, CachedService, Counters,
     FLOW_FILTER_ENTRIES, Flow, FlowKey, Forward, HalfOpen, Iface, PROTO_ICMP, PROTO_ICMPV6,
-    PROTO_TCP, PROTO_UDP, Persist, PersistKey, Pick, Reason, Service, ServiceKey, Settings,
-    TcpState, age_ns, hash_addr, hash_flow, limits, serves, tcp_flags, v4_mapped, vip_filter_bit,
+    PROTO_TCP, PROTO_UDP, Persist, PersistKey, PersistSlot, Pick, Reason, Service, ServiceKey,
+    Settings, TcpState, age_ns, hash_addr, hash_flow, limits, serves, tcp_flags, v4_mapped,
+    vip_filter_bit,
 };
 
 use crate::{
@@ -149,7 +152,7 @@ static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::COUNT, 
 static CONNS: Array<u64> = Array::with_max_entries(limits::MAX_BACKENDS, 0);
 /// The backend each client network last went to, per service with persistence.
 #[map]
-static PERSIST: LruHashMap<PersistKey, Persist> = LruHashMap::with_max_entries(limits::PERSIST, 0);
+static PERSIST: Array<PersistSlot> = Array::with_max_entries(limits::PERSIST, 0);
 
 const NS_PER_S: u64 = 1_000_000_000;
 /// LRU lists per CPU: inserting a new flow takes no lock shared by all CPUs (the hash table
@@ -788,7 +791,7 @@ fn schedule(
                     backend: id,
                     _pad: 0,
                 };
-                let _ = PERSIST.insert(&key, &p, 0);
+                persist::put(&key, &p);
             }
             (id, backend)
         }
@@ -829,7 +832,7 @@ fn remembered(
     now: u64,
     refresh: bool,
 ) -> Option<(u32, &'static Backend)> {
-    let p = unsafe { &mut *PERSIST.get_ptr_mut(key)? };
+    let p = persist::entry(key)?;
     // As for flows: a clock older than the stamp is age 0.
     if age_ns(now, p.last_seen_ns) > service.persist_timeout_s as u64 * NS_PER_S {
         return None;

@@ -423,7 +423,8 @@ impl Harness {
             .expect("running a frame through the program")
     }
 
-    pub(crate) fn service_id(&self, name: &str) -> u32 {
+    /// The id of the service named `name`.
+    pub fn service_id(&self, name: &str) -> u32 {
         self.maps
             .services
             .iter()

@@ -592,7 +592,7 @@ fn entries_are_only_read_an_expired_or_stale_one_is_placed_as_without_one() {
             let stale = (hashed + 1) % 4;
             let old = lb_ctl::maps::view::now_ns() - 11_000_000_000;
             insert_flow(&mut h, key, sid, ids[stale], TcpState::Rst, old);
-            let persist_before: Vec<_> = h.maps().persist.iter().filter_map(|e| e.ok()).collect();
+            let persist_before: Vec<_> = h.maps().persist_entries().expect("reading PERSIST");
             let conns = h.active_connections();
             let quote = reply(vip, client, PROTO_TCP, &[], 100);
             let frame = IcmpFrame::new(fam.router(), fam.vip(), kind, code, &quote).frame();
@@ -612,7 +612,7 @@ fn entries_are_only_read_an_expired_or_stale_one_is_placed_as_without_one() {
                 "{fam:?}: refreshed"
             );
             assert_eq!(h.active_connections(), conns, "{fam:?}: CONNS changed");
-            let persist_after: Vec<_> = h.maps().persist.iter().filter_map(|e| e.ok()).collect();
+            let persist_after: Vec<_> = h.maps().persist_entries().expect("reading PERSIST");
             assert_eq!(persist_after, persist_before, "{fam:?}: PERSIST changed");
             // A live entry whose backend is no longer the service's: placed by the hash too.
             let client = SocketAddr::new(fam.client(21), 43001);
@@ -657,7 +657,7 @@ fn without_an_entry_a_remembered_client_network_gets_the_error_and_persistence_i
         vip,
         PROTO_TCP,
     );
-    let persist_before: Vec<_> = h.maps().persist.iter().filter_map(|e| e.ok()).collect();
+    let persist_before: Vec<_> = h.maps().persist_entries().expect("reading PERSIST");
     assert_eq!(persist_before.len(), 1);
     thread::sleep(Duration::from_millis(30));
     let (kind, code) = V4.too_big();
@@ -676,7 +676,7 @@ fn without_an_entry_a_remembered_client_network_gets_the_error_and_persistence_i
         elsewhere >= 10,
         "only {elsewhere} of 50 tuples hash elsewhere"
     );
-    let persist_after: Vec<_> = h.maps().persist.iter().filter_map(|e| e.ok()).collect();
+    let persist_after: Vec<_> = h.maps().persist_entries().expect("reading PERSIST");
     assert_eq!(
         persist_after, persist_before,
         "an ICMP error refreshed persistence"

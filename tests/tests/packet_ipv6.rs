@@ -568,7 +568,10 @@ fn persistence_by_a_64_bit_prefix_keeps_a_network_on_one_backend() {
         let f = tcp(net_b(i + 1), 51000 + i, 80, "S");
         assert_eq!(backend_of(&f, &h.run(&f)), 1, "second /64, client {i}");
     }
-    let entries: Vec<_> = h.maps().persist.keys().filter_map(|k| k.ok()).collect();
+    let entries: Vec<_> = (h.maps().persist_entries().expect("reading PERSIST"))
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     assert_eq!(entries.len(), 2, "one entry a /64: {entries:?}");
     // The key is the client masked to its /64.
     let masked =

@@ -108,7 +108,7 @@ fn with_persistence_a_non_syn_without_an_entry_goes_to_the_remembered_backend_re
     let mut hash_only = Harness::with_config(&service("mh", "    table_size: 4093\n"));
     let syn = tcp([10, 2, 3, 4], 40000, "S");
     let remembered = backend_of(&syn, &h.run(&syn));
-    let persist_entries = |h: &mut Harness| h.maps().persist.keys().filter(|k| k.is_ok()).count();
+    let persist_entries = |h: &mut Harness| h.maps().persist_entries().expect("PERSIST").len();
     assert_eq!(persist_entries(&mut h), 1);
     // The SYN's entry is half-open (no ACK yet).
     let service_id = h
@@ -121,8 +121,8 @@ fn with_persistence_a_non_syn_without_an_entry_goes_to_the_remembered_backend_re
     };
     let stamp = h
         .maps()
-        .persist
-        .get(&key, 0)
+        .persist_entry(&key)
+        .expect("reading PERSIST")
         .expect("the persistence entry");
     // Past a tick of the coarse clock, so a refresh would show.
     thread::sleep(Duration::from_millis(30));
@@ -157,8 +157,8 @@ fn with_persistence_a_non_syn_without_an_entry_goes_to_the_remembered_backend_re
     );
     assert_eq!(
         h.maps()
-            .persist
-            .get(&key, 0)
+            .persist_entry(&key)
+            .expect("reading PERSIST")
             .expect("the persistence entry"),
         stamp,
         "a non-SYN refreshed the persistence entry"

@@ -1,9 +1,9 @@
 //! Packet-level tests of the schedulers, the connection table and persistence: the real
 //! program, maps filled by `apply`, synthetic flows run with BPF_PROG_TEST_RUN.
 
-use std::{net::Ipv4Addr, thread, time::Duration};
+use std::{collections::HashMap, net::Ipv4Addr, thread, time::Duration};
 
-use lb_common::Reason;
+use lb_common::{PersistKey, Reason, persist_bucket, v4_mapped};
 use lb_tests::packet::{
     BACKEND_MACS, CLIENT_MAC, DIRECTOR_MAC, Harness, Output, XDP_TX, pin_to_one_cpu, tcp_frame,
 };
@@ -256,11 +256,8 @@ fn a_new_connection_renews_its_client_networks_persistence() {
     let mut h = Harness::with_config(&service("rr", &[1, 1], extra));
     let first = backend_of(&h.run(&tcp([10, 2, 3, 4], 40000, 80, "S")));
     let stamp = |h: &mut Harness| -> Vec<u64> {
-        let persist = &h.maps().persist;
-        let keys: Vec<_> = persist.keys().filter_map(|k| k.ok()).collect();
-        keys.iter()
-            .map(|k| persist.get(k, 0).expect("a PERSIST entry").last_seen_ns)
-            .collect()
+        let entries = h.maps().persist_entries().expect("reading PERSIST");
+        entries.iter().map(|(_, p)| p.last_seen_ns).collect()
     };
     let before = stamp(&mut h);
     assert_eq!(before.len(), 1, "one entry for the /24");
@@ -281,6 +278,54 @@ fn a_new_connection_renews_its_client_networks_persistence() {
             "connection {i} renewed the entry: {before:?} -> {after:?}"
         );
     }
+}
+
+/// The persistence table is buckets of four slots: a fifth client network whose key falls in
+/// a full bucket evicts the network seen least recently there, and no other.
+#[test]
+fn a_full_persistence_bucket_evicts_its_least_recently_seen_network() {
+    let extra = "    persistence: { timeout: 60s, netmask: 255.255.255.0 }\n";
+    let mut h = Harness::with_config(&service("rr", &[1, 1], extra));
+    let service_id = h.service_id("web");
+    let key = |net: [u8; 4]| PersistKey {
+        client: v4_mapped(u32::from_ne_bytes(net)),
+        service_id,
+    };
+    // Five /24 networks whose keys share a bucket.
+    let mut by_bucket: HashMap<u32, Vec<[u8; 4]>> = HashMap::new();
+    let nets = (0..=255u8).flat_map(|a| (0..=255u8).map(move |b| [10, a, b, 0]));
+    let same = nets
+        .filter_map(|net| {
+            let group = by_bucket.entry(persist_bucket(&key(net))).or_default();
+            group.push(net);
+            (group.len() == 5).then(|| group.clone())
+        })
+        .next()
+        .expect("five networks in one bucket");
+    let syn = |net: [u8; 4], sport: u16| tcp([net[0], net[1], net[2], 7], sport, 80, "S");
+    // Four fill the bucket, a tick of the coarse clock apart; then the first is seen again.
+    for (i, &net) in same[..4].iter().enumerate() {
+        h.run(&syn(net, 40000 + i as u16));
+        thread::sleep(Duration::from_millis(20));
+    }
+    h.run(&syn(same[0], 40010));
+    thread::sleep(Duration::from_millis(20));
+    let held = |h: &mut Harness| -> Vec<bool> {
+        same.iter()
+            .map(|&net| {
+                let entry = h.maps().persist_entry(&key(net));
+                entry.expect("reading PERSIST").is_some()
+            })
+            .collect()
+    };
+    assert_eq!(held(&mut h), [true, true, true, true, false]);
+    // The fifth takes the slot of the second, now the least recently seen.
+    h.run(&syn(same[4], 40020));
+    assert_eq!(held(&mut h), [true, false, true, true, true]);
+    assert_eq!(
+        h.maps().persist_entries().expect("reading PERSIST").len(),
+        4
+    );
 }
 
 #[test]

@@ -280,8 +280,8 @@ impl Syncer {
                 age_ms: age_ms(now, f.last_seen_ns),
             });
         }
-        let persist: Vec<(PersistKey, Persist, u32)> = hash_batch(&maps.persist)
-            .context("reading PERSIST")?
+        let persist: Vec<(PersistKey, Persist, u32)> = maps
+            .persist_entries()?
             .into_iter()
             .filter_map(|(k, p)| {
                 let timeout = services.get(&k.service_id)?.1;
@@ -502,9 +502,8 @@ impl Syncer {
             };
             let last_seen_ns = now.saturating_sub(u64::from(e.age_ms) * 1_000_000);
             if maps
-                .persist
-                .get(&key, 0)
-                .is_ok_and(|o| o.last_seen_ns >= last_seen_ns)
+                .persist_entry(&key)
+                .is_ok_and(|o| o.is_some_and(|o| o.last_seen_ns >= last_seen_ns))
             {
                 Stats::add(&stats.kept_local, 1);
                 continue;
@@ -514,7 +513,7 @@ impl Syncer {
                 backend,
                 _pad: 0,
             };
-            match maps.persist.insert(key, value, 0) {
+            match maps.set_persist(&key, &value) {
                 Ok(()) => Stats::add(&stats.installed, 1),
                 Err(e) => {
                     warn!(error = %e, "sync: writing PERSIST");

@@ -5,6 +5,7 @@
 //! the data path's log records ([`datapath_log`]); the real servers' decapsulation program
 //! ([`decap`]).
 
+mod assoc;
 pub mod batch;
 pub mod current;
 pub mod datapath_log;
@@ -31,9 +32,9 @@ use aya::{
     util::nr_cpus,
 };
 use lb_common::{
-    Backend, Budget, CachedFlow, CachedService, Counters, Flow, FlowKey, Frag, FragKey,
-    HALF_OPEN_WAYS, HalfOpen, Iface, Persist, PersistKey, Reason, Service, ServiceKey, Settings,
-    TcpState, half_open_bucket, half_open_shift, limits, names,
+    Backend, Budget, CachedFlow, CachedService, Counters, Flow, FlowKey, Frag, FragKey, HalfOpen,
+    Iface, Persist, PersistKey, PersistSlot, Reason, Service, ServiceKey, Settings, TcpState,
+    half_open_bucket, half_open_shift, limits, names, persist_bucket,
 };
 
 /// An interface the program can serve: IFACES is an array indexed by ifindex, with
@@ -62,7 +63,9 @@ pub struct Maps {
     pub reasons: PerCpuArray<MapData, u64>,
     /// Active connections per backend, as the data path counts them for lc/wlc.
     pub conns: Array<MapData, u64>,
-    pub persist: HashMap<MapData, PersistKey, Persist>,
+    /// The persistence table: buckets of four slots; read and write it through
+    /// [`Maps::persist_entries`], [`Maps::persist_entry`] and [`Maps::set_persist`].
+    pub persist: Array<MapData, PersistSlot>,
     /// The backend of each fragmented datagram whose first fragment was forwarded.
     pub frags: HashMap<MapData, FragKey, Frag>,
     /// Half-open TCP connections (SYN seen, no ACK yet), in slots indexed by a hash of the
@@ -306,71 +309,80 @@ impl Maps {
     /// The half-open table's entries: each slot that holds a flow in the SYN state, live or
     /// not (callers judge with [`Flow::is_live`]).
     pub fn half_open(&self) -> Result<Vec<(FlowKey, Flow)>> {
-        let slots = array_batch(&self.syns, 0, self.syns.len()).context("reading SYNS")?;
-        Ok(slots
-            .into_iter()
-            .filter(|s| s.flow.state == TcpState::Syn as u8)
-            .map(|s| (s.key, s.flow))
-            .collect())
+        let slots = assoc::filled(&self.syns, names::SYNS, |s| {
+            s.flow.state == TcpState::Syn as u8
+        })?;
+        Ok(slots.into_iter().map(|s| (s.key, s.flow)).collect())
     }
 
-    /// `key`'s bucket of the half-open table, as the data path computes it: (slot index,
-    /// slot) of each way.
-    fn half_open_bucket(&self, key: &FlowKey) -> Result<Vec<(u32, HalfOpen)>> {
+    /// The first slot of `key`'s bucket of the half-open table, as the data path computes it.
+    fn half_open_bucket(&self, key: &FlowKey) -> Result<u32> {
         let shift = half_open_shift(self.syns.len())
             .with_context(|| format!("SYNS has {} slots, not a power of two", self.syns.len()))?;
-        let first = half_open_bucket(key, shift);
-        (first..first + HALF_OPEN_WAYS)
-            .map(|i| {
-                let slot = self
-                    .syns
-                    .get(&i, 0)
-                    .with_context(|| format!("reading SYNS slot {i}"))?;
-                Ok((i, slot))
-            })
-            .collect()
+        Ok(half_open_bucket(key, shift))
     }
 
     /// The half-open entry of `key`, if its bucket holds it.
     pub fn half_open_entry(&self, key: &FlowKey) -> Option<Flow> {
-        let bucket = self.half_open_bucket(key).ok()?;
-        bucket
-            .into_iter()
-            .find(|(_, s)| s.holds(key))
-            .map(|(_, s)| s.flow)
+        let first = self.half_open_bucket(key).ok()?;
+        let found = assoc::find(&self.syns, first, key, names::SYNS).ok()?;
+        found.map(|(_, s)| s.flow)
     }
 
     /// Writes `flow` (in the SYN state) as the half-open entry of `key`, into the slot of its
-    /// bucket the data path's SYN would take ([`HalfOpen::rank`]). Returns the half-open
-    /// entry of another flow that slot held, which is gone.
+    /// bucket the data path's SYN would take. Returns the half-open entry of another flow
+    /// that slot held, which is gone.
     pub fn set_half_open(&mut self, key: &FlowKey, flow: &Flow) -> Result<Option<Flow>> {
-        let (slot, old) = (self.half_open_bucket(key)?.into_iter())
-            .min_by_key(|(_, s)| s.rank(key))
-            .context("a bucket of no slots")?;
-        self.syns
-            .set(
-                slot,
-                HalfOpen {
-                    key: *key,
-                    flow: *flow,
-                },
-                0,
-            )
-            .with_context(|| format!("writing SYNS slot {slot}"))?;
-        // The data path's rule too: a rank above 1 is another flow's half-open entry.
-        Ok((old.rank(key) > 1).then_some(old.flow))
+        let first = self.half_open_bucket(key)?;
+        let slot = HalfOpen {
+            key: *key,
+            flow: *flow,
+        };
+        let evicted = assoc::put(&mut self.syns, first, key, slot, names::SYNS)?;
+        Ok(evicted.map(|s| s.flow))
     }
 
     /// Empties the half-open entry of `key`; false if its bucket did not hold it.
     pub fn remove_half_open(&mut self, key: &FlowKey) -> Result<bool> {
-        let bucket = self.half_open_bucket(key)?;
-        let Some((slot, _)) = bucket.into_iter().find(|(_, s)| s.holds(key)) else {
+        let first = self.half_open_bucket(key)?;
+        let Some((slot, _)) = assoc::find(&self.syns, first, key, names::SYNS)? else {
             return Ok(false);
         };
         self.syns
             .set(slot, HalfOpen::default(), 0)
             .with_context(|| format!("emptying SYNS slot {slot}"))?;
         Ok(true)
+    }
+
+    /// The persistence table's entries, live or not (callers judge by the service's
+    /// timeout).
+    pub fn persist_entries(&self) -> Result<Vec<(PersistKey, Persist)>> {
+        let slots = assoc::filled(&self.persist, names::PERSIST, |s| s.filled != 0)?;
+        Ok(slots.into_iter().map(|s| (s.key, s.persist)).collect())
+    }
+
+    /// The persistence entry of `key`, if its bucket holds it.
+    pub fn persist_entry(&self, key: &PersistKey) -> Result<Option<Persist>> {
+        let found = assoc::find(&self.persist, persist_bucket(key), key, names::PERSIST)?;
+        Ok(found.map(|(_, s)| s.persist))
+    }
+
+    /// Writes `p` as the persistence entry of `key`, into the slot of its bucket the data
+    /// path would give it (evicting the least recently seen entry of a full bucket).
+    pub fn set_persist(&mut self, key: &PersistKey, p: &Persist) -> Result<()> {
+        let slot = PersistSlot {
+            key: *key,
+            filled: 1,
+            persist: *p,
+        };
+        assoc::put(
+            &mut self.persist,
+            persist_bucket(key),
+            key,
+            slot,
+            names::PERSIST,
+        )?;
+        Ok(())
     }
 }
 
