@@ -42,7 +42,10 @@ use lb_common::{
 pub fn check_ifindex(iface: &str, ifindex: u32) -> Result<()> {
     if ifindex >= limits::IFINDEX_SLOTS {
         anyhow::bail!(
-            "{iface} has interface index {ifindex}, and the director serves only interfaces              whose index is below {} (its interface table is an array indexed by ifindex);              indexes are allocated per network namespace: use an interface of a namespace              with fewer past interfaces, or re-create {iface} after its namespace is restarted",
+            "{iface} has interface index {ifindex}, and the director serves only interfaces \
+             whose index is below {} (its interface table is an array indexed by ifindex); \
+             indexes are allocated per network namespace: use an interface of a namespace \
+             with fewer past interfaces, or re-create {iface} after its namespace is restarted",
             limits::IFINDEX_SLOTS
         );
     }
