@@ -24,7 +24,7 @@ mod service_cache;
 
 pub use cache::{CachedFlow, cache_slot, refresh_ticks};
 pub use filter::{
-    FLOW_FILTER_BITS, FLOW_FILTER_ENTRIES, FLOW_FILTER_SIDE, FLOW_FILTER_WORDS, flow_filter_bit,
+    FLOW_FILTER_BITS, FLOW_FILTER_ENTRIES, FLOW_FILTER_SIDE, FLOW_FILTER_WORDS, flow_filter_hash,
     flow_filter_word,
 };
 pub use flow::{Flow, TcpState, age_ns, tcp_flags, timeouts};

@@ -1,5 +1,5 @@
 //! The membership bitmap of `FLOWS` (`FLOW_FILTER`, `lb_common::filter`) from user space:
-//! the bit of each key the control plane writes into `FLOWS`, and the daemon's rebuild. Both
+//! the bits of each key the control plane writes into `FLOWS`, and the daemon's rebuild. Both
 //! go through a shared mapping of the array, with atomic ORs: a map update would overwrite
 //! the bits the data path sets meanwhile.
 
@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::maps::{Array, IterableMap as _, MapData};
 use lb_common::{
-    FLOW_FILTER_ENTRIES, FLOW_FILTER_SIDE, FLOW_FILTER_WORDS, FlowKey, flow_filter_bit,
+    FLOW_FILTER_ENTRIES, FLOW_FILTER_SIDE, FLOW_FILTER_WORDS, FlowKey, flow_filter_hash,
     flow_filter_word,
 };
 
@@ -74,20 +74,20 @@ impl FilterMapping {
     }
 
     fn set(&self, side: u32, key: &FlowKey) {
-        let (word, mask) = flow_filter_word(side, flow_filter_bit(key));
+        let (word, mask) = flow_filter_word(side, flow_filter_hash(key));
         self.word(word).fetch_or(mask, Ordering::SeqCst);
     }
 
-    /// Sets `key`'s bit in both bitmaps: after each insert of `key` into `FLOWS`.
+    /// Sets `key`'s bits in both bitmaps: after each insert of `key` into `FLOWS`.
     pub fn mark(&self, key: &FlowKey) {
         self.set(0, key);
         self.set(1, key);
     }
 
-    /// Whether the active bitmap has `key`'s bit: `FLOWS` may hold it.
+    /// Whether the active bitmap has both of `key`'s bits: `FLOWS` may hold it.
     pub fn may_hold(&self, key: &FlowKey) -> bool {
-        let (word, mask) = flow_filter_word(self.side(), flow_filter_bit(key));
-        self.word(word).load(Ordering::SeqCst) & mask != 0
+        let (word, mask) = flow_filter_word(self.side(), flow_filter_hash(key));
+        self.word(word).load(Ordering::SeqCst) & mask == mask
     }
 
     /// Bits set in the active bitmap.
@@ -99,8 +99,8 @@ impl FilterMapping {
     }
 
     /// Rebuilds the inactive bitmap from `FLOWS` and makes it the active one: zeroed, then
-    /// the bit of every key a batch walk of `flows` returns ORed in (a key inserted after the
-    /// zeroing set its own bit). Returns the keys walked. Run it no more often than a packet
+    /// the bits of every key a batch walk of `flows` returns ORed in (a key inserted after the
+    /// zeroing set its own bits). Returns the keys walked. Run it no more often than a packet
     /// takes to go through the program many times over: a packet that read the old index
     /// must find the old bitmap whole, and the next rebuild zeroes it.
     pub fn rebuild(
