@@ -293,6 +293,48 @@ fn failed_attach_leaves_nothing_and_generic_mode_works() {
     );
 }
 
+/// Maps pinned by another version (here the persistence table as it was before it became an
+/// array: an LRU hash map of 16-byte values) are refused by name before anything is loaded,
+/// with what to do; the pins are left for that version's detach.
+#[test]
+fn attach_refuses_maps_pinned_by_another_version() {
+    let net = CliLab::new();
+    let dir = net.pin_dir();
+    std::fs::create_dir_all(net.pins()).expect("making the pin directory");
+    for (name, kind, key, value, entries) in [
+        ("SERVICES", "hash", 20, 68, 4096),
+        ("PERSIST", "lru_hash", 20, 16, 65536),
+    ] {
+        let path = format!("{dir}/{name}");
+        let (key, value, entries) = (key.to_string(), value.to_string(), entries.to_string());
+        let made = std::process::Command::new("bpftool")
+            .args([
+                "map", "create", &path, "type", kind, "key", &key, "value", &value,
+            ])
+            .args(["entries", &entries, "name", name])
+            .status()
+            .expect("running bpftool");
+        assert!(made.success(), "bpftool map create {path}");
+    }
+    let out = net.ctl(&["attach", "eth0"]).fails();
+    assert!(
+        out.stderr.contains(&format!(
+            "lb-ctl: the maps pinned under {dir} were made by another version of lb-ctl: \
+             PERSIST is an LRU hash map of 20-byte keys and 16-byte values where this \
+             version's is an array of 4-byte keys and 40-byte values. Detach every interface \
+             that uses them (`lb-ctl detach IFACE`"
+        )),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("SERVICES is"), "{out}");
+    // Nothing attached, and the other version's pins are still there.
+    assert!(!lb_ctl::maps::pins::link_pin(net.pins(), "eth0").exists());
+    assert!(net.pins().join("PERSIST").exists() && net.pins().join("SERVICES").exists());
+    for name in ["PERSIST", "SERVICES"] {
+        std::fs::remove_file(net.pins().join(name)).expect("removing a test pin");
+    }
+}
+
 #[test]
 fn failed_attach_of_a_second_interface_registers_nothing() {
     let net = CliLab::new();

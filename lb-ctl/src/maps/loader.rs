@@ -8,6 +8,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
+    maps::MapInfo,
     programs::{Xdp, XdpMode},
 };
 use lb_common::{HALF_OPEN_WAYS, decap, half_open_shift, limits, names, refresh_ticks};
@@ -80,6 +81,7 @@ pub fn load(sizes: &Sizes, pin_dir: Option<&Path>) -> Result<Ebpf> {
         .map_max_entries(names::FLOWS, sizes.flows)
         .map_max_entries(names::SYNS, sizes.syns);
     if let Some(dir) = pin_dir {
+        check_pins(dir)?;
         for name in names::MAPS {
             loader.map_pin_path(name, dir.join(name));
         }
@@ -91,6 +93,64 @@ pub fn load(sizes: &Sizes, pin_dir: Option<&Path>) -> Result<Ebpf> {
         .load()
         .context("the kernel's verifier rejected the XDP program")?;
     Ok(ebpf)
+}
+
+/// Refuses the maps pinned under `dir` when one of them is not what this program's map of
+/// that name is (its type, key size or value size): pins made by another version of lb-ctl,
+/// which the program would share and misread. The sizes given at the first attach
+/// (`--flows`, ...) may differ.
+fn check_pins(dir: &Path) -> Result<()> {
+    let object = aya_obj::Object::parse(OBJECT).context("parsing the XDP object")?;
+    let mut differ = Vec::new();
+    for name in names::MAPS {
+        let path = dir.join(name);
+        let Some(want) = object.maps.get(name) else {
+            continue;
+        };
+        if !path.exists() {
+            continue;
+        }
+        let have = MapInfo::from_pin(&path)
+            .with_context(|| format!("reading the pinned map {}", path.display()))?;
+        let have_type = have.map_type().map_or(u32::MAX, |t| t as u32);
+        let (want_type, want_key, want_value) =
+            (want.map_type(), want.key_size(), want.value_size());
+        if (have_type, have.key_size(), have.value_size()) != (want_type, want_key, want_value) {
+            differ.push(format!(
+                "{name} is {} of {}-byte keys and {}-byte values where this version's is {} of \
+                 {want_key}-byte keys and {want_value}-byte values",
+                map_type_name(have_type),
+                have.key_size(),
+                have.value_size(),
+                map_type_name(want_type),
+            ));
+        }
+    }
+    if !differ.is_empty() {
+        bail!(
+            "the maps pinned under {} were made by another version of lb-ctl: {}. Detach every \
+             interface that uses them (`lb-ctl detach IFACE`, which removes the pins; the \
+             connections in the tables are forgotten), then attach again",
+            dir.display(),
+            differ.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// A map type's name for people, with its article, from its `bpf_map_type` number.
+fn map_type_name(t: u32) -> String {
+    use aya_obj::generated::bpf_map_type as T;
+    let name = match t {
+        x if x == T::BPF_MAP_TYPE_HASH as u32 => "a hash map",
+        x if x == T::BPF_MAP_TYPE_ARRAY as u32 => "an array",
+        x if x == T::BPF_MAP_TYPE_PERCPU_ARRAY as u32 => "a per-CPU array",
+        x if x == T::BPF_MAP_TYPE_LRU_HASH as u32 => "an LRU hash map",
+        x if x == T::BPF_MAP_TYPE_LRU_PERCPU_HASH as u32 => "a per-CPU LRU hash map",
+        x if x == T::BPF_MAP_TYPE_PERCPU_HASH as u32 => "a per-CPU hash map",
+        _ => return format!("a map of type {t}"),
+    };
+    name.to_owned()
 }
 
 /// The kernel's tick in ns (`1 / HZ`): the resolution of `CLOCK_MONOTONIC_COARSE`, which
