@@ -241,7 +241,7 @@ pub const fn hash_flow(f: &FlowKey) -> u32 {
 /// Value of `SERVICES`. User space replaces it whole; the kernel swaps hash map values
 /// atomically, so a packet sees either the old table or the new one, never a mix.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Service {
     /// Index into `CURSORS` and `SERVICE_STATS`.
     pub id: u32,

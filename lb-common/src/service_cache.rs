@@ -12,7 +12,7 @@ use crate::{FlowKey, Service, ServiceKey, limits};
 
 /// A slot of `SERVICE_CACHE`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CachedService {
     pub key: ServiceKey,
     /// `GENERATION[0]` when the slot was filled (read before `SERVICES`).
@@ -123,14 +123,8 @@ mod tests {
             filled: 1,
             service: Service {
                 id: 3,
-                table_offset: 0,
                 table_len: 1,
-                pick: 0,
-                sched: 0,
-                flags: 0,
-                persist_timeout_s: 0,
-                persist_mask: [0; 4],
-                name: [0; limits::NAME_LEN],
+                ..Service::default()
             },
         };
         assert!(slot.holds(&key(80), 7));

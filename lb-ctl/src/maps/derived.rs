@@ -102,14 +102,7 @@ mod tests {
         let v4 = v4_mapped(u32::from_ne_bytes([10, 0, 0, 1]));
         let service = |id| Service {
             id,
-            table_offset: 0,
-            table_len: 0,
-            pick: 0,
-            sched: 0,
-            flags: 0,
-            persist_timeout_s: 0,
-            persist_mask: [0; 4],
-            name: [0; limits::NAME_LEN],
+            ..Service::default()
         };
         let slots = keys(&[(key(v4, 80), service(3)), (key(v4, 0), service(0))]);
         assert_eq!(slots.len(), limits::MAX_SERVICES as usize);
