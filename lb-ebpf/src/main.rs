@@ -150,7 +150,8 @@ static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::COUNT, 
 /// Active connections (TCP flows in SYN or ESTABLISHED) per backend id: lc/wlc and ActiveConn.
 #[map]
 static CONNS: Array<u64> = Array::with_max_entries(limits::MAX_BACKENDS, 0);
-/// The backend each client network last went to, per service with persistence.
+/// The backend each client network last went to, per service with persistence: buckets of
+/// four slots ([`persist`]).
 #[map]
 static PERSIST: Array<PersistSlot> = Array::with_max_entries(limits::PERSIST, 0);
 

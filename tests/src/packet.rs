@@ -309,33 +309,17 @@ impl Harness {
     /// The flow-cache slots (of any CPU) that hold `key`, as (CPU, slot).
     pub fn cached(&self, key: &FlowKey) -> Vec<(usize, lb_common::CachedFlow)> {
         let slot = lb_common::cache_slot(key);
-        let values = self
-            .maps
-            .flow_cache
-            .get(&slot, 0)
-            .expect("reading FLOW_CACHE");
-        values
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.key == *key && c.fresh_until != 0)
-            .map(|(cpu, c)| (cpu, *c))
-            .collect()
+        per_cpu_slot(&self.maps.flow_cache, slot, names::FLOW_CACHE, |c| {
+            c.key == *key && c.fresh_until != 0
+        })
     }
 
     /// The service-cache slots (of any CPU) filled for `key`, as (CPU, slot).
     pub fn cached_service(&self, key: &ServiceKey) -> Vec<(usize, lb_common::CachedService)> {
         let slot = lb_common::service_cache_slot(key);
-        let values = self
-            .maps
-            .service_cache
-            .get(&slot, 0)
-            .expect("reading SERVICE_CACHE");
-        values
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.key == *key && c.filled != 0)
-            .map(|(cpu, c)| (cpu, *c))
-            .collect()
+        per_cpu_slot(&self.maps.service_cache, slot, names::SERVICE_CACHE, |c| {
+            c.key == *key && c.filled != 0
+        })
     }
 
     /// `GENERATION[0]`: what a slot's generation must be for the data path to trust it.
@@ -584,6 +568,25 @@ pub fn web_service(scheduler: &str, extra: &str) -> String {
         s += &format!("      - address: 192.168.58.{}\n", 135 + i);
     }
     s
+}
+
+/// Slot `slot` of each CPU's copy of the per-CPU array `map` (named `name`) that `holds`
+/// accepts, as (CPU, slot).
+fn per_cpu_slot<T: aya::Pod>(
+    map: &aya::maps::PerCpuArray<aya::maps::MapData, T>,
+    slot: u32,
+    name: &str,
+    holds: impl Fn(&T) -> bool,
+) -> Vec<(usize, T)> {
+    let values = map
+        .get(&slot, 0)
+        .unwrap_or_else(|e| panic!("reading {name}: {e}"));
+    values
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| holds(c))
+        .map(|(cpu, c)| (cpu, *c))
+        .collect()
 }
 
 impl Default for Harness {
