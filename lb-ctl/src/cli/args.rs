@@ -95,8 +95,12 @@ under --pin-dir, so the data path keeps forwarding after this command exits.
 
 The interface's MAC is registered: the program acts only on frames sent to it. The
 interface table is an array indexed by ifindex: an interface whose index is 65536 or more
-is refused. Attaching an interface that is already attached does nothing. Attaching a second interface shares
-the same maps (services, backends, connections, counters).
+is refused. Attaching an interface that is already attached does nothing. Attaching a
+second interface shares the same maps (services, backends, connections, counters).
+
+Maps pinned by another version of lb-ctl whose layout differs from this version's are
+refused by name, before anything is loaded: detach every interface that uses them (which
+removes the pins and forgets the connections in them), then attach again.
 
 Native mode runs in the driver and is what production uses; when a driver cannot, the
 error says so and --mode generic works on any interface.")]
