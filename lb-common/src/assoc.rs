@@ -12,28 +12,38 @@
 /// Slots of a bucket: a key's entry is in one of them.
 pub const WAYS: u32 = 4;
 
-/// A slot of a set-associative table.
+/// A slot of a set-associative table: what a table says of its slots (filled, whose key,
+/// stamped when); the rule that finds and places entries is the trait's, the same for every
+/// table.
 pub trait Slot {
-    type Key;
+    type Key: PartialEq;
+
+    /// Whether the slot holds an entry (of its key).
+    fn filled(&self) -> bool;
+
+    /// The key of the slot's entry (meaningless in an empty slot).
+    fn key(&self) -> &Self::Key;
+
+    /// When the slot's entry was last seen.
+    fn last_seen_ns(&self) -> u64;
 
     /// Whether the slot holds `key`'s entry.
-    fn holds(&self, key: &Self::Key) -> bool;
+    #[inline(always)]
+    fn holds(&self, key: &Self::Key) -> bool {
+        self.filled() && self.key() == key
+    }
 
     /// How readily a new entry of `key` takes this slot, lowest first: `key`'s own entry
     /// (0), an empty slot (1), else the entry seen least recently (2 + its stamp; an expired
     /// entry is older than any live one).
-    fn rank(&self, key: &Self::Key) -> u64;
-}
-
-/// The rank of a slot that holds an entry stamped `last_seen_ns`, of `key` or not, or is
-/// empty ([`Slot::rank`]).
-#[inline(always)]
-pub const fn rank(filled: bool, own: bool, last_seen_ns: u64) -> u64 {
-    if !filled {
-        1
-    } else if own {
-        0
-    } else {
-        last_seen_ns.saturating_add(2)
+    #[inline(always)]
+    fn rank(&self, key: &Self::Key) -> u64 {
+        if !self.filled() {
+            1
+        } else if self.key() == key {
+            0
+        } else {
+            self.last_seen_ns().saturating_add(2)
+        }
     }
 }

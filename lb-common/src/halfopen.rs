@@ -17,7 +17,7 @@
 
 use crate::{
     Flow, FlowKey, TcpState,
-    assoc::{self, Slot, WAYS},
+    assoc::{Slot, WAYS},
 };
 
 /// Slots of a bucket: a flow's entry is in one of them.
@@ -33,23 +33,24 @@ pub struct HalfOpen {
 
 const _: () = assert!(core::mem::size_of::<HalfOpen>() == 64);
 
+/// A slot holds an entry while it is in the SYN state: `None` is empty (never used, or its
+/// connection moved to `FLOWS`).
 impl Slot for HalfOpen {
     type Key = FlowKey;
 
-    /// Whether the slot holds the half-open entry of `key`.
     #[inline(always)]
-    fn holds(&self, key: &FlowKey) -> bool {
-        self.flow.state == TcpState::Syn as u8 && self.key == *key
+    fn filled(&self) -> bool {
+        self.flow.state == TcpState::Syn as u8
     }
 
-    /// A slot not in the SYN state is empty.
     #[inline(always)]
-    fn rank(&self, key: &FlowKey) -> u64 {
-        assoc::rank(
-            self.flow.state == TcpState::Syn as u8,
-            self.key == *key,
-            self.flow.last_seen_ns,
-        )
+    fn key(&self) -> &FlowKey {
+        &self.key
+    }
+
+    #[inline(always)]
+    fn last_seen_ns(&self) -> u64 {
+        self.flow.last_seen_ns
     }
 }
 

@@ -7,7 +7,7 @@
 
 use crate::{
     Persist, PersistKey,
-    assoc::{self, Slot, WAYS},
+    assoc::{Slot, WAYS},
     limits,
 };
 
@@ -27,17 +27,18 @@ impl Slot for PersistSlot {
     type Key = PersistKey;
 
     #[inline(always)]
-    fn holds(&self, key: &PersistKey) -> bool {
-        self.filled != 0 && self.key == *key
+    fn filled(&self) -> bool {
+        self.filled != 0
     }
 
     #[inline(always)]
-    fn rank(&self, key: &PersistKey) -> u64 {
-        assoc::rank(
-            self.filled != 0,
-            self.key == *key,
-            self.persist.last_seen_ns,
-        )
+    fn key(&self) -> &PersistKey {
+        &self.key
+    }
+
+    #[inline(always)]
+    fn last_seen_ns(&self) -> u64 {
+        self.persist.last_seen_ns
     }
 }
 

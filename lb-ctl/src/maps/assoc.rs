@@ -59,12 +59,11 @@ pub(crate) fn put<T: Pod + Slot>(
     Ok((old.rank(key) > 1).then_some(old))
 }
 
-/// Every slot of `map` that holds an entry, in one batch read.
-pub(crate) fn filled<T: Pod + Default>(
+/// Every slot of `map` that holds an entry ([`Slot::filled`]), in one batch read.
+pub(crate) fn filled<T: Pod + Default + Slot>(
     map: &Array<MapData, T>,
     name: &str,
-    holds: impl Fn(&T) -> bool,
 ) -> Result<Vec<T>> {
     let slots = array_batch(map, 0, map.len()).with_context(|| format!("reading {name}"))?;
-    Ok(slots.into_iter().filter(|s| holds(s)).collect())
+    Ok(slots.into_iter().filter(Slot::filled).collect())
 }

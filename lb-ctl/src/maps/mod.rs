@@ -33,7 +33,7 @@ use aya::{
 };
 use lb_common::{
     Backend, Budget, CachedFlow, CachedService, Counters, Flow, FlowKey, Frag, FragKey, HalfOpen,
-    Iface, Persist, PersistKey, PersistSlot, Reason, Service, ServiceKey, Settings, TcpState,
+    Iface, Persist, PersistKey, PersistSlot, Reason, Service, ServiceKey, Settings,
     half_open_bucket, half_open_shift, limits, names, persist_bucket,
 };
 
@@ -312,9 +312,7 @@ impl Maps {
     /// The half-open table's entries: each slot that holds a flow in the SYN state, live or
     /// not (callers judge with [`Flow::is_live`]).
     pub fn half_open(&self) -> Result<Vec<(FlowKey, Flow)>> {
-        let slots = assoc::filled(&self.syns, names::SYNS, |s| {
-            s.flow.state == TcpState::Syn as u8
-        })?;
+        let slots = assoc::filled(&self.syns, names::SYNS)?;
         Ok(slots.into_iter().map(|s| (s.key, s.flow)).collect())
     }
 
@@ -360,7 +358,7 @@ impl Maps {
     /// The persistence table's entries, live or not (callers judge by the service's
     /// timeout).
     pub fn persist_entries(&self) -> Result<Vec<(PersistKey, Persist)>> {
-        let slots = assoc::filled(&self.persist, names::PERSIST, |s| s.filled != 0)?;
+        let slots = assoc::filled(&self.persist, names::PERSIST)?;
         Ok(slots.into_iter().map(|s| (s.key, s.persist)).collect())
     }
 
